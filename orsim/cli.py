@@ -1,0 +1,141 @@
+"""The one entry point: ``orsim <command> ...``.
+
+Each command lives in its own package's ``cli`` module, which provides
+``register(subparsers)``; the parser it adds sets ``func`` to a callable taking the parsed
+arguments and returning an exit code. Expected failures are ``OrsimError``s, printed as one
+line (``orsim <command>: <kind>: <message>``) with their exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from orsim import __version__
+from orsim.errors import (
+    EXIT_OTHER,
+    ConfigError,
+    OrsimError,
+    UnreachableError,
+    UsageError,
+)
+
+#: (command, module providing ``register``), in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    ("confserv", "orsim.confserv.cli"),
+    ("tserver", "orsim.tserver.cli"),
+    ("urs", "orsim.urs.cli"),
+    ("node", "orsim.node.cli"),
+    ("config", "orsim.config.cli"),
+    ("cluster", "orsim.cluster.cli"),
+    ("scenario", "orsim.scenario.cli"),
+    ("demo", "orsim.cluster.demo"),
+)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orsim",
+        description=(
+            "A simulated Genesys Orchestration Server cluster: Configuration Server, "
+            "SIP Server/T-Server, URS and ORS nodes as real processes, with failover "
+            "scenarios."
+        ),
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"orsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for _name, module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def error_line(command: str, exc: OrsimError) -> str:
+    """The one line a user sees for an expected failure."""
+    kind = "error"
+    for cls, name in (
+        (ConfigError, "configuration error"),
+        (UnreachableError, "unreachable"),
+        (UsageError, "usage error"),
+    ):
+        if isinstance(exc, cls):
+            kind = name
+            break
+    return f"orsim {command}: {kind}: {exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    command = getattr(args, "command_name", None) or args.command
+    try:
+        return func(args)
+    except OrsimError as exc:
+        print(error_line(command, exc), file=sys.stderr)
+        if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BaseExceptionGroup as group:
+        matched, _rest = group.split(OrsimError)
+        if matched is not None:
+            first = _first_leaf(matched)
+            print(error_line(command, first), file=sys.stderr)
+            return first.exit_code
+        raise
+    return EXIT_OTHER
+
+
+def _first_leaf(group: BaseExceptionGroup[OrsimError]) -> OrsimError:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, OrsimError)
+    return exc
+
+
+def add_genesys_args(parser: argparse.ArgumentParser, *, app_required: bool = True) -> None:
+    """The Genesys start-up flags: ``-host``/``-port`` name the Configuration Server."""
+    parser.add_argument(
+        "-host", "--host", required=True, metavar="H", help="Configuration Server host"
+    )
+    parser.add_argument(
+        "-port", "--port", required=True, type=int, metavar="P", help="Configuration Server port"
+    )
+    parser.add_argument(
+        "-app", "--app", required=app_required, metavar="APP", help="this server's Application"
+    )
+    parser.add_argument(
+        "-backup_host", "--backup-host", "--backup_host", dest="backup_host", metavar="H",
+        help="backup Configuration Server host",
+    )
+    parser.add_argument(
+        "-backup_port", "--backup-port", "--backup_port", dest="backup_port", type=int,
+        metavar="P", help="backup Configuration Server port",
+    )
+    parser.add_argument(
+        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="how long to keep retrying the Configuration Server (default 10)",
+    )
+
+
+def confserv_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The Configuration Server addresses to try, primary first."""
+    addresses = [(args.host, args.port)]
+    if args.backup_host and args.backup_port:
+        addresses.append((args.backup_host, args.backup_port))
+    return addresses
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Running a server process: logging set-up, graceful stop on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from orsim.logs import configure_logging, get_logger
+
+
+async def run_until_signal(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    """Run ``main(nursery)`` until it returns or SIGTERM/SIGINT arrives, then stop cleanly.
+
+    ``main`` starts its long-running tasks in the nursery it is given; a signal cancels
+    that nursery, so every task's ``finally`` runs.
+    """
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    get_logger().info("stopping", signal=signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            await main(nursery)
+
+
+def run_server(main: Callable[[trio.Nursery], Awaitable[None]], log_level: str = "info") -> int:
+    """Synchronous wrapper for a server CLI: configure logs, run, return exit code 0."""
+    configure_logging(level=log_level)
+    trio.run(run_until_signal, main)
+    return 0

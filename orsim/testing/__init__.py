@@ -1,0 +1,1 @@
+"""Public test helpers for orsim users and orsim's own tests."""

@@ -1,0 +1,1 @@
+"""pytest plugin shipped with orsim (fixtures are added by the scenario/launcher work)."""

@@ -1,0 +1,42 @@
+"""The orsim wire protocol: framing, messages, handshake, ADDP and the transport seam."""
+
+from __future__ import annotations
+
+from orsim.wire._addp import Addp as Addp
+from orsim.wire._addp import AddpAction as AddpAction
+from orsim.wire._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
+from orsim.wire._codec import NEED_DATA as NEED_DATA
+from orsim.wire._codec import FrameDecoder as FrameDecoder
+from orsim.wire._codec import decode_body as decode_body
+from orsim.wire._codec import encode as encode
+from orsim.wire._connection import Connection as Connection
+from orsim.wire._connection import PushHandler as PushHandler
+from orsim.wire._connection import RequestFailed as RequestFailed
+from orsim.wire._connection import RequestHandler as RequestHandler
+from orsim.wire._endpoint import connect_with_retry as connect_with_retry
+from orsim.wire._endpoint import connected as connected
+from orsim.wire._endpoint import open_connection as open_connection
+from orsim.wire._endpoint import serve_app as serve_app
+from orsim.wire._messages import PROTOCOL_VERSION as PROTOCOL_VERSION
+from orsim.wire._messages import ErrorResponse as ErrorResponse
+from orsim.wire._messages import Hello as Hello
+from orsim.wire._messages import Json as Json
+from orsim.wire._messages import Message as Message
+from orsim.wire._messages import Ping as Ping
+from orsim.wire._messages import Pong as Pong
+from orsim.wire._messages import Push as Push
+from orsim.wire._messages import Request as Request
+from orsim.wire._messages import Response as Response
+from orsim.wire._messages import Welcome as Welcome
+from orsim.wire._transport import MemoryNetwork as MemoryNetwork
+from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
+from orsim.wire._transport import Network as Network
+from orsim.wire._transport import TcpNetwork as TcpNetwork
+
+__all__ = [
+    "DEFAULT_MAX_FRAME", "NEED_DATA", "PROTOCOL_VERSION", "Addp", "AddpAction", "Connection",
+    "ErrorResponse", "FrameDecoder", "Hello", "Json", "MemoryNetwork", "MemoryNetworkView",
+    "Message", "Network", "Ping", "Pong", "Push", "PushHandler", "Request", "RequestFailed",
+    "RequestHandler", "Response", "TcpNetwork", "Welcome", "connect_with_retry", "connected",
+    "decode_body", "encode", "open_connection", "serve_app",
+]

@@ -1,0 +1,179 @@
+"""Pure framing and encoding of wire messages (sans-IO).
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON: an object
+whose ``"t"`` names the message type. ``FrameDecoder`` takes bytes as they arrive
+(``receive_data``) and hands out whole messages (``next_message`` returns ``NEED_DATA``
+until one is complete). Any violation raises ``RemoteProtocolError`` and leaves the
+decoder broken for good, so a caller can never read past garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any, Final
+
+import attrs
+
+from orsim.errors import LocalProtocolError, RemoteProtocolError
+from orsim.wire._messages import (
+    ErrorResponse,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+    Push,
+    Request,
+    Response,
+    Welcome,
+)
+
+#: Default largest frame body accepted or sent: generous for ledger dumps, small enough
+#: that a hostile length header cannot make a server allocate much.
+DEFAULT_MAX_FRAME = 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+_TAGS: dict[type[Any], str] = {
+    Hello: "hello",
+    Welcome: "welcome",
+    Request: "req",
+    Response: "res",
+    ErrorResponse: "err",
+    Push: "push",
+    Ping: "ping",
+    Pong: "pong",
+}
+_BY_TAG = {tag: cls for cls, tag in _TAGS.items()}
+
+# Field name -> accepted JSON types, per message type. bool is excluded from int on purpose.
+_FIELD_TYPES: dict[type[Any], dict[str, tuple[type, ...]]] = {
+    Hello: {"app": (str,), "app_type": (str,), "version": (int,), "addp_remote_timeout": (int, float)},
+    Welcome: {"app": (str,), "app_type": (str,), "version": (int,)},
+    Request: {"id": (int,), "method": (str,), "params": (dict,)},
+    Response: {"id": (int,), "result": (object,)},
+    ErrorResponse: {"id": (int,), "code": (str,), "message": (str,)},
+    Push: {"topic": (str,), "data": (dict,)},
+    Ping: {"seq": (int,)},
+    Pong: {"seq": (int,)},
+}
+
+
+def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode one message as a frame.
+
+    Raises:
+        LocalProtocolError: the message does not serialise to JSON or exceeds ``max_frame``.
+    """
+    body_obj = {"t": _TAGS[type(message)], **attrs.asdict(message, recurse=False)}
+    try:
+        body = json.dumps(body_obj, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+    if len(body) > max_frame:
+        raise LocalProtocolError(f"frame of {len(body)} bytes exceeds the {max_frame}-byte limit")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> Message:
+    """Decode one frame body (without its length header).
+
+    Raises:
+        RemoteProtocolError: the body is not a well-formed message.
+    """
+    try:
+        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(f"frame is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("frame is not a JSON object")
+    tag = obj.pop("t", None)
+    cls = _BY_TAG.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type {tag!r}")
+    fields = _FIELD_TYPES[cls]
+    required = {a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING}
+    unknown = set(obj) - set(fields)
+    if unknown:
+        raise RemoteProtocolError(f"{tag}: unknown fields {sorted(unknown)}")
+    missing = required - set(obj)
+    if missing:
+        raise RemoteProtocolError(f"{tag}: missing fields {sorted(missing)}")
+    for name, value in obj.items():
+        types = fields[name]
+        if object not in types and (
+            isinstance(value, bool) or not isinstance(value, types)
+        ):
+            raise RemoteProtocolError(f"{tag}: field {name!r} has the wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RemoteProtocolError(f"{tag}: field {name!r} is not finite")
+    return cls(**obj)  # type: ignore[no-any-return]  # cls is one of the Message classes
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class FrameDecoder:
+    """Turns a byte stream into messages; sans-IO.
+
+    Feed bytes with ``receive_data`` (``b""`` means end of stream), then call
+    ``next_message`` until it returns ``NEED_DATA``. After a ``RemoteProtocolError`` every
+    further call raises again.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the peer; an empty ``data`` marks the end of the stream."""
+        if self._error:
+            raise self._error
+        if not data:
+            self._eof = True
+        self._buffer += data
+
+    @property
+    def eof(self) -> bool:
+        """True once the end of the stream was fed and every whole frame handed out."""
+        return self._eof and not self._buffer
+
+    def next_message(self) -> Message | _NeedData:
+        """The next whole message, or ``NEED_DATA``."""
+        if self._error:
+            raise self._error
+        try:
+            return self._next()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next(self) -> Message | _NeedData:
+        if len(self._buffer) < _HEADER.size:
+            if self._eof and self._buffer:
+                raise RemoteProtocolError("stream ended inside a frame header")
+            return NEED_DATA
+        (length,) = _HEADER.unpack_from(self._buffer)
+        if length > self.max_frame:
+            raise RemoteProtocolError(
+                f"frame length {length} exceeds the {self.max_frame}-byte limit"
+            )
+        end = _HEADER.size + length
+        if len(self._buffer) < end:
+            if self._eof:
+                raise RemoteProtocolError("stream ended inside a frame")
+            return NEED_DATA
+        body = bytes(self._buffer[_HEADER.size : end])
+        del self._buffer[:end]
+        return decode_body(body)

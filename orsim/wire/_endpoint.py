@@ -1,0 +1,257 @@
+"""Opening client connections and serving an application's port, handshake included."""
+
+from __future__ import annotations
+
+import errno
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import NoReturn
+
+import trio
+
+from orsim.errors import ConnectionLost, RemoteProtocolError, UnreachableError
+from orsim.logs import get_logger
+from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from orsim.wire._connection import Connection, PushHandler, RequestHandler
+from orsim.wire._messages import PROTOCOL_VERSION, ErrorResponse, Hello, Message, Welcome
+from orsim.wire._transport import Network
+
+#: How long a new connection may take to say Hello before the server drops it.
+HANDSHAKE_TIMEOUT = 10.0
+
+ConnectionHook = Callable[[Connection], Awaitable[None]]
+
+
+async def _read_one(stream: trio.abc.Stream, decoder: FrameDecoder) -> Message:
+    while True:
+        message = decoder.next_message()
+        if message is not NEED_DATA:
+            return message  # type: ignore[return-value]
+        try:
+            data = await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionLost(f"connection broken during handshake: {exc}") from exc
+        if not data:
+            raise ConnectionLost("connection closed during handshake")
+        decoder.receive_data(bytes(data))
+
+
+async def open_connection(
+    network: Network,
+    host: str,
+    port: int,
+    *,
+    app: str,
+    app_type: str,
+    addp_timeout: float = 0.0,
+    addp_remote_timeout: float = 0.0,
+    handler: RequestHandler | None = None,
+    on_push: PushHandler | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> Connection:
+    """Connect to ``host:port`` and complete the handshake. Run ``serve()`` on the result.
+
+    Raises:
+        OSError: nothing accepted the connection.
+        ConnectionLost: the peer closed or refused during the handshake.
+        trio.TooSlowError: no Welcome within ``timeout``.
+    """
+    stream = await network.connect(host, port)
+    try:
+        with trio.fail_after(timeout):
+            await stream.send_all(encode(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout)))
+            decoder = FrameDecoder(max_frame)
+            reply = await _read_one(stream, decoder)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    if isinstance(reply, ErrorResponse):
+        await trio.aclose_forcefully(stream)
+        raise ConnectionLost(f"{host}:{port} refused the handshake: {reply.message}")
+    if not isinstance(reply, Welcome):
+        await trio.aclose_forcefully(stream)
+        raise ConnectionLost(f"{host}:{port} answered Hello with {type(reply).__name__}")
+    return Connection(
+        stream,
+        peer_app=reply.app,
+        peer_type=reply.app_type,
+        addp_timeout=addp_timeout,
+        handler=handler,
+        on_push=on_push,
+        decoder=decoder,
+        max_frame=max_frame,
+    )
+
+
+@asynccontextmanager
+async def connected(
+    network: Network,
+    host: str,
+    port: int,
+    *,
+    app: str,
+    app_type: str,
+    addp_timeout: float = 0.0,
+    addp_remote_timeout: float = 0.0,
+    handler: RequestHandler | None = None,
+    on_push: PushHandler | None = None,
+) -> AsyncIterator[Connection]:
+    """A served connection for the duration of the block; closed on exit."""
+    conn = await open_connection(
+        network,
+        host,
+        port,
+        app=app,
+        app_type=app_type,
+        addp_timeout=addp_timeout,
+        addp_remote_timeout=addp_remote_timeout,
+        handler=handler,
+        on_push=on_push,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.serve)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
+
+
+async def connect_with_retry(
+    network: Network,
+    addresses: list[tuple[str, int]],
+    *,
+    app: str,
+    app_type: str,
+    timeout: float,
+    what: str,
+    addp_timeout: float = 0.0,
+    addp_remote_timeout: float = 0.0,
+    handler: RequestHandler | None = None,
+    on_push: PushHandler | None = None,
+) -> Connection:
+    """Try ``addresses`` in turn with exponential backoff until one answers.
+
+    Raises:
+        UnreachableError: none answered within ``timeout`` seconds (``math.inf``: forever).
+    """
+    delay = 0.05
+    last_error = "no address"
+    with trio.move_on_after(timeout):
+        while True:
+            for host, port in addresses:
+                try:
+                    return await open_connection(
+                        network,
+                        host,
+                        port,
+                        app=app,
+                        app_type=app_type,
+                        addp_timeout=addp_timeout,
+                        addp_remote_timeout=addp_remote_timeout,
+                        handler=handler,
+                        on_push=on_push,
+                        timeout=min(HANDSHAKE_TIMEOUT, timeout) if timeout < math.inf else HANDSHAKE_TIMEOUT,
+                    )
+                except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
+                    last_error = f"{host}:{port}: {exc}"
+            await trio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    tried = ", ".join(f"{h}:{p}" for h, p in addresses)
+    raise UnreachableError(f"cannot reach {what} at {tried} within {timeout:g}s ({last_error})")
+
+
+async def serve_app(
+    network: Network,
+    host: str,
+    port: int,
+    *,
+    app: str,
+    app_type: str,
+    handler: RequestHandler | None,
+    on_push: PushHandler | None = None,
+    on_connect: ConnectionHook | None = None,
+    on_disconnect: ConnectionHook | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Accept connections on ``host:port`` forever; reports the bound port via ``started``.
+
+    Each connection must open with ``Hello``; the server answers ``Welcome`` and then
+    dispatches requests to ``handler``. A connection that breaks the protocol is answered
+    with an error and dropped; nothing a client sends stops the server.
+    """
+    log = get_logger(app=app)
+    try:
+        listener, bound = await network.listen(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UnreachableError(f"{app}: port {host}:{port} is already in use") from exc
+        raise UnreachableError(f"{app}: cannot listen on {host}:{port}: {exc}") from exc
+
+    async def handle(stream: trio.abc.Stream) -> None:
+        decoder = FrameDecoder(max_frame)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                hello = await _read_one(stream, decoder)
+                if not isinstance(hello, Hello):
+                    raise RemoteProtocolError(f"expected Hello, got {type(hello).__name__}")
+                if hello.version != PROTOCOL_VERSION:
+                    await stream.send_all(
+                        encode(
+                            ErrorResponse(
+                                0,
+                                "version",
+                                f"protocol version {hello.version} unsupported "
+                                f"(server speaks {PROTOCOL_VERSION})",
+                            )
+                        )
+                    )
+                    return
+                await stream.send_all(encode(Welcome(app, app_type)))
+        except RemoteProtocolError as exc:
+            log.warning("bad_handshake", error=str(exc))
+            with trio.move_on_after(1):
+                try:
+                    await stream.send_all(encode(ErrorResponse(0, "protocol", str(exc))))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+            await trio.aclose_forcefully(stream)
+            return
+        except (ConnectionLost, trio.TooSlowError, trio.BrokenResourceError, OSError):
+            await trio.aclose_forcefully(stream)
+            return
+        conn = Connection(
+            stream,
+            peer_app=hello.app,
+            peer_type=hello.app_type,
+            addp_timeout=hello.addp_remote_timeout,
+            handler=handler,
+            on_push=on_push,
+            decoder=decoder,
+            max_frame=max_frame,
+        )
+        try:
+            if on_connect is not None:
+                await on_connect(conn)
+            await conn.serve()
+        finally:
+            await conn.aclose()
+            if on_disconnect is not None:
+                with trio.CancelScope(shield=True):
+                    await on_disconnect(conn)
+
+    log.info("listening", host=host, port=bound)
+    async with listener:
+        async with trio.open_nursery() as nursery:
+            task_status.started(bound)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # Out of file descriptors and the like: back off, keep the listener.
+                    log.warning("accept_failed", error=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(handle, stream)
