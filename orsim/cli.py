@@ -104,16 +104,22 @@ def _first_leaf(group: BaseExceptionGroup[OrsimError]) -> OrsimError:
     return exc
 
 
-def add_genesys_args(parser: argparse.ArgumentParser, *, app_required: bool = True) -> None:
-    """The Genesys start-up flags: ``-host``/``-port`` name the Configuration Server."""
+def add_genesys_args(
+    parser: argparse.ArgumentParser, *, app_required: bool = True, required: bool = True
+) -> None:
+    """The Genesys start-up flags: ``-host``/``-port`` name the Configuration Server.
+
+    ``required=False`` lets a command accept ``-V`` alone; it must then check the flags.
+    """
     parser.add_argument(
-        "-host", "--host", required=True, metavar="H", help="Configuration Server host"
+        "-host", "--host", required=required, metavar="H", help="Configuration Server host"
     )
     parser.add_argument(
-        "-port", "--port", required=True, type=int, metavar="P", help="Configuration Server port"
+        "-port", "--port", required=required, type=int, metavar="P",
+        help="Configuration Server port",
     )
     parser.add_argument(
-        "-app", "--app", required=app_required, metavar="APP", help="this server's Application"
+        "-app", "--app", required=app_required and required, metavar="APP", help="this server's Application"
     )
     parser.add_argument(
         "-backup_host", "--backup-host", "--backup_host", dest="backup_host", metavar="H",

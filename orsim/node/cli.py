@@ -1,16 +1,136 @@
-"""`orsim node` (placeholder until its package lands)."""
+"""``orsim node``: run one ORS application (a primary or backup half of a Node)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
+
+import attrs
+import trio
+
+from orsim import __version__
+from orsim.cli import add_genesys_args, confserv_addresses
+from orsim.errors import ConfigError, UsageError
+from orsim.logs import configure_logging, get_logger
+from orsim.node._runtime import OrsNode
+from orsim.node._startup import Startup, call_watching_timeout_ms, read_startup
+from orsim.runtime import run_until_signal
+from orsim.wire import Network, TcpNetwork
+
+#: Options a running node re-applies at once (reference section 8; orsim applies
+#: call-watching-timeout at once too, see reference section 9).
+DYNAMIC_OPTIONS = {
+    ("orchestration", "call-watching-timeout"),
+    ("orchestration", "backup-synch-max-age"),
+    ("orchestration", "backup-synch-max-buffer"),
+}
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("node", help="(not yet implemented)")
+    parser = subparsers.add_parser(
+        "node",
+        help="run an ORS node application",
+        description=(
+            "Run one Orchestration Server application. -host/-port name the Configuration "
+            "Server; the node listens on its own Application's host:port."
+        ),
+        allow_abbrev=False,
+    )
+    add_genesys_args(parser, required=False)
+    parser.add_argument(
+        "-cluster", "--cluster", metavar="C",
+        help="read cluster options from the List transaction C (else legacy: application only)",
+    )
+    parser.add_argument("-V", dest="print_version", action="store_true", help="print version and exit")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("orsim node: not implemented yet")
-    return 1
+    if args.print_version:
+        print(f"orsim node {__version__}")
+        return 0
+    missing = [flag for flag, value in (("-host", args.host), ("-port", args.port), ("-app", args.app)) if value is None]
+    if missing:
+        raise UsageError(f"missing required argument(s): {', '.join(missing)}")
+    configure_logging(level=args.log_level)
+    trio.run(run_until_signal, lambda nursery: _main(args, nursery))
+    return 0
+
+
+async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
+    from orsim.confserv.client import ConfServClient
+    from orsim.store import open_store
+
+    network = TcpNetwork()
+    addresses = confserv_addresses(args)
+    client = await ConfServClient.connect(
+        network, addresses, app=args.app, app_type="OrchestrationServer",
+        timeout=args.connect_timeout,
+    )
+    async with client:
+        startup = await read_startup(client, args.app, args.cluster)
+    settings = startup.settings
+    log = get_logger(app=settings.app, node_id=settings.node_id)
+    for warning in startup.options.warnings:
+        log.warning("cluster_option_ignored", detail=warning)
+    log.info(
+        "effective_configuration",
+        cluster=settings.cluster,
+        data_center=settings.data_center,
+        partner=settings.partner,
+        options=startup.options.to_json()["options"],
+    )
+    store = await open_store(settings.store_url, Path.cwd())
+    listen = os.environ.get("ORSIM_LISTEN_PORT")
+    node = OrsNode(settings, network, store, listen_port=int(listen) if listen else None)
+    await nursery.start(node.run)
+    nursery.start_soon(_follow_changes, network, addresses, startup, node)
+
+
+async def _follow_changes(
+    network: Network, addresses: list[tuple[str, int]], startup: Startup, node: OrsNode
+) -> None:
+    """Keep a Configuration Server link for change notifications, reconnecting as needed."""
+    from orsim.confserv.client import ConfServClient
+
+    from orsim.config import effective_options
+
+    app, cluster = startup.app, startup.cluster
+    log = get_logger(app=app.name)
+    while True:
+        client = await ConfServClient.connect(
+            network, addresses, app=app.name, app_type="OrchestrationServer", timeout=float("inf")
+        )
+        async with client:
+            app = await client.get_application(app.name)
+            if cluster is not None:
+                cluster = await client.get_transaction(cluster.name)
+            _apply(node, effective_options(app, cluster), log)
+            async for change in client.changes:
+                if change.kind == "application" and change.object == app.name:
+                    app = attrs.evolve(app, options=change.options)
+                elif cluster is not None and change.kind == "transaction" and change.object == cluster.name:
+                    cluster = attrs.evolve(cluster, annex=change.options)
+                else:
+                    continue
+                dynamic = (change.section, change.key) in DYNAMIC_OPTIONS or change.section.startswith("log")
+                log.info(
+                    "option_changed", object=change.object, section=change.section,
+                    key=change.key, value=change.value,
+                    takes_effect="at once" if dynamic else "after restart",
+                )
+                _apply(node, effective_options(app, cluster), log)
+        log.warning("confserv_link_lost")
+
+
+def _apply(node: OrsNode, options: Any, log: Any) -> None:
+    try:
+        cwt = call_watching_timeout_ms(options)
+    except ConfigError as exc:  # a bad live value must not stop a running node
+        log.warning("option_rejected", error=str(exc))
+        return
+    if cwt != node.call_watching_timeout_ms:
+        node.set_call_watching_timeout(cwt)

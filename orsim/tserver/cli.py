@@ -1,16 +1,116 @@
-"""`orsim tserver` (placeholder until its package lands)."""
+"""`orsim tserver -host H -port P -app SIP_Server`: the simulated SIP Server/T-Server."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NoReturn, Protocol
+
+import trio
+
+from orsim.cli import add_genesys_args, confserv_addresses
+from orsim.config._model import TSERVER_TYPES, Application, Options
+from orsim.errors import ConfigError, UsageError
+from orsim.logs import get_logger
+from orsim.runtime import run_server
+from orsim.tserver._server import TServer
+from orsim.wire import Network, TcpNetwork
+
+LISTEN_PORT_ENV = "ORSIM_LISTEN_PORT"
+
+
+class ConfiguredServer(Protocol):
+    """What ``serve_configured`` runs: a server built from its Application."""
+
+    async def serve(
+        self,
+        network: Network,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn: ...
+
+    def apply_options(self, options: Options) -> None: ...
+
+
+def listen_port_override() -> int | None:
+    """``ORSIM_LISTEN_PORT`` if set (the launcher's fault proxy holds the public port)."""
+    raw = os.environ.get(LISTEN_PORT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{LISTEN_PORT_ENV}={raw!r} is not a port number")
+    return port
+
+
+async def serve_configured(
+    args: argparse.Namespace,
+    *,
+    app_type: str,
+    accepted_types: tuple[str, ...],
+    build: Callable[[Application], ConfiguredServer],
+) -> None:
+    """Fetch ``args.app`` from the Configuration Server, serve it, apply live changes.
+
+    Raises:
+        UnreachableError: no Configuration Server answered within ``--connect-timeout``.
+        ConfigError: the Application is missing, of the wrong type, or has bad options.
+    """
+    # Imported here: the command table must load even while the client is being built.
+    from orsim.confserv.client import ConfServClient
+
+    listen_port = listen_port_override()
+    network = TcpNetwork()
+    client = await ConfServClient.connect(
+        network,
+        confserv_addresses(args),
+        app=args.app,
+        app_type=app_type,
+        timeout=args.connect_timeout,
+    )
+    async with client:
+        app = await client.get_application(args.app)
+        if app.type not in accepted_types:
+            raise ConfigError(
+                f"application {app.name!r} is of type {app.type}; this command serves "
+                + " or ".join(accepted_types)
+            )
+        server = build(app)
+        log = get_logger(app=app.name)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(server.serve, network, port=listen_port))
+            async for change in client.changes:
+                if change.kind == "application" and change.object == app.name:
+                    server.apply_options(change.options)
+            log.warning("confserv_changes_ended")  # keep serving without live changes
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("tserver", help="(not yet implemented)")
+    parser = subparsers.add_parser(
+        "tserver",
+        help="run the simulated SIP Server/T-Server",
+        description="Serve calls on routing points and keep the call ledger. "
+        "-host/-port name the Configuration Server; the T-Server listens on its "
+        "Application's host:port.",
+    )
+    add_genesys_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("orsim tserver: not implemented yet")
-    return 1
+    async def main(_nursery: trio.Nursery) -> None:
+        await serve_configured(
+            args,
+            app_type="SIPServer",
+            accepted_types=TSERVER_TYPES,
+            build=TServer.from_application,
+        )
+
+    return run_server(main)

@@ -1,16 +1,36 @@
-"""`orsim urs` (placeholder until its package lands)."""
+"""`orsim urs -host H -port P -app URS`: the simulated Universal Routing Server."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import trio
+
+from orsim.cli import add_genesys_args
+from orsim.runtime import run_server
+from orsim.tserver.cli import serve_configured
+from orsim.urs._server import UrsServer
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("urs", help="(not yet implemented)")
+    parser = subparsers.add_parser(
+        "urs",
+        help="run the simulated Universal Routing Server",
+        description="Answer ORS routing requests with a target. -host/-port name the "
+        "Configuration Server; the URS listens on its Application's host:port.",
+    )
+    add_genesys_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("orsim urs: not implemented yet")
-    return 1
+    async def main(_nursery: trio.Nursery) -> None:
+        await serve_configured(
+            args,
+            app_type="RoutingServer",
+            accepted_types=("RoutingServer",),
+            build=UrsServer.from_application,
+        )
+
+    return run_server(main)

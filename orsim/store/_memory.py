@@ -1,0 +1,53 @@
+"""An in-process session store for whole-cluster simulations in one trio run.
+
+Same contract as the SQLite and Redis stores (epoch compare-and-set, fenced writes), kept
+in dictionaries; it never blocks, so it is safe under ``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from orsim.store._session import Session, StaleEpoch
+
+
+@attrs.define(eq=False)
+class MemoryStore:
+    """Sessions and epochs in memory; share one instance between simulated nodes."""
+
+    _epochs: dict[int, int] = attrs.Factory(dict)
+    _sessions: dict[int, dict[str, Session]] = attrs.Factory(dict)
+
+    async def current_epoch(self, node_id: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return self._epochs.get(node_id, 0)
+
+    async def claim_epoch(self, node_id: int, expected: int, new: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._epochs.get(node_id, 0) != expected or new <= expected:
+            return False
+        self._epochs[node_id] = new
+        return True
+
+    def _check(self, node_id: int, epoch: int) -> None:
+        current = self._epochs.get(node_id, 0)
+        if epoch < current:
+            raise StaleEpoch(f"node {node_id}: epoch {epoch} is older than {current}")
+
+    async def put_session(self, session: Session) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check(session.node_id, session.epoch)
+        self._sessions.setdefault(session.node_id, {})[session.call_id] = session
+
+    async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check(node_id, epoch)
+        self._sessions.get(node_id, {}).pop(call_id, None)
+
+    async def sessions(self, node_id: int) -> list[Session]:
+        await trio.lowlevel.checkpoint()
+        return list(self._sessions.get(node_id, {}).values())
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()

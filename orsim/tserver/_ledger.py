@@ -1,0 +1,295 @@
+"""The call ledger: the T-Server's ground truth about every call (sans-IO, no clock).
+
+Theory of operation. A call is created on a routing point with a deadline (creation time
+plus ``TServer/router-timeout``). From then on it is ``in_flight`` until exactly one of:
+
+- a route command arrives before the deadline from a Node whose epoch is current: the call
+  is ``routed`` (by that app, Node and epoch, with its latency);
+- the deadline passes first: the call is ``lost`` (``expire`` finds it, or a late route
+  command does).
+
+A real T-Server answers a request on a call that has left the routing point with an error
+event (reference section 7); the ledger does the same with typed refusals, and counts the
+refusals that matter to a failover test: a second route for a routed call (``duplicate``)
+and a command from a fenced-off primary (``stale``). Every Node has a known epoch, raised
+by ``fence`` and by any accepted route carrying a higher epoch (a new primary routing is
+proof of its takeover); commands below it are stale.
+
+Times are plain floats passed in by the caller; the server uses wall-clock seconds so that
+records compare across processes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+import attrs
+
+from orsim.errors import OrsimError
+
+IN_FLIGHT = "in_flight"
+ROUTED = "routed"
+LOST = "lost"
+
+
+class RouteRefused(OrsimError):
+    """A route command the T-Server does not carry out; ``code`` is its wire error code."""
+
+    code = "refused"
+
+    def __init__(self, call_id: str, message: str) -> None:
+        super().__init__(message)
+        self.call_id = call_id
+
+
+class UnknownCall(RouteRefused):
+    """No call with this id was ever created."""
+
+    code = "unknown_call"
+
+
+class DuplicateRoute(RouteRefused):
+    """The call was already routed; the second route is refused and counted."""
+
+    code = "duplicate"
+
+
+class StaleEpoch(RouteRefused):
+    """The command's epoch is below the Node's known epoch (a fenced-off primary)."""
+
+    code = "stale_epoch"
+
+
+class CallLost(RouteRefused):
+    """The call's deadline passed before it was routed."""
+
+    code = "lost"
+
+
+class DuplicateCallId(ValueError):
+    """``create`` was given an id the ledger already holds (a caller bug)."""
+
+
+@attrs.frozen(kw_only=True)
+class CallRecord:
+    """One call as the ledger knows it."""
+
+    call_id: str
+    dn: str
+    created_at: float
+    deadline: float
+    state: str = IN_FLIGHT
+    routed_at: float | None = None
+    app: str | None = None
+    node_id: int | None = None
+    epoch: int | None = None
+    target: str | None = None
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Milliseconds from creation to routing (None unless routed)."""
+        if self.routed_at is None:
+            return None
+        return (self.routed_at - self.created_at) * 1000.0
+
+    def to_wire(self) -> dict[str, object]:
+        return {**attrs.asdict(self), "latency_ms": self.latency_ms}
+
+
+@attrs.frozen(kw_only=True)
+class LedgerCounts:
+    """A snapshot of the ledger's counters."""
+
+    created: int
+    routed: int
+    lost: int
+    duplicates: int
+    stale: int
+    unknown: int
+    late: int
+    in_flight: int
+    by_app: dict[str, int]
+    by_node: dict[int, int]
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+    def to_wire(self) -> dict[str, object]:
+        data = attrs.asdict(self)
+        # JSON object keys are strings.
+        data["by_node"] = {str(k): v for k, v in self.by_node.items()}
+        return data
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``; None if empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@attrs.define(eq=False)
+class RouteOutcome:
+    """A route the ledger accepted."""
+
+    record: CallRecord
+
+    @property
+    def latency_ms(self) -> float:
+        latency = self.record.latency_ms
+        assert latency is not None
+        return latency
+
+
+@attrs.define(eq=False)
+class CallLedger:
+    """Every call of one T-Server run and what became of it."""
+
+    _calls: dict[str, CallRecord] = attrs.Factory(dict)
+    _epochs: dict[int, int] = attrs.Factory(dict)
+    # (deadline, call_id) of calls that were in flight when pushed; entries of calls that
+    # have since been routed or lost are skipped lazily.
+    _deadlines: list[tuple[float, str]] = attrs.Factory(list)
+    _latencies_ms: list[float] = attrs.Factory(list)
+    _by_app: Counter[str] = attrs.Factory(Counter)
+    _by_node: Counter[int] = attrs.Factory(Counter)
+    _routed: int = 0
+    _lost: int = 0
+    _duplicates: int = 0
+    _stale: int = 0
+    _unknown: int = 0
+    _late: int = 0
+
+    # -- commands ----------------------------------------------------------------
+
+    def create(self, call_id: str, dn: str, now: float, deadline: float) -> CallRecord:
+        """Record a new call waiting on routing point ``dn`` until ``deadline``."""
+        if call_id in self._calls:
+            raise DuplicateCallId(f"call {call_id!r} already exists")
+        record = CallRecord(call_id=call_id, dn=dn, created_at=now, deadline=deadline)
+        self._calls[call_id] = record
+        heapq.heappush(self._deadlines, (deadline, call_id))
+        return record
+
+    def route(
+        self,
+        call_id: str,
+        *,
+        app: str,
+        node_id: int,
+        epoch: int,
+        now: float,
+        target: str | None = None,
+    ) -> RouteOutcome:
+        """Route ``call_id`` on behalf of ``app`` of Node ``node_id`` at ``epoch``.
+
+        Raises:
+            UnknownCall: no such call.
+            StaleEpoch: ``epoch`` is below the Node's known epoch (counted).
+            DuplicateRoute: the call is already routed (counted).
+            CallLost: the deadline passed before this command (the call is now lost).
+        """
+        record = self._calls.get(call_id)
+        if record is None:
+            self._unknown += 1
+            raise UnknownCall(call_id, f"no call {call_id!r}")
+        known = self._epochs.get(node_id, 0)
+        if epoch < known:
+            self._stale += 1
+            raise StaleEpoch(call_id, f"epoch {epoch} of node {node_id} is stale (current {known})")
+        if record.state == ROUTED:
+            self._duplicates += 1
+            raise DuplicateRoute(
+                call_id,
+                f"call {call_id!r} already routed by {record.app} "
+                f"(node {record.node_id}, epoch {record.epoch})",
+            )
+        if record.state == IN_FLIGHT and now >= record.deadline:
+            record = self._mark_lost(record)
+        if record.state == LOST:
+            self._late += 1
+            raise CallLost(call_id, f"call {call_id!r} was lost at its deadline")
+        self._epochs[node_id] = max(known, epoch)
+        routed = attrs.evolve(
+            record,
+            state=ROUTED,
+            routed_at=now,
+            app=app,
+            node_id=node_id,
+            epoch=epoch,
+            target=target,
+        )
+        self._calls[call_id] = routed
+        self._routed += 1
+        self._by_app[app] += 1
+        self._by_node[node_id] += 1
+        self._latencies_ms.append((now - routed.created_at) * 1000.0)
+        return RouteOutcome(routed)
+
+    def fence(self, node_id: int, epoch: int) -> int:
+        """Raise Node ``node_id``'s known epoch to at least ``epoch``; returns the known epoch."""
+        known = max(self._epochs.get(node_id, 0), epoch)
+        self._epochs[node_id] = known
+        return known
+
+    def expire(self, now: float) -> list[CallRecord]:
+        """Mark every in-flight call whose deadline is at or before ``now`` lost; return them."""
+        lost: list[CallRecord] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, call_id = heapq.heappop(self._deadlines)
+            record = self._calls[call_id]
+            if record.state == IN_FLIGHT:
+                lost.append(self._mark_lost(record))
+        return lost
+
+    # -- queries -----------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a call still in flight, or None."""
+        while self._deadlines:
+            _, call_id = self._deadlines[0]
+            if self._calls[call_id].state == IN_FLIGHT:
+                return self._deadlines[0][0]
+            heapq.heappop(self._deadlines)
+        return None
+
+    def epoch_of(self, node_id: int) -> int:
+        """The Node's known epoch (0 if never seen)."""
+        return self._epochs.get(node_id, 0)
+
+    def get(self, call_id: str) -> CallRecord | None:
+        return self._calls.get(call_id)
+
+    def records(self) -> list[CallRecord]:
+        """Every call, in creation order."""
+        return list(self._calls.values())
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def counts(self) -> LedgerCounts:
+        created = len(self._calls)
+        return LedgerCounts(
+            created=created,
+            routed=self._routed,
+            lost=self._lost,
+            duplicates=self._duplicates,
+            stale=self._stale,
+            unknown=self._unknown,
+            late=self._late,
+            in_flight=created - self._routed - self._lost,
+            by_app=dict(self._by_app),
+            by_node=dict(self._by_node),
+            latency_p50_ms=percentile(self._latencies_ms, 50),
+            latency_p99_ms=percentile(self._latencies_ms, 99),
+        )
+
+    def _mark_lost(self, record: CallRecord) -> CallRecord:
+        lost = attrs.evolve(record, state=LOST)
+        self._calls[record.call_id] = lost
+        self._lost += 1
+        return lost

@@ -1,0 +1,485 @@
+"""The simulated SIP Server/T-Server: routing points, route requests, the call ledger.
+
+Theory of operation (reference section 7). Calls land on routing points (the
+``routing-points`` option: DN -> strategy), either one at a time (``make_call``) or from a
+built-in generator paced at a given rate. For each new call the T-Server sends a
+``route_request`` push (EventRouteRequest) to every client registered on that DN; the first
+accepted ``route`` command (RequestRouteCall) routes it and every registered client hears
+``call_routed`` (EventRouteUsed). A call not routed within ``TServer/router-timeout``
+seconds is lost; ORS has no default-dn to fall back on here, so lost means lost.
+
+The ledger (``_ledger.CallLedger``) decides every outcome; this module is the thin trio
+shell around it: one task expiring calls at their deadlines, one optional generator task,
+and one sender task per registered client fed through a bounded outbox, so a client that
+stops reading (a SIGSTOPped ORS) never stalls the generator or the other clients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from functools import partial
+from typing import NoReturn
+
+import attrs
+import trio
+
+from orsim.config._model import Application, Options
+from orsim.errors import ConfigError, ConnectionLost
+from orsim.logs import get_logger
+from orsim.tserver._ledger import CallLedger, CallRecord, RouteRefused
+from orsim.tserver._params import param, str_list
+from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+
+DEFAULT_ROUTER_TIMEOUT = 10.0
+#: Pushes waiting for one client. Beyond this the client is not reading (stopped or
+#: hung); further pushes to it are dropped and counted rather than stalling everyone.
+OUTBOX_SIZE = 4096
+#: Largest generator rate accepted (calls/s): far above what one process can route.
+MAX_RATE = 100_000.0
+#: A generator that falls further behind than this (process stopped, machine busy) skips
+#: the missed calls instead of bursting them all at once.
+MAX_GENERATOR_LAG = 1.0
+#: Largest page of records one ``ledger`` answer carries (frames are capped at 1 MiB).
+MAX_RECORDS_PAGE = 2000
+
+_Outgoing = tuple[str, dict[str, Json]]
+
+
+def routing_points_of(options: Options) -> dict[str, str]:
+    """The ``routing-points`` section: DN -> strategy."""
+    return dict(options.get("routing-points", {}))
+
+
+def router_timeout_of(options: Options) -> float:
+    """``TServer/router-timeout`` in seconds (default 10).
+
+    Raises:
+        ConfigError: the value is not a positive number.
+    """
+    raw = options.get("TServer", {}).get("router-timeout")
+    if raw is None or not str(raw).strip():
+        return DEFAULT_ROUTER_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"option TServer/router-timeout is {raw!r}; expected seconds > 0")
+    return value
+
+
+@attrs.define(eq=False)
+class _Client:
+    """A connection registered on some routing points."""
+
+    conn: Connection
+    app: str
+    node_id: int | None
+    outbox: trio.MemorySendChannel[_Outgoing]
+    dns: set[str] = attrs.Factory(set)
+    dropped: int = 0
+
+    def post(self, topic: str, data: dict[str, Json]) -> None:
+        try:
+            self.outbox.send_nowait((topic, data))
+        except trio.WouldBlock:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                get_logger(peer=self.app).warning("client_not_reading", dropped=self.dropped)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "app": self.app,
+            "node_id": self.node_id,
+            "dns": sorted(self.dns),
+            "dropped": self.dropped,
+        }
+
+
+@attrs.define(eq=False)
+class _Generator:
+    rate: float
+    duration: float | None
+    dn: str | None
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    made: int = 0
+    running: bool = True
+
+    def to_wire(self) -> dict[str, Json]:
+        return {
+            "rate": self.rate,
+            "duration": self.duration,
+            "dn": self.dn,
+            "made": self.made,
+            "running": self.running,
+        }
+
+
+@attrs.define(eq=False)
+class TServer:
+    """One T-Server run: its options, ledger and registered clients.
+
+    Create it from the Application, then run ``serve``; ``apply_options`` takes live
+    option changes.
+    """
+
+    app: Application
+    routing_points: dict[str, str]
+    router_timeout: float
+    ledger: CallLedger = attrs.Factory(CallLedger)
+    _clients: dict[Connection, _Client] = attrs.Factory(dict)
+    _generator: _Generator | None = None
+    _nursery: trio.Nursery | None = None
+    _offset: float = 0.0
+    _run_id: str = ""
+    _seq: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    _wake: trio.Event = attrs.Factory(trio.Event)
+    _expiry_at: float = math.inf
+    _rotation: int = 0
+
+    @classmethod
+    def from_application(cls, app: Application) -> TServer:
+        """A T-Server for ``app``; ConfigError if its options are invalid."""
+        return cls(
+            app,
+            routing_points_of(app.options),
+            router_timeout_of(app.options),
+        )
+
+    # -- clock -------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Wall-clock seconds, advancing with trio's clock (so MockClock drives it too)."""
+        return trio.current_time() + self._offset
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def serve(
+        self,
+        network: Network,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Listen (on the Application's address unless ``host``/``port`` say otherwise)
+        and serve until cancelled; ``started`` reports the bound port."""
+        self._offset = time.time() - trio.current_time()
+        self._run_id = str(int(time.time() * 1000))
+        log = get_logger(app=self.app.name)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._expire_calls)
+            bound: int = await nursery.start(
+                partial(
+                    serve_app,
+                    network,
+                    self.app.address if host is None else host,
+                    self.app.port if port is None else port,
+                    app=self.app.name,
+                    app_type=self.app.type,
+                    handler=self._handle,
+                    on_disconnect=self._on_disconnect,
+                )
+            )
+            log.info(
+                "tserver_ready",
+                port=bound,
+                routing_points=list(self.routing_points),
+                router_timeout=self.router_timeout,
+            )
+            task_status.started(bound)
+        raise AssertionError("serve_app returned")  # pragma: no cover
+
+    def apply_options(self, options: Options) -> None:
+        """Apply a live change of the Application's options (invalid values are ignored)."""
+        log = get_logger(app=self.app.name)
+        try:
+            timeout = router_timeout_of(options)
+        except ConfigError as exc:
+            log.warning("option_rejected", error=str(exc))
+        else:
+            if timeout != self.router_timeout:
+                log.info("option_applied", section="TServer", key="router-timeout", value=timeout)
+                self.router_timeout = timeout
+        points = routing_points_of(options)
+        if points != self.routing_points:
+            log.info("option_applied", section="routing-points", value=points)
+            self.routing_points = points
+
+    # -- calls -------------------------------------------------------------------
+
+    def _default_dn(self) -> str:
+        if not self.routing_points:
+            raise RequestFailed("no_routing_point", f"{self.app.name} has no routing points")
+        return next(iter(self.routing_points))
+
+    def _check_dn(self, dn: str) -> str:
+        if dn not in self.routing_points:
+            raise RequestFailed("unknown_dn", f"{dn!r} is not a routing point of {self.app.name}")
+        return dn
+
+    def _rotate_dn(self) -> str | None:
+        """The routing points in turn (they may change while a generator runs)."""
+        points = list(self.routing_points)
+        if not points:
+            return None
+        self._rotation = (self._rotation + 1) % len(points)
+        return points[self._rotation]
+
+    def new_call(self, dn: str) -> CallRecord:
+        """Create a call on routing point ``dn`` and send its route request."""
+        now = self.now()
+        call_id = f"{self.app.name}-{self._run_id}-{next(self._seq)}"
+        record = self.ledger.create(call_id, dn, now, now + self.router_timeout)
+        if record.deadline - self._offset < self._expiry_at:
+            self._wake.set()
+        request: dict[str, Json] = {
+            "call_id": call_id,
+            "dn": dn,
+            "created_at": record.created_at,
+            "deadline": record.deadline,
+        }
+        for client in self._clients.values():
+            if dn in client.dns:
+                client.post("route_request", request)
+        return record
+
+    async def _expire_calls(self) -> NoReturn:
+        log = get_logger(app=self.app.name)
+        while True:
+            self._wake = trio.Event()
+            deadline = self.ledger.next_deadline()
+            self._expiry_at = math.inf if deadline is None else deadline - self._offset
+            with trio.move_on_at(self._expiry_at) as scope:
+                await self._wake.wait()
+            now = self.now()
+            if scope.cancelled_caught and deadline is not None:
+                # Float rounding must not leave the due call in place (a busy loop).
+                now = max(now, deadline)
+            for record in self.ledger.expire(now):
+                log.info("call_lost", call_id=record.call_id, dn=record.dn)
+
+    async def _generate(
+        self, gen: _Generator, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with gen.scope:
+            task_status.started()
+            start = trio.current_time()
+            end = math.inf if gen.duration is None else start + gen.duration
+            sent = 0
+            while True:
+                at = start + sent / gen.rate
+                if at >= end:
+                    break
+                await trio.sleep_until(at)
+                behind = trio.current_time() - at
+                if behind > MAX_GENERATOR_LAG:
+                    skipped = math.floor(behind * gen.rate)
+                    sent += skipped
+                    continue
+                dn = gen.dn or self._rotate_dn()
+                if dn is not None and dn in self.routing_points:
+                    self.new_call(dn)
+                    gen.made += 1
+                sent += 1
+        gen.running = False
+
+    # -- connections -------------------------------------------------------------
+
+    async def _on_disconnect(self, conn: Connection) -> None:
+        client = self._clients.pop(conn, None)
+        if client is not None:
+            client.outbox.close()
+            get_logger(app=self.app.name).info(
+                "client_gone", peer=client.app, node_id=client.node_id, reason=conn.close_reason
+            )
+
+    async def _send_pushes(
+        self, conn: Connection, outbox: trio.MemoryReceiveChannel[_Outgoing]
+    ) -> None:
+        async with outbox:
+            async for topic, data in outbox:
+                try:
+                    await conn.push(topic, data)
+                except ConnectionLost:
+                    return
+
+    # -- requests ----------------------------------------------------------------
+
+    async def _handle(self, conn: Connection, request: Request) -> Json:
+        method = getattr(self, f"_do_{request.method}", None)
+        if method is None:
+            raise RequestFailed(
+                "unknown_method", f"{self.app.name} has no method {request.method!r}"
+            )
+        try:
+            return await method(conn, request.params)
+        except RequestFailed:
+            raise
+        except Exception as exc:  # a bug of ours must not take the server down
+            get_logger(app=self.app.name).exception("handler_failed", method=request.method)
+            raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+
+    async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
+        app = param(params, "app", str, conn.peer_app)
+        node_id = param(params, "node_id", int, None)
+        dns = str_list(params, "dns") or list(self.routing_points)
+        for dn in dns:
+            self._check_dn(dn)
+        client = self._clients.get(conn)
+        if client is None:
+            if self._nursery is None or conn.closed.is_set():
+                raise RequestFailed("closed", "connection is closing")
+            send, receive = trio.open_memory_channel[_Outgoing](OUTBOX_SIZE)
+            client = _Client(conn, app, node_id, send)
+            self._clients[conn] = client
+            self._nursery.start_soon(self._send_pushes, conn, receive)
+        client.app, client.node_id = app, node_id
+        client.dns.update(dns)
+        get_logger(app=self.app.name).info(
+            "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns)
+        )
+        return {"dns": sorted(client.dns)}
+
+    async def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
+        node_id = param(params, "node_id", int)
+        epoch = param(params, "epoch", int)
+        known = self.ledger.fence(node_id, epoch)
+        get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known)
+        return {"epoch": known}
+
+    async def _do_route(self, conn: Connection, params: dict[str, Json]) -> Json:
+        call_id = param(params, "call_id", str)
+        target = param(params, "target", str, None)
+        app = param(params, "app", str, conn.peer_app)
+        node_id = param(params, "node_id", int)
+        epoch = param(params, "epoch", int)
+        try:
+            outcome = self.ledger.route(
+                call_id, app=app, node_id=node_id, epoch=epoch, now=self.now(), target=target
+            )
+        except RouteRefused as exc:
+            get_logger(app=self.app.name).info(
+                "route_refused",
+                call_id=call_id,
+                code=exc.code,
+                peer=app,
+                node_id=node_id,
+                epoch=epoch,
+            )
+            raise RequestFailed(exc.code, str(exc)) from exc
+        record = outcome.record
+        routed: dict[str, Json] = {
+            "call_id": call_id,
+            "app": app,
+            "node_id": node_id,
+            "epoch": epoch,
+            "target": target,
+        }
+        for client in self._clients.values():
+            if record.dn in client.dns:
+                client.post("call_routed", routed)
+        return {"routed": True, "call_id": call_id, "latency_ms": outcome.latency_ms}
+
+    async def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
+        dn = param(params, "dn", str, None)
+        record = self.new_call(self._default_dn() if dn is None else self._check_dn(dn))
+        return {
+            "call_id": record.call_id,
+            "dn": record.dn,
+            "created_at": record.created_at,
+            "deadline": record.deadline,
+        }
+
+    async def _do_generate(self, conn: Connection, params: dict[str, Json]) -> Json:
+        rate = param(params, "rate", float)
+        duration = param(params, "duration", float, None)
+        dn = param(params, "dn", str, None)
+        if not (0 < rate <= MAX_RATE):
+            raise RequestFailed("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
+        if duration is not None and not (duration >= 0 and math.isfinite(duration)):
+            raise RequestFailed("bad_request", "duration must be seconds >= 0")
+        if dn is None:
+            self._default_dn()
+        else:
+            self._check_dn(dn)
+        self._stop_generator()
+        assert self._nursery is not None
+        gen = _Generator(rate, duration, dn)
+        self._generator = gen
+        await self._nursery.start(self._generate, gen)
+        get_logger(app=self.app.name).info("generator_started", rate=rate, duration=duration, dn=dn)
+        return {}
+
+    def _stop_generator(self) -> bool:
+        gen = self._generator
+        if gen is None or not gen.running:
+            return False
+        gen.scope.cancel()
+        gen.running = False
+        return True
+
+    async def _do_stop_generator(self, conn: Connection, params: dict[str, Json]) -> Json:
+        stopped = self._stop_generator()
+        if stopped:
+            get_logger(app=self.app.name).info("generator_stopped")
+        return {"stopped": stopped}
+
+    async def _do_ledger(self, conn: Connection, params: dict[str, Json]) -> Json:
+        with_records = param(params, "records", bool, False)
+        offset = param(params, "offset", int, 0)
+        limit = param(params, "limit", int, MAX_RECORDS_PAGE)
+        if offset < 0 or not (0 < limit <= MAX_RECORDS_PAGE):
+            raise RequestFailed("bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}")
+        answer: dict[str, Json] = self.ledger.counts().to_wire()
+        if with_records:
+            records = self.ledger.records()
+            answer["records"] = [r.to_wire() for r in records[offset : offset + limit]]
+            answer["records_total"] = len(records)
+        return answer
+
+    async def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
+        counts = self.ledger.counts()
+        return {
+            "app": self.app.name,
+            "type": self.app.type,
+            "mode": "primary",
+            "pid": os.getpid(),
+            "clients": [c.to_wire() for c in self._clients.values()],
+            "calls": {
+                "created": counts.created,
+                "routed": counts.routed,
+                "lost": counts.lost,
+                "duplicates": counts.duplicates,
+                "stale": counts.stale,
+                "in_flight": counts.in_flight,
+            },
+            "routing_points": dict(self.routing_points),
+            "router_timeout": self.router_timeout,
+            "generator": None if self._generator is None else self._generator.to_wire(),
+        }
+
+
+async def serve_tserver(
+    network: Network,
+    app: Application,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``app`` as a T-Server until cancelled; ``started`` reports the bound port.
+
+    Raises:
+        ConfigError: the Application's options are invalid.
+        UnreachableError: the port cannot be bound.
+    """
+    await TServer.from_application(app).serve(
+        network, host=host, port=port, task_status=task_status
+    )

@@ -1,0 +1,187 @@
+"""The simulated Universal Routing Server: ORS nodes ask it where to send a call.
+
+URS options (its Application): ``urs/targets`` (comma list), ``urs/strategy``
+(``round-robin`` | ``least-busy``) and ``urs/think-time-ms`` (a delay before each answer,
+to model a slow strategy). The choice itself is the pure ``_selection.Selector``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+from typing import NoReturn
+
+import attrs
+import trio
+
+from orsim.config._model import Application, Options
+from orsim.errors import ConfigError
+from orsim.logs import get_logger
+from orsim.tserver._params import param
+from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
+from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+
+
+@attrs.frozen
+class UrsOptions:
+    """The URS options, validated."""
+
+    targets: tuple[str, ...]
+    strategy: str
+    think_time_ms: float
+
+    @classmethod
+    def from_options(cls, options: Options) -> UrsOptions:
+        """Raises ConfigError naming the bad option."""
+        section = options.get("urs", {})
+        targets = parse_targets(section.get("targets"))
+        strategy = (section.get("strategy") or ROUND_ROBIN).strip().lower()
+        raw = section.get("think-time-ms") or "0"
+        try:
+            think = float(raw)
+        except ValueError:
+            think = math.nan
+        if not (think >= 0 and math.isfinite(think)):
+            raise ConfigError(f"option urs/think-time-ms is {raw!r}; expected milliseconds >= 0")
+        make_selector(targets, strategy)  # validates the strategy
+        return cls(targets, strategy, think)
+
+
+@attrs.define(eq=False)
+class UrsServer:
+    """One URS run: its selector and registered ORS clients."""
+
+    app: Application
+    options: UrsOptions
+    selector: Selector
+    requests: int = 0
+    _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
+
+    @classmethod
+    def from_application(cls, app: Application) -> UrsServer:
+        """A URS for ``app``; ConfigError if its options are invalid."""
+        options = UrsOptions.from_options(app.options)
+        return cls(app, options, make_selector(options.targets, options.strategy))
+
+    def apply_options(self, options: Options) -> None:
+        """Apply a live change of the ``urs`` options (invalid values are ignored)."""
+        log = get_logger(app=self.app.name)
+        try:
+            new = UrsOptions.from_options(options)
+        except ConfigError as exc:
+            log.warning("option_rejected", error=str(exc))
+            return
+        if new != self.options:
+            self.selector = self.selector.reconfigured(new.targets, new.strategy)
+            self.options = new
+            log.info(
+                "option_applied",
+                targets=list(new.targets),
+                strategy=new.strategy,
+                think_time_ms=new.think_time_ms,
+            )
+
+    async def serve(
+        self,
+        network: Network,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Listen (on the Application's address unless told otherwise) until cancelled."""
+        log = get_logger(app=self.app.name)
+        async with trio.open_nursery() as nursery:
+            bound: int = await nursery.start(
+                partial(
+                    serve_app,
+                    network,
+                    self.app.address if host is None else host,
+                    self.app.port if port is None else port,
+                    app=self.app.name,
+                    app_type=self.app.type,
+                    handler=self._handle,
+                    on_disconnect=self._on_disconnect,
+                )
+            )
+            log.info(
+                "urs_ready",
+                port=bound,
+                targets=list(self.options.targets),
+                strategy=self.options.strategy,
+            )
+            task_status.started(bound)
+        raise AssertionError("serve_app returned")  # pragma: no cover
+
+    async def _on_disconnect(self, conn: Connection) -> None:
+        if self._clients.pop(conn, None) is not None:
+            get_logger(app=self.app.name).info("client_gone", peer=conn.peer_app)
+
+    async def _handle(self, conn: Connection, request: Request) -> Json:
+        method = getattr(self, f"_do_{request.method}", None)
+        if method is None:
+            raise RequestFailed(
+                "unknown_method", f"{self.app.name} has no method {request.method!r}"
+            )
+        try:
+            return await method(conn, request.params)
+        except RequestFailed:
+            raise
+        except Exception as exc:  # a bug of ours must not take the server down
+            get_logger(app=self.app.name).exception("handler_failed", method=request.method)
+            raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+
+    async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
+        app = param(params, "app", str, conn.peer_app)
+        node_id = param(params, "node_id", int, None)
+        self._clients[conn] = {"app": app, "node_id": node_id}
+        get_logger(app=self.app.name).info("client_registered", peer=app, node_id=node_id)
+        return {}
+
+    async def _do_select_target(self, conn: Connection, params: dict[str, Json]) -> Json:
+        call_id = param(params, "call_id", str, None)
+        param(params, "dn", str, None)
+        self.requests += 1
+        if self.options.think_time_ms > 0:
+            await trio.sleep(self.options.think_time_ms / 1000.0)
+        target = self.selector.choose()
+        get_logger(app=self.app.name).debug("target_selected", call_id=call_id, target=target)
+        return {"target": target}
+
+    async def _do_release_target(self, conn: Connection, params: dict[str, Json]) -> Json:
+        target = param(params, "target", str)
+        return {"released": self.selector.release(target)}
+
+    async def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
+        return {
+            "app": self.app.name,
+            "type": self.app.type,
+            "mode": "primary",
+            "pid": os.getpid(),
+            "clients": list(self._clients.values()),
+            "requests": self.requests,
+            "strategy": self.options.strategy,
+            "targets": list(self.options.targets),
+            "think_time_ms": self.options.think_time_ms,
+            "busy": dict(self.selector.busy()),
+        }
+
+
+async def serve_urs(
+    network: Network,
+    app: Application,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve ``app`` as a URS until cancelled; ``started`` reports the bound port.
+
+    Raises:
+        ConfigError: the Application's ``urs`` options are invalid.
+        UnreachableError: the port cannot be bound.
+    """
+    await UrsServer.from_application(app).serve(
+        network, host=host, port=port, task_status=task_status
+    )
