@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
-def configure_logging(stream: IO[str] | None = None, level: str = "info") -> None:
+def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
     """Send structlog events as JSON lines to ``stream`` (stderr by default)."""
     structlog.configure(
         processors=[

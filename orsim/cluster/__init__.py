@@ -1,1 +1,31 @@
-"""orsim.cluster."""
+"""The launcher: run a whole cluster as local processes, observe it, inject faults.
+
+Public API:
+    ClusterHandle.up(config_path, run_dir, ports="given"|"auto", progress=None)
+    ClusterHandle.attach(run_dir)
+    FaultProxy / Route / serve_proxy: the fault proxy (also usable in-process in tests)
+"""
+
+from __future__ import annotations
+
+from orsim.cluster._faults import FaultTable as FaultTable
+from orsim.cluster._handle import ClusterHandle as ClusterHandle
+from orsim.cluster._handle import stop_processes as stop_processes
+from orsim.cluster._proxy import FaultProxy as FaultProxy
+from orsim.cluster._proxy import Route as Route
+from orsim.cluster._proxy import serve_proxy as serve_proxy
+from orsim.cluster._rundir import AppEntry as AppEntry
+from orsim.cluster._rundir import Manifest as Manifest
+from orsim.cluster._rundir import RunDir as RunDir
+
+__all__ = [
+    "AppEntry",
+    "ClusterHandle",
+    "FaultProxy",
+    "FaultTable",
+    "Manifest",
+    "Route",
+    "RunDir",
+    "serve_proxy",
+    "stop_processes",
+]

@@ -104,9 +104,7 @@ def connected_of_type(
     app: Application, apps: Mapping[str, Application], types: tuple[str, ...]
 ) -> list[str]:
     """Names of ``app``'s connections whose server is of one of ``types``, in list order."""
-    return [
-        c.server for c in app.connections if c.server in apps and apps[c.server].type in types
-    ]
+    return [c.server for c in app.connections if c.server in apps and apps[c.server].type in types]
 
 
 def tservers_of(app: Application, apps: Mapping[str, Application]) -> tuple[str, ...]:

@@ -192,7 +192,7 @@ class _Checker:
         for name in sorted(set(apps) & set(transactions)):
             self.problem(
                 ("transactions", name),
-                f"an application has the same name; object names must be unique "
+                "an application has the same name; object names must be unique "
                 "(live changes address objects by name)",
             )
         for txn in transactions.values():
@@ -373,8 +373,11 @@ class _Checker:
             self.unknown_keys(fields, TRANSACTION_KEYS, path)
             txn_type = self.name(fields.get("type"), (*path, "type"), "type") or ""
             if txn_type and txn_type != "List":
-                self.problem((*path, "type"), f"transaction type '{txn_type}' is not supported "
-                             "(orsim clusters use type List)")
+                self.problem(
+                    (*path, "type"),
+                    f"transaction type '{txn_type}' is not supported "
+                    "(orsim clusters use type List)",
+                )
             tenant = self.name(fields.get("tenant", list_tenant), (*path, "tenant"), "tenant")
             if tenant is not None and tenant != list_tenant:
                 mode = "multi-tenant" if list_tenant == "Environment" else "single-tenant"
@@ -395,8 +398,11 @@ class _Checker:
                     self.problem((*path, "annex", section), list_option_problem(section, "") or "")
             self.option_values(annex, (*path, "annex"))
             result[name] = Transaction(
-                name=name, type=txn_type, tenant=tenant or list_tenant,
-                dbid=FIRST_DBID + index, annex=annex,
+                name=name,
+                type=txn_type,
+                tenant=tenant or list_tenant,
+                dbid=FIRST_DBID + index,
+                annex=annex,
             )
         return result
 
@@ -466,9 +472,7 @@ class _Checker:
             if target is None:
                 self.problem((*path, name), f"Node '{name}' is not an application")
             elif target.type != ORS_TYPE:
-                self.problem(
-                    (*path, name), f"Node '{name}' is a {target.type}, not an {ORS_TYPE}"
-                )
+                self.problem((*path, name), f"Node '{name}' is a {target.type}, not an {ORS_TYPE}")
             elif target.is_backup:
                 self.problem(
                     (*path, name),
@@ -489,7 +493,9 @@ class _Checker:
                 "(primary application -> data center)",
             )
             return
-        self.requirements(self.members(members, apps, path), apps, txn, path, f"cluster '{txn.name}'")
+        self.requirements(
+            self.members(members, apps, path), apps, txn, path, f"cluster '{txn.name}'"
+        )
 
     def legacy_clusters(self, apps: Mapping[str, Application]) -> None:
         """Clusters defined the legacy way: a ``cluster`` section in ORS app options."""
@@ -525,7 +531,9 @@ class _Checker:
     ) -> None:
         """Same T-Server and same persistent storage across every app of every Node."""
         nodes = [apps[m] for m in members]
-        everyone = nodes + [apps[n.backup] for n in nodes if n.backup in apps]
+        everyone = nodes + [
+            apps[n.backup] for n in nodes if n.backup is not None and n.backup in apps
+        ]
         if not everyone:
             return
         first = everyone[0]

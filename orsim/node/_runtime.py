@@ -38,9 +38,28 @@ import trio
 
 from orsim.errors import ConnectionLost, RemoteError
 from orsim.logs import get_logger
-from orsim.node._assignment import assign
 from orsim.node._membership import MemberInfo, PeerView
+from orsim.node._role import (
+    ClaimEpoch,
+    ClaimLost,
+    ClaimWon,
+    EpochObserved,
+    Event,
+    Fence,
+    Fenced,
+    HandOver,
+    PartnerLost,
+    PartnerSeen,
+    RecoverSessions,
+    Role,
+    RoleMachine,
+    StepDown,
+    SwitchoverFailed,
+    SwitchoverRequested,
+    SwitchoverTimedOut,
+)
 from orsim.node._settings import NodeSettings, PeerApp
+from orsim.node._watch import Verdict, Watcher
 from orsim.store import Session, SessionStore, StaleEpoch
 from orsim.wire import (
     Connection,
@@ -56,14 +75,8 @@ from orsim.wire import (
 _ROUTED_MEMORY = 100_000
 #: Longest a graceful switchover waits for the primary's sessions to finish.
 _SWITCHOVER_DRAIN = 3.0
-
-
-@attrs.define(eq=False)
-class _Watch:
-    call_id: str
-    dn: str
-    deadline: float
-    kind: str  # "backup" | "reserved"
+#: Longest a switchover request waits for the roles to swap.
+_SWITCHOVER_TIMEOUT = 20.0
 
 
 @attrs.define(eq=False)
@@ -74,15 +87,14 @@ class OrsNode:
     network: Network
     store: SessionStore
     listen_port: int | None = None
-    mode: str = "starting"
-    epoch: int = 0
     mode_since: float = attrs.Factory(time.time)
     calls_routed: int = 0
     sessions_recovered: int = 0
-    call_watching_timeout_ms: float = 0.0
     peers: PeerView = attrs.field(init=False)
+    role: RoleMachine = attrs.field(init=False)
+    watcher: Watcher = attrs.field(init=False)
+    _dns: dict[str, str] = attrs.Factory(dict)
     _active: dict[str, trio.CancelScope] = attrs.Factory(dict)
-    _watches: dict[str, _Watch] = attrs.Factory(dict)
     _handled: dict[str, None] = attrs.Factory(dict)
     _tserver: Connection | None = None
     _urs: Connection | None = None
@@ -92,8 +104,9 @@ class OrsNode:
     _watch_changed: trio.Event = attrs.Factory(trio.Event)
     _outbound: dict[str, Connection] = attrs.Factory(dict)
     _inbound: dict[str, set[Connection]] = attrs.Factory(dict)
-    _suspending: bool = False
-    _takeover_lock: trio.Lock = attrs.Factory(trio.Lock)
+    _events: trio.MemorySendChannel[Event] = attrs.field(init=False)
+    _event_queue: trio.MemoryReceiveChannel[Event] = attrs.field(init=False)
+    _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
     _nursery: trio.Nursery | None = None
     log: Any = None
 
@@ -103,15 +116,32 @@ class OrsNode:
             nodes=dict(s.nodes) or {s.node_id: s.data_center},
             app_nodes={p.name: p.node_id for p in s.peers},
         )
-        if not self.call_watching_timeout_ms:
-            self.call_watching_timeout_ms = s.call_watching_timeout_ms
+        self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=0)
+        self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms)
+        self._events, self._event_queue = trio.open_memory_channel[Event](10_000)
         self.log = get_logger(app=s.app, node_id=s.node_id)
+
+    @property
+    def mode(self) -> str:
+        return self.role.role.mode
+
+    @property
+    def epoch(self) -> int:
+        return self.role.epoch
+
+    @property
+    def call_watching_timeout_ms(self) -> float:
+        return self.watcher.timeout_ms
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started`` reports the bound port once the role is decided."""
         s = self.settings
+        self.role = RoleMachine(
+            configured_primary=not s.configured_backup,
+            epoch=await self.store.current_epoch(s.node_id),
+        )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             port = self.listen_port if self.listen_port is not None else s.port
@@ -133,10 +163,12 @@ class OrsNode:
                 nursery.start_soon(self._dial_peer, peer)
             nursery.start_soon(self._tserver_link)
             nursery.start_soon(self._urs_link)
-            await self._decide_initial_role()
+            nursery.start_soon(self._role_driver)
+            nursery.start_soon(self._startup_probe)
+            while self.role.role in (Role.STARTING, Role.CLAIMING):
+                await self._wait_membership()
             nursery.start_soon(self._heartbeat_loop)
             nursery.start_soon(self._watch_loop)
-            nursery.start_soon(self._partner_monitor)
             task_status.started(bound)
 
     def status(self) -> dict[str, Any]:
@@ -148,13 +180,14 @@ class OrsNode:
             "cluster": s.cluster,
             "data_center": s.data_center,
             "mode": self.mode,
+            "role": self.role.role.value,
             "mode_since": self.mode_since,
             "epoch": self.epoch,
             "pid": os.getpid(),
             "sessions": len(self._active),
             "calls_routed": self.calls_routed,
             "sessions_recovered": self.sessions_recovered,
-            "watching": len(self._watches),
+            "watching": len(self.watcher.watches),
             "call_watching_timeout_ms": self.call_watching_timeout_ms,
             "live_nodes": sorted(self.peers.live_nodes(s.node_id)),
             "tserver_connected": self._tserver is not None,
@@ -166,75 +199,89 @@ class OrsNode:
         self.log.info(
             "option_applied",
             option="orchestration/call-watching-timeout",
-            old=self.call_watching_timeout_ms,
+            old=self.watcher.timeout_ms,
             new=ms,
             note="a real ORS reads this option only at start-up",
         )
-        self.call_watching_timeout_ms = ms
+        self.watcher.timeout_ms = ms
 
     # -- role --------------------------------------------------------------------
 
-    def _set_mode(self, mode: str, reason: str) -> None:
-        if mode != self.mode:
-            self.log.info("mode_changed", old=self.mode, mode=mode, epoch=self.epoch, reason=reason)
-            self.mode = mode
-            self.mode_since = time.time()
-            self._membership_changed.set()
-            self._membership_changed = trio.Event()
-            if self._nursery is not None:
-                self._nursery.start_soon(self._announce)
+    def post(self, event: Event) -> None:
+        """Hand a role event to the role driver (never blocks)."""
+        try:
+            self._events.send_nowait(event)
+        except trio.WouldBlock:
+            self.log.warning("role_event_dropped", event=repr(event))
 
-    async def _decide_initial_role(self) -> None:
-        """Start as configured unless the partner is already primary."""
+    async def _startup_probe(self) -> None:
+        """Give the partner a few heartbeats to announce itself, then start without it.
+
+        A restarted primary must not fence a backup that took over meanwhile, and the
+        configured backup waits longer so that, started together, the primary leads.
+        """
         s = self.settings
-        partner = s.partner_peer
-        if partner is None:
-            await self._take_over("no backup configured")
+        if s.partner_peer is None:
+            self.post(PartnerLost())
             return
-        # Give the partner a few heartbeats to announce itself (a restarted primary must
-        # not fence a backup that took over in the meantime).
         window = max(4 * s.heartbeat, 1.0) * (2 if s.configured_backup else 1)
-        with trio.move_on_after(window):
-            while self.peers.known_mode(partner.name) not in ("primary", "backup"):
-                await self._wait_membership()
-        partner_mode = self.peers.known_mode(partner.name)
-        if partner_mode == "primary":
-            self.epoch = await self.store.current_epoch(s.node_id)
-            self._set_mode("backup", "partner is primary")
-        elif s.configured_backup and self.peers.is_live(partner.name):
-            self.epoch = await self.store.current_epoch(s.node_id)
-            self._set_mode("backup", "configured backup")
-        else:
-            await self._take_over(
-                "configured primary" if not s.configured_backup else "primary not found"
-            )
+        await trio.sleep(window)
+        if self.role.role is Role.STARTING:
+            self.post(PartnerLost())
 
-    async def _take_over(self, reason: str) -> bool:
-        """Claim the next epoch of the Node; on success become primary and recover sessions."""
+    async def _role_driver(self) -> None:
+        """Feed role events to the machine one at a time and carry out its actions."""
         s = self.settings
-        async with self._takeover_lock:
-            if self.mode == "primary":
-                return True
-            current = await self.store.current_epoch(s.node_id)
-            won = await self.store.claim_epoch(s.node_id, current, current + 1)
-            if not won:
-                self.epoch = await self.store.current_epoch(s.node_id)
-                self.log.info("takeover_lost", epoch=self.epoch, reason=reason)
-                if self.mode == "starting":
-                    self._set_mode("backup", "epoch claimed by partner")
-                return False
-            self.epoch = current + 1
-            self._set_mode("primary", reason)
-        await self._fence_tserver()
-        if self._nursery is not None:
-            self._nursery.start_soon(self._recover_sessions)
-        return True
+        async for event in self._event_queue:
+            before = self.role.role
+            actions = list(self.role.handle(event))
+            while actions:
+                action = actions.pop(0)
+                if isinstance(action, ClaimEpoch):
+                    won = await self.store.claim_epoch(s.node_id, action.expected, action.new)
+                    result: Event = (
+                        ClaimWon(action.new)
+                        if won
+                        else ClaimLost(await self.store.current_epoch(s.node_id))
+                    )
+                    actions.extend(self.role.handle(result))
+                elif isinstance(action, Fence):
+                    await self._fence_tserver()
+                elif isinstance(action, RecoverSessions):
+                    await self._recover_sessions()
+                elif isinstance(action, StepDown):
+                    self.log.info("stepped_down", epoch=self.epoch)
+                elif isinstance(action, HandOver):
+                    self._start_soon(self._hand_over)
+                elif isinstance(action, SwitchoverFailed):
+                    self._finish_switchovers(action.reason)
+            if self.role.role is not before:
+                self._role_changed(before, event)
 
-    def _step_down(self, reason: str, epoch: int | None = None) -> None:
-        if epoch is not None:
-            self.epoch = max(self.epoch, epoch)
-        if self.mode == "primary":
-            self._set_mode("backup", reason)
+    def _role_changed(self, before: Role, event: Event) -> None:
+        now = self.role.role
+        self.log.info(
+            "mode_changed",
+            old=before.mode,
+            mode=now.mode,
+            role=now.value,
+            epoch=self.epoch,
+            reason=type(event).__name__,
+        )
+        if before.mode != now.mode:
+            self.mode_since = time.time()
+        for call_id in self.watcher.set_role(now, trio.current_time()):
+            self._start_call(call_id, self._dns.get(call_id, ""))
+        took_over = now is Role.PRIMARY and not before.holds_node
+        handed_over = before is Role.SUSPENDING and now is Role.BACKUP
+        if took_over or handed_over:
+            self._finish_switchovers(None)
+        self._membership_event()
+        self._start_soon(self._announce)
+
+    def _start_soon(self, fn: Any, *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
 
     async def _fence_tserver(self) -> None:
         if self._tserver is None:
@@ -250,6 +297,7 @@ class OrsNode:
         stored = await self.store.sessions(self.settings.node_id)
         recovered = 0
         for session in stored:
+            self.watcher.on_session_created(session.call_id)
             if session.call_id in self._handled or session.call_id in self._active:
                 continue
             recovered += 1
@@ -258,16 +306,17 @@ class OrsNode:
             self.sessions_recovered += recovered
             self.log.info("sessions_recovered", count=recovered, epoch=self.epoch)
 
-    async def _partner_monitor(self) -> None:
-        """Take over when the partner is lost while this application is backup."""
-        partner = self.settings.partner_peer
+    def _partner_news(self) -> None:
+        """Turn the partner's link state and announcements into role events."""
+        partner = self.settings.partner
         if partner is None:
             return
-        while True:
-            while self.mode != "backup" or self.peers.is_live(partner.name):
-                await self._wait_membership()
-            await self._take_over(f"primary {partner.name} lost")
-            await self._wait_membership()
+        if not self.peers.is_live(partner):
+            self.post(PartnerLost())
+            return
+        info = self.peers.info.get(partner)
+        if info is not None:
+            self.post(PartnerSeen(primary=info.mode == "primary", epoch=info.epoch))
 
     async def _wait_membership(self) -> None:
         await self._membership_changed.wait()
@@ -314,6 +363,8 @@ class OrsNode:
             self._outbound[peer.name] = conn
             self.peers.link_up(peer.name)
             self._membership_event()
+            if peer.name == self.settings.partner:
+                self._partner_news()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
@@ -327,6 +378,8 @@ class OrsNode:
                 self._outbound.pop(peer.name, None)
                 self.peers.link_down(peer.name)
                 self._membership_event()
+                if peer.name == self.settings.partner:
+                    self._partner_news()
                 self.log.info("peer_link_closed", peer=peer.name, reason=conn.close_reason)
             await trio.sleep(0.05)
 
@@ -335,6 +388,8 @@ class OrsNode:
             self._inbound.setdefault(conn.peer_app, set()).add(conn)
             self.peers.link_up(conn.peer_app)
             self._membership_event()
+            if conn.peer_app == self.settings.partner:
+                self._partner_news()
 
     async def _on_inbound_closed(self, conn: Connection) -> None:
         links = self._inbound.get(conn.peer_app)
@@ -342,16 +397,18 @@ class OrsNode:
             links.discard(conn)
             self.peers.link_down(conn.peer_app)
             self._membership_event()
+            if conn.peer_app == self.settings.partner:
+                self._partner_news()
 
     async def _heartbeat_loop(self) -> None:
         s = self.settings
         while True:
             await trio.sleep(s.heartbeat)
             await self._announce()
-            if self.mode == "primary":
+            if self.role.role.holds_node:
                 stored = await self.store.current_epoch(s.node_id)
                 if stored > self.epoch:
-                    self._step_down("a higher epoch is in the store", stored)
+                    self.post(EpochObserved(stored))
 
     async def _on_push(self, conn: Connection, push: Push) -> None:
         data = push.data
@@ -365,19 +422,15 @@ class OrsNode:
             )
             changed = self.peers.info.get(info.app) != info
             self.peers.announce(info)
-            if (
-                info.node_id == self.settings.node_id
-                and info.mode == "primary"
-                and info.epoch > self.epoch
-            ):
-                self._step_down(f"{info.app} is primary at epoch {info.epoch}", info.epoch)
             if changed:
+                if info.app == self.settings.partner:
+                    self._partner_news()
                 self._membership_event()
         elif push.topic == "session":
             self._mark_handled(str(data["call_id"]))
         elif push.topic == "handover":
-            if self.mode == "backup" and self._nursery is not None:
-                self._nursery.start_soon(self._take_over, f"handover from {conn.peer_app}")
+            if conn.peer_app == self.settings.partner:
+                self.post(SwitchoverRequested())
         elif push.topic == "route_request":
             self._on_route_request(data)
         elif push.topic == "call_routed":
@@ -400,36 +453,56 @@ class OrsNode:
         raise RequestFailed("unknown_method", f"{self.settings.app} has no method {request.method!r}")
 
     async def _switchover(self) -> dict[str, Any]:
-        partner = self.settings.partner_peer
+        """Graceful hand-over of the Node to the other application; no call is lost.
+
+        Asked of the primary: it suspends (creates no new session; its backup watches the
+        new calls), lets its running sessions finish, then hands over. Asked of the
+        backup: it claims the Node at once. Answers once the roles have swapped.
+        """
+        partner = self.settings.partner
         if partner is None:
-            raise RequestFailed("no_backup", f"{self.settings.app} has no backup to switch to")
-        if self.mode == "backup":
-            conn = self._outbound.get(partner.name)
-            if conn is None:
-                raise RequestFailed("no_primary", f"primary {partner.name} is not reachable")
-            result: dict[str, Any] = await conn.request("switchover", {}, timeout=30)
-            return result
-        if self.mode != "primary":
-            raise RequestFailed("not_ready", f"{self.settings.app} is {self.mode}")
-        if not self.peers.is_live(partner.name):
-            raise RequestFailed("no_backup", f"backup {partner.name} is not reachable")
-        self._suspending = True
+            raise RequestFailed("no_backup", f"{self.settings.app} has no partner to switch to")
+        done = trio.Event()
+        outcome: list[str] = []
+        self._switchovers.append((done, outcome))
+        self.post(SwitchoverRequested())
+        with trio.move_on_after(_SWITCHOVER_TIMEOUT):
+            await done.wait()
+        if not done.is_set():
+            self.post(SwitchoverTimedOut())
+            raise RequestFailed("timeout", "the switchover did not complete in time")
+        if outcome and outcome[0]:
+            raise RequestFailed("switchover_failed", outcome[0])
+        primary = self.settings.app if self.mode == "primary" else partner
+        return {"new_primary": primary}
+
+    def _finish_switchovers(self, reason: str | None) -> None:
+        pending, self._switchovers = self._switchovers, []
+        for done, outcome in pending:
+            outcome.append(reason or "")
+            done.set()
+
+    async def _hand_over(self) -> None:
+        """Suspending primary: drain running sessions, then ask the partner to take over."""
         self.log.info("switchover_started", sessions=len(self._active))
+        with trio.move_on_after(_SWITCHOVER_DRAIN):
+            while self._active:
+                await trio.sleep(0.01)
+        partner = self.settings.partner
+        conn = self._outbound.get(partner) if partner else None
+        if conn is None:
+            self.post(SwitchoverTimedOut())
+            return
         try:
-            with trio.move_on_after(_SWITCHOVER_DRAIN):
-                while self._active:
-                    await trio.sleep(0.01)
-            conn = self._outbound.get(partner.name)
-            if conn is None:
-                raise RequestFailed("no_backup", f"backup {partner.name} is not reachable")
-            self._step_down("graceful switchover")
             await conn.push("handover", {"epoch": self.epoch})
-            with trio.move_on_after(10):
-                while self.peers.known_mode(partner.name) != "primary":
-                    await self._wait_membership()
-        finally:
-            self._suspending = False
-        return {"new_primary": partner.name}
+        except ConnectionLost:
+            self.post(SwitchoverTimedOut())
+            return
+        with trio.move_on_after(_SWITCHOVER_TIMEOUT / 2):
+            while self.role.role is Role.SUSPENDING:
+                await self._wait_membership()
+        if self.role.role is Role.SUSPENDING:
+            self.post(SwitchoverTimedOut())
 
     # -- T-Server and URS ---------------------------------------------------------
 
@@ -458,7 +531,7 @@ class OrsNode:
                     )
                     self._tserver = conn
                     self._tserver_up.set()
-                    if self.mode == "primary":
+                    if self.role.role.holds_node:
                         await self._fence_tserver()
                     self.log.info("tserver_connected", tserver=t.name)
                     await conn.closed.wait()
@@ -508,45 +581,40 @@ class OrsNode:
         self._handled[call_id] = None
         if len(self._handled) > _ROUTED_MEMORY:
             del self._handled[next(iter(self._handled))]
-        self._watches.pop(call_id, None)
+        self.watcher.on_session_created(call_id)
+        self._dns.pop(call_id, None)
 
     def _on_route_request(self, data: dict[str, Any]) -> None:
         call_id = str(data["call_id"])
-        dn = str(data.get("dn", ""))
         if call_id in self._handled or call_id in self._active:
             return
-        s = self.settings
-        live = self.peers.live_nodes(s.node_id)
-        assigned, reserved = assign(call_id, live)
+        dn = str(data.get("dn", ""))
         now = trio.current_time()
-        cwt = self.call_watching_timeout_ms / 1000.0
-        if assigned == s.node_id:
-            if self.mode == "primary" and not self._suspending:
-                self._start_call(call_id, dn)
-            else:
-                self._watch(_Watch(call_id, dn, now + cwt, "backup"))
-        elif reserved == s.node_id and self.mode == "primary":
-            self._watch(_Watch(call_id, dn, now + 2 * cwt, "reserved"))
-
-    def _watch(self, watch: _Watch) -> None:
-        self._watches[watch.call_id] = watch
-        self._watch_changed.set()
+        deadline = data.get("deadline")
+        created = data.get("created_at")
+        expires = None
+        if isinstance(deadline, int | float) and isinstance(created, int | float):
+            expires = now + max(0.0, float(deadline) - float(created))
+        decision = self.watcher.on_route_request(
+            call_id, now, self.peers.live_nodes(self.settings.node_id), expires=expires
+        )
+        if decision.verdict is Verdict.CREATE:
+            self._start_call(call_id, dn)
+        elif decision.verdict is Verdict.WATCH:
+            self._dns[call_id] = dn
+            self._watch_changed.set()
 
     async def _watch_loop(self) -> None:
         while True:
-            deadline = min((w.deadline for w in self._watches.values()), default=math.inf)
+            deadline = self.watcher.next_deadline()
             self._watch_changed = trio.Event()
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._watch_changed.wait()
-            now = trio.current_time()
-            due = [w for w in self._watches.values() if w.deadline <= now]
-            for watch in due:
-                del self._watches[watch.call_id]
-                if watch.call_id in self._handled or watch.call_id in self._active:
+            for call_id in self.watcher.due(trio.current_time()):
+                if call_id in self._handled or call_id in self._active:
                     continue
-                if self.mode == "primary" and not self._suspending:
-                    self.log.info("watched_call_created", call_id=watch.call_id, kind=watch.kind)
-                    self._start_call(watch.call_id, watch.dn)
+                self.log.info("watched_call_created", call_id=call_id)
+                self._start_call(call_id, self._dns.pop(call_id, ""))
 
     def _start_call(self, call_id: str, dn: str, recovered: Session | None = None) -> None:
         assert self._nursery is not None
@@ -577,7 +645,7 @@ class OrsNode:
                 target = session.target or await self._select_target(call_id, dn)
                 outcome = await self._route(call_id, target, epoch)
                 if outcome == "stale_epoch":
-                    self._step_down("T-Server refused a stale epoch", None)
+                    self.post(Fenced(epoch))
                     return
                 if outcome == "routed":
                     self.calls_routed += 1
@@ -585,7 +653,7 @@ class OrsNode:
                 await self.store.delete_session(s.node_id, epoch, call_id)
             except StaleEpoch:
                 log.info("stale_epoch_in_store")
-                self._step_down("store refused a stale epoch")
+                self.post(Fenced(epoch))
             finally:
                 self._active.pop(call_id, None)
 

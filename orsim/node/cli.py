@@ -94,9 +94,8 @@ async def _follow_changes(
     network: Network, addresses: list[tuple[str, int]], startup: Startup, node: OrsNode
 ) -> None:
     """Keep a Configuration Server link for change notifications, reconnecting as needed."""
-    from orsim.confserv.client import ConfServClient
-
     from orsim.config import effective_options
+    from orsim.confserv.client import ConfServClient
 
     app, cluster = startup.app, startup.cluster
     log = get_logger(app=app.name)

@@ -1,1 +1,34 @@
-"""orsim.store."""
+"""The shared session store of an ORS cluster, fenced by a per-Node epoch.
+
+Sessions are kept by Node ID with the epoch that wrote them. Backends: a SQLite file
+(``sqlite:///PATH``, the default, for nodes on one machine) and Redis
+(``redis://HOST:PORT/DB``). See CONTRACTS.md "Session store".
+"""
+
+from __future__ import annotations
+
+from orsim.store._open import open_store as open_store
+from orsim.store._protocol import SessionStore as SessionStore
+from orsim.store._protocol import StoreStatistics as StoreStatistics
+from orsim.store._redis import RedisStore as RedisStore
+from orsim.store._session import Session as Session
+from orsim.store._session import StaleEpoch as StaleEpoch
+from orsim.store._session import StoreError as StoreError
+from orsim.store._sqlite import SqliteStore as SqliteStore
+from orsim.store._url import RedisLocation as RedisLocation
+from orsim.store._url import SqliteLocation as SqliteLocation
+from orsim.store._url import parse_store_url as parse_store_url
+
+__all__ = [
+    "RedisLocation",
+    "RedisStore",
+    "Session",
+    "SessionStore",
+    "SqliteLocation",
+    "SqliteStore",
+    "StaleEpoch",
+    "StoreError",
+    "StoreStatistics",
+    "open_store",
+    "parse_store_url",
+]

@@ -33,7 +33,7 @@ class MemoryStore:
     def _check(self, node_id: int, epoch: int) -> None:
         current = self._epochs.get(node_id, 0)
         if epoch < current:
-            raise StaleEpoch(f"node {node_id}: epoch {epoch} is older than {current}")
+            raise StaleEpoch(node_id, epoch, current)
 
     async def put_session(self, session: Session) -> None:
         await trio.lowlevel.checkpoint()

@@ -63,10 +63,10 @@ async def serve_configured(
         UnreachableError: no Configuration Server answered within ``--connect-timeout``.
         ConfigError: the Application is missing, of the wrong type, or has bad options.
     """
+    listen_port = listen_port_override()
     # Imported here: the command table must load even while the client is being built.
     from orsim.confserv.client import ConfServClient
 
-    listen_port = listen_port_override()
     network = TcpNetwork()
     client = await ConfServClient.connect(
         network,

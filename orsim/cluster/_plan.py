@@ -1,0 +1,132 @@
+"""What the launcher starts, in which order, with which arguments (pure).
+
+Start order (tiers, each started together and waited on before the next): the
+Configuration Server; the T-Servers and URSes; the primary ORS applications; their
+backups. Starting primaries before backups makes the configured primary the one that
+comes up primary, as an operator starting a Genesys pair would do.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from orsim.cluster._rundir import AppEntry
+from orsim.config._model import TSERVER_TYPES, Application, ConfigDatabase
+
+CONFSERV_APP = "confserv"
+CONFSERV_TYPE = "ConfigurationServer"
+#: Genesys' customary Configuration Server port, used when ports are taken as given.
+DEFAULT_CONFSERV_PORT = 2020
+LOOPBACK = "127.0.0.1"
+
+TIER_CONFSERV, TIER_SERVERS, TIER_PRIMARIES, TIER_BACKUPS = 0, 1, 2, 3
+
+_COMMAND_BY_TYPE = {
+    **{t: "tserver" for t in TSERVER_TYPES},
+    "RoutingServer": "urs",
+    "OrchestrationServer": "node",
+}
+
+
+def launched_apps(db: ConfigDatabase) -> list[Application]:
+    """The database's applications the launcher runs, in start order."""
+    apps = [a for a in db.applications.values() if a.type in _COMMAND_BY_TYPE]
+    return sorted(apps, key=lambda a: (_tier(a), a.name))
+
+
+def _tier(app: Application) -> int:
+    if app.type != "OrchestrationServer":
+        return TIER_SERVERS
+    return TIER_BACKUPS if app.is_backup else TIER_PRIMARIES
+
+
+def node_cluster(db: ConfigDatabase, app: Application) -> tuple[str | None, str | None]:
+    """(cluster list, data center) of an ORS application.
+
+    A List transaction whose ``cluster`` section names the Node's primary gives both; a
+    legacy ``cluster`` section in the application's (or its primary's) own options gives
+    the data center only, and the node is started without ``-cluster``.
+    """
+    primary = app.primary_name
+    for txn in sorted(db.transactions.values(), key=lambda t: t.name):
+        members = txn.cluster_members
+        if primary in members:
+            return txn.name, members[primary]
+    for source in (app, db.applications.get(primary)):
+        if source is not None and primary in source.options.get("cluster", {}):
+            return None, source.options["cluster"][primary]
+    return None, None
+
+
+def plan_apps(
+    db: ConfigDatabase,
+    *,
+    served_config: str,
+    state_dir: str,
+    confserv_port: int,
+    public: Mapping[str, int],
+    private: Mapping[str, int],
+) -> tuple[AppEntry, ...]:
+    """Every process of the cluster (Configuration Server first), in start order.
+
+    ``public`` maps each database application to the port peers use (the proxy holds it);
+    ``private`` maps every application and ``confserv`` to the port it really listens on.
+    """
+    genesys = ("-host", LOOPBACK, "-port", str(confserv_port))
+    entries = [
+        AppEntry(
+            app=CONFSERV_APP,
+            type=CONFSERV_TYPE,
+            host=LOOPBACK,
+            public_port=confserv_port,
+            private_port=private[CONFSERV_APP],
+            tier=TIER_CONFSERV,
+            argv=(
+                "confserv", served_config, "--port", str(private[CONFSERV_APP]),
+                "--state", state_dir,
+            ),
+            listen_env=False,
+        )
+    ]
+    for app in launched_apps(db):
+        argv: tuple[str, ...] = (_COMMAND_BY_TYPE[app.type], *genesys, "-app", app.name)
+        node_id = cluster = data_center = None
+        if app.type == "OrchestrationServer":
+            primary = db.applications.get(app.primary_name, app)
+            node_id = primary.dbid
+            cluster, data_center = node_cluster(db, app)
+            if cluster is not None:
+                argv += ("-cluster", cluster)
+        entries.append(
+            AppEntry(
+                app=app.name,
+                type=app.type,
+                host=app.address,
+                public_port=public[app.name],
+                private_port=private[app.name],
+                tier=_tier(app),
+                argv=argv,
+                node_id=node_id,
+                cluster=cluster,
+                data_center=data_center,
+                primary=app.primary,
+                backup=app.backup,
+            )
+        )
+    return tuple(entries)
+
+
+def cluster_name(entries: tuple[AppEntry, ...]) -> str | None:
+    """The cluster list the nodes belong to (the first by name if there are several)."""
+    names = sorted({e.cluster for e in entries if e.cluster is not None})
+    return names[0] if names else None
+
+
+def rewrite_ports(raw: Any, ports: Mapping[str, int]) -> Any:
+    """A copy of a raw YAML database with the applications' ports replaced."""
+    data = copy.deepcopy(raw)
+    for name, port in ports.items():
+        data["applications"][name]["port"] = port
+    return data

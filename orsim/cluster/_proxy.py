@@ -1,0 +1,335 @@
+"""The fault proxy: holds every application's public port and forwards to its private one.
+
+Theory of operation. Each application of a launched cluster listens on a private port
+(``ORSIM_LISTEN_PORT``); the proxy listens on the public port that the configuration
+names and that every peer connects to. For each accepted connection the proxy reads the
+client's first frame, a wire ``Hello``, to learn which application is calling; the server
+side is the route's application. So every forwarded link is known as a pair A↔B, and
+faults can be applied per pair:
+
+- partition A B: existing A↔B links go *silent* (bytes are read and dropped both ways, the
+  sockets stay open) so that only ADDP can notice, as with a pulled cable; new A↔B
+  connections are accepted and black-holed.
+- heal A B: the silent links are closed (they are dead for good, as after a real
+  partition the peers have long given up on them) and new links forward normally.
+- delay A B N: every chunk forwarded on an A↔B link is held N ms before it is sent on.
+
+Pure trio TCP forwarding through the ``orsim.wire`` transport seam, so tests can run it
+over a ``MemoryNetwork`` or loopback alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import NoReturn
+
+import attrs
+import trio
+
+from orsim.cluster._faults import FaultTable, pair
+from orsim.errors import RemoteProtocolError, UnreachableError
+from orsim.logs import get_logger
+from orsim.wire import (
+    NEED_DATA,
+    Connection,
+    FrameDecoder,
+    Hello,
+    Json,
+    Network,
+    Request,
+    RequestFailed,
+    serve_app,
+)
+
+#: How long a new client may take to send its Hello before it is forwarded as unknown.
+HELLO_TIMEOUT = 10.0
+#: Name used for a client whose first frame is not a readable Hello.
+UNKNOWN_CLIENT = "?"
+#: Chunks queued per direction before the reader waits (backpressure under delay).
+_QUEUE_CHUNKS = 64
+_READ_SIZE = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+PROXY_APP = "proxy"
+PROXY_TYPE = "FaultProxy"
+
+
+@attrs.frozen
+class Route:
+    """Forward ``host:public_port`` (application ``app``) to ``target_host:target_port``."""
+
+    app: str
+    host: str
+    public_port: int
+    target_host: str
+    target_port: int
+
+
+@attrs.define(eq=False)
+class _Link:
+    id: int
+    client: str
+    server: str
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: Cut by a partition: forwards nothing and is closed on heal.
+    severed: bool = False
+
+    def joins(self, a: str, b: str) -> bool:
+        return pair(self.client, self.server) == pair(a, b)
+
+
+@attrs.define(eq=False)
+class FaultProxy:
+    """Forwarding with per-pair faults; run ``serve_route`` per route and ``serve_control``."""
+
+    network: Network
+    faults: FaultTable = attrs.Factory(FaultTable)
+    routes: list[Route] = attrs.Factory(list)
+    _links: dict[int, _Link] = attrs.Factory(dict)
+    _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+
+    # -- faults ----------------------------------------------------------------
+
+    def partition(self, a: str, b: str) -> int:
+        """Silence every A↔B link and black-hole new ones; returns how many links went quiet."""
+        self.faults.partition(a, b)
+        hit = [link for link in self._links.values() if link.joins(a, b)]
+        for link in hit:
+            link.severed = True
+        get_logger().info("partition", a=a, b=b, links=len(hit))
+        return len(hit)
+
+    def heal(self, a: str, b: str) -> int:
+        """Close the silenced A↔B links and forward new ones normally; returns links closed."""
+        self.faults.heal(a, b)
+        dead = [link for link in self._links.values() if link.severed and link.joins(a, b)]
+        for link in dead:
+            link.scope.cancel()
+        get_logger().info("heal", a=a, b=b, closed=len(dead))
+        return len(dead)
+
+    def delay(self, a: str, b: str, ms: float) -> None:
+        self.faults.delay(a, b, ms)
+        get_logger().info("delay", a=a, b=b, ms=ms)
+
+    def status(self) -> dict[str, Json]:
+        return {
+            "app": PROXY_APP,
+            "type": PROXY_TYPE,
+            "mode": "primary",
+            "pid": os.getpid(),
+            "routes": [
+                {"app": r.app, "public_port": r.public_port, "target_port": r.target_port}
+                for r in self.routes
+            ],
+            "links": [
+                {"client": link.client, "server": link.server, "severed": link.severed}
+                for link in self._links.values()
+            ],
+            **self.faults.snapshot(),
+        }
+
+    # -- serving ---------------------------------------------------------------
+
+    async def serve_control(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Answer ``partition``, ``heal``, ``delay`` and ``status`` on ``host:port``."""
+        await serve_app(
+            self.network, host, port, app=PROXY_APP, app_type=PROXY_TYPE,
+            handler=self._control, task_status=task_status,
+        )
+
+    async def _control(self, _conn: Connection, request: Request) -> Json:
+        params = request.params
+        if request.method == "status":
+            return self.status()
+        a, b = _name(params, "a"), _name(params, "b")
+        if request.method == "partition":
+            return {"links": self.partition(a, b)}
+        if request.method == "heal":
+            return {"closed": self.heal(a, b)}
+        if request.method == "delay":
+            ms = params.get("ms")
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
+                raise RequestFailed("bad_request", "delay: 'ms' must be a number >= 0")
+            self.delay(a, b, ms)
+            return {}
+        raise RequestFailed("unknown_method", f"the proxy has no method {request.method!r}")
+
+    async def serve_route(
+        self, route: Route, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Accept on the route's public port forever; reports the bound port via ``started``."""
+        try:
+            listener, bound = await self.network.listen(route.host, route.public_port)
+        except OSError as exc:
+            raise UnreachableError(
+                f"proxy: cannot listen on {route.host}:{route.public_port} for {route.app}: {exc}"
+            ) from exc
+        if route in self.routes:
+            self.routes.remove(route)
+        self.routes.append(attrs.evolve(route, public_port=bound))
+        get_logger().info("route", app=route.app, public_port=bound, target_port=route.target_port)
+        async with listener, trio.open_nursery() as nursery:
+            task_status.started(bound)
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    get_logger().warning("accept_failed", app=route.app, error=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._handle, stream, route)
+
+    async def _handle(self, client: trio.abc.Stream, route: Route) -> None:
+        try:
+            first, client_app = await _peek_hello(client)
+            if first is None:
+                return
+            link = _Link(next(self._ids), client_app, route.app)
+            self._links[link.id] = link
+            try:
+                with link.scope:
+                    await self._run_link(link, client, first, route)
+            except Exception as exc:
+                # One broken link must never take the proxy (and every other link) down.
+                get_logger(client=link.client, server=link.server).warning(
+                    "link_failed", error=repr(exc)
+                )
+            finally:
+                del self._links[link.id]
+        finally:
+            await trio.aclose_forcefully(client)
+
+    async def _run_link(
+        self, link: _Link, client: trio.abc.Stream, first: bytes, route: Route
+    ) -> None:
+        log = get_logger(client=link.client, server=link.server)
+        if self.faults.is_cut(link.client, link.server):
+            link.severed = True
+            log.info("link_blackholed")
+            await _drain(client)
+            return
+        try:
+            upstream = await self.network.connect(route.target_host, route.target_port)
+        except OSError as exc:
+            # The application is down: the client sees its connection closed at once.
+            log.info("upstream_refused", error=str(exc))
+            return
+        log.debug("link_opened")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, link, client, upstream, first, nursery.cancel_scope)
+                nursery.start_soon(self._pump, link, upstream, client, b"", nursery.cancel_scope)
+        finally:
+            await trio.aclose_forcefully(upstream)
+            log.debug("link_closed")
+
+    async def _pump(
+        self,
+        link: _Link,
+        source: trio.abc.Stream,
+        sink: trio.abc.Stream,
+        first: bytes,
+        done: trio.CancelScope,
+    ) -> None:
+        """Copy one direction; either direction ending ends the link."""
+        send, receive = trio.open_memory_channel[tuple[float, bytes]](_QUEUE_CHUNKS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._deliver, link, receive, sink, done)
+                async with send:
+                    data = first
+                    try:
+                        while True:
+                            if data and not link.severed:
+                                delay = self.faults.delay_ms(link.client, link.server) / 1000
+                                await send.send((trio.current_time() + delay, data))
+                            data = bytes(await source.receive_some(_READ_SIZE))
+                            if not data:
+                                break
+                    except _STREAM_ERRORS:
+                        pass
+        finally:
+            done.cancel()
+
+    async def _deliver(
+        self,
+        link: _Link,
+        receive: trio.MemoryReceiveChannel[tuple[float, bytes]],
+        sink: trio.abc.Stream,
+        done: trio.CancelScope,
+    ) -> None:
+        try:
+            async with receive:
+                async for due, data in receive:
+                    await trio.sleep_until(due)
+                    if not link.severed:
+                        await sink.send_all(data)
+        except _STREAM_ERRORS:
+            done.cancel()
+
+
+def _name(params: dict[str, Json], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestFailed("bad_request", f"{key!r} must be an application name")
+    return value
+
+
+async def _peek_hello(stream: trio.abc.Stream) -> tuple[bytes | None, str]:
+    """Read until the first whole frame; returns the bytes read and the client's name.
+
+    The bytes are forwarded unchanged. A first frame that is not a Hello (or garbage) is
+    forwarded too, under the name ``?``: the server behind decides what to do with it.
+    """
+    decoder = FrameDecoder()
+    raw = bytearray()
+    with trio.move_on_after(HELLO_TIMEOUT):
+        while True:
+            try:
+                data = await stream.receive_some(_READ_SIZE)
+            except _STREAM_ERRORS:
+                return None, UNKNOWN_CLIENT
+            if not data:
+                return None, UNKNOWN_CLIENT
+            raw += data
+            try:
+                decoder.receive_data(bytes(data))
+                message = decoder.next_message()
+            except RemoteProtocolError:
+                return bytes(raw), UNKNOWN_CLIENT
+            if message is NEED_DATA:
+                continue
+            return bytes(raw), message.app if isinstance(message, Hello) else UNKNOWN_CLIENT
+    return bytes(raw), UNKNOWN_CLIENT
+
+
+async def serve_proxy(
+    network: Network,
+    routes: list[Route],
+    control_host: str,
+    control_port: int,
+    *,
+    task_status: trio.TaskStatus[FaultProxy] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve every route and the control port; ``started`` once all of them listen."""
+    proxy = FaultProxy(network)
+    async with trio.open_nursery() as nursery:
+        for route in routes:
+            await nursery.start(proxy.serve_route, route)
+        await nursery.start(proxy.serve_control, control_host, control_port)
+        task_status.started(proxy)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _drain(stream: trio.abc.Stream) -> None:
+    """Read and drop everything until the peer closes (or the link is cancelled)."""
+    try:
+        while await stream.receive_some(_READ_SIZE):
+            pass
+    except _STREAM_ERRORS:
+        pass

@@ -1,0 +1,101 @@
+"""Human views of a cluster: the status table, the live load line, log lines (rich)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+_MODE_STYLES = {"primary": "bold green", "backup": "cyan", "starting": "yellow", "down": "bold red"}
+_LEVEL_STYLES = {"error": "bold red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
+_LOG_KEYS = ("ts", "level", "event", "timestamp")
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def status_table(status: Mapping[str, Any]) -> Table:
+    """The status of every application and the call totals as one table."""
+    title = f"cluster {status.get('cluster') or '(no cluster list)'}"
+    table = Table(title=title, title_justify="left")
+    for column in ("App", "Type", "Node", "Cluster", "DC", "Mode", "PID", "Sessions",
+                   "Routed", "Port"):
+        table.add_column(column, justify="right" if column in ("PID", "Sessions", "Routed",
+                                                                "Port", "Node") else "left")
+    for app in status.get("apps", []):
+        mode = str(app.get("mode"))
+        if app.get("process") == "stopped":
+            mode += " (stopped)"
+        table.add_row(
+            app["app"],
+            app["type"],
+            _cell(app.get("node_id")),
+            _cell(app.get("cluster")),
+            _cell(app.get("data_center")),
+            Text(mode, style=_MODE_STYLES.get(str(app.get("mode")), "")),
+            _cell(app.get("pid")),
+            _cell(app.get("sessions")),
+            _cell(app.get("calls_routed")),
+            f"{app.get('public_port')}→{app.get('private_port')}",
+        )
+    calls = status.get("calls", {})
+    table.caption = "calls: " + "  ".join(
+        f"{name}={_cell(calls.get(name))}"
+        for name in ("created", "routed", "lost", "duplicates", "in_flight")
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def load_line(ledger: Mapping[str, Any], rate: float, elapsed: float) -> Text:
+    """``calls/s  created  routed  lost  dup  p99`` for the live load display."""
+    p99 = ledger.get("latency_p99_ms")
+    lost = ledger.get("lost", 0) or 0
+    return Text.assemble(
+        f"{elapsed:6.1f}s  {rate:6.1f} calls/s  created {ledger.get('created', 0)}  "
+        f"routed {ledger.get('routed', 0)}  ",
+        (f"lost {lost}", "bold red" if lost else "green"),
+        f"  dup {ledger.get('duplicates', 0)}  in flight {ledger.get('in_flight', 0)}  "
+        f"p99 {'—' if p99 is None else f'{p99:.1f} ms'}",
+    )
+
+
+def parse_log_line(line: str) -> dict[str, Any] | None:
+    """A structlog JSON line as a dict, or None for anything else (tracebacks...)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def format_log_line(app: str, line: str) -> Text:
+    """``12:00:01.250 ORS_1 info  mode_changed mode=primary epoch=2``."""
+    data = parse_log_line(line)
+    if data is None:
+        return Text(f"{'':12} {app:<10} {line.rstrip()}", style="dim")
+    ts = str(data.get("ts") or data.get("timestamp") or "")
+    clock = ts.split("T", 1)[1][:12] if "T" in ts else ts
+    level = str(data.get("level", ""))
+    rest = " ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+        for k, v in data.items()
+        if k not in _LOG_KEYS
+    )
+    return Text.assemble(
+        (f"{clock:<12} ", "dim"),
+        (f"{app:<10} ", "bold"),
+        (f"{level:<7} ", _LEVEL_STYLES.get(level, "")),
+        (str(data.get("event", "")), "bold"),
+        f" {rest}" if rest else "",
+    )
+
+
+def log_sort_key(line: str) -> str:
+    """Sort key merging several logs by time (lines without a time sort first)."""
+    data = parse_log_line(line)
+    return str(data.get("ts", "")) if data else ""

@@ -1,0 +1,191 @@
+"""The run directory of a launched cluster and its manifest.
+
+Layout (``./.orsim/run`` by default)::
+
+    manifest.json        what every `orsim cluster` command reads to find the cluster
+    proxy.json           the fault proxy's routes and control port
+    config.yaml          the database served (a copy with rewritten ports for --ports auto)
+    confserv/            the Configuration Server's state directory
+    logs/<APP>.jsonl     each process's stderr: structlog JSON lines
+    pids/<APP>.pid       one pid file per running process (also read by `down`)
+    sessions.db          the nodes' SQLite session store (nodes run with cwd = run dir)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from orsim.errors import ClusterError
+
+DEFAULT_RUN_DIR = Path(".orsim/run")
+MANIFEST_VERSION = 1
+
+
+@attrs.frozen(kw_only=True)
+class AppEntry:
+    """One process of the cluster as the launcher starts it."""
+
+    app: str
+    type: str
+    host: str
+    public_port: int
+    private_port: int
+    #: Start-up wave: everything of one tier is started together, tiers in order.
+    tier: int
+    #: Arguments after ``orsim`` (e.g. ``["node", "-host", ...]``).
+    argv: tuple[str, ...]
+    node_id: int | None = None
+    cluster: str | None = None
+    data_center: str | None = None
+    primary: str | None = None
+    backup: str | None = None
+    #: Whether the private port is passed as ``ORSIM_LISTEN_PORT`` (not for the confserv,
+    #: which gets it as ``--port``).
+    listen_env: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class Manifest:
+    """Everything needed to find and drive a running cluster."""
+
+    cluster: str | None
+    config: str
+    served_config: str
+    run_dir: str
+    confserv_host: str
+    confserv_port: int
+    proxy_control_port: int
+    apps: tuple[AppEntry, ...]
+    state: str = "starting"
+    pids: dict[str, int] = attrs.field(factory=dict, eq=False)
+
+    def entry(self, app: str) -> AppEntry:
+        for entry in self.apps:
+            if entry.app == app:
+                return entry
+        known = ", ".join(e.app for e in self.apps)
+        raise ClusterError(f"no application {app!r} in this cluster (known: {known})")
+
+    def to_json(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        for app in data["apps"]:
+            app["argv"] = list(app["argv"])
+            app["pid"] = self.pids.get(app["app"])
+        data["version"] = MANIFEST_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        fields = {k: v for k, v in data.items() if k != "version"}
+        apps = []
+        for raw in fields["apps"]:
+            item = {k: v for k, v in raw.items() if k != "pid"}
+            item["argv"] = tuple(item["argv"])
+            apps.append(AppEntry(**item))
+        fields["apps"] = tuple(apps)
+        fields["pids"] = {k: int(v) for k, v in fields.get("pids", {}).items()}
+        return cls(**fields)
+
+
+@attrs.frozen
+class RunDir:
+    """Paths inside one run directory (absolute)."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str] | None) -> RunDir:
+        return cls(Path(path if path is not None else DEFAULT_RUN_DIR).absolute())
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def proxy_config(self) -> Path:
+        return self.root / "proxy.json"
+
+    @property
+    def served_config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def confserv_state(self) -> Path:
+        return self.root / "confserv"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    def log(self, app: str) -> Path:
+        return self.logs / f"{app}.jsonl"
+
+    def pid_file(self, app: str) -> Path:
+        return self.pids / f"{app}.pid"
+
+    def create(self) -> None:
+        for path in (self.root, self.logs, self.pids, self.confserv_state):
+            path.mkdir(parents=True, exist_ok=True)
+
+    # -- pid files ---------------------------------------------------------------
+
+    def write_pid(self, app: str, pid: int) -> None:
+        write_atomic(self.pid_file(app), f"{pid}\n")
+
+    def remove_pid(self, app: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file(app).unlink()
+
+    def read_pids(self) -> dict[str, int]:
+        """Every pid file present: app -> pid (unreadable files are skipped)."""
+        found: dict[str, int] = {}
+        if not self.pids.is_dir():
+            return found
+        for path in sorted(self.pids.glob("*.pid")):
+            try:
+                found[path.stem] = int(path.read_text().strip())
+            except (OSError, ValueError):
+                continue
+        return found
+
+    # -- manifest ----------------------------------------------------------------
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_atomic(self.manifest, json.dumps(manifest.to_json(), indent=2) + "\n")
+
+    def read_manifest(self) -> Manifest:
+        """The manifest of the cluster in this run directory.
+
+        Raises:
+            ClusterError: no cluster was ever started here, or the manifest is unreadable.
+        """
+        try:
+            data = json.loads(self.manifest.read_text())
+        except FileNotFoundError:
+            raise ClusterError(
+                f"no cluster in {self.root} (start one with `orsim cluster up CONFIG.yaml"
+                f" --run-dir {self.root}`)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot read {self.manifest}: {exc}") from exc
+        try:
+            return Manifest.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{self.manifest} is not an orsim manifest: {exc}") from exc
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,118 @@
+"""Which Node of a cluster is Assigned to a call, and which Node is its Reserved Node.
+
+Genesys does not publish its rule (ors-domain.md section 9), so orsim uses rendezvous
+(highest-random-weight) hashing: every live Node gets a weight for the call, computed
+from the pair (Node ID, call ID) alone, and the heaviest Node is Assigned.
+
+Why rendezvous hashing:
+- *Deterministic*: the weight is blake2b of ``f"{node_id}:{call_id}"``, never Python's
+  ``hash`` (salted per process), so every ORS process of the cluster agrees without
+  talking, whatever order it lists the Nodes in.
+- *Even*: weights are uniform, so each of N Nodes wins about 1/N of the calls.
+- *Stable*: a call's weights do not depend on the other Nodes, so a Node leaving moves
+  only the calls it had won (to their runner-up), and a Node joining takes calls only
+  for itself.
+
+The Reserved Node is the heaviest *other* Node in the Assigned Node's data center, or,
+when the Assigned Node is alone in its data center, the heaviest other Node anywhere.
+The reference allows either ("in the same data center or in another one"); orsim
+prefers the same data center because watching and taking over a call there is cheap and
+survives a link cut between data centers. With one live Node there is no Reserved Node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+import attrs
+
+__all__ = ["Assignment", "NodeInfo", "NodeLike", "assign"]
+
+# 8 bytes of digest: 2**64 weights make ties between two Nodes practically impossible;
+# a tie is still broken deterministically by the larger Node ID.
+_DIGEST_SIZE = 8
+
+
+class NodeLike(Protocol):
+    """Anything that names a live Node and its data center."""
+
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def data_center(self) -> str: ...
+
+
+@attrs.frozen
+class NodeInfo:
+    """A live Node of the cluster, as far as assignment cares."""
+
+    node_id: int
+    data_center: str
+
+
+@attrs.frozen
+class Assignment:
+    """Who answers for one call.
+
+    Attributes:
+        assigned: Node ID of the Assigned Node (its primary creates the session).
+        reserved: Node ID of the Reserved Node (creates the session if the Assigned Node,
+            both halves, did not), or None when the Assigned Node is the only live Node.
+    """
+
+    assigned: int
+    reserved: int | None
+
+    def __iter__(self) -> Iterator[int | None]:
+        """Unpack as ``assigned, reserved = assign(...)``."""
+        return iter((self.assigned, self.reserved))
+
+
+def assign(call_id: str, live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> Assignment:
+    """Pick the Assigned and the Reserved Node of a call.
+
+    Args:
+        call_id: the call's ID (the T-Server's ConnID).
+        live_nodes: the Nodes currently live, as ``NodeInfo``-like objects or as a
+            mapping ``{node_id: data_center}``. Include the caller's own Node. Order does
+            not matter.
+
+    Returns:
+        The ``Assignment``; the same inputs always give the same answer, in every process.
+
+    Raises:
+        ValueError: no live Node, or one Node ID listed with two data centers.
+    """
+    nodes = _normalise(live_nodes)
+    if not nodes:
+        raise ValueError("no live Node to assign the call to")
+    ranked = sorted(nodes, key=lambda node_id: (_weight(node_id, call_id), node_id))
+    assigned = ranked.pop()
+    home = nodes[assigned]
+    same_dc = [node_id for node_id in ranked if nodes[node_id] == home]
+    if same_dc:
+        return Assignment(assigned, same_dc[-1])
+    return Assignment(assigned, ranked[-1] if ranked else None)
+
+
+def _weight(node_id: int, call_id: str) -> int:
+    digest = hashlib.blake2b(f"{node_id}:{call_id}".encode(), digest_size=_DIGEST_SIZE)
+    return int.from_bytes(digest.digest(), "big")
+
+
+def _normalise(live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> dict[int, str]:
+    pairs: Iterable[tuple[int, str]]
+    if isinstance(live_nodes, Mapping):
+        pairs = live_nodes.items()
+    else:
+        pairs = ((node.node_id, node.data_center) for node in live_nodes)
+    nodes: dict[int, str] = {}
+    for node_id, data_center in pairs:
+        if nodes.setdefault(node_id, data_center) != data_center:
+            raise ValueError(
+                f"Node {node_id} listed in two data centers: {nodes[node_id]!r}, {data_center!r}"
+            )
+    return nodes

@@ -1,0 +1,461 @@
+"""Reading a scenario file: YAML, then the JSON Schema, then checks against the topology.
+
+Every problem names the file, the step (counted from 1) and the field, e.g.
+``scenarios/x.yaml: step 4 (kill), field 'kill.signal': 'KIL' is not one of [...]``.
+All problems are collected; the ``ConfigError`` raised carries them in ``problems``.
+Nothing here starts a process: a broken scenario is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+import jsonschema
+import yaml
+from jsonschema.exceptions import ValidationError, best_match
+
+from orsim.config import ConfigDatabase, load_database, option_value_to_str
+from orsim.errors import ConfigError
+from orsim.scenario._model import (
+    CONFSERV_APP,
+    Action,
+    CallsDuplicated,
+    CallsLost,
+    Delay,
+    Expect,
+    Expectation,
+    FailoverGap,
+    Load,
+    ModeWithin,
+    Partition,
+    Restart,
+    Scenario,
+    SendSignal,
+    SessionsRecovered,
+    SetOption,
+    Signal,
+    Sleep,
+    SplitBrainNever,
+    Start,
+    Step,
+    StopLoad,
+    Switchover,
+    Wait,
+    WaitCondition,
+    WaitCount,
+    WaitMode,
+    WaitReady,
+)
+
+DEFAULT_WAIT_TIMEOUT = 30.0
+DEFAULT_WITHIN = 10.0
+DEFAULT_SAMPLE_INTERVAL = 0.25
+#: Long enough for a call stranded at a dead Node to reach the T-Server's default
+#: router-timeout (10 s) and be counted as lost rather than in flight.
+DEFAULT_SETTLE_TIMEOUT = 12.0
+_MAX_MESSAGE = 240
+
+TopologyLoader = Callable[[str], ConfigDatabase]
+
+
+@cache
+def scenario_schema() -> dict[str, Any]:
+    """The JSON Schema of the scenario format (shipped as ``orsim/scenario/schema.json``)."""
+    text = resources.files("orsim.scenario").joinpath("schema.json").read_text("utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+def load_scenario(
+    path: str | os.PathLike[str], *, load_topology: TopologyLoader = load_database
+) -> Scenario:
+    """Read, validate and check a scenario file and the topology it names.
+
+    Raises:
+        ConfigError: the file is unreadable or broken; ``problems`` lists every problem.
+    """
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
+    return parse_scenario(text, source, load_topology=load_topology)
+
+
+def parse_scenario(
+    text: str, source: str, *, load_topology: TopologyLoader = load_database
+) -> Scenario:
+    """Validate scenario ``text`` read from ``source`` (topology paths are relative to it)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    return check_document(document, source, load_topology=load_topology)
+
+
+def check_document(
+    document: object, source: str, *, load_topology: TopologyLoader = load_database
+) -> Scenario:
+    """Schema validation, then conversion and semantic checks of a parsed document."""
+    problems = schema_problems(document, source)
+    if problems:
+        raise _error(source, problems)
+    assert isinstance(document, dict)
+    topology_path = str(Path(source).parent / document["topology"])
+    try:
+        topology = load_topology(topology_path)
+    except ConfigError as exc:
+        first = exc.problems[0] if exc.problems else str(exc)
+        raise ConfigError(
+            f"{source}: field 'topology': {document['topology']!r} cannot be used: {first}",
+            [f"{source}: field 'topology': {p}" for p in exc.problems],
+        ) from None
+    steps = tuple(
+        _convert_step(number, raw) for number, raw in enumerate(document["steps"], start=1)
+    )
+    scenario = Scenario(
+        source=source,
+        name=document["name"],
+        description=document.get("description", ""),
+        topology_path=topology_path,
+        topology=topology,
+        seed=document.get("seed"),
+        sample_interval=float(document.get("sample-interval", DEFAULT_SAMPLE_INTERVAL)),
+        settle_timeout=float(document.get("settle-timeout", DEFAULT_SETTLE_TIMEOUT)),
+        steps=steps,
+    )
+    problems = list(_SemanticChecker(scenario).problems())
+    if problems:
+        raise _error(source, problems)
+    return scenario
+
+
+def _error(source: str, problems: Sequence[str]) -> ConfigError:
+    if len(problems) == 1:
+        return ConfigError(problems[0], list(problems))
+    return ConfigError(f"{source}: {len(problems)} problems; first: {problems[0]}", list(problems))
+
+
+# --- schema ------------------------------------------------------------------------------
+
+
+def schema_problems(document: object, source: str) -> list[str]:
+    """Every schema violation of ``document``, each naming the step and the field."""
+    if not isinstance(document, dict):
+        return [f"{source}: a scenario is a mapping (name, topology, steps...), got {_kind(document)}"]
+    validator = jsonschema.Draft202012Validator(scenario_schema())
+    try:
+        errors = sorted(validator.iter_errors(document), key=lambda e: _path_key(e))
+    except RecursionError:
+        return [f"{source}: nested too deeply"]
+    return [_describe(source, document, _most_specific(error)) for error in errors]
+
+
+def _path_key(error: ValidationError) -> tuple[str, ...]:
+    return tuple(f"{p:08d}" if isinstance(p, int) else str(p) for p in error.absolute_path)
+
+
+def _most_specific(error: ValidationError) -> ValidationError:
+    """For ``anyOf`` failures, the alternative that got furthest (jsonschema's heuristic)."""
+    if error.context:
+        deeper = best_match(error.context)
+        if deeper is not None:
+            return _most_specific(deeper)
+    return error
+
+
+def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    message = _message(error)
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        number = path[1] + 1
+        raw = document["steps"][path[1]]
+        rest = [str(p) for p in path[2:]]
+        if not rest:
+            return f"{source}: step {number}: {_step_message(error, raw)}"
+        return f"{source}: {step_label(number, rest[0])}, field '{'.'.join(rest)}': {message}"
+    if path:
+        return f"{source}: field '{'.'.join(str(p) for p in path)}': {message}"
+    if error.validator == "additionalProperties":
+        extra = sorted(map(str, set(document) - set(scenario_schema()["properties"])))
+        known = ", ".join(scenario_schema()["properties"])
+        return f"{source}: field '{extra[0] if extra else '?'}': unknown field (known: {known})"
+    if error.validator == "required":
+        missing = [k for k in scenario_schema()["required"] if k not in document]
+        return f"{source}: field '{missing[0] if missing else '?'}': required field is missing"
+    return f"{source}: {message}"
+
+
+def step_label(number: int, verb: str | None) -> str:
+    """``step 4 (kill)`` as every message and the timeline print it."""
+    return f"step {number} ({verb})" if verb else f"step {number}"
+
+
+def _step_message(error: ValidationError, raw: object) -> str:
+    verbs = list(scenario_schema()["$defs"]["step"]["properties"])
+    if error.validator == "type":
+        return f"a step is a mapping with one action ({', '.join(verbs)}), got {_kind(raw)}"
+    if error.validator == "additionalProperties" and isinstance(raw, dict):
+        unknown = sorted(str(k) for k in raw if k not in verbs)
+        return f"field '{unknown[0]}': unknown action (known: {', '.join(verbs)})"
+    if error.validator in ("minProperties", "maxProperties") and isinstance(raw, dict):
+        keys = ", ".join(sorted(map(str, raw))) or "none"
+        return f"a step has exactly one action, got {len(raw)} ({keys})"
+    return _message(error)
+
+
+def _message(error: ValidationError) -> str:
+    message = error.message
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+# --- conversion (the document is schema-valid here) ----------------------------------------
+
+
+def _convert_step(number: int, raw: dict[str, Any]) -> Step:
+    ((verb, value),) = raw.items()
+    return Step(number=number, verb=verb, action=_convert_action(verb, value))
+
+
+def _convert_action(verb: str, value: Any) -> Action:
+    if verb == "start":
+        if value == "all":
+            return Start(None)
+        return Start(tuple([value] if isinstance(value, str) else value))
+    if verb == "wait":
+        return Wait(_wait_condition(value), float(value.get("timeout", DEFAULT_WAIT_TIMEOUT)))
+    if verb == "load":
+        if value == "stop":
+            return StopLoad()
+        duration = value.get("duration")
+        return Load(float(value["rate"]), None if duration is None else float(duration))
+    if verb == "kill":
+        app, signal = _app_signal(value, "KILL")
+        return SendSignal(app, signal)
+    if verb == "stop":
+        return SendSignal(value, "STOP")
+    if verb == "continue":
+        return SendSignal(value, "CONT")
+    if verb == "restart":
+        app, signal = _app_signal(value, "TERM")
+        return Restart(app, signal)
+    if verb in ("partition", "heal"):
+        return Partition(value[0], value[1], heal=verb == "heal")
+    if verb == "delay":
+        return Delay(value["between"][0], value["between"][1], float(value["ms"]))
+    if verb == "switchover":
+        return Switchover(value)
+    if verb == "set-option":
+        return SetOption(
+            value["object"], value["section"], value["key"], option_value_to_str(value["value"])
+        )
+    if verb == "sleep":
+        if isinstance(value, dict):
+            low, high = (float(v) for v in value["between"])
+            return Sleep(low, high)
+        return Sleep(float(value), float(value))
+    if verb == "expect":
+        return Expect(_expectation(value))
+    raise AssertionError(f"schema admitted unknown verb {verb!r}")
+
+
+def _app_signal(value: Any, default: Signal) -> tuple[str, Signal]:
+    if isinstance(value, str):
+        return value, default
+    return value["app"], value.get("signal", default)
+
+
+def _wait_condition(value: dict[str, Any]) -> WaitCondition:
+    # Which kind is checked (exactly one) by the semantic checker; pick by key here.
+    if "app" in value:
+        return WaitMode(value["app"], value["mode"])
+    if "ledger" in value:
+        return WaitCount(value["ledger"], value.get("at_least"), value.get("at_most"))
+    return WaitReady()
+
+
+_EXPECTATION_KEYS = (
+    "mode",
+    "calls_lost",
+    "calls_duplicated",
+    "failover_gap_ms",
+    "sessions_recovered",
+    "split_brain",
+)
+
+
+def _expectation(value: dict[str, Any]) -> Expectation:
+    if "mode" in value:
+        return ModeWithin(value["app"], value["mode"], float(value.get("within", DEFAULT_WITHIN)))
+    if "calls_lost" in value:
+        return CallsLost(value["calls_lost"])
+    if "calls_duplicated" in value:
+        return CallsDuplicated(value["calls_duplicated"])
+    if "failover_gap_ms" in value:
+        gap = value["failover_gap_ms"]
+        if isinstance(gap, dict):
+            return FailoverGap(float(gap["below"]), gap.get("node"), gap.get("fault_step"))
+        return FailoverGap(float(gap))
+    if "sessions_recovered" in value:
+        rec = value["sessions_recovered"]
+        if isinstance(rec, dict):
+            return SessionsRecovered(rec["at_least"], rec.get("node"), rec.get("fault_step"))
+        return SessionsRecovered(rec)
+    return SplitBrainNever()
+
+
+# --- semantic checks -----------------------------------------------------------------------
+
+
+class _SemanticChecker:
+    """Checks that need the topology or the whole timeline (not expressible in the schema)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.apps = set(scenario.topology.applications) | {CONFSERV_APP}
+        self.objects = set(scenario.topology.applications) | set(scenario.topology.transactions)
+
+    def problems(self) -> Iterable[str]:
+        source = self.scenario.source
+        for step in self.scenario.steps:
+            for field, problem in self._step_problems(step):
+                yield f"{source}: {step_label(step.number, step.verb)}, field '{field}': {problem}"
+
+    def _app(self, field: str, name: str) -> Iterable[tuple[str, str]]:
+        if name not in self.apps:
+            known = ", ".join(sorted(self.apps))
+            yield field, f"{name!r} is not an application of the topology (known: {known})"
+
+    def _node(self, field: str, ref: str | int) -> Iterable[tuple[str, str]]:
+        if self.scenario.resolve_node(ref) is None:
+            nodes = ", ".join(self.scenario.nodes)
+            yield field, f"{ref!r} is not a Node of the topology (Nodes: {nodes})"
+
+    def _step_problems(self, step: Step) -> Iterable[tuple[str, str]]:
+        action, verb = step.action, step.verb
+        if isinstance(action, Start) and action.apps is not None:
+            for app in action.apps:
+                yield from self._app(verb, app)
+        elif isinstance(action, Wait):
+            yield from self._wait_problems(action)
+        elif isinstance(action, SendSignal | Restart):
+            field = verb if verb in ("stop", "continue") or step.number < 0 else verb
+            yield from self._app(field, action.app)
+        elif isinstance(action, Partition | Delay):
+            field = "delay.between" if isinstance(action, Delay) else verb
+            yield from self._app(field, action.a)
+            yield from self._app(field, action.b)
+            if action.a == action.b:
+                yield field, f"names {action.a!r} twice; a link has two ends"
+        elif isinstance(action, Switchover):
+            yield from self._node(verb, action.node)
+        elif isinstance(action, SetOption) and action.object not in self.objects:
+            known = ", ".join(sorted(self.objects))
+            yield "set-option.object", f"{action.object!r} is not an object of the topology ({known})"
+        elif isinstance(action, Sleep) and action.low > action.high:
+            yield "sleep.between", f"the low bound {action.low} is above the high one {action.high}"
+        elif isinstance(action, Expect):
+            yield from self._expect_problems(step, action.expectation)
+
+    def _wait_problems(self, wait: Wait) -> Iterable[tuple[str, str]]:
+        raw_kinds = _wait_kinds(wait)
+        if len(raw_kinds) != 1:
+            yield "wait", (
+                "give exactly one condition: {app, mode}, {ready: all} or "
+                f"{{ledger, at_least|at_most}}; got {' and '.join(raw_kinds) or 'none'}"
+            )
+            return
+        cond = wait.condition
+        if isinstance(cond, WaitMode):
+            yield from self._app("wait.app", cond.app)
+        if isinstance(cond, WaitCount) and (cond.at_least is None) == (cond.at_most is None):
+            yield "wait.ledger", "give exactly one of at_least and at_most"
+        if not math.isfinite(wait.timeout):
+            yield "wait.timeout", "must be a finite number of seconds"
+
+    def _expect_problems(self, step: Step, exp: Expectation) -> Iterable[tuple[str, str]]:
+        if isinstance(exp, ModeWithin):
+            yield from self._app("expect.app", exp.app)
+            return
+        if isinstance(exp, FailoverGap | SessionsRecovered):
+            key = "failover_gap_ms" if isinstance(exp, FailoverGap) else "sessions_recovered"
+            if exp.node is not None:
+                yield from self._node(f"expect.{key}.node", exp.node)
+            faults = [s for s in self.scenario.steps if s.is_fault]
+            if exp.fault_step is not None:
+                target = next((s for s in faults if s.number == exp.fault_step), None)
+                if target is None:
+                    numbers = ", ".join(str(s.number) for s in faults) or "none"
+                    yield f"expect.{key}.fault_step", (
+                        f"step {exp.fault_step} is not a fault step (fault steps: {numbers})"
+                    )
+            elif not faults:
+                yield f"expect.{key}", "the scenario has no fault step to measure from"
+            elif exp.node is None and fault_node(self.scenario, faults[-1]) is None:
+                yield f"expect.{key}.node", (
+                    f"the fault of step {faults[-1].number} hits no Node; name the Node"
+                )
+
+
+def _wait_kinds(wait: Wait) -> list[str]:
+    # Re-derived from the action: the converter picked one, but the document may hold more.
+    cond = wait.condition
+    kinds = []
+    if isinstance(cond, WaitMode):
+        kinds.append("app/mode")
+    elif isinstance(cond, WaitCount):
+        kinds.append("ledger")
+    return kinds or ["ready"]
+
+
+def fault_node(scenario: Scenario, step: Step) -> str | None:
+    """The Node a fault step hits: the (first) ORS application it names."""
+    action = step.action
+    if isinstance(action, Switchover):
+        return scenario.resolve_node(action.node)
+    names: tuple[str, ...] = ()
+    if isinstance(action, SendSignal | Restart):
+        names = (action.app,)
+    elif isinstance(action, Partition | Delay):
+        names = (action.a, action.b)
+    for name in names:
+        node = scenario.node_of(name)
+        if node is not None:
+            return node
+    return None
+
+
+def fault_app(step: Step) -> str | None:
+    """The application a fault step acts on (the first named for link faults)."""
+    action = step.action
+    if isinstance(action, SendSignal | Restart):
+        return action.app
+    if isinstance(action, Partition | Delay):
+        return action.a
+    return None
+
+
+# Names the expectation checkers print; also the keys an ``expect`` mapping may hold.
+EXPECTATION_KEYS = _EXPECTATION_KEYS
+_ = CallsDuplicated, CallsLost, SplitBrainNever, StopLoad  # re-exported via __init__

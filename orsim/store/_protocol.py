@@ -1,0 +1,72 @@
+"""What every session store offers (CONTRACTS.md "Session store"), and its statistics."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from orsim.store._session import Session
+
+
+@attrs.frozen
+class StoreStatistics:
+    """A snapshot of one store handle's activity (this process only)."""
+
+    backend: str  #: "sqlite" or "redis"
+    location: str  #: the database file, or host:port/db
+    puts: int = 0
+    deletes: int = 0
+    stale_refusals: int = 0
+    claims_won: int = 0
+    claims_lost: int = 0
+
+
+@attrs.define
+class Counters:
+    """The mutable tallies behind :class:`StoreStatistics`."""
+
+    puts: int = 0
+    deletes: int = 0
+    stale_refusals: int = 0
+    claims_won: int = 0
+    claims_lost: int = 0
+
+    def snapshot(self, backend: str, location: str) -> StoreStatistics:
+        return StoreStatistics(backend, location, **attrs.asdict(self))
+
+
+class SessionStore(Protocol):
+    """The shared session store of a cluster, fenced by a per-Node epoch.
+
+    Every write carries the writer's epoch; the store refuses one older than the Node's
+    current epoch with :class:`StaleEpoch`. The epoch is raised only by
+    :meth:`claim_epoch`, a compare-and-set, so of two contenders exactly one wins.
+
+    Exactly the CONTRACTS.md methods; the SQLite and Redis stores add ``count(node_id)``
+    and ``statistics()``.
+    """
+
+    async def current_epoch(self, node_id: int) -> int:
+        """The Node's current epoch (0 when never claimed)."""
+        ...
+
+    async def claim_epoch(self, node_id: int, expected: int, new: int) -> bool:
+        """Set the Node's epoch to ``new`` if it is still ``expected``; True if it was."""
+        ...
+
+    async def put_session(self, session: Session) -> None:
+        """Create or replace a session; durable on return. Raises StaleEpoch."""
+        ...
+
+    async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
+        """Forget a session (absent is fine); durable on return. Raises StaleEpoch."""
+        ...
+
+    async def sessions(self, node_id: int) -> list[Session]:
+        """Every session kept for the Node, ordered by creation time."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection; safe to call twice."""
+        ...

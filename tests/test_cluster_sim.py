@@ -1,0 +1,138 @@
+"""The whole cluster in one trio run over memory streams, in virtual time (MockClock).
+
+Each test drives calls through the T-Server and checks the ledger, the ground truth:
+every call routed exactly once, none lost, none duplicated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from orsim.config import load_database
+from orsim.testing._sim import SimCluster, open_sim_cluster
+
+TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
+ADDP = 1.0  # the demo topology's addp-timeout on every link
+PEER_ADDP = 2.0  # orchestration/peer-addp-timeout default
+HEARTBEAT = 0.25
+
+
+@pytest.fixture
+def db():  # type: ignore[no-untyped-def]
+    return load_database(TOPOLOGY)
+
+
+async def drive(sim: SimCluster, calls: int, rate: float = 50.0) -> None:
+    """Make ``calls`` calls at ``rate``/s and wait until the ledger settles."""
+    await sim.request("generate", rate=rate, duration=calls / rate)
+
+    async def settled() -> bool:
+        ledger = await sim.ledger()
+        return ledger["created"] >= calls and ledger["in_flight"] == 0
+
+    with trio.fail_after(calls / rate + 60):
+        while not await settled():
+            await trio.sleep(0.1)
+
+
+async def assert_clean(sim: SimCluster, calls: int) -> dict[str, int]:
+    ledger = await sim.ledger()
+    assert ledger["created"] == calls
+    assert ledger["lost"] == 0, ledger
+    assert ledger["duplicates"] == 0, ledger
+    assert ledger["routed"] == calls
+    return ledger
+
+
+async def test_steady_state_two_nodes_share_the_calls(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Primaries are primary, backups are backup, and both Nodes route calls."""
+    async with open_sim_cluster(db) as sim:
+        assert [sim.mode(a) for a in ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")] == [
+            "primary", "backup", "primary", "backup",
+        ]
+        await drive(sim, 400)
+        ledger = await assert_clean(sim, 400)
+        by_app = ledger["by_app"]
+        assert set(by_app) == {"ORS_1", "ORS_2"}
+        assert min(by_app.values()) > 400 * 0.3
+
+
+async def test_primary_crash_backup_takes_over_at_once(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A crashed primary (closed links) is replaced by its backup well within addp-timeout."""
+    async with open_sim_cluster(db) as sim:
+        await sim.request("generate", rate=50, duration=6)
+        await trio.sleep(2)
+        sim.crash("ORS_1")
+        gap = await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=ADDP)
+        assert gap < ADDP
+        assert sim.nodes["ORS_1_B"].epoch == 2
+        await trio.sleep(6)
+        await drive(sim, 0)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"] >= 290
+        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+
+
+async def test_primary_hang_detected_within_addp_plus_heartbeat(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A hung primary (silent, links open) is replaced within peer ADDP + one heartbeat."""
+    async with open_sim_cluster(db) as sim:
+        await sim.request("generate", rate=50, duration=8)
+        await trio.sleep(2)
+        sim.hang("ORS_1")
+        gap = await sim.wait_until(
+            lambda: sim.mode("ORS_1_B") == "primary", timeout=PEER_ADDP + HEARTBEAT + 0.5
+        )
+        assert gap <= PEER_ADDP + HEARTBEAT
+        await trio.sleep(3)
+        sim.resume("ORS_1")
+        await sim.wait_until(lambda: sim.mode("ORS_1") == "backup", timeout=10)
+        await trio.sleep(5)
+        await drive(sim, 0)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"]
+
+
+async def test_reserved_node_creates_sessions_when_assigned_node_is_silent(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With both halves of Node 1 gone, Node 2 (the Reserved Node) serves every call."""
+    async with open_sim_cluster(db) as sim:
+        await sim.request("generate", rate=50, duration=6)
+        await trio.sleep(1)
+        sim.hang("ORS_1")
+        sim.hang("ORS_1_B")
+        await trio.sleep(7)
+        await drive(sim, 0)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"]
+        assert ledger["by_app"].get("ORS_2", 0) > ledger["created"] / 2
+
+
+async def test_graceful_switchover_loses_no_call(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A switchover asked of a primary hands the Node over with no call lost or doubled."""
+    async with open_sim_cluster(db) as sim:
+        await sim.request("generate", rate=50, duration=5)
+        await trio.sleep(1)
+        await sim.nodes["ORS_1"]._switchover()
+        assert sim.mode("ORS_1_B") == "primary"
+        assert sim.mode("ORS_1") == "backup"
+        await trio.sleep(5)
+        await drive(sim, 0)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"] >= 240

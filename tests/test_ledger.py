@@ -1,0 +1,195 @@
+"""The call ledger: routed exactly once or lost, duplicates and stale epochs refused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from orsim.tserver import (
+    CallLedger,
+    CallLost,
+    DuplicateRoute,
+    RouteRefused,
+    StaleEpoch,
+    UnknownCall,
+)
+from orsim.tserver._ledger import DuplicateCallId, percentile
+
+
+def test_route_once_then_duplicate() -> None:
+    """A call routes once; a second route is refused and counted as a duplicate."""
+    ledger = CallLedger()
+    ledger.create("c1", "5000", now=100.0, deadline=110.0)
+    outcome = ledger.route("c1", app="ORS_1", node_id=7, epoch=1, now=100.25, target="A")
+    assert outcome.latency_ms == pytest.approx(250.0)
+    with pytest.raises(DuplicateRoute) as info:
+        ledger.route("c1", app="ORS_2", node_id=8, epoch=1, now=100.5)
+    assert info.value.code == "duplicate"
+    counts = ledger.counts()
+    assert (counts.created, counts.routed, counts.duplicates, counts.in_flight) == (1, 1, 1, 0)
+    assert counts.by_app == {"ORS_1": 1}
+    assert counts.by_node == {7: 1}
+    record = ledger.get("c1")
+    assert record is not None
+    assert (record.state, record.app, record.node_id, record.epoch) == ("routed", "ORS_1", 7, 1)
+
+
+def test_stale_epoch_after_fence_and_after_newer_route() -> None:
+    """Fencing, or a route at a higher epoch, makes lower epochs of that Node stale."""
+    ledger = CallLedger()
+    for i in range(4):
+        ledger.create(f"c{i}", "5000", now=0.0, deadline=10.0)
+    assert ledger.fence(7, 3) == 3
+    assert ledger.fence(7, 2) == 3  # never goes down
+    with pytest.raises(StaleEpoch):
+        ledger.route("c0", app="ORS_1", node_id=7, epoch=2, now=1.0)
+    ledger.route("c1", app="ORS_1_B", node_id=7, epoch=4, now=1.0)
+    with pytest.raises(StaleEpoch):
+        ledger.route("c2", app="ORS_1", node_id=7, epoch=3, now=1.0)
+    ledger.route("c3", app="ORS_2", node_id=9, epoch=0, now=1.0)  # other Nodes unaffected
+    counts = ledger.counts()
+    assert (counts.stale, counts.routed, counts.in_flight) == (2, 2, 2)
+
+
+def test_unknown_and_lost() -> None:
+    """Unknown calls are refused; a call past its deadline is lost, by expiry or late route."""
+    ledger = CallLedger()
+    with pytest.raises(UnknownCall):
+        ledger.route("nope", app="A", node_id=1, epoch=0, now=0.0)
+    ledger.create("a", "5000", now=0.0, deadline=1.0)
+    ledger.create("b", "5000", now=0.5, deadline=1.5)
+    assert ledger.next_deadline() == 1.0
+    assert [r.call_id for r in ledger.expire(1.0)] == ["a"]
+    assert ledger.next_deadline() == 1.5
+    with pytest.raises(CallLost):
+        ledger.route("a", app="A", node_id=1, epoch=0, now=1.1)
+    with pytest.raises(CallLost):
+        ledger.route("b", app="A", node_id=1, epoch=0, now=1.5)  # at the deadline: too late
+    assert ledger.next_deadline() is None
+    assert ledger.expire(99.0) == []
+    counts = ledger.counts()
+    assert (counts.lost, counts.unknown, counts.late, counts.in_flight) == (2, 1, 2, 0)
+
+
+def test_create_twice_is_a_bug() -> None:
+    """Creating an existing call id is refused (ids are unique per run)."""
+    ledger = CallLedger()
+    ledger.create("a", "5000", now=0.0, deadline=1.0)
+    with pytest.raises(DuplicateCallId):
+        ledger.create("a", "5000", now=0.0, deadline=1.0)
+
+
+def test_percentiles() -> None:
+    """Nearest-rank percentiles over routed latencies."""
+    assert percentile([], 50) is None
+    assert percentile(range(1, 101), 50) == 50
+    assert percentile(range(1, 101), 99) == 99
+    assert percentile([5.0], 99) == 5.0
+    ledger = CallLedger()
+    for i in range(100):
+        ledger.create(f"c{i}", "5000", now=0.0, deadline=10.0)
+        ledger.route(f"c{i}", app="A", node_id=1, epoch=0, now=(i + 1) / 1000)
+    counts = ledger.counts()
+    assert counts.latency_p50_ms == pytest.approx(50.0)
+    assert counts.latency_p99_ms == pytest.approx(99.0)
+    assert counts.to_wire()["by_node"] == {"1": 100}
+
+
+NODES = st.sampled_from([1, 2, 3])
+EPOCHS = st.integers(0, 4)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Any sequence of create/route/fence/expire keeps the ledger's promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = CallLedger()
+        self.now = 0.0
+        self.calls: list[str] = []
+        self.deadlines: dict[str, float] = {}
+        self.routed: dict[str, int] = {}  # call -> successful routes seen
+        self.lost: set[str] = set()
+        self.epochs: dict[int, int] = {}
+        self.duplicates = 0
+        self.stale = 0
+
+    @rule(dt=st.floats(0, 3), timeout=st.floats(0.1, 5))
+    def create(self, dt: float, timeout: float) -> None:
+        self.now += dt
+        call_id = f"c{len(self.calls)}"
+        self.ledger.create(call_id, "5000", now=self.now, deadline=self.now + timeout)
+        self.calls.append(call_id)
+        self.deadlines[call_id] = self.now + timeout
+
+    @precondition(lambda self: bool(self.calls))
+    @rule(data=st.data(), node=NODES, epoch=EPOCHS, dt=st.floats(0, 2))
+    def route(self, data: st.DataObject, node: int, epoch: int, dt: float) -> None:
+        self.now += dt
+        call_id = data.draw(st.sampled_from([*self.calls, "ghost"]))
+        known = self.epochs.get(node, 0)
+        try:
+            self.ledger.route(call_id, app=f"ORS_{node}", node_id=node, epoch=epoch, now=self.now)
+        except StaleEpoch:
+            assert epoch < known
+            self.stale += 1
+        except DuplicateRoute:
+            assert epoch >= known
+            assert self.routed.get(call_id)
+            self.duplicates += 1
+        except CallLost:
+            assert self.now >= self.deadlines[call_id]
+            self.lost.add(call_id)
+        except UnknownCall:
+            assert call_id == "ghost"
+        except RouteRefused as exc:  # pragma: no cover
+            raise AssertionError(f"unexpected refusal {exc!r}") from exc
+        else:
+            assert epoch >= known
+            assert self.now < self.deadlines[call_id]
+            assert call_id not in self.lost
+            self.routed[call_id] = self.routed.get(call_id, 0) + 1
+            self.epochs[node] = max(known, epoch)
+
+    @rule(node=NODES, epoch=EPOCHS)
+    def fence(self, node: int, epoch: int) -> None:
+        self.epochs[node] = max(self.epochs.get(node, 0), epoch)
+        assert self.ledger.fence(node, epoch) == self.epochs[node]
+
+    @rule(dt=st.floats(0, 3))
+    def expire(self, dt: float) -> None:
+        self.now += dt
+        for record in self.ledger.expire(self.now):
+            assert record.deadline <= self.now
+            assert record.call_id not in self.routed
+            assert record.call_id not in self.lost
+            self.lost.add(record.call_id)
+
+    @invariant()
+    def each_call_routed_at_most_once(self) -> None:
+        assert all(n == 1 for n in self.routed.values())
+        assert not (set(self.routed) & self.lost)
+
+    @invariant()
+    def counts_add_up(self) -> None:
+        counts = self.ledger.counts()
+        assert counts.created == len(self.calls)
+        assert counts.routed == len(self.routed)
+        assert counts.lost == len(self.lost)
+        assert counts.created == counts.routed + counts.lost + counts.in_flight
+        assert counts.duplicates == self.duplicates
+        assert counts.stale == self.stale
+        assert sum(counts.by_app.values()) == counts.routed
+        states = [r.state for r in self.ledger.records()]
+        assert states.count("in_flight") == counts.in_flight
+
+    @invariant()
+    def next_deadline_is_earliest_in_flight(self) -> None:
+        pending = [r.deadline for r in self.ledger.records() if r.state == "in_flight"]
+        assert self.ledger.next_deadline() == (min(pending) if pending else None)
+
+
+TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

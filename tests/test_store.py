@@ -1,0 +1,228 @@
+"""The session store contract, run against SQLite and a real Redis server."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orsim.errors import ConfigError, UnreachableError
+from orsim.store import (
+    RedisStore,
+    Session,
+    SessionStore,
+    SqliteStore,
+    StaleEpoch,
+    open_store,
+)
+
+_node_ids = itertools.count(1000)
+
+
+def _session(call_id: str, *, node_id: int = 1, epoch: int = 0, state: str = "created") -> Session:
+    return Session(
+        call_id=call_id, node_id=node_id, epoch=epoch, dn="5000", state=state,
+        target="Agent_1", created_at=1_700_000_000.25, data={"app": "ORS_1", "note": "é ✓"},
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A store URL for each backend; the Redis database is emptied first."""
+    if request.param == "sqlite":
+        return "sqlite:///run/sessions.db"
+    # Database 2, not 0, so the client's SELECT on connect is exercised too.
+    url = str(request.getfixturevalue("redis_url")).rsplit("/", 1)[0] + "/2"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    opened = await open_store(store_url, tmp_path)
+    yield opened
+    await opened.aclose()
+
+
+async def test_put_replace_and_delete(store: SessionStore) -> None:
+    """A put session reads back equal; a second put replaces it; delete forgets it."""
+    first = _session("c1")
+    await store.put_session(first)
+    assert await store.sessions(1) == [first]
+    routed = _session("c1", state="routing")
+    await store.put_session(routed)
+    assert await store.sessions(1) == [routed]
+    await store.delete_session(1, 0, "c1")
+    assert await store.sessions(1) == []
+    await store.delete_session(1, 0, "c1")  # deleting an absent session is fine
+
+
+async def test_sessions_are_kept_by_node(store: SessionStore) -> None:
+    """Each Node sees only its own sessions, ordered by creation time."""
+    a = [_session(f"a{i}", node_id=1) for i in range(3)]
+    b = _session("b0", node_id=2)
+    for s in [*a, b]:
+        await store.put_session(s)
+    assert sorted(s.call_id for s in await store.sessions(1)) == ["a0", "a1", "a2"]
+    assert await store.sessions(2) == [b]
+    assert await store.sessions(3) == []
+    assert isinstance(store, SqliteStore | RedisStore)
+    assert (await store.count(1), await store.count(2)) == (3, 1)
+    assert store.statistics().puts == 4
+
+
+async def test_epoch_compare_and_set(store: SessionStore) -> None:
+    """The epoch starts at 0 and moves only when the expected value matches."""
+    assert await store.current_epoch(1) == 0
+    assert await store.claim_epoch(1, 0, 1)
+    assert not await store.claim_epoch(1, 0, 1)
+    assert not await store.claim_epoch(1, 5, 6)
+    assert await store.claim_epoch(1, 1, 2)
+    assert await store.current_epoch(1) == 2
+    assert await store.current_epoch(2) == 0  # per Node
+    with pytest.raises(ValueError):
+        await store.claim_epoch(1, 2, 2)
+
+
+async def test_two_contenders_exactly_one_wins(store_url: str, tmp_path: Path) -> None:
+    """Two handles (two connections) claiming the same epoch at once: exactly one wins."""
+    a = await open_store(store_url, tmp_path)
+    b = await open_store(store_url, tmp_path)
+    try:
+
+        async def contend(handle: SessionStore, node_id: int, results: list[bool]) -> None:
+            results.append(await handle.claim_epoch(node_id, 0, 1))
+
+        for node_id in range(10, 30):
+            results: list[bool] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(contend, a, node_id, results)
+                nursery.start_soon(contend, b, node_id, results)
+            assert sorted(results) == [False, True]
+            assert await a.current_epoch(node_id) == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["read", "claim"])), max_size=30)
+)
+async def test_any_interleaving_of_claims(
+    store_url: str, tmp_path: Path, steps: list[tuple[int, str]]
+) -> None:
+    """Contenders that read then claim, interleaved any way: the epoch never decreases and
+    ends equal to the number of successful claims; a claim wins iff its view is current."""
+    node_id = next(_node_ids)  # the store outlives one example; keep examples apart
+    store = await open_store(store_url, tmp_path)
+    try:
+        views = [0, 0, 0]
+        wins = 0
+        last = 0
+        for who, action in steps:
+            if action == "read":
+                views[who] = await store.current_epoch(node_id)
+                continue
+            won = await store.claim_epoch(node_id, views[who], views[who] + 1)
+            assert won == (views[who] == wins)
+            wins += won
+            now = await store.current_epoch(node_id)
+            assert now >= last
+            last = now
+        assert await store.current_epoch(node_id) == wins
+    finally:
+        await store.aclose()
+
+
+async def test_stale_writes_are_refused(store: SessionStore) -> None:
+    """Once a higher epoch is claimed, puts and deletes carrying the old one are refused."""
+    assert await store.claim_epoch(1, 0, 1)
+    await store.put_session(_session("c1", epoch=1))
+    await store.put_session(_session("c2", epoch=1))
+    assert await store.claim_epoch(1, 1, 2)  # the backup takes over
+
+    with pytest.raises(StaleEpoch) as refused:
+        await store.put_session(_session("c3", epoch=1))
+    assert (refused.value.node_id, refused.value.epoch, refused.value.current) == (1, 1, 2)
+    with pytest.raises(StaleEpoch):
+        await store.delete_session(1, 1, "c1")
+    with pytest.raises(StaleEpoch):
+        await store.put_session(_session("c1", epoch=0, state="late"))
+    assert [(s.call_id, s.state) for s in await store.sessions(1)] == [
+        ("c1", "created"),
+        ("c2", "created"),
+    ]
+
+    # The new primary carries on; other Nodes are not affected.
+    await store.put_session(_session("c1", epoch=2, state="recovered"))
+    await store.delete_session(1, 2, "c2")
+    await store.put_session(_session("x", node_id=2, epoch=0))
+    assert [(s.call_id, s.epoch) for s in await store.sessions(1)] == [("c1", 2)]
+    assert isinstance(store, SqliteStore | RedisStore)
+    assert store.statistics().stale_refusals == 3
+
+
+async def test_sessions_and_epochs_survive_reopen(store_url: str, tmp_path: Path) -> None:
+    """What one handle wrote is there for the next one, after the first is closed."""
+    first = await open_store(store_url, tmp_path)
+    assert await first.claim_epoch(7, 0, 3)
+    kept = _session("c1", node_id=7, epoch=3)
+    await first.put_session(kept)
+    await first.aclose()
+    await first.aclose()  # closing twice is fine
+    with pytest.raises(trio.ClosedResourceError):
+        await first.current_epoch(7)
+
+    second = await open_store(store_url, tmp_path)
+    try:
+        assert await second.current_epoch(7) == 3
+        assert await second.sessions(7) == [kept]
+    finally:
+        await second.aclose()
+
+
+async def test_bad_url_is_a_config_error(tmp_path: Path) -> None:
+    """An unusable URL names the option."""
+    with pytest.raises(ConfigError, match="persistence/store"):
+        await open_store("mysql://db/x", tmp_path)
+
+
+async def test_unreachable_redis(tmp_path: Path) -> None:
+    """A Redis URL nobody answers on is an UnreachableError."""
+    with trio.socket.socket() as sock:  # a port that is bound but not listening
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(UnreachableError, match="persistence/store"):
+            await open_store(f"redis://127.0.0.1:{port}/0", tmp_path)
+
+
+async def test_redis_reconnects_and_reloads_scripts(redis_url: str, tmp_path: Path) -> None:
+    """A killed client connection and a flushed script cache are both recovered from."""
+    store = await open_store(redis_url, tmp_path)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.flushdb()
+        await store.put_session(_session("c1"))
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        admin.script_flush()
+        await store.put_session(_session("c2"))  # reconnects, then EVAL after NOSCRIPT
+        assert await store.claim_epoch(1, 0, 1)
+        assert [s.call_id for s in await store.sessions(1)] == ["c1", "c2"]
+    finally:
+        admin.close()
+        await store.aclose()
