@@ -11,13 +11,14 @@ from orsim.logs import configure_logging, get_logger
 
 
 async def run_until_signal(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
-    """Run ``main(nursery)`` until it returns or SIGTERM/SIGINT arrives, then stop cleanly.
+    """Run ``main(nursery)`` and the tasks it starts until SIGTERM/SIGINT, then stop cleanly.
 
-    ``main`` starts its long-running tasks in the nursery it is given; a signal cancels
-    that nursery, so every task's ``finally`` runs.
+    ``main`` starts its long-running tasks in the nursery it is given and may return at
+    once; the signals stay handled until the nursery ends, and a signal cancels it, so
+    every task's ``finally`` runs and the process exits 0.
     """
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
                 async for signum in signals:

@@ -107,13 +107,17 @@ def test_plan_orders_tiers_and_passes_cluster(tmp_path: Path) -> None:
     ]
     assert [e.tier for e in entries] == sorted(e.tier for e in entries)
     ors1, ors1b = entries[3], entries[5]
-    assert ors1.tier == TIER_PRIMARIES and ors1b.tier == TIER_BACKUPS
+    assert ors1.tier == TIER_PRIMARIES
+    assert ors1b.tier == TIER_BACKUPS
     assert ors1.argv[-2:] == ("-cluster", "ORS_Cluster_1")
     assert ors1.argv[:5] == ("node", "-host", "127.0.0.1", "-port", "2020")
-    assert ors1b.node_id == ors1.node_id and ors1b.data_center == "DC_1"
-    assert ors1b.primary == "ORS_1" and ors1.backup == "ORS_1_B"
-    assert entries[0].argv[:4] == ("confserv", str(tmp_path / "db.yaml"), "--port", "40007")
-    assert not entries[0].listen_env and ors1.listen_env
+    assert ors1b.node_id == ors1.node_id
+    assert ors1b.data_center == "DC_1"
+    assert ors1b.primary == "ORS_1"
+    assert ors1.backup == "ORS_1_B"
+    assert entries[0].argv[:4] == ("confserv", str(tmp_path / "db.yaml"), "--port", "40006")
+    assert not entries[0].listen_env
+    assert ors1.listen_env
     assert cluster_name(entries) == "ORS_Cluster_1"
 
 
@@ -122,7 +126,8 @@ def test_legacy_cluster_has_no_cluster_flag(tmp_path: Path) -> None:
     entries = plan(tmp_path, topology(1, legacy=True))
     node = next(e for e in entries if e.app == "ORS_1_B")
     assert "-cluster" not in node.argv
-    assert node.cluster is None and node.data_center == "DC_1"
+    assert node.cluster is None
+    assert node.data_center == "DC_1"
     assert cluster_name(entries) is None
 
 
@@ -152,7 +157,8 @@ def test_manifest_round_trip_and_lookup(tmp_path: Path) -> None:
     )
     run.write_manifest(manifest)
     again = run.read_manifest()
-    assert again == manifest and again.pids == {"ORS_1": 42}
+    assert again == manifest
+    assert again.pids == {"ORS_1": 42}
     with pytest.raises(ClusterError, match="known: confserv"):
         again.entry("ORS_9")
     with pytest.raises(ClusterError, match="no cluster"):
@@ -189,15 +195,21 @@ def test_status_prefers_answers_and_marks_silent_apps_down(tmp_path: Path) -> No
         ledger,
     )
     by_app = {a["app"]: a for a in status["apps"]}
-    assert by_app["ORS_1"]["mode"] == "down" and by_app["ORS_1"]["pid"] == 7
-    assert by_app["ORS_1"]["calls_routed"] == 3 and by_app["ORS_1"]["process"] == "stopped"
-    assert by_app["ORS_1_B"]["mode"] == "primary" and by_app["ORS_1_B"]["sessions"] == 2
+    assert by_app["ORS_1"]["mode"] == "down"
+    assert by_app["ORS_1"]["pid"] == 7
+    assert by_app["ORS_1"]["calls_routed"] == 3
+    assert by_app["ORS_1"]["process"] == "stopped"
+    assert by_app["ORS_1_B"]["mode"] == "primary"
+    assert by_app["ORS_1_B"]["sessions"] == 2
     assert by_app["confserv"]["pid"] is None
-    assert status["calls"]["lost"] == 1 and status["cluster"] == "C"
+    assert status["calls"]["lost"] == 1
+    assert status["cluster"] == "C"
     nothing = cluster_status(manifest, {}, {}, {}, None)
     assert nothing["calls"]["created"] is None
-    assert process_label("T") == "stopped" and process_label("Z") == "exited"
-    assert process_label("S") == "running" and process_label(None) == "exited"
+    assert process_label("T") == "stopped"
+    assert process_label("Z") == "exited"
+    assert process_label("S") == "running"
+    assert process_label(None) == "exited"
 
 
 def test_log_lines_are_readable_and_merged_in_time_order() -> None:
@@ -210,6 +222,8 @@ def test_log_lines_are_readable_and_merged_in_time_order() -> None:
     merged = _merged({"A": a, "B": b})
     assert [app for app, _ in merged] == ["B", "B", "A"]
     text = format_log_line("B", b[0]).plain
-    assert text.startswith("10:00:01.000") and "B" in text and "warning" in text
+    assert text.startswith("10:00:01.000")
+    assert "B" in text
+    assert "warning" in text
     assert text.endswith("a s=v")
     assert "Traceback" in format_log_line("B", b[1]).plain

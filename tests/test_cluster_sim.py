@@ -17,7 +17,7 @@ from orsim.testing._sim import SimCluster, open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ADDP = 1.0  # the demo topology's addp-timeout on every link
-PEER_ADDP = 2.0  # orchestration/peer-addp-timeout default
+PEER_ADDP = 1.0  # the demo topology's orchestration/peer-addp-timeout
 HEARTBEAT = 0.25
 
 

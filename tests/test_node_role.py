@@ -75,7 +75,7 @@ def event_for(m: RoleMachine, trigger: Trigger) -> Event:
             return EpochObserved(m.epoch + 1)
         case Trigger.CLAIM_WON:
             return ClaimWon(m.epoch + 1)
-        case Trigger.CLAIM_LOST:
+        case Trigger.CLAIM_LOST | Trigger.CLAIM_LOST_ALONE:
             return ClaimLost(m.epoch + 1)
         case Trigger.SWITCHOVER | Trigger.SWITCHOVER_NO_PARTNER:
             return SwitchoverRequested()
@@ -99,8 +99,8 @@ def test_each_transition(role: Role, trigger: Trigger) -> None:
     m = machine_in(role, configured_primary=trigger is not Trigger.PARTNER_IDLE)
     # Set the partner's link as the trigger needs it; only reachable through events
     # that would also change the role.
-    wants_up = trigger in (Trigger.SWITCHOVER, Trigger.PARTNER_LOST)
-    if trigger is Trigger.SWITCHOVER_NO_PARTNER:
+    wants_up = trigger in (Trigger.SWITCHOVER, Trigger.PARTNER_LOST, Trigger.CLAIM_LOST)
+    if trigger in (Trigger.SWITCHOVER_NO_PARTNER, Trigger.CLAIM_LOST_ALONE):
         m._partner = _Partner.LOST
     elif wants_up:
         m._partner = _Partner.UP
@@ -121,7 +121,7 @@ def test_stopped_is_final(trigger: Trigger) -> None:
 def test_table_covers_every_reachable_pair() -> None:
     """Missing rows are exactly the pairs the reduction never produces."""
     missing = {(r, t) for r in Role for t in Trigger} - set(TRANSITIONS)
-    claims = {Trigger.CLAIM_WON, Trigger.CLAIM_LOST}
+    claims = {Trigger.CLAIM_WON, Trigger.CLAIM_LOST, Trigger.CLAIM_LOST_ALONE}
     for role, trigger in missing:
         if trigger in claims:
             assert role is not Role.CLAIMING  # answered outside a claim: RoleError
@@ -171,11 +171,21 @@ def test_backup_takes_over_when_primary_lost() -> None:
     assert (m.role, m.epoch, m.role.mode) == (Role.PRIMARY, 3, "primary")
 
 
-def test_lost_claim_goes_back_to_backup_and_learns_the_epoch() -> None:
-    """Losing the compare-and-set means someone else holds the Node."""
-    m = machine_in(Role.CLAIMING)
+def test_lost_claim_with_partner_connected_goes_back_to_backup() -> None:
+    """Losing the compare-and-set while the partner is connected: the partner leads."""
+    m = RoleMachine(configured_primary=True, epoch=3)
+    m.handle(PartnerSeen(primary=False, epoch=3))  # claims 3 -> 4
     assert m.handle(ClaimLost(current=9)) == []
     assert (m.role, m.epoch) == (Role.BACKUP, 9)
+
+
+def test_lost_claim_alone_retries_from_the_store_epoch() -> None:
+    """A backup whose epoch was out of date when its primary vanished claims again."""
+    b = RoleMachine(configured_primary=False, epoch=0)
+    b.handle(PartnerSeen(primary=False, epoch=0))  # the primary was still starting
+    assert b.handle(PartnerLost()) == [ClaimEpoch(0, 1)]  # it had won epoch 1 meanwhile
+    assert b.handle(ClaimLost(current=1)) == [ClaimEpoch(1, 2)]
+    assert b.handle(ClaimWon(2)) == [Fence(2), RecoverSessions(2)]
 
 
 @pytest.mark.parametrize(
@@ -206,10 +216,13 @@ def test_old_refusals_and_lower_epochs_change_nothing() -> None:
 
 def test_win_superseded_before_it_was_heard_is_a_loss() -> None:
     """A won claim is void if a higher epoch was seen meanwhile (someone claimed past it)."""
-    m = machine_in(Role.CLAIMING)  # claiming EPOCH -> EPOCH+1
+    m = machine_in(Role.CLAIMING)  # claiming EPOCH -> EPOCH+1, partner lost
     m.handle(EpochObserved(EPOCH + 2))
-    assert m.handle(ClaimWon(EPOCH + 1)) == []
-    assert (m.role, m.epoch) == (Role.BACKUP, EPOCH + 2)
+    assert m.handle(ClaimWon(EPOCH + 1)) == [ClaimEpoch(EPOCH + 2, EPOCH + 3)]
+    assert (m.role, m.epoch) == (Role.CLAIMING, EPOCH + 2)
+    m.handle(PartnerSeen(primary=True, epoch=EPOCH + 3))
+    assert m.handle(ClaimLost(EPOCH + 3)) == []
+    assert m.role is Role.BACKUP
 
 
 def test_claim_answers_outside_a_claim_are_the_callers_bug() -> None:

@@ -143,3 +143,10 @@ def test_garbage_raises_only_protocol_errors(garbage: bytes) -> None:
             pass
     except RemoteProtocolError:
         pass
+
+
+def test_public_names() -> None:
+    """Every name in orsim.store.__all__ is importable from the package."""
+    import orsim.store
+
+    assert all(hasattr(orsim.store, name) for name in orsim.store.__all__)

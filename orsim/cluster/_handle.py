@@ -133,8 +133,9 @@ class ClusterHandle:
         proc = await self._spawn(PROXY_APP, argv, env={}, append=False)
         _notify(progress, PROXY_APP, "starting")
         try:
-            await self._wait_ready(PROXY_APP, LOOPBACK, self.manifest.proxy_control_port, proc,
-                                   timeout)
+            await self._wait_ready(
+                PROXY_APP, LOOPBACK, self.manifest.proxy_control_port, proc, timeout
+            )
         except ClusterError:
             _notify(progress, PROXY_APP, "failed")
             raise
@@ -147,7 +148,12 @@ class ClusterHandle:
         async with trio.open_nursery() as nursery:
             for entry in entries:
                 nursery.start_soon(
-                    self._start_one, entry, progress, timeout, False, failures,
+                    self._start_one,
+                    entry,
+                    progress,
+                    timeout,
+                    False,
+                    failures,
                     nursery.cancel_scope,
                 )
         if failures:
@@ -238,7 +244,10 @@ class ClusterHandle:
         return result
 
     async def request(
-        self, app: str, method: str, params: dict[str, Json] | None = None,
+        self,
+        app: str,
+        method: str,
+        params: dict[str, Json] | None = None,
         timeout: float = 10.0,
     ) -> Json:
         """Send ``method`` to ``app`` (on its private port) and return the answer.
@@ -386,7 +395,8 @@ class ClusterHandle:
     async def switchover(self, node: str) -> dict[str, Any]:
         """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
         members = [
-            e for e in self.manifest.apps
+            e
+            for e in self.manifest.apps
             if e.node_id is not None and node in (e.app, str(e.node_id))
         ]
         if not members:
@@ -394,8 +404,9 @@ class ClusterHandle:
         node_id = members[0].node_id
         apps = [e.app for e in self.manifest.apps if e.node_id == node_id]
         status = await self.status()
-        primaries = [a["app"] for a in status["apps"]
-                     if a["app"] in apps and a["mode"] == "primary"]
+        primaries = [
+            a["app"] for a in status["apps"] if a["app"] in apps and a["mode"] == "primary"
+        ]
         if not primaries:
             raise ClusterError(f"Node {node} ({', '.join(apps)}) has no primary to hand over")
         answer = await self.request(primaries[0], "switchover", {}, timeout=30.0)
@@ -432,7 +443,8 @@ class ClusterHandle:
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         """A live option change through the Configuration Server."""
         await self.request(
-            CONFSERV_APP, "set_option",
+            CONFSERV_APP,
+            "set_option",
             {"object": object, "section": section, "key": key, "value": value},
         )
 
@@ -475,9 +487,7 @@ async def stop_processes(
     return sorted(live)
 
 
-def _prepare(
-    config_path: Path, rundir: RunDir, ports: str, confserv_port: int | None
-) -> Manifest:
+def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int | None) -> Manifest:
     """The blocking part of ``up``: validate, choose ports, write the run directory."""
     config = config_path.absolute()
     db = load_database(config)
@@ -587,4 +597,3 @@ def read_proxy_config(path: Path) -> tuple[str, int, list[Route]]:
         int(data["control_port"]),
         [Route(**route) for route in data["routes"]],
     )
-

@@ -84,8 +84,12 @@ def plan_apps(
             private_port=private[CONFSERV_APP],
             tier=TIER_CONFSERV,
             argv=(
-                "confserv", served_config, "--port", str(private[CONFSERV_APP]),
-                "--state", state_dir,
+                "confserv",
+                served_config,
+                "--port",
+                str(private[CONFSERV_APP]),
+                "--state",
+                state_dir,
             ),
             listen_env=False,
         )

@@ -137,8 +137,13 @@ class FaultProxy:
     ) -> NoReturn:
         """Answer ``partition``, ``heal``, ``delay`` and ``status`` on ``host:port``."""
         await serve_app(
-            self.network, host, port, app=PROXY_APP, app_type=PROXY_TYPE,
-            handler=self._control, task_status=task_status,
+            self.network,
+            host,
+            port,
+            app=PROXY_APP,
+            app_type=PROXY_TYPE,
+            handler=self._control,
+            task_status=task_status,
         )
 
     async def _control(self, _conn: Connection, request: Request) -> Json:

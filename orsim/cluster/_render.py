@@ -22,10 +22,22 @@ def status_table(status: Mapping[str, Any]) -> Table:
     """The status of every application and the call totals as one table."""
     title = f"cluster {status.get('cluster') or '(no cluster list)'}"
     table = Table(title=title, title_justify="left")
-    for column in ("App", "Type", "Node", "Cluster", "DC", "Mode", "PID", "Sessions",
-                   "Routed", "Port"):
-        table.add_column(column, justify="right" if column in ("PID", "Sessions", "Routed",
-                                                                "Port", "Node") else "left")
+    for column in (
+        "App",
+        "Type",
+        "Node",
+        "Cluster",
+        "DC",
+        "Mode",
+        "PID",
+        "Sessions",
+        "Routed",
+        "Port",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("PID", "Sessions", "Routed", "Port", "Node") else "left",
+        )
     for app in status.get("apps", []):
         mode = str(app.get("mode"))
         if app.get("process") == "stopped":

@@ -28,8 +28,18 @@ from orsim.wire import TcpNetwork
 
 #: Exit code after an interrupt, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
-_PUBLIC = ("up", "status", "kill", "start", "switchover", "partition", "delay", "load", "logs",
-           "down")
+_PUBLIC = (
+    "up",
+    "status",
+    "kill",
+    "start",
+    "switchover",
+    "partition",
+    "delay",
+    "load",
+    "logs",
+    "down",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -41,22 +51,35 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="cluster_command", metavar="{" + ",".join(_PUBLIC) + "}")
     parser.set_defaults(func=lambda _args: _usage(parser))
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str
-                ) -> argparse.ArgumentParser:
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--run-dir", default=None, metavar="DIR",
-                       help=f"the cluster's run directory (default $ORSIM_RUN_DIR or "
-                            f"{DEFAULT_RUN_DIR})")
+        p.add_argument(
+            "--run-dir",
+            default=None,
+            metavar="DIR",
+            help=f"the cluster's run directory (default $ORSIM_RUN_DIR or {DEFAULT_RUN_DIR})",
+        )
         p.set_defaults(func=func, command_name=f"cluster {name}")
         return p
 
     p = command("up", cmd_up, "start every process of a configuration database")
     p.add_argument("config", metavar="CONFIG.yaml")
     p.add_argument("--detach", action="store_true", help="return once the cluster is up")
-    p.add_argument("--ports", choices=("given", "auto"), default="given",
-                   help="use the database's ports (given) or pick free ones (auto)")
-    p.add_argument("--confserv-port", type=int, default=None, metavar="PORT",
-                   help="the Configuration Server's port (default 2020; free with --ports auto)")
+    p.add_argument(
+        "--ports",
+        choices=("given", "auto"),
+        default="given",
+        help="use the database's ports (given) or pick free ones (auto)",
+    )
+    p.add_argument(
+        "--confserv-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the Configuration Server's port (default 2020; free with --ports auto)",
+    )
 
     p = command("status", cmd_status, "show every application's mode and the call totals")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -64,8 +87,9 @@ def register(subparsers: Any) -> None:
 
     p = command("kill", cmd_kill, "send a signal to an application's process")
     p.add_argument("app", metavar="APP")
-    p.add_argument("--signal", default="KILL", type=str.upper,
-                   choices=("KILL", "TERM", "STOP", "CONT"))
+    p.add_argument(
+        "--signal", default="KILL", type=str.upper, choices=("KILL", "TERM", "STOP", "CONT")
+    )
 
     p = command("start", cmd_start, "start a stopped application again and wait until ready")
     p.add_argument("app", metavar="APP")
@@ -85,8 +109,13 @@ def register(subparsers: Any) -> None:
 
     p = command("load", cmd_load, "generate calls into the T-Server and show the ledger")
     p.add_argument("--rate", type=float, required=True, help="calls per second")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="stop after this long (default: until Ctrl-C)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (default: until Ctrl-C)",
+    )
 
     p = command("logs", cmd_logs, "show the processes' logs, human-readable")
     p.add_argument("app", nargs="?", metavar="APP", help="one application (default: all)")
@@ -112,7 +141,7 @@ def _run_dir(args: argparse.Namespace) -> str | None:
     return args.run_dir if args.run_dir is not None else os.environ.get("ORSIM_RUN_DIR")
 
 
-def _run(main: Callable[[], Awaitable[int]]) -> int:
+def run_cancellable(main: Callable[[], Awaitable[int]]) -> int:
     """Run ``main`` under trio; SIGINT/SIGTERM cancel it and give exit code 130."""
 
     async def guarded() -> int:
@@ -141,12 +170,18 @@ def _run(main: Callable[[], Awaitable[int]]) -> int:
 def progress_display(console: Console) -> Iterator[ProgressCallback]:
     """A rich spinner line per process while `up` waits for it."""
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=console, transient=False,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         tasks: dict[str, Any] = {}
-        labels = {"starting": "[yellow]starting", "ready": "[green]ready",
-                  "failed": "[bold red]failed"}
+        labels = {
+            "starting": "[yellow]starting",
+            "ready": "[green]ready",
+            "failed": "[bold red]failed",
+        }
 
         def update(app: str, state: str) -> None:
             text = f"{app:<12} {labels.get(state, state)}"
@@ -168,7 +203,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         started = trio.current_time()
         with progress_display(err) as progress:
             handle = await ClusterHandle.up(
-                args.config, _run_dir(args), ports=args.ports, progress=progress,
+                args.config,
+                _run_dir(args),
+                ports=args.ports,
+                progress=progress,
                 confserv_port=args.confserv_port,
             )
         took = trio.current_time() - started
@@ -189,7 +227,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                     err.print("cluster stopped")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 async def _report_exit(console: Console, app: str, proc: trio.Process) -> None:
@@ -210,13 +248,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not args.watch:
             console.print(status_table(await handle.status()))
             return EXIT_OK
-        with Live(status_table(await handle.status()), console=console,
-                  auto_refresh=False) as live:
+        with Live(status_table(await handle.status()), console=console, auto_refresh=False) as live:
             while True:
                 await trio.sleep(1.0)
                 live.update(status_table(await handle.status()), refresh=True)
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -227,7 +264,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         print(f"{args.app}: sent SIG{args.signal}")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -240,7 +277,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"{args.app}: started (pid {handle.pids().get(args.app)}), mode {mode}")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
@@ -251,7 +288,7 @@ def cmd_switchover(args: argparse.Namespace) -> int:
         print(f"Node {args.node}: switched over, new primary {answer.get('new_primary', '?')}")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -262,7 +299,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         print(f"{args.a} <-> {args.b}: {'healed' if args.heal else 'partitioned'}")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_delay(args: argparse.Namespace) -> int:
@@ -273,7 +310,7 @@ def cmd_delay(args: argparse.Namespace) -> int:
         print(f"{args.a} <-> {args.b}: delay {args.ms:g} ms")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -305,7 +342,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                 await handle.stop_load()
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -331,7 +368,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             for app, line in _merged(_read_new(offsets)):
                 console.print(format_log_line(app, line))
 
-    return _run(follow)
+    return run_cancellable(follow)
 
 
 def _read_new(offsets: dict[Path, int]) -> dict[str, list[str]]:
@@ -381,7 +418,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"cluster in {rundir.root} stopped")
         return EXIT_OK
 
-    return _run(main)
+    return run_cancellable(main)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -392,4 +429,4 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     async def main() -> int:
         await serve_proxy(TcpNetwork(), routes, control_host, control_port)
 
-    return _run(main)
+    return run_cancellable(main)

@@ -16,7 +16,7 @@ import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
-from orsim.cluster.cli import _run, make_console, progress_display
+from orsim.cluster.cli import make_console, progress_display, run_cancellable
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
 
 DEMO_CONFIG = Path("scenarios/topologies/demo.yaml")
@@ -27,17 +27,25 @@ STEP_TIMEOUT = 20.0
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "demo", help="start the demo cluster and show a failover",
+        "demo",
+        help="start the demo cluster and show a failover",
         description="Start scenarios/topologies/demo.yaml, kill a primary under load, "
         "watch its backup take over, restart it.",
     )
-    parser.add_argument("--config", default=None, metavar="CONFIG.yaml",
-                        help=f"the database to run (default {DEMO_CONFIG})")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="CONFIG.yaml",
+        help=f"the database to run (default {DEMO_CONFIG})",
+    )
     parser.add_argument("--run-dir", default=str(DEMO_RUN_DIR), metavar="DIR")
     parser.add_argument("--ports", choices=("given", "auto"), default="given")
     parser.add_argument("--rate", type=float, default=20.0, help="calls per second (20)")
-    parser.add_argument("--no-wait", action="store_true",
-                        help="stop the cluster after the show instead of staying up")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="stop the cluster after the show instead of staying up",
+    )
     parser.set_defaults(func=run, command_name="demo")
 
 
@@ -68,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
             await show(handle)
             if args.no_wait:
                 return EXIT_OK
-            console.print("the cluster stays up (try `orsim cluster status --run-dir "
-                          f"{args.run_dir}`); Ctrl-C stops it")
+            console.print(
+                "the cluster stays up (try `orsim cluster status --run-dir "
+                f"{args.run_dir}`); Ctrl-C stops it"
+            )
             await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
@@ -93,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
             raise ClusterError("the demo database has no ORS application")
         node_id = nodes[0]["node_id"]
         pair = [a["app"] for a in nodes if a["node_id"] == node_id]
-        victim = next((a["app"] for a in nodes if a["node_id"] == node_id
-                       and a["mode"] == "primary"), pair[0])
+        victim = next(
+            (a["app"] for a in nodes if a["node_id"] == node_id and a["mode"] == "primary"), pair[0]
+        )
         heir = next((app for app in pair if app != victim), None)
 
         console.rule(f"load: {args.rate:g} calls/s into the SIP Server")
@@ -122,9 +133,14 @@ def run(args: argparse.Namespace) -> int:
         status = await handle.wait_for(lambda s: s["calls"]["in_flight"] == 0, STEP_TIMEOUT)
         console.print(status_table(status))
         calls = status["calls"]
-        verdict = "[bold green]no call lost[/]" if calls["lost"] == 0 else (
-            f"[bold red]{calls['lost']} calls lost[/]")
-        console.print(f"{verdict}, {calls['duplicates']} routed twice, "
-                      f"{calls['routed']} of {calls['created']} routed")
+        verdict = (
+            "[bold green]no call lost[/]"
+            if calls["lost"] == 0
+            else (f"[bold red]{calls['lost']} calls lost[/]")
+        )
+        console.print(
+            f"{verdict}, {calls['duplicates']} routed twice, "
+            f"{calls['routed']} of {calls['created']} routed"
+        )
 
-    return _run(main)
+    return run_cancellable(main)

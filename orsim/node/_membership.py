@@ -38,6 +38,9 @@ class PeerView:
 
     def link_down(self, app: str) -> None:
         self.links[app] = max(0, self.links.get(app, 0) - 1)
+        if not self.links[app]:
+            # What a peer said before it was lost is stale by the time it comes back.
+            self.info.pop(app, None)
 
     def announce(self, info: MemberInfo) -> None:
         self.info[info.app] = info

@@ -41,6 +41,9 @@ and the orsim design:
   It claims only on *losing* a partner it had (or never saw): an application fenced while
   it cannot see its partner knows the partner holds the Node and does not fight for it,
   so a cut between the two halves does not make the Node flap.
+- A lost claim: with the partner connected, go back to backup (the partner leads).
+  Without it, claim again from the store's epoch: the loss usually means this
+  application's epoch was out of date, and nobody else may be serving the Node.
 - Two connected backups: the configured primary claims (someone must lead).
 - A primary (or suspending primary) that learns of a higher epoch for its Node steps
   down to backup at once: from the partner, from the store, or from a command refused as
@@ -262,7 +265,8 @@ class Trigger(enum.Enum):
     PARTNER_LOST = enum.auto()  # partner link lost (and it was up, or never seen)
     HIGHER_EPOCH = enum.auto()  # while holding the Node: someone has a higher epoch
     CLAIM_WON = enum.auto()
-    CLAIM_LOST = enum.auto()
+    CLAIM_LOST = enum.auto()  # ... while the partner is connected: it leads
+    CLAIM_LOST_ALONE = enum.auto()  # ... while the partner is not: retry at the new epoch
     SWITCHOVER = enum.auto()  # asked to switch over, partner connected
     SWITCHOVER_NO_PARTNER = enum.auto()  # asked to switch over, partner not connected
     SWITCHOVER_TIMEOUT = enum.auto()  # while suspending
@@ -320,6 +324,7 @@ TRANSITIONS: Mapping[tuple[Role, Trigger], tuple[Role, tuple[Do, ...]]] = {
     (_C, _T.PARTNER_LOST): (_C, ()),
     (_C, _T.CLAIM_WON): (_P, (Do.FENCE, Do.RECOVER)),
     (_C, _T.CLAIM_LOST): (_B, ()),
+    (_C, _T.CLAIM_LOST_ALONE): (_C, (Do.CLAIM,)),
     (_C, _T.SWITCHOVER): (_C, (Do.FAIL_SWITCHOVER,)),
     (_C, _T.SWITCHOVER_NO_PARTNER): (_C, (Do.FAIL_SWITCHOVER,)),
     (_C, _T.STOP): (_X, ()),
@@ -452,7 +457,7 @@ class RoleMachine:
                 self._claim = None
                 if self._epoch > epoch:
                     # Someone claimed past us before we heard the answer: already fenced.
-                    return Trigger.CLAIM_LOST
+                    return self._claim_lost()
                 self._epoch = epoch
                 return Trigger.CLAIM_WON
             case ClaimLost(current=current):
@@ -460,7 +465,7 @@ class RoleMachine:
                     return None
                 self._claim = None
                 self._raise_epoch(current)
-                return Trigger.CLAIM_LOST
+                return self._claim_lost()
             case SwitchoverRequested():
                 if self._partner is _Partner.UP:
                     return Trigger.SWITCHOVER
@@ -470,6 +475,13 @@ class RoleMachine:
             case StopRequested():
                 return Trigger.STOP
         raise TypeError(f"not a role event: {event!r}")  # pragma: no cover
+
+    def _claim_lost(self) -> Trigger:
+        # With the partner connected, it holds or will take the Node. Without it, the
+        # loss most often means our epoch was out of date (the partner's last claim
+        # never reached us): try again from the store's epoch. Each retry needs the
+        # epoch to have moved since, i.e. another claimant, so this cannot spin.
+        return Trigger.CLAIM_LOST if self._partner is _Partner.UP else Trigger.CLAIM_LOST_ALONE
 
     def _raise_epoch(self, epoch: int) -> bool:
         higher = epoch > self._epoch

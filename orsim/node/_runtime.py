@@ -640,7 +640,14 @@ class OrsNode:
                     created_at=recovered.created_at if recovered else time.time(),
                     data={"app": s.app},
                 )
-                await self.store.put_session(session)
+                if recovered is not None:
+                    await self.store.put_session(session)
+                elif not await self.store.create_session(session):
+                    # Another Node owns the call (a Reserved Node and the Assigned Node
+                    # met at the deadline): the store makes creation exactly-once.
+                    log.info("session_owned_elsewhere")
+                    self._mark_handled(call_id)
+                    return
                 await self._broadcast("session", {"call_id": call_id, "node_id": s.node_id})
                 target = session.target or await self._select_target(call_id, dn)
                 outcome = await self._route(call_id, target, epoch)

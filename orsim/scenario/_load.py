@@ -121,6 +121,14 @@ def check_document(
             f"{source}: field 'topology': {document['topology']!r} cannot be used: {first}",
             [f"{source}: field 'topology': {p}" for p in exc.problems],
         ) from None
+    problems = [
+        f"{source}: {step_label(number, verb)}, field '{field}': {problem}"
+        for number, raw in enumerate(document["steps"], start=1)
+        for verb, value in raw.items()
+        for field, problem in _shape_problems(verb, value)
+    ]
+    if problems:
+        raise _error(source, problems)
     steps = tuple(
         _convert_step(number, raw) for number, raw in enumerate(document["steps"], start=1)
     )
@@ -153,7 +161,9 @@ def _error(source: str, problems: Sequence[str]) -> ConfigError:
 def schema_problems(document: object, source: str) -> list[str]:
     """Every schema violation of ``document``, each naming the step and the field."""
     if not isinstance(document, dict):
-        return [f"{source}: a scenario is a mapping (name, topology, steps...), got {_kind(document)}"]
+        return [
+            f"{source}: a scenario is a mapping (name, topology, steps...), got {_kind(document)}"
+        ]
     validator = jsonschema.Draft202012Validator(scenario_schema())
     try:
         errors = sorted(validator.iter_errors(document), key=lambda e: _path_key(e))
@@ -228,6 +238,34 @@ def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _shape_problems(verb: str, value: Any) -> Iterable[tuple[str, str]]:
+    """Combinations of keys the schema leaves open: one condition per wait/expect."""
+    if verb == "wait":
+        kinds = [k for k in ("app", "ready", "ledger") if k in value]
+        if len(kinds) != 1:
+            yield (
+                "wait",
+                (
+                    "give exactly one condition: {app, mode}, {ready: all} or "
+                    f"{{ledger, at_least|at_most}}; got {' and '.join(kinds) or 'none'}"
+                ),
+            )
+        elif "ledger" in value and ("at_least" in value) == ("at_most" in value):
+            yield "wait.ledger", "give exactly one of at_least and at_most"
+        elif "ledger" not in value and ("at_least" in value or "at_most" in value):
+            yield "wait", "at_least/at_most go with ledger"
+    elif verb == "expect":
+        kinds = [k for k in _EXPECTATION_KEYS if k in value]
+        if len(kinds) != 1:
+            yield (
+                "expect",
+                (
+                    f"give exactly one expectation ({', '.join(_EXPECTATION_KEYS)}); "
+                    f"got {' and '.join(kinds) or 'none'}"
+                ),
+            )
 
 
 # --- conversion (the document is schema-valid here) ----------------------------------------
@@ -360,8 +398,7 @@ class _SemanticChecker:
         elif isinstance(action, Wait):
             yield from self._wait_problems(action)
         elif isinstance(action, SendSignal | Restart):
-            field = verb if verb in ("stop", "continue") or step.number < 0 else verb
-            yield from self._app(field, action.app)
+            yield from self._app(verb, action.app)
         elif isinstance(action, Partition | Delay):
             field = "delay.between" if isinstance(action, Delay) else verb
             yield from self._app(field, action.a)
@@ -372,25 +409,19 @@ class _SemanticChecker:
             yield from self._node(verb, action.node)
         elif isinstance(action, SetOption) and action.object not in self.objects:
             known = ", ".join(sorted(self.objects))
-            yield "set-option.object", f"{action.object!r} is not an object of the topology ({known})"
+            yield (
+                "set-option.object",
+                f"{action.object!r} is not an object of the topology ({known})",
+            )
         elif isinstance(action, Sleep) and action.low > action.high:
             yield "sleep.between", f"the low bound {action.low} is above the high one {action.high}"
         elif isinstance(action, Expect):
             yield from self._expect_problems(step, action.expectation)
 
     def _wait_problems(self, wait: Wait) -> Iterable[tuple[str, str]]:
-        raw_kinds = _wait_kinds(wait)
-        if len(raw_kinds) != 1:
-            yield "wait", (
-                "give exactly one condition: {app, mode}, {ready: all} or "
-                f"{{ledger, at_least|at_most}}; got {' and '.join(raw_kinds) or 'none'}"
-            )
-            return
         cond = wait.condition
         if isinstance(cond, WaitMode):
             yield from self._app("wait.app", cond.app)
-        if isinstance(cond, WaitCount) and (cond.at_least is None) == (cond.at_most is None):
-            yield "wait.ledger", "give exactly one of at_least and at_most"
         if not math.isfinite(wait.timeout):
             yield "wait.timeout", "must be a finite number of seconds"
 
@@ -407,26 +438,17 @@ class _SemanticChecker:
                 target = next((s for s in faults if s.number == exp.fault_step), None)
                 if target is None:
                     numbers = ", ".join(str(s.number) for s in faults) or "none"
-                    yield f"expect.{key}.fault_step", (
-                        f"step {exp.fault_step} is not a fault step (fault steps: {numbers})"
+                    yield (
+                        f"expect.{key}.fault_step",
+                        (f"step {exp.fault_step} is not a fault step (fault steps: {numbers})"),
                     )
             elif not faults:
                 yield f"expect.{key}", "the scenario has no fault step to measure from"
             elif exp.node is None and fault_node(self.scenario, faults[-1]) is None:
-                yield f"expect.{key}.node", (
-                    f"the fault of step {faults[-1].number} hits no Node; name the Node"
+                yield (
+                    f"expect.{key}.node",
+                    (f"the fault of step {faults[-1].number} hits no Node; name the Node"),
                 )
-
-
-def _wait_kinds(wait: Wait) -> list[str]:
-    # Re-derived from the action: the converter picked one, but the document may hold more.
-    cond = wait.condition
-    kinds = []
-    if isinstance(cond, WaitMode):
-        kinds.append("app/mode")
-    elif isinstance(cond, WaitCount):
-        kinds.append("ledger")
-    return kinds or ["ready"]
 
 
 def fault_node(scenario: Scenario, step: Step) -> str | None:
@@ -454,8 +476,3 @@ def fault_app(step: Step) -> str | None:
     if isinstance(action, Partition | Delay):
         return action.a
     return None
-
-
-# Names the expectation checkers print; also the keys an ``expect`` mapping may hold.
-EXPECTATION_KEYS = _EXPECTATION_KEYS
-_ = CallsDuplicated, CallsLost, SplitBrainNever, StopLoad  # re-exported via __init__

@@ -1,16 +1,71 @@
-"""`orsim scenario` (placeholder until its package lands)."""
+"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N]``
+and ``orsim scenario check FILE...`` (validate only)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from pathlib import Path
 from typing import Any
+
+import trio
+
+from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("scenario", help="(not yet implemented)")
-    parser.set_defaults(func=run)
+    parser = subparsers.add_parser(
+        "scenario",
+        help="run failover scenarios against a fresh local cluster",
+        description="Scenario-driven failover tests (see scenarios/ for a library).",
+    )
+    sub = parser.add_subparsers(dest="scenario_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda args: _usage(parser))
+
+    run = sub.add_parser("run", help="run scenarios, print a timeline and verdicts")
+    run.add_argument("files", nargs="+", metavar="FILE", help="scenario YAML files")
+    run.add_argument("--junit", type=Path, metavar="OUT.xml", help="write JUnit XML")
+    run.add_argument("--report", type=Path, metavar="OUT.html", help="write an HTML report")
+    run.add_argument("--seed", type=int, metavar="N", help="override every scenario's seed")
+    run.add_argument(
+        "--run-dir", type=Path, default=DEFAULT_RUN_ROOT, metavar="DIR",
+        help=f"where each scenario's run directory goes (default {DEFAULT_RUN_ROOT})",
+    )  # fmt: skip
+    run.set_defaults(func=run_command, command_name="scenario run")
+
+    check = sub.add_parser("check", help="validate scenario files without running them")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=check_command, command_name="scenario check")
 
 
-def run(args: argparse.Namespace) -> int:
-    print("orsim scenario: not implemented yet")
-    return 1
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return trio.run(
+        functools.partial(
+            run_files,
+            args.files,
+            run_root=args.run_dir,
+            junit=args.junit,
+            report=args.report,
+            seed=args.seed,
+            out=_print,
+        )
+    )
+
+
+def check_command(args: argparse.Namespace) -> int:
+    for scenario in load_all(args.files):
+        print(
+            f"{scenario.source}: ok ({scenario.name}, {len(scenario.steps)} steps, "
+            f"{len(scenario.expectations)} expectations)"
+        )
+    return 0

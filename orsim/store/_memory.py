@@ -18,6 +18,7 @@ class MemoryStore:
 
     _epochs: dict[int, int] = attrs.Factory(dict)
     _sessions: dict[int, dict[str, Session]] = attrs.Factory(dict)
+    _claims: dict[str, int] = attrs.Factory(dict)
 
     async def current_epoch(self, node_id: int) -> int:
         await trio.lowlevel.checkpoint()
@@ -39,6 +40,15 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._check(session.node_id, session.epoch)
         self._sessions.setdefault(session.node_id, {})[session.call_id] = session
+
+    async def create_session(self, session: Session) -> bool:
+        await trio.lowlevel.checkpoint()
+        self._check(session.node_id, session.epoch)
+        owner = self._claims.setdefault(session.call_id, session.node_id)
+        if owner != session.node_id:
+            return False
+        self._sessions.setdefault(session.node_id, {})[session.call_id] = session
+        return True
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         await trio.lowlevel.checkpoint()

@@ -88,7 +88,7 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA synchronous = NORMAL")
         with _immediate(conn):
             # Statement by statement: executescript() would commit our transaction first.
             for statement in _SCHEMA.split(";"):

@@ -14,7 +14,6 @@ from typing import Protocol
 
 import attrs
 import trio
-import trio.testing
 
 Address = tuple[str, int]
 
@@ -134,6 +133,8 @@ class MemoryNetwork:
 
     def close_all(self, apps: Iterable[str]) -> None:
         """Close every stream touching ``apps`` at once, as a crashed process would."""
+        from trio.testing import MemoryReceiveStream, MemorySendStream
+
         names = set(apps)
         for stream in list(self._streams):
             if stream.local in names or stream.remote in names:
@@ -142,7 +143,7 @@ class MemoryNetwork:
                 if isinstance(inner, trio.StapledStream):
                     for half in (inner.send_stream, inner.receive_stream):
                         if isinstance(
-                            half, trio.testing.MemorySendStream | trio.testing.MemoryReceiveStream
+                            half, MemorySendStream | MemoryReceiveStream
                         ):
                             half.close()
 
@@ -152,7 +153,10 @@ class MemoryNetwork:
         if listener is None:
             raise OSError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")
         remote = self._owners[(host, port)]
-        a, b = trio.testing.memory_stream_pair()
+        # Imported here, not at module level: trio.testing drags pytest into every CLI.
+        from trio.testing import memory_stream_pair
+
+        a, b = memory_stream_pair()
         mine = _FaultyStream(a, self, local, remote)
         theirs = _FaultyStream(b, self, remote, local)
         self._streams += [mine, theirs]

@@ -1,0 +1,314 @@
+"""Expectation checks over a recorded run (pure: a timeline and a ledger in, a verdict out).
+
+The exact rules, as the scenario format documents them:
+
+``calls_lost: N``
+    The T-Server ledger at the end of the run (after load stopped and in-flight calls
+    settled) counts at most N calls ``lost``.
+``calls_duplicated: N``
+    The ledger counts at most N refused second routes (``duplicates``).
+``failover_gap_ms: B`` (or ``{below: B, node, fault_step}``)
+    From the fault (by default the latest fault step before the expectation, else the
+    last of the scenario) to the first call routed by the faulted Node — any of its
+    applications — in the ledger records. A route by the faulted application itself
+    counts only once it was given back (continued or started again), so a command already
+    in flight when it was killed does not pass for service; for a switchover, the old
+    primary's routes do not count. With no such call, the time the Node's other
+    application was first sampled ``primary`` after the fault is used. Must be below B ms.
+``sessions_recovered: N`` (or ``{at_least: N, node, fault_step}``)
+    The Node's applications report (status ``sessions_recovered``) at least N sessions
+    recovered from the store after the fault. When no status carries that field, the
+    ledger stands in: calls created before the fault and routed after it by an
+    application of the Node other than the faulted one.
+``split_brain: never``
+    (1) the ledger counts no duplicate route (``stale`` refusals are allowed: they are
+    fencing working); (2) no status sample shows two applications of one Node ``primary``
+    with the same epoch; (3) no two consecutive samples both show two applications of one
+    Node ``primary`` (a double primary may be glimpsed for at most one sampling interval,
+    while the old primary has not yet noticed it was superseded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orsim.scenario._load import fault_app, fault_node, step_label
+from orsim.scenario._model import (
+    CallsDuplicated,
+    CallsLost,
+    Expect,
+    FailoverGap,
+    ModeWithin,
+    RunWide,
+    Scenario,
+    SessionsRecovered,
+    SplitBrainNever,
+    Step,
+)
+from orsim.scenario._timeline import Sample, Timeline, Verdict
+
+
+def expectation_label(step: Step) -> str:
+    """A short, stable name for an expectation (JUnit testcase name, report row)."""
+    assert isinstance(step.action, Expect)
+    exp = step.action.expectation
+    head = f"step {step.number}"
+    if isinstance(exp, ModeWithin):
+        return f"{head}: {exp.app} {exp.mode} within {exp.within:g}s"
+    if isinstance(exp, CallsLost):
+        return f"{head}: calls_lost <= {exp.at_most}"
+    if isinstance(exp, CallsDuplicated):
+        return f"{head}: calls_duplicated <= {exp.at_most}"
+    if isinstance(exp, FailoverGap):
+        return f"{head}: failover_gap_ms < {exp.below_ms:g}"
+    if isinstance(exp, SessionsRecovered):
+        return f"{head}: sessions_recovered >= {exp.at_least}"
+    return f"{head}: split_brain never"
+
+
+def mode_verdict(
+    step: Step, exp: ModeWithin, took: float | None, last: str | None, t: float
+) -> Verdict:
+    """The verdict of a mode expectation the runner watched (``took`` None: not reached)."""
+    label = expectation_label(step)
+    if took is not None:
+        return Verdict(label, True, f"{exp.app} was {exp.mode} after {took:.2f}s", step.number, t)
+    seen = last if last is not None else "not seen"
+    detail = f"{exp.app} was still {seen} after {exp.within:g}s (expected {exp.mode})"
+    return Verdict(label, False, detail, step.number, t)
+
+
+def evaluate(
+    scenario: Scenario, step: Step, timeline: Timeline, ledger: Mapping[str, Any] | None
+) -> Verdict:
+    """The verdict of a run-wide expectation, from the whole run."""
+    assert isinstance(step.action, Expect)
+    exp = step.action.expectation
+    assert not isinstance(exp, ModeWithin), "mode expectations are watched by the runner"
+    label = expectation_label(step)
+    t = timeline.end if timeline.end is not None else timeline.t0
+    if ledger is None and not isinstance(exp, FailoverGap | SessionsRecovered):
+        return Verdict(label, False, "the T-Server ledger could not be read", step.number, t)
+    passed, detail = _check(scenario, step, exp, timeline, ledger or {})
+    return Verdict(label, passed, detail, step.number, t)
+
+
+def _check(
+    scenario: Scenario,
+    step: Step,
+    exp: RunWide,
+    timeline: Timeline,
+    ledger: Mapping[str, Any],
+) -> tuple[bool, str]:
+    if isinstance(exp, CallsLost):
+        lost = int(ledger.get("lost") or 0)
+        return lost <= exp.at_most, f"{lost} lost{_of_created(ledger)}"
+    if isinstance(exp, CallsDuplicated):
+        dups = int(ledger.get("duplicates") or 0)
+        return dups <= exp.at_most, f"{dups} duplicate route(s) refused{_of_created(ledger)}"
+    if isinstance(exp, SplitBrainNever):
+        return check_split_brain(scenario, timeline.samples, ledger, timeline.t0)
+    if isinstance(exp, FailoverGap):
+        return check_failover_gap(scenario, step, exp, timeline, ledger)
+    return check_sessions_recovered(scenario, step, exp, timeline, ledger)
+
+
+def _of_created(ledger: Mapping[str, Any]) -> str:
+    created, routed = ledger.get("created"), ledger.get("routed")
+    in_flight = ledger.get("in_flight") or 0
+    tail = f", {in_flight} still in flight" if in_flight else ""
+    return f" of {created} calls created ({routed} routed{tail})"
+
+
+def measured_fault(scenario: Scenario, step: Step, fault_step: int | None) -> Step | None:
+    """The fault an expectation measures from (see the module docstring)."""
+    faults = [s for s in scenario.steps if s.is_fault]
+    if fault_step is not None:
+        return next((s for s in faults if s.number == fault_step), None)
+    before = [s for s in faults if s.number < step.number]
+    if before:
+        return before[-1]
+    return faults[-1] if faults else None
+
+
+def _fault_context(
+    scenario: Scenario,
+    step: Step,
+    exp: FailoverGap | SessionsRecovered,
+    timeline: Timeline,
+) -> tuple[Step, float, str, str | None] | str:
+    """(fault step, fault time, Node, faulted app) or why it cannot be measured."""
+    fault = measured_fault(scenario, step, exp.fault_step)
+    if fault is None:
+        return "no fault step to measure from"
+    fault_t = timeline.fault_times.get(fault.number)
+    if fault_t is None:
+        return f"the fault of {step_label(fault.number, fault.verb)} was never carried out"
+    node = scenario.resolve_node(exp.node) if exp.node is not None else fault_node(scenario, fault)
+    if node is None:
+        return f"the fault of {step_label(fault.number, fault.verb)} hits no Node"
+    apps = scenario.node_apps(node)
+    hit = fault_app(fault)
+    if fault.verb == "switchover":
+        hit = _primary_before(timeline.samples, apps, fault_t)
+    return fault, fault_t, node, hit if hit in apps else None
+
+
+def _primary_before(samples: Sequence[Sample], apps: Sequence[str], t: float) -> str | None:
+    for sample in reversed(samples):
+        if sample.t <= t:
+            for app in apps:
+                if sample.mode(app) == "primary":
+                    return app
+            return None
+    return None
+
+
+def check_failover_gap(
+    scenario: Scenario,
+    step: Step,
+    exp: FailoverGap,
+    timeline: Timeline,
+    ledger: Mapping[str, Any],
+) -> tuple[bool, str]:
+    context = _fault_context(scenario, step, exp, timeline)
+    if isinstance(context, str):
+        return False, context
+    fault, fault_t, node, hit = context
+    apps = scenario.node_apps(node)
+    if fault.verb == "switchover":
+        given_back = float("inf")  # the old primary hands over; its routes are not service
+    elif fault.verb in ("partition", "delay"):
+        given_back = fault_t  # the application still runs: its routes count at once
+    else:
+        given_back = timeline.repair_times.get(fault.number, float("inf"))
+
+    def counts(record: Mapping[str, Any]) -> bool:
+        routed_at = record.get("routed_at")
+        if record.get("state") != "routed" or not isinstance(routed_at, int | float):
+            return False
+        if record.get("app") not in apps or routed_at <= fault_t:
+            return False
+        return not (record.get("app") == hit and routed_at < given_back)
+
+    routes = [r for r in ledger.get("records") or () if isinstance(r, Mapping) and counts(r)]
+    fault_at = f"+{timeline.rel(fault_t):.2f}s"
+    where = f"Node {node}, fault at {step_label(fault.number, fault.verb)} {fault_at}"
+    if routes:
+        first = min(routes, key=lambda r: float(r["routed_at"]))
+        gap_ms = (float(first["routed_at"]) - fault_t) * 1000.0
+        routed_at = timeline.rel(float(first["routed_at"]))
+        how = f"first call routed by {first['app']} at +{routed_at:.2f}s"
+    else:
+        others = [a for a in apps if a != hit]
+        became = next(
+            (
+                s
+                for s in timeline.samples
+                if s.t > fault_t and any(s.mode(a) == "primary" for a in others)
+            ),
+            None,
+        )
+        if became is None:
+            return False, f"the Node never served again ({where}; no call routed, no takeover seen)"
+        gap_ms = (became.t - fault_t) * 1000.0
+        how = (
+            f"no call routed; {'/'.join(others)} sampled primary at +{timeline.rel(became.t):.2f}s"
+        )
+    passed = gap_ms < exp.below_ms
+    return passed, f"{gap_ms:.0f} ms ({how}; {where})"
+
+
+def check_sessions_recovered(
+    scenario: Scenario,
+    step: Step,
+    exp: SessionsRecovered,
+    timeline: Timeline,
+    ledger: Mapping[str, Any],
+) -> tuple[bool, str]:
+    context = _fault_context(scenario, step, exp, timeline)
+    if isinstance(context, str):
+        return False, context
+    _fault, fault_t, node, hit = context
+    apps = scenario.node_apps(node)
+    reported = _reported_recoveries(timeline.samples, apps, fault_t)
+    if reported is not None:
+        source = "reported by the Node's status"
+        count = reported
+    else:
+        records = [r for r in ledger.get("records") or () if isinstance(r, Mapping)]
+        count = sum(
+            1
+            for r in records
+            if isinstance(r.get("created_at"), int | float)
+            and isinstance(r.get("routed_at"), int | float)
+            and r["created_at"] <= fault_t < r["routed_at"]
+            and r.get("app") in apps
+            and r.get("app") != hit
+        )
+        source = "calls created before the fault and routed after it by the Node (ledger)"
+    return count >= exp.at_least, f"{count} session(s) recovered by Node {node}, {source}"
+
+
+def _reported_recoveries(
+    samples: Sequence[Sample], apps: Sequence[str], fault_t: float
+) -> int | None:
+    """Sessions the Node's apps report recovered after ``fault_t`` (None: never reported).
+
+    Counters restart at 0 when a process restarts, so a drop counts the new value whole.
+    """
+    total, seen = 0, False
+    for app in apps:
+        previous: int | None = None
+        for sample in samples:
+            state = sample.state(app)
+            value = None if state is None else state.sessions_recovered
+            if value is None:
+                continue
+            seen = True
+            if sample.t <= fault_t:
+                previous = value
+                continue
+            base = previous if previous is not None else 0
+            total += value - base if value >= base else value
+            previous = value
+    return total if seen else None
+
+
+def check_split_brain(
+    scenario: Scenario, samples: Sequence[Sample], ledger: Mapping[str, Any], t0: float
+) -> tuple[bool, str]:
+    dups = int(ledger.get("duplicates") or 0)
+    stale = int(ledger.get("stale") or 0)
+    if dups:
+        return False, f"{dups} call(s) routed twice (duplicates refused by the T-Server)"
+    previous: set[str] = set()
+    for sample in samples:
+        doubled: set[str] = set()
+        for node in scenario.nodes:
+            primaries = [
+                s
+                for a in scenario.node_apps(node)
+                if (s := sample.state(a)) and s.mode == "primary"
+            ]
+            if len(primaries) < 2:
+                continue
+            doubled.add(node)
+            epochs = {p.epoch for p in primaries}
+            if len(epochs) == 1 and None not in epochs:
+                names = " and ".join(p.app for p in primaries)
+                return False, (
+                    f"{names} both primary with epoch {epochs.pop()} at +{sample.t - t0:.2f}s"
+                )
+        both = doubled & previous
+        if both:
+            node = sorted(both)[0]
+            return False, (
+                f"two primaries of Node {node} in consecutive samples (at +{sample.t - t0:.2f}s)"
+            )
+        previous = doubled
+    return True, (
+        f"no duplicate route, no double primary across {len(samples)} samples"
+        f" ({stale} stale command(s) refused by fencing)"
+    )

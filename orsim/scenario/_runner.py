@@ -1,0 +1,460 @@
+"""Running a scenario against a cluster: steps in order, status sampled throughout.
+
+The runner drives anything with the launcher's async verbs (``ClusterLike``: the real
+``orsim.cluster.ClusterHandle`` or a fake in tests). While the steps run, a sampler task
+asks for the cluster status every ``sample-interval`` and records role changes; after
+the last step the load is stopped, in-flight calls are given ``settle-timeout`` to end
+as routed or lost, the ledger (with its records) is read, and the run-wide expectations
+are judged. The cluster is always torn down, whatever happened.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from orsim.errors import OrsimError
+from orsim.scenario._expect import evaluate, expectation_label, mode_verdict
+from orsim.scenario._load import step_label
+from orsim.scenario._model import (
+    Delay,
+    Expect,
+    Load,
+    ModeWithin,
+    Partition,
+    Restart,
+    Scenario,
+    SendSignal,
+    SetOption,
+    Sleep,
+    Start,
+    Step,
+    StopLoad,
+    Switchover,
+    Wait,
+    WaitCount,
+    WaitMode,
+    WaitReady,
+)
+from orsim.scenario._timeline import (
+    Event,
+    EventKind,
+    Timeline,
+    Verdict,
+    format_event,
+    format_verdict,
+    sample_from_status,
+)
+
+#: How long teardown may take before the runner gives up on it (shielded from cancel).
+DOWN_TIMEOUT = 30.0
+#: How long a restarted application gets to go down before it is started again.
+RESTART_DOWN_TIMEOUT = 15.0
+#: Poll interval of waits and mode expectations.
+POLL_INTERVAL = 0.1
+
+
+class ClusterLike(Protocol):
+    """The verbs of ``orsim.cluster.ClusterHandle`` the runner uses (CONTRACTS.md)."""
+
+    async def status(self) -> dict[str, Any]: ...
+    async def kill(self, app: str, signal: str = "KILL") -> Any: ...
+    async def start(self, app: str) -> Any: ...
+    async def switchover(self, node: str) -> Any: ...
+    async def partition(self, a: str, b: str, heal: bool = False) -> Any: ...
+    async def delay(self, a: str, b: str, ms: float) -> Any: ...
+    async def load(self, rate: float, duration: float | None = None) -> Any: ...
+    async def stop_load(self) -> Any: ...
+    async def ledger(self, records: bool = False) -> dict[str, Any]: ...
+    async def set_option(self, object: str, section: str, key: str, value: str) -> Any: ...
+    async def down(self) -> Any: ...
+
+
+ClusterFactory = Callable[[Path, Path], Awaitable[ClusterLike]]
+Clock = Callable[[], float]
+Output = Callable[[str], None]
+
+
+async def launch_cluster(config: Path, run_dir: Path) -> ClusterLike:
+    """The real thing: ``ClusterHandle.up(config, run_dir, ports="auto")``."""
+    from orsim.cluster import ClusterHandle
+
+    return await ClusterHandle.up(config, run_dir, ports="auto")
+
+
+@attrs.frozen
+class ScenarioResult:
+    scenario: Scenario = attrs.field(eq=False)
+    verdicts: tuple[Verdict, ...]
+    timeline: Timeline = attrs.field(eq=False)
+    ledger: Mapping[str, Any] | None = attrs.field(eq=False)
+    run_dir: str
+    seed: int
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(passed, failed)."""
+        good = sum(1 for v in self.verdicts if v.passed)
+        return good, len(self.verdicts) - good
+
+
+class _StepFailed(Exception):
+    """A step could not be carried out; the rest of the timeline is skipped."""
+
+
+@attrs.define(eq=False)
+class _Run:
+    scenario: Scenario
+    cluster: ClusterLike
+    timeline: Timeline
+    out: Output
+    clock: Clock
+    rng: random.Random
+    verdicts: dict[int, Verdict] = attrs.Factory(dict)
+    failures: list[Verdict] = attrs.Factory(list)
+    #: fault step numbers not yet given back, by the application they hit
+    open_faults: dict[str, list[int]] = attrs.Factory(dict)
+
+    def emit(
+        self, kind: EventKind, text: str, step: int | None = None, app: str | None = None
+    ) -> float:
+        event = self.timeline.add(Event(self.clock(), kind, text, step, app))
+        self.out(format_event(event, self.timeline.t0))
+        return event.t
+
+    async def sample(self) -> dict[str, Any] | None:
+        try:
+            status = await self.cluster.status()
+        except (OrsimError, OSError):
+            return None
+        for event in self.timeline.add_sample(sample_from_status(self.clock(), status)):
+            self.out(format_event(event, self.timeline.t0))
+        return status
+
+    async def sampler(self) -> None:
+        interval = self.scenario.sample_interval
+        while True:
+            deadline = trio.current_time() + interval
+            await self.sample()
+            await trio.sleep_until(deadline)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def run_steps(self) -> None:
+        for step in self.scenario.steps:
+            try:
+                await self.run_step(step)
+            except _StepFailed as exc:
+                label = step_label(step.number, step.verb)
+                self.emit(
+                    "error", f"{label} failed: {exc}; the remaining steps are skipped", step.number
+                )
+                self.failures.append(
+                    Verdict(
+                        label, False, f"could not be carried out: {exc}", step.number, self.clock()
+                    )
+                )
+                return
+
+    async def run_step(self, step: Step) -> None:
+        action = step.action
+        n = step.number
+        try:
+            if isinstance(action, Expect):
+                if isinstance(action.expectation, ModeWithin):
+                    await self.expect_mode(step, action.expectation)
+                else:
+                    self.emit(
+                        "step",
+                        f"expect {expectation_label(step).split(': ', 1)[1]} (judged at the end)",
+                        n,
+                    )
+            elif isinstance(action, Start):
+                await self.start(step, action)
+            elif isinstance(action, Wait):
+                await self.wait(step, action)
+            elif isinstance(action, Load):
+                duration = f" for {action.duration:g}s" if action.duration else ""
+                self.emit("step", f"load {action.rate:g} calls/s{duration}", n)
+                await self.cluster.load(action.rate, action.duration)
+            elif isinstance(action, StopLoad):
+                self.emit("step", "load stop", n)
+                await self.cluster.stop_load()
+            elif isinstance(action, SendSignal):
+                await self.signal(step, action)
+            elif isinstance(action, Restart):
+                await self.restart(step, action)
+            elif isinstance(action, Partition):
+                await self.partition(step, action)
+            elif isinstance(action, Delay):
+                await self.cluster.delay(action.a, action.b, action.ms)
+                self.fault(step, f"delay {action.a} <-> {action.b} by {action.ms:g} ms", action.a)
+            elif isinstance(action, Switchover):
+                await self.cluster.switchover(str(action.node))
+                self.fault(step, f"switchover of Node {action.node}", None)
+            elif isinstance(action, SetOption):
+                self.emit(
+                    "repair",
+                    f"set-option {action.object} {action.section}/{action.key} = {action.value!r}",
+                    n,
+                )
+                await self.cluster.set_option(
+                    action.object, action.section, action.key, action.value
+                )
+            elif isinstance(action, Sleep):
+                seconds = (
+                    action.low
+                    if action.low == action.high
+                    else self.rng.uniform(action.low, action.high)
+                )
+                self.emit("step", f"sleep {seconds:.2f}s", n)
+                await trio.sleep(seconds)
+        except (OrsimError, OSError) as exc:
+            raise _StepFailed(str(exc) or type(exc).__name__) from exc
+
+    def fault(self, step: Step, text: str, app: str | None) -> None:
+        t = self.emit("fault", text, step.number, app)
+        self.timeline.fault_times[step.number] = t
+        if app is not None:
+            self.open_faults.setdefault(app, []).append(step.number)
+
+    def repaired(self, app: str, t: float, verbs: tuple[str, ...]) -> None:
+        """Mark the open faults of ``verbs`` on ``app`` as given back at ``t``."""
+        still = []
+        for number in self.open_faults.get(app, []):
+            if self.scenario.steps[number - 1].verb in verbs:
+                self.timeline.repair_times.setdefault(number, t)
+            else:
+                still.append(number)
+        self.open_faults[app] = still
+
+    async def signal(self, step: Step, action: SendSignal) -> None:
+        await self.cluster.kill(action.app, action.signal)
+        if action.signal == "CONT":
+            t = self.emit("repair", f"continue {action.app} (SIGCONT)", step.number, action.app)
+            self.repaired(action.app, t, ("stop", "kill"))
+        else:
+            self.fault(step, f"{step.verb} {action.app} (SIG{action.signal})", action.app)
+
+    async def restart(self, step: Step, action: Restart) -> None:
+        await self.cluster.kill(action.app, action.signal)
+        self.fault(step, f"restart {action.app}: SIG{action.signal}", action.app)
+        went_down = await self.poll(
+            lambda status: _mode(status, action.app) == "down", RESTART_DOWN_TIMEOUT
+        )
+        if not went_down:
+            raise _StepFailed(f"{action.app} did not go down within {RESTART_DOWN_TIMEOUT:g}s")
+        await self.cluster.start(action.app)
+        t = self.emit("repair", f"restart {action.app}: started again", step.number, action.app)
+        self.timeline.repair_times.setdefault(step.number, t)
+
+    async def start(self, step: Step, action: Start) -> None:
+        apps = action.apps
+        if apps is None:
+            status = await self.cluster.status()
+            apps = tuple(
+                str(row["app"]) for row in status.get("apps", ()) if row.get("mode") == "down"
+            )
+        for app in apps:
+            await self.cluster.start(app)
+            t = self.emit("repair", f"start {app}", step.number, app)
+            self.repaired(app, t, ("kill", "stop", "restart"))
+        if not apps:
+            self.emit("step", "start: every application is already running", step.number)
+
+    async def partition(self, step: Step, action: Partition) -> None:
+        await self.cluster.partition(action.a, action.b, heal=action.heal)
+        if action.heal:
+            t = self.emit("repair", f"heal {action.a} <-> {action.b}", step.number, action.a)
+            for app in (action.a, action.b):
+                self.repaired(app, t, ("partition", "delay"))
+        else:
+            self.fault(step, f"partition {action.a} <-> {action.b}", action.a)
+
+    async def poll(self, predicate: Callable[[Mapping[str, Any]], bool], timeout: float) -> bool:
+        """Ask for the status until ``predicate`` holds; False if ``timeout`` passed first."""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    status = await self.cluster.status()
+                except (OrsimError, OSError):
+                    status = None
+                if status is not None and predicate(status):
+                    return True
+                await trio.sleep(POLL_INTERVAL)
+        return False
+
+    async def wait(self, step: Step, action: Wait) -> None:
+        cond = action.condition
+        predicate: Callable[[Mapping[str, Any]], bool]
+        if isinstance(cond, WaitMode):
+            text = f"{cond.app} is {cond.mode}"
+            predicate = lambda s: _mode(s, cond.app) == cond.mode  # noqa: E731
+        elif isinstance(cond, WaitReady):
+            text = "every application ready"
+            predicate = _all_ready
+        else:
+            text = _count_text(cond)
+            predicate = lambda s: _count_holds(s, cond)  # noqa: E731
+        self.emit("step", f"wait until {text} (timeout {action.timeout:g}s)", step.number)
+        start = trio.current_time()
+        if not await self.poll(predicate, action.timeout):
+            raise _StepFailed(f"timed out after {action.timeout:g}s waiting until {text}")
+        self.emit("step", f"... {text} after {trio.current_time() - start:.2f}s", step.number)
+
+    async def expect_mode(self, step: Step, exp: ModeWithin) -> None:
+        start = trio.current_time()
+        last: list[str | None] = [None]
+
+        def reached(status: Mapping[str, Any]) -> bool:
+            last[0] = _mode(status, exp.app)
+            return last[0] == exp.mode
+
+        ok = await self.poll(reached, exp.within)
+        took = trio.current_time() - start if ok else None
+        verdict = mode_verdict(step, exp, took, last[0], self.clock())
+        self.verdicts[step.number] = verdict
+        self.emit("verdict", format_verdict(verdict).strip(), step.number, exp.app)
+
+    async def settle(self) -> None:
+        """Stop the load and give in-flight calls time to end as routed or lost."""
+        try:
+            await self.cluster.stop_load()
+        except (OrsimError, OSError):
+            pass
+        timeout = self.scenario.settle_timeout
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    counts = await self.cluster.ledger()
+                except (OrsimError, OSError):
+                    counts = {}
+                if not counts.get("in_flight"):
+                    return
+                await trio.sleep(POLL_INTERVAL * 2)
+        self.emit("info", f"calls still in flight after {timeout:g}s of settling")
+
+
+def _mode(status: Mapping[str, Any], app: str) -> str | None:
+    for row in status.get("apps", ()):
+        if row.get("app") == app:
+            mode = row.get("mode")
+            return str(mode) if mode is not None else None
+    return None
+
+
+def _all_ready(status: Mapping[str, Any]) -> bool:
+    rows = list(status.get("apps", ()))
+    return bool(rows) and all(row.get("mode") in ("primary", "backup") for row in rows)
+
+
+def _count_text(cond: WaitCount) -> str:
+    if cond.at_least is not None:
+        return f"ledger {cond.count} >= {cond.at_least}"
+    return f"ledger {cond.count} <= {cond.at_most}"
+
+
+def _count_holds(status: Mapping[str, Any], cond: WaitCount) -> bool:
+    value = (status.get("calls") or {}).get(cond.count)
+    if not isinstance(value, int):
+        return False
+    if cond.at_least is not None:
+        return value >= cond.at_least
+    return cond.at_most is not None and value <= cond.at_most
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    run_dir: Path,
+    factory: ClusterFactory = launch_cluster,
+    seed: int | None = None,
+    out: Output = print,
+    clock: Clock = time.time,
+) -> ScenarioResult:
+    """Run one scenario on a fresh cluster in ``run_dir``; never raises for a failed run.
+
+    Args:
+        seed: overrides the scenario's own ``seed``; with neither, one is drawn and shown.
+        clock: the wall clock the T-Server stamps its ledger with (tests pass a fake).
+    """
+    if seed is None:
+        seed = scenario.seed if scenario.seed is not None else random.randrange(2**31)
+    out(f"== scenario {scenario.name} ({scenario.source}), seed {seed}")
+    timeline = Timeline(t0=clock())
+    started = trio.current_time()
+    try:
+        cluster = await factory(Path(scenario.topology_path), run_dir)
+    except (OrsimError, OSError) as exc:
+        verdict = Verdict("cluster up", False, f"the cluster did not come up: {exc}", None, clock())
+        out(format_verdict(verdict))
+        timeline.end = clock()
+        return _finish(scenario, (verdict,), timeline, None, run_dir, seed, out)
+    timeline.t0 = clock()
+    run = _Run(scenario, cluster, timeline, out, clock, random.Random(seed))
+    ledger: Mapping[str, Any] | None = None
+    try:
+        run.emit("info", f"cluster up in {trio.current_time() - started:.1f}s (run dir {run_dir})")
+        await run.sample()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run.sampler)
+            await run.run_steps()
+            run.emit("info", "steps done; stopping the load and settling in-flight calls")
+            await run.settle()
+            nursery.cancel_scope.cancel()
+        await run.sample()
+        try:
+            ledger = await cluster.ledger(records=True)
+        except (OrsimError, OSError) as exc:
+            run.emit("error", f"the T-Server ledger could not be read: {exc}")
+        timeline.end = clock()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(DOWN_TIMEOUT):
+            try:
+                await cluster.down()
+            except (OrsimError, OSError) as exc:
+                out(f"warning: cluster down failed: {exc}")
+    verdicts = _judge(run, ledger)
+    return _finish(scenario, verdicts, timeline, ledger, run_dir, seed, out)
+
+
+def _judge(run: _Run, ledger: Mapping[str, Any] | None) -> tuple[Verdict, ...]:
+    verdicts: list[Verdict] = list(run.failures)
+    for step in run.scenario.expectations:
+        assert isinstance(step.action, Expect)
+        if isinstance(step.action.expectation, ModeWithin):
+            verdict = run.verdicts.get(step.number) or Verdict(
+                expectation_label(step), False, "not reached (an earlier step failed)", step.number
+            )
+        else:
+            verdict = evaluate(run.scenario, step, run.timeline, ledger)
+        verdicts.append(verdict)
+    return tuple(verdicts)
+
+
+def _finish(
+    scenario: Scenario,
+    verdicts: tuple[Verdict, ...],
+    timeline: Timeline,
+    ledger: Mapping[str, Any] | None,
+    run_dir: Path,
+    seed: int,
+    out: Output,
+) -> ScenarioResult:
+    result = ScenarioResult(scenario, verdicts, timeline, ledger, str(run_dir), seed)
+    out(f"-- verdicts of {scenario.name}:")
+    for verdict in verdicts:
+        out(format_verdict(verdict))
+    good, bad = result.counts
+    out(f"-- {scenario.name}: {good} passed, {bad} failed")
+    return result

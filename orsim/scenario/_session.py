@@ -1,0 +1,104 @@
+"""Running several scenario files: validate them all first, then run each in turn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from orsim.errors import ConfigError, UsageError
+from orsim.scenario._junit import write_junit
+from orsim.scenario._load import TopologyLoader, load_scenario
+from orsim.scenario._model import Scenario
+from orsim.scenario._report import write_report
+from orsim.scenario._runner import (
+    Clock,
+    ClusterFactory,
+    Output,
+    ScenarioResult,
+    launch_cluster,
+    run_scenario,
+)
+
+DEFAULT_RUN_ROOT = Path(".orsim/scenarios")
+
+
+def load_all(paths: Sequence[str | os.PathLike[str]], **kwargs: TopologyLoader) -> list[Scenario]:
+    """Every scenario, or a ConfigError listing the problems of every broken file."""
+    scenarios, problems = [], []
+    for path in paths:
+        try:
+            scenarios.append(load_scenario(path, **kwargs))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError(f"{len(problems)} problems; first: {problems[0]}", problems)
+    return scenarios
+
+
+def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
+    """``root/name`` (``name-2``... if several scenarios share a name), emptied if it holds
+    an earlier orsim run; refuses to touch a directory that is not one."""
+    path = root / name
+    n = 1
+    while path in taken:
+        n += 1
+        path = root / f"{name}-{n}"
+    taken.add(path)
+    if path.exists():
+        if not path.is_dir() or not any(
+            (path / marker).exists() for marker in ("manifest.json", "logs", "config.yaml")
+        ):
+            if path.is_dir() and not any(path.iterdir()):
+                return path
+            raise UsageError(f"run directory {path} exists and is not an orsim run directory")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+async def run_files(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    run_root: Path = DEFAULT_RUN_ROOT,
+    junit: Path | None = None,
+    report: Path | None = None,
+    seed: int | None = None,
+    factory: ClusterFactory = launch_cluster,
+    out: Output = print,
+    clock: Clock = time.time,
+) -> int:
+    """``orsim scenario run``: 0 if every expectation held, 1 otherwise.
+
+    Raises:
+        ConfigError: a scenario file is broken (nothing was started).
+    """
+    scenarios = load_all(paths)
+    results: list[ScenarioResult] = []
+    taken: set[Path] = set()
+    for scenario in scenarios:
+        run_dir = fresh_run_dir(run_root, scenario.name, taken)
+        results.append(
+            await run_scenario(
+                scenario, run_dir=run_dir, factory=factory, seed=seed, out=out, clock=clock
+            )
+        )
+        out("")
+    if junit is not None:
+        await trio.to_thread.run_sync(write_junit, results, junit)
+        out(f"JUnit XML written to {junit}")
+    if report is not None:
+        await trio.to_thread.run_sync(write_report, results, report)
+        out(f"HTML report written to {report}")
+    good = sum(r.counts[0] for r in results)
+    bad = sum(r.counts[1] for r in results)
+    failed = [r.scenario.name for r in results if not r.passed]
+    tail = f" (failed: {', '.join(failed)})" if failed else ""
+    out(f"{good} passed, {bad} failed{tail}")
+    return 0 if bad == 0 else 1

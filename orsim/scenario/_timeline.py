@@ -1,0 +1,159 @@
+"""What happened during a run: events, status samples and the verdicts (pure values).
+
+Times are wall-clock seconds (``time.time()`` in real runs) so they compare with the
+T-Server ledger's ``created_at``/``routed_at``; ``t0`` is when the steps began, and every
+printed time is relative to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+EventKind = Literal["info", "step", "fault", "repair", "role", "verdict", "error"]
+
+
+@attrs.frozen
+class Event:
+    t: float
+    kind: EventKind
+    text: str
+    step: int | None = None
+    app: str | None = None
+
+
+@attrs.frozen
+class AppState:
+    """One application as one status sample saw it."""
+
+    app: str
+    mode: str
+    epoch: int | None = None
+    node_id: int | None = None
+    sessions_recovered: int | None = None
+
+
+@attrs.frozen
+class Sample:
+    t: float
+    apps: tuple[AppState, ...]
+    calls: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+
+    def mode(self, app: str) -> str | None:
+        state = self.state(app)
+        return None if state is None else state.mode
+
+    def state(self, app: str) -> AppState | None:
+        for state in self.apps:
+            if state.app == app:
+                return state
+        return None
+
+
+def sample_from_status(t: float, status: Mapping[str, Any]) -> Sample:
+    """A ``Sample`` from a ``ClusterHandle.status()`` answer (tolerant of missing fields)."""
+    apps = []
+    for row in status.get("apps", ()):
+        if not isinstance(row, Mapping) or "app" not in row:
+            continue
+        apps.append(
+            AppState(
+                app=str(row["app"]),
+                mode=str(row.get("mode") or "down"),
+                epoch=_int_or_none(row.get("epoch")),
+                node_id=_int_or_none(row.get("node_id")),
+                sessions_recovered=_int_or_none(row.get("sessions_recovered")),
+            )
+        )
+    calls = status.get("calls")
+    return Sample(t, tuple(apps), dict(calls) if isinstance(calls, Mapping) else {})
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def role_changes(before: Sample | None, after: Sample) -> list[tuple[str, str | None, AppState]]:
+    """(app, old mode or None, new state) for every application whose mode changed."""
+    changes = []
+    for state in after.apps:
+        old = None if before is None else before.mode(state.app)
+        if old != state.mode:
+            changes.append((state.app, old, state))
+    return changes
+
+
+@attrs.frozen
+class Verdict:
+    """The outcome of one expectation (or of a step that could not be carried out)."""
+
+    label: str
+    passed: bool
+    detail: str
+    step: int | None = None
+    #: When it was decided (wall clock); 0 for verdicts built outside a run.
+    t: float = 0.0
+
+
+@attrs.define
+class Timeline:
+    """Everything a run records, in order. Mutable while the run goes, read after."""
+
+    t0: float
+    events: list[Event] = attrs.Factory(list)
+    samples: list[Sample] = attrs.Factory(list)
+    #: step number -> (wall time the fault took effect, the app it hit before acting)
+    fault_times: dict[int, float] = attrs.Factory(dict)
+    #: step number -> when the faulted application was given back (continue/start/heal)
+    repair_times: dict[int, float] = attrs.Factory(dict)
+    end: float | None = None
+
+    def add(self, event: Event) -> Event:
+        self.events.append(event)
+        return event
+
+    def add_sample(self, sample: Sample) -> list[Event]:
+        """Record a sample; returns the role-change events it revealed."""
+        before = self.samples[-1] if self.samples else None
+        self.samples.append(sample)
+        events = []
+        for app, old, state in role_changes(before, sample):
+            if old is None:
+                continue  # the first sighting is the starting state, not a change
+            epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
+            events.append(
+                self.add(Event(sample.t, "role", f"{app}: {old} -> {state.mode}{epoch}", app=app))
+            )
+        return events
+
+    def rel(self, t: float) -> float:
+        return t - self.t0
+
+    @property
+    def duration(self) -> float:
+        last = self.end
+        if last is None:
+            times = [e.t for e in self.events] + [s.t for s in self.samples]
+            last = max(times, default=self.t0)
+        return max(last - self.t0, 0.0)
+
+
+def format_event(event: Event, t0: float) -> str:
+    """One timeline line: ``[  5.11s] step 3  FAULT kill ORS_1``."""
+    rel = event.t - t0
+    where = f"step {event.step:<3}" if event.step is not None else " " * 8
+    marker = {"fault": "FAULT ", "repair": "REPAIR ", "error": "ERROR ", "role": "role "}.get(
+        event.kind, ""
+    )
+    return f"[{rel:7.2f}s] {where} {marker}{event.text}"
+
+
+def format_timeline(events: Iterable[Event], t0: float) -> str:
+    return "\n".join(format_event(e, t0) for e in events)
+
+
+def format_verdict(verdict: Verdict) -> str:
+    mark = "PASS" if verdict.passed else "FAIL"
+    return f"  {mark}  {verdict.label}: {verdict.detail}"

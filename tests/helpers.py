@@ -1,0 +1,44 @@
+"""Helpers shared by orsim's process-level tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ORSIM = str(ROOT / ".venv" / "bin" / "orsim")
+TOPOLOGIES = ROOT / "scenarios" / "topologies"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now on loopback (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def topology_copy(
+    source: Path, target: Path, edit: Any = None, store: str | None = None
+) -> Path:
+    """Copy a topology with every application on a free port; ``edit(doc)`` may change it."""
+    doc = yaml.safe_load(source.read_text())
+    apps = doc["applications"]
+    for app, port in zip(apps.values(), free_ports(len(apps)), strict=True):
+        app["port"] = port
+    if store is not None:
+        for txn in doc.get("transactions", {}).values():
+            txn.setdefault("annex", {}).setdefault("persistence", {})["store"] = store
+    if edit is not None:
+        edit(doc)
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return target

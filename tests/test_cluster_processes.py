@@ -1,0 +1,77 @@
+"""Real processes over TCP: calls through one Node, and failover of a 2-Node cluster.
+
+Each test starts a cluster with the launcher's Python API (every server a separate OS
+process on free ports) and asserts on the T-Server's ledger, the ground truth.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from helpers import TOPOLOGIES
+from orsim.cluster import ClusterHandle
+
+pytestmark = pytest.mark.slow
+
+
+def mode_of(status: dict[str, Any], app: str) -> str:
+    return next(str(a["mode"]) for a in status["apps"] if a["app"] == app)
+
+
+async def settle(cluster: ClusterHandle, created: int, timeout: float = 60) -> dict[str, Any]:
+    """Wait until at least ``created`` calls exist and none is still in flight."""
+    with trio.fail_after(timeout):
+        while True:
+            ledger = await cluster.ledger()
+            if ledger["created"] >= created and ledger["in_flight"] == 0:
+                return ledger
+            await trio.sleep(0.2)
+
+
+async def test_one_node_routes_1000_calls(tmp_path: Path) -> None:
+    """Configuration Server, T-Server, URS and one ORS: 1,000 calls, all routed once."""
+    cluster = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
+    try:
+        await cluster.load(rate=200, duration=5)
+        ledger = await settle(cluster, 1000)
+        assert ledger["created"] == 1000
+        assert ledger["routed"] == 1000
+        assert ledger["lost"] == 0
+        assert ledger["duplicates"] == 0
+        assert ledger["by_app"] == {"ORS_1": 1000}
+    finally:
+        await cluster.down()
+
+
+@pytest.mark.parametrize("signal", ["KILL", "STOP"])
+async def test_primary_failure_under_load_loses_no_call(tmp_path: Path, signal: str) -> None:
+    """SIGKILL or SIGSTOP of a primary under load: its backup takes over, 0 lost, 0 doubled."""
+    cluster = await ClusterHandle.up(TOPOLOGIES / "demo.yaml", tmp_path / "run", ports="auto")
+    try:
+        status = await cluster.status()
+        modes = {a["app"]: a["mode"] for a in status["apps"] if a["type"] == "OrchestrationServer"}
+        assert modes == {
+            "ORS_1": "primary", "ORS_1_B": "backup", "ORS_2": "primary", "ORS_2_B": "backup",
+        }
+        await cluster.load(rate=40, duration=12)
+        await trio.sleep(3)  # the fault must fall under steady load
+        fault_at = time.time()
+        await cluster.kill("ORS_1", signal=signal)
+        status = await cluster.wait_for(lambda s: mode_of(s, "ORS_1_B") == "primary", timeout=15)
+        gap_ms = (time.time() - fault_at) * 1000
+        print(f"failover gap ({signal}): {gap_ms:.0f} ms")
+        ledger = await settle(cluster, 400, timeout=60)
+        assert ledger["lost"] == 0, ledger
+        assert ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"]
+        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+        if signal == "STOP":
+            await cluster.kill("ORS_1", signal="CONT")
+            await cluster.wait_for(lambda s: mode_of(s, "ORS_1") == "backup", timeout=20)
+    finally:
+        await cluster.down()
