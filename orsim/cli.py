@@ -115,22 +115,42 @@ def add_genesys_args(
         "-host", "--host", required=required, metavar="H", help="Configuration Server host"
     )
     parser.add_argument(
-        "-port", "--port", required=required, type=int, metavar="P",
+        "-port",
+        "--port",
+        required=required,
+        type=int,
+        metavar="P",
         help="Configuration Server port",
     )
     parser.add_argument(
-        "-app", "--app", required=app_required and required, metavar="APP", help="this server's Application"
+        "-app",
+        "--app",
+        required=app_required and required,
+        metavar="APP",
+        help="this server's Application",
     )
     parser.add_argument(
-        "-backup_host", "--backup-host", "--backup_host", dest="backup_host", metavar="H",
+        "-backup_host",
+        "--backup-host",
+        "--backup_host",
+        dest="backup_host",
+        metavar="H",
         help="backup Configuration Server host",
     )
     parser.add_argument(
-        "-backup_port", "--backup-port", "--backup_port", dest="backup_port", type=int,
-        metavar="P", help="backup Configuration Server port",
+        "-backup_port",
+        "--backup-port",
+        "--backup_port",
+        dest="backup_port",
+        type=int,
+        metavar="P",
+        help="backup Configuration Server port",
     )
     parser.add_argument(
-        "--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
         help="how long to keep retrying the Configuration Server (default 10)",
     )
 

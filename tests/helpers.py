@@ -27,9 +27,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def topology_copy(
-    source: Path, target: Path, edit: Any = None, store: str | None = None
-) -> Path:
+def topology_copy(source: Path, target: Path, edit: Any = None, store: str | None = None) -> Path:
     """Copy a topology with every application on a free port; ``edit(doc)`` may change it."""
     doc = yaml.safe_load(source.read_text())
     apps = doc["applications"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import trio
-
 from helpers import TOPOLOGIES
+
 from orsim.cluster import ClusterHandle
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,10 @@ async def test_primary_failure_under_load_loses_no_call(tmp_path: Path, signal: 
         status = await cluster.status()
         modes = {a["app"]: a["mode"] for a in status["apps"] if a["type"] == "OrchestrationServer"}
         assert modes == {
-            "ORS_1": "primary", "ORS_1_B": "backup", "ORS_2": "primary", "ORS_2_B": "backup",
+            "ORS_1": "primary",
+            "ORS_1_B": "backup",
+            "ORS_2": "primary",
+            "ORS_2_B": "backup",
         }
         await cluster.load(rate=40, duration=12)
         await trio.sleep(3)  # the fault must fall under steady load

@@ -54,7 +54,10 @@ async def test_steady_state_two_nodes_share_the_calls(
     """Primaries are primary, backups are backup, and both Nodes route calls."""
     async with open_sim_cluster(db) as sim:
         assert [sim.mode(a) for a in ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")] == [
-            "primary", "backup", "primary", "backup",
+            "primary",
+            "backup",
+            "primary",
+            "backup",
         ]
         await drive(sim, 400)
         ledger = await assert_clean(sim, 400)

@@ -129,6 +129,7 @@ class App:
     inbox: list[Push] = attrs.Factory(list)
     claim_answer: ClaimWon | ClaimLost | None = None
     fence_due: int | None = None
+    highest_epoch: int = 0
 
     @property
     def responsive(self) -> bool:
@@ -436,7 +437,10 @@ class HaPair(RuleBasedStateMachine):
     def _routable(self, name: str) -> bool:
         app = self.apps[name]
         return (
-            app.responsive and self.ts_ok(name) and app.machine.role.holds_node and bool(app.sessions)
+            app.responsive
+            and self.ts_ok(name)
+            and app.machine.role.holds_node
+            and bool(app.sessions)
         )
 
     # ---------------------------------------------------------------- invariants
@@ -451,6 +455,13 @@ class HaPair(RuleBasedStateMachine):
             and self.apps[n].machine.epoch == self.store.epochs[1]
         ]
         assert len(holders) <= 1, holders
+
+    @invariant()
+    def known_epochs_never_go_back(self) -> None:
+        for app in self.apps.values():
+            assert app.machine.epoch >= app.highest_epoch, (app.name, app.machine.epoch)
+            app.highest_epoch = app.machine.epoch
+            assert app.machine.epoch <= self.store.epochs[app.node]
 
     @invariant()
     def tserver_fence_never_ahead_of_the_store(self) -> None:
@@ -501,4 +512,6 @@ def _bucket(n: int) -> str:
 
 
 TestHaPair = HaPair.TestCase
-TestHaPair.settings = settings(max_examples=int(os.environ.get("HA_EXAMPLES", "300")), stateful_step_count=40, deadline=None)
+TestHaPair.settings = settings(
+    max_examples=int(os.environ.get("HA_EXAMPLES", "300")), stateful_step_count=40, deadline=None
+)

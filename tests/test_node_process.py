@@ -5,13 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
-
 from helpers import ORSIM, TOPOLOGIES, topology_copy
+
 from orsim.config import AppConnection, load_database
 from orsim.confserv import serve_confserv
 from orsim.tserver import serve_tserver
@@ -30,13 +29,19 @@ async def start_servers(nursery: trio.Nursery, config: Path, state: Path) -> int
     )
     for app in db.applications.values():
         if app.type == "SIPServer":
-            await nursery.start(lambda task_status, a=app: serve_tserver(net, a, task_status=task_status))
+            await nursery.start(
+                lambda task_status, a=app: serve_tserver(net, a, task_status=task_status)
+            )
         elif app.type == "RoutingServer":
-            await nursery.start(lambda task_status, a=app: serve_urs(net, a, task_status=task_status))
+            await nursery.start(
+                lambda task_status, a=app: serve_urs(net, a, task_status=task_status)
+            )
     return port
 
 
-async def run_node(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+async def run_node(
+    *args: str, cwd: Path, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(timeout):
         return await trio.run_process(
             [ORSIM, "node", *args], capture_stdout=True, capture_stderr=True, check=False, cwd=cwd
@@ -57,8 +62,19 @@ async def test_version_and_usage_errors(tmp_path: Path) -> None:
 async def test_unreachable_configuration_server_exits_4(tmp_path: Path) -> None:
     """No Configuration Server (nor backup) within --connect-timeout: exit 4, one line."""
     done = await run_node(
-        "-host", "127.0.0.1", "-port", "1", "-backup_host", "127.0.0.1", "-backup_port", "2",
-        "-app", "ORS_1", "--connect-timeout", "1", cwd=tmp_path,
+        "-host",
+        "127.0.0.1",
+        "-port",
+        "1",
+        "-backup_host",
+        "127.0.0.1",
+        "-backup_port",
+        "2",
+        "-app",
+        "ORS_1",
+        "--connect-timeout",
+        "1",
+        cwd=tmp_path,
     )
     assert done.returncode == 4
     lines = done.stderr.decode().strip().splitlines()
@@ -102,8 +118,15 @@ async def test_two_urses_break_the_cluster_requirement(tmp_path: Path) -> None:
             )
         )
         done = await run_node(
-            "-host", "127.0.0.1", "-port", str(port), "-app", "ORS_2", "-cluster",
-            "ORS_Cluster_1", cwd=tmp_path,
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-app",
+            "ORS_2",
+            "-cluster",
+            "ORS_Cluster_1",
+            cwd=tmp_path,
         )
         nursery.cancel_scope.cancel()
     assert done.returncode == 3
@@ -121,9 +144,20 @@ async def test_node_starts_serves_status_and_stops_cleanly(tmp_path: Path) -> No
     async with trio.open_nursery() as nursery:
         port = await start_servers(nursery, config, tmp_path / "state")
         proc = await trio.lowlevel.open_process(
-            [ORSIM, "node", "-host", "127.0.0.1", "-port", str(port), "-app", "ORS_1",
-             "-cluster", "ORS_Cluster_1"],
-            cwd=tmp_path, stderr=subprocess.DEVNULL,
+            [
+                ORSIM,
+                "node",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-app",
+                "ORS_1",
+                "-cluster",
+                "ORS_Cluster_1",
+            ],
+            cwd=tmp_path,
+            stderr=subprocess.DEVNULL,
         )
         try:
             with trio.fail_after(30):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from orsim.store import (
     StaleEpoch,
     open_store,
 )
+from orsim.store._protocol import CLAIM_TTL
+from orsim.store._sqlite import PRUNE_INTERVAL
 
 _node_ids = itertools.count(1000)
 
@@ -223,6 +227,153 @@ async def test_redis_reconnects_and_reloads_scripts(redis_url: str, tmp_path: Pa
         await store.put_session(_session("c2"))  # reconnects, then EVAL after NOSCRIPT
         assert await store.claim_epoch(1, 0, 1)
         assert [s.call_id for s in await store.sessions(1)] == ["c1", "c2"]
+    finally:
+        admin.close()
+        await store.aclose()
+
+
+async def test_first_creator_owns_the_call(store: SessionStore) -> None:
+    """The first create wins; another Node's create is refused and writes nothing; the
+    owner (a retry, or a higher epoch of the same Node) may create again."""
+    assert await store.create_session(_session("c1", node_id=1))
+    assert not await store.create_session(_session("c1", node_id=2))
+    assert await store.sessions(2) == []
+    assert await store.create_session(_session("c1", node_id=1, state="retried"))
+    assert await store.claim_epoch(1, 0, 1)  # the backup of Node 1 takes over
+    recovered = _session("c1", node_id=1, epoch=1, state="recovered")
+    assert await store.create_session(recovered)
+    assert await store.sessions(1) == [recovered]
+    assert isinstance(store, SqliteStore | RedisStore)
+    stats = store.statistics()
+    assert (stats.creates, stats.creates_refused, stats.puts) == (3, 1, 0)
+
+
+async def test_claim_outlives_the_session(store: SessionStore) -> None:
+    """After the owner deleted the session, a late contender still loses."""
+    assert await store.create_session(_session("c1", node_id=1))
+    await store.delete_session(1, 0, "c1")
+    assert await store.sessions(1) == []
+    assert not await store.create_session(_session("c1", node_id=2))
+    assert await store.sessions(2) == []
+    assert await store.create_session(_session("c2", node_id=2))  # other calls are free
+
+
+async def test_stale_create_is_refused(store: SessionStore) -> None:
+    """A create carrying an old epoch raises StaleEpoch and claims nothing."""
+    assert await store.claim_epoch(1, 0, 2)
+    with pytest.raises(StaleEpoch) as refused:
+        await store.create_session(_session("c1", node_id=1, epoch=1))
+    assert (refused.value.node_id, refused.value.epoch, refused.value.current) == (1, 1, 2)
+    assert await store.sessions(1) == []
+    assert await store.create_session(_session("c1", node_id=3))  # the call is still free
+    with pytest.raises(StaleEpoch):  # the epoch is checked before the claim
+        await store.create_session(_session("c1", node_id=1, epoch=1))
+    assert isinstance(store, SqliteStore | RedisStore)
+    assert store.statistics().stale_refusals == 2
+
+
+async def test_concurrent_creators_exactly_one_wins(store_url: str, tmp_path: Path) -> None:
+    """Two Nodes on two connections creating the same call at once: exactly one wins, and
+    only the winner's session is stored."""
+    a = await open_store(store_url, tmp_path)
+    b = await open_store(store_url, tmp_path)
+    try:
+
+        async def create(
+            handle: SessionStore, node_id: int, call_id: str, won: dict[int, bool]
+        ) -> None:
+            won[node_id] = await handle.create_session(_session(call_id, node_id=node_id))
+
+        for round_ in range(20):
+            call_id = f"race-{round_}"
+            won: dict[int, bool] = {}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(create, a, 1, call_id, won)
+                nursery.start_soon(create, b, 2, call_id, won)
+            assert sorted(won.values()) == [False, True]
+            for node_id, created in won.items():
+                stored = [s.call_id for s in await a.sessions(node_id)]
+                assert (call_id in stored) == created
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 2), st.sampled_from(["create", "delete"])),
+        max_size=30,
+    )
+)
+async def test_any_interleaving_of_creates(
+    store_url: str, tmp_path: Path, steps: list[tuple[int, int, str]]
+) -> None:
+    """Creates and deletes by 3 Nodes over 3 calls, in any order: each call gets exactly
+    one owner (its first creator), every successful create is by that owner, and only
+    owners hold sessions."""
+    nodes = [next(_node_ids) for _ in range(3)]  # the store outlives one example
+    calls = [f"call-{nodes[0]}-{i}" for i in range(3)]
+    store = await open_store(store_url, tmp_path)
+    try:
+        owner: dict[str, int] = {}
+        held: dict[int, set[str]] = {n: set() for n in nodes}
+        for who, which, action in steps:
+            node_id, call_id = nodes[who], calls[which]
+            if action == "delete":
+                await store.delete_session(node_id, 0, call_id)
+                held[node_id].discard(call_id)
+                continue
+            created = await store.create_session(_session(call_id, node_id=node_id))
+            assert created == (owner.setdefault(call_id, node_id) == node_id)
+            if created:
+                held[node_id].add(call_id)
+        for node_id in nodes:
+            assert {s.call_id for s in await store.sessions(node_id)} == held[node_id]
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_claims_expire_and_are_pruned(tmp_path: Path) -> None:
+    """A claim older than CLAIM_TTL no longer refuses, and pruning deletes it."""
+    store = await SqliteStore.open(tmp_path / "s.db")
+    try:
+        assert await store.create_session(_session("old", node_id=1))
+        conn = sqlite3.connect(tmp_path / "s.db")
+        try:
+            with conn:
+                conn.execute("UPDATE claims SET claimed_at = claimed_at - ?", (CLAIM_TTL + 1,))
+            assert await store.create_session(_session("old", node_id=2))  # expired claim
+            assert await store.create_session(_session("new", node_id=2))
+            with conn:
+                conn.execute(
+                    "INSERT INTO claims VALUES ('gone', 1, ?)", (time.time() - CLAIM_TTL - 1,)
+                )
+            store._last_prune -= PRUNE_INTERVAL  # prune at the next create
+            assert await store.create_session(_session("another", node_id=2))
+            claims = dict(conn.execute("SELECT call_id, node_id FROM claims").fetchall())
+            assert claims == {"old": 2, "new": 2, "another": 2}
+        finally:
+            conn.close()
+    finally:
+        await store.aclose()
+
+
+async def test_redis_claims_expire(redis_url: str, tmp_path: Path) -> None:
+    """Each claim is a key expiring CLAIM_TTL after the create that made it."""
+    store = await open_store(redis_url, tmp_path)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.flushdb()
+        assert await store.create_session(_session("c1", node_id=1))
+        assert admin.get("orsim:claim:c1") == b"1"
+        assert 0 < admin.pttl("orsim:claim:c1") <= CLAIM_TTL * 1000
+        admin.delete("orsim:claim:c1")  # as Redis does when it expires
+        assert await store.create_session(_session("c1", node_id=2))
     finally:
         admin.close()
         await store.aclose()

@@ -37,7 +37,12 @@ async def test_request_response_and_errors_over_tcp(nursery: trio.Nursery) -> No
     net = TcpNetwork()
     port = await nursery.start(
         lambda task_status: serve_app(
-            net, "127.0.0.1", 0, app="S", app_type="Test", handler=echo_handler,
+            net,
+            "127.0.0.1",
+            0,
+            app="S",
+            app_type="Test",
+            handler=echo_handler,
             task_status=task_status,
         )
     )
@@ -64,7 +69,12 @@ async def test_server_survives_garbage_half_frames_and_huge_headers(nursery: tri
     net = TcpNetwork()
     port = await nursery.start(
         lambda task_status: serve_app(
-            net, "127.0.0.1", 0, app="S", app_type="Test", handler=echo_handler,
+            net,
+            "127.0.0.1",
+            0,
+            app="S",
+            app_type="Test",
+            handler=echo_handler,
             task_status=task_status,
         )
     )
@@ -79,13 +89,20 @@ async def test_server_survives_garbage_half_frames_and_huge_headers(nursery: tri
         await stream.aclose()
 
 
-async def test_addp_detects_silent_peer_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+async def test_addp_detects_silent_peer_in_virtual_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A peer that goes silent is declared lost within its addp-timeout."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             lambda task_status: serve_app(
-                net.for_app("S"), "h", 0, app="S", app_type="Test", handler=echo_handler,
+                net.for_app("S"),
+                "h",
+                0,
+                app="S",
+                app_type="Test",
+                handler=echo_handler,
                 task_status=task_status,
             )
         )

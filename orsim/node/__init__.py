@@ -1,1 +1,35 @@
-"""orsim.node."""
+"""orsim.node: the ORS node process and the pure logic at its heart.
+
+Pure (sans-IO) parts re-exported here: assignment of calls to Nodes (``assign``), the
+primary/backup role machine (``RoleMachine`` with its events and actions), and the
+call-watching rules (``Watcher``).
+"""
+
+from orsim.node._assignment import Assignment as Assignment
+from orsim.node._assignment import NodeInfo as NodeInfo
+from orsim.node._assignment import assign as assign
+from orsim.node._role import Action as Action
+from orsim.node._role import ClaimEpoch as ClaimEpoch
+from orsim.node._role import ClaimLost as ClaimLost
+from orsim.node._role import ClaimWon as ClaimWon
+from orsim.node._role import EpochObserved as EpochObserved
+from orsim.node._role import Event as Event
+from orsim.node._role import Fence as Fence
+from orsim.node._role import Fenced as Fenced
+from orsim.node._role import HandOver as HandOver
+from orsim.node._role import PartnerLost as PartnerLost
+from orsim.node._role import PartnerSeen as PartnerSeen
+from orsim.node._role import RecoverSessions as RecoverSessions
+from orsim.node._role import Role as Role
+from orsim.node._role import RoleError as RoleError
+from orsim.node._role import RoleMachine as RoleMachine
+from orsim.node._role import StepDown as StepDown
+from orsim.node._role import StopRequested as StopRequested
+from orsim.node._role import SwitchoverFailed as SwitchoverFailed
+from orsim.node._role import SwitchoverRequested as SwitchoverRequested
+from orsim.node._role import SwitchoverTimedOut as SwitchoverTimedOut
+from orsim.node._watch import Decision as Decision
+from orsim.node._watch import Verdict as Verdict
+from orsim.node._watch import Watcher as Watcher
+from orsim.node._watch import WatchKind as WatchKind
+from orsim.node._watch import decide as decide

@@ -450,7 +450,9 @@ class OrsNode:
             return self.status()
         if request.method == "switchover":
             return await self._switchover()
-        raise RequestFailed("unknown_method", f"{self.settings.app} has no method {request.method!r}")
+        raise RequestFailed(
+            "unknown_method", f"{self.settings.app} has no method {request.method!r}"
+        )
 
     async def _switchover(self) -> dict[str, Any]:
         """Graceful hand-over of the Node to the other application; no call is lost.
@@ -671,7 +673,9 @@ class OrsNode:
             if urs is None:
                 continue
             try:
-                result = await urs.request("select_target", {"call_id": call_id, "dn": dn}, timeout=10)
+                result = await urs.request(
+                    "select_target", {"call_id": call_id, "dn": dn}, timeout=10
+                )
                 return str(result["target"])
             except (ConnectionLost, trio.TooSlowError):
                 continue

@@ -63,9 +63,7 @@ async def _fetch_all(
                 pass  # reported by the requirement checks as "not found"
 
 
-async def read_startup(
-    client: ConfigReader, app_name: str, cluster_name: str | None
-) -> Startup:
+async def read_startup(client: ConfigReader, app_name: str, cluster_name: str | None) -> Startup:
     """Read and check everything an ORS node needs before it can start.
 
     Raises:
@@ -177,6 +175,4 @@ def _endpoint(app: Application, apps: dict[str, Application], types: tuple[str, 
                 addp_timeout=conn.addp_timeout,
                 addp_remote_timeout=conn.addp_remote_timeout,
             )
-    raise ConfigError(
-        f"application '{app.name}' has no connection of type {' or '.join(types)}"
-    )
+    raise ConfigError(f"application '{app.name}' has no connection of type {' or '.join(types)}")

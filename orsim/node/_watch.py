@@ -198,9 +198,9 @@ class Watcher:
         """Record a role change; on becoming primary, return the calls to create now.
 
         Those are the calls watched for this application's own Node whose watch is still
-        running (before its deadline, or past it when the call has no Reserved Node). Call it after recovering the Node's sessions from the store (and
-        telling ``on_session_created`` about each), so recovered calls are not created
-        twice.
+        running (before its deadline, or past it when the call has no Reserved Node).
+        Call it after recovering the Node's sessions from the store (and telling
+        ``on_session_created`` about each), so recovered calls are not created twice.
         """
         promoted = role.creates_sessions and not self.role.creates_sessions
         self.role = role

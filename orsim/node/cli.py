@@ -40,10 +40,14 @@ def register(subparsers: Any) -> None:
     )
     add_genesys_args(parser, required=False)
     parser.add_argument(
-        "-cluster", "--cluster", metavar="C",
+        "-cluster",
+        "--cluster",
+        metavar="C",
         help="read cluster options from the List transaction C (else legacy: application only)",
     )
-    parser.add_argument("-V", dest="print_version", action="store_true", help="print version and exit")
+    parser.add_argument(
+        "-V", dest="print_version", action="store_true", help="print version and exit"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(func=run)
 
@@ -52,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_version:
         print(f"orsim node {__version__}")
         return 0
-    missing = [flag for flag, value in (("-host", args.host), ("-port", args.port), ("-app", args.app)) if value is None]
+    missing = [
+        flag
+        for flag, value in (("-host", args.host), ("-port", args.port), ("-app", args.app))
+        if value is None
+    ]
     if missing:
         raise UsageError(f"missing required argument(s): {', '.join(missing)}")
     configure_logging(level=args.log_level)
@@ -67,7 +75,10 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     network = TcpNetwork()
     addresses = confserv_addresses(args)
     client = await ConfServClient.connect(
-        network, addresses, app=args.app, app_type="OrchestrationServer",
+        network,
+        addresses,
+        app=args.app,
+        app_type="OrchestrationServer",
         timeout=args.connect_timeout,
     )
     async with client:
@@ -111,14 +122,24 @@ async def _follow_changes(
             async for change in client.changes:
                 if change.kind == "application" and change.object == app.name:
                     app = attrs.evolve(app, options=change.options)
-                elif cluster is not None and change.kind == "transaction" and change.object == cluster.name:
+                elif (
+                    cluster is not None
+                    and change.kind == "transaction"
+                    and change.object == cluster.name
+                ):
                     cluster = attrs.evolve(cluster, annex=change.options)
                 else:
                     continue
-                dynamic = (change.section, change.key) in DYNAMIC_OPTIONS or change.section.startswith("log")
+                dynamic = (
+                    change.section,
+                    change.key,
+                ) in DYNAMIC_OPTIONS or change.section.startswith("log")
                 log.info(
-                    "option_changed", object=change.object, section=change.section,
-                    key=change.key, value=change.value,
+                    "option_changed",
+                    object=change.object,
+                    section=change.section,
+                    key=change.key,
+                    value=change.value,
                     takes_effect="at once" if dynamic else "after restart",
                 )
                 _apply(node, effective_options(app, cluster), log)

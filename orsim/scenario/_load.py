@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import jsonschema
 import yaml
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError
 
 from orsim.config import ConfigDatabase, load_database, option_value_to_str
 from orsim.errors import ConfigError
@@ -177,12 +177,16 @@ def _path_key(error: ValidationError) -> tuple[str, ...]:
 
 
 def _most_specific(error: ValidationError) -> ValidationError:
-    """For ``anyOf`` failures, the alternative that got furthest (jsonschema's heuristic)."""
-    if error.context:
-        deeper = best_match(error.context)
-        if deeper is not None:
-            return _most_specific(deeper)
-    return error
+    """For ``anyOf`` failures, the alternative the value was meant for.
+
+    That is the branch whose type matched (its error is not a ``type`` mismatch), and
+    within it the error deepest in the value.
+    """
+    if not error.context:
+        return error
+    candidates = [e for e in error.context if e.validator != "type"] or list(error.context)
+    deepest = max(candidates, key=lambda e: len(e.relative_path))
+    return _most_specific(deepest)
 
 
 def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import attrs
 
 from orsim.store._session import Session
+
+#: How long a call's creation claim (call_id -> node_id) is kept after it was made (s).
+#: It outlives the session so a late contender still loses after the call was served;
+#: calls are created by at most two Nodes within a few seconds, so two minutes is ample.
+CLAIM_TTL: Final = 120.0
 
 
 @attrs.frozen
@@ -18,8 +23,10 @@ class StoreStatistics:
     puts: int = 0
     deletes: int = 0
     stale_refusals: int = 0
-    claims_won: int = 0
+    claims_won: int = 0  #: epoch claims won (claim_epoch)
     claims_lost: int = 0
+    creates: int = 0  #: create_session calls that created (True)
+    creates_refused: int = 0  #: create_session calls refused: another Node owns the call
 
 
 @attrs.define
@@ -31,6 +38,8 @@ class Counters:
     stale_refusals: int = 0
     claims_won: int = 0
     claims_lost: int = 0
+    creates: int = 0
+    creates_refused: int = 0
 
     def snapshot(self, backend: str, location: str) -> StoreStatistics:
         return StoreStatistics(backend, location, **attrs.asdict(self))
@@ -43,8 +52,8 @@ class SessionStore(Protocol):
     current epoch with :class:`StaleEpoch`. The epoch is raised only by
     :meth:`claim_epoch`, a compare-and-set, so of two contenders exactly one wins.
 
-    Exactly the CONTRACTS.md methods; the SQLite and Redis stores add ``count(node_id)``
-    and ``statistics()``.
+    The CONTRACTS.md methods plus :meth:`create_session`; the SQLite and Redis stores
+    add ``count(node_id)`` and ``statistics()``.
     """
 
     async def current_epoch(self, node_id: int) -> int:
@@ -57,6 +66,22 @@ class SessionStore(Protocol):
 
     async def put_session(self, session: Session) -> None:
         """Create or replace a session; durable on return. Raises StaleEpoch."""
+        ...
+
+    async def create_session(self, session: Session) -> bool:
+        """Create the session of a call unless another Node already owns the call.
+
+        Atomically: refuse with StaleEpoch if ``session.epoch`` is older than the current
+        epoch of ``session.node_id`` (like :meth:`put_session`); then, if a claim for
+        ``session.call_id`` exists and belongs to a different Node, return False and write
+        nothing; otherwise record the claim (call_id -> node_id) if absent, write the
+        session exactly as :meth:`put_session` would, and return True (so a retry by the
+        same Node, or its backup after takeover, succeeds). Of any number of Nodes
+        creating one call, cluster-wide, exactly one gets True.
+
+        The claim outlives the session (:meth:`delete_session` keeps it) and is dropped
+        :data:`CLAIM_TTL` seconds after it was made.
+        """
         ...
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:

@@ -14,23 +14,30 @@ Layout per Node (the ``{node_id}`` hash tag keeps both keys in one Redis Cluster
   claim that set it);
 - ``orsim:{N}:sessions``: hash call_id -> session JSON (the session holds its epoch).
 
+and per call created with ``create_session``: ``orsim:claim:CALL_ID``, the owning Node ID,
+expiring ``CLAIM_TTL`` after it was set (it outlives the session). The claim key is in
+another Cluster slot than the Node's keys, so ``create_session`` needs a single Redis
+server (or a proxy that allows cross-slot scripts), which is what this client speaks to.
+
 Every check-and-write is one Lua script (EVALSHA, falling back to EVAL after a server
 restart), which Redis runs atomically. A call that fails on a broken connection is
 retried once on a fresh one, so each script is safe to run twice: put replaces, delete
-forgets, and a claim carries a random token, so the retry of a claim that was applied
-(its answer lost) is recognised as won rather than lost to a rival.
+forgets, a create finds the call claim it made, and a claim carries a random token, so
+the retry of a claim that was applied (its answer lost) is recognised as won rather than
+lost to a rival.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from typing import Final, final
 
 import trio
 
 from orsim.errors import ProtocolError, UnreachableError
-from orsim.store._protocol import Counters, StoreStatistics
+from orsim.store._protocol import CLAIM_TTL, Counters, StoreStatistics
 from orsim.store._resp import ErrorReply, NeedData, Reply, ReplyParser, encode_command
 from orsim.store._session import (
     Session,
@@ -67,6 +74,21 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return {1, cur}
 """
 
+# {1, current} when written, {0, current} when the epoch is stale, {2, owner} when
+# another Node owns the call. The GET and SET NX are one atomic step with the write.
+_CREATE = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if tonumber(ARGV[1]) < cur then return {0, cur} end
+local owner = redis.call('GET', KEYS[3])
+if owner then
+  if owner ~= ARGV[4] then return {2, tonumber(owner)} end
+else
+  redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5])
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return {1, cur}
+"""
+
 _DELETE = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[1]) < cur then return {0, cur} end
@@ -83,7 +105,14 @@ def _sessions_key(node_id: int) -> str:
     return f"orsim:{{{node_id}}}:sessions"
 
 
-_SHA1 = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_CLAIM, _PUT, _DELETE)}
+def _claim_key(call_id: str) -> str:
+    return f"orsim:claim:{call_id}"
+
+
+_SHA1 = {
+    script: hashlib.sha1(script.encode()).hexdigest() for script in (_CLAIM, _PUT, _CREATE, _DELETE)
+}
+_CLAIM_TTL_MS: Final = math.ceil(CLAIM_TTL * 1000)
 
 
 class _ConnectionFailed(Exception):
@@ -244,6 +273,25 @@ class RedisStore:
             _PUT, session.node_id, session.epoch, session.call_id, session_to_json(session)
         )
         self._counters.puts += 1
+
+    async def create_session(self, session: Session) -> bool:
+        node_id = session.node_id
+        keys = [_node_key(node_id), _sessions_key(node_id), _claim_key(session.call_id)]
+        args: list[str | int] = [
+            session.epoch, session.call_id, session_to_json(session), node_id, _CLAIM_TTL_MS
+        ]  # fmt: skip
+        reply = await self._script(_CREATE, keys, args)
+        match reply:
+            case [1, int()]:
+                self._counters.creates += 1
+                return True
+            case [2, int()]:
+                self._counters.creates_refused += 1
+                return False
+            case [0, int(current)]:
+                self._counters.stale_refusals += 1
+                raise StaleEpoch(node_id, session.epoch, current)
+        raise StoreError(f"redis at {self.location.describe()}: unexpected reply {reply!r}")
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         await self._fenced(_DELETE, node_id, epoch, call_id)

@@ -7,6 +7,12 @@ call returns (a kill -9, even a power cut, cannot lose it). Every write runs ins
 so the epoch check and the write are one atomic step across processes; a busy lock is
 waited for (``busy_timeout``), not failed.
 
+``create_session`` records the call's claim (table ``claims``: call_id -> node_id, with
+the wall-clock time it was made) in the same transaction as the session. A claim older
+than ``CLAIM_TTL`` counts as absent; such claims are deleted now and then (see
+``PRUNE_EVERY_CREATES``/``PRUNE_INTERVAL``) inside a create's transaction, by an index
+on their time, so the per-call cost stays a few row writes.
+
 sqlite3 calls block, so each runs in a worker thread; one connection per store, and a
 trio.Lock serialises the calls on it (a connection must not be used by two threads at
 once, and the calls of one node are short).
@@ -17,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final, TypeVar, final
 
 import trio
 
-from orsim.store._protocol import Counters, StoreStatistics
+from orsim.store._protocol import CLAIM_TTL, Counters, StoreStatistics
 from orsim.store._session import Session, StaleEpoch, StoreError, check_claim
 
 T = TypeVar("T")
@@ -31,6 +38,11 @@ T = TypeVar("T")
 #: How long a writer waits for another process's write lock before failing (s). Writes
 #: are a few milliseconds each, so this only runs out when a process hangs holding it.
 DEFAULT_BUSY_TIMEOUT: Final = 10.0
+
+#: Expired claims are deleted by the first create after this many creates or this many
+#: seconds since the last pruning (per store handle), whichever comes first.
+PRUNE_EVERY_CREATES: Final = 1000
+PRUNE_INTERVAL: Final = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS epochs (
@@ -48,6 +60,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     data TEXT NOT NULL,
     PRIMARY KEY (node_id, call_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    call_id TEXT PRIMARY KEY,
+    node_id INTEGER NOT NULL,
+    claimed_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_by_age ON claims (claimed_at);
 """
 
 _COLUMNS = "call_id, node_id, epoch, dn, state, target, created_at, data"
@@ -100,12 +118,37 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _put(conn: sqlite3.Connection, s: Session) -> None:
+def _write_session(conn: sqlite3.Connection, s: Session) -> None:
     row = (s.call_id, s.node_id, s.epoch, s.dn, s.state, s.target, s.created_at,
            json.dumps(s.data, separators=(",", ":")))  # fmt: skip
+    conn.execute(f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES ({_MARKS})", row)
+
+
+def _put(conn: sqlite3.Connection, s: Session) -> None:
     with _immediate(conn):
         _fence(conn, s.node_id, s.epoch)
-        conn.execute(f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES ({_MARKS})", row)
+        _write_session(conn, s)
+
+
+def _create(conn: sqlite3.Connection, s: Session, now: float, prune: bool) -> bool:
+    oldest_live = now - CLAIM_TTL
+    with _immediate(conn):
+        _fence(conn, s.node_id, s.epoch)
+        if prune:
+            conn.execute("DELETE FROM claims WHERE claimed_at < ?", (oldest_live,))
+        row = conn.execute(
+            "SELECT node_id FROM claims WHERE call_id = ? AND claimed_at >= ?",
+            (s.call_id, oldest_live),
+        ).fetchone()
+        if row is None:  # absent, or expired but not pruned yet
+            conn.execute(
+                "INSERT OR REPLACE INTO claims (call_id, node_id, claimed_at) VALUES (?, ?, ?)",
+                (s.call_id, s.node_id, now),
+            )
+        elif row[0] != s.node_id:
+            return False
+        _write_session(conn, s)
+        return True
 
 
 def _delete(conn: sqlite3.Connection, node_id: int, epoch: int, call_id: str) -> None:
@@ -159,6 +202,8 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = conn
         self._lock = trio.Lock()
         self._counters = Counters()
+        self._creates_since_prune = 0
+        self._last_prune = -PRUNE_INTERVAL  # prune at the first create
         self.path = path
 
     @classmethod
@@ -204,6 +249,27 @@ class SqliteStore:
             self._counters.stale_refusals += 1
             raise
         self._counters.puts += 1
+
+    async def create_session(self, session: Session) -> bool:
+        now = time.monotonic()
+        prune = (
+            self._creates_since_prune >= PRUNE_EVERY_CREATES
+            or now - self._last_prune >= PRUNE_INTERVAL
+        )
+        wall = time.time()  # claims cross processes, so their time is wall-clock
+        try:
+            created = await self._run(lambda c: _create(c, session, wall, prune))
+        except StaleEpoch:
+            self._counters.stale_refusals += 1
+            raise
+        if prune:
+            self._creates_since_prune, self._last_prune = 0, now
+        self._creates_since_prune += 1
+        if created:
+            self._counters.creates += 1
+        else:
+            self._counters.creates_refused += 1
+        return created
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         try:

@@ -56,7 +56,12 @@ _BY_TAG = {tag: cls for cls, tag in _TAGS.items()}
 
 # Field name -> accepted JSON types, per message type. bool is excluded from int on purpose.
 _FIELD_TYPES: dict[type[Any], dict[str, tuple[type, ...]]] = {
-    Hello: {"app": (str,), "app_type": (str,), "version": (int,), "addp_remote_timeout": (int, float)},
+    Hello: {
+        "app": (str,),
+        "app_type": (str,),
+        "version": (int,),
+        "addp_remote_timeout": (int, float),
+    },
     Welcome: {"app": (str,), "app_type": (str,), "version": (int,)},
     Request: {"id": (int,), "method": (str,), "params": (dict,)},
     Response: {"id": (int,), "result": (object,)},
@@ -109,9 +114,7 @@ def decode_body(body: bytes) -> Message:
         raise RemoteProtocolError(f"{tag}: missing fields {sorted(missing)}")
     for name, value in obj.items():
         types = fields[name]
-        if object not in types and (
-            isinstance(value, bool) or not isinstance(value, types)
-        ):
+        if object not in types and (isinstance(value, bool) or not isinstance(value, types)):
             raise RemoteProtocolError(f"{tag}: field {name!r} has the wrong type")
         if isinstance(value, float) and not math.isfinite(value):
             raise RemoteProtocolError(f"{tag}: field {name!r} is not finite")

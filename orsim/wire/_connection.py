@@ -231,9 +231,7 @@ class Connection:
             action = addp.poll(trio.current_time())
             if action is AddpAction.LOST:
                 self.close_reason = f"no answer within addp-timeout {self.addp_timeout:g}s"
-                get_logger(peer=self.peer_app).warning(
-                    "addp_timeout", timeout=self.addp_timeout
-                )
+                get_logger(peer=self.peer_app).warning("addp_timeout", timeout=self.addp_timeout)
                 self._mark_closed(self.close_reason)
                 scope.cancel()
                 return

@@ -61,7 +61,9 @@ async def open_connection(
     stream = await network.connect(host, port)
     try:
         with trio.fail_after(timeout):
-            await stream.send_all(encode(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout)))
+            await stream.send_all(
+                encode(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout))
+            )
             decoder = FrameDecoder(max_frame)
             reply = await _read_one(stream, decoder)
     except BaseException:
@@ -152,7 +154,9 @@ async def connect_with_retry(
                         addp_remote_timeout=addp_remote_timeout,
                         handler=handler,
                         on_push=on_push,
-                        timeout=min(HANDSHAKE_TIMEOUT, timeout) if timeout < math.inf else HANDSHAKE_TIMEOUT,
+                        timeout=min(HANDSHAKE_TIMEOUT, timeout)
+                        if timeout < math.inf
+                        else HANDSHAKE_TIMEOUT,
                     )
                 except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
                     last_error = f"{host}:{port}: {exc}"
@@ -243,15 +247,14 @@ async def serve_app(
                     await on_disconnect(conn)
 
     log.info("listening", host=host, port=bound)
-    async with listener:
-        async with trio.open_nursery() as nursery:
-            task_status.started(bound)
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    # Out of file descriptors and the like: back off, keep the listener.
-                    log.warning("accept_failed", error=str(exc))
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(handle, stream)
+    async with listener, trio.open_nursery() as nursery:
+        task_status.started(bound)
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # Out of file descriptors and the like: back off, keep the listener.
+                log.warning("accept_failed", error=str(exc))
+                await trio.sleep(0.1)
+                continue
+            nursery.start_soon(handle, stream)

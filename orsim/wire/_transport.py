@@ -142,9 +142,7 @@ class MemoryNetwork:
                 inner = stream.inner
                 if isinstance(inner, trio.StapledStream):
                     for half in (inner.send_stream, inner.receive_stream):
-                        if isinstance(
-                            half, MemorySendStream | MemoryReceiveStream
-                        ):
+                        if isinstance(half, MemorySendStream | MemoryReceiveStream):
                             half.close()
 
     async def _connect(self, local: str, host: str, port: int) -> trio.abc.Stream:
