@@ -104,8 +104,9 @@ def test_failover_gap_falls_back_to_the_takeover_when_no_call_is_routed() -> Non
 
 def test_failover_gap_fails_when_the_node_never_serves_again() -> None:
     """No route and no takeover: the verdict says the Node never served again."""
-    sc = scenario(KILL, {"kill": "ORS_1_B"}, {"expect": {"failover_gap_ms": {"below": 2000,
-                                                                           "fault_step": 1}}})
+    sc = scenario(
+        KILL, {"kill": "ORS_1_B"}, {"expect": {"failover_gap_ms": {"below": 2000, "fault_step": 1}}}
+    )
     tl = Timeline(t0=T0, fault_times={1: T0 + 1.0, 2: T0 + 1.1})
     tl.samples = [sample(2, ORS_1="down", ORS_1_B="down")]
     verdict = evaluate(sc, expectation(sc), tl, ledger([]))

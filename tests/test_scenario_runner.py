@@ -111,7 +111,9 @@ async def test_a_failing_scenario_fails_with_a_clear_verdict(
     assert rec.clusters[0].is_down
 
 
-async def test_split_brain_is_caught(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_split_brain_is_caught(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """An old primary that wakes up still acting as primary fails split_brain: never."""
     steps = [
         {"load": {"rate": 20}},
@@ -127,9 +129,15 @@ async def test_split_brain_is_caught(tmp_path: Path, autojump_clock: trio.testin
     assert "REPAIR continue ORS_1 (SIGCONT)" in rec.text
 
 
-async def test_duplicates_are_caught(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+async def test_duplicates_are_caught(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """Duplicate routes in the ledger fail calls_duplicated."""
-    steps = [{"load": {"rate": 20, "duration": 2}}, {"sleep": 3}, {"expect": {"calls_duplicated": 0}}]
+    steps = [
+        {"load": {"rate": 20, "duration": 2}},
+        {"sleep": 3},
+        {"expect": {"calls_duplicated": 0}},
+    ]
     rec = Recorder(duplicate_every=10)
     assert await run(tmp_path, [write_scenario(tmp_path, "dups", steps)], rec) == 1
     assert "FAIL  step 3: calls_duplicated <= 0: 4 duplicate route(s)" in rec.text
@@ -148,7 +156,10 @@ async def test_a_step_that_cannot_be_done_skips_the_rest(
     rec = Recorder()
     assert await run(tmp_path, [write_scenario(tmp_path, "stuck", steps)], rec) == 1
     text = rec.text
-    assert "FAIL  step 1 (wait): not carried out: timed out after 2s waiting until ORS_1" in text
+    assert (
+        "FAIL  step 1 (wait): could not be carried out: timed out after 2s waiting until ORS_1"
+        in text
+    )
     assert "FAIL  step 3: ORS_1_B primary within 3s: not reached" in text
     assert "PASS  step 4: calls_lost <= 0" in text
     cluster = rec.clusters[0]
@@ -264,7 +275,9 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (CI installs it)")
     binary = CHROMIUM if Path(CHROMIUM).exists() else str(shutil.which("chromium"))
-    results = trio.run(run_for_reports, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0))
+    results = trio.run(
+        run_for_reports, tmp_path, clock=trio.testing.MockClock(autojump_threshold=0)
+    )
     page = tmp_path / "report.html"
     page.write_text(report_html(results), encoding="utf-8")
     profile = tmp_path / "chromium-profile"

@@ -427,7 +427,9 @@ class OrsNode:
                     self._partner_news()
                 self._membership_event()
         elif push.topic == "session":
-            self._mark_handled(str(data["call_id"]))
+            # Someone created the session: stop watching, but keep the call recoverable
+            # (its creator may die before routing it; the store then still has it).
+            self.watcher.on_session_created(str(data["call_id"]))
         elif push.topic == "handover":
             if conn.peer_app == self.settings.partner:
                 self.post(SwitchoverRequested())
@@ -580,6 +582,7 @@ class OrsNode:
     # -- calls -------------------------------------------------------------------
 
     def _mark_handled(self, call_id: str) -> None:
+        """The call is routed (or over): never create or recover it again."""
         self._handled[call_id] = None
         if len(self._handled) > _ROUTED_MEMORY:
             del self._handled[next(iter(self._handled))]
@@ -648,7 +651,7 @@ class OrsNode:
                     # Another Node owns the call (a Reserved Node and the Assigned Node
                     # met at the deadline): the store makes creation exactly-once.
                     log.info("session_owned_elsewhere")
-                    self._mark_handled(call_id)
+                    self.watcher.on_session_created(call_id)
                     return
                 await self._broadcast("session", {"call_id": call_id, "node_id": s.node_id})
                 target = session.target or await self._select_target(call_id, dn)

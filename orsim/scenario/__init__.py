@@ -1,5 +1,37 @@
 """Scenario-driven failover tests: the format, the runner, expectations and reports.
 
+The format (YAML; JSON Schema in ``orsim/scenario/schema.json``)::
+
+    name: primary-crash-under-load        # [A-Za-z0-9_.-]
+    description: what question it answers
+    topology: topologies/two-nodes.yaml   # a configuration database, relative to this file
+    seed: 1                               # optional; --seed overrides; drives random sleeps
+    sample-interval: 0.25                 # optional: status sampling period (s)
+    settle-timeout: 12                    # optional: end-of-run wait for in-flight calls (s)
+    steps:                                # each step is a mapping with exactly one action
+      - start: all | APP | [APP, ...]     # start applications that are down (the cluster
+                                          # itself is brought up before step 1)
+      - wait: {app: A, mode: primary, timeout: 10}   # or {ready: all}, or
+              # {ledger: created|routed|lost|duplicates|in_flight, at_least|at_most: N}
+      - load: {rate: 30, duration: 10} | stop
+      - kill: APP | {app: APP, signal: KILL|TERM|STOP|CONT}
+      - stop: APP / continue: APP         # SIGSTOP / SIGCONT
+      - restart: APP | {app: APP, signal: TERM}      # signal, wait until down, start
+      - partition: [A, B] / heal: [A, B]
+      - delay: {between: [A, B], ms: 300}            # ms 0 removes the delay
+      - switchover: NODE                  # a Node's primary app name (or any app, or its id)
+      - set-option: {object: O, section: S, key: K, value: V}
+      - sleep: 2 | {between: [0.5, 1.5]}  # seeded random pause
+      - expect: {app: A, mode: primary, within: 5}   # checked where it stands
+      - expect: {calls_lost: 0} / {calls_duplicated: 0} / {split_brain: never}
+      - expect: {failover_gap_ms: 3000 | {below: 3000, node: ORS_1, fault_step: 4}}
+      - expect: {sessions_recovered: 1 | {at_least: 1, node: ORS_1, fault_step: 4}}
+
+``confserv`` names the Configuration Server process. Every expectation but ``mode`` is
+judged over the whole run once the last step is done, load stopped and in-flight calls
+settled; the exact rules are in ``orsim.scenario._expect``. A step that cannot be carried
+out (a wait that times out, a verb the launcher refuses) fails the run and skips the rest.
+
 Public API:
     load_scenario(path) -> Scenario          # raises ConfigError naming file/step/field
     scenario_schema() -> dict                # the JSON Schema (orsim/scenario/schema.json)

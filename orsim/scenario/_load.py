@@ -61,6 +61,15 @@ DEFAULT_SAMPLE_INTERVAL = 0.25
 #: router-timeout (10 s) and be counted as lost rather than in flight.
 DEFAULT_SETTLE_TIMEOUT = 12.0
 _MAX_MESSAGE = 240
+#: The keys of an ``expect`` mapping that name an expectation (exactly one per step).
+_EXPECTATION_KEYS = (
+    "mode",
+    "calls_lost",
+    "calls_duplicated",
+    "failover_gap_ms",
+    "sessions_recovered",
+    "split_brain",
+)
 
 TopologyLoader = Callable[[str], ConfigDatabase]
 
@@ -335,16 +344,6 @@ def _wait_condition(value: dict[str, Any]) -> WaitCondition:
     if "ledger" in value:
         return WaitCount(value["ledger"], value.get("at_least"), value.get("at_most"))
     return WaitReady()
-
-
-_EXPECTATION_KEYS = (
-    "mode",
-    "calls_lost",
-    "calls_duplicated",
-    "failover_gap_ms",
-    "sessions_recovered",
-    "split_brain",
-)
 
 
 def _expectation(value: dict[str, Any]) -> Expectation:

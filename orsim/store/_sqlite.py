@@ -1,8 +1,10 @@
 """The SQLite session store: one database file shared by every local node.
 
 Several processes open the same file. WAL mode lets readers run beside the one writer;
-``synchronous=FULL`` syncs the WAL at every commit, so a write is on disk before the
-call returns (a kill -9, even a power cut, cannot lose it). Every write runs inside
+``synchronous=NORMAL`` in WAL mode makes a committed write survive the death of the
+process (kill -9), which is the failure orsim simulates; only an OS crash or power cut
+could lose the last commits, and not syncing at every commit keeps a call's two writes
+cheap. Every write runs inside
 ``BEGIN IMMEDIATE``: it takes the database's write lock before reading the Node's epoch,
 so the epoch check and the write are one atomic step across processes; a busy lock is
 waited for (``busy_timeout``), not failed.
