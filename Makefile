@@ -17,7 +17,10 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 run: $(STAMP)
-	$(BIN)/orsim demo
+	-$(BIN)/orsim scenario run scenarios/primary-crash-under-load.yaml \
+		--run-dir .orsim/scenarios --report .orsim/primary-crash-report.html
+	@echo "report: .orsim/primary-crash-report.html"
+	$(BIN)/orsim demo --ports auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check orsim tests

@@ -22,14 +22,14 @@ from typing import Any
 
 import trio
 
-from orsim.wire import FrameDecoder, Push, Request, encode
+from orsim.wire import FrameDecoder, Message, Push, Request, encode
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "scenarios" / "topologies"
 
 
 def bench_codec(messages: int = 50_000) -> float:
     """Encode and decode ``messages`` typical messages; returns messages per second."""
-    sample = [
+    sample: list[Message] = [
         Request(1, "route", {"call_id": "SIP_Server-1-1", "target": "Agent_1", "app": "ORS_1",
                              "node_id": 103, "epoch": 2}),
         Push("route_request", {"call_id": "SIP_Server-1-1", "dn": "5000",
@@ -87,9 +87,7 @@ async def bench_failover(signal: str, rate: float = 40.0) -> dict[str, Any]:
             fault = time.time()
             await cluster.kill("ORS_1", signal=signal)
             await cluster.wait_for(
-                lambda s: any(
-                    a["app"] == "ORS_1_B" and a["mode"] == "primary" for a in s["apps"]
-                ),
+                lambda s: any(a["app"] == "ORS_1_B" and a["mode"] == "primary" for a in s["apps"]),
                 timeout=30,
             )
             primary_ms = (time.time() - fault) * 1000

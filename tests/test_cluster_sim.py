@@ -139,3 +139,20 @@ async def test_graceful_switchover_loses_no_call(
         ledger = await sim.ledger()
         assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
         assert ledger["routed"] == ledger["created"] >= 240
+
+
+async def test_live_call_watching_timeout_reaches_every_node(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Changing the list's call-watching-timeout applies at once on every running node."""
+    async with open_sim_cluster(db) as sim:
+        assert {n.call_watching_timeout_ms for n in sim.nodes.values()} == {500}
+        await sim.set_option("ORS_Cluster_1", "orchestration", "call-watching-timeout", "1200")
+        await sim.wait_until(
+            lambda: {n.call_watching_timeout_ms for n in sim.nodes.values()} == {1200},
+            timeout=5,
+        )
+        # The application's own value does not override the list's (the list wins).
+        await sim.set_option("ORS_1", "orchestration", "call-watching-timeout", "3000")
+        await trio.sleep(2)
+        assert sim.nodes["ORS_1"].call_watching_timeout_ms == 1200

@@ -51,6 +51,7 @@ def app_status(
         "process": process,
         "sessions": answer.get("sessions", 0 if entry.type == "OrchestrationServer" else None),
         "calls_routed": calls_routed,
+        "sessions_recovered": answer.get("sessions_recovered"),
         "epoch": answer.get("epoch"),
         "mode_since": answer.get("mode_since"),
         "host": entry.host,

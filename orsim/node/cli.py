@@ -7,25 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
 from orsim import __version__
 from orsim.cli import add_genesys_args, confserv_addresses
-from orsim.errors import ConfigError, UsageError
+from orsim.errors import UsageError
 from orsim.logs import configure_logging, get_logger
+from orsim.node._live import follow_changes
 from orsim.node._runtime import OrsNode
-from orsim.node._startup import Startup, call_watching_timeout_ms, read_startup
+from orsim.node._startup import read_startup
 from orsim.runtime import run_until_signal
-from orsim.wire import Network, TcpNetwork
-
-#: Options a running node re-applies at once (reference section 8; orsim applies
-#: call-watching-timeout at once too, see reference section 9).
-DYNAMIC_OPTIONS = {
-    ("orchestration", "call-watching-timeout"),
-    ("orchestration", "backup-synch-max-age"),
-    ("orchestration", "backup-synch-max-buffer"),
-}
+from orsim.wire import TcpNetwork
 
 
 def register(subparsers: Any) -> None:
@@ -98,59 +90,4 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     listen = os.environ.get("ORSIM_LISTEN_PORT")
     node = OrsNode(settings, network, store, listen_port=int(listen) if listen else None)
     await nursery.start(node.run)
-    nursery.start_soon(_follow_changes, network, addresses, startup, node)
-
-
-async def _follow_changes(
-    network: Network, addresses: list[tuple[str, int]], startup: Startup, node: OrsNode
-) -> None:
-    """Keep a Configuration Server link for change notifications, reconnecting as needed."""
-    from orsim.config import effective_options
-    from orsim.confserv.client import ConfServClient
-
-    app, cluster = startup.app, startup.cluster
-    log = get_logger(app=app.name)
-    while True:
-        client = await ConfServClient.connect(
-            network, addresses, app=app.name, app_type="OrchestrationServer", timeout=float("inf")
-        )
-        async with client:
-            app = await client.get_application(app.name)
-            if cluster is not None:
-                cluster = await client.get_transaction(cluster.name)
-            _apply(node, effective_options(app, cluster), log)
-            async for change in client.changes:
-                if change.kind == "application" and change.object == app.name:
-                    app = attrs.evolve(app, options=change.options)
-                elif (
-                    cluster is not None
-                    and change.kind == "transaction"
-                    and change.object == cluster.name
-                ):
-                    cluster = attrs.evolve(cluster, annex=change.options)
-                else:
-                    continue
-                dynamic = (
-                    change.section,
-                    change.key,
-                ) in DYNAMIC_OPTIONS or change.section.startswith("log")
-                log.info(
-                    "option_changed",
-                    object=change.object,
-                    section=change.section,
-                    key=change.key,
-                    value=change.value,
-                    takes_effect="at once" if dynamic else "after restart",
-                )
-                _apply(node, effective_options(app, cluster), log)
-        log.warning("confserv_link_lost")
-
-
-def _apply(node: OrsNode, options: Any, log: Any) -> None:
-    try:
-        cwt = call_watching_timeout_ms(options)
-    except ConfigError as exc:  # a bad live value must not stop a running node
-        log.warning("option_rejected", error=str(exc))
-        return
-    if cwt != node.call_watching_timeout_ms:
-        node.set_call_watching_timeout(cwt)
+    nursery.start_soon(follow_changes, network, addresses, startup, node)

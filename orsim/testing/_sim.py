@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from orsim.config import ConfigDatabase
+from orsim.node._live import follow_changes
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import read_startup
 from orsim.store._memory import MemoryStore
@@ -71,7 +72,10 @@ class SimCluster:
 
         async def run(task_status: trio.TaskStatus[int]) -> None:
             with scope:
-                await node.run(task_status=task_status)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node.run)
+                    nursery.start_soon(follow_changes, view, [CONFSERV], startup, node)
+                    task_status.started(0)
 
         await self.nursery.start(run)
         return node
@@ -122,6 +126,16 @@ class SimCluster:
         conn = await self.client()
         return await conn.request(method, params)
 
+    async def set_option(self, obj: str, section: str, key: str, value: str) -> None:
+        """A live change through the Configuration Server, as ``orsim config set`` does."""
+        from orsim.confserv.client import ConfServClient
+
+        client = await ConfServClient.connect(
+            self.net.for_app("sim-admin"), [CONFSERV], app="sim-admin", app_type="Admin"
+        )
+        async with client:
+            await client.set_option(obj, section, key, value)
+
     async def ledger(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("ledger")
         return result
@@ -142,7 +156,11 @@ async def open_sim_cluster(
             sim = SimCluster(db, net, MemoryStore(), nursery)
             await nursery.start(
                 lambda task_status: serve_confserv(
-                    net.for_app("confserv"), db, CONFSERV[0], CONFSERV[1], Path(state),
+                    net.for_app("confserv"),
+                    db,
+                    CONFSERV[0],
+                    CONFSERV[1],
+                    Path(state),
                     task_status=task_status,
                 )
             )
