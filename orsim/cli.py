@@ -105,7 +105,11 @@ def _first_leaf(group: BaseExceptionGroup[OrsimError]) -> OrsimError:
 
 
 def add_genesys_args(
-    parser: argparse.ArgumentParser, *, app_required: bool = True, required: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    app_required: bool = True,
+    required: bool = True,
+    with_app: bool = True,
 ) -> None:
     """The Genesys start-up flags: ``-host``/``-port`` name the Configuration Server.
 
@@ -122,13 +126,14 @@ def add_genesys_args(
         metavar="P",
         help="Configuration Server port",
     )
-    parser.add_argument(
-        "-app",
-        "--app",
-        required=app_required and required,
-        metavar="APP",
-        help="this server's Application",
-    )
+    if with_app:
+        parser.add_argument(
+            "-app",
+            "--app",
+            required=app_required and required,
+            metavar="APP",
+            help="this server's Application",
+        )
     parser.add_argument(
         "-backup_host",
         "--backup-host",

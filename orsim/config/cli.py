@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from orsim.cli import add_genesys_args
 from orsim.config._effective import effective_options
 from orsim.config._ini import parse_options_ini
 from orsim.config._loader import lint_database
@@ -68,36 +69,7 @@ change."""
 
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-host", "--host", required=True, metavar="H", help="Configuration Server host"
-    )
-    parser.add_argument(
-        "-port", "--port", required=True, type=int, metavar="P", help="Configuration Server port"
-    )
-    parser.add_argument(
-        "-backup_host",
-        "--backup-host",
-        "--backup_host",
-        dest="backup_host",
-        metavar="H",
-        help="backup Configuration Server host",
-    )
-    parser.add_argument(
-        "-backup_port",
-        "--backup-port",
-        "--backup_port",
-        dest="backup_port",
-        type=int,
-        metavar="P",
-        help="backup Configuration Server port",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to keep retrying the Configuration Server (default 5)",
-    )
+    add_genesys_args(parser, with_app=False)
 
 
 def register(subparsers: Any) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -58,13 +59,14 @@ from orsim.node._role import (
     SwitchoverRequested,
     SwitchoverTimedOut,
 )
-from orsim.node._settings import NodeSettings, PeerApp
+from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.node._watch import Verdict, Watcher
 from orsim.store import Session, SessionStore, StaleEpoch
 from orsim.wire import (
     Connection,
     Network,
     Push,
+    PushHandler,
     Request,
     RequestFailed,
     connect_with_retry,
@@ -512,71 +514,73 @@ class OrsNode:
 
     async def _tserver_link(self) -> None:
         s = self.settings
-        t = s.tserver
-        while True:
-            conn = await connect_with_retry(
-                self.network,
-                [(t.address, t.port)],
-                app=s.app,
-                app_type=s.app_type,
-                timeout=math.inf,
-                what=f"T-Server {t.name}",
-                addp_timeout=t.addp_timeout,
-                addp_remote_timeout=t.addp_remote_timeout,
-                on_push=self._on_push,
+
+        async def up(conn: Connection) -> None:
+            await conn.request(
+                "register",
+                {"app": s.app, "node_id": s.node_id, "dns": list(s.routing_points)},
+                timeout=10,
             )
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.serve)
-                try:
-                    await conn.request(
-                        "register",
-                        {"app": s.app, "node_id": s.node_id, "dns": list(s.routing_points)},
-                        timeout=10,
-                    )
-                    self._tserver = conn
-                    self._tserver_up.set()
-                    if self.role.role.holds_node:
-                        await self._fence_tserver()
-                    self.log.info("tserver_connected", tserver=t.name)
-                    await conn.closed.wait()
-                except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
-                    self.log.warning("tserver_register_failed", error=str(exc))
-                finally:
-                    self._tserver = None
-                    self._tserver_up = trio.Event()
-                    nursery.cancel_scope.cancel()
-            await conn.aclose()
-            self.log.warning("tserver_lost", reason=conn.close_reason)
-            await trio.sleep(0.05)
+            self._tserver = conn
+            self._tserver_up.set()
+            if self.role.role.holds_node:
+                await self._fence_tserver()
+
+        def down() -> None:
+            self._tserver = None
+            self._tserver_up = trio.Event()
+
+        await self._server_link(s.tserver, "T-Server", up, down, on_push=self._on_push)
 
     async def _urs_link(self) -> None:
         s = self.settings
-        u = s.urs
+
+        async def up(conn: Connection) -> None:
+            await conn.request("register", {"app": s.app, "node_id": s.node_id}, timeout=10)
+            self._urs = conn
+            self._urs_up.set()
+
+        def down() -> None:
+            self._urs = None
+            self._urs_up = trio.Event()
+
+        await self._server_link(s.urs, "URS", up, down)
+
+    async def _server_link(
+        self,
+        server: Endpoint,
+        kind: str,
+        up: Callable[[Connection], Awaitable[None]],
+        down: Callable[[], None],
+        on_push: PushHandler | None = None,
+    ) -> None:
+        """Keep one connection to ``server``: connect, register (``up``), reconnect when lost."""
+        s = self.settings
         while True:
             conn = await connect_with_retry(
                 self.network,
-                [(u.address, u.port)],
+                [(server.address, server.port)],
                 app=s.app,
                 app_type=s.app_type,
                 timeout=math.inf,
-                what=f"URS {u.name}",
-                addp_timeout=u.addp_timeout,
-                addp_remote_timeout=u.addp_remote_timeout,
+                what=f"{kind} {server.name}",
+                addp_timeout=server.addp_timeout,
+                addp_remote_timeout=server.addp_remote_timeout,
+                on_push=on_push,
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
                 try:
-                    await conn.request("register", {"app": s.app, "node_id": s.node_id}, timeout=10)
-                    self._urs = conn
-                    self._urs_up.set()
+                    await up(conn)
+                    self.log.info("server_connected", server=server.name, kind=kind)
                     await conn.closed.wait()
                 except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
-                    self.log.warning("urs_register_failed", error=str(exc))
+                    self.log.warning("server_register_failed", server=server.name, error=str(exc))
                 finally:
-                    self._urs = None
-                    self._urs_up = trio.Event()
+                    down()
                     nursery.cancel_scope.cancel()
             await conn.aclose()
+            self.log.warning("server_lost", server=server.name, reason=conn.close_reason)
             await trio.sleep(0.05)
 
     # -- calls -------------------------------------------------------------------
