@@ -261,10 +261,18 @@ def test_two_backups_the_configured_primary_leads() -> None:
     assert b.handle(PartnerSeen(primary=False, epoch=EPOCH)) == []
 
 
-def test_stale_primary_partner_counts_as_idle() -> None:
-    """A partner reporting primary at a lower epoch is fenced: the configured primary leads."""
+def test_news_older_than_the_known_epoch_is_ignored() -> None:
+    """A partner report below the known epoch is stale (a SIGCONT'd process reading its
+    socket buffer, or a fenced primary): it must not make anyone claim or step down."""
     a = RoleMachine(configured_primary=True, epoch=5)
-    assert a.handle(PartnerSeen(primary=True, epoch=4)) == [ClaimEpoch(5, 6)]
+    assert a.handle(PartnerSeen(primary=True, epoch=4)) == []
+    assert a.role is Role.STARTING
+    assert a.handle(PartnerSeen(primary=False, epoch=4)) == []
+    b = RoleMachine(configured_primary=True, epoch=2)
+    b.handle(PartnerSeen(primary=True, epoch=2))
+    assert b.role is Role.BACKUP
+    assert b.handle(PartnerSeen(primary=False, epoch=1)) == []
+    assert b.role is Role.BACKUP
 
 
 def test_graceful_switchover_between_two_machines() -> None:
@@ -327,3 +335,19 @@ def test_modes_for_status() -> None:
         Role.STOPPED: "backup",
     }
     assert repr(Role.PRIMARY) == "PRIMARY"
+
+
+def test_fenced_primary_does_not_claim_back_when_its_dead_links_close() -> None:
+    """A primary frozen (SIGSTOP) past a takeover steps down on the store's higher epoch;
+    the links that died meanwhile then close, and that must not make it claim the Node."""
+    a = RoleMachine(configured_primary=True, epoch=1)
+    a.handle(PartnerSeen(primary=False, epoch=1))
+    a.handle(ClaimWon(2))
+    assert a.role is Role.PRIMARY
+    assert a.handle(EpochObserved(3)) == [StepDown()]
+    assert a.role is Role.BACKUP
+    assert a.handle(PartnerLost()) == []
+    assert a.role is Role.BACKUP
+    # Seen again as primary, then lost for real: now it takes over.
+    a.handle(PartnerSeen(primary=True, epoch=3))
+    assert a.handle(PartnerLost()) == [ClaimEpoch(3, 4)]

@@ -45,6 +45,8 @@ and the orsim design:
   Without it, claim again from the store's epoch: the loss usually means this
   application's epoch was out of date, and nobody else may be serving the Node.
 - Two connected backups: the configured primary claims (someone must lead).
+- News from the partner carrying an epoch below the one this application knows is stale
+  (sent before the Node's last takeover) and is ignored.
 - A primary (or suspending primary) that learns of a higher epoch for its Node steps
   down to backup at once: from the partner, from the store, or from a command refused as
   stale (``Fenced``).
@@ -435,7 +437,11 @@ class RoleMachine:
                     return Trigger.HIGHER_EPOCH
                 if primary and epoch >= self._epoch:
                     return Trigger.PARTNER_PRIMARY
-                # A partner claiming primary at a lower epoch is fenced: treat it as idle.
+                if epoch < self._epoch:
+                    # News older than the Node's last takeover (a frozen process reading
+                    # its socket buffer on SIGCONT, or a fenced primary that has not heard
+                    # yet): acting on it would take the Node back from its new primary.
+                    return None
                 if self.configured_primary:
                     return Trigger.PARTNER_IDLE_I_LEAD
                 return Trigger.PARTNER_IDLE
@@ -491,6 +497,10 @@ class RoleMachine:
 
     def _observe(self, epoch: int) -> Trigger | None:
         if self._raise_epoch(epoch) and self._role.holds_node:
+            # Fenced by news from elsewhere (store, T-Server): someone else holds the Node,
+            # so what we believed of the partner is stale. Forget it, so that the loss of
+            # links that died while we were away does not make us claim the Node back.
+            self._partner = _Partner.LOST
             return Trigger.HIGHER_EPOCH
         return None
 

@@ -424,9 +424,9 @@ class OrsNode:
             )
             changed = self.peers.info.get(info.app) != info
             self.peers.announce(info)
+            if info.app == self.settings.partner:
+                self._partner_news()  # every heartbeat: the role machine may have doubted it
             if changed:
-                if info.app == self.settings.partner:
-                    self._partner_news()
                 self._membership_event()
         elif push.topic == "session":
             # Someone created the session: stop watching, but keep the call recoverable
