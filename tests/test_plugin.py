@@ -61,7 +61,7 @@ def test_fixtures_bring_clusters_up_and_down(pytester: pytest.Pytester) -> None:
     """The factory and the marker fixture start, expose and always tear down a cluster."""
     pytester.makeini("[pytest]\ntrio_mode = true\n")
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_cluster=TESTS)
+    pytester.makepyfile(test_users_cluster_suite=TESTS)  # unique: runs in-process
     shutil.copy(TOPOLOGY, pytester.path / "topo.yaml")
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=3, failed=2)
