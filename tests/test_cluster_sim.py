@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -156,3 +157,24 @@ async def test_live_call_watching_timeout_reaches_every_node(
         await sim.set_option("ORS_1", "orchestration", "call-watching-timeout", "3000")
         await trio.sleep(2)
         assert sim.nodes["ORS_1"].call_watching_timeout_ms == 1200
+
+
+async def test_sessions_of_a_dead_node_are_adopted(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Both halves of Node 1 die holding sessions: Node 2 adopts and routes them, 0 lost."""
+    urs = db.applications["URS"]
+    slow_urs = attrs.evolve(urs, options={**urs.options, "urs": {"think-time-ms": "1500"}})
+    db = attrs.evolve(db, applications={**db.applications, "URS": slow_urs})
+    async with open_sim_cluster(db) as sim:
+        await sim.request("generate", rate=20, duration=2)
+        await trio.sleep(1.5)
+        assert sim.nodes["ORS_1"].status()["sessions"] > 0  # calls held mid-flight
+        sim.crash("ORS_1")
+        sim.crash("ORS_1_B")
+        await trio.sleep(12)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0, ledger
+        assert ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"] == 40
+        assert sim.nodes["ORS_2"].sessions_adopted > 0

@@ -377,3 +377,67 @@ async def test_redis_claims_expire(redis_url: str, tmp_path: Path) -> None:
     finally:
         admin.close()
         await store.aclose()
+
+
+async def _adoption_cases(store: SessionStore) -> None:
+    dead, live = 7, 8
+    await store.create_session(_session("orphan", node_id=dead))
+    await store.create_session(_session("routed", node_id=dead))
+    await store.delete_session(dead, 0, "routed")
+    assert await store.claim_epoch(dead, 0, 1)
+    mine = _session("orphan", node_id=live)
+    with pytest.raises(StaleEpoch):
+        await store.adopt_session(mine, dead, 0)  # the adopter must hold the dead epoch
+    assert [s.call_id for s in await store.sessions(dead)] == ["orphan"]
+    assert await store.adopt_session(mine, dead, 1)
+    assert await store.sessions(dead) == []
+    assert await store.sessions(live) == [mine]
+    assert not await store.adopt_session(mine, dead, 1)  # already moved: nothing to do
+    assert not await store.create_session(_session("orphan", node_id=dead, epoch=1))
+    assert await store.create_session(_session("orphan", node_id=live))  # the claim moved
+    # A call routed and deleted before the Node died has nothing left to adopt.
+    assert not await store.adopt_session(_session("routed", node_id=live), dead, 1)
+    assert await store.claim_epoch(live, 0, 1)
+    with pytest.raises(StaleEpoch):
+        await store.adopt_session(_session("x", node_id=live, epoch=0), dead, 1)
+
+
+async def test_adopt_moves_a_dead_nodes_session_and_claim(store: SessionStore) -> None:
+    """A live Node holding a dead Node's epoch moves the session and its claim, once."""
+    await _adoption_cases(store)
+
+
+async def test_memory_store_adopts_like_the_others() -> None:
+    """The in-process store used by simulations follows the same adoption rules."""
+    from orsim.store._memory import MemoryStore
+
+    await _adoption_cases(MemoryStore())  # type: ignore[arg-type]
+
+
+async def test_two_adopters_race_and_one_wins(store_url: str, tmp_path: Path) -> None:
+    """Two connections adopting the same orphan: exactly one moves it."""
+    a = await open_store(store_url, tmp_path)
+    b = await open_store(store_url, tmp_path)
+
+    async def adopt(
+        store: SessionStore, node: int, call: str, epoch: int, results: list[bool]
+    ) -> None:
+        results.append(await store.adopt_session(_session(call, node_id=node), 20, epoch))
+
+    try:
+        for round_ in range(10):
+            call = f"race-{round_}"
+            epoch = await a.current_epoch(20)
+            await a.create_session(_session(call, node_id=20, epoch=epoch))
+            assert await a.claim_epoch(20, epoch, epoch + 1)
+            results: list[bool] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(adopt, a, 21, call, epoch + 1, results)
+                nursery.start_soon(adopt, b, 22, call, epoch + 1, results)
+            assert sorted(results) == [False, True]
+            owners = [n for n in (21, 22) if call in {s.call_id for s in await a.sessions(n)}]
+            assert len(owners) == 1
+            assert call not in {s.call_id for s in await a.sessions(20)}
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -39,6 +39,7 @@ import trio
 
 from orsim.errors import ConnectionLost, RemoteError
 from orsim.logs import get_logger
+from orsim.node._assignment import assign
 from orsim.node._membership import MemberInfo, PeerView
 from orsim.node._role import (
     ClaimEpoch,
@@ -77,6 +78,9 @@ from orsim.wire import (
 _ROUTED_MEMORY = 100_000
 #: Longest a graceful switchover waits for the primary's sessions to finish.
 _SWITCHOVER_DRAIN = 3.0
+#: How long both applications of a Node must be unreachable before live Nodes adopt
+#: its stored sessions (seconds; at least the call-watching-timeout).
+_ORPHAN_GRACE = 2.0
 #: Longest a switchover request waits for the roles to swap.
 _SWITCHOVER_TIMEOUT = 20.0
 
@@ -92,6 +96,7 @@ class OrsNode:
     mode_since: float = attrs.Factory(time.time)
     calls_routed: int = 0
     sessions_recovered: int = 0
+    sessions_adopted: int = 0
     peers: PeerView = attrs.field(init=False)
     role: RoleMachine = attrs.field(init=False)
     watcher: Watcher = attrs.field(init=False)
@@ -170,6 +175,7 @@ class OrsNode:
             while self.role.role in (Role.STARTING, Role.CLAIMING):
                 await self._wait_membership()
             nursery.start_soon(self._heartbeat_loop)
+            nursery.start_soon(self._orphan_loop)
             nursery.start_soon(self._watch_loop)
             task_status.started(bound)
 
@@ -189,6 +195,7 @@ class OrsNode:
             "sessions": len(self._active),
             "calls_routed": self.calls_routed,
             "sessions_recovered": self.sessions_recovered,
+            "sessions_adopted": self.sessions_adopted,
             "watching": len(self.watcher.watches),
             "call_watching_timeout_ms": self.call_watching_timeout_ms,
             "live_nodes": sorted(self.peers.live_nodes(s.node_id)),
@@ -411,6 +418,68 @@ class OrsNode:
                 stored = await self.store.current_epoch(s.node_id)
                 if stored > self.epoch:
                     self.post(EpochObserved(stored))
+
+    async def _orphan_loop(self) -> None:
+        """Carry on the stored sessions of Nodes whose both applications are gone.
+
+        A Node counts as dead once none of its applications has been reachable for
+        ``_ORPHAN_GRACE`` (and at least the call-watching-timeout). Each live primary then
+        adopts the dead Node's sessions assigned to its own Node over the live Nodes: it
+        fences the dead Node (raises its epoch in the store and at the T-Server, so if
+        one of its applications was only frozen, its late commands are refused), and
+        moves each session to itself in one atomic store step before routing the call.
+        """
+        s = self.settings
+        gone_since: dict[int, float] = {}
+        while True:
+            await trio.sleep(max(s.heartbeat * 4, 0.5))
+            now = trio.current_time()
+            live = self.peers.live_nodes(s.node_id)
+            for node_id in self.peers.nodes:
+                if node_id in live:
+                    gone_since.pop(node_id, None)
+                else:
+                    gone_since.setdefault(node_id, now)
+            if not self.role.role.creates_sessions:
+                continue
+            grace = max(_ORPHAN_GRACE, self.call_watching_timeout_ms / 1000.0)
+            for node_id, since in list(gone_since.items()):
+                if now - since >= grace:
+                    await self._adopt_orphans(node_id, live)
+
+    async def _adopt_orphans(self, dead: int, live: dict[int, str]) -> None:
+        s = self.settings
+        orphans = [
+            o
+            for o in await self.store.sessions(dead)
+            if o.call_id not in self._handled
+            and o.call_id not in self._active
+            and assign(o.call_id, live).assigned == s.node_id
+        ]
+        if not orphans:
+            return
+        current = await self.store.current_epoch(dead)
+        if not await self.store.claim_epoch(dead, current, current + 1):
+            return  # another Node is fencing it too; look again next round
+        fenced = current + 1
+        if self._tserver is not None:
+            try:
+                await self._tserver.request("fence", {"node_id": dead, "epoch": fenced}, timeout=5)
+            except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                self.log.warning("fence_failed", node_id=dead, error=str(exc))
+        adopted = 0
+        for orphan in orphans:
+            mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
+            try:
+                moved = await self.store.adopt_session(mine, dead, fenced)
+            except StaleEpoch:
+                return  # fenced again by another adopter, or we lost our own Node
+            if moved:
+                adopted += 1
+                self._start_call(orphan.call_id, orphan.dn, recovered=mine)
+        if adopted:
+            self.sessions_adopted += adopted
+            self.log.info("sessions_adopted", count=adopted, from_node=dead, epoch=self.epoch)
 
     async def _on_push(self, conn: Connection, push: Push) -> None:
         data = push.data

@@ -50,6 +50,20 @@ class MemoryStore:
         self._sessions.setdefault(session.node_id, {})[session.call_id] = session
         return True
 
+    async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        current = self._epochs.get(from_node, 0)
+        if current != from_epoch:
+            raise StaleEpoch(from_node, from_epoch, current)
+        self._check(session.node_id, session.epoch)
+        held = self._sessions.get(from_node, {})
+        if self._claims.get(session.call_id) != from_node or session.call_id not in held:
+            return False
+        del held[session.call_id]
+        self._claims[session.call_id] = session.node_id
+        self._sessions.setdefault(session.node_id, {})[session.call_id] = session
+        return True
+
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         await trio.lowlevel.checkpoint()
         self._check(node_id, epoch)

@@ -84,6 +84,16 @@ class SessionStore(Protocol):
         """
         ...
 
+    async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
+        """Move a call's session and claim from a dead Node to ``session.node_id``.
+
+        The adopter must hold ``from_node``'s current epoch (it fenced the dead Node with
+        ``claim_epoch``), else StaleEpoch; ``session.epoch`` is fenced like put_session.
+        Moves nothing and returns False unless ``from_node`` claims the call and still
+        holds its session.
+        """
+        ...
+
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         """Forget a session (absent is fine); durable on return. Raises StaleEpoch."""
         ...

@@ -89,6 +89,22 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return {1, cur}
 """
 
+# {1, 0} when moved, {2, 0} when there was nothing to move, {0, current} when the dead
+# Node's epoch is not the adopter's, {3, current} when the adopter's own epoch is stale.
+# KEYS: from node, from sessions, claim, to node, to sessions.
+_ADOPT = """
+local from_cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if from_cur ~= tonumber(ARGV[1]) then return {0, from_cur} end
+local to_cur = tonumber(redis.call('HGET', KEYS[4], 'epoch') or '0')
+if tonumber(ARGV[2]) < to_cur then return {3, to_cur} end
+local owner = redis.call('GET', KEYS[3])
+if owner ~= ARGV[3] or redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return {2, 0} end
+redis.call('HDEL', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+return {1, 0}
+"""
+
 _DELETE = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[1]) < cur then return {0, cur} end
@@ -110,7 +126,8 @@ def _claim_key(call_id: str) -> str:
 
 
 _SHA1 = {
-    script: hashlib.sha1(script.encode()).hexdigest() for script in (_CLAIM, _PUT, _CREATE, _DELETE)
+    script: hashlib.sha1(script.encode()).hexdigest()
+    for script in (_CLAIM, _PUT, _CREATE, _ADOPT, _DELETE)
 }
 _CLAIM_TTL_MS: Final = math.ceil(CLAIM_TTL * 1000)
 
@@ -291,6 +308,32 @@ class RedisStore:
             case [0, int(current)]:
                 self._counters.stale_refusals += 1
                 raise StaleEpoch(node_id, session.epoch, current)
+        raise StoreError(f"redis at {self.location.describe()}: unexpected reply {reply!r}")
+
+    async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
+        keys = [
+            _node_key(from_node),
+            _sessions_key(from_node),
+            _claim_key(session.call_id),
+            _node_key(session.node_id),
+            _sessions_key(session.node_id),
+        ]
+        args: list[str | int] = [
+            from_epoch, session.epoch, from_node, session.node_id, session.call_id,
+            session_to_json(session), _CLAIM_TTL_MS,
+        ]  # fmt: skip
+        reply = await self._script(_ADOPT, keys, args)
+        match reply:
+            case [1, int()]:
+                return True
+            case [2, int()]:
+                return False
+            case [0, int(current)]:
+                self._counters.stale_refusals += 1
+                raise StaleEpoch(from_node, from_epoch, current)
+            case [3, int(current)]:
+                self._counters.stale_refusals += 1
+                raise StaleEpoch(session.node_id, session.epoch, current)
         raise StoreError(f"redis at {self.location.describe()}: unexpected reply {reply!r}")
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:

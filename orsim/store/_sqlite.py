@@ -153,6 +153,33 @@ def _create(conn: sqlite3.Connection, s: Session, now: float, prune: bool) -> bo
         return True
 
 
+def _adopt(
+    conn: sqlite3.Connection, s: Session, from_node: int, from_epoch: int, now: float
+) -> bool:
+    with _immediate(conn):
+        current = _epoch(conn, from_node)
+        if current != from_epoch:  # the adopter no longer holds the dead Node's epoch
+            raise StaleEpoch(from_node, from_epoch, current)
+        _fence(conn, s.node_id, s.epoch)
+        owner = conn.execute(
+            "SELECT node_id FROM claims WHERE call_id = ?", (s.call_id,)
+        ).fetchone()
+        held = conn.execute(
+            "SELECT 1 FROM sessions WHERE node_id = ? AND call_id = ?", (from_node, s.call_id)
+        ).fetchone()
+        if owner is None or owner[0] != from_node or held is None:
+            return False
+        conn.execute(
+            "DELETE FROM sessions WHERE node_id = ? AND call_id = ?", (from_node, s.call_id)
+        )
+        conn.execute(
+            "UPDATE claims SET node_id = ?, claimed_at = ? WHERE call_id = ?",
+            (s.node_id, now, s.call_id),
+        )
+        _write_session(conn, s)
+        return True
+
+
 def _delete(conn: sqlite3.Connection, node_id: int, epoch: int, call_id: str) -> None:
     with _immediate(conn):
         _fence(conn, node_id, epoch)
@@ -272,6 +299,14 @@ class SqliteStore:
         else:
             self._counters.creates_refused += 1
         return created
+
+    async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
+        wall = time.time()
+        try:
+            return await self._run(lambda c: _adopt(c, session, from_node, from_epoch, wall))
+        except StaleEpoch:
+            self._counters.stale_refusals += 1
+            raise
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         try:
