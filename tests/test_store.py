@@ -380,30 +380,53 @@ async def test_redis_claims_expire(redis_url: str, tmp_path: Path) -> None:
 
 
 async def _adoption_cases(store: SessionStore) -> None:
-    dead, live = 7, 8
+    dead, live, other = 7, 8, 9
     await store.create_session(_session("orphan", node_id=dead))
     await store.create_session(_session("routed", node_id=dead))
     await store.delete_session(dead, 0, "routed")
-    assert await store.claim_epoch(dead, 0, 1)
+    await store.create_session(_session("theirs", node_id=other))
+    await store.put_session(_session("theirs", node_id=dead))  # held, but claimed by other
+    assert await store.claim_epoch(dead, 0, 1)  # the adopter fences the dead Node
     mine = _session("orphan", node_id=live)
-    with pytest.raises(StaleEpoch):
-        await store.adopt_session(mine, dead, 0)  # the adopter must hold the dead epoch
-    assert [s.call_id for s in await store.sessions(dead)] == ["orphan"]
+
+    # Not holding the dead Node's epoch: refused, nothing changes.
+    with pytest.raises(StaleEpoch) as refused:
+        await store.adopt_session(mine, dead, 0)
+    assert (refused.value.node_id, refused.value.epoch, refused.value.current) == (dead, 0, 1)
+    assert {s.call_id for s in await store.sessions(dead)} == {"orphan", "theirs"}
+    assert await store.sessions(live) == []
+    assert not await store.create_session(_session("orphan", node_id=live))  # still dead's
+
+    # Adopting moves the session and the claim, once.
     assert await store.adopt_session(mine, dead, 1)
-    assert await store.sessions(dead) == []
+    assert [s.call_id for s in await store.sessions(dead)] == ["theirs"]
     assert await store.sessions(live) == [mine]
     assert not await store.adopt_session(mine, dead, 1)  # already moved: nothing to do
+    assert not await store.adopt_session(_session("orphan", node_id=other), dead, 1)
     assert not await store.create_session(_session("orphan", node_id=dead, epoch=1))
-    assert await store.create_session(_session("orphan", node_id=live))  # the claim moved
-    # A call routed and deleted before the Node died has nothing left to adopt.
+    assert not await store.create_session(_session("orphan", node_id=other))
+    assert await store.create_session(_session("orphan", node_id=live, state="next"))
+
+    # Nothing to adopt: routed and deleted before the Node died; claimed by another Node.
     assert not await store.adopt_session(_session("routed", node_id=live), dead, 1)
-    assert await store.claim_epoch(live, 0, 1)
-    with pytest.raises(StaleEpoch):
-        await store.adopt_session(_session("x", node_id=live, epoch=0), dead, 1)
+    assert not await store.adopt_session(_session("theirs", node_id=live), dead, 1)
+    assert {s.call_id for s in await store.sessions(live)} == {"orphan"}
+    assert [s.call_id for s in await store.sessions(dead)] == ["theirs"]
+
+    # An adopter whose own epoch is stale is refused like a stale put.
+    await store.create_session(_session("late", node_id=dead, epoch=1))
+    assert await store.claim_epoch(live, 0, 2)
+    with pytest.raises(StaleEpoch) as refused:
+        await store.adopt_session(_session("late", node_id=live, epoch=1), dead, 1)
+    assert (refused.value.node_id, refused.value.epoch, refused.value.current) == (live, 1, 2)
+    assert {s.call_id for s in await store.sessions(dead)} == {"late", "theirs"}
+    assert {s.call_id for s in await store.sessions(live)} == {"orphan"}
+    assert await store.adopt_session(_session("late", node_id=live, epoch=2), dead, 1)
 
 
 async def test_adopt_moves_a_dead_nodes_session_and_claim(store: SessionStore) -> None:
-    """A live Node holding a dead Node's epoch moves the session and its claim, once."""
+    """A live Node holding a dead Node's epoch moves the session and its claim, once;
+    a wrong or stale epoch is refused and changes nothing."""
     await _adoption_cases(store)
 
 
@@ -411,33 +434,80 @@ async def test_memory_store_adopts_like_the_others() -> None:
     """The in-process store used by simulations follows the same adoption rules."""
     from orsim.store._memory import MemoryStore
 
-    await _adoption_cases(MemoryStore())  # type: ignore[arg-type]
+    await _adoption_cases(MemoryStore())
 
 
 async def test_two_adopters_race_and_one_wins(store_url: str, tmp_path: Path) -> None:
-    """Two connections adopting the same orphan: exactly one moves it."""
+    """Two Nodes on two connections adopting the same orphan: exactly one moves it."""
     a = await open_store(store_url, tmp_path)
     b = await open_store(store_url, tmp_path)
 
     async def adopt(
-        store: SessionStore, node: int, call: str, epoch: int, results: list[bool]
+        store: SessionStore, node: int, call: str, epoch: int, won: dict[int, bool]
     ) -> None:
-        results.append(await store.adopt_session(_session(call, node_id=node), 20, epoch))
+        won[node] = await store.adopt_session(_session(call, node_id=node), 20, epoch)
 
     try:
         for round_ in range(10):
             call = f"race-{round_}"
             epoch = await a.current_epoch(20)
-            await a.create_session(_session(call, node_id=20, epoch=epoch))
+            assert await a.create_session(_session(call, node_id=20, epoch=epoch))
             assert await a.claim_epoch(20, epoch, epoch + 1)
-            results: list[bool] = []
+            won: dict[int, bool] = {}
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(adopt, a, 21, call, epoch + 1, results)
-                nursery.start_soon(adopt, b, 22, call, epoch + 1, results)
-            assert sorted(results) == [False, True]
-            owners = [n for n in (21, 22) if call in {s.call_id for s in await a.sessions(n)}]
-            assert len(owners) == 1
+                nursery.start_soon(adopt, a, 21, call, epoch + 1, won)
+                nursery.start_soon(adopt, b, 22, call, epoch + 1, won)
+            assert sorted(won.values()) == [False, True]
+            for node, moved in won.items():
+                assert (call in {s.call_id for s in await b.sessions(node)}) == moved
+                assert await b.create_session(_session(call, node_id=node)) == moved
             assert call not in {s.call_id for s in await a.sessions(20)}
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_sqlite_adoption_needs_a_live_claim(tmp_path: Path) -> None:
+    """An expired claim (not yet pruned) counts as absent, as Redis expires its key."""
+    store = await SqliteStore.open(tmp_path / "s.db")
+    try:
+        assert await store.create_session(_session("old", node_id=1))
+        assert await store.claim_epoch(1, 0, 1)
+        conn = sqlite3.connect(tmp_path / "s.db")
+        try:
+            with conn:
+                conn.execute("UPDATE claims SET claimed_at = claimed_at - ?", (CLAIM_TTL + 1,))
+        finally:
+            conn.close()
+        assert not await store.adopt_session(_session("old", node_id=2), 1, 1)
+        assert [s.call_id for s in await store.sessions(1)] == ["old"]
+    finally:
+        await store.aclose()
+
+
+async def test_redis_adoption_retry_reports_the_move(redis_url: str, tmp_path: Path) -> None:
+    """The script run twice with one token (a retry after a lost answer) reports True both
+    times; the claim moves with a fresh expiry."""
+    from orsim.store import _redis
+    from orsim.store._session import session_to_json
+
+    store = await open_store(redis_url, tmp_path)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.flushdb()
+        assert isinstance(store, RedisStore)
+        assert await store.create_session(_session("c1", node_id=1))
+        assert await store.claim_epoch(1, 0, 1)
+        moved = _session("c1", node_id=2)
+        keys = [_redis._node_key(1), _redis._sessions_key(1), _redis._claim_key("c1"),
+                _redis._node_key(2), _redis._sessions_key(2), _redis._adopt_key("c1")]  # fmt: skip
+        args: list[str | int] = [1, 0, 1, 2, "c1", session_to_json(moved), 60000, "tok"]
+        assert await store._script(_redis._ADOPT, keys, args) == [1, 0]
+        assert await store._script(_redis._ADOPT, keys, args) == [1, 0]
+        assert not await store.adopt_session(moved, 1, 1)  # another attempt: already moved
+        assert admin.get("orsim:claim:c1") == b"2"
+        assert 0 < admin.pttl("orsim:claim:c1") <= 60000
+        assert await store.sessions(2) == [moved]
+    finally:
+        admin.close()
+        await store.aclose()

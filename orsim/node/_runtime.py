@@ -101,6 +101,7 @@ class OrsNode:
     role: RoleMachine = attrs.field(init=False)
     watcher: Watcher = attrs.field(init=False)
     _dns: dict[str, str] = attrs.Factory(dict)
+    _unowned: dict[str, tuple[str, float, float]] = attrs.Factory(dict)
     _active: dict[str, trio.CancelScope] = attrs.Factory(dict)
     _handled: dict[str, None] = attrs.Factory(dict)
     _tserver: Connection | None = None
@@ -446,6 +447,27 @@ class OrsNode:
             for node_id, since in list(gone_since.items()):
                 if now - since >= grace:
                     await self._adopt_orphans(node_id, live)
+            self._take_unowned_calls(now, live)
+
+    def _take_unowned_calls(self, now: float, live: dict[int, str]) -> None:
+        """Create calls nobody created whose Assigned and Reserved Nodes have both gone.
+
+        Assignment is fixed when a call arrives; when membership later changes so that the
+        call now falls to this Node, and still no session exists after the
+        call-watching-timeout, this primary creates it (the store's claim keeps creation
+        exactly-once if another Node does the same).
+        """
+        cwt = self.call_watching_timeout_ms / 1000.0
+        for call_id, (dn, arrived, expires) in list(self._unowned.items()):
+            if expires <= now or call_id in self._handled:
+                del self._unowned[call_id]
+            elif (
+                now - arrived >= 2 * cwt and assign(call_id, live).assigned == self.settings.node_id
+            ):
+                del self._unowned[call_id]
+                if call_id not in self._active:
+                    self.log.info("unowned_call_created", call_id=call_id)
+                    self._start_call(call_id, dn)
 
     async def _adopt_orphans(self, dead: int, live: dict[int, str]) -> None:
         s = self.settings
@@ -501,6 +523,7 @@ class OrsNode:
             # Someone created the session: stop watching, but keep the call recoverable
             # (its creator may die before routing it; the store then still has it).
             self.watcher.on_session_created(str(data["call_id"]))
+            self._unowned.pop(str(data["call_id"]), None)
         elif push.topic == "handover":
             if conn.peer_app == self.settings.partner:
                 self.post(SwitchoverRequested())
@@ -661,6 +684,7 @@ class OrsNode:
             del self._handled[next(iter(self._handled))]
         self.watcher.on_session_created(call_id)
         self._dns.pop(call_id, None)
+        self._unowned.pop(call_id, None)
 
     def _on_route_request(self, data: dict[str, Any]) -> None:
         call_id = str(data["call_id"])
@@ -681,6 +705,10 @@ class OrsNode:
         elif decision.verdict is Verdict.WATCH:
             self._dns[call_id] = dn
             self._watch_changed.set()
+        else:
+            # Not ours now; remembered until someone creates its session, in case both
+            # its Assigned and its Reserved Node die before anyone does.
+            self._unowned[call_id] = (dn, now, expires if expires is not None else math.inf)
 
     async def _watch_loop(self) -> None:
         while True:

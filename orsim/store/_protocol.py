@@ -52,8 +52,8 @@ class SessionStore(Protocol):
     current epoch with :class:`StaleEpoch`. The epoch is raised only by
     :meth:`claim_epoch`, a compare-and-set, so of two contenders exactly one wins.
 
-    The CONTRACTS.md methods plus :meth:`create_session`; the SQLite and Redis stores
-    add ``count(node_id)`` and ``statistics()``.
+    The CONTRACTS.md methods plus :meth:`create_session` and :meth:`adopt_session`; the
+    SQLite and Redis stores add ``count(node_id)`` and ``statistics()``.
     """
 
     async def current_epoch(self, node_id: int) -> int:
@@ -85,12 +85,20 @@ class SessionStore(Protocol):
         ...
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
-        """Move a call's session and claim from a dead Node to ``session.node_id``.
+        """Move the call ``session.call_id`` from ``from_node`` to ``session.node_id``.
 
-        The adopter must hold ``from_node``'s current epoch (it fenced the dead Node with
-        ``claim_epoch``), else StaleEpoch; ``session.epoch`` is fenced like put_session.
-        Moves nothing and returns False unless ``from_node`` claims the call and still
-        holds its session.
+        For a live Node taking over the unfinished calls of a dead one: it first fences
+        the dead Node with ``claim_epoch(from_node, e, e + 1)``, then adopts each of its
+        sessions with ``from_epoch = e + 1``.
+
+        Atomically: require the current epoch of ``from_node`` to equal ``from_epoch``
+        (else StaleEpoch(from_node, from_epoch, current)); require ``session.epoch`` >=
+        the current epoch of ``session.node_id`` (else StaleEpoch, as put_session). Then,
+        only if the call is claimed by ``from_node`` AND a session for it exists under
+        ``from_node``: delete that session, move the claim to ``session.node_id``
+        (refreshing its claimed time), write ``session`` under ``session.node_id`` and
+        return True. Otherwise (already adopted, routed and deleted, claimed by another
+        Node, or the claim expired after :data:`CLAIM_TTL`) write nothing, return False.
         """
         ...
 

@@ -15,16 +15,18 @@ Layout per Node (the ``{node_id}`` hash tag keeps both keys in one Redis Cluster
 - ``orsim:{N}:sessions``: hash call_id -> session JSON (the session holds its epoch).
 
 and per call created with ``create_session``: ``orsim:claim:CALL_ID``, the owning Node ID,
-expiring ``CLAIM_TTL`` after it was set (it outlives the session). The claim key is in
-another Cluster slot than the Node's keys, so ``create_session`` needs a single Redis
-server (or a proxy that allows cross-slot scripts), which is what this client speaks to.
+expiring ``CLAIM_TTL`` after it was set (it outlives the session); ``adopt_session``
+moves it to the adopter (refreshing its expiry) and leaves ``orsim:adopt:CALL_ID``, the
+adoption's random token, expiring likewise. These keys are in other Cluster slots than
+the Node's keys, so ``create_session`` and ``adopt_session`` need a single Redis server
+(or a proxy that allows cross-slot scripts), which is what this client speaks to.
 
 Every check-and-write is one Lua script (EVALSHA, falling back to EVAL after a server
 restart), which Redis runs atomically. A call that fails on a broken connection is
 retried once on a fresh one, so each script is safe to run twice: put replaces, delete
 forgets, a create finds the call claim it made, and a claim carries a random token, so
 the retry of a claim that was applied (its answer lost) is recognised as won rather than
-lost to a rival.
+lost to a rival; an adoption carries a token for the same reason.
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ return {1, cur}
 
 # {1, 0} when moved, {2, 0} when there was nothing to move, {0, current} when the dead
 # Node's epoch is not the adopter's, {3, current} when the adopter's own epoch is stale.
-# KEYS: from node, from sessions, claim, to node, to sessions.
+# KEYS: from node, from sessions, claim, to node, to sessions, adoption token.
+# ARGV: from epoch, to epoch, from node, to node, call_id, session JSON, TTL ms, token.
+# The token (kept as long as the claim) makes the retry of an adoption that was applied,
+# its answer lost, report True instead of "already adopted".
 _ADOPT = """
+if redis.call('GET', KEYS[6]) == ARGV[8] then return {1, 0} end
 local from_cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if from_cur ~= tonumber(ARGV[1]) then return {0, from_cur} end
 local to_cur = tonumber(redis.call('HGET', KEYS[4], 'epoch') or '0')
@@ -102,6 +108,7 @@ if owner ~= ARGV[3] or redis.call('HEXISTS', KEYS[2], ARGV[5]) == 0 then return 
 redis.call('HDEL', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[7])
 redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+redis.call('SET', KEYS[6], ARGV[8], 'PX', ARGV[7])
 return {1, 0}
 """
 
@@ -123,6 +130,10 @@ def _sessions_key(node_id: int) -> str:
 
 def _claim_key(call_id: str) -> str:
     return f"orsim:claim:{call_id}"
+
+
+def _adopt_key(call_id: str) -> str:
+    return f"orsim:adopt:{call_id}"
 
 
 _SHA1 = {
@@ -317,10 +328,11 @@ class RedisStore:
             _claim_key(session.call_id),
             _node_key(session.node_id),
             _sessions_key(session.node_id),
+            _adopt_key(session.call_id),
         ]
         args: list[str | int] = [
             from_epoch, session.epoch, from_node, session.node_id, session.call_id,
-            session_to_json(session), _CLAIM_TTL_MS,
+            session_to_json(session), _CLAIM_TTL_MS, secrets.token_hex(8),
         ]  # fmt: skip
         reply = await self._script(_ADOPT, keys, args)
         match reply:

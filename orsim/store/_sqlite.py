@@ -161,8 +161,9 @@ def _adopt(
         if current != from_epoch:  # the adopter no longer holds the dead Node's epoch
             raise StaleEpoch(from_node, from_epoch, current)
         _fence(conn, s.node_id, s.epoch)
-        owner = conn.execute(
-            "SELECT node_id FROM claims WHERE call_id = ?", (s.call_id,)
+        owner = conn.execute(  # an expired claim counts as absent, as in create
+            "SELECT node_id FROM claims WHERE call_id = ? AND claimed_at >= ?",
+            (s.call_id, now - CLAIM_TTL),
         ).fetchone()
         held = conn.execute(
             "SELECT 1 FROM sessions WHERE node_id = ? AND call_id = ?", (from_node, s.call_id)
