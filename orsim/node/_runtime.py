@@ -70,6 +70,7 @@ from orsim.wire import (
     PushHandler,
     Request,
     RequestFailed,
+    RequestHandler,
     connect_with_retry,
     serve_app,
 )
@@ -356,59 +357,41 @@ class OrsNode:
                 pass
 
     async def _dial_peer(self, peer: PeerApp) -> None:
-        s = self.settings
-        while True:
-            conn = await connect_with_retry(
-                self.network,
-                [(peer.address, peer.port)],
-                app=s.app,
-                app_type=s.app_type,
-                timeout=math.inf,
-                what=f"peer {peer.name}",
-                addp_timeout=peer.addp_timeout,
-                addp_remote_timeout=peer.addp_timeout,
-                handler=self._handle_request,
-                on_push=self._on_push,
-            )
+        async def up(conn: Connection) -> None:
             self._outbound[peer.name] = conn
-            self.peers.link_up(peer.name)
-            self._membership_event()
-            if peer.name == self.settings.partner:
-                self._partner_news()
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(conn.serve)
-                    await conn.push("member", self._member_info())
-                    await conn.closed.wait()
-                    nursery.cancel_scope.cancel()
-            except ConnectionLost:
-                pass
-            finally:
-                await conn.aclose()
-                self._outbound.pop(peer.name, None)
-                self.peers.link_down(peer.name)
-                self._membership_event()
-                if peer.name == self.settings.partner:
-                    self._partner_news()
-                self.log.info("peer_link_closed", peer=peer.name, reason=conn.close_reason)
-            await trio.sleep(0.05)
+            self._peer_link_changed(peer.name, up=True)
+            await conn.push("member", self._member_info())
+
+        def down() -> None:
+            self._outbound.pop(peer.name, None)
+            self._peer_link_changed(peer.name, up=False)
+
+        endpoint = Endpoint(
+            peer.name, peer.address, peer.port, peer.addp_timeout, peer.addp_timeout
+        )
+        await self._server_link(
+            endpoint, "peer", up, down, on_push=self._on_push, handler=self._handle_request
+        )
+
+    def _peer_link_changed(self, app: str, *, up: bool) -> None:
+        if up:
+            self.peers.link_up(app)
+        else:
+            self.peers.link_down(app)
+        self._membership_event()
+        if app == self.settings.partner:
+            self._partner_news()
 
     async def _on_inbound(self, conn: Connection) -> None:
         if conn.peer_app in self.peers.app_nodes:
             self._inbound.setdefault(conn.peer_app, set()).add(conn)
-            self.peers.link_up(conn.peer_app)
-            self._membership_event()
-            if conn.peer_app == self.settings.partner:
-                self._partner_news()
+            self._peer_link_changed(conn.peer_app, up=True)
 
     async def _on_inbound_closed(self, conn: Connection) -> None:
         links = self._inbound.get(conn.peer_app)
         if links is not None and conn in links:
             links.discard(conn)
-            self.peers.link_down(conn.peer_app)
-            self._membership_event()
-            if conn.peer_app == self.settings.partner:
-                self._partner_news()
+            self._peer_link_changed(conn.peer_app, up=False)
 
     async def _heartbeat_loop(self) -> None:
         s = self.settings
@@ -645,6 +628,7 @@ class OrsNode:
         up: Callable[[Connection], Awaitable[None]],
         down: Callable[[], None],
         on_push: PushHandler | None = None,
+        handler: RequestHandler | None = None,
     ) -> None:
         """Keep one connection to ``server``: connect, register (``up``), reconnect when lost."""
         s = self.settings
@@ -659,6 +643,7 @@ class OrsNode:
                 addp_timeout=server.addp_timeout,
                 addp_remote_timeout=server.addp_remote_timeout,
                 on_push=on_push,
+                handler=handler,
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
