@@ -301,7 +301,18 @@ class ClusterHandle:
         answers: dict[str, dict[str, Any] | None] = {}
         ledger: dict[str, Any] | None = None
 
+        processes = {}
+        for entry in self.manifest.apps:
+            pid = pids.get(entry.app)
+            state = process_state(pid) if pid is not None and pid_alive(pid) else None
+            processes[entry.app] = process_label(state)
+
         async def ask(entry: AppEntry) -> None:
+            if processes[entry.app] == "stopped":
+                # A frozen process cannot answer: asking would only make every
+                # status (and every wait_for poll) wait out the request timeout.
+                answers[entry.app] = None
+                return
             try:
                 answer = await self._request_at(entry.host, entry.private_port, "status")
             except _UNANSWERED:
@@ -321,11 +332,6 @@ class ClusterHandle:
             for entry in self.manifest.apps:
                 nursery.start_soon(ask, entry)
             nursery.start_soon(ask_ledger)
-        processes = {}
-        for entry in self.manifest.apps:
-            pid = pids.get(entry.app)
-            state = process_state(pid) if pid is not None and pid_alive(pid) else None
-            processes[entry.app] = process_label(state)
         return cluster_status(self.manifest, answers, pids, processes, ledger)
 
     async def wait_for(
