@@ -30,8 +30,8 @@ from orsim.config._model import Application, Options
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, RouteRefused
-from orsim.tserver._params import param, str_list
 from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.wire._params import dispatch, param, str_list
 
 DEFAULT_ROUTER_TIMEOUT = 10.0
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or
@@ -313,18 +313,7 @@ class TServer:
     # -- requests ----------------------------------------------------------------
 
     async def _handle(self, conn: Connection, request: Request) -> Json:
-        method = getattr(self, f"_do_{request.method}", None)
-        if method is None:
-            raise RequestFailed(
-                "unknown_method", f"{self.app.name} has no method {request.method!r}"
-            )
-        try:
-            return await method(conn, request.params)
-        except RequestFailed:
-            raise
-        except Exception as exc:  # a bug of ours must not take the server down
-            get_logger(app=self.app.name).exception("handler_failed", method=request.method)
-            raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+        return await dispatch(self, self.app.name, conn, request)
 
     async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
         app = param(params, "app", str, conn.peer_app)

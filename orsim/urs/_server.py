@@ -18,9 +18,9 @@ import trio
 from orsim.config._model import Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
-from orsim.tserver._params import param
 from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
-from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.wire import Connection, Json, Network, Request, serve_app
+from orsim.wire._params import dispatch, param
 
 
 @attrs.frozen
@@ -119,18 +119,7 @@ class UrsServer:
             get_logger(app=self.app.name).info("client_gone", peer=conn.peer_app)
 
     async def _handle(self, conn: Connection, request: Request) -> Json:
-        method = getattr(self, f"_do_{request.method}", None)
-        if method is None:
-            raise RequestFailed(
-                "unknown_method", f"{self.app.name} has no method {request.method!r}"
-            )
-        try:
-            return await method(conn, request.params)
-        except RequestFailed:
-            raise
-        except Exception as exc:  # a bug of ours must not take the server down
-            get_logger(app=self.app.name).exception("handler_failed", method=request.method)
-            raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+        return await dispatch(self, self.app.name, conn, request)
 
     async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
         app = param(params, "app", str, conn.peer_app)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TypeVar, overload
 
-from orsim.wire import Json, RequestFailed
+from orsim.logs import get_logger
+from orsim.wire._connection import Connection, RequestFailed
+from orsim.wire._messages import Json, Request
 
 T = TypeVar("T")
 _MISSING = object()
@@ -51,3 +53,22 @@ def str_list(params: dict[str, Json], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise RequestFailed("bad_request", f"parameter {name!r} must be a list of strings")
     return list(value)
+
+
+async def dispatch(target: object, app: str, conn: Connection, request: Request) -> Json:
+    """Answer ``request`` with ``target._do_<method>(conn, params)``.
+
+    An unknown method is ``unknown_method``; an unexpected exception in a handler (a bug
+    of ours) is logged and answered ``internal``, so it never takes the server down.
+    """
+    method = getattr(target, f"_do_{request.method}", None)
+    if method is None:
+        raise RequestFailed("unknown_method", f"{app} has no method {request.method!r}")
+    try:
+        result: Json = await method(conn, request.params)
+    except RequestFailed:
+        raise
+    except Exception as exc:
+        get_logger(app=app).exception("handler_failed", method=request.method)
+        raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+    return result
