@@ -48,13 +48,6 @@ class PeerView:
     def is_live(self, app: str) -> bool:
         return self.links.get(app, 0) > 0
 
-    def known_mode(self, app: str) -> str | None:
-        """The mode ``app`` last announced, if it is live."""
-        if not self.is_live(app):
-            return None
-        info = self.info.get(app)
-        return info.mode if info else None
-
     def live_nodes(self, own_node: int) -> dict[int, str]:
         """node_id -> data center of every live Node, this one always included."""
         live = {own_node: self.nodes.get(own_node, "")}
@@ -62,10 +55,3 @@ class PeerView:
             if self.is_live(app):
                 live[node_id] = self.nodes.get(node_id, "")
         return live
-
-    def node_has_live_primary(self, node_id: int) -> bool:
-        return any(
-            self.known_mode(app) == "primary"
-            for app, nid in self.app_nodes.items()
-            if nid == node_id
-        )
