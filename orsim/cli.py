@@ -36,8 +36,16 @@ COMMAND_MODULES = (
 
 Command = Callable[[argparse.Namespace], int]
 
+#: Commands that launch a cluster: they start a fork server before their own imports.
+LAUNCHING = (("cluster", "up"), ("demo",), ("scenario", "run"))
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``orsim`` parser; ``only`` registers just that command (imports stay small).
+
+    A server process imports only its own command's modules: start-up time is mostly
+    imports, and a cluster starts many processes at once.
+    """
     parser = argparse.ArgumentParser(
         prog="orsim",
         description=(
@@ -49,9 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"orsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for _name, module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
+    for name, module in COMMAND_MODULES:
+        if only is None or name == only:
+            importlib.import_module(module).register(sub)
     return parser
+
+
+def _launches(argv: Sequence[str]) -> bool:
+    if "-h" in argv or "--help" in argv:
+        return False
+    return any(tuple(argv[: len(words)]) == words for words in LAUNCHING)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, when it names one before any option (else None)."""
+    names = {name for name, _module in COMMAND_MODULES}
+    return argv[0] if argv and argv[0] in names else None
 
 
 def error_line(command: str, exc: OrsimError) -> str:
@@ -69,8 +90,13 @@ def error_line(command: str, exc: OrsimError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if _launches(args_list):
+        from orsim.forkserver import prestart
+
+        prestart()
+    parser = build_parser(_command_in(args_list))
+    args = parser.parse_args(args_list)
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -24,13 +24,17 @@ from orsim.cluster._plan import (
     CONFSERV_APP,
     DEFAULT_CONFSERV_PORT,
     LOOPBACK,
+    TIER_CONFSERV,
     cluster_name,
     launched_apps,
     plan_apps,
     rewrite_ports,
+    start_waves,
 )
 from orsim.cluster._procs import (
     SIGNALS,
+    Child,
+    ForkServer,
     log_tail,
     pid_alive,
     process_state,
@@ -47,8 +51,10 @@ from orsim.wire import Json, Network, TcpNetwork, connected
 
 #: How long `up` waits for one process to report ready.
 READY_TIMEOUT = 30.0
-#: Interval between two readiness (or `wait_for`) polls.
+#: Interval between two `wait_for` polls.
 POLL_INTERVAL = 0.05
+#: Interval between two readiness polls of a starting process (forked ones are quick).
+READY_POLL_INTERVAL = 0.02
 #: How long a process may take to answer `status` before it counts as not answering.
 STATUS_TIMEOUT = 1.0
 #: `down`: how long processes get after SIGTERM before SIGKILL.
@@ -70,7 +76,8 @@ class ClusterHandle:
     run_dir: RunDir
     manifest: Manifest
     network: Network = attrs.Factory(TcpNetwork)
-    _procs: dict[str, trio.Process] = attrs.Factory(dict)
+    _procs: dict[str, Child] = attrs.Factory(dict)
+    _forks: ForkServer | None = None
 
     # -- creating ----------------------------------------------------------------
 
@@ -103,15 +110,25 @@ class ClusterHandle:
         if ports not in ("given", "auto"):
             raise UsageError(f"--ports must be 'given' or 'auto', not {ports!r}")
         rundir = RunDir.at(run_dir)
-        manifest = await trio.to_thread.run_sync(
-            _prepare, Path(config_path), rundir, ports, confserv_port
-        )
-        handle = cls(rundir, manifest)
+        # The fork server imports orsim on another core while the database is checked.
+        forks = ForkServer.start()
         try:
-            await handle._start_proxy(progress, ready_timeout)
-            entries = manifest.apps
-            for tier in sorted({e.tier for e in entries}):
-                wave = [e for e in entries if e.tier == tier]
+            manifest = await trio.to_thread.run_sync(
+                _prepare, Path(config_path), rundir, ports, confserv_port
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await forks.aclose()
+            raise
+        handle = cls(rundir, manifest, forks=forks)
+        try:
+            async with trio.open_nursery() as nursery:
+                # Nobody talks to the proxy before the Configuration Server is up.
+                nursery.start_soon(handle._start_proxy, progress, ready_timeout)
+                await handle._start_tier(
+                    [e for e in manifest.apps if e.tier == TIER_CONFSERV], progress, ready_timeout
+                )
+            for wave in start_waves(manifest.apps)[1:]:
                 await handle._start_tier(wave, progress, ready_timeout)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -182,17 +199,20 @@ class ClusterHandle:
 
     async def _spawn(
         self, app: str, argv: tuple[str, ...], *, env: dict[str, str], append: bool
-    ) -> trio.Process:
-        proc = await spawn(
-            argv, log_path=self.run_dir.log(app), cwd=self.run_dir.root, env=env, append=append
-        )
+    ) -> Child:
+        log_path, cwd = self.run_dir.log(app), self.run_dir.root
+        proc: Child
+        if self._forks is not None and not self._forks.closed:
+            proc = await self._forks.spawn(argv, log_path=log_path, cwd=cwd, env=env, append=append)
+        else:
+            proc = await spawn(argv, log_path=log_path, cwd=cwd, env=env, append=append)
         self._procs[app] = proc
         self.run_dir.write_pid(app, proc.pid)
         self._update(pids={**self.manifest.pids, app: proc.pid})
         return proc
 
     async def _wait_ready(
-        self, app: str, host: str, port: int, proc: trio.Process, timeout: float
+        self, app: str, host: str, port: int, proc: Child, timeout: float
     ) -> Json:
         log = self.run_dir.log(app)
         with trio.move_on_after(timeout):
@@ -209,7 +229,7 @@ class ClusterHandle:
                     answer = None
                 if isinstance(answer, dict) and answer.get("mode") not in (None, "starting"):
                     return answer
-                await trio.sleep(POLL_INTERVAL)
+                await trio.sleep(READY_POLL_INTERVAL)
         raise ClusterError(
             f"{app} was not ready within {timeout:g}s; last lines of {log}:\n{log_tail(log)}"
         )
@@ -277,7 +297,7 @@ class ClusterHandle:
     # -- observing ----------------------------------------------------------------
 
     @property
-    def children(self) -> dict[str, trio.Process]:
+    def children(self) -> dict[str, Child]:
         """The processes this handle started itself (app -> latest process)."""
         return dict(self._procs)
 
@@ -463,7 +483,13 @@ class ClusterHandle:
         for proc in self._procs.values():
             with trio.move_on_after(grace):
                 await proc.wait()
+        await self.release()
         self._update(state="down", pids={})
+
+    async def release(self) -> None:
+        """Let go of the fork server (the processes keep running); ``start`` then execs."""
+        if self._forks is not None:
+            await self._forks.aclose()
 
 
 async def stop_processes(

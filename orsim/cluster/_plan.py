@@ -1,15 +1,16 @@
 """What the launcher starts, in which order, with which arguments (pure).
 
-Start order (tiers, each started together and waited on before the next): the
-Configuration Server; the T-Servers and URSes; the primary ORS applications; their
-backups. Starting primaries before backups makes the configured primary the one that
-comes up primary, as an operator starting a Genesys pair would do.
+Start order (waves, each started together and waited on before the next): the
+Configuration Server; the T-Servers and URSes; every ORS application. The two halves of
+a Node start together: each learns of the other at once, and the role rules make the
+configured primary lead (the configured backup also waits longer before it would start
+alone), so nobody sits out a start-up probe waiting for a partner not started yet.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orsim.cluster._rundir import AppEntry
@@ -34,6 +35,14 @@ def launched_apps(db: ConfigDatabase) -> list[Application]:
     """The database's applications the launcher runs, in start order."""
     apps = [a for a in db.applications.values() if a.type in _COMMAND_BY_TYPE]
     return sorted(apps, key=lambda a: (_tier(a), a.name))
+
+
+def start_waves(entries: Sequence[AppEntry]) -> list[list[AppEntry]]:
+    """``entries`` grouped into start waves: Configuration Server, servers, ORS apps."""
+    waves: dict[int, list[AppEntry]] = {}
+    for entry in entries:
+        waves.setdefault(min(entry.tier, TIER_PRIMARIES), []).append(entry)
+    return [waves[k] for k in sorted(waves)]
 
 
 def _tier(app: Application) -> int:

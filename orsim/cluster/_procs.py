@@ -9,14 +9,21 @@ process behind it is alive and is an orsim process (pids get reused).
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import trio
+
+from orsim.errors import ClusterError
+from orsim.forkserver import command as fork_server_command
+from orsim.forkserver import take_prestarted
 
 #: How to run ``orsim`` with the same interpreter and package as the launcher.
 ORSIM_COMMAND = (sys.executable, "-m", "orsim.cli")
@@ -28,6 +35,20 @@ SIGNALS = {
     "CONT": signal.SIGCONT,
     "INT": signal.SIGINT,
 }
+
+
+class Child(Protocol):
+    """A process the launcher started: trio's ``Process`` or a ``ForkedProcess``."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 async def spawn(
@@ -111,3 +132,176 @@ def log_tail(path: Path, lines: int = 12) -> str:
             text = file.read().decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
     return ""
+
+
+# -- the fork server's client ------------------------------------------------------------
+
+
+class ForkedProcess:
+    """A process forked by a ``ForkServer``: ``pid``, ``poll()`` and ``wait()``, as trio's.
+
+    Its exit code comes from the fork server (its parent). Once the server is closed, a
+    process found gone reports ``returncode`` -1 (unknown).
+    """
+
+    def __init__(self, pid: int, server: ForkServer) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._server = server
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._server.exit_code(self.pid)
+        return self.returncode
+
+    async def wait(self) -> int:
+        while True:
+            news = self._server.news
+            if self.poll() is not None:
+                assert self.returncode is not None
+                return self.returncode
+            if self._server.closed:
+                await wait_exit(self.pid, math.inf)
+            else:
+                await news.wait()
+
+
+class ForkServer:
+    """The launcher's end of ``orsim.forkserver``: spawn processes by fork, learn exits.
+
+    A system task reads the server's pipe; whoever reads it (that task, or ``poll``)
+    sets ``news``, which waiters wait on.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdin is not None and popen.stdout is not None
+        self._popen = popen
+        self._in = popen.stdin.fileno()
+        self._out = popen.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._buffer = b""
+        self._replies: list[dict[str, object]] = []
+        self._exits: dict[int, int] = {}
+        self._lock = trio.Lock()
+        self._closed = False
+        #: Set (and replaced) whenever a reply or an exit arrives; left set once closed.
+        self.news = trio.Event()
+
+    @classmethod
+    def start(cls) -> ForkServer:
+        """Take the prestarted fork server, or start one now (call from within trio)."""
+        popen = take_prestarted() or subprocess.Popen(
+            fork_server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        server = cls(popen)
+        trio.lowlevel.spawn_system_task(server._read_loop, name="orsim fork server reader")
+        return server
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _read_loop(self) -> None:
+        while not self._closed:
+            try:
+                await trio.lowlevel.wait_readable(self._out)
+            except (trio.ClosedResourceError, OSError):
+                return
+            self._drain()
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        append: bool,
+    ) -> ForkedProcess:
+        """Fork ``orsim <argv>`` (raises ClusterError if the server cannot)."""
+        request = {
+            "argv": list(argv),
+            "log": str(log_path),
+            "cwd": str(cwd),
+            "env": dict(env),
+            "append": append,
+        }
+        async with self._lock:
+            if self._closed:
+                raise ClusterError("the fork server is closed")
+            try:
+                os.write(self._in, (json.dumps(request) + "\n").encode())
+            except OSError as exc:
+                raise ClusterError(f"the fork server is gone: {exc}") from exc
+            while True:
+                news = self.news
+                self._drain()
+                if self._replies:
+                    break
+                if self._closed:
+                    raise ClusterError("the fork server exited")
+                await news.wait()
+            reply = self._replies.pop(0)
+        if "pid" not in reply:
+            raise ClusterError(f"the fork server could not start {argv[0]}: {reply.get('error')}")
+        return ForkedProcess(int(str(reply["pid"])), self)
+
+    def exit_code(self, pid: int) -> int | None:
+        """``pid``'s exit code if it ended, else None."""
+        self._drain()
+        if pid in self._exits:
+            return self._exits[pid]
+        if self._closed and not pid_alive(pid):
+            return -1
+        return None
+
+    def _drain(self) -> None:
+        """Take in what the server wrote (it never blocks)."""
+        if self._out < 0:
+            return
+        got = False
+        while True:
+            try:
+                data = os.read(self._out, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                # The server is gone: exits from now on are learnt from /proc.
+                self._closed = True
+                break
+            self._buffer += data
+            got = True
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            message = json.loads(line)
+            if "exited" in message:
+                self._exits[int(message["exited"])] = int(message["code"])
+            else:
+                self._replies.append(message)
+        if self._closed:
+            self.news.set()
+        elif got:
+            self.news.set()
+            self.news = trio.Event()
+
+    async def aclose(self) -> None:
+        """Close the server (its children live on) and wait for it to exit."""
+        if self._out < 0:
+            return
+        self._closed = True
+        assert self._popen.stdin is not None and self._popen.stdout is not None
+        with contextlib.suppress(OSError):
+            self._popen.stdin.close()
+        with trio.move_on_after(5):
+            while self._popen.poll() is None:
+                await trio.sleep(0.01)
+        if self._popen.poll() is None:
+            self._popen.kill()
+            self._popen.wait()
+        self._drain()
+        trio.lowlevel.notify_closing(self._out)
+        self._popen.stdout.close()
+        self._out = -1
+        self.news.set()

@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from orsim.cluster._handle import ClusterHandle, read_proxy_config, stop_processes
 from orsim.cluster._handle import Progress as ProgressCallback
+from orsim.cluster._procs import Child
 from orsim.cluster._proxy import serve_proxy
 from orsim.cluster._render import format_log_line, load_line, parse_log_line, status_table
 from orsim.cluster._rundir import DEFAULT_RUN_DIR, RunDir
@@ -212,8 +213,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         took = trio.current_time() - started
         try:
             console.print(status_table(await handle.status()))
-            console.print(f"cluster up in {took:.1f}s; run dir {handle.run_dir.root}")
+            console.print(f"cluster up in {took:.2f}s; run dir {handle.run_dir.root}")
             if args.detach:
+                await handle.release()
                 return EXIT_OK
             console.print("running in the foreground; Ctrl-C stops every process")
             async with trio.open_nursery() as nursery:
@@ -230,7 +232,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_cancellable(main)
 
 
-async def _report_exit(console: Console, app: str, proc: trio.Process) -> None:
+async def _report_exit(console: Console, app: str, proc: Child) -> None:
     code = await proc.wait()
     console.print(
         f"[bold red]{app} exited with code {code}[/] (restart: orsim cluster start {app})"

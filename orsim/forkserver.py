@@ -1,0 +1,209 @@
+"""A fork server: one preloaded Python process that forks cluster processes on request.
+
+Starting a Python process that imports trio, attrs, structlog and orsim costs about
+0.6 s of CPU on this kind of machine, and a cluster of 4 Nodes is 12 processes. The
+launcher therefore starts one fork server, which imports every server module once, and
+asks it for each process. A fork takes milliseconds, and every child is still a real OS
+process: its own pid, session, log file and sockets, killed and stopped like any other.
+
+Protocol, one JSON object per line over the server's stdin and stdout:
+
+- request: ``{"argv": [...], "log": PATH, "cwd": PATH, "env": {...}, "append": BOOL}``
+  asks for ``orsim <argv>``; the reply is ``{"pid": N}`` or ``{"error": "..."}``,
+  in request order;
+- event: ``{"exited": N, "code": C}`` when child N ends (C as ``subprocess``
+  returncodes: the exit status, or minus the signal number).
+
+The server ignores SIGINT (the launcher decides when to stop) and exits when its stdin
+closes; its children live on, each in its own session. This module imports only the
+standard library, so the launcher can start the server before its own imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+#: What the server imports before forking: every command a launcher starts.
+PRELOAD = (
+    "orsim.cli",
+    "orsim.confserv.cli",
+    "orsim.tserver.cli",
+    "orsim.urs.cli",
+    "orsim.node.cli",
+    "orsim.cluster.cli",
+)
+
+_prestarted: subprocess.Popen[bytes] | None = None
+
+
+def command() -> list[str]:
+    """The command line that runs a fork server with this interpreter."""
+    return [sys.executable, "-m", "orsim.forkserver"]
+
+
+def prestart() -> None:
+    """Start a fork server now, for the launcher to take later (see ``take_prestarted``).
+
+    Called first thing by commands that launch a cluster, so the server's imports run on
+    another core while the launcher imports its own modules and validates the database.
+    """
+    global _prestarted
+    if _prestarted is None:
+        _prestarted = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def take_prestarted() -> subprocess.Popen[bytes] | None:
+    """The prestarted fork server, if any (each is handed out once)."""
+    global _prestarted
+    server, _prestarted = _prestarted, None
+    return server
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+def serve(preload: Sequence[str] = PRELOAD) -> int:
+    """Run the fork server on stdin/stdout until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    # Stray prints (from an imported module, say) must not corrupt the protocol.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    for module in preload:
+        importlib.import_module(module)
+    with contextlib.suppress(ImportError):
+        importlib.import_module("setproctitle")
+    # Objects that exist now are shared with every child; keep the collector off them so
+    # their pages stay shared instead of being copied on first write.
+    gc.freeze()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    pending = b""
+    try:
+        while True:
+            for key, _mask in selector.select():
+                if key.fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 4096)
+                    continue
+                data = os.read(0, 65536)
+                if not data:
+                    return 0
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    _write(replies, _handle(line))
+            _reap(replies)
+    except BrokenPipeError:
+        return 0
+
+
+def _write(stream: IO[str], message: Mapping[str, Any]) -> None:
+    stream.write(json.dumps(message) + "\n")
+
+
+def _reap(replies: IO[str]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _write(replies, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _handle(line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        argv = [str(a) for a in request["argv"]]
+        log, cwd = str(request["log"]), str(request["cwd"])
+        env = {str(k): str(v) for k, v in dict(request.get("env") or {}).items()}
+        append = bool(request.get("append", False))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return {"error": f"bad request: {exc}"}
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        return {"error": f"fork failed: {exc}"}
+    if pid == 0:
+        _child(argv, log, cwd, env, append)
+    return {"pid": pid}
+
+
+def _child(argv: list[str], log: str, cwd: str, env: dict[str, str], append: bool) -> None:
+    """Become ``orsim <argv>``; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        out = os.open(log, flags, 0o644)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.close(stdin)
+        _close_inherited_fds()
+        os.chdir(cwd)
+        os.environ.update(env)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's stdout
+        sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
+        _set_title(["orsim", *argv])
+        sys.argv = ["orsim", *argv]
+        from orsim.cli import main
+
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _close_inherited_fds() -> None:
+    """Close every fd above stderr: the protocol pipes and the selector are the server's."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _set_title(argv: list[str]) -> None:
+    """Make ``ps`` show ``orsim node -app ORS_1 ...`` rather than the fork server."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(" ".join(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

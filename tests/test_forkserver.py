@@ -1,0 +1,96 @@
+"""The fork server: children are real processes with their own session, log and exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import trio
+from helpers import free_ports
+
+from orsim.cluster._procs import ForkServer, pid_alive, wait_exit
+from orsim.forkserver import command
+from orsim.wire import TcpNetwork, connected
+
+DEMO = Path(__file__).resolve().parent.parent / "scenarios" / "topologies" / "demo.yaml"
+
+
+async def test_children_exit_codes_logs_and_signals(tmp_path: Path) -> None:
+    server = ForkServer.start()
+    try:
+        version = await server.spawn(
+            ["--version"], log_path=tmp_path / "v.log", cwd=tmp_path, env={}, append=False
+        )
+        usage = await server.spawn(
+            ["node"], log_path=tmp_path / "u.log", cwd=tmp_path, env={}, append=False
+        )
+        with trio.fail_after(30):
+            assert await version.wait() == 0
+            assert await usage.wait() == 2
+        assert "orsim" in (tmp_path / "v.log").read_text()
+        assert "-host" in (tmp_path / "u.log").read_text()
+
+        (port,) = free_ports(1)
+        confserv = await server.spawn(
+            ["confserv", str(DEMO), "--port", str(port), "--state", str(tmp_path / "state")],
+            log_path=tmp_path / "c.log",
+            cwd=tmp_path,
+            env={},
+            append=False,
+        )
+        with trio.fail_after(30):
+            while True:
+                try:
+                    async with connected(TcpNetwork(), "127.0.0.1", port, app="t", app_type="T"):
+                        break
+                except OSError:
+                    await trio.sleep(0.05)
+        # A real process of its own: own session and orsim's title. (The environment it was
+        # given is exercised by every cluster test: nodes listen where ORSIM_LISTEN_PORT says.)
+        assert os.getsid(confserv.pid) == confserv.pid
+        assert b"orsim confserv" in Path(f"/proc/{confserv.pid}/cmdline").read_bytes()  # noqa: ASYNC240
+        assert confserv.poll() is None
+        os.kill(confserv.pid, signal.SIGKILL)
+        with trio.fail_after(30):
+            assert await confserv.wait() == -signal.SIGKILL
+    finally:
+        await server.aclose()
+
+
+async def test_children_outlive_a_closed_server(tmp_path: Path) -> None:
+    server = ForkServer.start()
+    (port,) = free_ports(1)
+    child = await server.spawn(
+        ["confserv", str(DEMO), "--port", str(port), "--state", str(tmp_path / "state")],
+        log_path=tmp_path / "c.log",
+        cwd=tmp_path,
+        env={},
+        append=False,
+    )
+    await server.aclose()
+    try:
+        assert pid_alive(child.pid)
+        assert child.poll() is None
+        os.kill(child.pid, signal.SIGTERM)
+        assert await wait_exit(child.pid, 30)
+        with trio.fail_after(30):
+            assert await child.wait() == -1  # unknown once the server is gone
+    finally:
+        if pid_alive(child.pid):
+            os.kill(child.pid, signal.SIGKILL)
+
+
+def test_bad_requests_get_an_error_reply_and_the_server_goes_on() -> None:
+    proc = subprocess.run(
+        [*command()],
+        input=b'not json\n{"argv": 5}\n{"argv": ["--version"], "log": "/dev/null", "cwd": "/"}\n',
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    lines = proc.stdout.decode().splitlines()
+    assert "bad request" in lines[0]
+    assert "bad request" in lines[1]
+    assert '"pid"' in lines[2]
