@@ -8,6 +8,7 @@ process behind it is alive and is an orsim process (pids get reused).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -166,6 +167,14 @@ class ForkedProcess:
                 await news.wait()
 
 
+class _ReplySlot:
+    """Where the answer to one spawn request lands (None: the server went away)."""
+
+    def __init__(self) -> None:
+        self.ready = trio.Event()
+        self.reply: dict[str, object] | None = None
+
+
 class ForkServer:
     """The launcher's end of ``orsim.forkserver``: spawn processes by fork, learn exits.
 
@@ -180,9 +189,8 @@ class ForkServer:
         self._out = popen.stdout.fileno()
         os.set_blocking(self._out, False)
         self._buffer = b""
-        self._replies: list[dict[str, object]] = []
+        self._waiting: collections.deque[_ReplySlot] = collections.deque()
         self._exits: dict[int, int] = {}
-        self._lock = trio.Lock()
         self._closed = False
         #: Set (and replaced) whenever a reply or an exit arrives; left set once closed.
         self.news = trio.Event()
@@ -218,7 +226,11 @@ class ForkServer:
         env: Mapping[str, str],
         append: bool,
     ) -> ForkedProcess:
-        """Fork ``orsim <argv>`` (raises ClusterError if the server cannot)."""
+        """Fork ``orsim <argv>`` (raises ClusterError if the server cannot).
+
+        Requests are pipelined: the server answers in order, so many spawns started
+        together cost one round trip, not one each.
+        """
         request = {
             "argv": list(argv),
             "log": str(log_path),
@@ -226,22 +238,18 @@ class ForkServer:
             "env": dict(env),
             "append": append,
         }
-        async with self._lock:
-            if self._closed:
-                raise ClusterError("the fork server is closed")
-            try:
-                os.write(self._in, (json.dumps(request) + "\n").encode())
-            except OSError as exc:
-                raise ClusterError(f"the fork server is gone: {exc}") from exc
-            while True:
-                news = self.news
-                self._drain()
-                if self._replies:
-                    break
-                if self._closed:
-                    raise ClusterError("the fork server exited")
-                await news.wait()
-            reply = self._replies.pop(0)
+        if self._closed:
+            raise ClusterError("the fork server is closed")
+        try:
+            os.write(self._in, (json.dumps(request) + "\n").encode())
+        except OSError as exc:
+            raise ClusterError(f"the fork server is gone: {exc}") from exc
+        slot = _ReplySlot()
+        self._waiting.append(slot)
+        await slot.ready.wait()
+        reply = slot.reply
+        if reply is None:
+            raise ClusterError("the fork server exited")
         if "pid" not in reply:
             raise ClusterError(f"the fork server could not start {argv[0]}: {reply.get('error')}")
         return ForkedProcess(int(str(reply["pid"])), self)
@@ -278,9 +286,13 @@ class ForkServer:
             message = json.loads(line)
             if "exited" in message:
                 self._exits[int(message["exited"])] = int(message["code"])
-            else:
-                self._replies.append(message)
+            elif self._waiting:
+                slot = self._waiting.popleft()
+                slot.reply = message
+                slot.ready.set()
         if self._closed:
+            while self._waiting:
+                self._waiting.popleft().ready.set()
             self.news.set()
         elif got:
             self.news.set()
@@ -304,4 +316,6 @@ class ForkServer:
         trio.lowlevel.notify_closing(self._out)
         self._popen.stdout.close()
         self._out = -1
+        while self._waiting:
+            self._waiting.popleft().ready.set()
         self.news.set()

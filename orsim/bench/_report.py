@@ -1,0 +1,261 @@
+"""The suite's one table (with the issue's targets) and its JSON record (pure, but for
+:func:`write_results` and :func:`git_commit`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from orsim.bench._stats import Row, median_rows
+
+#: Targets on the reference 2-core machine (reported, never asserted).
+LAUNCH_TARGET_NODES = 4
+LAUNCH_TARGET_S = 1.5
+KILL_TARGET_MS = 50.0
+STOP_MARGIN_MS = 100.0
+THROUGHPUT_TARGET = 1500.0
+P99_TARGET_MS = 20.0
+
+#: How each section's runs are grouped for the medians.
+MEDIAN_KEYS: dict[str, tuple[str, ...]] = {
+    "launch": ("nodes",),
+    "failover": ("fault", "addp_s"),
+    "throughput": (),
+    "memory": ("phase",),
+    "scale": ("nodes",),
+}
+HEADER = ("section", "measure", "median", "target", "met")
+
+
+@attrs.frozen
+class TableRow:
+    section: str
+    measure: str
+    median: str
+    target: str = ""
+    met: str = ""
+
+    def cells(self) -> tuple[str, str, str, str, str]:
+        return (self.section, self.measure, self.median, self.target, self.met)
+
+
+def medians(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[Row]]:
+    """Each section's runs reduced to medians (runs that failed are left out)."""
+    return {
+        name: median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get(name, ()))
+        for name, runs in sections.items()
+    }
+
+
+def _num(value: Any, spec: str = ".0f", unit: str = "") -> str:
+    return "?" if value is None else f"{value:{spec}}{unit}"
+
+
+def _met(value: Any, check: Callable[[Any], bool]) -> str:
+    if value is None:
+        return "?"
+    return "yes" if check(value) else "NO"
+
+
+def _launch_rows(rows: Sequence[Row]) -> list[TableRow]:
+    out = []
+    for r in rows:
+        target, met = "", ""
+        if r["nodes"] == LAUNCH_TARGET_NODES:
+            target = f"< {LAUNCH_TARGET_S:g} s"
+            met = _met(r.get("launch_s"), lambda v: v < LAUNCH_TARGET_S)
+        text = (
+            f"{_num(r.get('launch_s'), '.2f', ' s')} (floor {_num(r.get('floor_s'), '.2f', ' s')}"
+            f" for {_num(r.get('processes'), '.0f')} procs, x{_num(r.get('ratio'), '.1f')})"
+        )
+        out.append(TableRow("launch", f"{r['nodes']} Node(s) ready", text, target, met))
+    return out
+
+
+def _failover_rows(rows: Sequence[Row]) -> list[TableRow]:
+    out = []
+    for r in rows:
+        fault, addp = r["fault"], r["addp_s"]
+        gap = r.get("gap_ms")
+        if fault == "KILL":
+            measure = f"SIGKILL gap, addp {addp:g} s"
+            target, met = f"< {KILL_TARGET_MS:g} ms", _met(gap, lambda v: v < KILL_TARGET_MS)
+        elif fault == "STOP":
+            limit = addp * 1000 + STOP_MARGIN_MS
+            measure = f"SIGSTOP gap, addp {addp:g} s"
+            target = f"< {limit:g} ms"
+            met = "?" if gap is None else ("yes" if gap < limit else "NO")
+        else:
+            measure = "switchover gap"
+            target, met = "lost = 0", _met(r.get("lost"), lambda v: v == 0)
+        text = (
+            f"{_num(gap, '.0f', ' ms')} (primary after {_num(r.get('backup_primary_ms'))} ms;"
+            f" lost {_num(r.get('lost'))}, dup {_num(r.get('duplicates'))})"
+        )
+        out.append(TableRow("failover", measure, text, target, met))
+    return out
+
+
+def _latency(r: Row, prefix: str = "") -> str:
+    p50, p99 = r.get(prefix + "p50_ms"), r.get(prefix + "p99_ms")
+    return f"p50 {_num(p50, '.1f')} / p99 {_num(p99, '.1f')} ms"
+
+
+def _throughput_rows(rows: Sequence[Row]) -> list[TableRow]:
+    out = []
+    for r in rows:
+        sustained = r.get("sustained_calls_per_s")
+        out.append(TableRow(
+            "throughput", "2 Nodes, saturation",
+            f"{_num(r.get('calls_per_s'), '.0f', ' calls/s')}, {_latency(r)}",
+        ))  # fmt: skip
+        out.append(TableRow(
+            "throughput", f"2 Nodes, best with p99 < {P99_TARGET_MS:g} ms",
+            f"{_num(sustained, '.0f', ' calls/s')} (offered {_num(r.get('sustained_offered'))}/s),"
+            f" {_latency(r, 'sustained_')}",
+            f">= {THROUGHPUT_TARGET:g}/s, p99 < {P99_TARGET_MS:g} ms",
+            _met(sustained, lambda v: v >= THROUGHPUT_TARGET),
+        ))  # fmt: skip
+        out.append(TableRow(
+            "throughput", "vs raw loopback framing",
+            f"raw {_num(r.get('raw_frames_per_s'), '.0f', ' frames/s')}; "
+            f"{_num(r.get('frames_per_call'), '.1f')} frames/call; "
+            f"ratio {_num(r.get('ratio'), '.2f')}",
+        ))  # fmt: skip
+    return out
+
+
+def _memory_rows(rows: Sequence[Row]) -> list[TableRow]:
+    return [
+        TableRow(
+            "memory",
+            f"ORS process, {r['phase']}",
+            f"peak RSS {_num(r.get('peak_rss_mb_median'))}/{_num(r.get('peak_rss_mb_max'))} MB,"
+            f" PSS {_num(r.get('pss_mb_median'))}/{_num(r.get('pss_mb_max'))} MB"
+            f" (median/max of {_num(r.get('processes'))})",
+        )
+        for r in rows
+    ]
+
+
+def _scale_rows(rows: Sequence[Row]) -> list[TableRow]:
+    out = []
+    for r in rows:
+        ready = _num(r.get("launch_s"), ".2f", " s")
+        out.append(TableRow("scale", f"{r['nodes']} Nodes ready", ready))
+        out.append(TableRow(
+            "scale", f"{r['nodes']} Nodes, saturation",
+            f"{_num(r.get('calls_per_s'), '.0f', ' calls/s')}, {_latency(r)}",
+        ))  # fmt: skip
+    return out
+
+
+_SECTION_ROWS: dict[str, Callable[[Sequence[Row]], list[TableRow]]] = {
+    "launch": _launch_rows,
+    "failover": _failover_rows,
+    "throughput": _throughput_rows,
+    "memory": _memory_rows,
+    "scale": _scale_rows,
+}
+
+
+def failures(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[str]]:
+    """Each section's failed runs' errors."""
+    return {name: [r["error"] for r in runs if "error" in r] for name, runs in sections.items()}
+
+
+def table_rows(
+    section_medians: Mapping[str, Sequence[Row]],
+    errors: Mapping[str, Sequence[str]] | None = None,
+) -> list[TableRow]:
+    """The table's rows, section by section, in the suite's order; a section with failed
+    runs gets a row saying how many failed and the first error."""
+    rows: list[TableRow] = []
+    for name, build in _SECTION_ROWS.items():
+        if name in section_medians:
+            rows.extend(build(section_medians[name]))
+        failed = (errors or {}).get(name)
+        if failed:
+            rows.append(TableRow(name, f"{len(failed)} run(s) FAILED", failed[0][:80]))
+    return rows
+
+
+def render_table(rows: Sequence[TableRow]) -> str:
+    """Plain aligned text, one line per row under a header."""
+    lines = [HEADER, *(r.cells() for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                for line in lines]  # fmt: skip
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(rendered)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every inf/NaN float replaced by None (strict JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+def results_document(
+    sections: Mapping[str, Sequence[Row]],
+    *,
+    now: datetime,
+    cores: int | None,
+    python: str,
+    commit: str | None,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The JSON record of one suite run: machine, per-run raw numbers and medians."""
+    section_medians = medians(sections)
+    table = table_rows(section_medians, failures(sections))
+    document: dict[str, Any] = finite({
+        "date": now.isoformat(timespec="seconds"),
+        "cores": cores,
+        "python": python,
+        "platform": platform.platform(),
+        "commit": commit,
+        "options": dict(options),
+        "sections": {
+            name: {"runs": list(runs), "median": section_medians[name]}
+            for name, runs in sections.items()
+        },
+        "table": [dict(zip(HEADER, r.cells(), strict=True)) for r in table],
+    })  # fmt: skip
+    return document
+
+
+def write_results(document: Mapping[str, Any], directory: Path, now: datetime) -> Path:
+    """Write ``document`` to ``directory/<date>-<time>.json``; returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{now:%Y-%m-%d-%H%M%S}.json"
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The checkout's HEAD commit (with ``+dirty`` if it has changes); None without git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+dirty" if dirty else head

@@ -1,0 +1,66 @@
+"""Medians, percentiles and ratios over benchmark runs (pure)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that are not None (None if there are none)."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The ``q``-th percentile (nearest rank) of ``values``; None if empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, None when either is missing or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def median_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Row]:
+    """Group ``rows`` by their ``keys`` values and take the median of every numeric field.
+
+    Non-numeric fields other than the keys are dropped; a field that is None in some runs
+    takes the median of the runs that have it. Groups keep their first-seen order, and
+    each result row says how many runs it summarises (``runs``).
+    """
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    result: list[Row] = []
+    for key, members in groups.items():
+        out: Row = dict(zip(keys, key, strict=True))
+        fields = [f for f in _field_order(members) if f not in keys]
+        for field in fields:
+            values = [m.get(field) for m in members]
+            if all(v is None or is_number(v) for v in values):
+                out[field] = median(values)
+        out["runs"] = len(members)
+        result.append(out)
+    return result
+
+
+def _field_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)

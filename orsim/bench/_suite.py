@@ -1,0 +1,195 @@
+"""Which measurements a suite run makes (pure) and running them (trio)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from orsim.bench._cluster import cluster_up, ors_apps
+from orsim.bench._failover import measure_failover
+from orsim.bench._launch import launched, measure_launch
+from orsim.bench._memory import MemoryProbe
+from orsim.bench._progress import say
+from orsim.bench._raw import measure_raw
+from orsim.bench._stats import Row, ratio
+from orsim.bench._throughput import frames_ratio, summarize_sweep, sweep
+from orsim.bench._topology import write_topology
+from orsim.cluster import ClusterHandle
+
+SECTIONS = ("launch", "failover", "throughput", "memory", "scale")
+THROUGHPUT_NODES = 2
+
+
+@attrs.frozen
+class Plan:
+    """What one suite run measures."""
+
+    runs: int = 3
+    launch_nodes: tuple[int, ...] = (1, 2, 4, 8)
+    failovers: tuple[tuple[str, float], ...] = (
+        ("KILL", 1.0), ("KILL", 3.0), ("STOP", 1.0), ("STOP", 3.0), ("switchover", 1.0),
+    )  # fmt: skip
+    rates: tuple[float, ...] = (500, 1000, 1500, 2000, 3000)
+    #: Offered when only memory (not throughput) is asked for.
+    memory_rates: tuple[float, ...] = (500,)
+    step_s: float = 3.0
+    raw_requests: int = 50_000
+    scale_nodes: int = 16
+    scale_rates: tuple[float, ...] = (500, 1000, 1500, 2000, 3000)
+
+
+def make_plan(quick: bool = False, runs: int = 3) -> Plan:
+    """The full plan, or with ``quick`` one run of fewer sizes and rates."""
+    if not quick:
+        return Plan(runs=runs)
+    return Plan(
+        runs=1,
+        launch_nodes=(1, 4),
+        failovers=(("KILL", 1.0), ("STOP", 1.0), ("switchover", 1.0)),
+        rates=(500, 1500),
+        step_s=2.0,
+        raw_requests=20_000,
+        scale_rates=(1000,),
+    )
+
+
+def parse_only(text: str | None) -> tuple[str, ...]:
+    """``--only a,b`` as section names (all sections for None); ValueError if unknown."""
+    if not text:
+        return SECTIONS
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        known = ", ".join(SECTIONS)
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; pick from {known}")
+    return tuple(n for n in SECTIONS if n in names)
+
+
+async def _attempt(what: str, base: Row, measure: Callable[[], Awaitable[Row]]) -> Row:
+    say(what)
+    try:
+        return await measure()
+    except Exception as exc:  # one failed run must not cost the whole suite
+        say(f"  FAILED: {type(exc).__name__}: {exc}")
+        return {**base, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def launch_section(plan: Plan) -> list[Row]:
+    rows = []
+    for run in range(1, plan.runs + 1):
+        for nodes in plan.launch_nodes:
+            row = await _attempt(
+                f"launch: {nodes} Node(s), run {run}/{plan.runs}",
+                {"nodes": nodes},
+                partial(measure_launch, nodes),
+            )
+            row["ratio"] = ratio(row.get("launch_s"), row.get("floor_s"))
+            say(f"  ready in {_s(row.get('launch_s'))}, floor {_s(row.get('floor_s'))}")
+            rows.append(row)
+    return rows
+
+
+async def failover_section(plan: Plan) -> list[Row]:
+    rows = []
+    for run in range(1, plan.runs + 1):
+        for fault, addp in plan.failovers:
+            row = await _attempt(
+                f"failover: {fault} of ORS_1, addp {addp:g} s, run {run}/{plan.runs}",
+                {"fault": fault, "addp_s": addp},
+                partial(measure_failover, fault, addp),
+            )
+            if "error" not in row:
+                say(f"  gap {_ms(row['gap_ms'])}, backup primary after "
+                    f"{_ms(row['backup_primary_ms'])}, lost {row['lost']}")  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+async def _throughput_once(plan: Plan, full_sweep: bool, memory: list[Row]) -> Row:
+    with tempfile.TemporaryDirectory(prefix="orsim-bench-") as tmp:
+        config = write_topology(Path(tmp), THROUGHPUT_NODES)
+        async with cluster_up(config) as handle:
+            ors = set(ors_apps(handle))
+            probe = MemoryProbe({a: p for a, p in handle.pids().items() if a in ors})
+            probe.sample("idle")
+            rates = plan.rates if full_sweep else plan.memory_rates
+            steps = await sweep(handle, rates, plan.step_s, probe)
+    memory.extend(probe.rows())
+    row: Row = {"nodes": THROUGHPUT_NODES, **summarize_sweep(steps)}
+    if full_sweep:
+        say(f"  raw loopback framing, {plan.raw_requests} requests")
+        raw = (await measure_raw(plan.raw_requests)).frames_per_s
+        say(f"  raw {raw:.0f} frames/s")
+        row["raw_frames_per_s"] = raw
+        row["ratio"] = frames_ratio(row["frames_per_call"], row["calls_per_s"], raw)
+    row["steps"] = steps
+    return row
+
+
+async def throughput_section(plan: Plan, with_sweep: bool) -> tuple[list[Row], list[Row]]:
+    """Throughput runs and the memory rows sampled in the same clusters."""
+    rows: list[Row] = []
+    memory: list[Row] = []
+    for run in range(1, plan.runs + 1):
+        title = "throughput + memory" if with_sweep else "memory"
+        row = await _attempt(
+            f"{title}: {THROUGHPUT_NODES} Nodes, run {run}/{plan.runs}",
+            {"nodes": THROUGHPUT_NODES},
+            partial(_throughput_once, plan, with_sweep, memory),
+        )
+        rows.append(row)
+    return rows, memory
+
+
+async def _scale_once(plan: Plan) -> Row:
+    with tempfile.TemporaryDirectory(prefix="orsim-bench-") as tmp:
+        config = write_topology(Path(tmp), plan.scale_nodes)
+        run_dir = Path(tmp) / "run"
+        async with launched(config, run_dir) as took:
+            say(f"  ready in {took:.2f} s")
+            steps = await sweep(ClusterHandle.attach(run_dir), plan.scale_rates, plan.step_s)
+    return {"nodes": plan.scale_nodes, "launch_s": took, **summarize_sweep(steps), "steps": steps}
+
+
+async def scale_section(plan: Plan) -> list[Row]:
+    rows = []
+    for run in range(1, plan.runs + 1):
+        rows.append(
+            await _attempt(
+                f"scale: {plan.scale_nodes} Nodes, run {run}/{plan.runs}",
+                {"nodes": plan.scale_nodes},
+                partial(_scale_once, plan),
+            )
+        )
+    return rows
+
+
+async def run_suite(plan: Plan, only: Sequence[str]) -> dict[str, list[Row]]:
+    """Every selected section's per-run rows."""
+    sections: dict[str, list[Row]] = {}
+    if "launch" in only:
+        sections["launch"] = await launch_section(plan)
+    if "failover" in only:
+        sections["failover"] = await failover_section(plan)
+    if "throughput" in only or "memory" in only:
+        throughput, memory = await throughput_section(plan, "throughput" in only)
+        if "throughput" in only:
+            sections["throughput"] = throughput
+        if "memory" in only:
+            sections["memory"] = memory
+    if "scale" in only:
+        sections["scale"] = await scale_section(plan)
+    return sections
+
+
+def _s(value: Any) -> str:
+    return "?" if value is None else f"{value:.2f} s"
+
+
+def _ms(value: Any) -> str:
+    return "?" if value is None else f"{value:.0f} ms"

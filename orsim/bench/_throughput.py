@@ -1,0 +1,133 @@
+"""Throughput: calls per second routed end to end, over a sweep of offered rates.
+
+Each step offers a rate for a few seconds; routed/s is the ledger's routed count over
+the step, latency the ledger records' ``routed_at - created_at`` of the step's calls
+(both T-Server clock). Frames per call come from the call-path processes' ``status``
+``frames_sent`` counters (None while they do not report them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+
+from orsim.bench._cluster import frames_sent, ledger_records, wait_drained
+from orsim.bench._memory import MemoryProbe
+from orsim.bench._progress import say
+from orsim.bench._stats import percentile, ratio
+from orsim.cluster import ClusterHandle
+
+#: The latency target the sustained rate must meet.
+P99_LIMIT_MS = 20.0
+#: A step keeps up when it routes at least this share of the offered rate...
+KEEPS_UP = 0.95
+#: ...and the sweep stops after a step routing less than this share (saturated).
+SATURATED = 0.8
+
+
+def step_latencies(records: Sequence[Mapping[str, Any]]) -> tuple[list[float], int]:
+    """Latencies (ms) of the routed records, and how many records were lost."""
+    latencies = [
+        (r["routed_at"] - r["created_at"]) * 1000.0
+        for r in records
+        if r.get("routed_at") is not None
+    ]
+    lost = sum(1 for r in records if r.get("state") == "lost")
+    return latencies, lost
+
+
+def summarize_sweep(steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Saturation (the step routing the most calls/s) and the highest offered rate that
+    keeps up with p99 below the target, from a sweep's step rows."""
+    saturation = max(steps, key=lambda s: s["calls_per_s"], default=None)
+    sustained = [
+        s
+        for s in steps
+        if s["p99_ms"] is not None
+        and s["p99_ms"] < P99_LIMIT_MS
+        and s["lost"] == 0
+        and s["calls_per_s"] >= KEEPS_UP * s["offered"]
+    ]
+    best = max(sustained, key=lambda s: s["offered"], default=None)
+    return {
+        "calls_per_s": saturation["calls_per_s"] if saturation else None,
+        "p50_ms": saturation["p50_ms"] if saturation else None,
+        "p99_ms": saturation["p99_ms"] if saturation else None,
+        "frames_per_call": saturation["frames_per_call"] if saturation else None,
+        "sustained_offered": best["offered"] if best else None,
+        "sustained_calls_per_s": best["calls_per_s"] if best else None,
+        "sustained_p50_ms": best["p50_ms"] if best else None,
+        "sustained_p99_ms": best["p99_ms"] if best else None,
+    }
+
+
+def frames_ratio(
+    frames_per_call: float | None, calls_per_s: float | None, raw_frames_per_s: float | None
+) -> float | None:
+    """Share of the raw loopback frame rate the cluster's call path uses at saturation."""
+    if frames_per_call is None or calls_per_s is None:
+        return None
+    return ratio(frames_per_call * calls_per_s, raw_frames_per_s)
+
+
+async def run_step(
+    handle: ClusterHandle, rate: float, seconds: float, probe: MemoryProbe | None = None
+) -> dict[str, Any]:
+    """Offer ``rate`` calls/s for ``seconds``; one step row."""
+    before = await handle.ledger()
+    frames_before = await frames_sent(handle)
+    start = time.perf_counter()
+    await handle.load(rate, duration=seconds)
+    await trio.sleep(seconds / 2)
+    if probe is not None:
+        probe.sample("load")
+    await trio.sleep(seconds / 2)
+    after = await handle.ledger()
+    frames_after = await frames_sent(handle)
+    elapsed = time.perf_counter() - start
+    if probe is not None:
+        probe.sample("load")
+    await handle.stop_load()
+    await wait_drained(handle)
+    records = await ledger_records(handle, before["created"])
+    latencies, lost = step_latencies(records)
+    routed = after["routed"] - before["routed"]
+    frames = None if frames_before is None or frames_after is None else frames_after - frames_before
+    return {
+        "offered": rate,
+        "seconds": elapsed,
+        "calls": len(records),
+        "routed": routed,
+        "calls_per_s": routed / elapsed,
+        "lost": lost,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "frames_per_call": ratio(frames, routed),
+    }
+
+
+async def sweep(
+    handle: ClusterHandle,
+    rates: Sequence[float],
+    seconds: float,
+    probe: MemoryProbe | None = None,
+) -> list[dict[str, Any]]:
+    """Step through ``rates`` (ascending) until the cluster saturates."""
+    steps = []
+    for rate in sorted(rates):
+        step = await run_step(handle, rate, seconds, probe)
+        say(
+            f"  offered {rate:g}/s: routed {step['calls_per_s']:.0f}/s, "
+            f"p50 {_ms(step['p50_ms'])}, p99 {_ms(step['p99_ms'])}, lost {step['lost']}"
+        )
+        steps.append(step)
+        if step["calls_per_s"] < SATURATED * rate:
+            break
+    return steps
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"

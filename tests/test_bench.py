@@ -1,0 +1,245 @@
+"""The benchmark suite's pure parts and its raw loopback benchmark (speed never asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orsim.bench._failover import first_routed_by, gap_ms
+from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memory, summarize
+from orsim.bench._raw import measure_raw
+from orsim.bench._report import (
+    failures,
+    medians,
+    render_table,
+    results_document,
+    table_rows,
+    write_results,
+)
+from orsim.bench._stats import median, median_rows, percentile, ratio
+from orsim.bench._suite import SECTIONS, make_plan, parse_only
+from orsim.bench._throughput import frames_ratio, step_latencies, summarize_sweep
+from orsim.bench._topology import launched_process_count, topology, write_topology
+from orsim.config import check_node_cluster, lint_database, load_database
+
+# -- topology -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 16])
+def test_generated_topology_passes_the_loader_and_lint(tmp_path: Path, nodes: int) -> None:
+    path = write_topology(tmp_path, nodes, addp_timeout=3)
+    lint = lint_database(path)
+    assert lint.problems == ()
+    db = load_database(path)
+    cluster = db.transactions["ORS_Cluster_1"]
+    ors = [a for a in db.applications.values() if a.type == "OrchestrationServer"]
+    assert len(ors) == 2 * nodes
+    for app in ors:
+        assert check_node_cluster(app, cluster, db.applications) == []
+    assert sorted(cluster.annex["cluster"]) == sorted(f"ORS_{k}" for k in range(1, nodes + 1))
+    assert cluster.annex["orchestration"]["peer-addp-timeout"] == "3"
+
+
+def test_partner_link_carries_the_addp_timeout(tmp_path: Path) -> None:
+    db = load_database(write_topology(tmp_path, 2, addp_timeout=3))
+    primary, backup = db.applications["ORS_2"], db.applications["ORS_2_B"]
+    assert primary.backup == "ORS_2_B" and backup.primary == "ORS_2"
+    for app, partner in ((primary, "ORS_2_B"), (backup, "ORS_2")):
+        link = app.connection_to(partner)
+        assert link is not None
+        assert (link.addp_timeout, link.addp_remote_timeout) == (3.0, 3.0)
+        tserver = app.connection_to("SIP_Server")
+        assert tserver is not None and tserver.addp_timeout == 1.0
+
+
+def test_topology_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        topology(0)
+    with pytest.raises(ValueError):
+        topology(1, addp_timeout=0)
+    assert launched_process_count(4) == 12
+
+
+# -- statistics -----------------------------------------------------------------------
+
+
+def test_median_percentile_ratio() -> None:
+    assert median([3.0, None, 1.0, 2.0]) == 2.0
+    assert median([None]) is None
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert percentile(range(1, 101), 99) == 99
+    assert percentile([], 99) is None
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+
+
+def test_median_rows_groups_by_keys_and_skips_non_numbers() -> None:
+    rows = [
+        {"fault": "KILL", "addp_s": 1.0, "gap_ms": 30.0, "lost": 0, "steps": [1]},
+        {"fault": "KILL", "addp_s": 1.0, "gap_ms": 50.0, "lost": 2, "steps": [2]},
+        {"fault": "KILL", "addp_s": 1.0, "gap_ms": None, "lost": 1, "steps": []},
+        {"fault": "STOP", "addp_s": 1.0, "gap_ms": 1050.0, "lost": 0},
+    ]
+    result = median_rows(rows, ("fault", "addp_s"))
+    assert result == [
+        {"fault": "KILL", "addp_s": 1.0, "gap_ms": 40.0, "lost": 1, "runs": 3},
+        {"fault": "STOP", "addp_s": 1.0, "gap_ms": 1050.0, "lost": 0, "runs": 1},
+    ]
+
+
+# -- throughput and failover arithmetic -------------------------------------------------
+
+
+def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> dict[str, Any]:
+    return {"offered": offered, "calls_per_s": calls, "p50_ms": 1.0, "p99_ms": p99,
+            "lost": lost, "frames_per_call": 8.0}  # fmt: skip
+
+
+def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> None:
+    steps = [_step(500, 499, 3.0), _step(1500, 1480, 12.0), _step(2000, 1700, 400.0, lost=3)]
+    summary = summarize_sweep(steps)
+    assert summary["calls_per_s"] == 1700
+    assert summary["p99_ms"] == 400.0
+    assert summary["sustained_offered"] == 1500
+    assert summary["sustained_calls_per_s"] == 1480
+    assert summarize_sweep([])["calls_per_s"] is None
+    assert frames_ratio(8.0, 1000.0, 40_000.0) == pytest.approx(0.2)
+    assert frames_ratio(None, 1000.0, 40_000.0) is None
+
+
+def test_step_latencies_and_first_routed_call() -> None:
+    records: list[dict[str, Any]] = [
+        {"created_at": 10.0, "routed_at": 10.002, "app": "ORS_1", "state": "routed"},
+        {"created_at": 10.1, "routed_at": 10.9, "app": "ORS_1_B", "state": "routed"},
+        {"created_at": 10.2, "routed_at": 10.7, "app": "ORS_1_B", "state": "routed"},
+        {"created_at": 10.3, "routed_at": None, "app": None, "state": "lost"},
+    ]
+    latencies, lost = step_latencies(records)
+    assert [round(v) for v in latencies] == [2, 800, 500] and lost == 1
+    assert first_routed_by(records, "ORS_1_B", after=10.5) == 10.7
+    assert first_routed_by(records, "ORS_2", after=0) is None
+    assert gap_ms(10.5, 10.7) == pytest.approx(200.0)
+    assert gap_ms(10.5, None) is None
+
+
+# -- memory ---------------------------------------------------------------------------
+
+
+def test_memory_parsing_and_summary() -> None:
+    status = "Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n"
+    rollup = "00400000-7fff [rollup]\nRss:  40000 kB\nPss:   20480 kB\nPss_Anon: 1 kB\n"
+    assert parse_memory(status, rollup) == ProcMemory(51200, 20480)
+    assert parse_memory(status, "") == ProcMemory(51200, None)
+    row = summarize("idle", [ProcMemory(51200, 20480), ProcMemory(102400, None)])
+    assert row == {"phase": "idle", "processes": 2, "peak_rss_mb_median": 75.0,
+                   "peak_rss_mb_max": 100.0, "pss_mb_median": 20.0, "pss_mb_max": 20.0}  # fmt: skip
+
+
+def test_memory_probe_reads_this_process() -> None:
+    reading = read_memory(os.getpid())
+    assert reading is not None and reading.hwm_kb and reading.hwm_kb > 0
+    probe = MemoryProbe({"me": os.getpid(), "gone": 2**22 + 1})
+    probe.sample("idle")
+    probe.sample("idle")
+    (row,) = probe.rows()
+    assert row["phase"] == "idle" and row["processes"] == 1
+
+
+# -- plan and options -----------------------------------------------------------------
+
+
+def test_plan_and_only() -> None:
+    assert make_plan(quick=True).runs == 1
+    assert make_plan(runs=5).launch_nodes == (1, 2, 4, 8)
+    assert parse_only(None) == SECTIONS
+    assert parse_only("scale, launch") == ("launch", "scale")
+    with pytest.raises(ValueError, match="nope"):
+        parse_only("launch,nope")
+
+
+# -- table and JSON -------------------------------------------------------------------
+
+CANNED: dict[str, list[dict[str, Any]]] = {
+    "launch": [
+        {"nodes": 4, "processes": 12, "launch_s": 1.2, "floor_s": 0.6, "ratio": 2.0},
+        {"nodes": 4, "processes": 12, "launch_s": 1.4, "floor_s": 0.8, "ratio": 1.75},
+        {"nodes": 4, "error": "ClusterError: boom"},
+    ],
+    "failover": [
+        {"fault": "KILL", "addp_s": 1.0, "gap_ms": 42.0, "backup_primary_ms": 30.0,
+         "lost": 0, "duplicates": 0},
+        {"fault": "STOP", "addp_s": 3.0, "gap_ms": 3200.0, "backup_primary_ms": 3150.0,
+         "lost": 0, "duplicates": 0},
+        {"fault": "switchover", "addp_s": 1.0, "gap_ms": 15.0, "backup_primary_ms": 10.0,
+         "lost": 1, "duplicates": 0},
+    ],
+    "throughput": [
+        {"nodes": 2, "calls_per_s": 1800.0, "p50_ms": 4.0, "p99_ms": 80.0,
+         "frames_per_call": 9.0, "sustained_offered": 1500, "sustained_calls_per_s": 1490.0,
+         "sustained_p50_ms": 3.0, "sustained_p99_ms": 15.0, "raw_frames_per_s": 60000.0,
+         "ratio": 0.27, "steps": [{"offered": 500}]},
+    ],
+    "memory": [
+        {"phase": "idle", "processes": 4, "peak_rss_mb_median": 40.0, "peak_rss_mb_max": 42.0,
+         "pss_mb_median": 20.0, "pss_mb_max": 22.0},
+    ],
+    "scale": [{"nodes": 16, "launch_s": 4.0, "calls_per_s": float("inf"), "p50_ms": None}],
+}  # fmt: skip
+
+
+def test_table_shows_medians_and_targets() -> None:
+    rows = table_rows(medians(CANNED), failures(CANNED))
+    by_measure = {r.measure: r for r in rows}
+    launch = by_measure["4 Node(s) ready"]
+    assert launch.median.startswith("1.30 s (floor 0.70 s") and "x1.9" in launch.median
+    assert (launch.target, launch.met) == ("< 1.5 s", "yes")
+    assert by_measure["SIGKILL gap, addp 1 s"].met == "yes"
+    stop = by_measure["SIGSTOP gap, addp 3 s"]
+    assert (stop.target, stop.met) == ("< 3100 ms", "NO")
+    assert by_measure["switchover gap"].met == "NO"  # a call was lost
+    best = by_measure["2 Nodes, best with p99 < 20 ms"]
+    assert best.met == "NO" and "1490 calls/s" in best.median
+    assert "ratio 0.27" in by_measure["vs raw loopback framing"].median
+    assert by_measure["16 Nodes ready"].median == "4.00 s"
+    assert by_measure["1 run(s) FAILED"].median == "ClusterError: boom"
+    text = render_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == ["section", "measure", "median", "target", "met"]
+    assert len(lines) == len(rows) + 2
+    assert all(line.startswith(("section", "-", "launch", "failover", "throughput", "memory",
+                                 "scale")) for line in lines)  # fmt: skip
+
+
+def test_results_document_is_strict_json(tmp_path: Path) -> None:
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    doc = results_document(
+        CANNED, now=now, cores=2, python="3.11.9", commit="abc", options={"runs": 2}
+    )
+    path = write_results(doc, tmp_path / "results", now)
+    assert path.name == "2025-01-02-030405.json"
+    loaded = json.loads(path.read_text())
+    assert loaded["cores"] == 2 and loaded["date"].startswith("2025-01-02T03:04:05")
+    assert loaded["sections"]["launch"]["median"][0]["launch_s"] == pytest.approx(1.3)
+    assert len(loaded["sections"]["launch"]["runs"]) == 3  # raw runs kept, errors too
+    assert loaded["sections"]["scale"]["runs"][0]["calls_per_s"] is None  # inf is not JSON
+    assert loaded["table"][0]["section"] == "launch"
+
+
+# -- raw loopback -----------------------------------------------------------------------
+
+
+async def test_raw_loopback_in_process_gives_a_positive_rate() -> None:
+    result = await measure_raw(requests=500, window=16, separate=False)
+    assert result.frames == 1000
+    assert result.frames_per_s > 0
+
+
+async def test_raw_loopback_with_a_server_process_gives_a_positive_rate() -> None:
+    result = await measure_raw(requests=300, window=8, separate=True)
+    assert result.frames == 600
+    assert result.frames_per_s > 0
