@@ -179,6 +179,7 @@ async def test_node_starts_serves_status_and_stops_cleanly(tmp_path: Path) -> No
             assert status["node_id"] == ors.dbid
             assert status["cluster"] == "ORS_Cluster_1"
             assert status["data_center"] == "DC_East"
+            assert status["frames_sent"] > 0 and status["frames_received"] > 0
             await conn.aclose()
             proc.send_signal(signal.SIGTERM)
             with trio.fail_after(20):

@@ -133,6 +133,7 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
         assert status["mode"] == "primary"
         assert status["type"] == "SIPServer"
         assert status["calls"]["routed"] == 2
+        assert status["frames_sent"] > 0 and status["frames_received"] > 0
         assert sorted(c["app"] for c in status["clients"]) == ["ORS_1", "ORS_1_B", "Other"]
         # "Other" registered on 5001 only: it heard none of these.
         assert other.pushes.statistics().current_buffer_used == 0

@@ -57,6 +57,7 @@ async def test_select_round_robin_and_status(nursery: trio.Nursery) -> None:
         assert status["type"] == "RoutingServer"
         assert status["mode"] == "primary"
         assert status["requests"] == 6
+        assert isinstance(status["frames_sent"], int) and status["frames_received"] > 0
         assert status["busy"] == {"A": 1, "B": 2, "C": 2}
         assert sorted(c["app"] for c in status["clients"]) == ["ORS_1", "ORS_2"]
         assert isinstance(status["pid"], int)

@@ -17,6 +17,8 @@ from orsim.wire import (
     RequestFailed,
     TcpNetwork,
     connected,
+    encode,
+    frame_counts,
     serve_app,
 )
 
@@ -118,3 +120,76 @@ async def test_addp_detects_silent_peer_in_virtual_time(
             with pytest.raises(ConnectionLost):
                 await c.request("echo")
         nursery.cancel_scope.cancel()
+
+
+async def test_frames_are_counted_and_buffered_pushes_leave_in_order(nursery: trio.Nursery) -> None:
+    """Every frame is counted on both ends; pushes buffered back to back arrive in order,
+    and a push made just before closing is still delivered."""
+    net = MemoryNetwork()
+    got: list[int] = []
+    arrived = trio.Event()
+
+    async def on_push(_conn: Connection, push: Push) -> None:
+        got.append(push.data["n"])
+        if push.data["n"] == 99:
+            arrived.set()
+
+    server_conns: list[Connection] = []
+
+    async def on_connect(conn: Connection) -> None:
+        server_conns.append(conn)
+
+    port = await nursery.start(
+        lambda task_status: serve_app(
+            net.for_app("S"),
+            "h",
+            0,
+            app="S",
+            app_type="Test",
+            handler=echo_handler,
+            on_push=on_push,
+            on_connect=on_connect,
+            task_status=task_status,
+        )
+    )
+    before = frame_counts()
+    async with connected(net.for_app("C"), "h", port, app="C", app_type="Client") as c:
+        assert await c.request("echo", {"x": 1}) == {"x": 1}
+        for n in range(50):
+            assert c.push_nowait("note", {"n": n})
+        for n in range(50, 99):
+            await c.push("note", {"n": n})
+        assert c.send_frame_nowait(encode(Push("note", {"n": 99})))
+        with trio.fail_after(5):
+            await arrived.wait()
+        assert got == list(range(100))
+        assert c.frames_sent == 101 and c.frames_received == 1
+        assert server_conns[0].frames_received == 101 and server_conns[0].frames_sent == 1
+        after = frame_counts()
+        assert after["frames_sent"] - before["frames_sent"] == 102
+        assert after["frames_received"] - before["frames_received"] == 102
+        assert not c.push_nowait("note", {"n": 0}, limit=0)  # a full buffer refuses
+
+
+async def test_push_before_close_is_flushed(nursery: trio.Nursery) -> None:
+    """``aclose`` sends what is still buffered before closing."""
+    net = MemoryNetwork()
+    got: list[Push] = []
+    done = trio.Event()
+
+    async def on_push(_conn: Connection, push: Push) -> None:
+        got.append(push)
+        done.set()
+
+    port = await nursery.start(
+        lambda task_status: serve_app(
+            net.for_app("S"), "h", 0, app="S", app_type="Test", handler=echo_handler,
+            on_push=on_push, task_status=task_status,
+        )
+    )  # fmt: skip
+    async with connected(net.for_app("C"), "h", port, app="C", app_type="Client") as c:
+        await c.request("echo", {})
+        c.push_nowait("last", {"n": 1})
+    with trio.fail_after(5):
+        await done.wait()
+    assert got[0].topic == "last"

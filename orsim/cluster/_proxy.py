@@ -14,6 +14,11 @@ faults can be applied per pair:
   partition the peers have long given up on them) and new links forward normally.
 - delay A B N: every chunk forwarded on an A↔B link is held N ms before it is sent on.
 
+After the Hello the proxy never looks at frames: each direction reads up to 64 KiB at a
+time and writes the chunk straight on (one read, one write, no task switch) unless the
+pair has a delay or earlier chunks still wait their turn, in which case the chunk goes
+through the direction's queue and its delivery task, which keeps the order.
+
 Pure trio TCP forwarding through the ``orsim.wire`` transport seam, so tests can run it
 over a ``MemoryNetwork`` or loopback alike.
 """
@@ -64,6 +69,12 @@ class Route:
     public_port: int
     target_host: str
     target_port: int
+
+
+@attrs.define(eq=False)
+class _Backlog:
+    #: Chunks of one direction handed to its delivery task and not yet written.
+    chunks: int = 0
 
 
 @attrs.define(eq=False)
@@ -242,17 +253,22 @@ class FaultProxy:
     ) -> None:
         """Copy one direction; either direction ending ends the link."""
         send, receive = trio.open_memory_channel[tuple[float, bytes]](_QUEUE_CHUNKS)
+        queued = _Backlog()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._deliver, link, receive, sink, done)
+                nursery.start_soon(self._deliver, link, receive, sink, done, queued)
                 async with send:
-                    data = first
+                    data: bytes | bytearray = first
                     try:
                         while True:
                             if data and not link.severed:
                                 delay = self.faults.delay_ms(link.client, link.server) / 1000
-                                await send.send((trio.current_time() + delay, data))
-                            data = bytes(await source.receive_some(_READ_SIZE))
+                                if delay or queued.chunks:
+                                    queued.chunks += 1
+                                    await send.send((trio.current_time() + delay, bytes(data)))
+                                else:
+                                    await sink.send_all(data)
+                            data = await source.receive_some(_READ_SIZE)
                             if not data:
                                 break
                     except _STREAM_ERRORS:
@@ -266,6 +282,7 @@ class FaultProxy:
         receive: trio.MemoryReceiveChannel[tuple[float, bytes]],
         sink: trio.abc.Stream,
         done: trio.CancelScope,
+        queued: _Backlog,
     ) -> None:
         try:
             async with receive:
@@ -273,6 +290,7 @@ class FaultProxy:
                     await trio.sleep_until(due)
                     if not link.severed:
                         await sink.send_all(data)
+                    queued.chunks -= 1
         except _STREAM_ERRORS:
             done.cancel()
 

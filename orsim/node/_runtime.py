@@ -72,6 +72,8 @@ from orsim.wire import (
     RequestFailed,
     RequestHandler,
     connect_with_retry,
+    encode,
+    frame_counts,
     serve_app,
 )
 
@@ -84,6 +86,10 @@ _SWITCHOVER_DRAIN = 3.0
 _ORPHAN_GRACE = 2.0
 #: Longest a switchover request waits for the roles to swap.
 _SWITCHOVER_TIMEOUT = 20.0
+#: Session pushes waiting for one peer beyond which further ones are dropped (the peer
+#: is not reading; ADDP will close the link). They only shorten watches; the store's
+#: claim keeps creation exactly-once without them.
+_PEER_BACKLOG = 10_000
 
 
 @attrs.define(eq=False)
@@ -105,12 +111,16 @@ class OrsNode:
     _unowned: dict[str, tuple[str, float, float]] = attrs.Factory(dict)
     _active: dict[str, trio.CancelScope] = attrs.Factory(dict)
     _handled: dict[str, None] = attrs.Factory(dict)
+    #: Reserved Node of the calls being created, as assigned when their event arrived.
+    _reserved: dict[str, int | None] = attrs.Factory(dict)
     _tserver: Connection | None = None
     _urs: Connection | None = None
     _tserver_up: trio.Event = attrs.Factory(trio.Event)
     _urs_up: trio.Event = attrs.Factory(trio.Event)
     _membership_changed: trio.Event = attrs.Factory(trio.Event)
     _watch_changed: trio.Event = attrs.Factory(trio.Event)
+    #: When the watch loop wakes next by itself (it needs waking only for earlier news).
+    _watch_at: float = math.inf
     _outbound: dict[str, Connection] = attrs.Factory(dict)
     _inbound: dict[str, set[Connection]] = attrs.Factory(dict)
     _events: trio.MemorySendChannel[Event] = attrs.field(init=False)
@@ -203,6 +213,7 @@ class OrsNode:
             "live_nodes": sorted(self.peers.live_nodes(s.node_id)),
             "tserver_connected": self._tserver is not None,
             "urs_connected": self._urs is not None,
+            **frame_counts(),
         }
 
     def set_call_watching_timeout(self, ms: float) -> None:
@@ -515,11 +526,33 @@ class OrsNode:
         elif push.topic == "call_routed":
             self._mark_handled(str(data["call_id"]))
 
-    async def _broadcast(self, topic: str, data: dict[str, Any]) -> None:
-        for conn in list(self._outbound.values()):
+    def _push_session(self, call_id: str) -> None:
+        """Tell the peers that watch this call that its session exists.
+
+        Only the partner (which watches every call of the Node) and the Reserved Node's
+        primary watch a call; the others stop remembering it on ``call_routed``. When the
+        Reserved Node's primary is not known yet, both its applications hear it.
+        """
+        s = self.settings
+        if call_id in self._reserved:
+            reserved = self._reserved.pop(call_id)
+        else:
+            reserved = assign(call_id, self.peers.live_nodes(s.node_id)).reserved
+        targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
+        primaries = [a for a in targets if (i := self.peers.info.get(a)) and i.mode == "primary"]
+        if primaries:
+            targets = primaries
+        if s.partner is not None:
+            targets.append(s.partner)
+        frame: bytes | None = None
+        for app in targets:
+            conn = self._outbound.get(app)
+            if conn is None:
+                continue
+            frame = frame or encode(Push("session", {"call_id": call_id, "node_id": s.node_id}))
             try:
-                await conn.push(topic, data)
-            except ConnectionLost:
+                conn.send_frame_nowait(frame, limit=_PEER_BACKLOG)
+            except (ConnectionLost, RuntimeError):
                 pass
 
     # -- requests on our own port -------------------------------------------------
@@ -686,10 +719,13 @@ class OrsNode:
             call_id, now, self.peers.live_nodes(self.settings.node_id), expires=expires
         )
         if decision.verdict is Verdict.CREATE:
+            self._reserved[call_id] = decision.assignment.reserved
             self._start_call(call_id, dn)
         elif decision.verdict is Verdict.WATCH:
             self._dns[call_id] = dn
-            self._watch_changed.set()
+            wake = decision.deadline if decision.deadline is not None else now
+            if min(wake, math.inf if expires is None else expires) < self._watch_at:
+                self._watch_changed.set()
         else:
             # Not ours now; remembered until someone creates its session, in case both
             # its Assigned and its Reserved Node die before anyone does.
@@ -699,8 +735,10 @@ class OrsNode:
         while True:
             deadline = self.watcher.next_deadline()
             self._watch_changed = trio.Event()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            self._watch_at = math.inf if deadline is None else deadline
+            with trio.move_on_at(self._watch_at):
                 await self._watch_changed.wait()
+            self._watch_at = -math.inf  # busy: any news wakes it again
             for call_id in self.watcher.due(trio.current_time()):
                 if call_id in self._handled or call_id in self._active:
                     continue
@@ -717,7 +755,6 @@ class OrsNode:
         self, call_id: str, dn: str, recovered: Session | None, scope: trio.CancelScope
     ) -> None:
         s = self.settings
-        log = self.log.bind(call_id=call_id, epoch=self.epoch)
         epoch = self.epoch
         with scope:
             try:
@@ -736,10 +773,10 @@ class OrsNode:
                 elif not await self.store.create_session(session):
                     # Another Node owns the call (a Reserved Node and the Assigned Node
                     # met at the deadline): the store makes creation exactly-once.
-                    log.info("session_owned_elsewhere")
+                    self.log.info("session_owned_elsewhere", call_id=call_id, epoch=epoch)
                     self.watcher.on_session_created(call_id)
                     return
-                await self._broadcast("session", {"call_id": call_id, "node_id": s.node_id})
+                self._push_session(call_id)
                 target = session.target or await self._select_target(call_id, dn)
                 outcome = await self._route(call_id, target, epoch)
                 if outcome == "stale_epoch":
@@ -750,10 +787,11 @@ class OrsNode:
                 self._mark_handled(call_id)
                 await self.store.delete_session(s.node_id, epoch, call_id)
             except StaleEpoch:
-                log.info("stale_epoch_in_store")
+                self.log.info("stale_epoch_in_store", call_id=call_id, epoch=epoch)
                 self.post(Fenced(epoch))
             finally:
                 self._active.pop(call_id, None)
+                self._reserved.pop(call_id, None)
 
     async def _select_target(self, call_id: str, dn: str) -> str:
         while True:

@@ -18,6 +18,26 @@ on their time, so the per-call cost stays a few row writes.
 sqlite3 calls block, so each runs in a worker thread; one connection per store, and a
 trio.Lock serialises the calls on it (a connection must not be used by two threads at
 once, and the calls of one node are short).
+
+Group commit: creates, puts and deletes that arrive while a transaction is running wait
+and then all go in the next one (one thread hand-off, one lock, one commit for the
+batch). Each keeps its own outcome: a ``StaleEpoch`` is decided before its write, so it
+refuses that operation only; a database error fails the whole batch, which is rolled
+back. A node at load thus pays one transaction per batch, not two per call.
+
+Lock waits are retried by orsim, not by SQLite's busy handler (which sleeps 1, 2, 5, 10
+... ms between tries): the connection's ``busy_timeout`` is 0 and an operation refused
+with SQLITE_BUSY is tried again after a sleep growing from 0.1 to 2 ms, until the store's
+busy timeout. The write lock is held for a fraction of a millisecond, so this keeps two
+node processes writing one file from queueing behind each other's sleeps.
+
+In-loop fast path: a transaction that finds the write lock free takes a fraction of a
+millisecond (no fsync: WAL with ``synchronous=NORMAL``), less than handing it to a worker
+thread and back. So an operation is first tried once right in the event loop; only when
+the database is locked by another process (or a thread operation of this store is still
+running) does it go to a worker thread and retry there. The one step that does fsync,
+the WAL checkpoint, is taken out of commits (``wal_autocheckpoint = 0``) and run in a
+worker thread every ``CHECKPOINT_EVERY`` in-loop transactions, on a connection of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final, TypeVar, final
 
+import attrs
 import trio
 
 from orsim.store._protocol import CLAIM_TTL, Counters, StoreStatistics
@@ -45,6 +66,10 @@ DEFAULT_BUSY_TIMEOUT: Final = 10.0
 #: seconds since the last pruning (per store handle), whichever comes first.
 PRUNE_EVERY_CREATES: Final = 1000
 PRUNE_INTERVAL: Final = 10.0
+
+#: In-loop transactions between two WAL checkpoints (each adds a few pages to the WAL;
+#: SQLite's own default is a checkpoint per 1000 pages).
+CHECKPOINT_EVERY: Final = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS epochs (
@@ -70,6 +95,11 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS claims_by_age ON claims (claimed_at);
 """
 
+#: Retry sleeps after SQLITE_BUSY: from the first to the longest, doubling (s).
+_FIRST_RETRY = 0.0001
+_LONGEST_RETRY = 0.002
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
 _COLUMNS = "call_id, node_id, epoch, dn, state, target, created_at, data"
 _MARKS = ", ".join("?" * len(_COLUMNS.split(",")))
 
@@ -87,6 +117,30 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _retrying(
+    op: Callable[[sqlite3.Connection], T], busy_timeout: float
+) -> Callable[[sqlite3.Connection], T]:
+    """``op`` tried again while the database is locked by another process.
+
+    Safe because every operation is one transaction (rolled back when it fails) or a
+    plain read.
+    """
+
+    def run(conn: sqlite3.Connection) -> T:
+        deadline = time.monotonic() + busy_timeout
+        pause = _FIRST_RETRY
+        while True:
+            try:
+                return op(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in _BUSY_CODES or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_RETRY)
+
+    return run
+
+
 def _epoch(conn: sqlite3.Connection, node_id: int) -> int:
     row = conn.execute("SELECT epoch FROM epochs WHERE node_id = ?", (node_id,)).fetchone()
     return int(row[0]) if row else 0
@@ -102,18 +156,23 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions, ours are explicit BEGIN IMMEDIATE.
     # check_same_thread=False: trio's worker threads vary; the store's lock serialises use.
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
+    # timeout=0: lock waits are ours (``_retrying``), not SQLite's sleeping busy handler.
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA busy_timeout = 0")
+        _retrying(lambda c: c.execute("PRAGMA journal_mode = WAL"), busy_timeout)(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
-        with _immediate(conn):
-            # Statement by statement: executescript() would commit our transaction first.
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        # Checkpoints (the fsync) run in a worker thread, not inside in-loop commits.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+        def schema(c: sqlite3.Connection) -> None:
+            with _immediate(c):
+                # Statement by statement: executescript() would commit our transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+
+        _retrying(schema, busy_timeout)(conn)
     except BaseException:
         conn.close()
         raise
@@ -126,31 +185,33 @@ def _write_session(conn: sqlite3.Connection, s: Session) -> None:
     conn.execute(f"INSERT OR REPLACE INTO sessions ({_COLUMNS}) VALUES ({_MARKS})", row)
 
 
+# The batched operations below run inside the batch's transaction (``_apply_batch``);
+# each checks its epoch before it writes anything, so a StaleEpoch leaves no trace.
+
+
 def _put(conn: sqlite3.Connection, s: Session) -> None:
-    with _immediate(conn):
-        _fence(conn, s.node_id, s.epoch)
-        _write_session(conn, s)
+    _fence(conn, s.node_id, s.epoch)
+    _write_session(conn, s)
 
 
 def _create(conn: sqlite3.Connection, s: Session, now: float, prune: bool) -> bool:
     oldest_live = now - CLAIM_TTL
-    with _immediate(conn):
-        _fence(conn, s.node_id, s.epoch)
-        if prune:
-            conn.execute("DELETE FROM claims WHERE claimed_at < ?", (oldest_live,))
-        row = conn.execute(
-            "SELECT node_id FROM claims WHERE call_id = ? AND claimed_at >= ?",
-            (s.call_id, oldest_live),
-        ).fetchone()
-        if row is None:  # absent, or expired but not pruned yet
-            conn.execute(
-                "INSERT OR REPLACE INTO claims (call_id, node_id, claimed_at) VALUES (?, ?, ?)",
-                (s.call_id, s.node_id, now),
-            )
-        elif row[0] != s.node_id:
-            return False
-        _write_session(conn, s)
-        return True
+    _fence(conn, s.node_id, s.epoch)
+    if prune:
+        conn.execute("DELETE FROM claims WHERE claimed_at < ?", (oldest_live,))
+    row = conn.execute(
+        "SELECT node_id FROM claims WHERE call_id = ? AND claimed_at >= ?",
+        (s.call_id, oldest_live),
+    ).fetchone()
+    if row is None:  # absent, or expired but not pruned yet
+        conn.execute(
+            "INSERT OR REPLACE INTO claims (call_id, node_id, claimed_at) VALUES (?, ?, ?)",
+            (s.call_id, s.node_id, now),
+        )
+    elif row[0] != s.node_id:
+        return False
+    _write_session(conn, s)
+    return True
 
 
 def _adopt(
@@ -182,9 +243,41 @@ def _adopt(
 
 
 def _delete(conn: sqlite3.Connection, node_id: int, epoch: int, call_id: str) -> None:
-    with _immediate(conn):
-        _fence(conn, node_id, epoch)
-        conn.execute("DELETE FROM sessions WHERE node_id = ? AND call_id = ?", (node_id, call_id))
+    _fence(conn, node_id, epoch)
+    conn.execute("DELETE FROM sessions WHERE node_id = ? AND call_id = ?", (node_id, call_id))
+
+
+@attrs.define(eq=False)
+class _Op:
+    """One batched operation and, once its batch ran, its outcome."""
+
+    fn: Callable[[sqlite3.Connection], object]
+    #: Set when its batch ran, or when its task must run the next batch.
+    done: trio.Event = attrs.Factory(trio.Event)
+    finished: bool = False
+    result: object = None
+    error: BaseException | None = None
+
+
+def _apply_batch(conn: sqlite3.Connection, ops: list[_Op]) -> None:
+    """Run ``ops`` in order in one write transaction; each keeps its own outcome."""
+    for op in ops:
+        op.result, op.error = None, None
+    try:
+        with _immediate(conn):
+            for op in ops:
+                try:
+                    op.result = op.fn(conn)
+                except StaleEpoch as exc:
+                    op.error = exc
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in _BUSY_CODES:
+            raise  # not begun: ``_retrying`` runs the whole batch again
+        for op in ops:
+            op.error = exc
+    except sqlite3.Error as exc:
+        for op in ops:  # rolled back: nothing of the batch happened
+            op.error = exc
 
 
 def _claim(conn: sqlite3.Connection, node_id: int, expected: int, new: int) -> bool:
@@ -224,13 +317,28 @@ def _count(conn: sqlite3.Connection, node_id: int) -> int:
     return int(row[0])
 
 
+def _checkpoint(path: Path) -> None:
+    conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
 @final
 class SqliteStore:
     """A :class:`~orsim.store.SessionStore` in a SQLite file; open with :meth:`open`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    ) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._busy_timeout = busy_timeout
         self._lock = trio.Lock()
+        self._queue: list[_Op] = []
+        self._batch_running = False
+        self._since_checkpoint = 0
+        self._checkpointing = False
         self._counters = Counters()
         self._creates_since_prune = 0
         self._last_prune = -PRUNE_INTERVAL  # prune at the first create
@@ -247,18 +355,89 @@ class SqliteStore:
             conn = await trio.to_thread.run_sync(_connect, path, busy_timeout)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"persistence/store: cannot open {path}: {exc}") from exc
-        return cls(conn, path)
+        return cls(conn, path, busy_timeout)
 
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is not None and not self._lock.locked():
+            # Fast path: one try in the event loop (see the module docstring).
+            try:
+                result = op(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in _BUSY_CODES:
+                    raise StoreError(f"session store {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"session store {self.path}: {exc}") from exc
+            else:
+                self._after_in_loop()
+                await trio.lowlevel.checkpoint()
+                return result
         async with self._lock:
             conn = self._conn
             if conn is None:
                 raise trio.ClosedResourceError("session store is closed")
             try:
                 # Not abandoned on cancel: the lock must stay held until the thread is done.
-                return await trio.to_thread.run_sync(op, conn)
+                return await trio.to_thread.run_sync(_retrying(op, self._busy_timeout), conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"session store {self.path}: {exc}") from exc
+
+    def _after_in_loop(self) -> None:
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing:
+            self._since_checkpoint = 0
+            self._checkpointing = True
+            trio.lowlevel.spawn_system_task(self._checkpoint)
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, in a worker thread, on its own connection."""
+        try:
+            await trio.to_thread.run_sync(_checkpoint, self.path)
+        except (sqlite3.Error, OSError):
+            pass  # the next one will try again; the WAL only grows meanwhile
+        finally:
+            self._checkpointing = False
+
+    async def _batched(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next batch transaction (see the module docstring).
+
+        The first caller to find no batch running runs one with everything queued; when
+        it ends, the first operation still queued is woken to run the next. Waiting is
+        shielded from cancellation, as a thread's work is: an operation once queued
+        runs, and its outcome is what the caller sees (a cancellation is delivered after).
+        """
+        op = _Op(fn)
+        self._queue.append(op)
+        with trio.CancelScope(shield=True):
+            if self._batch_running:
+                await op.done.wait()
+            if not op.finished:  # this task runs the batch (first, or handed the lead)
+                await self._run_batches(op)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if op.error is not None:
+            if isinstance(op.error, sqlite3.Error):
+                raise StoreError(f"session store {self.path}: {op.error}") from op.error
+            raise op.error
+        return op.result  # type: ignore[return-value]  # what ``fn`` returned
+
+    async def _run_batches(self, mine: _Op) -> None:
+        self._batch_running = True
+        batch, self._queue = self._queue, []
+        try:
+            await self._run(lambda c: _apply_batch(c, batch))
+        except BaseException as exc:  # closed store, or a thread failure: fail the batch
+            for op in batch:
+                op.error = exc if isinstance(exc, Exception) else StoreError(repr(exc))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for op in batch:
+                op.finished = True
+                op.done.set()
+            if self._queue:
+                self._queue[0].done.set()  # not finished: its task runs the next batch
+            else:
+                self._batch_running = False
 
     async def current_epoch(self, node_id: int) -> int:
         return await self._run(lambda c: _epoch(c, node_id))
@@ -274,7 +453,7 @@ class SqliteStore:
 
     async def put_session(self, session: Session) -> None:
         try:
-            await self._run(lambda c: _put(c, session))
+            await self._batched(lambda c: _put(c, session))
         except StaleEpoch:
             self._counters.stale_refusals += 1
             raise
@@ -288,7 +467,7 @@ class SqliteStore:
         )
         wall = time.time()  # claims cross processes, so their time is wall-clock
         try:
-            created = await self._run(lambda c: _create(c, session, wall, prune))
+            created = await self._batched(lambda c: _create(c, session, wall, prune))
         except StaleEpoch:
             self._counters.stale_refusals += 1
             raise
@@ -311,7 +490,7 @@ class SqliteStore:
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         try:
-            await self._run(lambda c: _delete(c, node_id, epoch, call_id))
+            await self._batched(lambda c: _delete(c, node_id, epoch, call_id))
         except StaleEpoch:
             self._counters.stale_refusals += 1
             raise

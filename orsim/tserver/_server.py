@@ -9,9 +9,15 @@ accepted ``route`` command (RequestRouteCall) routes it and every registered cli
 seconds is lost; ORS has no default-dn to fall back on here, so lost means lost.
 
 The ledger (``_ledger.CallLedger``) decides every outcome; this module is the thin trio
-shell around it: one task expiring calls at their deadlines, one optional generator task,
-and one sender task per registered client fed through a bounded outbox, so a client that
-stops reading (a SIGSTOPped ORS) never stalls the generator or the other clients.
+shell around it: one task expiring calls at their deadlines and one optional generator
+task. Pushes are encoded once and left in each registered client's bounded out-buffer
+(``Connection.send_frame_nowait``), which the connection's writer sends in big writes; a
+client that stops reading (a SIGSTOPped ORS) has its further pushes dropped and counted,
+so it never stalls the generator or the other clients.
+
+The generator creates every call that is due at each tick (at least ``GENERATOR_TICK``
+apart) rather than sleeping once per call, so high rates are offered evenly without a
+timer wake-up per call.
 """
 
 from __future__ import annotations
@@ -30,7 +36,17 @@ from orsim.config._model import Application, Options
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, RouteRefused
-from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.wire import (
+    Connection,
+    Json,
+    Network,
+    Push,
+    Request,
+    RequestFailed,
+    encode,
+    frame_counts,
+    serve_app,
+)
 from orsim.wire._params import dispatch, param, str_list
 
 DEFAULT_ROUTER_TIMEOUT = 10.0
@@ -44,8 +60,8 @@ MAX_RATE = 100_000.0
 MAX_GENERATOR_LAG = 1.0
 #: Largest page of records one ``ledger`` answer carries (frames are capped at 1 MiB).
 MAX_RECORDS_PAGE = 2000
-
-_Outgoing = tuple[str, dict[str, Json]]
+#: Shortest sleep of the generator between two batches of calls (s).
+GENERATOR_TICK = 0.004
 
 
 def routing_points_of(options: Options) -> dict[str, str]:
@@ -78,19 +94,19 @@ class _Client:
     conn: Connection
     app: str
     node_id: int | None
-    outbox: trio.MemorySendChannel[_Outgoing]
     dns: set[str] = attrs.Factory(set)
     dropped: int = 0
 
-    def post(self, topic: str, data: dict[str, Json]) -> None:
+    def post(self, frame: bytes) -> None:
+        """Queue an encoded push; dropped (and counted) past ``OUTBOX_SIZE`` waiting."""
         try:
-            self.outbox.send_nowait((topic, data))
-        except trio.WouldBlock:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                get_logger(peer=self.app).warning("client_not_reading", dropped=self.dropped)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            if self.conn.send_frame_nowait(frame, limit=OUTBOX_SIZE):
+                return
+        except (ConnectionLost, RuntimeError):
+            return  # closing: ``_on_disconnect`` forgets the client
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            get_logger(peer=self.app).warning("client_not_reading", dropped=self.dropped)
 
     def to_wire(self) -> dict[str, Json]:
         return {
@@ -245,10 +261,16 @@ class TServer:
             "created_at": record.created_at,
             "deadline": record.deadline,
         }
+        self._push_to(dn, Push("route_request", request))
+        return record
+
+    def _push_to(self, dn: str, push: Push) -> None:
+        """Send ``push`` to every client registered on ``dn`` (encoded once)."""
+        frame: bytes | None = None
         for client in self._clients.values():
             if dn in client.dns:
-                client.post("route_request", request)
-        return record
+                frame = frame or encode(push)
+                client.post(frame)
 
     async def _expire_calls(self) -> NoReturn:
         log = get_logger(app=self.app.name)
@@ -277,17 +299,21 @@ class TServer:
                 at = start + sent / gen.rate
                 if at >= end:
                     break
-                await trio.sleep_until(at)
-                behind = trio.current_time() - at
+                await trio.sleep_until(max(at, trio.current_time() + GENERATOR_TICK))
+                now = trio.current_time()
+                behind = now - at
                 if behind > MAX_GENERATOR_LAG:
                     skipped = math.floor(behind * gen.rate)
                     sent += skipped
                     continue
-                dn = gen.dn or self._rotate_dn()
-                if dn is not None and dn in self.routing_points:
-                    self.new_call(dn)
-                    gen.made += 1
-                sent += 1
+                # Every call due by now (the first one at least), in one batch.
+                while at <= now and at < end:
+                    dn = gen.dn or self._rotate_dn()
+                    if dn is not None and dn in self.routing_points:
+                        self.new_call(dn)
+                        gen.made += 1
+                    sent += 1
+                    at = start + sent / gen.rate
         gen.running = False
 
     # -- connections -------------------------------------------------------------
@@ -295,20 +321,9 @@ class TServer:
     async def _on_disconnect(self, conn: Connection) -> None:
         client = self._clients.pop(conn, None)
         if client is not None:
-            client.outbox.close()
             get_logger(app=self.app.name).info(
                 "client_gone", peer=client.app, node_id=client.node_id, reason=conn.close_reason
             )
-
-    async def _send_pushes(
-        self, conn: Connection, outbox: trio.MemoryReceiveChannel[_Outgoing]
-    ) -> None:
-        async with outbox:
-            async for topic, data in outbox:
-                try:
-                    await conn.push(topic, data)
-                except ConnectionLost:
-                    return
 
     # -- requests ----------------------------------------------------------------
 
@@ -325,10 +340,8 @@ class TServer:
         if client is None:
             if self._nursery is None or conn.closed.is_set():
                 raise RequestFailed("closed", "connection is closing")
-            send, receive = trio.open_memory_channel[_Outgoing](OUTBOX_SIZE)
-            client = _Client(conn, app, node_id, send)
+            client = _Client(conn, app, node_id)
             self._clients[conn] = client
-            self._nursery.start_soon(self._send_pushes, conn, receive)
         client.app, client.node_id = app, node_id
         client.dns.update(dns)
         get_logger(app=self.app.name).info(
@@ -363,7 +376,6 @@ class TServer:
                 epoch=epoch,
             )
             raise RequestFailed(exc.code, str(exc)) from exc
-        record = outcome.record
         routed: dict[str, Json] = {
             "call_id": call_id,
             "app": app,
@@ -371,9 +383,7 @@ class TServer:
             "epoch": epoch,
             "target": target,
         }
-        for client in self._clients.values():
-            if record.dn in client.dns:
-                client.post("call_routed", routed)
+        self._push_to(outcome.record.dn, Push("call_routed", routed))
         return {"routed": True, "call_id": call_id, "latency_ms": outcome.latency_ms}
 
     async def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
@@ -451,6 +461,7 @@ class TServer:
             },
             "routing_points": dict(self.routing_points),
             "router_timeout": self.router_timeout,
+            **frame_counts(),
             "generator": None if self._generator is None else self._generator.to_wire(),
         }
 

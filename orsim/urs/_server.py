@@ -19,7 +19,7 @@ from orsim.config._model import Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
 from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
-from orsim.wire import Connection, Json, Network, Request, serve_app
+from orsim.wire import Connection, Json, Network, Request, frame_counts, serve_app
 from orsim.wire._params import dispatch, param
 
 
@@ -154,6 +154,7 @@ class UrsServer:
             "targets": list(self.options.targets),
             "think_time_ms": self.options.think_time_ms,
             "busy": dict(self.selector.busy()),
+            **frame_counts(),
         }
 
 

@@ -13,6 +13,7 @@ from orsim.wire._connection import Connection as Connection
 from orsim.wire._connection import PushHandler as PushHandler
 from orsim.wire._connection import RequestFailed as RequestFailed
 from orsim.wire._connection import RequestHandler as RequestHandler
+from orsim.wire._connection import frame_counts as frame_counts
 from orsim.wire._endpoint import connect_with_retry as connect_with_retry
 from orsim.wire._endpoint import connected as connected
 from orsim.wire._endpoint import open_connection as open_connection
@@ -62,6 +63,7 @@ __all__ = [
     "connected",
     "decode_body",
     "encode",
+    "frame_counts",
     "open_connection",
     "serve_app",
 ]

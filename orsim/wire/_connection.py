@@ -4,6 +4,17 @@ The connection is symmetric: either side may send requests and pushes, so the sa
 serves clients, servers and node-to-node links. Run ``serve()`` in a nursery; it returns
 when the peer closes, goes silent past the ADDP timeout, or breaks the protocol, and then
 every pending request fails with ``ConnectionLost``.
+
+Sending is write-behind while ``serve()`` runs: a frame is encoded at once and appended
+to the connection's out-buffer, and one writer task sends everything buffered in a single
+``send_all``. Under load many frames leave in one system call (and cross the fault proxy
+as one chunk) instead of one call and several task switches per frame. Before ``serve()``
+starts (or after it ends) frames are sent directly. ``send`` waits while more than
+``HIGH_WATER`` bytes are buffered, so a peer that stops reading still slows its senders;
+``push_nowait`` never waits and reports whether the frame was taken.
+
+Every connection counts the frames it sends and receives; ``frame_counts()`` gives the
+process-wide totals (the servers' ``status`` answers carry them).
 """
 
 from __future__ import annotations
@@ -41,6 +52,24 @@ RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
 PushHandler = Callable[["Connection", Push], Awaitable[None]]
 
 _READ_SIZE = 65536
+#: Buffered bytes beyond which ``send`` waits for the writer (the peer is not reading).
+HIGH_WATER = 1024 * 1024
+
+
+@attrs.define
+class FrameCounts:
+    """Frames sent and received by every connection of this process."""
+
+    sent: int = 0
+    received: int = 0
+
+
+_TOTALS = FrameCounts()
+
+
+def frame_counts() -> dict[str, int]:
+    """Process-wide totals: ``{"frames_sent": n, "frames_received": n}``."""
+    return {"frames_sent": _TOTALS.sent, "frames_received": _TOTALS.received}
 
 
 class RequestFailed(OrsimError):
@@ -77,20 +106,121 @@ class Connection:
     _send_lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
     _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _pending: dict[int, _Pending] = attrs.Factory(dict)
+    #: Frames sent and received on this connection.
+    frames_sent: int = 0
+    frames_received: int = 0
+    _out: list[bytes] = attrs.Factory(list)
+    _out_bytes: int = 0
+    _writer_running: bool = False
+    _writer_idle: trio.Event | None = None
+    _drained: trio.Event = attrs.Factory(trio.Event)
 
     # -- sending -----------------------------------------------------------------
 
+    @property
+    def buffered_frames(self) -> int:
+        """Frames waiting in the out-buffer for the writer."""
+        return len(self._out)
+
     async def send(self, message: Message) -> None:
-        """Send one message; raises ``ConnectionLost`` if the link is gone."""
+        """Send one message; raises ``ConnectionLost`` if the link is gone.
+
+        While ``serve()`` runs the frame is buffered for the writer task (this waits only
+        while the buffer is over ``HIGH_WATER``); otherwise it is sent directly.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        frame = self._encode(message)
+        if not self._writer_running:
+            await self._send_now(frame)
+            return
+        self._buffer(frame)
+        await self._wait_below_high_water()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def push_nowait(self, topic: str, data: dict[str, Json], limit: int | None = None) -> bool:
+        """Buffer a push without waiting; False (not sent) when ``limit`` frames already wait.
+
+        Raises:
+            ConnectionLost: the link is closed.
+            RuntimeError: ``serve()`` is not running (nothing would send the frame).
+        """
+        if not self._writer_running:
+            self._check_open()
+            raise RuntimeError("push_nowait needs serve() running")
+        if limit is not None and len(self._out) >= limit:
+            return False
+        self._buffer(self._encode(Push(topic, data)))
+        return True
+
+    def send_frame_nowait(self, frame: bytes, limit: int | None = None) -> bool:
+        """Like ``push_nowait`` for a frame already encoded (``encode``): one encoding can
+        go to many connections. False (not sent) when ``limit`` frames already wait.
+        """
+        self._check_open()
+        if not self._writer_running:
+            raise RuntimeError("send_frame_nowait needs serve() running")
+        if limit is not None and len(self._out) >= limit:
+            return False
+        self.frames_sent += 1
+        _TOTALS.sent += 1
+        self._buffer(frame)
+        return True
+
+    def _check_open(self) -> None:
         if self.closed.is_set():
             raise ConnectionLost(f"connection to {self.peer_app} is closed ({self.close_reason})")
+
+    def _encode(self, message: Message) -> bytes:
+        self._check_open()
         frame = encode(message, self.max_frame)
+        self.frames_sent += 1
+        _TOTALS.sent += 1
+        return frame
+
+    def _buffer(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        idle = self._writer_idle
+        if idle is not None:
+            self._writer_idle = None
+            idle.set()
+
+    async def _wait_below_high_water(self) -> None:
+        while self._out_bytes > HIGH_WATER and not self.closed.is_set():
+            await self._drained.wait()
+        self._check_open()
+
+    async def _send_now(self, data: bytes) -> None:
         try:
             async with self._send_lock:
-                await self.stream.send_all(frame)
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._mark_closed(f"send failed: {exc}")
             raise ConnectionLost(f"connection to {self.peer_app} lost while sending") from exc
+
+    def _take_buffer(self) -> bytes:
+        data = b"".join(self._out) if len(self._out) != 1 else self._out[0]
+        self._out.clear()
+        self._out_bytes = 0
+        self._drained.set()
+        self._drained = trio.Event()
+        return data
+
+    async def _writer(self) -> None:
+        """Send whatever is buffered, in one write, until the connection ends."""
+        self._writer_running = True
+        try:
+            while True:
+                if not self._out:
+                    idle = self._writer_idle = trio.Event()
+                    await idle.wait()
+                    continue
+                await self._send_now(self._take_buffer())
+        except ConnectionLost:
+            pass
+        finally:
+            self._writer_running = False
+            self._writer_idle = None
 
     async def request(
         self, method: str, params: dict[str, Json] | None = None, timeout: float = math.inf
@@ -106,7 +236,12 @@ class Connection:
         pending = _Pending()
         self._pending[request_id] = pending
         try:
-            await self.send(Request(request_id, method, params or {}))
+            message = Request(request_id, method, params or {})
+            if self._writer_running:
+                self._buffer(self._encode(message))  # the wait below is the checkpoint
+                await self._wait_below_high_water()
+            else:
+                await self.send(message)
             with trio.fail_after(timeout):
                 await pending.done.wait()
         finally:
@@ -123,7 +258,18 @@ class Connection:
         await self.send(Push(topic, data or {}))
 
     async def aclose(self) -> None:
-        """Close the link; safe to call twice and under cancellation."""
+        """Close the link; safe to call twice and under cancellation.
+
+        Frames still buffered are sent first (for at most a second), so a push made just
+        before closing is not lost.
+        """
+        if self._out and not self.closed.is_set():
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                try:
+                    await self._send_now(self._take_buffer())
+                except ConnectionLost:
+                    pass
         self._mark_closed(self.close_reason or "closed locally")
         await trio.aclose_forcefully(self.stream)
 
@@ -135,6 +281,7 @@ class Connection:
         addp = Addp(self.addp_timeout, last_rx=trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
                 nursery.start_soon(self._keepalive, addp, nursery.cancel_scope)
                 try:
                     await self._read_loop(addp, nursery)
@@ -144,7 +291,8 @@ class Connection:
                     with trio.move_on_after(1) as scope:
                         scope.shield = True
                         try:
-                            await self.send(ErrorResponse(0, "protocol", str(exc)))
+                            error = self._encode(ErrorResponse(0, "protocol", str(exc)))
+                            await self._send_now(self._take_buffer() + error)
                         except (ConnectionLost, LocalProtocolError):
                             pass
                 nursery.cancel_scope.cancel()
@@ -160,11 +308,13 @@ class Connection:
                 self.close_reason = self.close_reason or f"receive failed: {exc}"
                 return
             addp.on_receive(trio.current_time())
-            self.decoder.receive_data(bytes(data))
+            self.decoder.receive_data(data)
             while True:
                 message = self.decoder.next_message()
                 if message is NEED_DATA:
                     break
+                self.frames_received += 1
+                _TOTALS.received += 1
                 await self._dispatch(message, nursery)  # type: ignore[arg-type]
             if not data:
                 self.close_reason = self.close_reason or "closed by peer"
@@ -215,9 +365,14 @@ class Connection:
             except (KeyError, TypeError, ValueError) as exc:
                 reply = ErrorResponse(request.id, "bad_request", f"{request.method}: {exc!r}")
         try:
-            await self.send(reply)
-        except LocalProtocolError as exc:
-            await self.send(ErrorResponse(request.id, "too_large", str(exc)))
+            try:
+                frame = self._encode(reply)
+            except LocalProtocolError as exc:
+                frame = self._encode(ErrorResponse(request.id, "too_large", str(exc)))
+            if self._writer_running:
+                self._buffer(frame)  # the task ends here: no need to wait for the writer
+            else:
+                await self._send_now(frame)
         except ConnectionLost:
             pass
 
@@ -246,5 +401,6 @@ class Connection:
         if not self.closed.is_set():
             self.close_reason = self.close_reason or reason
             self.closed.set()
+            self._drained.set()
             for pending in self._pending.values():
                 pending.done.set()
