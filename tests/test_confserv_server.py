@@ -113,6 +113,25 @@ async def test_not_found_is_a_config_error(server: Server) -> None:
         assert info.value.code == "unknown_method"
 
 
+async def test_bulk_read_returns_the_existing_ones_and_subscribes(server: Server) -> None:
+    """``get_applications`` answers what exists, leaves out the rest, and its reader
+    gets the change pushes of what it read."""
+    async with (
+        await client_for(server.port, "ORS_1") as reader,
+        await client_for(server.port, "tool") as writer,
+    ):
+        apps = await reader.get_applications(["ORS_1", "ORS_2_B", "Nope", "ORS_1"])
+        assert sorted(apps) == ["ORS_1", "ORS_2_B"]
+        assert apps["ORS_2_B"] == await writer.get_application("ORS_2_B")
+        assert await reader.get_applications([]) == {}
+        with pytest.raises(RemoteError) as info:
+            await reader.request("get_applications", {"names": "ORS_1"})
+        assert info.value.code == "bad_request"
+        await writer.set_option("ORS_2_B", "orchestration", "x", "1")
+        change = await next_change(reader)
+        assert (change.object, change.key, change.value) == ("ORS_2_B", "x", "1")
+
+
 async def test_change_is_pushed_to_readers_only(server: Server) -> None:
     """A reader of the object is told; a client that never read it is not."""
     async with (

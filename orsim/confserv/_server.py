@@ -129,6 +129,7 @@ class ConfServ:
     def _methods(self) -> dict[str, Callable[[Connection, dict[str, Json]], Any]]:
         return {
             "get_application": self.get_application,
+            "get_applications": self.get_applications,
             "get_transaction": self.get_transaction,
             "list_applications": self.list_applications,
             "get_host": self.get_host,
@@ -145,6 +146,19 @@ class ConfServ:
             raise RequestFailed("not_found", f"application '{name}' not found")
         self.readers[("application", name)].add(conn)
         return application_to_wire(app)
+
+    async def get_applications(self, conn: Connection, params: dict[str, Json]) -> Json:
+        """Several Applications in one request (Genesys reads objects in bulk at start-up)."""
+        names = params.get("names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RequestFailed("bad_request", "names must be a list of strings")
+        found: dict[str, Json] = {}
+        for name in names:
+            app = self.db.applications.get(str(name))
+            if app is not None:
+                self.readers[("application", app.name)].add(conn)
+                found[app.name] = application_to_wire(app)
+        return found
 
     async def get_transaction(self, conn: Connection, params: dict[str, Json]) -> Json:
         name = _text(params, "name")

@@ -14,7 +14,7 @@ read; it closes when the connection ends.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -218,6 +218,13 @@ class ConfServClient:
             ConfigError: ``application 'X' not found``.
         """
         return application_from_wire(await self.request("get_application", {"name": name}))
+
+    async def get_applications(self, names: Iterable[str]) -> dict[str, Application]:
+        """The Applications of ``names`` that exist, by name, in one request."""
+        found = await self.request("get_applications", {"names": sorted(set(names))})
+        if not isinstance(found, dict):
+            raise ConfigError("get_applications: the Configuration Server answered no object")
+        return {name: application_from_wire(wire) for name, wire in found.items()}
 
     async def get_transaction(self, name: str) -> Transaction:
         """The List transaction ``name`` (under the list tenant); registers for pushes.

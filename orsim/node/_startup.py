@@ -39,6 +39,8 @@ class ConfigReader(Protocol):
 
     async def get_application(self, name: str) -> Application: ...
 
+    async def get_applications(self, names: Iterable[str]) -> dict[str, Application]: ...
+
     async def get_transaction(self, name: str) -> Transaction: ...
 
 
@@ -55,12 +57,11 @@ class Startup:
 async def _fetch_all(
     client: ConfigReader, names: Iterable[str], apps: dict[str, Application]
 ) -> None:
-    for name in names:
-        if name not in apps:
-            try:
-                apps[name] = await client.get_application(name)
-            except ConfigError:
-                pass  # reported by the requirement checks as "not found"
+    """Add the Applications of ``names`` not read yet, in one request; missing ones are
+    left out (the requirement checks report them as not found)."""
+    wanted = [name for name in names if name not in apps]
+    if wanted:
+        apps.update(await client.get_applications(wanted))
 
 
 async def read_startup(client: ConfigReader, app_name: str, cluster_name: str | None) -> Startup:
@@ -79,9 +80,8 @@ async def read_startup(client: ConfigReader, app_name: str, cluster_name: str | 
     members = cluster_members(app, cluster) or {}
     await _fetch_all(client, members, apps)
     await _fetch_all(client, [a.backup for a in list(apps.values()) if a.backup], apps)
-    for other in list(apps.values()):
-        if other.type == ORS_TYPE:
-            await _fetch_all(client, [c.server for c in other.connections], apps)
+    servers = [c.server for a in list(apps.values()) if a.type == ORS_TYPE for c in a.connections]
+    await _fetch_all(client, servers, apps)
     problems = check_node_cluster(app, cluster, apps)
     if problems:
         raise ConfigError(problems[0], problems)
