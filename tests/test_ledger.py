@@ -36,6 +36,34 @@ def test_route_once_then_duplicate() -> None:
     assert (record.state, record.app, record.node_id, record.epoch) == ("routed", "ORS_1", 7, 1)
 
 
+def test_identical_resend_is_the_original_success() -> None:
+    """A node resending its accepted route (after a lost link) gets the first outcome back,
+    counted as ``resent``; any other second route stays a duplicate."""
+    ledger = CallLedger()
+    ledger.create("c1", "5000", now=100.0, deadline=110.0)
+    first = ledger.route("c1", app="ORS_1", node_id=7, epoch=1, now=100.25, target="A")
+    again = ledger.route("c1", app="ORS_1", node_id=7, epoch=1, now=100.75, target="A")
+    assert (first.resent, again.resent) == (False, True)
+    assert again.record == first.record
+    assert again.latency_ms == pytest.approx(250.0)
+    others = [
+        {"app": "ORS_1_B", "node_id": 7, "epoch": 1, "target": "A"},  # the partner
+        {"app": "ORS_1", "node_id": 7, "epoch": 2, "target": "A"},  # a later epoch
+        {"app": "ORS_1", "node_id": 7, "epoch": 1, "target": "B"},  # another target
+        {"app": "ORS_1", "node_id": 8, "epoch": 1, "target": "A"},  # another Node
+    ]
+    for other in others:
+        with pytest.raises(DuplicateRoute):
+            ledger.route("c1", now=101.0, **other)  # type: ignore[arg-type]
+    counts = ledger.counts()
+    assert (counts.routed, counts.resent, counts.duplicates) == (1, 1, 4)
+    assert counts.by_app == {"ORS_1": 1}
+    assert counts.latency_p50_ms == pytest.approx(250.0)  # the resend adds no latency sample
+    ledger.fence(7, 5)
+    with pytest.raises(StaleEpoch):  # a fenced-off primary learns it is fenced
+        ledger.route("c1", app="ORS_1", node_id=7, epoch=1, now=101.0, target="A")
+
+
 def test_stale_epoch_after_fence_and_after_newer_route() -> None:
     """Fencing, or a route at a higher epoch, makes lower epochs of that Node stale."""
     ledger = CallLedger()
@@ -114,7 +142,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.lost: set[str] = set()
         self.epochs: dict[int, int] = {}
         self.duplicates = 0
+        self.resent = 0
         self.stale = 0
+        #: call -> (app, node, epoch, target) of the route that routed it
+        self.routes: dict[str, tuple[str, int, int, str]] = {}
 
     @rule(dt=st.floats(0, 3), timeout=st.floats(0.1, 5))
     def create(self, dt: float, timeout: float) -> None:
@@ -125,19 +156,32 @@ class LedgerMachine(RuleBasedStateMachine):
         self.deadlines[call_id] = self.now + timeout
 
     @precondition(lambda self: bool(self.calls))
-    @rule(data=st.data(), node=NODES, epoch=EPOCHS, dt=st.floats(0, 2))
-    def route(self, data: st.DataObject, node: int, epoch: int, dt: float) -> None:
+    @rule(
+        data=st.data(),
+        node=NODES,
+        epoch=EPOCHS,
+        dt=st.floats(0, 2),
+        app=st.sampled_from(["A", "B"]),
+        agent=st.sampled_from(["Agent_1", "Agent_2"]),
+    )
+    def route(
+        self, data: st.DataObject, node: int, epoch: int, dt: float, app: str, agent: str
+    ) -> None:
         self.now += dt
         call_id = data.draw(st.sampled_from([*self.calls, "ghost"]))
         known = self.epochs.get(node, 0)
+        sent = (f"ORS_{node}{app}", node, epoch, agent)
         try:
-            self.ledger.route(call_id, app=f"ORS_{node}", node_id=node, epoch=epoch, now=self.now)
+            outcome = self.ledger.route(
+                call_id, app=sent[0], node_id=node, epoch=epoch, now=self.now, target=agent
+            )
         except StaleEpoch:
             assert epoch < known
             self.stale += 1
         except DuplicateRoute:
             assert epoch >= known
             assert self.routed.get(call_id)
+            assert self.routes[call_id] != sent, "an identical resend counted as duplicate"
             self.duplicates += 1
         except CallLost:
             assert self.now >= self.deadlines[call_id]
@@ -148,10 +192,34 @@ class LedgerMachine(RuleBasedStateMachine):
             raise AssertionError(f"unexpected refusal {exc!r}") from exc
         else:
             assert epoch >= known
+            if outcome.resent:
+                assert self.routes[call_id] == sent
+                self.resent += 1
+                return
             assert self.now < self.deadlines[call_id]
             assert call_id not in self.lost
             self.routed[call_id] = self.routed.get(call_id, 0) + 1
+            self.routes[call_id] = sent
             self.epochs[node] = max(known, epoch)
+
+    @precondition(lambda self: bool(self.routes))
+    @rule(data=st.data(), dt=st.floats(0, 2))
+    def resend(self, data: st.DataObject, dt: float) -> None:
+        """The router resends its accepted route: the original success unless fenced since."""
+        self.now += dt
+        call_id = data.draw(st.sampled_from(sorted(self.routes)))
+        app, node, epoch, target = self.routes[call_id]
+        try:
+            outcome = self.ledger.route(
+                call_id, app=app, node_id=node, epoch=epoch, now=self.now, target=target
+            )
+        except StaleEpoch:
+            assert epoch < self.epochs.get(node, 0)
+            self.stale += 1
+        else:
+            assert outcome.resent
+            assert outcome.record.routed_at is not None and outcome.record.routed_at <= self.now
+            self.resent += 1
 
     @rule(node=NODES, epoch=EPOCHS)
     def fence(self, node: int, epoch: int) -> None:
@@ -180,6 +248,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert counts.lost == len(self.lost)
         assert counts.created == counts.routed + counts.lost + counts.in_flight
         assert counts.duplicates == self.duplicates
+        assert counts.resent == self.resent
         assert counts.stale == self.stale
         assert sum(counts.by_app.values()) == counts.routed
         states = [r.state for r in self.ledger.records()]

@@ -295,8 +295,11 @@ class HaPair(RuleBasedStateMachine):
         if not self.store.delete(app.node, call, epoch):
             self.post(app.name, Fenced(epoch))
         if result == "ok":
+            # The router knows from the answer (``_mark_handled``); the others hear it.
+            app.seen_routed.add(call)
+            app.watcher.on_call_routed(call)
             for name in self.apps:
-                if self.ts_ok(name):
+                if name != app.name and self.ts_ok(name):
                     self.post(name, Push("call_routed", call))
         self.pump()
 

@@ -192,3 +192,59 @@ async def test_control_port_requests(nursery: trio.Nursery) -> None:
         ):
             with pytest.raises(RemoteError):
                 await c.request(method, params)
+
+
+class _PlainNetwork:
+    """TCP whose streams are not ``trio.SocketStream``: the proxy pumps them in trio."""
+
+    def __init__(self) -> None:
+        self.tcp = TcpNetwork()
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        return trio.StapledStream(*_halves(await self.tcp.connect(host, port)))
+
+    async def listen(self, host: str, port: int) -> tuple[trio.abc.Listener[trio.abc.Stream], int]:
+        return await self.tcp.listen(host, port)
+
+
+def _halves(stream: trio.abc.Stream) -> tuple[trio.abc.SendStream, trio.abc.ReceiveStream]:
+    return stream, stream
+
+
+async def test_non_socket_streams_are_pumped_in_trio(nursery: trio.Nursery) -> None:
+    """Streams other than TCP sockets take the trio pumps: forwarding and delay alike."""
+    target = await start_echo(nursery)
+    proxy = FaultProxy(_PlainNetwork())
+    port: int = await nursery.start(proxy.serve_route, Route("S", HOST, 0, HOST, target))
+    async with connected(TcpNetwork(), HOST, port, app="C", app_type="Client") as conn:
+        big = {"blob": "y" * 300_000}
+        assert await conn.request("echo", big, timeout=5) == big
+        proxy.delay("C", "S", 100)
+        started = trio.current_time()
+        assert await conn.request("echo", {"n": 1}, timeout=5) == {"n": 1}
+        assert trio.current_time() - started >= 0.2
+
+
+async def test_relay_thread_carries_many_links_and_stops_when_idle(nursery: trio.Nursery) -> None:
+    """Concurrent links with big frames both ways; the relay thread ends with the last link."""
+    target = await start_echo(nursery)
+    proxy, port = await start_proxy(nursery, target)
+    net = TcpNetwork()
+
+    async def client(n: int) -> None:
+        async with (
+            connected(net, HOST, port, app=f"C{n}", app_type="Client") as conn,
+            trio.open_nursery() as asks,
+        ):
+            for size in (10, 200_000, 900_000, 900_000):  # more than socket buffers hold
+                asks.start_soon(ask, conn, {"blob": str(n) * size})
+
+    async def ask(conn: Connection, payload: dict[str, str]) -> None:
+        assert await conn.request("echo", payload, timeout=10) == payload
+
+    async with trio.open_nursery() as clients:
+        for n in range(4):
+            clients.start_soon(client, n)
+    with trio.fail_after(5):
+        while proxy._relay._running or proxy.status()["links"]:
+            await trio.sleep(0.01)

@@ -68,13 +68,24 @@ async def peer(network: Network, port: int, app: str) -> AsyncIterator[Peer]:
         yield Peer(TServerClient(conn), receive)
 
 
+def _drain(pushes: trio.MemoryReceiveChannel[Push]) -> list[Push]:
+    """The pushes received so far (without waiting)."""
+    got: list[Push] = []
+    while True:
+        try:
+            got.append(pushes.receive_nowait())
+        except trio.WouldBlock:
+            return got
+
+
 async def start(nursery: trio.Nursery, network: Network, app: Application) -> int:
     port: int = await nursery.start(partial(serve_tserver, network, app))
     return port
 
 
 async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -> None:
-    """Both registered clients get each route request; route, duplicate, stale, unknown."""
+    """Both registered clients get each route request; route (heard by the others, not
+    echoed to the router), identical resend, duplicate, stale, unknown."""
     net = TcpNetwork()
     port = await start(nursery, net, tserver_app())
     async with (
@@ -94,9 +105,11 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
 
         latency = await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=101, epoch=1)
         assert latency >= 0
-        for p in (a, b):
-            routed = CallRouted.from_push(await p.next_push("call_routed"))
-            assert routed == CallRouted(call_id, "ORS_1", 101, 1, "Agent_1")
+        routed = CallRouted.from_push(await b.next_push("call_routed"))
+        assert routed == CallRouted(call_id, "ORS_1", 101, 1, "Agent_1")
+        # The router resends after a lost answer: the same success, and no news again.
+        again = await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=101, epoch=1)
+        assert again == latency
 
         with pytest.raises(RemoteError) as info:
             await b.client.route(call_id, "Agent_2", app="ORS_1_B", node_id=101, epoch=1)
@@ -114,13 +127,20 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
         assert info.value.code == "unknown_call"
 
         ledger = await other.client.ledger(records=True)
-        assert {k: ledger[k] for k in ("created", "routed", "duplicates", "stale", "lost")} == {
+        keys = ("created", "routed", "duplicates", "resent", "stale", "lost")
+        assert {k: ledger[k] for k in keys} == {
             "created": 2,
             "routed": 2,
             "duplicates": 1,
+            "resent": 1,
             "stale": 1,
             "lost": 0,
         }
+        # Each heard of the call the other routed, once; neither of its own.
+        assert (await a.next_push("call_routed")).data["call_id"] == second
+        await b.client.status()  # a round trip: any stray push to b would be in by now
+        for p in (a, b):
+            assert [x for x in _drain(p.pushes) if x.topic == "call_routed"] == []
         assert ledger["by_app"] == {"ORS_1": 1, "ORS_1_B": 1}
         assert ledger["by_node"] == {"101": 2}
         assert ledger["latency_p50_ms"] is not None

@@ -11,7 +11,10 @@ plus ``TServer/router-timeout``). From then on it is ``in_flight`` until exactly
 A real T-Server answers a request on a call that has left the routing point with an error
 event (reference section 7); the ledger does the same with typed refusals, and counts the
 refusals that matter to a failover test: a second route for a routed call (``duplicate``)
-and a command from a fenced-off primary (``stale``). Every Node has a known epoch, raised
+and a command from a fenced-off primary (``stale``). One second route is not a duplicate:
+the *resend* of the accepted route itself (same app, Node, epoch and target), which a node
+makes when its link broke before the answer came. It is answered as the original success
+and counted apart (``resent``); the call was still routed once. Every Node has a known epoch, raised
 by ``fence`` and by any accepted route carrying a higher epoch (a new primary routing is
 proof of its takeover); commands below it are stale.
 
@@ -107,6 +110,7 @@ class LedgerCounts:
     routed: int
     lost: int
     duplicates: int
+    resent: int
     stale: int
     unknown: int
     late: int
@@ -134,9 +138,10 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 @attrs.define(eq=False)
 class RouteOutcome:
-    """A route the ledger accepted."""
+    """A route the ledger accepted (``resent``: the same route accepted earlier, again)."""
 
     record: CallRecord
+    resent: bool = False
 
     @property
     def latency_ms(self) -> float:
@@ -160,6 +165,7 @@ class CallLedger:
     _routed: int = 0
     _lost: int = 0
     _duplicates: int = 0
+    _resent: int = 0
     _stale: int = 0
     _unknown: int = 0
     _late: int = 0
@@ -190,7 +196,9 @@ class CallLedger:
         Raises:
             UnknownCall: no such call.
             StaleEpoch: ``epoch`` is below the Node's known epoch (counted).
-            DuplicateRoute: the call is already routed (counted).
+            DuplicateRoute: the call is already routed (counted), and not by this very
+                route: an identical resend (same app, Node, epoch, target) returns the
+                original outcome with ``resent`` set, counted as ``resent``.
             CallLost: the deadline passed before this command (the call is now lost).
         """
         record = self._calls.get(call_id)
@@ -202,6 +210,14 @@ class CallLedger:
             self._stale += 1
             raise StaleEpoch(call_id, f"epoch {epoch} of node {node_id} is stale (current {known})")
         if record.state == ROUTED:
+            if (record.app, record.node_id, record.epoch, record.target) == (
+                app,
+                node_id,
+                epoch,
+                target,
+            ):
+                self._resent += 1
+                return RouteOutcome(record, resent=True)
             self._duplicates += 1
             raise DuplicateRoute(
                 call_id,
@@ -278,6 +294,7 @@ class CallLedger:
             routed=self._routed,
             lost=self._lost,
             duplicates=self._duplicates,
+            resent=self._resent,
             stale=self._stale,
             unknown=self._unknown,
             late=self._late,

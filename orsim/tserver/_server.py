@@ -4,9 +4,10 @@ Theory of operation (reference section 7). Calls land on routing points (the
 ``routing-points`` option: DN -> strategy), either one at a time (``make_call``) or from a
 built-in generator paced at a given rate. For each new call the T-Server sends a
 ``route_request`` push (EventRouteRequest) to every client registered on that DN; the first
-accepted ``route`` command (RequestRouteCall) routes it and every registered client hears
-``call_routed`` (EventRouteUsed). A call not routed within ``TServer/router-timeout``
-seconds is lost; ORS has no default-dn to fall back on here, so lost means lost.
+accepted ``route`` command (RequestRouteCall) routes it and every other registered client
+hears ``call_routed`` (EventRouteUsed); the router knows from the answer. A call not
+routed within ``TServer/router-timeout`` seconds is lost; ORS has no default-dn to fall
+back on here, so lost means lost.
 
 The ledger (``_ledger.CallLedger``) decides every outcome; this module is the thin trio
 shell around it: one task expiring calls at their deadlines and one optional generator
@@ -264,11 +265,12 @@ class TServer:
         self._push_to(dn, Push("route_request", request))
         return record
 
-    def _push_to(self, dn: str, push: Push) -> None:
-        """Send ``push`` to every client registered on ``dn`` (encoded once)."""
+    def _push_to(self, dn: str, push: Push, but: str | None = None) -> None:
+        """Send ``push`` to every client registered on ``dn`` (encoded once), except the
+        connections of application ``but``."""
         frame: bytes | None = None
         for client in self._clients.values():
-            if dn in client.dns:
+            if dn in client.dns and client.app != but:
                 frame = frame or encode(push)
                 client.post(frame)
 
@@ -376,14 +378,15 @@ class TServer:
                 epoch=epoch,
             )
             raise RequestFailed(exc.code, str(exc)) from exc
-        routed: dict[str, Json] = {
-            "call_id": call_id,
-            "app": app,
-            "node_id": node_id,
-            "epoch": epoch,
-            "target": target,
-        }
-        self._push_to(outcome.record.dn, Push("call_routed", routed))
+        if not outcome.resent:  # a resend: everyone heard of the call the first time
+            routed: dict[str, Json] = {
+                "call_id": call_id,
+                "app": app,
+                "node_id": node_id,
+                "epoch": epoch,
+                "target": target,
+            }
+            self._push_to(outcome.record.dn, Push("call_routed", routed), but=app)
         return {"routed": True, "call_id": call_id, "latency_ms": outcome.latency_ms}
 
     async def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
@@ -456,6 +459,7 @@ class TServer:
                 "routed": counts.routed,
                 "lost": counts.lost,
                 "duplicates": counts.duplicates,
+                "resent": counts.resent,
                 "stale": counts.stale,
                 "in_flight": counts.in_flight,
             },

@@ -8,7 +8,11 @@ every pending request fails with ``ConnectionLost``.
 Sending is write-behind while ``serve()`` runs: a frame is encoded at once and appended
 to the connection's out-buffer, and one writer task sends everything buffered in a single
 ``send_all``. Under load many frames leave in one system call (and cross the fault proxy
-as one chunk) instead of one call and several task switches per frame. Before ``serve()``
+as one chunk) instead of one call and several task switches per frame. An async send
+(``send``, ``push``, ``request``, a request's answer) that finds nothing buffered and no
+write under way sends its frame itself at once instead: the writer's turn would only add
+a scheduler round to an idle link's latency, and frames sent meanwhile are buffered (the
+sender holds the write lock), so batching under load is unchanged. Before ``serve()``
 starts (or after it ends) frames are sent directly. ``send`` waits while more than
 ``HIGH_WATER`` bytes are buffered, so a peer that stops reading still slows its senders;
 ``push_nowait`` never waits and reports whether the frame was taken.
@@ -52,6 +56,9 @@ RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
 PushHandler = Callable[["Connection", Push], Awaitable[None]]
 
 _READ_SIZE = 65536
+#: Largest frame an async sender writes itself when the link is idle (larger ones go to
+#: the writer: a direct write is shielded from cancellation, so it should not wait long).
+_DIRECT_MAX = 65536
 #: Buffered bytes beyond which ``send`` waits for the writer (the peer is not reading).
 HIGH_WATER = 1024 * 1024
 
@@ -133,6 +140,9 @@ class Connection:
         if not self._writer_running:
             await self._send_now(frame)
             return
+        if self._idle_for(frame):
+            await self._send_direct(frame)
+            return
         self._buffer(frame)
         await self._wait_below_high_water()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -165,6 +175,16 @@ class Connection:
         _TOTALS.sent += 1
         self._buffer(frame)
         return True
+
+    def _idle_for(self, frame: bytes) -> bool:
+        """Nothing buffered and no write under way: ``frame`` may go out at once."""
+        return not self._out and not self._send_lock.locked() and len(frame) <= _DIRECT_MAX
+
+    async def _send_direct(self, frame: bytes) -> None:
+        # Shielded: a frame cut by a cancellation would break the stream for every
+        # later frame. The socket is idle, so the write rarely has to wait.
+        with trio.CancelScope(shield=True):
+            await self._send_now(frame)
 
     def _check_open(self) -> None:
         if self.closed.is_set():
@@ -238,8 +258,12 @@ class Connection:
         try:
             message = Request(request_id, method, params or {})
             if self._writer_running:
-                self._buffer(self._encode(message))  # the wait below is the checkpoint
-                await self._wait_below_high_water()
+                frame = self._encode(message)
+                if self._idle_for(frame):
+                    await self._send_direct(frame)
+                else:
+                    self._buffer(frame)  # the wait below is the checkpoint
+                    await self._wait_below_high_water()
             else:
                 await self.send(message)
             with trio.fail_after(timeout):
@@ -369,8 +393,10 @@ class Connection:
                 frame = self._encode(reply)
             except LocalProtocolError as exc:
                 frame = self._encode(ErrorResponse(request.id, "too_large", str(exc)))
-            if self._writer_running:
+            if self._writer_running and not self._idle_for(frame):
                 self._buffer(frame)  # the task ends here: no need to wait for the writer
+            elif self._writer_running:
+                await self._send_direct(frame)
             else:
                 await self._send_now(frame)
         except ConnectionLost:
