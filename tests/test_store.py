@@ -258,6 +258,22 @@ async def test_claim_outlives_the_session(store: SessionStore) -> None:
     assert await store.create_session(_session("c2", node_id=2))  # other calls are free
 
 
+async def test_a_finished_call_is_not_created_again_by_its_own_node(
+    store: SessionStore,
+) -> None:
+    """Deleting the session finishes the call: the Node's backup, taking over with a
+    higher epoch and a late watch on the call, must not serve it a second time."""
+    assert await store.create_session(_session("c1", node_id=1))
+    await store.delete_session(1, 0, "c1")
+    assert await store.claim_epoch(1, 0, 1)
+    assert not await store.create_session(_session("c1", node_id=1, epoch=1))
+    assert await store.sessions(1) == []
+    # A delete of a session never created (or of another Node's call) finishes nothing.
+    await store.delete_session(2, 0, "c1")
+    await store.delete_session(2, 0, "c3")
+    assert await store.create_session(_session("c3", node_id=2))
+
+
 async def test_stale_create_is_refused(store: SessionStore) -> None:
     """A create carrying an old epoch raises StaleEpoch and claims nothing."""
     assert await store.claim_epoch(1, 0, 2)
@@ -314,22 +330,26 @@ async def test_any_interleaving_of_creates(
     store_url: str, tmp_path: Path, steps: list[tuple[int, int, str]]
 ) -> None:
     """Creates and deletes by 3 Nodes over 3 calls, in any order: each call gets exactly
-    one owner (its first creator), every successful create is by that owner, and only
-    owners hold sessions."""
+    one owner (its first creator), every successful create is by that owner before it
+    finished the call (deleted its session), and only owners hold sessions."""
     nodes = [next(_node_ids) for _ in range(3)]  # the store outlives one example
     calls = [f"call-{nodes[0]}-{i}" for i in range(3)]
     store = await open_store(store_url, tmp_path)
     try:
         owner: dict[str, int] = {}
+        done: set[str] = set()
         held: dict[int, set[str]] = {n: set() for n in nodes}
         for who, which, action in steps:
             node_id, call_id = nodes[who], calls[which]
             if action == "delete":
                 await store.delete_session(node_id, 0, call_id)
                 held[node_id].discard(call_id)
+                if owner.get(call_id) == node_id:
+                    done.add(call_id)
                 continue
             created = await store.create_session(_session(call_id, node_id=node_id))
-            assert created == (owner.setdefault(call_id, node_id) == node_id)
+            mine = owner.setdefault(call_id, node_id) == node_id
+            assert created == (mine and call_id not in done)
             if created:
                 held[node_id].add(call_id)
         for node_id in nodes:
@@ -351,7 +371,8 @@ async def test_sqlite_claims_expire_and_are_pruned(tmp_path: Path) -> None:
             assert await store.create_session(_session("new", node_id=2))
             with conn:
                 conn.execute(
-                    "INSERT INTO claims VALUES ('gone', 1, ?)", (time.time() - CLAIM_TTL - 1,)
+                    "INSERT INTO claims (call_id, node_id, claimed_at) VALUES ('gone', 1, ?)",
+                    (time.time() - CLAIM_TTL - 1,),
                 )
             store._last_prune -= PRUNE_INTERVAL  # prune at the next create
             assert await store.create_session(_session("another", node_id=2))

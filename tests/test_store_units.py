@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from orsim.errors import ConfigError, RemoteProtocolError
 from orsim.store import RedisLocation, Session, SqliteLocation, parse_store_url
+from orsim.store._memory import MemoryStore
 from orsim.store._resp import NEED_DATA, ErrorReply, NeedData, Reply, ReplyParser, encode_command
 from orsim.store._session import session_from_json, session_to_json
 
@@ -150,3 +152,15 @@ def test_public_names() -> None:
     import orsim.store
 
     assert all(hasattr(orsim.store, name) for name in orsim.store.__all__)
+
+
+async def test_memory_store_finishes_a_call_like_the_real_ones() -> None:
+    """The in-memory store (simulations) keeps the real stores' claim rules."""
+    store = MemoryStore()
+    session = Session(call_id="c1", node_id=1, epoch=0, dn="5000", state="created")
+    assert await store.create_session(session)
+    assert not await store.create_session(attrs.evolve(session, node_id=2))
+    await store.delete_session(1, 0, "c1")
+    assert await store.claim_epoch(1, 0, 1)
+    assert not await store.create_session(attrs.evolve(session, epoch=1))
+    assert await store.sessions(1) == []

@@ -19,6 +19,8 @@ class MemoryStore:
     _epochs: dict[int, int] = attrs.Factory(dict)
     _sessions: dict[int, dict[str, Session]] = attrs.Factory(dict)
     _claims: dict[str, int] = attrs.Factory(dict)
+    #: Calls whose session its owner deleted: finished, never created again.
+    _done: set[str] = attrs.Factory(set)
 
     async def current_epoch(self, node_id: int) -> int:
         await trio.lowlevel.checkpoint()
@@ -45,7 +47,7 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._check(session.node_id, session.epoch)
         owner = self._claims.setdefault(session.call_id, session.node_id)
-        if owner != session.node_id:
+        if owner != session.node_id or session.call_id in self._done:
             return False
         self._sessions.setdefault(session.node_id, {})[session.call_id] = session
         return True
@@ -68,6 +70,8 @@ class MemoryStore:
         await trio.lowlevel.checkpoint()
         self._check(node_id, epoch)
         self._sessions.get(node_id, {}).pop(call_id, None)
+        if self._claims.get(call_id) == node_id:
+            self._done.add(call_id)
 
     async def sessions(self, node_id: int) -> list[Session]:
         await trio.lowlevel.checkpoint()

@@ -79,8 +79,10 @@ class SessionStore(Protocol):
         same Node, or its backup after takeover, succeeds). Of any number of Nodes
         creating one call, cluster-wide, exactly one gets True.
 
-        The claim outlives the session (:meth:`delete_session` keeps it) and is dropped
-        :data:`CLAIM_TTL` seconds after it was made.
+        The claim outlives the session and is dropped :data:`CLAIM_TTL` seconds after it
+        was made. :meth:`delete_session` by the owner marks the call *done*: a done call
+        is refused (False) to every Node, its own included, so a backup that takes over
+        never serves again a call its primary finished.
         """
         ...
 

@@ -83,7 +83,7 @@ local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[1]) < cur then return {0, cur} end
 local owner = redis.call('GET', KEYS[3])
 if owner then
-  if owner ~= ARGV[4] then return {2, tonumber(owner)} end
+  if owner ~= ARGV[4] then return {2, 0} end
 else
   redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5])
 end
@@ -112,10 +112,15 @@ redis.call('SET', KEYS[6], ARGV[8], 'PX', ARGV[7])
 return {1, 0}
 """
 
+# KEYS: node, sessions, claim. ARGV: epoch, call_id, node. The claim of a finished call
+# becomes "done:NODE" (same expiry), which no create matches, not even its own Node's.
 _DELETE = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[1]) < cur then return {0, cur} end
 redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[3] then
+  redis.call('SET', KEYS[3], 'done:' .. ARGV[3], 'KEEPTTL')
+end
 return {1, cur}
 """
 
@@ -284,10 +289,16 @@ class RedisStore:
         return won
 
     async def _fenced(
-        self, script: str, node_id: int, epoch: int, call_id: str, *extra: str
+        self,
+        script: str,
+        node_id: int,
+        epoch: int,
+        call_id: str,
+        *extra: str | int,
+        keys: tuple[str, ...] = (),
     ) -> None:
-        keys = [_node_key(node_id), _sessions_key(node_id)]
-        reply = await self._script(script, keys, [epoch, call_id, *extra])
+        keys = (_node_key(node_id), _sessions_key(node_id), *keys)
+        reply = await self._script(script, list(keys), [epoch, call_id, *extra])
         match reply:
             case [1, int()]:
                 return
@@ -349,7 +360,7 @@ class RedisStore:
         raise StoreError(f"redis at {self.location.describe()}: unexpected reply {reply!r}")
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
-        await self._fenced(_DELETE, node_id, epoch, call_id)
+        await self._fenced(_DELETE, node_id, epoch, call_id, node_id, keys=(_claim_key(call_id),))
         self._counters.deletes += 1
 
     async def sessions(self, node_id: int) -> list[Session]:

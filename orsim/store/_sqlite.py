@@ -10,7 +10,10 @@ so the epoch check and the write are one atomic step across processes; a busy lo
 waited for (``busy_timeout``), not failed.
 
 ``create_session`` records the call's claim (table ``claims``: call_id -> node_id, with
-the wall-clock time it was made) in the same transaction as the session. A claim older
+the wall-clock time it was made) in the same transaction as the session;
+``delete_session`` marks it ``done``, and a done call is never created again, not even
+by its own Node (a backup taking over must not serve a call its primary finished). A
+claim older
 than ``CLAIM_TTL`` counts as absent; such claims are deleted now and then (see
 ``PRUNE_EVERY_CREATES``/``PRUNE_INTERVAL``) inside a create's transaction, by an index
 on their time, so the per-call cost stays a few row writes.
@@ -90,7 +93,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE TABLE IF NOT EXISTS claims (
     call_id TEXT PRIMARY KEY,
     node_id INTEGER NOT NULL,
-    claimed_at REAL NOT NULL
+    claimed_at REAL NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_by_age ON claims (claimed_at);
 """
@@ -171,6 +175,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         c.execute(statement)
+                columns = {row[1] for row in c.execute("PRAGMA table_info(claims)")}
+                if "done" not in columns:  # a file from before calls were marked done
+                    c.execute("ALTER TABLE claims ADD COLUMN done INTEGER NOT NULL DEFAULT 0")
 
         _retrying(schema, busy_timeout)(conn)
     except BaseException:
@@ -200,15 +207,16 @@ def _create(conn: sqlite3.Connection, s: Session, now: float, prune: bool) -> bo
     if prune:
         conn.execute("DELETE FROM claims WHERE claimed_at < ?", (oldest_live,))
     row = conn.execute(
-        "SELECT node_id FROM claims WHERE call_id = ? AND claimed_at >= ?",
+        "SELECT node_id, done FROM claims WHERE call_id = ? AND claimed_at >= ?",
         (s.call_id, oldest_live),
     ).fetchone()
     if row is None:  # absent, or expired but not pruned yet
         conn.execute(
-            "INSERT OR REPLACE INTO claims (call_id, node_id, claimed_at) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO claims (call_id, node_id, claimed_at, done)"
+            " VALUES (?, ?, ?, 0)",
             (s.call_id, s.node_id, now),
         )
-    elif row[0] != s.node_id:
+    elif row[0] != s.node_id or row[1]:
         return False
     _write_session(conn, s)
     return True
@@ -245,6 +253,7 @@ def _adopt(
 def _delete(conn: sqlite3.Connection, node_id: int, epoch: int, call_id: str) -> None:
     _fence(conn, node_id, epoch)
     conn.execute("DELETE FROM sessions WHERE node_id = ? AND call_id = ?", (node_id, call_id))
+    conn.execute("UPDATE claims SET done = 1 WHERE call_id = ? AND node_id = ?", (call_id, node_id))
 
 
 @attrs.define(eq=False)
