@@ -57,7 +57,8 @@ def status_table(status: Mapping[str, Any]) -> Table:
     calls = status.get("calls", {})
     table.caption = "calls: " + "  ".join(
         f"{name}={_cell(calls.get(name))}"
-        for name in ("created", "routed", "lost", "duplicates", "in_flight")
+        for name in ("created", "routed", "lost", "duplicates", "resent", "in_flight")
+        if name in calls or name != "resent"
     )
     table.caption_justify = "left"
     return table

@@ -197,7 +197,7 @@ def scenario_section(result: ScenarioResult) -> str:
     ledger = result.ledger or {}
     counts = ", ".join(
         f"{name} {ledger.get(name)}"
-        for name in ("created", "routed", "lost", "duplicates", "stale", "in_flight")
+        for name in ("created", "routed", "lost", "duplicates", "resent", "stale", "in_flight")
         if name in ledger
     )
     text = format_timeline(result.timeline.events, result.timeline.t0)
