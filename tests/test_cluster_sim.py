@@ -67,6 +67,33 @@ async def test_steady_state_two_nodes_share_the_calls(
         assert min(by_app.values()) > 400 * 0.3
 
 
+async def test_one_link_per_pair_between_nodes_and_both_ways_within_one(
+    db, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The halves of a Node dial each other; between Nodes only the smaller name dials.
+    Everyone still sees, and hears the mode of, everyone else."""
+    async with open_sim_cluster(db) as sim:
+        apps = sim.ors_apps
+
+        def everyone_known() -> bool:
+            return all(
+                sim.nodes[a].peers.is_live(b) and b in sim.nodes[a].peers.info
+                for a in apps
+                for b in apps
+                if a != b
+            )
+
+        await sim.wait_until(everyone_known, timeout=10)
+        for a in apps:
+            node = sim.nodes[a]
+            partner = node.settings.partner
+            expected = {b for b in apps if b != a and (b == partner or a < b)}
+            assert set(node._outbound) == expected
+            assert {b: node.peers.info[b].mode for b in apps if b != a} == {
+                b: sim.mode(b) for b in apps if b != a
+            }
+
+
 async def test_primary_crash_backup_takes_over_at_once(
     db, autojump_clock: trio.testing.MockClock
 ) -> None:

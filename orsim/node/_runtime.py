@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-Every ORS application of a cluster listens on its Application's port and dials every other
-one (full mesh). Over each link it announces itself (``member`` push: app, Node ID, data
-center, mode, epoch) when it connects and whenever its mode changes, to its partner at
-every heartbeat and to the others every few; ADDP closes a silent link, and a closed link
-is seen at once, so the *membership view* always says which peers are reachable.
+Every ORS application of a cluster listens on its Application's port; the two halves of
+a Node dial each other, and between Nodes the application with the smaller name dials
+(full mesh, one link per pair). Over each link it announces itself (``member`` push:
+app, Node ID, data center, mode, epoch) when it connects and whenever its mode changes,
+to its partner at every heartbeat and to the others every few; ADDP closes a silent
+link, and a closed link is seen at once, so the *membership view* always says which
+peers are reachable.
 
 Both applications of every Node register with the T-Server on the routing points, so each
 gets every ``route_request``. For each call every application computes the Assigned and
@@ -186,7 +188,8 @@ class OrsNode:
                 )
             )
             for peer in s.peers:
-                nursery.start_soon(self._dial_peer, peer)
+                if self._dials(peer):
+                    nursery.start_soon(self._dial_peer, peer)
             nursery.start_soon(self._tserver_link)
             nursery.start_soon(self._urs_link)
             nursery.start_soon(self._role_driver)
@@ -370,13 +373,38 @@ class OrsNode:
         """Push this application's ``member`` info to its peers (or only its partner)."""
         info = self._member_info()
         partner = self.settings.partner
-        for name, conn in list(self._outbound.items()):
-            if not everyone and name != partner:
+        names = [partner] if not everyone and partner else list(self.peers.app_nodes)
+        for name in names:
+            conn = self._link_to(name)
+            if conn is None:
                 continue
             try:
                 await conn.push("member", info)
             except ConnectionLost:
                 pass
+
+    def _dials(self, peer: PeerApp) -> bool:
+        """Whether this application opens the link to ``peer``.
+
+        The two halves of a Node dial each other, so each sees its partner come back at
+        once after a restart (its start-up probe depends on it). Between Nodes only the
+        application with the smaller name dials: one link per pair halves the mesh,
+        which at 16 Nodes is what start-up spends its CPU on.
+        """
+        return peer.name == self.settings.partner or self.settings.app < peer.name
+
+    def _link_to(self, app: str) -> Connection | None:
+        """The open link to peer ``app`` (the one we dialled, else one it dialled)."""
+        conn = self._outbound.get(app)
+        if conn is None:
+            conn = next(iter(self._inbound.get(app, ())), None)
+        return conn
+
+    async def _greet(self, conn: Connection) -> None:
+        try:
+            await conn.push("member", self._member_info())
+        except ConnectionLost:
+            pass
 
     async def _dial_peer(self, peer: PeerApp) -> None:
         async def up(conn: Connection) -> None:
@@ -408,6 +436,9 @@ class OrsNode:
         if conn.peer_app in self.peers.app_nodes:
             self._inbound.setdefault(conn.peer_app, set()).add(conn)
             self._peer_link_changed(conn.peer_app, up=True)
+            if conn.peer_app != self.settings.partner:
+                # We do not dial this peer: its only link is this one, so say who we are.
+                self._start_soon(self._greet, conn)
 
     async def _on_inbound_closed(self, conn: Connection) -> None:
         links = self._inbound.get(conn.peer_app)
@@ -559,7 +590,7 @@ class OrsNode:
             targets.append(s.partner)
         frame: bytes | None = None
         for app in targets:
-            conn = self._outbound.get(app)
+            conn = self._link_to(app)
             if conn is None:
                 continue
             frame = frame or encode(Push("session", {"call_id": call_id, "node_id": s.node_id}))
@@ -616,7 +647,7 @@ class OrsNode:
             while self._active:
                 await trio.sleep(0.01)
         partner = self.settings.partner
-        conn = self._outbound.get(partner) if partner else None
+        conn = self._link_to(partner) if partner else None
         if conn is None:
             self.post(SwitchoverTimedOut())
             return
