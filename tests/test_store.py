@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -532,3 +534,26 @@ async def test_redis_adoption_retry_reports_the_move(redis_url: str, tmp_path: P
     finally:
         admin.close()
         await store.aclose()
+
+
+def test_processes_opening_a_fresh_sqlite_file_together_all_succeed(tmp_path: Path) -> None:
+    """Both halves of a Node start at once and open the same new file: whoever finds it
+    locked (by the other's WAL switch or recovery) waits and opens it too."""
+    script = (
+        "import sys, trio\n"
+        "from pathlib import Path\n"
+        "from orsim.store._sqlite import SqliteStore\n"
+        "async def main():\n"
+        "    store = await SqliteStore.open(Path(sys.argv[1]))\n"
+        "    await store.aclose()\n"
+        "trio.run(main)\n"
+    )
+    for attempt in range(5):
+        path = tmp_path / f"s{attempt}.db"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE)
+            for _ in range(6)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err.decode()

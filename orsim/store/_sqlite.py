@@ -104,6 +104,14 @@ _FIRST_RETRY = 0.0001
 _LONGEST_RETRY = 0.002
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Locked by another connection, extended codes included: SQLITE_BUSY_RECOVERY is what
+    a second process gets while the first one opening a fresh WAL file recovers it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _BUSY_CODES
+
+
 _COLUMNS = "call_id, node_id, epoch, dn, state, target, created_at, data"
 _MARKS = ", ".join("?" * len(_COLUMNS.split(",")))
 
@@ -137,7 +145,7 @@ def _retrying(
             try:
                 return op(conn)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in _BUSY_CODES or time.monotonic() >= deadline:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, _LONGEST_RETRY)
@@ -164,10 +172,16 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout = 0")
-        _retrying(lambda c: c.execute("PRAGMA journal_mode = WAL"), busy_timeout)(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        # Checkpoints (the fsync) run in a worker thread, not inside in-loop commits.
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+        def settings(c: sqlite3.Connection) -> None:
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints (the fsync) run in a worker thread, not inside in-loop commits.
+            c.execute("PRAGMA wal_autocheckpoint = 0")
+
+        # Both halves of a Node start together and open a fresh file at once: every
+        # step may find it locked by the other and is retried.
+        _retrying(settings, busy_timeout)(conn)
 
         def schema(c: sqlite3.Connection) -> None:
             with _immediate(c):
@@ -280,7 +294,7 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[_Op]) -> None:
                 except StaleEpoch as exc:
                     op.error = exc
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in _BUSY_CODES:
+        if _is_busy(exc):
             raise  # not begun: ``_retrying`` runs the whole batch again
         for op in ops:
             op.error = exc
@@ -373,7 +387,7 @@ class SqliteStore:
             try:
                 result = op(conn)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in _BUSY_CODES:
+                if not _is_busy(exc):
                     raise StoreError(f"session store {self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"session store {self.path}: {exc}") from exc
