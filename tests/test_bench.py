@@ -23,7 +23,12 @@ from orsim.bench._report import (
 )
 from orsim.bench._stats import median, median_rows, percentile, ratio
 from orsim.bench._suite import SECTIONS, make_plan, parse_only
-from orsim.bench._throughput import frames_ratio, step_latencies, summarize_sweep
+from orsim.bench._throughput import (
+    frames_ratio,
+    routed_rate,
+    step_latencies,
+    summarize_sweep,
+)
 from orsim.bench._topology import launched_process_count, topology, write_topology
 from orsim.config import check_node_cluster, lint_database, load_database
 
@@ -108,6 +113,9 @@ def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> Non
     assert summary["sustained_offered"] == 1500
     assert summary["sustained_calls_per_s"] == 1480
     assert summarize_sweep([])["calls_per_s"] is None
+    assert summarize_sweep([])["sustained_calls_per_s"] is None
+    missed = summarize_sweep([_step(500, 499, 25.0), _step(1000, 990, 60.0)])
+    assert (missed["sustained_calls_per_s"], missed["sustained_offered"]) == (0.0, 0)
     assert frames_ratio(8.0, 1000.0, 40_000.0) == pytest.approx(0.2)
     assert frames_ratio(None, 1000.0, 40_000.0) is None
 
@@ -243,3 +251,20 @@ async def test_raw_loopback_with_a_server_process_gives_a_positive_rate() -> Non
     result = await measure_raw(requests=300, window=8, separate=True)
     assert result.frames == 600
     assert result.frames_per_s > 0
+
+
+def test_table_says_when_no_rate_kept_the_latency_target() -> None:
+    run = dict(CANNED["throughput"][0], sustained_offered=0, sustained_calls_per_s=0.0,
+               sustained_p50_ms=None, sustained_p99_ms=None)  # fmt: skip
+    rows = table_rows(medians({"throughput": [run]}), {})
+    best = next(r for r in rows if r.measure.startswith("2 Nodes, best"))
+    assert best.met == "NO" and best.median.startswith("none: no offered rate")
+    assert "?" not in best.median
+
+
+def test_routed_rate_is_the_rate_over_the_routing_span() -> None:
+    steady = [{"created_at": i / 1500, "routed_at": i / 1500 + 0.004} for i in range(4500)]
+    assert routed_rate(steady) == pytest.approx(1500.0)
+    lost = [{"created_at": 0.0, "routed_at": None}, {"created_at": 0.1, "routed_at": 0.2}]
+    assert routed_rate(lost) is None  # one routed call has no rate
+    assert routed_rate([]) is None
