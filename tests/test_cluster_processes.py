@@ -33,6 +33,13 @@ async def settle(cluster: ClusterHandle, created: int, timeout: float = 60) -> d
             await trio.sleep(0.2)
 
 
+async def wait_routed_by(cluster: ClusterHandle, app: str, count: int, timeout: float = 30) -> None:
+    """Wait until ``app`` has routed at least ``count`` calls."""
+    with trio.fail_after(timeout):
+        while (await cluster.ledger())["by_app"].get(app, 0) < count:
+            await trio.sleep(0.2)
+
+
 async def test_one_node_routes_1000_calls(tmp_path: Path) -> None:
     """Configuration Server, T-Server, URS and one ORS: 1,000 calls, all routed once."""
     cluster = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
@@ -62,7 +69,7 @@ async def test_primary_failure_under_load_loses_no_call(tmp_path: Path, signal: 
             "ORS_2_B": "backup",
         }
         await cluster.load(rate=40, duration=12)
-        await trio.sleep(3)  # the fault must fall under steady load
+        await wait_routed_by(cluster, "ORS_1", 40)  # the fault falls under steady load
         fault_at = time.time()
         await cluster.kill("ORS_1", signal=signal)
         status = await cluster.wait_for(lambda s: mode_of(s, "ORS_1_B") == "primary", timeout=15)
