@@ -12,8 +12,10 @@ import pytest
 
 from orsim.bench._failover import first_routed_by, gap_ms
 from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memory, summarize
+from orsim.bench._outcome import gap_bound_ms, outcome
 from orsim.bench._raw import measure_raw
 from orsim.bench._report import (
+    TableRow,
     failures,
     medians,
     render_table,
@@ -208,8 +210,11 @@ def test_table_shows_medians_and_targets() -> None:
     assert (launch.target, launch.met) == ("< 1.5 s", "yes")
     assert by_measure["SIGKILL gap, addp 1 s"].met == "yes"
     stop = by_measure["SIGSTOP gap, addp 3 s"]
-    assert (stop.target, stop.met) == ("< 3100 ms", "NO")
-    assert by_measure["switchover gap"].met == "NO"  # a call was lost
+    assert (stop.target, stop.met) == ("gap < 3100 ms, 0 lost/dup", "NO")
+    assert stop.worst == "max 3200 ms; lost 0; dup 0; no takeover 0/1; 1/1 over bound"
+    switchover = by_measure["switchover gap"]
+    assert (switchover.target, switchover.met) == ("0 lost/dup", "NO")  # a call was lost
+    assert "lost 1 (1 run)" in switchover.worst
     best = by_measure["2 Nodes, best with p99 < 20 ms"]
     assert best.met == "NO" and "1490 calls/s" in best.median
     assert "ratio 0.27" in by_measure["vs raw loopback framing"].median
@@ -217,7 +222,7 @@ def test_table_shows_medians_and_targets() -> None:
     assert by_measure["1 run(s) FAILED"].median == "ClusterError: boom"
     text = render_table(rows)
     lines = text.splitlines()
-    assert lines[0].split() == ["section", "measure", "median", "target", "met"]
+    assert lines[0].split() == ["section", "measure", "median", "worst", "target", "met"]
     assert len(lines) == len(rows) + 2
     assert all(line.startswith(("section", "-", "launch", "failover", "throughput", "memory",
                                  "scale")) for line in lines)  # fmt: skip
@@ -268,3 +273,108 @@ def test_routed_rate_is_the_rate_over_the_routing_span() -> None:
     lost = [{"created_at": 0.0, "routed_at": None}, {"created_at": 0.1, "routed_at": 0.2}]
     assert routed_rate(lost) is None  # one routed call has no rate
     assert routed_rate([]) is None
+
+
+# -- failover outcomes: the worst run next to the median ---------------------------------
+
+
+def _run(fault: str, gap: float | None, lost: int = 0, dup: int = 0, addp: float = 1.0,
+         primary: float | None = 1.0, run_s: float = 5.0) -> dict[str, Any]:  # fmt: skip
+    return {"fault": fault, "addp_s": addp, "gap_ms": gap,
+            "backup_primary_ms": None if gap is None else primary, "calls": 600,
+            "lost": lost, "duplicates": dup, "stale": 0, "run_s": run_s}  # fmt: skip
+
+
+def _failover_row(runs: list[dict[str, Any]], measure: str) -> TableRow:
+    rows = table_rows(medians({"failover": runs}), failures({"failover": runs}))
+    return next(r for r in rows if r.measure == measure)
+
+
+def test_outcome_of_one_run() -> None:
+    assert outcome(_run("KILL", 20.0)).ok
+    assert outcome(_run("KILL", 50.0)).problems() == ["gap 50 ms >= 50 ms"]  # bound is "<"
+    assert outcome(_run("STOP", 1099.0)).ok
+    assert outcome(_run("STOP", 2099.0, addp=2.0)).ok
+    assert not outcome(_run("STOP", 1100.0)).ok
+    assert outcome(_run("switchover", 900.0)).ok  # no gap bound, only lost/dup/takeover
+    assert outcome(_run("switchover", 40.0, lost=2)).problems() == ["lost 2"]
+    assert outcome(_run("KILL", 20.0, dup=1)).problems() == ["dup 1"]
+    assert outcome(_run("STOP", None, lost=6603)).problems() == ["lost 6603", "no takeover"]
+    # routed a call but never said it was primary: no takeover either
+    assert outcome(_run("KILL", 20.0, primary=None)).problems() == ["no takeover"]
+    assert outcome({"fault": "KILL", "addp_s": 1.0, "error": "ClusterError: x"}).problems() == [
+        "error: ClusterError: x"
+    ]
+    unknown = dict(_run("KILL", 20.0), lost=None)  # a ledger that did not count is not ok
+    assert outcome(unknown).problems() == ["lost ?"]
+    assert gap_bound_ms("KILL", 3.0) == 50.0
+    assert gap_bound_ms("STOP", 3.0) == 3100.0
+    assert gap_bound_ms("switchover", 1.0) is None
+
+
+def test_one_stop_run_of_three_that_never_recovered_makes_the_row_no() -> None:
+    """The user's case: two good runs, one that lost 6,603 calls; the median is clean."""
+    runs = [_run("STOP", 1010.0), _run("STOP", None, lost=6603), _run("STOP", 1030.0)]
+    row = _failover_row(runs, "SIGSTOP gap, addp 1 s")
+    assert row.median == "1020 ms (primary after 1 ms)"  # the median of the runs that did
+    assert row.worst == "max 1030 ms; lost 6603 (1 run); dup 0; no takeover 1/3"
+    assert row.met == "NO"
+
+
+def test_one_switchover_run_of_three_that_lost_two_calls_makes_the_row_no() -> None:
+    runs = [_run("switchover", 40.0), _run("switchover", 60.0, lost=2), _run("switchover", 50.0)]
+    row = _failover_row(runs, "switchover gap")
+    assert row.worst == "max 60 ms; lost 2 (1 run); dup 0; no takeover 0/3"
+    assert row.met == "NO"
+    clean = [_run("switchover", 40.0), _run("switchover", 60.0), _run("switchover", 50.0)]
+    assert _failover_row(clean, "switchover gap").met == "yes"
+
+
+def test_a_run_that_never_took_over_makes_the_row_no_even_without_a_lost_call() -> None:
+    runs = [_run("KILL", 20.0), _run("KILL", None), _run("KILL", 30.0)]
+    row = _failover_row(runs, "SIGKILL gap, addp 1 s")
+    assert "no takeover 1/3" in row.worst and "lost 0" in row.worst
+    assert row.met == "NO"
+
+
+def test_the_worst_gap_breaks_the_target_though_the_median_keeps_it() -> None:
+    runs = [_run("KILL", 20.0), _run("KILL", 25.0), _run("KILL", 61.0)]
+    row = _failover_row(runs, "SIGKILL gap, addp 1 s")
+    assert row.median.startswith("25 ms")
+    assert row.worst == "max 61 ms; lost 0; dup 0; no takeover 0/3; 1/3 over bound"
+    assert row.met == "NO"
+    duplicated = [_run("KILL", 20.0), _run("KILL", 25.0, dup=3), _run("KILL", 21.0, dup=1)]
+    dup_row = _failover_row(duplicated, "SIGKILL gap, addp 1 s")
+    assert "dup 4 (2 runs)" in dup_row.worst and dup_row.met == "NO"
+
+
+def test_failed_runs_count_in_their_row_and_an_all_failed_kind_keeps_its_row() -> None:
+    runs = [
+        _run("KILL", 20.0),
+        {"fault": "KILL", "addp_s": 1.0, "error": "UnreachableError: gone"},
+        _run("KILL", 30.0),
+        {"fault": "STOP", "addp_s": 3.0, "error": "TooSlowError: "},
+    ]
+    summary = medians({"failover": runs})["failover"]
+    kill, stop = summary
+    assert (kill["runs"], kill["errors"], kill["failed"], kill["gap_ms"]) == (3, 1, 1, 25.0)
+    assert (stop["fault"], stop["runs"], stop["errors"], stop["failed"]) == ("STOP", 1, 1, 1)
+    kill_row = _failover_row(runs, "SIGKILL gap, addp 1 s")
+    assert kill_row.worst.endswith("; 1/3 FAILED") and kill_row.met == "NO"
+    stop_row = _failover_row(runs, "SIGSTOP gap, addp 3 s")
+    assert stop_row.median.startswith("?") and stop_row.met == "NO"
+    rows = table_rows(medians({"failover": runs}), failures({"failover": runs}))
+    assert any(r.measure == "2 run(s) FAILED" for r in rows)  # and the errors are named
+
+
+def test_results_document_keeps_every_raw_failover_run(tmp_path: Path) -> None:
+    runs = [_run("STOP", 1010.0), _run("STOP", None, lost=6603), _run("STOP", 1030.0)]
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    doc = results_document({"failover": runs}, now=now, cores=2, python="3.11",
+                           commit=None, options={})  # fmt: skip
+    loaded = json.loads(write_results(doc, tmp_path, now).read_text())
+    section = loaded["sections"]["failover"]
+    assert [r["lost"] for r in section["runs"]] == [0, 6603, 0]
+    (summary,) = section["median"]
+    assert (summary["lost_total"], summary["no_takeover"], summary["failed"]) == (6603, 1, 1)
+    assert loaded["table"][0]["met"] == "NO" and "lost 6603" in loaded["table"][0]["worst"]

@@ -5,6 +5,9 @@ the fault to the first call its backup ``ORS_1_B`` routes, read from the T-Serve
 ledger. Both ends are wall-clock ``time.time()`` on this machine: the fault time in this
 process, ``routed_at`` in the T-Server process. The time the backup reports itself
 primary comes from its own ``mode_since`` (wall clock in the backup).
+
+Every run starts its own cluster and stops it again (nothing carries over from one run
+to the next). Whether a run was ok is :mod:`orsim.bench._outcome`'s call.
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ from orsim.errors import OrsimError
 RATE = 200.0
 #: Steady load before the fault.
 WARMUP_S = 2.0
-#: Load kept up after the backup routed its first call.
+#: Load kept up after the backup routed its first call: twice the topology's 500 ms
+#: call-watching-timeout, so a watch that started before the takeover has fired (and
+#: any duplicate it routes is in the ledger) before the load stops.
 AFTER_S = 1.0
+#: How long the backup has, after the fault, to become primary and route a call
+#: (beyond the addp-timeout); a run that misses it never took over.
+TAKEOVER_LIMIT_S = 15.0
+#: How long the primary may take to route the warm-up's calls (see ``warmup_calls``).
+WARMUP_LIMIT_S = 15.0
 FAULTS = ("KILL", "STOP", "switchover")
 NODES = 2
 
@@ -57,47 +67,87 @@ async def _mode(handle: ClusterHandle, app: str) -> tuple[str | None, float | No
     return answer.get("mode"), since if isinstance(since, int | float) else None
 
 
-async def _wait_primary(
-    handle: ClusterHandle, app: str, fault_at: float, timeout: float
-) -> float | None:
-    """Wall time at which ``app`` became primary, None on timeout.
+async def _wait_primary(handle: ClusterHandle, app: str, fault_at: float) -> float | None:
+    """Wall time at which ``app`` became primary, None if not by the end of the
+    enclosing cancel scope.
 
     Its own ``mode_since`` is exact; the time this poll saw the change (50 ms
     resolution) bounds it, and stands in when ``mode_since`` predates the fault.
     """
-    with trio.move_on_after(timeout):
-        while True:
-            mode, since = await _mode(handle, app)
-            if mode == "primary":
-                seen = time.time()
-                return since if since is not None and fault_at <= since <= seen else seen
-            await trio.sleep(0.05)
-    return None
+    while True:
+        mode, since = await _mode(handle, app)
+        if mode == "primary":
+            seen = time.time()
+            return since if since is not None and fault_at <= since <= seen else seen
+        await trio.sleep(0.05)
 
 
-async def _wait_routed_by(handle: ClusterHandle, app: str, timeout: float) -> None:
-    with trio.move_on_after(timeout):
-        while not (await handle.ledger()).get("by_app", {}).get(app):
-            await trio.sleep(0.05)
+async def _routed_by(handle: ClusterHandle, app: str) -> int:
+    count = (await handle.ledger()).get("by_app", {}).get(app)
+    return count if isinstance(count, int) else 0
 
 
-async def measure_failover(fault: str, addp_timeout: float, rate: float = RATE) -> dict[str, Any]:
-    """One run: ``{"fault", "addp_s", "gap_ms", "backup_primary_ms", "lost", ...}``."""
+async def _wait_routed_by(handle: ClusterHandle, app: str, calls: int = 1) -> None:
+    """Until ``app`` has routed ``calls`` calls (bounded by the enclosing cancel scope)."""
+    while await _routed_by(handle, app) < calls:
+        await trio.sleep(0.05)
+
+
+async def _warm_up(handle: ClusterHandle, app: str, least_s: float, calls: int) -> None:
+    """Steady load before the fault: ``least_s`` seconds, and until ``app`` has routed
+    ``calls`` calls (so the fault always falls on a primary that is routing).
+
+    Raises:
+        TimeoutError: ``app`` had not routed ``calls`` calls after ``WARMUP_LIMIT_S``.
+    """
+    await trio.sleep(least_s)
+    if calls <= 0:
+        return
+    with trio.move_on_after(WARMUP_LIMIT_S):
+        await _wait_routed_by(handle, app, calls)
+        return
+    routed = await _routed_by(handle, app)
+    raise TimeoutError(
+        f"{app} routed {routed} of {calls} warm-up calls in {least_s + WARMUP_LIMIT_S:g} s"
+    )
+
+
+async def measure_failover(
+    fault: str,
+    addp_timeout: float,
+    rate: float = RATE,
+    *,
+    warmup_s: float = WARMUP_S,
+    warmup_calls: int = 0,
+    after_s: float = AFTER_S,
+) -> dict[str, Any]:
+    """One run: ``{"fault", "addp_s", "gap_ms", "backup_primary_ms", "lost", ...}``.
+
+    ``run_s`` is the wall time of the whole run, start-up and shutdown included;
+    ``warmup_s`` the load before the fault, at least ``warmup_s`` seconds and until the
+    primary has routed ``warmup_calls`` calls.
+    """
     primary, backup = primary_name(1), backup_name(1)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="orsim-bench-") as tmp:
         config = write_topology(Path(tmp), NODES, addp_timeout)
         async with cluster_up(config) as handle:
+            up_s = time.monotonic() - started
             await handle.load(rate)
-            await trio.sleep(WARMUP_S)  # steady load before the fault
+            load_at = time.monotonic()
+            await _warm_up(handle, primary, warmup_s, warmup_calls)
+            warmed_s = time.monotonic() - load_at
             fault_at = time.time()
             if fault == "switchover":
                 await handle.switchover(primary)
             else:
                 await handle.kill(primary, signal=fault)
-            limit = addp_timeout + 15.0
-            became_primary = await _wait_primary(handle, backup, fault_at, limit)
-            await _wait_routed_by(handle, backup, limit)
-            await trio.sleep(AFTER_S)
+            became_primary = None
+            # One deadline for both: the backup is primary and has routed a call.
+            with trio.move_on_after(addp_timeout + TAKEOVER_LIMIT_S):
+                became_primary = await _wait_primary(handle, backup, fault_at)
+                await _wait_routed_by(handle, backup)
+            await trio.sleep(after_s)
             await handle.stop_load()
             ledger = await wait_drained(handle)
             records = await ledger_records(handle)
@@ -113,4 +163,7 @@ async def measure_failover(fault: str, addp_timeout: float, rate: float = RATE) 
         "lost": ledger.get("lost"),
         "duplicates": ledger.get("duplicates"),
         "stale": ledger.get("stale"),
+        "up_s": up_s,
+        "warmup_s": warmed_s,
+        "run_s": time.monotonic() - started,
     }

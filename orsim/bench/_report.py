@@ -1,5 +1,10 @@
 """The suite's one table (with the issue's targets) and its JSON record (pure, but for
-:func:`write_results` and :func:`git_commit`)."""
+:func:`write_results` and :func:`git_commit`).
+
+A failover row shows its worst run next to the median (``worst``: the slowest gap, lost
+and duplicated calls summed over every run, runs that never took over, runs that
+failed) and is met only if every one of its runs was ok (see :mod:`._outcome`).
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,15 @@ from typing import Any
 
 import attrs
 
+from orsim.bench._outcome import KILL_TARGET_MS as KILL_TARGET_MS
+from orsim.bench._outcome import STOP_MARGIN_MS as STOP_MARGIN_MS
+from orsim.bench._outcome import bound_text, summarize
 from orsim.bench._stats import Row, median_rows
 
-#: Targets on the reference 2-core machine (reported, never asserted).
+#: Targets on the reference 2-core machine (reported, never asserted; the failover
+#: bounds are in :mod:`orsim.bench._outcome`).
 LAUNCH_TARGET_NODES = 4
 LAUNCH_TARGET_S = 1.5
-KILL_TARGET_MS = 50.0
-STOP_MARGIN_MS = 100.0
 THROUGHPUT_TARGET = 1500.0
 P99_TARGET_MS = 20.0
 
@@ -33,7 +40,7 @@ MEDIAN_KEYS: dict[str, tuple[str, ...]] = {
     "memory": ("phase",),
     "scale": ("nodes",),
 }
-HEADER = ("section", "measure", "median", "target", "met")
+HEADER = ("section", "measure", "median", "worst", "target", "met")
 
 
 @attrs.frozen
@@ -43,15 +50,20 @@ class TableRow:
     median: str
     target: str = ""
     met: str = ""
+    worst: str = ""
 
-    def cells(self) -> tuple[str, str, str, str, str]:
-        return (self.section, self.measure, self.median, self.target, self.met)
+    def cells(self) -> tuple[str, str, str, str, str, str]:
+        return (self.section, self.measure, self.median, self.worst, self.target, self.met)
 
 
 def medians(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[Row]]:
-    """Each section's runs reduced to medians (runs that failed are left out)."""
+    """Each section's runs reduced to medians (runs that failed are left out); the
+    failover section's rows also carry their worst run and outcome counts over every
+    run, failed ones included (:func:`orsim.bench._outcome.summarize`)."""
     return {
-        name: median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get(name, ()))
+        name: summarize(runs)
+        if name == "failover"
+        else median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get(name, ()))
         for name, runs in sections.items()
     }
 
@@ -81,27 +93,47 @@ def _launch_rows(rows: Sequence[Row]) -> list[TableRow]:
     return out
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def worst_text(r: Row) -> str:
+    """A failover row's worst: ``max 1040 ms; lost 6603 (1 run); dup 0; no takeover 1/3``
+    (and the runs over the gap bound, and the runs that raised, when there are any)."""
+    runs = r.get("runs", 0)
+    parts = [f"max {_num(r.get('gap_ms_max'), '.0f', ' ms')}"]
+    for label, total, count in (
+        ("lost", r.get("lost_total", 0), r.get("runs_lost", 0)),
+        ("dup", r.get("duplicates_total", 0), r.get("runs_dup", 0)),
+    ):
+        parts.append(f"{label} {total} ({_plural(count, 'run')})" if count else f"{label} 0")
+    parts.append(f"no takeover {r.get('no_takeover', 0)}/{runs}")
+    if r.get("over_bound"):
+        parts.append(f"{r['over_bound']}/{runs} over bound")
+    if r.get("errors"):
+        parts.append(f"{r['errors']}/{runs} FAILED")
+    return "; ".join(parts)
+
+
 def _failover_rows(rows: Sequence[Row]) -> list[TableRow]:
     out = []
     for r in rows:
         fault, addp = r["fault"], r["addp_s"]
-        gap = r.get("gap_ms")
         if fault == "KILL":
             measure = f"SIGKILL gap, addp {addp:g} s"
-            target, met = f"< {KILL_TARGET_MS:g} ms", _met(gap, lambda v: v < KILL_TARGET_MS)
         elif fault == "STOP":
-            limit = addp * 1000 + STOP_MARGIN_MS
             measure = f"SIGSTOP gap, addp {addp:g} s"
-            target = f"< {limit:g} ms"
-            met = "?" if gap is None else ("yes" if gap < limit else "NO")
         else:
             measure = "switchover gap"
-            target, met = "lost = 0", _met(r.get("lost"), lambda v: v == 0)
         text = (
-            f"{_num(gap, '.0f', ' ms')} (primary after {_num(r.get('backup_primary_ms'))} ms;"
-            f" lost {_num(r.get('lost'))}, dup {_num(r.get('duplicates'))})"
+            f"{_num(r.get('gap_ms'), '.0f', ' ms')}"
+            f" (primary after {_num(r.get('backup_primary_ms'))} ms)"
         )
-        out.append(TableRow("failover", measure, text, target, met))
+        # Met only if every run was: none lost or duplicated a call, none failed to take
+        # over, none raised, and the slowest gap kept the bound.
+        met = "yes" if r.get("runs") and not r.get("failed") else "NO"
+        row = TableRow("failover", measure, text, bound_text(fault, addp), met, worst_text(r))
+        out.append(row)
     return out
 
 
@@ -197,10 +229,15 @@ def table_rows(
 
 def render_table(rows: Sequence[TableRow]) -> str:
     """Plain aligned text, one line per row under a header."""
-    lines = [HEADER, *(r.cells() for r in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    return render_grid(HEADER, [r.cells() for r in rows])
+
+
+def render_grid(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """``lines`` as plain aligned text under ``header`` and a rule."""
+    every = [tuple(header), *(tuple(line) for line in lines)]
+    widths = [max(len(line[i]) for line in every) for i in range(len(header))]
     rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-                for line in lines]  # fmt: skip
+                for line in every]  # fmt: skip
     rendered.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(rendered)
 
@@ -244,10 +281,12 @@ def results_document(
     return document
 
 
-def write_results(document: Mapping[str, Any], directory: Path, now: datetime) -> Path:
-    """Write ``document`` to ``directory/<date>-<time>.json``; returns the path."""
+def write_results(
+    document: Mapping[str, Any], directory: Path, now: datetime, suffix: str = ""
+) -> Path:
+    """Write ``document`` to ``directory/<date>-<time><suffix>.json``; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{now:%Y-%m-%d-%H%M%S}.json"
+    path = directory / f"{now:%Y-%m-%d-%H%M%S}{suffix}.json"
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     return path
 

@@ -16,6 +16,7 @@ from orsim.bench._cluster import cluster_up, ors_apps
 from orsim.bench._failover import measure_failover
 from orsim.bench._launch import launched, measure_launch
 from orsim.bench._memory import MemoryProbe
+from orsim.bench._outcome import outcome
 from orsim.bench._progress import say
 from orsim.bench._raw import measure_raw
 from orsim.bench._stats import Row, ratio
@@ -110,8 +111,10 @@ async def failover_section(plan: Plan) -> list[Row]:
                 partial(measure_failover, fault, addp),
             )
             if "error" not in row:
+                problems = outcome(row).problems()
+                verdict = f"; NOT OK: {', '.join(problems)}" if problems else ""
                 say(f"  gap {_ms(row['gap_ms'])}, backup primary after "
-                    f"{_ms(row['backup_primary_ms'])}, lost {row['lost']}")  # fmt: skip
+                    f"{_ms(row['backup_primary_ms'])}, lost {row['lost']}{verdict}")  # fmt: skip
             rows.append(row)
     return rows
 
