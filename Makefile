@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode test run lint bench scenarios clean
+.PHONY: install bytecode test run lint bench soak scenarios clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ lint: $(STAMP)
 
 bench: bytecode
 	$(BIN)/python -m orsim.bench
+
+# Failover runs in a row (SIGKILL, SIGSTOP, switchover in turn), each ok or failed;
+# fails if any run lost or duplicated a call, never took over or took over too late.
+SOAK_RUNS ?= 200
+soak: bytecode
+	$(BIN)/python -m orsim.bench --soak $(SOAK_RUNS)
 
 scenarios: bytecode
 	$(BIN)/orsim scenario run scenarios/*.yaml --junit .orsim/scenarios.xml --report .orsim/scenarios.html

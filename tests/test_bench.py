@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from orsim.bench import _soak as soak_module
+from orsim.bench.__main__ import main as bench_main
 from orsim.bench._failover import first_routed_by, gap_ms
 from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memory, summarize
-from orsim.bench._outcome import gap_bound_ms, outcome
+from orsim.bench._outcome import first_failure, gap_bound_ms, longest_ok_streak, outcome
+from orsim.bench._progress import progress_bar
 from orsim.bench._raw import measure_raw
 from orsim.bench._report import (
     TableRow,
@@ -22,6 +25,16 @@ from orsim.bench._report import (
     results_document,
     table_rows,
     write_results,
+)
+from orsim.bench._soak import (
+    DEFAULT_SOAK_RUNS,
+    SOAK_WARMUP_CALLS,
+    exit_code,
+    judged,
+    render_soak,
+    schedule,
+    soak_document,
+    soak_tally,
 )
 from orsim.bench._stats import median, median_rows, percentile, ratio
 from orsim.bench._suite import SECTIONS, make_plan, parse_only
@@ -378,3 +391,129 @@ def test_results_document_keeps_every_raw_failover_run(tmp_path: Path) -> None:
     (summary,) = section["median"]
     assert (summary["lost_total"], summary["no_takeover"], summary["failed"]) == (6603, 1, 1)
     assert loaded["table"][0]["met"] == "NO" and "lost 6603" in loaded["table"][0]["worst"]
+
+
+# -- soak -----------------------------------------------------------------------------
+
+
+KINDS = [("KILL", 1.0), ("STOP", 1.0), ("switchover", 1.0)]
+
+
+def _soak_runs() -> list[dict[str, Any]]:
+    runs = [
+        _run("KILL", 20.0, run_s=4.0), _run("STOP", 1010.0, run_s=5.0),
+        _run("switchover", 40.0, run_s=4.0),
+        _run("KILL", 70.0, run_s=4.0), _run("STOP", None, lost=6603, run_s=44.0),
+        _run("switchover", 45.0, lost=2, run_s=4.0),
+        _run("KILL", 22.0, dup=1, run_s=4.0),
+        {"fault": "STOP", "addp_s": 1.0, "error": "TooSlowError: ", "run_s": 180.0},
+        _run("switchover", 50.0, run_s=4.0),
+    ]  # fmt: skip
+    return [judged(i, r) for i, r in enumerate(runs, start=1)]
+
+
+def test_soak_schedule_takes_the_kinds_in_turn() -> None:
+    assert schedule(KINDS, 5) == [*KINDS, ("KILL", 1.0), ("STOP", 1.0)]
+    full = make_plan().failovers
+    assert {f for f, _ in schedule(full, DEFAULT_SOAK_RUNS)} == {"KILL", "STOP", "switchover"}
+    with pytest.raises(ValueError):
+        schedule([], 3)
+
+
+def test_soak_tally_counts_each_outcome_per_kind() -> None:
+    runs = _soak_runs()
+    assert [r["ok"] for r in runs] == [True, True, True, False, False, False, False, False, True]
+    kinds, total = soak_tally(runs)
+    by_kind = {k["fault"]: k for k in kinds}
+    kill, stop, switch = by_kind["KILL"], by_kind["STOP"], by_kind["switchover"]
+    assert (kill["runs"], kill["ok"], kill["over_bound"], kill["runs_dup"]) == (3, 1, 1, 1)
+    assert (kill["gap_ms_median"], kill["gap_ms_max"], kill["bound_ms"]) == (22.0, 70.0, 50.0)
+    assert (stop["runs"], stop["ok"], stop["no_takeover"], stop["errors"]) == (3, 1, 1, 1)
+    assert (stop["runs_lost"], stop["lost_total"], stop["gap_ms_max"]) == (1, 6603, 1010.0)
+    assert (switch["runs"], switch["ok"], switch["runs_lost"], switch["lost_total"]) == (3, 2, 1, 2)
+    assert (total["runs"], total["ok"], total["failed"], total["errors"]) == (9, 4, 5, 1)
+    assert total["run_s_median"] == 4.0 and total["run_s_max"] == 180.0
+    assert first_failure(runs) == 4
+    assert longest_ok_streak(runs) == 3
+    assert first_failure(runs[:3]) is None
+
+
+def _soak_doc(runs: list[dict[str, Any]], planned: int, **kw: Any) -> dict[str, Any]:
+    return soak_document(runs, planned=planned, kinds=KINDS, now=datetime(2025, 1, 2, tzinfo=UTC),
+                         wall_s=123.0, cores=2, python="3.11", commit="abc", **kw)  # fmt: skip
+
+
+def test_soak_report_and_exit_status(tmp_path: Path) -> None:
+    runs = _soak_runs()
+    doc = _soak_doc(runs, planned=9)
+    text = render_soak(doc)
+    lines = text.splitlines()
+    assert lines[1].split()[:3] == ["kind", "bound", "runs"]
+    stop_line = next(line for line in lines if line.startswith("SIGSTOP, addp 1 s"))
+    assert stop_line.split()[4:13] == [
+        "gap", "<", "1100", "ms,", "0", "lost/dup", "3", "1", "1",  # runs, ok, lost>0
+    ]  # fmt: skip
+    assert any(line.startswith("all kinds") and line.split()[2:4] == ["9", "4"] for line in lines)
+    assert "one run takes 4.0 s (median; longest 180.0 s)" in text
+    assert lines[-1] == "FAIL: 5 of 9 runs failed; the first was run 4; longest ok streak 3"
+    assert exit_code(doc) == 1
+    loaded = json.loads(write_results(doc, tmp_path, datetime(2025, 1, 2, tzinfo=UTC),
+                                      "-soak").read_text())  # fmt: skip
+    assert len(loaded["runs"]) == 9 and loaded["runs"][4]["problems"] == [
+        "lost 6603", "no takeover"
+    ]  # fmt: skip
+    assert loaded["verdict"]["ok"] is False and loaded["verdict"]["first_failure"] == 4
+
+    good = [r for r in runs if r["ok"]]
+    passed = _soak_doc(good, planned=4)
+    assert render_soak(passed).splitlines()[-1] == "PASS: 4 of 4 runs ok in a row"
+    assert exit_code(passed) == 0
+    short = _soak_doc(good, planned=200, interrupted=True)  # ok so far is not a pass
+    assert render_soak(short).splitlines()[-1].startswith("FAIL: 0 of 4 runs failed;")
+    assert "interrupted after 4 of 200" in render_soak(short)
+    assert exit_code(short) == 130
+
+
+async def test_soak_counts_a_raising_run_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    results = iter([_run("KILL", 20.0), RuntimeError("cluster would not start"),
+                    _run("switchover", 30.0, lost=1)])  # fmt: skip
+
+    async def fake(fault: str, addp: float, **_: Any) -> dict[str, Any]:
+        result = next(results)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(soak_module, "measure_failover", fake)
+    rows: list[dict[str, Any]] = []
+    with progress_bar(3, "test") as bar:
+        await soak_module.soak(KINDS, 3, rows, bar)
+    assert [r["run"] for r in rows] == [1, 2, 3]
+    assert [r["ok"] for r in rows] == [True, False, False]
+    assert (
+        rows[1]["fault"] == "STOP" and rows[1]["error"] == "RuntimeError: cluster would not start"
+    )
+    assert rows[2]["problems"] == ["lost 1"]
+
+
+def test_soak_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    async def fake(fault: str, addp: float, **kw: Any) -> dict[str, Any]:
+        assert kw["warmup_calls"] == SOAK_WARMUP_CALLS
+        return _run(fault, 20.0 if fault == "KILL" else 500.0, lost=int(fault == "switchover"))
+
+    monkeypatch.setattr(soak_module, "measure_failover", fake)
+    for bad in (
+        ["--soak", "0"],
+        ["--soak", "3", "--only", "failover"],
+        ["--soak", "3", "--runs", "2"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            bench_main(bad)
+        assert exc.value.code == 2
+    assert bench_main(["--soak", "3", "--quick", "--out", str(tmp_path)]) == 1
+    (path,) = tmp_path.glob("*-soak.json")
+    loaded = json.loads(path.read_text())
+    assert [r["fault"] for r in loaded["runs"]] == ["KILL", "STOP", "switchover"]
+    assert loaded["verdict"]["failed"] == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL: 1 of 3 runs failed")
