@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     ("tserver", "orsim.tserver.cli"),
     ("urs", "orsim.urs.cli"),
     ("node", "orsim.node.cli"),
+    ("store", "orsim.store.cli"),
     ("config", "orsim.config.cli"),
     ("cluster", "orsim.cluster.cli"),
     ("scenario", "orsim.scenario.cli"),

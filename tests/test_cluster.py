@@ -163,7 +163,7 @@ async def test_sigint_stops_a_foreground_up(tmp_path: Path, run_dir: Path) -> No
     try:
         manifest = await wait_manifest_up(run_dir, proc)
         pids = manifest["pids"]
-        assert len(pids) == 6  # proxy, confserv, SIP_Server, URS, ORS_1, ORS_1_B
+        assert len(pids) == 7  # proxy, confserv, store, SIP_Server, URS, ORS_1, ORS_1_B
         proc.send_signal(signal.SIGINT)
         with trio.fail_after(15):
             await proc.wait()

@@ -10,11 +10,15 @@ import yaml
 from orsim.cluster import Manifest, RunDir
 from orsim.cluster._plan import (
     CONFSERV_APP,
+    STORE_TYPE,
     TIER_BACKUPS,
     TIER_PRIMARIES,
+    TIER_SERVERS,
     cluster_name,
     plan_apps,
     rewrite_ports,
+    sqlite_stores,
+    store_names,
 )
 from orsim.cluster._render import format_log_line
 from orsim.cluster._status import cluster_status, process_label
@@ -80,7 +84,7 @@ def plan(tmp_path: Path, text: str) -> tuple:  # type: ignore[type-arg]
     path = tmp_path / "db.yaml"
     path.write_text(text)
     db = load_database(path)
-    names = [*db.applications, CONFSERV_APP]
+    names = [*db.applications, CONFSERV_APP, *store_names(db, len(sqlite_stores(db)))]
     private = {name: 40000 + i for i, name in enumerate(names)}
     public = {name: app.port for name, app in db.applications.items()}
     return plan_apps(
@@ -98,6 +102,7 @@ def test_plan_orders_tiers_and_passes_cluster(tmp_path: Path) -> None:
     entries = plan(tmp_path, topology(2))
     assert [e.app for e in entries] == [
         "confserv",
+        "store",
         "SIP_Server",
         "URS",
         "ORS_1",
@@ -106,7 +111,7 @@ def test_plan_orders_tiers_and_passes_cluster(tmp_path: Path) -> None:
         "ORS_2_B",
     ]
     assert [e.tier for e in entries] == sorted(e.tier for e in entries)
-    ors1, ors1b = entries[3], entries[5]
+    ors1, ors1b = entries[4], entries[6]
     assert ors1.tier == TIER_PRIMARIES
     assert ors1b.tier == TIER_BACKUPS
     assert ors1.argv[-2:] == ("-cluster", "ORS_Cluster_1")
@@ -119,6 +124,22 @@ def test_plan_orders_tiers_and_passes_cluster(tmp_path: Path) -> None:
     assert not entries[0].listen_env
     assert ors1.listen_env
     assert cluster_name(entries) == "ORS_Cluster_1"
+
+
+def test_plan_starts_one_store_server_per_sqlite_file(tmp_path: Path) -> None:
+    """The nodes' SQLite file gets one managed store server, with the servers, on its own
+    port (not behind the proxy), and a Redis store gets none."""
+    entries = plan(tmp_path, topology(2))
+    stores = [e for e in entries if e.type == STORE_TYPE]
+    assert [e.app for e in stores] == ["store"]
+    (store,) = stores
+    assert store.argv == ("store", "serve", "sqlite:///sessions.db", "--port",
+                          str(store.private_port), "--managed")  # fmt: skip
+    assert store.public_port == store.private_port
+    assert store.tier == TIER_SERVERS
+    assert not store.listen_env
+    redis = topology(2).replace("sqlite:///sessions.db", "redis://127.0.0.1:6390/0")
+    assert not [e for e in plan(tmp_path, redis) if e.type == STORE_TYPE]
 
 
 def test_legacy_cluster_has_no_cluster_flag(tmp_path: Path) -> None:

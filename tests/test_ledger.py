@@ -15,7 +15,7 @@ from orsim.tserver import (
     StaleEpoch,
     UnknownCall,
 )
-from orsim.tserver._ledger import DuplicateCallId, percentile
+from orsim.tserver._ledger import DuplicateCallId, EpochTaken, percentile
 
 
 def test_route_once_then_duplicate() -> None:
@@ -141,6 +141,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.routed: dict[str, int] = {}  # call -> successful routes seen
         self.lost: set[str] = set()
         self.epochs: dict[int, int] = {}
+        #: node -> the application holding its known epoch, where one is known
+        self.holders: dict[int, str] = {}
         self.duplicates = 0
         self.resent = 0
         self.stale = 0
@@ -176,7 +178,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 call_id, app=sent[0], node_id=node, epoch=epoch, now=self.now, target=agent
             )
         except StaleEpoch:
-            assert epoch < known
+            held_by_other = self.holders.get(node, sent[0]) != sent[0]
+            assert epoch < known or (
+                epoch == known and held_by_other and not self.routed.get(call_id)
+            )
             self.stale += 1
         except DuplicateRoute:
             assert epoch >= known
@@ -200,7 +205,9 @@ class LedgerMachine(RuleBasedStateMachine):
             assert call_id not in self.lost
             self.routed[call_id] = self.routed.get(call_id, 0) + 1
             self.routes[call_id] = sent
-            self.epochs[node] = max(known, epoch)
+            assert epoch > known or self.holders.get(node, sent[0]) == sent[0]
+            self.epochs[node] = epoch
+            self.holders[node] = sent[0]
 
     @precondition(lambda self: bool(self.routes))
     @rule(data=st.data(), dt=st.floats(0, 2))
@@ -223,8 +230,33 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(node=NODES, epoch=EPOCHS)
     def fence(self, node: int, epoch: int) -> None:
+        if epoch > self.epochs.get(node, 0):
+            self.holders.pop(node, None)
         self.epochs[node] = max(self.epochs.get(node, 0), epoch)
         assert self.ledger.fence(node, epoch) == self.epochs[node]
+
+    @rule(node=NODES, epoch=EPOCHS, app=st.sampled_from(["A", "B"]))
+    def fence_as(self, node: int, epoch: int, app: str) -> None:
+        """A fence naming its application holds the epoch, or is refused."""
+        known, name = self.epochs.get(node, 0), f"ORS_{node}{app}"
+        try:
+            assert self.ledger.fence(node, epoch, name) == max(known, epoch)
+        except EpochTaken:
+            assert epoch < known or self.holders.get(node, name) != name
+        else:
+            assert epoch > known or self.holders.get(node, name) == name
+            self.epochs[node], self.holders[node] = max(known, epoch), name
+
+    @rule(node=NODES, expected=EPOCHS, app=st.sampled_from(["A", "B"]))
+    def claim(self, node: int, expected: int, app: str) -> None:
+        """Compare-and-set here: won only while nothing above ``expected`` is known."""
+        known, name = self.epochs.get(node, 0), f"ORS_{node}{app}"
+        won, now_known = self.ledger.claim(node, expected, expected + 1, name)
+        retry = known == expected + 1 and self.holders.get(node) == name
+        assert won == (known <= expected or retry)
+        if won:
+            self.epochs[node], self.holders[node] = expected + 1, name
+        assert now_known == self.epochs.get(node, 0)
 
     @rule(dt=st.floats(0, 3))
     def expire(self, dt: float) -> None:

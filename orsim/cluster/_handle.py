@@ -24,12 +24,15 @@ from orsim.cluster._plan import (
     CONFSERV_APP,
     DEFAULT_CONFSERV_PORT,
     LOOPBACK,
+    STORE_TYPE,
     TIER_CONFSERV,
     cluster_name,
     launched_apps,
     plan_apps,
     rewrite_ports,
+    sqlite_stores,
     start_waves,
+    store_names,
 )
 from orsim.cluster._procs import (
     SIGNALS,
@@ -536,9 +539,10 @@ def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int |
 
     apps = launched_apps(db)
     names = [a.name for a in apps]
+    stores = store_names(db, len(sqlite_stores(db)))
     served = config
     if ports == "auto":
-        free = _free_ports(len(names) * 2 + 3)
+        free = _free_ports(len(names) * 2 + len(stores) + 3)
         public = {name: free.pop() for name in names}
         confserv_public = free.pop()
         raw = yaml.safe_load(config.read_text())
@@ -550,8 +554,8 @@ def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int |
         public = {a.name: a.port for a in apps}
         confserv_public = confserv_port if confserv_port is not None else DEFAULT_CONFSERV_PORT
         _check_ports_free({**public, CONFSERV_APP: confserv_public})
-        free = _free_ports(len(names) + 2)
-    private = {name: free.pop() for name in [*names, CONFSERV_APP]}
+        free = _free_ports(len(names) + len(stores) + 2)
+    private = {name: free.pop() for name in [*names, CONFSERV_APP, *stores]}
     entries = plan_apps(
         db,
         served_config=str(served),
@@ -617,6 +621,7 @@ def _proxy_config(manifest: Manifest) -> dict[str, Any]:
         "routes": [
             attrs.asdict(Route(e.app, e.host, e.public_port, e.host, e.private_port))
             for e in manifest.apps
+            if e.type != STORE_TYPE  # nodes reach it directly, on its own port
         ],
     }
 

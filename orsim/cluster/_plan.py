@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orsim.cluster._rundir import AppEntry
+from orsim.config._effective import storage_of
 from orsim.config._model import TSERVER_TYPES, Application, ConfigDatabase
 
 CONFSERV_APP = "confserv"
@@ -21,6 +22,10 @@ CONFSERV_TYPE = "ConfigurationServer"
 #: Genesys' customary Configuration Server port, used when ports are taken as given.
 DEFAULT_CONFSERV_PORT = 2020
 LOOPBACK = "127.0.0.1"
+#: The store server of a SQLite session file (``orsim store serve``), one per file.
+STORE_APP = "store"
+STORE_TYPE = "SessionStore"
+DEFAULT_STORE_URL = "sqlite:///sessions.db"
 
 TIER_CONFSERV, TIER_SERVERS, TIER_PRIMARIES, TIER_BACKUPS = 0, 1, 2, 3
 
@@ -69,6 +74,34 @@ def node_cluster(db: ConfigDatabase, app: Application) -> tuple[str | None, str 
     return None, None
 
 
+def sqlite_stores(db: ConfigDatabase) -> list[str]:
+    """The SQLite store URLs the database's ORS applications use, each once, in order.
+
+    Relative paths start at the run directory, where every process of the cluster runs.
+    """
+    txns = {name: txn for txn in db.transactions.values() for name in txn.cluster_members}
+    urls: list[str] = []
+    for app in launched_apps(db):
+        if app.type != "OrchestrationServer":
+            continue
+        url = storage_of(app, txns.get(app.primary_name)) or DEFAULT_STORE_URL
+        if url.strip().startswith("sqlite:") and url not in urls:
+            urls.append(url)
+    return urls
+
+
+def store_names(db: ConfigDatabase, count: int) -> list[str]:
+    """App names for ``count`` store servers: ``store``, ``store_2``, ... (none taken)."""
+    names: list[str] = []
+    n = 1
+    while len(names) < count:
+        name = STORE_APP if n == 1 else f"{STORE_APP}_{n}"
+        if name not in db.applications and name != CONFSERV_APP:
+            names.append(name)
+        n += 1
+    return names
+
+
 def plan_apps(
     db: ConfigDatabase,
     *,
@@ -81,7 +114,9 @@ def plan_apps(
     """Every process of the cluster (Configuration Server first), in start order.
 
     ``public`` maps each database application to the port peers use (the proxy holds it);
-    ``private`` maps every application and ``confserv`` to the port it really listens on.
+    ``private`` maps every application, ``confserv`` and each store server (named by
+    :func:`store_names`) to the port it really listens on. A store server is not behind
+    the proxy: its public port is its own.
     """
     genesys = ("-host", LOOPBACK, "-port", str(confserv_port))
     entries = [
@@ -103,6 +138,20 @@ def plan_apps(
             listen_env=False,
         )
     ]
+    stores = sqlite_stores(db)
+    for name, url in zip(store_names(db, len(stores)), stores, strict=True):
+        entries.append(
+            AppEntry(
+                app=name,
+                type=STORE_TYPE,
+                host=LOOPBACK,
+                public_port=private[name],
+                private_port=private[name],
+                tier=TIER_SERVERS,
+                argv=("store", "serve", url, "--port", str(private[name]), "--managed"),
+                listen_env=False,
+            )
+        )
     for app in launched_apps(db):
         argv: tuple[str, ...] = (_COMMAND_BY_TYPE[app.type], *genesys, "-app", app.name)
         node_id = cluster = data_center = None

@@ -18,6 +18,17 @@ def _cell(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
+def _store_cell(app: Mapping[str, Any]) -> Text:
+    """``ok``, or ``degraded`` with the sessions routed unpersisted so far."""
+    state = app.get("store")
+    if state is None:
+        return Text("—")
+    unpersisted = app.get("sessions_unpersisted") or 0
+    if state == "degraded":
+        return Text(f"degraded ({unpersisted} unpersisted)", style="bold red")
+    return Text("ok" if not unpersisted else f"ok ({unpersisted} unpersisted)")
+
+
 def status_table(status: Mapping[str, Any]) -> Table:
     """The status of every application and the call totals as one table."""
     title = f"cluster {status.get('cluster') or '(no cluster list)'}"
@@ -32,6 +43,7 @@ def status_table(status: Mapping[str, Any]) -> Table:
         "PID",
         "Sessions",
         "Routed",
+        "Store",
         "Port",
     ):
         table.add_column(
@@ -52,6 +64,7 @@ def status_table(status: Mapping[str, Any]) -> Table:
             _cell(app.get("pid")),
             _cell(app.get("sessions")),
             _cell(app.get("calls_routed")),
+            _store_cell(app),
             f"{app.get('public_port')}→{app.get('private_port')}",
         )
     calls = status.get("calls", {})

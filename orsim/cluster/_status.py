@@ -53,6 +53,11 @@ def app_status(
         "calls_routed": calls_routed,
         "sessions_recovered": answer.get("sessions_recovered"),
         "epoch": answer.get("epoch"),
+        # The session store as this application sees it: ok | degraded (ORS nodes).
+        "store": answer.get("store"),
+        "store_outages": answer.get("store_outages"),
+        "store_failures": answer.get("store_failures"),
+        "sessions_unpersisted": answer.get("sessions_unpersisted"),
         "mode_since": answer.get("mode_since"),
         "host": entry.host,
         "public_port": entry.public_port,

@@ -64,8 +64,9 @@ from orsim.node._role import (
     SwitchoverTimedOut,
 )
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+from orsim.node._store_guard import StoreGuard
 from orsim.node._watch import Verdict, Watcher
-from orsim.store import Session, SessionStore, StaleEpoch
+from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.wire import (
     Connection,
     Network,
@@ -99,6 +100,11 @@ _SWITCHOVER_TIMEOUT = 20.0
 #: is not reading; ADDP will close the link). They only shorten watches; the store's
 #: claim keeps creation exactly-once without them.
 _PEER_BACKLOG = 10_000
+#: How long start-up waits for the store to give the Node's epoch before starting
+#: without it (a store that is away is then an outage like any other).
+_STARTUP_STORE_WAIT = 5.0
+#: Pause before a claim is tried again when neither the store nor the T-Server answered.
+_CLAIM_RETRY = 0.2
 
 
 @attrs.define(eq=False)
@@ -116,6 +122,12 @@ class OrsNode:
     peers: PeerView = attrs.field(init=False)
     role: RoleMachine = attrs.field(init=False)
     watcher: Watcher = attrs.field(init=False)
+    #: Every store operation goes through it: a deadline each, degraded mode meanwhile.
+    guard: StoreGuard = attrs.field(init=False)
+    #: The Node's sessions must be recovered once the store is back.
+    _recovery_pending: bool = False
+    #: Sessions being written to the store: call id -> when the write began.
+    _persisting: dict[str, float] = attrs.Factory(dict)
     _dns: dict[str, str] = attrs.Factory(dict)
     _unowned: dict[str, tuple[str, float, float]] = attrs.Factory(dict)
     _active: dict[str, trio.CancelScope] = attrs.Factory(dict)
@@ -146,6 +158,7 @@ class OrsNode:
         )
         self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=0)
         self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms)
+        self.guard = StoreGuard(self.store, app=s.app, on_recovered=self._store_recovered)
         self._events, self._event_queue = trio.open_memory_channel[Event](10_000)
         self.log = get_logger(app=s.app, node_id=s.node_id)
 
@@ -166,12 +179,13 @@ class OrsNode:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started`` reports the bound port once the role is decided."""
         s = self.settings
-        self.role = RoleMachine(
-            configured_primary=not s.configured_backup,
-            epoch=await self.store.current_epoch(s.node_id),
-        )
+        epoch = await self.guard.initial_epoch(s.node_id, _STARTUP_STORE_WAIT)
+        if epoch is None:
+            self.log.warning("store_unavailable_at_start", waited_s=_STARTUP_STORE_WAIT)
+        self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=epoch or 0)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.guard.run)
             port = self.listen_port if self.listen_port is not None else s.port
             bound: int = await nursery.start(
                 lambda task_status: serve_app(
@@ -199,6 +213,7 @@ class OrsNode:
             nursery.start_soon(self._heartbeat_loop)
             nursery.start_soon(self._orphan_loop)
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self._slow_store_loop)
             task_status.started(bound)
 
     def status(self) -> dict[str, Any]:
@@ -223,6 +238,7 @@ class OrsNode:
             "live_nodes": sorted(self.peers.live_nodes(s.node_id)),
             "tserver_connected": self._tserver is not None,
             "urs_connected": self._urs is not None,
+            **self.guard.counts(),
             **frame_counts(),
         }
 
@@ -263,20 +279,13 @@ class OrsNode:
 
     async def _role_driver(self) -> None:
         """Feed role events to the machine one at a time and carry out its actions."""
-        s = self.settings
         async for event in self._event_queue:
             before = self.role.role
             actions = list(self.role.handle(event))
             while actions:
                 action = actions.pop(0)
                 if isinstance(action, ClaimEpoch):
-                    won = await self.store.claim_epoch(s.node_id, action.expected, action.new)
-                    result: Event = (
-                        ClaimWon(action.new)
-                        if won
-                        else ClaimLost(await self.store.current_epoch(s.node_id))
-                    )
-                    actions.extend(self.role.handle(result))
+                    actions.extend(self.role.handle(await self._claim(action)))
                 elif isinstance(action, Fence):
                     await self._fence_tserver()
                 elif isinstance(action, RecoverSessions):
@@ -315,18 +324,94 @@ class OrsNode:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 
+    async def _claim(self, action: ClaimEpoch) -> Event:
+        """Raise the Node's epoch: in the store, or at the T-Server while the store is away.
+
+        Both are compare-and-set, and the T-Server records which application holds each
+        epoch (``fence`` by another application at the same epoch is refused), so of two
+        contenders exactly one acts, whichever arbiter each of them reached.
+        """
+        node_id = self.settings.node_id
+        try:
+            won = await self.guard.claim_epoch(node_id, action.expected, action.new)
+        except StoreUnavailable:
+            won = None
+        if won is not None:
+            if won:
+                return ClaimWon(action.new)
+            try:
+                return ClaimLost(await self.guard.current_epoch(node_id))
+            except StoreUnavailable:
+                return ClaimLost(action.new)  # somebody holds at least ``new``
+        tserver = self._tserver
+        if tserver is not None:
+            try:
+                answer = await tserver.request(
+                    "claim_epoch",
+                    {
+                        "node_id": node_id,
+                        "expected": action.expected,
+                        "new": action.new,
+                        "app": self.settings.app,
+                    },
+                    timeout=5,
+                )
+                assert isinstance(answer, dict)
+                self.log.info("epoch_claimed_at_tserver", won=answer["won"], epoch=answer["epoch"])
+                if answer["won"]:
+                    return ClaimWon(action.new)
+                return ClaimLost(int(answer["epoch"]))
+            except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                self.log.warning("claim_failed", error=str(exc))
+        await trio.sleep(_CLAIM_RETRY)  # no arbiter answered: nothing won, try again later
+        return ClaimLost(action.expected)
+
     async def _fence_tserver(self) -> None:
         if self._tserver is None:
             return
+        epoch = self.epoch
         try:
             await self._tserver.request(
-                "fence", {"node_id": self.settings.node_id, "epoch": self.epoch}, timeout=5
+                "fence",
+                {"node_id": self.settings.node_id, "epoch": epoch, "app": self.settings.app},
+                timeout=5,
             )
-        except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+        except RemoteError as exc:
+            self.log.warning("fence_refused", error=str(exc), epoch=epoch)
+            if exc.code == "stale_epoch" and self.role.role.holds_node and self.epoch == epoch:
+                self.post(Fenced(epoch))  # another application holds this epoch
+        except (ConnectionLost, trio.TooSlowError) as exc:
             self.log.warning("fence_failed", error=str(exc))
 
+    async def _store_recovered(self) -> None:
+        """The store answers again: bring its epoch up to ours, then recover sessions."""
+        node_id = self.settings.node_id
+        try:
+            stored = await self.guard.current_epoch(node_id)
+            # Claimed at the T-Server during the outage: the store must learn it too, so
+            # that the old primary's late writes are refused there as well.
+            if (
+                self.role.role.holds_node
+                and stored < self.epoch
+                and not await self.guard.claim_epoch(node_id, stored, self.epoch)
+            ):
+                stored = await self.guard.current_epoch(node_id)
+            if stored > self.epoch:
+                self.post(EpochObserved(stored))
+                return
+            if self._recovery_pending and self.role.role.holds_node:
+                await self._recover_sessions()
+        except StoreUnavailable:
+            pass  # away again; the next recovery retries
+
     async def _recover_sessions(self) -> None:
-        stored = await self.store.sessions(self.settings.node_id)
+        try:
+            stored = await self.guard.sessions(self.settings.node_id)
+        except StoreUnavailable:
+            self._recovery_pending = True
+            self.log.warning("sessions_recovery_deferred", reason="store unavailable")
+            return
+        self._recovery_pending = False
         recovered = 0
         for session in stored:
             self.watcher.on_session_created(session.call_id)
@@ -454,7 +539,10 @@ class OrsNode:
             beat += 1
             await self._announce(everyone=beat % OTHER_NODES_EVERY == 0)
             if self.role.role.holds_node:
-                stored = await self.store.current_epoch(s.node_id)
+                try:
+                    stored = await self.guard.current_epoch(s.node_id)
+                except StoreUnavailable:
+                    continue
                 if stored > self.epoch:
                     self.post(EpochObserved(stored))
 
@@ -484,7 +572,10 @@ class OrsNode:
             grace = max(_ORPHAN_GRACE, self.call_watching_timeout_ms / 1000.0)
             for node_id, since in list(gone_since.items()):
                 if now - since >= grace:
-                    await self._adopt_orphans(node_id, live)
+                    try:
+                        await self._adopt_orphans(node_id, live)
+                    except StoreUnavailable:
+                        break  # adoption needs the store; the next round tries again
             self._take_unowned_calls(now, live)
 
     def _take_unowned_calls(self, now: float, live: dict[int, str]) -> None:
@@ -511,15 +602,15 @@ class OrsNode:
         s = self.settings
         orphans = [
             o
-            for o in await self.store.sessions(dead)
+            for o in await self.guard.sessions(dead)
             if o.call_id not in self._handled
             and o.call_id not in self._active
             and assign(o.call_id, live).assigned == s.node_id
         ]
         if not orphans:
             return
-        current = await self.store.current_epoch(dead)
-        if not await self.store.claim_epoch(dead, current, current + 1):
+        current = await self.guard.current_epoch(dead)
+        if not await self.guard.claim_epoch(dead, current, current + 1):
             return  # another Node is fencing it too; look again next round
         fenced = current + 1
         if self._tserver is not None:
@@ -531,7 +622,7 @@ class OrsNode:
         for orphan in orphans:
             mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
             try:
-                moved = await self.store.adopt_session(mine, dead, fenced)
+                moved = await self.guard.adopt_session(mine, dead, fenced)
             except StaleEpoch:
                 return  # fenced again by another adopter, or we lost our own Node
             if moved:
@@ -812,15 +903,23 @@ class OrsNode:
                     created_at=recovered.created_at if recovered else time.time(),
                     data={"app": s.app},
                 )
-                if recovered is not None:
-                    await self.store.put_session(session)
-                elif not await self.store.create_session(session):
+                self._persisting[call_id] = trio.current_time()
+                try:
+                    owned = await self._persist(session, recovered is not None)
+                finally:
+                    told = self._persisting.pop(call_id, None) is None
+                if not owned:
                     # Another Node owns the call (a Reserved Node and the Assigned Node
                     # met at the deadline): the store makes creation exactly-once.
                     self.log.info("session_owned_elsewhere", call_id=call_id, epoch=epoch)
                     self.watcher.on_session_created(call_id)
                     return
-                self._push_session(call_id)
+                if not told:
+                    self._push_session(call_id)
+                if call_id in self._handled:
+                    # Routed by another Node while the store kept this one waiting.
+                    await self.guard.delete_session(s.node_id, epoch, call_id)
+                    return
                 target = session.target or await self._select_target(call_id, dn)
                 outcome = await self._route(call_id, target, epoch)
                 if outcome == "stale_epoch":
@@ -829,13 +928,47 @@ class OrsNode:
                 if outcome == "routed":
                     self.calls_routed += 1
                 self._mark_handled(call_id)
-                await self.store.delete_session(s.node_id, epoch, call_id)
+                await self.guard.delete_session(s.node_id, epoch, call_id)
             except StaleEpoch:
                 self.log.info("stale_epoch_in_store", call_id=call_id, epoch=epoch)
                 self.post(Fenced(epoch))
             finally:
                 self._active.pop(call_id, None)
                 self._reserved.pop(call_id, None)
+
+    async def _slow_store_loop(self) -> None:
+        """Tell the watchers of a call whose session write is slow that it is taken.
+
+        The ``session`` push normally follows the store's answer (so a primary that dies
+        before writing leaves the call to its backup's watch). A store that stalls
+        would hold the push back past the watchers' timeouts and make the Reserved Node
+        create the call too; so after half the call-watching-timeout the push goes out
+        anyway: the call is this Node's, written or not.
+        """
+        while True:
+            patience = self.call_watching_timeout_ms / 2000.0
+            await trio.sleep(max(patience / 2, 0.01))
+            now = trio.current_time()
+            for call_id, since in list(self._persisting.items()):
+                if now - since >= patience:
+                    del self._persisting[call_id]
+                    self._push_session(call_id)
+
+    async def _persist(self, session: Session, recovered: bool) -> bool:
+        """Write the session; False if another Node owns the call.
+
+        While the store is away the call goes on unpersisted (ORS 8.1.2 and later keep
+        routing through a store outage): the peers' ``session`` pushes and the watching
+        rules keep others from creating it, and the T-Server refuses a second route.
+        """
+        try:
+            if recovered:
+                await self.guard.put_session(session)
+                return True
+            return await self.guard.create_session(session)
+        except StoreUnavailable:
+            self.guard.unpersisted += 1
+            return True
 
     async def _select_target(self, call_id: str, dn: str) -> str:
         while True:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     from orsim.confserv.client import ConfServClient
-    from orsim.store import open_store
+    from orsim.store import open_shared_store
 
     network = TcpNetwork()
     addresses = confserv_addresses(args)
@@ -86,7 +86,7 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         partner=settings.partner,
         options=startup.options.to_json()["options"],
     )
-    store = await open_store(settings.store_url, Path.cwd())
+    store = await open_shared_store(settings.store_url, Path.cwd(), network, nursery, app=args.app)
     listen = os.environ.get("ORSIM_LISTEN_PORT")
     node = OrsNode(settings, network, store, listen_port=int(listen) if listen else None)
     await nursery.start(node.run)

@@ -7,13 +7,16 @@ Sessions are kept by Node ID with the epoch that wrote them. Backends: a SQLite 
 
 from __future__ import annotations
 
+from orsim.store._open import open_shared_store as open_shared_store
 from orsim.store._open import open_store as open_store
 from orsim.store._protocol import SessionStore as SessionStore
 from orsim.store._protocol import StoreStatistics as StoreStatistics
 from orsim.store._redis import RedisStore as RedisStore
+from orsim.store._remote import RemoteStore as RemoteStore
 from orsim.store._session import Session as Session
 from orsim.store._session import StaleEpoch as StaleEpoch
 from orsim.store._session import StoreError as StoreError
+from orsim.store._session import StoreUnavailable as StoreUnavailable
 from orsim.store._sqlite import SqliteStore as SqliteStore
 from orsim.store._url import RedisLocation as RedisLocation
 from orsim.store._url import SqliteLocation as SqliteLocation
@@ -22,6 +25,7 @@ from orsim.store._url import parse_store_url as parse_store_url
 __all__ = [
     "RedisLocation",
     "RedisStore",
+    "RemoteStore",
     "Session",
     "SessionStore",
     "SqliteLocation",
@@ -29,6 +33,8 @@ __all__ = [
     "StaleEpoch",
     "StoreError",
     "StoreStatistics",
+    "StoreUnavailable",
+    "open_shared_store",
     "open_store",
     "parse_store_url",
 ]

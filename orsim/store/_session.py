@@ -49,14 +49,39 @@ class StoreError(OrsimError):
     """The store backend failed (unreachable Redis, a database locked past its timeout)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer within its deadline, or its link is down.
+
+    Nothing is known of the operation's outcome: a write may or may not have happened.
+    A node treats the store as degraded and carries on without it (SPEC section 3).
+    """
+
+
 def session_to_json(session: Session) -> str:
     """Encode a session as one compact JSON text (the Redis hash value)."""
     return json.dumps(attrs.asdict(session), separators=(",", ":"))
 
 
+def session_to_wire(session: Session) -> dict[str, object]:
+    """A session as a JSON-ready dict (the store server's wire form)."""
+    return attrs.asdict(session)
+
+
 def session_from_json(text: str | bytes) -> Session:
     """Decode what :func:`session_to_json` wrote."""
-    raw = json.loads(text)
+    return session_from_wire(json.loads(text))
+
+
+def session_from_wire(raw: object) -> Session:
+    """Decode what :func:`session_to_wire` gave.
+
+    Raises:
+        KeyError, TypeError, ValueError: ``raw`` is not a session.
+    """
+    if not isinstance(raw, dict):
+        raise TypeError(f"a session must be an object, not {type(raw).__name__}")
+    if not isinstance(raw["data"], dict):
+        raise TypeError("session data must be an object")
     return Session(
         call_id=str(raw["call_id"]),
         node_id=int(raw["node_id"]),

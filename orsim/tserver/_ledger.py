@@ -150,12 +150,26 @@ class RouteOutcome:
         return latency
 
 
+class EpochTaken(Exception):
+    """A fence refused: the Node's epoch is past it, or held by another application."""
+
+    def __init__(self, node_id: int, known: int, holder: str) -> None:
+        super().__init__(f"node {node_id} is at epoch {known}, held by {holder}")
+        self.node_id = node_id
+        self.known = known
+        self.holder = holder
+
+
 @attrs.define(eq=False)
 class CallLedger:
     """Every call of one T-Server run and what became of it."""
 
     _calls: dict[str, CallRecord] = attrs.Factory(dict)
     _epochs: dict[int, int] = attrs.Factory(dict)
+    #: The application that holds each Node's known epoch, where one is known: another
+    #: application of the Node at that same epoch is refused (two claimants can meet at
+    #: one epoch when one claimed it in the store and the other here, store away).
+    _holders: dict[int, str] = attrs.Factory(dict)
     # (deadline, call_id) of calls that were in flight when pushed; entries of calls that
     # have since been routed or lost are skipped lazily.
     _deadlines: list[tuple[float, str]] = attrs.Factory(list)
@@ -224,12 +238,17 @@ class CallLedger:
                 f"call {call_id!r} already routed by {record.app} "
                 f"(node {record.node_id}, epoch {record.epoch})",
             )
+        holder = self._holders.get(node_id, app)
+        if epoch == known and holder != app:
+            self._stale += 1
+            raise StaleEpoch(call_id, f"epoch {epoch} of node {node_id} is held by {holder}")
         if record.state == IN_FLIGHT and now >= record.deadline:
             record = self._mark_lost(record)
         if record.state == LOST:
             self._late += 1
             raise CallLost(call_id, f"call {call_id!r} was lost at its deadline")
-        self._epochs[node_id] = max(known, epoch)
+        self._epochs[node_id] = epoch
+        self._holders[node_id] = app
         routed = attrs.evolve(
             record,
             state=ROUTED,
@@ -246,11 +265,41 @@ class CallLedger:
         self._latencies_ms.append((now - routed.created_at) * 1000.0)
         return RouteOutcome(routed)
 
-    def fence(self, node_id: int, epoch: int) -> int:
-        """Raise Node ``node_id``'s known epoch to at least ``epoch``; returns the known epoch."""
-        known = max(self._epochs.get(node_id, 0), epoch)
-        self._epochs[node_id] = known
-        return known
+    def fence(self, node_id: int, epoch: int, app: str | None = None) -> int:
+        """Raise Node ``node_id``'s known epoch to at least ``epoch``; returns the known epoch.
+
+        With ``app`` (the application that won ``epoch``), the fence also records it as
+        the epoch's holder, and is refused when the Node is already past ``epoch`` or
+        another application holds ``epoch`` (the caller lost the Node).
+
+        Raises:
+            EpochTaken: refused, with ``app`` only.
+        """
+        known = self._epochs.get(node_id, 0)
+        if app is not None:
+            holder = self._holders.get(node_id, app)
+            if epoch < known or (epoch == known and holder != app):
+                raise EpochTaken(node_id, known, holder)
+            self._holders[node_id] = app
+        elif epoch > known:
+            self._holders.pop(node_id, None)
+        self._epochs[node_id] = max(known, epoch)
+        return self._epochs[node_id]
+
+    def claim(self, node_id: int, expected: int, new: int, app: str) -> tuple[bool, int]:
+        """Compare-and-set of the Node's epoch here, for a claim made while the session
+        store is away: won when nothing above ``expected`` is known (a T-Server that
+        knows less, after its own restart, accepts). Returns (won, known epoch); the
+        retry of a claim that was won is won again.
+        """
+        known = self._epochs.get(node_id, 0)
+        if known == new and self._holders.get(node_id) == app:
+            return True, known
+        if new <= expected or known > expected:
+            return False, known
+        self._epochs[node_id] = new
+        self._holders[node_id] = app
+        return True, new
 
     def expire(self, now: float) -> list[CallRecord]:
         """Mark every in-flight call whose deadline is at or before ``now`` lost; return them."""

@@ -36,7 +36,7 @@ import trio
 from orsim.config._model import Application, Options
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
-from orsim.tserver._ledger import CallLedger, CallRecord, RouteRefused
+from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
 from orsim.wire import (
     Connection,
     Json,
@@ -354,9 +354,32 @@ class TServer:
     async def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
         node_id = param(params, "node_id", int)
         epoch = param(params, "epoch", int)
-        known = self.ledger.fence(node_id, epoch)
-        get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known)
+        app = param(params, "app", str, None)
+        try:
+            known = self.ledger.fence(node_id, epoch, app)
+        except EpochTaken as exc:
+            get_logger(app=self.app.name).info(
+                "fence_refused",
+                node_id=node_id,
+                peer=app,
+                epoch=epoch,
+                known=exc.known,
+                holder=exc.holder,
+            )
+            raise RequestFailed("stale_epoch", str(exc)) from exc
+        get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
         return {"epoch": known}
+
+    async def _do_claim_epoch(self, conn: Connection, params: dict[str, Json]) -> Json:
+        node_id = param(params, "node_id", int)
+        expected = param(params, "expected", int)
+        new = param(params, "new", int)
+        app = param(params, "app", str, conn.peer_app)
+        won, known = self.ledger.claim(node_id, expected, new, app)
+        get_logger(app=self.app.name).info(
+            "epoch_claim", node_id=node_id, peer=app, expected=expected, new=new, won=won
+        )
+        return {"won": won, "epoch": known}
 
     async def _do_route(self, conn: Connection, params: dict[str, Json]) -> Json:
         call_id = param(params, "call_id", str)

@@ -1,0 +1,9 @@
+"""``python -m orsim``: the same as the ``orsim`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from orsim.cli import main
+
+sys.exit(main())
