@@ -7,7 +7,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from orsim.errors import ConfigError, UnreachableError
 from orsim.store import (
     RedisStore,
+    RemoteStore,
     Session,
     SessionStore,
     SqliteStore,
@@ -26,7 +28,9 @@ from orsim.store import (
     open_store,
 )
 from orsim.store._protocol import CLAIM_TTL
+from orsim.store._server import serve_store
 from orsim.store._sqlite import PRUNE_INTERVAL
+from orsim.wire import TcpNetwork
 
 _node_ids = itertools.count(1000)
 
@@ -38,10 +42,17 @@ def _session(call_id: str, *, node_id: int = 1, epoch: int = 0, state: str = "cr
     )  # fmt: skip
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["sqlite", "redis", "served"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """sqlite: the file opened in this process; redis: a real server; served: the SQLite
+    file through its store server, as the nodes use it."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, request: pytest.FixtureRequest) -> str:
     """A store URL for each backend; the Redis database is emptied first."""
-    if request.param == "sqlite":
+    if backend != "redis":
         return "sqlite:///run/sessions.db"
     # Database 2, not 0, so the client's SELECT on connect is exercised too.
     url = str(request.getfixturevalue("redis_url")).rsplit("/", 1)[0] + "/2"
@@ -53,9 +64,42 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+Opener = Callable[[], Awaitable[SessionStore]]
+#: Hypothesis runs each example in a trio run of its own, which a server started by a
+#: fixture does not outlive; the server hands each request to the SQLite store as it is.
+SERVED_BY_SQLITE = "hypothesis examples: the sqlite run covers what the server delegates"
+
+
 @pytest.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    opened = await open_store(store_url, tmp_path)
+async def open_one(
+    backend: str, store_url: str, tmp_path: Path, nursery: trio.Nursery
+) -> AsyncIterator[Opener]:
+    """Opens one more handle on the test's store (each its own connection or client)."""
+    if backend != "served":
+
+        async def direct() -> SessionStore:
+            return await open_store(store_url, tmp_path)
+
+        yield direct
+        return
+    db = tmp_path / "run" / "sessions.db"
+    await nursery.start(partial(serve_store, TcpNetwork(), db, managed=True, idle_exit=None))
+    clients: list[RemoteStore] = []
+
+    async def client() -> SessionStore:
+        remote = RemoteStore(db, TcpNetwork(), app="test", autostart=False, timeout=10.0)
+        await nursery.start(remote.run)
+        clients.append(remote)
+        return remote
+
+    yield client
+    for remote in clients:
+        await remote.aclose()
+
+
+@pytest.fixture
+async def store(open_one: Opener) -> AsyncIterator[SessionStore]:
+    opened = await open_one()
     yield opened
     await opened.aclose()
 
@@ -82,7 +126,7 @@ async def test_sessions_are_kept_by_node(store: SessionStore) -> None:
     assert sorted(s.call_id for s in await store.sessions(1)) == ["a0", "a1", "a2"]
     assert await store.sessions(2) == [b]
     assert await store.sessions(3) == []
-    assert isinstance(store, SqliteStore | RedisStore)
+    assert isinstance(store, SqliteStore | RedisStore | RemoteStore)
     assert (await store.count(1), await store.count(2)) == (3, 1)
     assert store.statistics().puts == 4
 
@@ -100,10 +144,10 @@ async def test_epoch_compare_and_set(store: SessionStore) -> None:
         await store.claim_epoch(1, 2, 2)
 
 
-async def test_two_contenders_exactly_one_wins(store_url: str, tmp_path: Path) -> None:
+async def test_two_contenders_exactly_one_wins(open_one: Opener) -> None:
     """Two handles (two connections) claiming the same epoch at once: exactly one wins."""
-    a = await open_store(store_url, tmp_path)
-    b = await open_store(store_url, tmp_path)
+    a = await open_one()
+    b = await open_one()
     try:
 
         async def contend(handle: SessionStore, node_id: int, results: list[bool]) -> None:
@@ -130,10 +174,12 @@ async def test_two_contenders_exactly_one_wins(store_url: str, tmp_path: Path) -
     steps=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["read", "claim"])), max_size=30)
 )
 async def test_any_interleaving_of_claims(
-    store_url: str, tmp_path: Path, steps: list[tuple[int, str]]
+    backend: str, store_url: str, tmp_path: Path, steps: list[tuple[int, str]]
 ) -> None:
     """Contenders that read then claim, interleaved any way: the epoch never decreases and
     ends equal to the number of successful claims; a claim wins iff its view is current."""
+    if backend == "served":
+        pytest.skip(SERVED_BY_SQLITE)
     node_id = next(_node_ids)  # the store outlives one example; keep examples apart
     store = await open_store(store_url, tmp_path)
     try:
@@ -179,13 +225,13 @@ async def test_stale_writes_are_refused(store: SessionStore) -> None:
     await store.delete_session(1, 2, "c2")
     await store.put_session(_session("x", node_id=2, epoch=0))
     assert [(s.call_id, s.epoch) for s in await store.sessions(1)] == [("c1", 2)]
-    assert isinstance(store, SqliteStore | RedisStore)
+    assert isinstance(store, SqliteStore | RedisStore | RemoteStore)
     assert store.statistics().stale_refusals == 3
 
 
-async def test_sessions_and_epochs_survive_reopen(store_url: str, tmp_path: Path) -> None:
+async def test_sessions_and_epochs_survive_reopen(open_one: Opener) -> None:
     """What one handle wrote is there for the next one, after the first is closed."""
-    first = await open_store(store_url, tmp_path)
+    first = await open_one()
     assert await first.claim_epoch(7, 0, 3)
     kept = _session("c1", node_id=7, epoch=3)
     await first.put_session(kept)
@@ -194,7 +240,7 @@ async def test_sessions_and_epochs_survive_reopen(store_url: str, tmp_path: Path
     with pytest.raises(trio.ClosedResourceError):
         await first.current_epoch(7)
 
-    second = await open_store(store_url, tmp_path)
+    second = await open_one()
     try:
         assert await second.current_epoch(7) == 3
         assert await second.sessions(7) == [kept]
@@ -245,7 +291,7 @@ async def test_first_creator_owns_the_call(store: SessionStore) -> None:
     recovered = _session("c1", node_id=1, epoch=1, state="recovered")
     assert await store.create_session(recovered)
     assert await store.sessions(1) == [recovered]
-    assert isinstance(store, SqliteStore | RedisStore)
+    assert isinstance(store, SqliteStore | RedisStore | RemoteStore)
     stats = store.statistics()
     assert (stats.creates, stats.creates_refused, stats.puts) == (3, 1, 0)
 
@@ -286,15 +332,15 @@ async def test_stale_create_is_refused(store: SessionStore) -> None:
     assert await store.create_session(_session("c1", node_id=3))  # the call is still free
     with pytest.raises(StaleEpoch):  # the epoch is checked before the claim
         await store.create_session(_session("c1", node_id=1, epoch=1))
-    assert isinstance(store, SqliteStore | RedisStore)
+    assert isinstance(store, SqliteStore | RedisStore | RemoteStore)
     assert store.statistics().stale_refusals == 2
 
 
-async def test_concurrent_creators_exactly_one_wins(store_url: str, tmp_path: Path) -> None:
+async def test_concurrent_creators_exactly_one_wins(open_one: Opener) -> None:
     """Two Nodes on two connections creating the same call at once: exactly one wins, and
     only the winner's session is stored."""
-    a = await open_store(store_url, tmp_path)
-    b = await open_store(store_url, tmp_path)
+    a = await open_one()
+    b = await open_one()
     try:
 
         async def create(
@@ -329,11 +375,13 @@ async def test_concurrent_creators_exactly_one_wins(store_url: str, tmp_path: Pa
     )
 )
 async def test_any_interleaving_of_creates(
-    store_url: str, tmp_path: Path, steps: list[tuple[int, int, str]]
+    backend: str, store_url: str, tmp_path: Path, steps: list[tuple[int, int, str]]
 ) -> None:
     """Creates and deletes by 3 Nodes over 3 calls, in any order: each call gets exactly
     one owner (its first creator), every successful create is by that owner before it
     finished the call (deleted its session), and only owners hold sessions."""
+    if backend == "served":
+        pytest.skip(SERVED_BY_SQLITE)
     nodes = [next(_node_ids) for _ in range(3)]  # the store outlives one example
     calls = [f"call-{nodes[0]}-{i}" for i in range(3)]
     store = await open_store(store_url, tmp_path)
@@ -460,10 +508,10 @@ async def test_memory_store_adopts_like_the_others() -> None:
     await _adoption_cases(MemoryStore())
 
 
-async def test_two_adopters_race_and_one_wins(store_url: str, tmp_path: Path) -> None:
+async def test_two_adopters_race_and_one_wins(open_one: Opener) -> None:
     """Two Nodes on two connections adopting the same orphan: exactly one moves it."""
-    a = await open_store(store_url, tmp_path)
-    b = await open_store(store_url, tmp_path)
+    a = await open_one()
+    b = await open_one()
 
     async def adopt(
         store: SessionStore, node: int, call: str, epoch: int, won: dict[int, bool]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -126,6 +127,10 @@ class OrsNode:
     guard: StoreGuard = attrs.field(init=False)
     #: The Node's sessions must be recovered once the store is back.
     _recovery_pending: bool = False
+    #: Test-only (``ORSIM_TEST_FREEZE=APP:N``): SIGSTOP this process once its Nth session
+    #: is in the store and not yet routed, so a test makes "the primary freezes in the
+    #: middle of a call's store work" happen at a known moment rather than by luck.
+    freeze_after_sessions: int | None = None
     #: Sessions being written to the store: call id -> when the write began.
     _persisting: dict[str, float] = attrs.Factory(dict)
     _dns: dict[str, str] = attrs.Factory(dict)
@@ -916,6 +921,8 @@ class OrsNode:
                     return
                 if not told:
                     self._push_session(call_id)
+                if self.freeze_after_sessions is not None:
+                    self._test_freeze()
                 if call_id in self._handled:
                     # Routed by another Node while the store kept this one waiting.
                     await self.guard.delete_session(s.node_id, epoch, call_id)
@@ -935,6 +942,13 @@ class OrsNode:
             finally:
                 self._active.pop(call_id, None)
                 self._reserved.pop(call_id, None)
+
+    def _test_freeze(self) -> None:
+        assert self.freeze_after_sessions is not None
+        self.freeze_after_sessions -= 1
+        if self.freeze_after_sessions == 0:
+            self.log.warning("test_freeze", reason="ORSIM_TEST_FREEZE")
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     async def _slow_store_loop(self) -> None:
         """Tell the watchers of a call whose session write is slow that it is taken.

@@ -89,5 +89,17 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     store = await open_shared_store(settings.store_url, Path.cwd(), network, nursery, app=args.app)
     listen = os.environ.get("ORSIM_LISTEN_PORT")
     node = OrsNode(settings, network, store, listen_port=int(listen) if listen else None)
+    node.freeze_after_sessions = _test_freeze(args.app)
     await nursery.start(node.run)
     nursery.start_soon(follow_changes, network, addresses, startup, node)
+
+
+def _test_freeze(app: str) -> int | None:
+    """``ORSIM_TEST_FREEZE=APP:N`` (tests only): freeze APP after its Nth session."""
+    raw = os.environ.get("ORSIM_TEST_FREEZE", "")
+    name, _, count = raw.partition(":")
+    if name != app:
+        return None
+    if not count.isdigit() or int(count) < 1:
+        raise UsageError(f"ORSIM_TEST_FREEZE={raw!r}: expected APP:N with N >= 1")
+    return int(count)

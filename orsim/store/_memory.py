@@ -21,13 +21,37 @@ class MemoryStore:
     _claims: dict[str, int] = attrs.Factory(dict)
     #: Calls whose session its owner deleted: finished, never created again.
     _done: set[str] = attrs.Factory(set)
+    #: Set while the store answers; cleared by :meth:`stall` (a store outage).
+    _answering: trio.Event = attrs.field(factory=trio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self._answering.set()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._answering.is_set()
+
+    def stall(self) -> None:
+        """From now on every operation waits, untouched, until :meth:`resume` (an outage:
+        a frozen store server, a held lock, an unreachable Redis)."""
+        if not self.stalled:
+            self._answering = trio.Event()
+
+    def resume(self) -> None:
+        """The store answers again; operations that waited go on."""
+        self._answering.set()
+
+    async def _enter(self) -> None:
+        await trio.lowlevel.checkpoint()
+        while self.stalled:
+            await self._answering.wait()
 
     async def current_epoch(self, node_id: int) -> int:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         return self._epochs.get(node_id, 0)
 
     async def claim_epoch(self, node_id: int, expected: int, new: int) -> bool:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         if self._epochs.get(node_id, 0) != expected or new <= expected:
             return False
         self._epochs[node_id] = new
@@ -39,12 +63,12 @@ class MemoryStore:
             raise StaleEpoch(node_id, epoch, current)
 
     async def put_session(self, session: Session) -> None:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         self._check(session.node_id, session.epoch)
         self._sessions.setdefault(session.node_id, {})[session.call_id] = session
 
     async def create_session(self, session: Session) -> bool:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         self._check(session.node_id, session.epoch)
         owner = self._claims.setdefault(session.call_id, session.node_id)
         if owner != session.node_id or session.call_id in self._done:
@@ -53,7 +77,7 @@ class MemoryStore:
         return True
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         current = self._epochs.get(from_node, 0)
         if current != from_epoch:
             raise StaleEpoch(from_node, from_epoch, current)
@@ -67,14 +91,14 @@ class MemoryStore:
         return True
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         self._check(node_id, epoch)
         self._sessions.get(node_id, {}).pop(call_id, None)
         if self._claims.get(call_id) == node_id:
             self._done.add(call_id)
 
     async def sessions(self, node_id: int) -> list[Session]:
-        await trio.lowlevel.checkpoint()
+        await self._enter()
         return list(self._sessions.get(node_id, {}).values())
 
     async def aclose(self) -> None:

@@ -136,11 +136,15 @@ class RemoteStore:
         self._log.info("store_server_started", pid=self._started.pid)
 
     async def _call(self, method: str, params: dict[str, Json]) -> dict[str, Any]:
+        if self._closed:
+            raise trio.ClosedResourceError("session store is closed")
         with trio.move_on_after(self.timeout):
             while True:
                 conn = self._conn
                 if conn is None:
                     await self._up.wait()
+                    if self._closed:
+                        raise trio.ClosedResourceError("session store is closed")
                     continue
                 try:
                     answer = await conn.request(method, params)
@@ -225,6 +229,7 @@ class RemoteStore:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._up.set()  # wake callers waiting for a link: there will be none
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(ConnectionLost):

@@ -92,6 +92,13 @@ class SimCluster:
     def resume(self, app_name: str) -> None:
         self.net.hang(app_name, resume=True)
 
+    def stall_store(self, resume: bool = False) -> None:
+        """The session store stops answering (or answers again): a store outage."""
+        if resume:
+            self.store.resume()
+        else:
+            self.store.stall()
+
     def partition(self, a: str, b: str, heal: bool = False) -> None:
         self.net.partition(a, b, heal=heal)
 
