@@ -11,6 +11,7 @@ from __future__ import annotations
 from orsim.cluster._faults import FaultTable as FaultTable
 from orsim.cluster._handle import ClusterHandle as ClusterHandle
 from orsim.cluster._handle import stop_processes as stop_processes
+from orsim.cluster._plan import store_app_names as store_app_names
 from orsim.cluster._proxy import FaultProxy as FaultProxy
 from orsim.cluster._proxy import Route as Route
 from orsim.cluster._proxy import serve_proxy as serve_proxy
@@ -28,4 +29,5 @@ __all__ = [
     "RunDir",
     "serve_proxy",
     "stop_processes",
+    "store_app_names",
 ]

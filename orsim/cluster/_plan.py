@@ -102,6 +102,11 @@ def store_names(db: ConfigDatabase, count: int) -> list[str]:
     return names
 
 
+def store_app_names(db: ConfigDatabase) -> list[str]:
+    """The names the launcher gives the store servers of ``db`` (``store``, ...)."""
+    return store_names(db, len(sqlite_stores(db)))
+
+
 def plan_apps(
     db: ConfigDatabase,
     *,

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import ValidationError
 
+from orsim.cluster import store_app_names
 from orsim.config import ConfigDatabase, load_database, option_value_to_str
 from orsim.errors import ConfigError
 from orsim.scenario._model import (
@@ -374,7 +375,8 @@ class _SemanticChecker:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.apps = set(scenario.topology.applications) | {CONFSERV_APP}
+        db = scenario.topology
+        self.apps = set(db.applications) | {CONFSERV_APP, *store_app_names(db)}
         self.objects = set(scenario.topology.applications) | set(scenario.topology.transactions)
 
     def problems(self) -> Iterable[str]:
