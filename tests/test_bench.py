@@ -82,7 +82,7 @@ def test_topology_rejects_nonsense() -> None:
         topology(0)
     with pytest.raises(ValueError):
         topology(1, addp_timeout=0)
-    assert launched_process_count(4) == 12
+    assert launched_process_count(4) == 13
 
 
 # -- statistics -----------------------------------------------------------------------

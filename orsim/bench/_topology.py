@@ -119,5 +119,6 @@ def write_topology(directory: Path, nodes: int, addp_timeout: float = 1.0) -> Pa
 
 def launched_process_count(nodes: int) -> int:
     """Processes ``orsim cluster up`` starts for ``nodes`` Nodes: 2 ORS per Node, the
-    Configuration Server, the SIP Server, the URS and the fault proxy."""
-    return 2 * nodes + 4
+    Configuration Server, the session store server, the SIP Server, the URS and the
+    fault proxy."""
+    return 2 * nodes + 5
