@@ -190,7 +190,7 @@ async def test_takeover_while_the_store_is_away_claims_at_the_tserver(
         await trio.sleep(2)
         sim.stall_store()
         await trio.sleep(1.5)  # every node has met the outage
-        held = set(sim.nodes["ORS_1"]._active)
+        held = set(sim.nodes["ORS_1"].calls)
         getattr(sim, fault)("ORS_1")
         await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=5)
         epoch = sim.nodes["ORS_1_B"].epoch

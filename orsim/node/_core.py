@@ -1,0 +1,1084 @@
+"""The ORS node's decisions as one sans-IO object: events in, commands out.
+
+Theory of operation
+-------------------
+``NodeCore`` is everything an ORS application *decides*, with no sockets, no clock and
+no trio: h11's ``Connection`` is the model. Its driver (the trio runtime in
+``_runtime.py``, the seeded simulation, or a hypothesis model) feeds it what happened,
+``core.handle(event, now)``, and carries out the commands it returns, in order, feeding
+each command's outcome back as another event. Time only enters as ``now``: the driver
+calls ``core.tick(now)`` whenever ``core.next_deadline()`` has passed.
+
+It owns the application's role in its Node (``RoleMachine``), the calls it watches
+(``Watcher``), its view of its peers (``PeerView``), and one ``CallState`` per call it
+knows of, from the routing-point event to the end of its session:
+
+=============  ===========================================================  =============
+phase          what is under way                                            next event
+=============  ===========================================================  =============
+``WRITING``    the session is being written (``WriteSession``)              SessionWritten
+``SELECTING``  the URS is asked for a target (``SelectTarget``)             TargetSelected
+``ROUTING``    the T-Server is asked to route (``SendRoute``)               RouteAnswered
+=============  ===========================================================  =============
+
+Calls that are only known (watched by the ``Watcher``, or *unowned*: not this Node's,
+remembered in case their Assigned and Reserved Nodes both vanish) have no phase. A call
+routed by anyone is *handled* and never created again (a bounded memory).
+
+The cluster rules it applies are the runtime's of before, now in one place:
+
+- a routing-point event: the ``Watcher`` decides to create, watch or ignore it;
+- creating a call: write its session (the store's claim makes creation exactly-once),
+  tell its watchers (``NotifySession``: the partner and the Reserved Node's primary),
+  ask the URS, route, forget the session (``DeleteSession``); a refusal as stale fences
+  this application (``Fenced``); a store that is away lets the call go on unpersisted;
+- the role: the partner's link and announcements become role events; the role
+  machine's actions become commands (``ClaimEpoch``, ``FenceTServer``, ``LoadSessions``);
+- time: heartbeats (``Announce`` to the partner every beat, to everyone every
+  ``OTHER_NODES_EVERY``; ``ReadEpoch`` while holding the Node), the start-up probe, the
+  watch deadlines, the slow-store notice, the orphan round (adoption of a dead Node's
+  sessions, creation of unowned calls), the switchover drain.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from orsim.node._assignment import assign
+from orsim.node._membership import MemberInfo, PeerView
+from orsim.node._role import (
+    Action,
+    ClaimEpoch,
+    ClaimLost,
+    ClaimWon,
+    EpochObserved,
+    Fence,
+    Fenced,
+    HandOver,
+    PartnerLost,
+    PartnerSeen,
+    RecoverSessions,
+    Role,
+    RoleMachine,
+    StepDown,
+    SwitchoverFailed,
+    SwitchoverRequested,
+    SwitchoverTimedOut,
+)
+from orsim.node._role import Event as RoleEvent
+from orsim.node._settings import NodeSettings
+from orsim.node._watch import Verdict, Watcher
+from orsim.store import Session
+
+__all__ = [
+    "OTHER_NODES_EVERY",
+    "AdoptOrphans",
+    "Adopted",
+    "Announce",
+    "CallRouted",
+    "CallState",
+    "ClaimEpochCmd",
+    "Command",
+    "DeleteSession",
+    "EpochClaimed",
+    "EpochRead",
+    "FenceAnswered",
+    "FenceTServer",
+    "HandoverReceived",
+    "HandoverSendFailed",
+    "LoadOrphans",
+    "LoadSessions",
+    "MemberAnnounced",
+    "ModeChanged",
+    "NodeCore",
+    "Note",
+    "NotifySession",
+    "OrphansLoaded",
+    "PeerLinkDown",
+    "PeerLinkUp",
+    "Phase",
+    "PushHandover",
+    "ReadEpoch",
+    "RouteAnswered",
+    "RouteRequested",
+    "SelectTarget",
+    "SendRoute",
+    "SessionAnnounced",
+    "SessionWritten",
+    "SessionsLoaded",
+    "StoreBack",
+    "SwitchoverAsked",
+    "SwitchoverDone",
+    "SwitchoverGaveUp",
+    "TargetSelected",
+    "WriteOutcome",
+    "WriteSession",
+    "call_of",
+]
+
+#: Heartbeats between two announcements to the applications of other Nodes. The partner
+#: hears every heartbeat (its role depends on it); the others' view of this application
+#: changes only with its mode, which is announced at once, and ADDP keeps idle links
+#: checked, so they only need a refresh.
+OTHER_NODES_EVERY = 8
+#: How many recently routed call ids a node remembers (to skip already-served calls).
+ROUTED_MEMORY = 100_000
+#: Longest a graceful switchover waits for the primary's sessions to finish (s).
+SWITCHOVER_DRAIN = 3.0
+#: Longest a suspending primary waits for its partner to take over after the handover (s).
+HANDOVER_WAIT = 10.0
+#: How long both applications of a Node must be unreachable before live Nodes adopt
+#: its stored sessions (s; at least the call-watching-timeout).
+ORPHAN_GRACE = 2.0
+
+
+# ----------------------------------------------------------------------- events in
+
+
+@attrs.frozen
+class RouteRequested:
+    """The T-Server's ``route_request`` for a new call; ``expires``: when it is lost
+    anyway (in the driver's clock), if known."""
+
+    call_id: str
+    dn: str = ""
+    expires: float | None = None
+
+
+@attrs.frozen
+class CallRouted:
+    """The T-Server's ``call_routed``: someone routed the call."""
+
+    call_id: str
+
+
+@attrs.frozen
+class SessionAnnounced:
+    """A peer's ``session`` push: it created the call's session."""
+
+    call_id: str
+
+
+@attrs.frozen
+class PeerLinkUp:
+    app: str
+
+
+@attrs.frozen
+class PeerLinkDown:
+    app: str
+
+
+@attrs.frozen
+class MemberAnnounced:
+    """A peer's ``member`` push."""
+
+    info: MemberInfo
+
+
+class WriteOutcome(enum.Enum):
+    OWNED = "owned"  # written: the call is this Node's
+    ELSEWHERE = "elsewhere"  # another Node owns the call
+    UNPERSISTED = "unpersisted"  # the store is away: the call goes on unwritten
+    STALE = "stale"  # refused: this application's epoch is stale
+
+
+@attrs.frozen
+class SessionWritten:
+    """Outcome of ``WriteSession``."""
+
+    call_id: str
+    outcome: WriteOutcome
+
+
+@attrs.frozen
+class TargetSelected:
+    call_id: str
+    target: str
+
+
+@attrs.frozen
+class RouteAnswered:
+    """Outcome of ``SendRoute``: ``routed``, or the T-Server's refusal code."""
+
+    call_id: str
+    outcome: str
+
+
+@attrs.frozen
+class SessionsLoaded:
+    """Outcome of ``LoadSessions``; None when the store did not answer."""
+
+    sessions: tuple[Session, ...] | None
+
+
+@attrs.frozen
+class EpochClaimed:
+    """Outcome of ``ClaimEpochCmd(_, new)``: won, or lost with the arbiter's current epoch."""
+
+    new: int
+    won: bool
+    current: int
+
+
+@attrs.frozen
+class EpochRead:
+    """Outcome of ``ReadEpoch``: the Node's epoch in the store."""
+
+    epoch: int
+
+
+@attrs.frozen
+class FenceAnswered:
+    """Outcome of ``FenceTServer(epoch)``; ``refused``: another application holds it (an
+    unreachable T-Server is not a refusal: it learns the epoch when it is back)."""
+
+    epoch: int
+    refused: bool = False
+
+
+@attrs.frozen
+class OrphansLoaded:
+    """Outcome of ``LoadOrphans``: the stored sessions of a dead Node."""
+
+    node_id: int
+    sessions: tuple[Session, ...]
+
+
+@attrs.frozen
+class Adopted:
+    """Outcome of ``AdoptOrphans``: the sessions now this Node's (moved in the store)."""
+
+    node_id: int
+    sessions: tuple[Session, ...]
+
+
+@attrs.frozen
+class SwitchoverAsked:
+    """A ``switchover`` request (from the launcher or a user)."""
+
+
+@attrs.frozen
+class SwitchoverGaveUp:
+    """The requester stopped waiting for the switchover."""
+
+
+@attrs.frozen
+class HandoverReceived:
+    """The partner's ``handover`` push: it asks this application to take over."""
+
+
+@attrs.frozen
+class HandoverSendFailed:
+    """``PushHandover`` could not reach the partner."""
+
+
+@attrs.frozen
+class StoreBack:
+    """The store answers again after an outage; ``epoch``: the Node's epoch there."""
+
+    epoch: int
+
+
+InEvent = (
+    RouteRequested
+    | CallRouted
+    | SessionAnnounced
+    | PeerLinkUp
+    | PeerLinkDown
+    | MemberAnnounced
+    | SessionWritten
+    | TargetSelected
+    | RouteAnswered
+    | SessionsLoaded
+    | EpochClaimed
+    | EpochRead
+    | FenceAnswered
+    | OrphansLoaded
+    | Adopted
+    | SwitchoverAsked
+    | SwitchoverGaveUp
+    | HandoverReceived
+    | HandoverSendFailed
+    | StoreBack
+)
+
+
+# ---------------------------------------------------------------------- commands out
+
+
+@attrs.frozen
+class WriteSession:
+    """Write the session (create: claim the call; else replace), feed ``SessionWritten``."""
+
+    session: Session
+    create: bool
+
+
+@attrs.frozen
+class SelectTarget:
+    """Ask the URS for a target (retry until it answers), feed ``TargetSelected``."""
+
+    call_id: str
+    dn: str
+
+
+@attrs.frozen
+class SendRoute:
+    """Ask the T-Server to route (retry across link loss), feed ``RouteAnswered``."""
+
+    call_id: str
+    target: str
+    epoch: int
+
+
+@attrs.frozen
+class DeleteSession:
+    """Forget the session (kept for later if the store is away); nothing to feed."""
+
+    node_id: int
+    epoch: int
+    call_id: str
+
+
+@attrs.frozen
+class NotifySession:
+    """Send a ``session`` push for the call to these peer applications (no waiting)."""
+
+    call_id: str
+    apps: tuple[str, ...]
+
+
+@attrs.frozen
+class Announce:
+    """Send this application's ``member`` info to these peer applications."""
+
+    apps: tuple[str, ...]
+    info: MemberInfo
+
+
+@attrs.frozen
+class ClaimEpochCmd:
+    """Raise the Node's epoch (store, else T-Server), feed ``EpochClaimed``."""
+
+    expected: int
+    new: int
+
+
+@attrs.frozen
+class FenceTServer:
+    """Tell the T-Server this application holds ``epoch``; feed ``FenceAnswered``."""
+
+    epoch: int
+
+
+@attrs.frozen
+class LoadSessions:
+    """Read the Node's stored sessions, feed ``SessionsLoaded``."""
+
+
+@attrs.frozen
+class ReadEpoch:
+    """Read the Node's epoch in the store, feed ``EpochRead`` (nothing if away)."""
+
+
+@attrs.frozen
+class LoadOrphans:
+    """Read a dead Node's stored sessions, feed ``OrphansLoaded`` (nothing if away)."""
+
+    node_id: int
+
+
+@attrs.frozen
+class AdoptOrphans:
+    """Fence the dead Node (store and T-Server), move each session to this Node, feed
+    ``Adopted`` with those moved (nothing moved if another adopter fenced it first)."""
+
+    node_id: int
+    sessions: tuple[Session, ...]
+
+
+@attrs.frozen
+class PushHandover:
+    """Send the partner the ``handover`` push; feed ``HandoverSendFailed`` on failure."""
+
+    epoch: int
+
+
+@attrs.frozen
+class SwitchoverDone:
+    """Answer every pending ``switchover`` request: ``reason`` None means done."""
+
+    reason: str | None
+
+
+@attrs.frozen
+class ModeChanged:
+    """The role changed (for logs and ``mode_since``)."""
+
+    old: Role
+    new: Role
+    epoch: int
+    reason: str
+
+
+@attrs.frozen
+class Note:
+    """Something worth a log line."""
+
+    event: str
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+Command = (
+    WriteSession
+    | SelectTarget
+    | SendRoute
+    | DeleteSession
+    | NotifySession
+    | Announce
+    | ClaimEpochCmd
+    | FenceTServer
+    | LoadSessions
+    | ReadEpoch
+    | LoadOrphans
+    | AdoptOrphans
+    | PushHandover
+    | SwitchoverDone
+    | ModeChanged
+    | Note
+)
+
+#: Commands that belong to one call and carry it on (a driver may run them in the
+#: call's own task, one after the other).
+CALL_COMMANDS = (WriteSession, SelectTarget, SendRoute)
+
+
+# ---------------------------------------------------------------------- calls
+
+
+class Phase(enum.Enum):
+    WRITING = "writing"
+    SELECTING = "selecting"
+    ROUTING = "routing"
+
+
+@attrs.define
+class CallState:
+    """One call this application is creating (or carrying on from the store)."""
+
+    call_id: str
+    dn: str
+    epoch: int
+    phase: Phase
+    target: str = ""
+    created_at: float = 0.0
+    recovered: bool = False
+    #: The Reserved Node assigned when the call's event arrived (None: compute later).
+    reserved: int | None = None
+    #: When the session write began, while the watchers have not been told yet.
+    writing_since: float | None = None
+
+
+@attrs.define
+class _Unowned:
+    dn: str
+    arrived: float
+    expires: float
+
+
+# ---------------------------------------------------------------------- the core
+
+
+@attrs.define(eq=False)
+class NodeCore:
+    """One ORS application's decisions. Feed it events; carry out what it returns."""
+
+    settings: NodeSettings
+    #: The Node's epoch as read from the store at start-up.
+    epoch: int = 0
+    #: The driver's clock at start-up.
+    started: float = 0.0
+    #: Wall-clock seconds now, for sessions' ``created_at`` (the driver sets it).
+    wall: float = 0.0
+    peers: PeerView = attrs.field(init=False)
+    role: RoleMachine = attrs.field(init=False)
+    watcher: Watcher = attrs.field(init=False)
+    calls: dict[str, CallState] = attrs.Factory(dict)
+    calls_routed: int = 0
+    sessions_recovered: int = 0
+    sessions_adopted: int = 0
+    _handled: dict[str, None] = attrs.Factory(dict)
+    _watched_dns: dict[str, str] = attrs.Factory(dict)
+    _unowned: dict[str, _Unowned] = attrs.Factory(dict)
+    _beat: int = 0
+    _next_beat: float = 0.0
+    _next_orphan_round: float = 0.0
+    _gone_since: dict[int, float] = attrs.Factory(dict)
+    _adopting: set[int] = attrs.Factory(set)
+    _probe_until: float | None = None
+    _recovery_pending: bool = False
+    _switchovers: int = 0
+    #: The role machine's actions still to carry out, one at a time (claim, then fence,
+    #: then recovery); role events that arrive meanwhile wait in ``_deferred``, and the
+    #: role change takes effect (watches promoted, announcement) once the chain is done.
+    _chain: list[Action] = attrs.Factory(list)
+    _chain_step: tuple[str, int] | None = None
+    _chain_before: Role | None = None
+    _chain_reason: str = ""
+    _deferred: list[RoleEvent] = attrs.Factory(list)
+    _drain_until: float | None = None
+    _handover_until: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        s = self.settings
+        self.peers = PeerView(
+            nodes=dict(s.nodes) or {s.node_id: s.data_center},
+            app_nodes={p.name: p.node_id for p in s.peers},
+        )
+        self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=self.epoch)
+        self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms)
+        self._next_beat = self.started + s.heartbeat
+        self._next_orphan_round = self.started + self._orphan_period
+
+    # -- what the driver reads -----------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.role.role.mode
+
+    @property
+    def current_epoch(self) -> int:
+        return self.role.epoch
+
+    @property
+    def sessions(self) -> int:
+        """Calls being created or carried on now."""
+        return len(self.calls)
+
+    @property
+    def switchover_pending(self) -> bool:
+        return self._switchovers > 0
+
+    def is_handled(self, call_id: str) -> bool:
+        return call_id in self._handled
+
+    def member_info(self) -> MemberInfo:
+        s = self.settings
+        return MemberInfo(s.app, s.node_id, s.data_center, self.mode, self.current_epoch)
+
+    def live_nodes(self) -> dict[int, str]:
+        return self.peers.live_nodes(self.settings.node_id)
+
+    @property
+    def _orphan_period(self) -> float:
+        return max(self.settings.heartbeat * 4, 0.5)
+
+    def set_call_watching_timeout(self, ms: float) -> None:
+        """A new call-watching-timeout for calls that arrive from now on."""
+        self.watcher.timeout_ms = ms
+
+    # -- starting ------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Command]:
+        """The application is up and linked: begin (the start-up probe, or no partner)."""
+        self.started = now
+        self._next_beat = now + self.settings.heartbeat
+        self._next_orphan_round = now + self._orphan_period
+        partner = self.settings.partner_peer
+        if partner is None:
+            return self._role_event(PartnerLost(), now)
+        window = max(4 * self.settings.heartbeat, 1.0) * (
+            2 if self.settings.configured_backup else 1
+        )
+        self._probe_until = now + window
+        return []
+
+    # -- events --------------------------------------------------------------------
+
+    def handle(self, event: InEvent, now: float) -> list[Command]:
+        """Take one event; return the commands to carry out, in order."""
+        match event:
+            case RouteRequested():
+                return self._route_requested(event, now)
+            case CallRouted(call_id=call_id):
+                self._mark_handled(call_id)
+                return []
+            case SessionAnnounced(call_id=call_id):
+                # Someone created the session: stop watching, but keep the call
+                # recoverable (its creator may die before routing it).
+                self.watcher.on_session_created(call_id)
+                self._unowned.pop(call_id, None)
+                return []
+            case PeerLinkUp(app=app):
+                self.peers.link_up(app)
+                return self._partner_news(app, now)
+            case PeerLinkDown(app=app):
+                self.peers.link_down(app)
+                return self._partner_news(app, now)
+            case MemberAnnounced(info=info):
+                self.peers.announce(info)
+                return self._partner_news(info.app, now)
+            case SessionWritten():
+                return self._written(event, now)
+            case TargetSelected(call_id=call_id, target=target):
+                call = self.calls.get(call_id)
+                if call is None:
+                    return []
+                call.target, call.phase = target, Phase.ROUTING
+                return [SendRoute(call_id, target, call.epoch)]
+            case RouteAnswered():
+                return self._route_answered(event, now)
+            case SessionsLoaded(sessions=sessions):
+                loaded = self._sessions_loaded(sessions, now)
+                if self._chain_step is not None and self._chain_step[0] == "recover":
+                    loaded += self._chain_next([], now)
+                return loaded
+            case EpochClaimed(new=new, won=won, current=current):
+                if self._chain_step != ("claim", new):
+                    return []  # not the answer the role machine waits for
+                result: RoleEvent = ClaimWon(new) if won else ClaimLost(current)
+                return self._chain_next(self.role.handle(result), now)
+            case EpochRead(epoch=epoch):
+                if self.role.role.holds_node and epoch > self.current_epoch:
+                    return self._role_event(EpochObserved(epoch), now)
+                return []
+            case FenceAnswered(epoch=epoch, refused=refused):
+                out: list[Command] = []
+                if self._chain_step == ("fence", epoch):
+                    out += self._chain_next([], now)
+                if refused and self.role.role.holds_node and self.current_epoch == epoch:
+                    out += self._role_event(Fenced(epoch), now)
+                return out
+            case OrphansLoaded(node_id=node_id, sessions=sessions):
+                return self._orphans_loaded(node_id, sessions)
+            case Adopted(node_id=node_id, sessions=sessions):
+                self._adopting.discard(node_id)
+                return self._adopted(node_id, sessions, now)
+            case SwitchoverAsked():
+                if self.settings.partner is None:
+                    return [SwitchoverDone(f"{self.settings.app} has no partner to switch to")]
+                self._switchovers += 1
+                return self._role_event(SwitchoverRequested(), now)
+            case SwitchoverGaveUp():
+                self._switchovers = 0
+                self._drain_until = self._handover_until = None
+                return self._role_event(SwitchoverTimedOut(), now)
+            case HandoverReceived():
+                return self._role_event(SwitchoverRequested(), now)
+            case HandoverSendFailed():
+                self._handover_until = None
+                return self._role_event(SwitchoverTimedOut(), now)
+            case StoreBack(epoch=epoch):
+                return self._store_back(epoch, now)
+        raise TypeError(f"NodeCore cannot handle {event!r}")
+
+    # -- time ------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When ``tick`` has something to do next (``math.inf``: only events will)."""
+        times = [self._next_beat, self._next_orphan_round]
+        watch = self.watcher.next_deadline()
+        if watch is not None:
+            times.append(watch)
+        if self._probe_until is not None:
+            times.append(self._probe_until)
+        if self._drain_until is not None:
+            times.append(self._drain_until)
+        if self._handover_until is not None:
+            times.append(self._handover_until)
+        patience = self._slow_store_patience
+        times.extend(
+            c.writing_since + patience for c in self.calls.values() if c.writing_since is not None
+        )
+        return min(times, default=math.inf)
+
+    def tick(self, now: float) -> list[Command]:
+        """Do what is due at ``now``."""
+        out: list[Command] = []
+        if self._probe_until is not None and now >= self._probe_until:
+            self._probe_until = None
+            if self.role.role is Role.STARTING:
+                out += self._role_event(PartnerLost(), now)
+        if now >= self._next_beat:
+            out += self._heartbeat(now)
+        for call_id in self.watcher.due(now):
+            if call_id in self._handled or call_id in self.calls:
+                continue
+            out.append(Note("watched_call_created", (("call_id", call_id),)))
+            out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
+        patience = self._slow_store_patience
+        for call in self.calls.values():
+            if call.writing_since is not None and now - call.writing_since >= patience:
+                call.writing_since = None
+                out.append(self._notify(call))
+        if now >= self._next_orphan_round:
+            self._next_orphan_round = now + self._orphan_period
+            out += self._orphan_round(now)
+        if self._drain_until is not None and (not self.calls or now >= self._drain_until):
+            out += self._send_handover(now)
+        if self._handover_until is not None and now >= self._handover_until:
+            self._handover_until = None
+            if self.role.role is Role.SUSPENDING:
+                out += self._role_event(SwitchoverTimedOut(), now)
+        return out
+
+    @property
+    def _slow_store_patience(self) -> float:
+        return self.watcher.timeout_ms / 2000.0
+
+    def _heartbeat(self, now: float) -> list[Command]:
+        s = self.settings
+        self._beat += 1
+        self._next_beat = now + s.heartbeat
+        everyone = self._beat % OTHER_NODES_EVERY == 0
+        out: list[Command] = [self._announce(everyone)]
+        if self.role.role.holds_node:
+            out.append(ReadEpoch())
+        return out
+
+    def _announce(self, everyone: bool = True) -> Announce:
+        partner = self.settings.partner
+        if not everyone and partner:
+            apps: tuple[str, ...] = (partner,)
+        else:
+            apps = tuple(self.peers.app_nodes)
+        return Announce(apps, self.member_info())
+
+    # -- calls -----------------------------------------------------------------------
+
+    def _route_requested(self, event: RouteRequested, now: float) -> list[Command]:
+        call_id = event.call_id
+        if call_id in self._handled or call_id in self.calls:
+            return []
+        decision = self.watcher.on_route_request(
+            call_id, now, self.live_nodes(), expires=event.expires
+        )
+        if decision.verdict is Verdict.CREATE:
+            return self._start_call(call_id, event.dn, now, reserved=decision.assignment.reserved)
+        if decision.verdict is Verdict.WATCH:
+            self._watched_dns[call_id] = event.dn
+        else:
+            # Not ours now; remembered until someone creates its session, in case both
+            # its Assigned and its Reserved Node die before anyone does.
+            expires = event.expires if event.expires is not None else math.inf
+            self._unowned[call_id] = _Unowned(event.dn, now, expires)
+        return []
+
+    def _start_call(
+        self,
+        call_id: str,
+        dn: str,
+        now: float,
+        recovered: Session | None = None,
+        reserved: int | None = None,
+    ) -> list[Command]:
+        s = self.settings
+        epoch = self.current_epoch
+        session = Session(
+            call_id=call_id,
+            node_id=s.node_id,
+            epoch=epoch,
+            dn=dn,
+            state="created",
+            target=recovered.target if recovered else "",
+            created_at=recovered.created_at if recovered else self.wall,
+            data={"app": s.app},
+        )
+        self.calls[call_id] = CallState(
+            call_id,
+            dn,
+            epoch,
+            Phase.WRITING,
+            target=session.target,
+            created_at=session.created_at,
+            recovered=recovered is not None,
+            reserved=reserved,
+            writing_since=now,
+        )
+        return [WriteSession(session, create=recovered is None)]
+
+    def _written(self, event: SessionWritten, now: float) -> list[Command]:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return []
+        outcome = event.outcome
+        if outcome is WriteOutcome.STALE:
+            del self.calls[call.call_id]
+            return [
+                Note("stale_epoch_in_store", (("call_id", call.call_id), ("epoch", call.epoch))),
+                *self._role_event(Fenced(call.epoch), now),
+            ]
+        if outcome is WriteOutcome.ELSEWHERE:
+            # Another Node owns the call (a Reserved Node and the Assigned Node met at
+            # the deadline): the store makes creation exactly-once.
+            del self.calls[call.call_id]
+            self.watcher.on_session_created(call.call_id)
+            return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
+        out: list[Command] = []
+        if call.writing_since is not None:
+            call.writing_since = None
+            out.append(self._notify(call))
+        if call.call_id in self._handled:
+            # Routed by another Node while the store kept this one waiting.
+            del self.calls[call.call_id]
+            out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
+            return out
+        if call.target:
+            call.phase = Phase.ROUTING
+            out.append(SendRoute(call.call_id, call.target, call.epoch))
+        else:
+            call.phase = Phase.SELECTING
+            out.append(SelectTarget(call.call_id, call.dn))
+        return out
+
+    def _notify(self, call: CallState) -> NotifySession:
+        """The ``session`` push goes to the peers that watch this call.
+
+        Only the partner (which watches every call of the Node) and the Reserved Node's
+        primary watch a call; the others forget it on ``call_routed``. When the Reserved
+        Node's primary is not known yet, both its applications hear it.
+        """
+        s = self.settings
+        reserved = call.reserved
+        if reserved is None:
+            reserved = assign(call.call_id, self.live_nodes()).reserved
+        targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
+        primaries = [
+            a for a in targets if (i := self.peers.info.get(a)) is not None and i.mode == "primary"
+        ]
+        if primaries:
+            targets = primaries
+        if s.partner is not None:
+            targets.append(s.partner)
+        return NotifySession(call.call_id, tuple(targets))
+
+    def _route_answered(self, event: RouteAnswered, now: float) -> list[Command]:
+        call = self.calls.pop(event.call_id, None)
+        if call is None:
+            return []
+        out: list[Command] = []
+        if event.outcome == "stale_epoch":
+            out += self._role_event(Fenced(call.epoch), now)
+        else:
+            if event.outcome == "routed":
+                self.calls_routed += 1
+            else:
+                out.append(Note("route_refused", (("call_id", call.call_id),
+                                                   ("code", event.outcome))))  # fmt: skip
+            self._mark_handled(call.call_id)
+            out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
+        if self._drain_until is not None and not self.calls:
+            out += self._send_handover(now)
+        return out
+
+    def _mark_handled(self, call_id: str) -> None:
+        """The call is routed (or over): never create or recover it again."""
+        self._handled[call_id] = None
+        if len(self._handled) > ROUTED_MEMORY:
+            del self._handled[next(iter(self._handled))]
+        self.watcher.on_session_created(call_id)
+        self._watched_dns.pop(call_id, None)
+        self._unowned.pop(call_id, None)
+
+    def _sessions_loaded(self, sessions: Sequence[Session] | None, now: float) -> list[Command]:
+        if sessions is None:
+            self._recovery_pending = True
+            return [Note("sessions_recovery_deferred", (("reason", "store unavailable"),))]
+        self._recovery_pending = False
+        if not self.role.role.holds_node:
+            return []
+        out: list[Command] = []
+        recovered = 0
+        for session in sessions:
+            self.watcher.on_session_created(session.call_id)
+            if session.call_id in self._handled or session.call_id in self.calls:
+                continue
+            recovered += 1
+            out += self._start_call(session.call_id, session.dn, now, recovered=session)
+        if recovered:
+            self.sessions_recovered += recovered
+            out.append(Note("sessions_recovered", (("count", recovered),
+                                                   ("epoch", self.current_epoch))))  # fmt: skip
+        return out
+
+    def _store_back(self, stored: int, now: float) -> list[Command]:
+        if stored > self.current_epoch:
+            return self._role_event(EpochObserved(stored), now)
+        if self._recovery_pending and self.role.role.holds_node:
+            return [LoadSessions()]
+        return []
+
+    # -- orphans and unowned calls ------------------------------------------------------
+
+    def _orphan_round(self, now: float) -> list[Command]:
+        """Carry on the stored sessions of Nodes whose both applications are gone.
+
+        A Node counts as dead once none of its applications has been reachable for
+        ``ORPHAN_GRACE`` (and at least the call-watching-timeout). Each live primary then
+        adopts the dead Node's sessions assigned to its own Node over the live Nodes.
+        """
+        live = self.live_nodes()
+        for node_id in self.peers.nodes:
+            if node_id in live:
+                self._gone_since.pop(node_id, None)
+            else:
+                self._gone_since.setdefault(node_id, now)
+        if not self.role.role.creates_sessions:
+            return []
+        out: list[Command] = []
+        grace = max(ORPHAN_GRACE, self.watcher.timeout_ms / 1000.0)
+        for node_id, since in self._gone_since.items():
+            if now - since >= grace and node_id not in self._adopting:
+                self._adopting.add(node_id)
+                out.append(LoadOrphans(node_id))
+        out += self._take_unowned_calls(now, live)
+        return out
+
+    def _take_unowned_calls(self, now: float, live: dict[int, str]) -> list[Command]:
+        """Create calls nobody created whose Assigned and Reserved Nodes have both gone.
+
+        Assignment is fixed when a call arrives; when membership later changes so that
+        the call now falls to this Node, and still no session exists after twice the
+        call-watching-timeout, this primary creates it (the store's claim keeps creation
+        exactly-once if another Node does the same).
+        """
+        cwt = self.watcher.timeout_ms / 1000.0
+        out: list[Command] = []
+        for call_id, unowned in list(self._unowned.items()):
+            if unowned.expires <= now or call_id in self._handled:
+                del self._unowned[call_id]
+            elif (
+                now - unowned.arrived >= 2 * cwt
+                and assign(call_id, live).assigned == self.settings.node_id
+            ):
+                del self._unowned[call_id]
+                if call_id not in self.calls:
+                    out.append(Note("unowned_call_created", (("call_id", call_id),)))
+                    out += self._start_call(call_id, unowned.dn, now)
+        return out
+
+    def _orphans_loaded(self, dead: int, sessions: Sequence[Session]) -> list[Command]:
+        live = self.live_nodes()
+        mine = tuple(
+            o
+            for o in sessions
+            if o.call_id not in self._handled
+            and o.call_id not in self.calls
+            and assign(o.call_id, live).assigned == self.settings.node_id
+        )
+        if not mine or not self.role.role.creates_sessions:
+            self._adopting.discard(dead)
+            return []
+        return [AdoptOrphans(dead, mine)]
+
+    def _adopted(self, dead: int, sessions: Sequence[Session], now: float) -> list[Command]:
+        out: list[Command] = []
+        for orphan in sessions:
+            if orphan.call_id in self.calls or orphan.call_id in self._handled:
+                continue
+            out += self._start_call(orphan.call_id, orphan.dn, now, recovered=orphan)
+        if out:
+            self.sessions_adopted += len(sessions)
+            out.append(Note("sessions_adopted", (("count", len(sessions)), ("from_node", dead))))
+        return out
+
+    # -- role ----------------------------------------------------------------------------
+
+    def _partner_news(self, app: str, now: float) -> list[Command]:
+        """Turn the partner's link state and announcements into role events."""
+        if app != self.settings.partner:
+            return []
+        if not self.peers.is_live(app):
+            return self._role_event(PartnerLost(), now)
+        info = self.peers.info.get(app)
+        if info is None:
+            return []
+        return self._role_event(PartnerSeen(primary=info.mode == "primary", epoch=info.epoch), now)
+
+    def _role_event(self, event: RoleEvent, now: float) -> list[Command]:
+        """Feed the role machine (or queue the event while its actions are under way)."""
+        if self._chain_before is not None:
+            self._deferred.append(event)
+            return []
+        self._chain_before = self.role.role
+        self._chain_reason = type(event).__name__
+        return self._chain_next(self.role.handle(event), now)
+
+    def _chain_next(self, actions: Iterable[Action], now: float) -> list[Command]:
+        """Carry on the role machine's actions: the quick ones at once, the next one that
+        waits for an answer as a command; when none is left, the role change."""
+        self._chain.extend(actions)
+        self._chain_step = None
+        out: list[Command] = []
+        while self._chain:
+            action = self._chain.pop(0)
+            if isinstance(action, ClaimEpoch):
+                self._chain_step = ("claim", action.new)
+                out.append(ClaimEpochCmd(action.expected, action.new))
+                return out
+            if isinstance(action, Fence):
+                self._chain_step = ("fence", action.epoch)
+                out.append(FenceTServer(action.epoch))
+                return out
+            if isinstance(action, RecoverSessions):
+                self._chain_step = ("recover", action.epoch)
+                out.append(LoadSessions())
+                return out
+            if isinstance(action, StepDown):
+                out.append(Note("stepped_down", (("epoch", self.current_epoch),)))
+            elif isinstance(action, HandOver):
+                out.append(Note("switchover_started", (("sessions", len(self.calls)),)))
+                self._drain_until = now + SWITCHOVER_DRAIN
+            elif isinstance(action, SwitchoverFailed):
+                out += self._finish_switchovers(action.reason)
+        before, self._chain_before = self._chain_before, None
+        if before is not None and self.role.role is not before:
+            out += self._role_changed(before, self.role.role, self._chain_reason, now)
+        if self._drain_until is not None and not self.calls:
+            out += self._send_handover(now)
+        while self._deferred and self._chain_before is None:
+            out += self._role_event(self._deferred.pop(0), now)
+        return out
+
+    def _role_changed(self, before: Role, now_role: Role, reason: str, now: float) -> list[Command]:
+        out: list[Command] = [ModeChanged(before, now_role, self.current_epoch, reason)]
+        for call_id in self.watcher.set_role(now_role, now):
+            out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
+        took_over = now_role is Role.PRIMARY and not before.holds_node
+        handed_over = before is Role.SUSPENDING and now_role is Role.BACKUP
+        if took_over or handed_over:
+            out += self._finish_switchovers(None)
+        if now_role is not Role.SUSPENDING:
+            self._drain_until = self._handover_until = None
+        out.append(self._announce())
+        return out
+
+    def _send_handover(self, now: float) -> list[Command]:
+        self._drain_until = None
+        if self.role.role is not Role.SUSPENDING:
+            return []
+        partner = self.settings.partner
+        if partner is None or not self.peers.is_live(partner):
+            return self._role_event(SwitchoverTimedOut(), now)
+        self._handover_until = now + HANDOVER_WAIT
+        return [PushHandover(self.current_epoch)]
+
+    def _finish_switchovers(self, reason: str | None) -> list[Command]:
+        if not self._switchovers:
+            return []
+        self._switchovers = 0
+        return [SwitchoverDone(reason)]
+
+
+def call_of(command: Command) -> str | None:
+    """The call a call step (``CALL_COMMANDS``) carries on, else None."""
+    if isinstance(command, WriteSession):
+        return command.session.call_id
+    if isinstance(command, SelectTarget | SendRoute):
+        return command.call_id
+    return None
