@@ -4,6 +4,12 @@ Requests and pushes are those of CONTRACTS.md ("Configuration Server"). A change
 checked against the current database, written to the journal (durable), applied, pushed
 to every connection that read the object, and only then acknowledged. Changes run one at
 a time, so the journal order is the order clients saw.
+
+Pushing never waits on a reader: each push is left in the reader's out-buffer
+(``Connection.push_nowait``), whose bounds drop a reader that stops reading (a stalled
+write or a full buffer: "peer not reading", counted in ``links_dropped_slow``). So a
+SIGSTOPped reader cannot hold a change, or the change lock, for anyone else; it re-reads
+the objects when it reconnects.
 """
 
 from __future__ import annotations
@@ -31,14 +37,20 @@ from orsim.confserv._changes import (
     options_of,
 )
 from orsim.confserv._journal import Journal
+from orsim.errors import ConnectionLost
 from orsim.logs import get_logger
-from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.wire import (
+    Connection,
+    Json,
+    Network,
+    Request,
+    RequestFailed,
+    frame_counts,
+    serve_app,
+)
 
 APP_NAME = "confserv"
 APP_TYPE = "ConfigurationServer"
-#: A client that does not take a change push within this time is dropped, so one stuck
-#: reader cannot hold up changes for everyone.
-PUSH_TIMEOUT = 2.0
 
 
 def raise_fd_limit() -> int:
@@ -229,6 +241,7 @@ class ConfServ:
             "transactions": len(self.db.transactions),
             "changes": self.change_count,
             "clients": len(self.connections),
+            **frame_counts(),
         }
 
     # -- changes ------------------------------------------------------------------
@@ -258,10 +271,11 @@ class ConfServ:
                         key=change.key,
                         value=change.value,
                     )
-                await self._push(kind, changes)
+                self._push(kind, changes)
         return kind
 
-    async def _push(self, kind: Kind, changes: list[Change]) -> None:
+    def _push(self, kind: Kind, changes: list[Change]) -> None:
+        """Queue the change pushes on every reader's connection (never waits)."""
         name = changes[0].object
         readers = list(self.readers.get((kind, name), ()))
         if not readers:
@@ -279,20 +293,12 @@ class ConfServ:
             for c in changes
         ]
 
-        async def push_to(conn: Connection) -> None:
-            with trio.move_on_after(PUSH_TIMEOUT) as scope:
-                try:
-                    for payload in payloads:
-                        await conn.push("object_changed", payload)
-                except Exception as exc:  # the reader is gone: nothing to tell it
-                    self._log.info("push_failed", peer=conn.peer_app, error=str(exc))
-            if scope.cancelled_caught:
-                self._log.warning("push_timeout", peer=conn.peer_app)
-                await conn.aclose()
-
-        async with trio.open_nursery() as nursery:
-            for conn in readers:
-                nursery.start_soon(push_to, conn)
+        for conn in readers:
+            try:
+                for payload in payloads:
+                    conn.push_nowait("object_changed", payload)
+            except (ConnectionLost, RuntimeError) as exc:  # gone or going: nothing to tell
+                self._log.info("push_failed", peer=conn.peer_app, error=str(exc))
 
 
 async def serve_confserv(

@@ -12,19 +12,30 @@ as one chunk) instead of one call and several task switches per frame. An async 
 (``send``, ``push``, ``request``, a request's answer) that finds nothing buffered and no
 write under way sends its frame itself at once instead: the writer's turn would only add
 a scheduler round to an idle link's latency, and frames sent meanwhile are buffered (the
-sender holds the write lock), so batching under load is unchanged. Before ``serve()``
-starts (or after it ends) frames are sent directly. ``send`` waits while more than
-``HIGH_WATER`` bytes are buffered, so a peer that stops reading still slows its senders;
-``push_nowait`` never waits and reports whether the frame was taken.
+sender holds the write lock), so batching under load is unchanged. That direct write
+never waits: it writes what the socket takes at once (a non-blocking write) and leaves
+the rest to the writer. Before ``serve()`` starts (or after it ends) frames are sent
+directly. ``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
+is not handled while its answers would join more than that; ``push_nowait`` never waits
+and reports whether the frame was taken.
+
+No hostage (ARCHITECTURE.md, principle 7): a peer that stops reading (SIGSTOP, a full
+socket buffer) can hold up only its own link. Every write has a deadline: one that makes
+no progress (``WRITE_CHUNK`` bytes taken) for ``stall_timeout`` seconds, or an out-buffer
+grown past ``max_buffered`` bytes, closes the connection with the close reason "peer not
+reading: ..." and counts it (``links_dropped_slow``); every waiting sender is woken with
+``ConnectionLost``.
 
 Every connection counts the frames it sends and receives; ``frame_counts()`` gives the
-process-wide totals (the servers' ``status`` answers carry them).
+process-wide totals and the links dropped for not reading (the servers' ``status``
+answers carry them).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,16 +62,32 @@ from orsim.wire._messages import (
     Request,
     Response,
 )
+from orsim.wire._transport import NonBlockingStream
 
 RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
 PushHandler = Callable[["Connection", Push], Awaitable[None]]
 
 _READ_SIZE = 65536
 #: Largest frame an async sender writes itself when the link is idle (larger ones go to
-#: the writer: a direct write is shielded from cancellation, so it should not wait long).
+#: the writer, which writes them in ``WRITE_CHUNK`` pieces under the stall deadline).
 _DIRECT_MAX = 65536
-#: Buffered bytes beyond which ``send`` waits for the writer (the peer is not reading).
+#: Buffered bytes beyond which ``send`` waits for the writer (the peer is not reading),
+#: and beyond which a request's handling waits for its answer to have room.
 HIGH_WATER = 1024 * 1024
+#: Default ``Connection.stall_timeout`` (s): the longest one write may make no progress
+#: before the link is closed as not reading. Far above any pause of a live peer whose
+#: socket buffers (megabytes) are full, short enough that a frozen one is dropped before
+#: its backlog matters.
+STALL_TIMEOUT = 2.0
+#: Default ``Connection.max_buffered`` (bytes): an out-buffer this big means the peer is
+#: not keeping up by far (senders wait at ``HIGH_WATER``; pushes that do not wait have
+#: their own limits); the link is closed rather than let it grow.
+MAX_BUFFERED = 16 * HIGH_WATER
+#: Progress unit of a write: a bigger batch is written in pieces of this size, and each
+#: piece must be taken within ``stall_timeout``.
+WRITE_CHUNK = 256 * 1024
+
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @attrs.define
@@ -69,14 +96,37 @@ class FrameCounts:
 
     sent: int = 0
     received: int = 0
+    #: Connections closed because their peer did not read (stalled write, buffer cap).
+    dropped_slow: int = 0
 
 
 _TOTALS = FrameCounts()
 
 
 def frame_counts() -> dict[str, int]:
-    """Process-wide totals: ``{"frames_sent": n, "frames_received": n}``."""
-    return {"frames_sent": _TOTALS.sent, "frames_received": _TOTALS.received}
+    """Process-wide totals: ``{"frames_sent": n, "frames_received": n,
+    "links_dropped_slow": n}`` (the last: connections closed as "peer not reading")."""
+    return {
+        "frames_sent": _TOTALS.sent,
+        "frames_received": _TOTALS.received,
+        "links_dropped_slow": _TOTALS.dropped_slow,
+    }
+
+
+def _write_nowait(stream: trio.abc.Stream, data: bytes) -> int | None:
+    """Write what ``stream`` takes without waiting; the bytes written, or None when the
+    stream has no non-blocking write (then the caller must ``send_all``)."""
+    if isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("socket was already closed")
+        try:
+            return os.write(fd, data)  # the socket is non-blocking (trio made it so)
+        except BlockingIOError:
+            return 0
+    if isinstance(stream, NonBlockingStream):
+        return stream.send_nowait(data)
+    return None
 
 
 class RequestFailed(OrsimError):
@@ -106,6 +156,10 @@ class Connection:
     on_push: PushHandler | None = None
     decoder: FrameDecoder = attrs.Factory(FrameDecoder)
     max_frame: int = DEFAULT_MAX_FRAME
+    #: Longest one write may make no progress before the peer counts as not reading.
+    stall_timeout: float = STALL_TIMEOUT
+    #: Out-buffer size (bytes) beyond which the peer counts as not reading.
+    max_buffered: int = MAX_BUFFERED
     #: Free-form per-connection state for the server that owns it.
     info: dict[str, Any] = attrs.Factory(dict)
     closed: trio.Event = attrs.Factory(trio.Event)
@@ -121,6 +175,7 @@ class Connection:
     _writer_running: bool = False
     _writer_idle: trio.Event | None = None
     _drained: trio.Event = attrs.Factory(trio.Event)
+    _serve_scope: trio.CancelScope | None = None
 
     # -- sending -----------------------------------------------------------------
 
@@ -181,10 +236,23 @@ class Connection:
         return not self._out and not self._send_lock.locked() and len(frame) <= _DIRECT_MAX
 
     async def _send_direct(self, frame: bytes) -> None:
-        # Shielded: a frame cut by a cancellation would break the stream for every
-        # later frame. The socket is idle, so the write rarely has to wait.
-        with trio.CancelScope(shield=True):
-            await self._send_now(frame)
+        """Write ``frame`` now, on an idle link (``_idle_for``), without waiting on the
+        peer: what the socket does not take at once goes to the writer."""
+        try:
+            sent = _write_nowait(self.stream, frame)
+        except _STREAM_ERRORS as exc:
+            self._mark_closed(f"send failed: {exc}")
+            raise ConnectionLost(f"connection to {self.peer_app} lost while sending") from exc
+        if sent is None:
+            # No non-blocking write on this stream: write it here. Shielded, as a frame
+            # cut by a cancellation would break the stream for every later frame; the
+            # stall deadline still bounds it.
+            with trio.CancelScope(shield=True):
+                await self._send_now(frame)
+            return
+        if sent < len(frame):
+            self._buffer(frame[sent:] if sent else frame)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _check_open(self) -> None:
         if self.closed.is_set():
@@ -200,10 +268,29 @@ class Connection:
     def _buffer(self, frame: bytes) -> None:
         self._out.append(frame)
         self._out_bytes += len(frame)
+        if self._out_bytes > self.max_buffered:
+            self._drop_slow(f"{self._out_bytes} bytes waiting, over {self.max_buffered}")
+            self._check_open()
         idle = self._writer_idle
         if idle is not None:
             self._writer_idle = None
             idle.set()
+
+    def _drop_slow(self, why: str) -> None:
+        """Close the link: the peer is not reading. Counted once; wakes every waiter."""
+        if self.closed.is_set():
+            return
+        _TOTALS.dropped_slow += 1
+        reason = f"peer not reading: {why}"
+        get_logger(peer=self.peer_app).warning(
+            "peer_not_reading", reason=reason, buffered=self._out_bytes
+        )
+        self.close_reason = reason
+        self._mark_closed(reason)
+        self._out.clear()
+        self._out_bytes = 0
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()  # serve() then closes the stream
 
     async def _wait_below_high_water(self) -> None:
         while self._out_bytes > HIGH_WATER and not self.closed.is_set():
@@ -211,12 +298,25 @@ class Connection:
         self._check_open()
 
     async def _send_now(self, data: bytes) -> None:
+        """Write ``data`` (under the write lock); each ``WRITE_CHUNK`` of it must be taken
+        within ``stall_timeout``, else the link is closed as not reading."""
+        stalled = False
         try:
             async with self._send_lock:
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                view = memoryview(data)
+                for start in range(0, len(view), WRITE_CHUNK):
+                    with trio.move_on_after(self.stall_timeout) as deadline:
+                        await self.stream.send_all(view[start : start + WRITE_CHUNK])
+                    if deadline.cancelled_caught:
+                        stalled = True
+                        break
+        except _STREAM_ERRORS as exc:
             self._mark_closed(f"send failed: {exc}")
             raise ConnectionLost(f"connection to {self.peer_app} lost while sending") from exc
+        if stalled:
+            self._drop_slow(f"a write made no progress for {self.stall_timeout:g}s")
+            await trio.aclose_forcefully(self.stream)
+            self._check_open()
 
     def _take_buffer(self) -> bytes:
         data = b"".join(self._out) if len(self._out) != 1 else self._out[0]
@@ -305,6 +405,7 @@ class Connection:
         addp = Addp(self.addp_timeout, last_rx=trio.current_time())
         try:
             async with trio.open_nursery() as nursery:
+                self._serve_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._keepalive, addp, nursery.cancel_scope)
                 try:
@@ -321,6 +422,7 @@ class Connection:
                             pass
                 nursery.cancel_scope.cancel()
         finally:
+            self._serve_scope = None
             self._mark_closed(self.close_reason or "closed")
             await trio.aclose_forcefully(self.stream)
 
@@ -373,6 +475,14 @@ class Connection:
 
     async def _answer(self, request: Request) -> None:
         reply: Message
+        if self._out_bytes > HIGH_WATER:
+            # The peer is behind on its answers: handle this request (and build its
+            # answer) only once there is room, so a peer that pipelines requests and
+            # reads nothing cannot grow our memory.
+            try:
+                await self._wait_below_high_water()
+            except ConnectionLost:
+                return
         if self.handler is None:
             reply = ErrorResponse(request.id, "unsupported", "this peer serves no requests")
         else:

@@ -3,14 +3,16 @@
 ``TcpNetwork`` is what real processes use. ``MemoryNetwork`` wires servers together inside
 one trio run over in-memory streams, so whole clusters can run under
 ``trio.testing.MockClock``; it can also cut links silently (partition), black-hole an
-application (hang) or close all its links at once (crash).
+application (hang), stop it reading and talking as SIGSTOP does (freeze) or close all its
+links at once (crash). Each direction of a memory link holds at most ``buffer_size``
+bytes, so a frozen receiver blocks its senders as a full TCP socket buffer does.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -30,6 +32,15 @@ class Network(Protocol):
         ...
 
 
+@runtime_checkable
+class NonBlockingStream(Protocol):
+    """A stream that can also write without waiting (``Connection``'s direct path)."""
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Take what fits at once; the number of bytes taken (0: full)."""
+        ...
+
+
 class TcpNetwork:
     """Real TCP sockets."""
 
@@ -44,32 +55,125 @@ class TcpNetwork:
         return listener, listener.socket.getsockname()[1]
 
 
+#: Bytes one direction of a memory link holds before its sender waits (the socket buffers
+#: of both ends, as over TCP: a receiver that stops reading fills them, then blocks).
+DEFAULT_BUFFER_SIZE = 256 * 1024
+
+
+@attrs.define(eq=False)
+class _Pipe:
+    """One direction of a memory link: a bounded byte buffer between two stream ends."""
+
+    capacity: int
+    data: bytearray = attrs.Factory(bytearray)
+    #: The sending end closed: the reader gets EOF once the buffer is drained.
+    writer_closed: bool = False
+    #: The receiving end closed: sends fail, nothing more is kept.
+    reader_closed: bool = False
+    readers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    writers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+
+    def room(self) -> int:
+        return max(0, self.capacity - len(self.data))
+
+    def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Take as much of ``data`` as fits; the number of bytes taken."""
+        if self.writer_closed:
+            raise trio.ClosedResourceError("stream closed")
+        if self.reader_closed:
+            raise trio.BrokenResourceError("peer closed the stream")
+        taken = min(len(data), self.room())
+        if taken:
+            self.data += data[:taken]
+            self.readers.unpark_all()
+        return taken
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write all of ``data``, waiting while the buffer is full (the reader is slow)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        sent = self.write_nowait(view)
+        while sent < len(view):
+            await self.writers.park()
+            sent += self.write_nowait(view[sent:])
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def read(self, max_bytes: int | None, held: Callable[[], bool]) -> bytes:
+        """Up to ``max_bytes`` (b"" at EOF); waits while empty or while ``held()``."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self.reader_closed:
+                raise trio.ClosedResourceError("stream closed")
+            if not held() and (self.data or self.writer_closed):
+                size = len(self.data) if max_bytes is None else max_bytes
+                chunk = bytes(self.data[:size])
+                del self.data[:size]
+                self.writers.unpark_all()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return chunk
+            await self.readers.park()
+
+    def wake(self) -> None:
+        self.readers.unpark_all()
+        self.writers.unpark_all()
+
+
 @attrs.define(eq=False)
 class _FaultyStream(trio.abc.Stream):
-    """A memory stream end that consults the network before delivering bytes."""
+    """A memory stream end that consults the network before delivering bytes.
 
-    inner: trio.abc.Stream
+    Each direction is a bounded ``_Pipe``: a receiver that stops reading (``freeze``)
+    fills it and its sender then waits, as over TCP with full socket buffers.
+    """
+
+    outgoing: _Pipe
+    incoming: _Pipe
     net: MemoryNetwork
     local: str
     remote: str
 
+    def _held(self) -> bool:
+        return self.net.frozen(self.local) or self.net.frozen(self.remote)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.outgoing.writer_closed:
+            raise trio.ClosedResourceError("stream closed")
         if self.net.blocked(self.local, self.remote):
             await trio.lowlevel.checkpoint()
             return  # silently dropped, like a cut cable
-        await self.inner.send_all(data)
+        await self.outgoing.write(data)
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Take what fits without waiting (as a non-blocking socket write); bytes taken."""
+        if self.net.blocked(self.local, self.remote) and not self.outgoing.writer_closed:
+            return len(data)
+        return self.outgoing.write_nowait(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        pipe = self.outgoing
+        while not pipe.room() and not (pipe.writer_closed or pipe.reader_closed):
+            await pipe.writers.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         while True:
-            data = await self.inner.receive_some(max_bytes)
+            data = await self.incoming.read(max_bytes, self._held)
             if not data or not self.net.blocked(self.remote, self.local):
                 return data
 
+    def close_now(self) -> None:
+        """Close this end at once: the peer reads EOF, its further sends fail."""
+        self.outgoing.writer_closed = True
+        self.incoming.reader_closed = True
+        self.incoming.data.clear()
+        self.outgoing.wake()
+        self.incoming.wake()
+        self.net._streams.discard(self)
+
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        self.close_now()
+        await trio.lowlevel.checkpoint()
 
 
 @attrs.define(eq=False)
@@ -95,14 +199,17 @@ class MemoryNetwork:
     """In-process network for simulations and tests, with fault injection.
 
     Obtain a per-application view with ``for_app(name)``; faults are expressed between
-    application names.
+    application names. ``buffer_size``: bytes one direction of a link holds before its
+    sender waits.
     """
 
+    buffer_size: int = DEFAULT_BUFFER_SIZE
     _listeners: dict[Address, _MemoryListener] = attrs.Factory(dict)
     _owners: dict[Address, str] = attrs.Factory(dict)
     _cuts: set[frozenset[str]] = attrs.Factory(set)
     _hung: set[str] = attrs.Factory(set)
-    _streams: list[_FaultyStream] = attrs.Factory(list)
+    _frozen: set[str] = attrs.Factory(set)
+    _streams: set[_FaultyStream] = attrs.Factory(set)
     _next_port: int = 40000
 
     def for_app(self, app: str) -> MemoryNetworkView:
@@ -125,25 +232,34 @@ class MemoryNetwork:
             self._cuts.add(pair)
 
     def hang(self, app: str, resume: bool = False) -> None:
-        """Make ``app`` silent to everyone (or let it talk again)."""
+        """Make ``app`` silent to everyone (or let it talk again): bytes to and from it
+        are dropped, as by a cut cable, so its senders never wait on it."""
         if resume:
             self._hung.discard(app)
         else:
             self._hung.add(app)
 
+    def frozen(self, app: str) -> bool:
+        return app in self._frozen
+
+    def freeze(self, app: str, resume: bool = False) -> None:
+        """Stop ``app`` as SIGSTOP does (or let it go on, as SIGCONT): it reads nothing
+        and nothing it sends (EOF included) arrives, but bytes are kept, not dropped.
+        Bytes sent to it fill its links' buffers, and then their senders wait."""
+        if resume:
+            self._frozen.discard(app)
+        else:
+            self._frozen.add(app)
+        for stream in list(self._streams):
+            if app in (stream.local, stream.remote):
+                stream.incoming.wake()
+
     def close_all(self, apps: Iterable[str]) -> None:
         """Close every stream touching ``apps`` at once, as a crashed process would."""
-        from trio.testing import MemoryReceiveStream, MemorySendStream
-
         names = set(apps)
         for stream in list(self._streams):
             if stream.local in names or stream.remote in names:
-                self._streams.remove(stream)
-                inner = stream.inner
-                if isinstance(inner, trio.StapledStream):
-                    for half in (inner.send_stream, inner.receive_stream):
-                        if isinstance(half, MemorySendStream | MemoryReceiveStream):
-                            half.close()
+                stream.close_now()
 
     async def _connect(self, local: str, host: str, port: int) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
@@ -151,13 +267,10 @@ class MemoryNetwork:
         if listener is None:
             raise OSError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")
         remote = self._owners[(host, port)]
-        # Imported here, not at module level: trio.testing drags pytest into every CLI.
-        from trio.testing import memory_stream_pair
-
-        a, b = memory_stream_pair()
-        mine = _FaultyStream(a, self, local, remote)
-        theirs = _FaultyStream(b, self, remote, local)
-        self._streams += [mine, theirs]
+        there, back = _Pipe(self.buffer_size), _Pipe(self.buffer_size)
+        mine = _FaultyStream(there, back, self, local, remote)
+        theirs = _FaultyStream(back, there, self, remote, local)
+        self._streams.update((mine, theirs))
         try:
             listener.send.send_nowait(theirs)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
