@@ -20,6 +20,12 @@ a time and writes each chunk straight on, holding chunks in order only while the
 a delay: a trio wake-up per chunk cost ~0.2 ms more, on each of the 4 proxy hops of a
 call. Other streams (a ``MemoryNetwork`` in tests) are pumped by trio tasks the same way.
 Accepting, the Hello, faults and control requests stay in trio.
+
+A destination that stops reading holds up only its own link, in both ways of relaying:
+the link keeps a bounded backlog (one chunk, or ``_QUEUE_CHUNKS`` chunks under a delay)
+and stops reading its source, so the sender sees the backpressure as over a direct link
+and its own ``Connection`` drops the link ("peer not reading"); the proxy ends its half
+when the destination reads again (and finds the close) or goes away.
 """
 
 from __future__ import annotations

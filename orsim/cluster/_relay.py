@@ -14,6 +14,13 @@ each chunk until it is due, in order (chunks arriving while earlier ones wait qu
 behind them). A socket's reading pauses while its peer has unsent bytes or
 ``QUEUE_CHUNKS`` delayed chunks, as the trio pumps did.
 
+No hostage (ARCHITECTURE.md principle 7): every socket is non-blocking and only ever
+written when epoll says so, so a destination that stops reading (SIGSTOP) stalls no other
+link. Its link holds at most ``READ_SIZE`` bytes per direction, ``(QUEUE_CHUNKS + 1) *
+READ_SIZE`` under a delay, and then stops reading its source: the backpressure reaches the
+sender as over a direct TCP link, and the sender's ``Connection`` drops the link as not
+reading (counted there). The relay closes nothing on its own, staying transparent.
+
 Only this thread touches the epoll set and the sockets; others post commands (add,
 remove) and wake it through a socketpair. The thread ends when it has no link left and
 starts again with the next one.
