@@ -59,6 +59,7 @@ from orsim.node._role import (
     Fence,
     Fenced,
     HandOver,
+    PartnerAbsent,
     PartnerLost,
     PartnerSeen,
     RecoverSessions,
@@ -71,7 +72,7 @@ from orsim.node._role import (
 )
 from orsim.node._role import Event as RoleEvent
 from orsim.node._settings import NodeSettings
-from orsim.node._watch import Verdict, Watcher
+from orsim.node._watch import Verdict, Watcher, WatchKind
 from orsim.store import Session
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "AdoptOrphans",
     "Adopted",
     "Announce",
+    "CallQueried",
     "CallRouted",
     "CallState",
     "ClaimEpochCmd",
@@ -102,6 +104,7 @@ __all__ = [
     "PeerLinkUp",
     "Phase",
     "PushHandover",
+    "QueryCall",
     "ReadEpoch",
     "RouteAnswered",
     "RouteRequested",
@@ -158,9 +161,11 @@ class CallRouted:
 
 @attrs.frozen
 class SessionAnnounced:
-    """A peer's ``session`` push: it created the call's session."""
+    """A peer's ``session`` push: it created the call's session (``pending``: it is
+    creating it, and its store is slow to answer)."""
 
     call_id: str
+    pending: bool = False
 
 
 @attrs.frozen
@@ -193,6 +198,15 @@ class SessionWritten:
 
     call_id: str
     outcome: WriteOutcome
+
+
+@attrs.frozen
+class CallQueried:
+    """Outcome of ``QueryCall``: the call's state at the T-Server (``in_flight``,
+    ``routed``, ``lost`` or ``unknown``)."""
+
+    call_id: str
+    state: str
 
 
 @attrs.frozen
@@ -293,6 +307,7 @@ InEvent = (
     | MemberAnnounced
     | SessionWritten
     | TargetSelected
+    | CallQueried
     | RouteAnswered
     | SessionsLoaded
     | EpochClaimed
@@ -317,6 +332,13 @@ class WriteSession:
 
     session: Session
     create: bool
+
+
+@attrs.frozen
+class QueryCall:
+    """Ask the T-Server where a recovered call stands (TQueryCall), feed ``CallQueried``."""
+
+    call_id: str
 
 
 @attrs.frozen
@@ -347,10 +369,12 @@ class DeleteSession:
 
 @attrs.frozen
 class NotifySession:
-    """Send a ``session`` push for the call to these peer applications (no waiting)."""
+    """Send a ``session`` push for the call to these peer applications (no waiting);
+    ``pending``: its write is under way but slow (``session {pending: true}``)."""
 
     call_id: str
     apps: tuple[str, ...]
+    pending: bool = False
 
 
 @attrs.frozen
@@ -436,6 +460,7 @@ class Note:
 
 Command = (
     WriteSession
+    | QueryCall
     | SelectTarget
     | SendRoute
     | DeleteSession
@@ -455,13 +480,14 @@ Command = (
 
 #: Commands that belong to one call and carry it on (a driver may run them in the
 #: call's own task, one after the other).
-CALL_COMMANDS = (WriteSession, SelectTarget, SendRoute)
+CALL_COMMANDS = (QueryCall, WriteSession, SelectTarget, SendRoute)
 
 
 # ---------------------------------------------------------------------- calls
 
 
 class Phase(enum.Enum):
+    CHECKING = "checking"
     WRITING = "writing"
     SELECTING = "selecting"
     ROUTING = "routing"
@@ -505,6 +531,8 @@ class NodeCore:
     started: float = 0.0
     #: Wall-clock seconds now, for sessions' ``created_at`` (the driver sets it).
     wall: float = 0.0
+    #: Longest a store operation may take before the driver gives up on it (s).
+    store_deadline: float = 1.0
     peers: PeerView = attrs.field(init=False)
     role: RoleMachine = attrs.field(init=False)
     watcher: Watcher = attrs.field(init=False)
@@ -515,6 +543,12 @@ class NodeCore:
     _handled: dict[str, None] = attrs.Factory(dict)
     _watched_dns: dict[str, str] = attrs.Factory(dict)
     _unowned: dict[str, _Unowned] = attrs.Factory(dict)
+    #: Calls of this Node that the partner announced (``session``) and nobody has routed
+    #: yet: call id -> (dn, expiry). Its session may never have reached the store (a
+    #: slow store, then a crash): a takeover creates those not recovered from it.
+    _announced: dict[str, tuple[str, float]] = attrs.Factory(dict)
+    #: Sessions of recovered calls waiting for the T-Server's word (``QueryCall``).
+    _recovered_sessions: dict[str, Session] = attrs.Factory(dict)
     _beat: int = 0
     _next_beat: float = 0.0
     _next_orphan_round: float = 0.0
@@ -592,11 +626,14 @@ class NodeCore:
         partner = self.settings.partner_peer
         if partner is None:
             return self._role_event(PartnerLost(), now)
-        window = max(4 * self.settings.heartbeat, 1.0) * (
-            2 if self.settings.configured_backup else 1
-        )
-        self._probe_until = now + window
+        self._probe_until = now + self._probe_window
         return []
+
+    @property
+    def _probe_window(self) -> float:
+        """How long to wait for the partner's word before acting without it."""
+        backup = self.settings.configured_backup
+        return max(4 * self.settings.heartbeat, 1.0) * (2 if backup else 1)
 
     # -- events --------------------------------------------------------------------
 
@@ -608,11 +645,30 @@ class NodeCore:
             case CallRouted(call_id=call_id):
                 self._mark_handled(call_id)
                 return []
+            case SessionAnnounced(call_id=call_id, pending=True):
+                # Its creator's store is slow: keep watching, for long enough that the
+                # creator either writes the session (its push ends the watch), or gives
+                # up on the store and goes on without it (likewise), before the watch
+                # fires; if the creator dies or is fenced meanwhile, the watch still fires.
+                self.watcher.extend(
+                    call_id, now + self.store_deadline + self.watcher.timeout_ms / 1000
+                )
+                return []
             case SessionAnnounced(call_id=call_id):
                 # Someone created the session: stop watching, but keep the call
                 # recoverable (its creator may die before routing it).
+                watch = self.watcher.watches.get(call_id)
+                if watch is not None and watch.kind is WatchKind.ASSIGNED:
+                    self._remember_announced(call_id, watch.expires)
+                elif watch is not None and call_id not in self._unowned:
+                    # The Reserved Node stops watching, but remembers the call as not
+                    # its own: should its whole Assigned Node vanish before routing it,
+                    # the unowned rule makes the call this Node's.
+                    expires = math.inf if watch.expires is None else watch.expires
+                    self._unowned[call_id] = _Unowned(
+                        self._watched_dns.pop(call_id, ""), now, expires
+                    )
                 self.watcher.on_session_created(call_id)
-                self._unowned.pop(call_id, None)
                 return []
             case PeerLinkUp(app=app):
                 self.peers.link_up(app)
@@ -625,6 +681,8 @@ class NodeCore:
                 return self._partner_news(info.app, now)
             case SessionWritten():
                 return self._written(event, now)
+            case CallQueried():
+                return self._queried(event, now)
             case TargetSelected(call_id=call_id, target=target):
                 call = self.calls.get(call_id)
                 if call is None:
@@ -704,6 +762,8 @@ class NodeCore:
             self._probe_until = None
             if self.role.role is Role.STARTING:
                 out += self._role_event(PartnerLost(), now)
+            elif self.role.role is Role.BACKUP and self.settings.partner is None:
+                out += self._role_event(PartnerAbsent(), now)
         if now >= self._next_beat:
             out += self._heartbeat(now)
         for call_id in self.watcher.due(now):
@@ -715,7 +775,7 @@ class NodeCore:
         for call in self.calls.values():
             if call.writing_since is not None and now - call.writing_since >= patience:
                 call.writing_since = None
-                out.append(self._notify(call))
+                out.append(self._notify(call, pending=True))
         if now >= self._next_orphan_round:
             self._next_orphan_round = now + self._orphan_period
             out += self._orphan_round(now)
@@ -789,7 +849,7 @@ class NodeCore:
             created_at=recovered.created_at if recovered else self.wall,
             data={"app": s.app},
         )
-        self.calls[call_id] = CallState(
+        self.calls[call_id] = call = CallState(
             call_id,
             dn,
             epoch,
@@ -800,7 +860,29 @@ class NodeCore:
             reserved=reserved,
             writing_since=now,
         )
-        return [WriteSession(session, create=recovered is None)]
+        if recovered is not None:
+            # Carried on from the store: its first owner may have routed it while this
+            # application could not hear the T-Server's ``call_routed``; ask first.
+            call.phase, call.writing_since = Phase.CHECKING, None
+            self._recovered_sessions[call_id] = session
+            return [QueryCall(call_id)]
+        return [WriteSession(session, create=True)]
+
+    def _queried(self, event: CallQueried, now: float) -> list[Command]:
+        call = self.calls.get(event.call_id)
+        session = self._recovered_sessions.pop(event.call_id, None)
+        if call is None or session is None:
+            return []
+        if event.state in ("routed", "lost"):
+            del self.calls[call.call_id]
+            self._mark_handled(call.call_id)
+            return [
+                Note("recovered_call_already_over", (("call_id", call.call_id),
+                                                     ("state", event.state))),
+                DeleteSession(self.settings.node_id, call.epoch, call.call_id),
+            ]  # fmt: skip
+        call.phase, call.writing_since = Phase.WRITING, now
+        return [WriteSession(session, create=False)]
 
     def _written(self, event: SessionWritten, now: float) -> list[Command]:
         call = self.calls.get(event.call_id)
@@ -808,7 +890,11 @@ class NodeCore:
             return []
         outcome = event.outcome
         if outcome is WriteOutcome.STALE:
+            # Fenced before its session was written: the call is still this Node's, and
+            # nobody may know of it (its watchers were told it is taken). Kept like a
+            # partner's announced call: created if this application takes the Node back.
             del self.calls[call.call_id]
+            self._announced[call.call_id] = (call.dn, math.inf)
             return [
                 Note("stale_epoch_in_store", (("call_id", call.call_id), ("epoch", call.epoch))),
                 *self._role_event(Fenced(call.epoch), now),
@@ -819,10 +905,8 @@ class NodeCore:
             del self.calls[call.call_id]
             self.watcher.on_session_created(call.call_id)
             return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
-        out: list[Command] = []
-        if call.writing_since is not None:
-            call.writing_since = None
-            out.append(self._notify(call))
+        call.writing_since = None
+        out: list[Command] = [self._notify(call)]
         if call.call_id in self._handled:
             # Routed by another Node while the store kept this one waiting.
             del self.calls[call.call_id]
@@ -836,7 +920,7 @@ class NodeCore:
             out.append(SelectTarget(call.call_id, call.dn))
         return out
 
-    def _notify(self, call: CallState) -> NotifySession:
+    def _notify(self, call: CallState, pending: bool = False) -> NotifySession:
         """The ``session`` push goes to the peers that watch this call.
 
         Only the partner (which watches every call of the Node) and the Reserved Node's
@@ -855,7 +939,7 @@ class NodeCore:
             targets = primaries
         if s.partner is not None:
             targets.append(s.partner)
-        return NotifySession(call.call_id, tuple(targets))
+        return NotifySession(call.call_id, tuple(targets), pending)
 
     def _route_answered(self, event: RouteAnswered, now: float) -> list[Command]:
         call = self.calls.pop(event.call_id, None)
@@ -884,6 +968,25 @@ class NodeCore:
         self.watcher.on_session_created(call_id)
         self._watched_dns.pop(call_id, None)
         self._unowned.pop(call_id, None)
+        self._announced.pop(call_id, None)
+
+    def _remember_announced(self, call_id: str, expires: float | None) -> None:
+        dn = self._watched_dns.get(call_id, "")
+        self._announced[call_id] = (dn, math.inf if expires is None else expires)
+        if len(self._announced) > ROUTED_MEMORY:
+            del self._announced[next(iter(self._announced))]
+
+    def _take_announced(self, now: float) -> list[Command]:
+        """On taking the Node over: create the partner's announced calls that neither the
+        store gave back nor anyone routed (their session write never landed)."""
+        out: list[Command] = []
+        announced, self._announced = self._announced, {}
+        for call_id, (dn, expires) in announced.items():
+            if expires <= now or call_id in self._handled or call_id in self.calls:
+                continue
+            out.append(Note("announced_call_created", (("call_id", call_id),)))
+            out += self._start_call(call_id, dn, now)
+        return out
 
     def _sessions_loaded(self, sessions: Sequence[Session] | None, now: float) -> list[Command]:
         if sessions is None:
@@ -896,7 +999,13 @@ class NodeCore:
         recovered = 0
         for session in sessions:
             self.watcher.on_session_created(session.call_id)
-            if session.call_id in self._handled or session.call_id in self.calls:
+            if session.call_id in self._handled:
+                # Routed, but its delete was refused (its writer was fenced meanwhile):
+                # the Node's epoch is this application's now, so the delete goes through.
+                out.append(DeleteSession(self.settings.node_id, self.current_epoch,
+                                         session.call_id))  # fmt: skip
+                continue
+            if session.call_id in self.calls:
                 continue
             recovered += 1
             out += self._start_call(session.call_id, session.dn, now, recovered=session)
@@ -1050,11 +1159,18 @@ class NodeCore:
         for call_id in self.watcher.set_role(now_role, now):
             out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
         took_over = now_role is Role.PRIMARY and not before.holds_node
+        if took_over:
+            out += self._take_announced(now)
+
         handed_over = before is Role.SUSPENDING and now_role is Role.BACKUP
         if took_over or handed_over:
             out += self._finish_switchovers(None)
         if now_role is not Role.SUSPENDING:
             self._drain_until = self._handover_until = None
+        if now_role is Role.BACKUP and self.settings.partner is None:
+            # A Node of one application, fenced by a Node that adopted its sessions while
+            # it was away: nobody else serves this Node, so it claims it back shortly.
+            self._probe_until = now + self._probe_window
         out.append(self._announce())
         return out
 
@@ -1079,6 +1195,6 @@ def call_of(command: Command) -> str | None:
     """The call a call step (``CALL_COMMANDS``) carries on, else None."""
     if isinstance(command, WriteSession):
         return command.session.call_id
-    if isinstance(command, SelectTarget | SendRoute):
+    if isinstance(command, QueryCall | SelectTarget | SendRoute):
         return command.call_id
     return None

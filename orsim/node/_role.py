@@ -82,6 +82,7 @@ __all__ = [
     "Fence",
     "Fenced",
     "HandOver",
+    "PartnerAbsent",
     "PartnerLost",
     "PartnerSeen",
     "RecoverSessions",
@@ -157,6 +158,16 @@ class PartnerLost:
 
 
 @attrs.frozen
+class PartnerAbsent:
+    """No partner has been seen for a while (an application with no partner configured,
+    fenced by a live Node that adopted its sessions): nobody else will serve the Node.
+
+    Unlike ``PartnerLost`` it is taken again and again (each time the runtime says so),
+    except while the partner is up.
+    """
+
+
+@attrs.frozen
 class EpochObserved:
     """The Node's epoch was read somewhere (the store, the T-Server)."""
 
@@ -202,6 +213,7 @@ class StopRequested:
 Event = (
     PartnerSeen
     | PartnerLost
+    | PartnerAbsent
     | EpochObserved
     | Fenced
     | ClaimWon
@@ -449,6 +461,11 @@ class RoleMachine:
                 was = self._partner
                 self._partner = _Partner.LOST
                 return None if was is _Partner.LOST else Trigger.PARTNER_LOST
+            case PartnerAbsent():
+                if self._partner is _Partner.UP:
+                    return None
+                self._partner = _Partner.LOST
+                return Trigger.PARTNER_LOST
             case EpochObserved(epoch=epoch):
                 return self._observe(epoch)
             case Fenced(epoch=epoch):

@@ -32,6 +32,7 @@ from orsim.node._core import (
     Adopted,
     AdoptOrphans,
     Announce,
+    CallQueried,
     CallRouted,
     CallState,
     ClaimEpochCmd,
@@ -55,6 +56,7 @@ from orsim.node._core import (
     PeerLinkDown,
     PeerLinkUp,
     PushHandover,
+    QueryCall,
     ReadEpoch,
     RouteAnswered,
     RouteRequested,
@@ -232,7 +234,13 @@ class OrsNode:
         epoch = await self.guard.initial_epoch(s.node_id, _STARTUP_STORE_WAIT)
         if epoch is None:
             self.log.warning("store_unavailable_at_start", waited_s=_STARTUP_STORE_WAIT)
-        self.core = NodeCore(s, epoch=epoch or 0, started=trio.current_time(), wall=time.time())
+        self.core = NodeCore(
+            s,
+            epoch=epoch or 0,
+            started=trio.current_time(),
+            wall=time.time(),
+            store_deadline=self.guard.deadline,
+        )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.guard.run)
@@ -303,9 +311,11 @@ class OrsNode:
     def _execute(self, command: Command) -> None:
         """Carry out one command that is not a call's step."""
         match command:
-            case NotifySession(call_id=call_id, apps=apps):
-                frame = encode(Push("session", {"call_id": call_id,
-                                                "node_id": self.settings.node_id}))  # fmt: skip
+            case NotifySession(call_id=call_id, apps=apps, pending=slow):
+                data: dict[str, Any] = {"call_id": call_id, "node_id": self.settings.node_id}
+                if slow:
+                    data["pending"] = True
+                frame = encode(Push("session", data))  # fmt: skip
                 self._send_to(apps, frame)
             case Announce(apps=apps, info=info):
                 self._send_to(apps, encode(Push("member", _member_wire(info))))
@@ -372,6 +382,8 @@ class OrsNode:
                 if create and outcome in (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED):
                     self._test_freeze()
                 return SessionWritten(session.call_id, outcome)
+            case QueryCall(call_id=call_id):
+                return CallQueried(call_id, await self._query_call(call_id))
             case SelectTarget(call_id=call_id, dn=dn):
                 return TargetSelected(call_id, await self._select_target(call_id, dn))
             case SendRoute(call_id=call_id, target=target, epoch=epoch):
@@ -415,6 +427,20 @@ class OrsNode:
                 return str(result["target"])
             except (ConnectionLost, trio.TooSlowError):
                 continue
+
+    async def _query_call(self, call_id: str) -> str:
+        while True:
+            await self._tserver_up.wait()
+            tserver = self._tserver
+            if tserver is None:
+                continue
+            try:
+                answer = await tserver.request("query_call", {"call_id": call_id}, timeout=10)
+            except RemoteError:
+                return "unknown"
+            except (ConnectionLost, trio.TooSlowError):
+                continue
+            return str(answer["state"]) if isinstance(answer, dict) else "unknown"
 
     async def _route(self, call_id: str, target: str, epoch: int) -> str:
         s = self.settings
@@ -618,7 +644,7 @@ class OrsNode:
         elif push.topic == "call_routed":
             self.feed(CallRouted(str(data["call_id"])))
         elif push.topic == "session":
-            self.feed(SessionAnnounced(str(data["call_id"])))
+            self.feed(SessionAnnounced(str(data["call_id"]), data.get("pending") is True))
         elif push.topic == "member":
             info = MemberInfo(
                 app=str(data["app"]),

@@ -190,6 +190,16 @@ class Watcher:
         """
         return self._watches.pop(call_id, None) is not None
 
+    def extend(self, call_id: str, deadline: float) -> bool:
+        """Push the call's watch deadline back to ``deadline`` (never earlier). True if the
+        call was watched."""
+        watch = self._watches.get(call_id)
+        if watch is None:
+            return False
+        if deadline > watch.deadline:
+            self._watches[call_id] = attrs.evolve(watch, deadline=deadline)
+        return True
+
     def on_call_routed(self, call_id: str) -> bool:
         """The T-Server reported the call routed: stop watching. True if it was watched."""
         return self._watches.pop(call_id, None) is not None

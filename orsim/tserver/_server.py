@@ -370,6 +370,12 @@ class TServer:
         get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
         return {"epoch": known}
 
+    async def _do_query_call(self, conn: Connection, params: dict[str, Json]) -> Json:
+        """Where a call stands (Genesys TQueryCall): a node recovering a session asks
+        before routing it, in case it was routed while the node could not hear it."""
+        record = self.ledger.get(param(params, "call_id", str))
+        return {"state": "unknown" if record is None else record.state}
+
     async def _do_claim_epoch(self, conn: Connection, params: dict[str, Json]) -> Json:
         node_id = param(params, "node_id", int)
         expected = param(params, "expected", int)

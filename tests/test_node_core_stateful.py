@@ -1,0 +1,607 @@
+"""Three real ``NodeCore``s under random faults, against a model store, T-Server and network.
+
+The cores are the production node's decisions (``orsim.node._core``): A (the configured
+primary) and B (its backup) of Node 1, and R, a Node of its own (Node 2): the Reserved
+Node of Node 1's calls, their adopter when both A and B are gone, and the creator of a
+call nobody created once its Assigned and Reserved Nodes have both left. This test only
+models their environment, as servers and sockets would behave: a store (epoch
+compare-and-set, fenced writes, exactly-once creation claims, adoption), a T-Server
+(fences with holders, routes each call once, pushes route requests and ``call_routed``),
+and links (a crash closes them at once, a hang or a cut is seen when ADDP fires, a
+hung process reads its socket buffer when it wakes).
+
+Every command a core returns that waits for an answer (a store write or read, a claim,
+a fence, a URS or T-Server request) is *pending* until hypothesis chooses to complete
+it, so answers arrive late and in any order; the server-side effect happens when the
+command completes, even if its sender has hung meanwhile (it reads the answer when it
+wakes). Hypothesis interleaves calls, crashes, hangs, restarts, cuts between any two
+applications and between an application and the T-Server, switchovers, ADDP detection,
+completions and time. R may hang and be cut off from A and B, but neither crashes nor
+loses its T-Server link: a call that no live primary heard of (its Assigned Node's
+primary dead or deaf, its Reserved Node deaf) is lost in ORS too, and the liveness check
+at the end (every call routed) would then ask for the impossible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter, deque
+
+import attrs
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from orsim.node._assignment import assign
+from orsim.node._core import (
+    Adopted,
+    AdoptOrphans,
+    Announce,
+    CallQueried,
+    CallRouted,
+    ClaimEpochCmd,
+    Command,
+    DeleteSession,
+    EpochClaimed,
+    EpochRead,
+    FenceAnswered,
+    FenceTServer,
+    HandoverReceived,
+    HandoverSendFailed,
+    InEvent,
+    LoadOrphans,
+    LoadSessions,
+    MemberAnnounced,
+    ModeChanged,
+    NodeCore,
+    Note,
+    NotifySession,
+    OrphansLoaded,
+    PeerLinkDown,
+    PeerLinkUp,
+    PushHandover,
+    QueryCall,
+    ReadEpoch,
+    RouteAnswered,
+    RouteRequested,
+    SelectTarget,
+    SendRoute,
+    SessionAnnounced,
+    SessionsLoaded,
+    SessionWritten,
+    SwitchoverAsked,
+    SwitchoverDone,
+    SwitchoverGaveUp,
+    TargetSelected,
+    WriteOutcome,
+    WriteSession,
+)
+from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+from orsim.store import Session
+
+APPS = ("A", "B", "R")
+PAIR = ("A", "B")
+NODE_OF = {"A": 1, "B": 1, "R": 2}
+TIMEOUT_MS = 300.0
+HEARTBEAT = 0.25
+DC = "DC"
+# Calls whose Assigned Node is Node 1 (the pair) and whose Reserved Node is Node 2 (R),
+# and a few of Node 2's own, so R creates calls too.
+CALL_IDS = [c for c in (f"c{i}" for i in range(4000)) if assign(c, {1: DC, 2: DC}).assigned == 1]
+R_CALLS = [c for c in (f"r{i}" for i in range(4000)) if assign(c, {1: DC, 2: DC}).assigned == 2]
+
+
+def settings_of(name: str) -> NodeSettings:
+    peers = tuple(
+        PeerApp(other, NODE_OF[other], DC, "127.0.0.1", 1, is_backup=other == "B")
+        for other in APPS
+        if other != name
+    )
+    server = Endpoint("X", "127.0.0.1", 1)
+    return NodeSettings(
+        app=name,
+        node_id=NODE_OF[name],
+        configured_backup=name == "B",
+        partner={"A": "B", "B": "A"}.get(name),
+        cluster="C",
+        data_center=DC,
+        address="127.0.0.1",
+        port=1,
+        peers=peers,
+        nodes={1: DC, 2: DC},
+        tserver=server,
+        urs=server,
+        call_watching_timeout_ms=TIMEOUT_MS,
+        heartbeat=HEARTBEAT,
+    )
+
+
+# ------------------------------------------------------------------ the environment
+
+
+@attrs.define(eq=False)
+class ModelStore:
+    """Epochs (compare-and-set), fenced sessions, exactly-once creation claims."""
+
+    epochs: dict[int, int] = attrs.Factory(lambda: {1: 0, 2: 0})
+    sessions: dict[tuple[int, str], Session] = attrs.Factory(dict)
+    claims: dict[str, int] = attrs.Factory(dict)
+    done: set[str] = attrs.Factory(set)
+
+    def claim(self, node: int, expected: int, new: int) -> bool:
+        if self.epochs[node] != expected:
+            return False
+        self.epochs[node] = new
+        return True
+
+    def write(self, session: Session, create: bool) -> WriteOutcome:
+        if session.epoch < self.epochs[session.node_id]:
+            return WriteOutcome.STALE
+        if create:
+            owner = self.claims.setdefault(session.call_id, session.node_id)
+            if owner != session.node_id or session.call_id in self.done:
+                return WriteOutcome.ELSEWHERE
+        self.sessions[session.node_id, session.call_id] = session
+        return WriteOutcome.OWNED
+
+    def delete(self, node: int, epoch: int, call: str) -> None:
+        if epoch < self.epochs[node]:
+            return
+        self.sessions.pop((node, call), None)
+        if self.claims.get(call) == node:
+            self.done.add(call)
+
+    def of_node(self, node: int) -> tuple[Session, ...]:
+        return tuple(s for (n, _), s in sorted(self.sessions.items()) if n == node)
+
+    def adopt(self, session: Session, dead: int, fenced: int) -> bool:
+        if self.epochs[dead] != fenced or session.epoch < self.epochs[session.node_id]:
+            return False
+        if self.claims.get(session.call_id) != dead or (dead, session.call_id) not in self.sessions:
+            return False
+        del self.sessions[dead, session.call_id]
+        self.claims[session.call_id] = session.node_id
+        self.sessions[session.node_id, session.call_id] = session
+        return True
+
+
+@attrs.define(eq=False)
+class ModelTServer:
+    """Ground truth: routes each call once, fences by epoch and holder."""
+
+    epochs: dict[int, int] = attrs.Factory(lambda: {1: 0, 2: 0})
+    holders: dict[int, str] = attrs.Factory(dict)
+    routed: dict[str, tuple[str, int]] = attrs.Factory(dict)
+    accepted: Counter[str] = attrs.Factory(Counter)
+    stale: int = 0
+    duplicates: int = 0
+
+    def fence(self, node: int, epoch: int, app: str | None) -> bool:
+        known = self.epochs[node]
+        if app is not None:
+            if epoch < known or (epoch == known and self.holders.get(node, app) != app):
+                return False
+            self.holders[node] = app
+        elif epoch > known:
+            self.holders.pop(node, None)
+        self.epochs[node] = max(known, epoch)
+        return True
+
+    def route(self, call: str, app: str, node: int, epoch: int) -> str:
+        known = self.epochs[node]
+        if epoch < known:
+            self.stale += 1
+            return "stale_epoch"
+        if call in self.routed:
+            if self.routed[call] == (app, epoch):
+                return "routed"  # an identical resend
+            self.duplicates += 1
+            return "duplicate"
+        if epoch == known and self.holders.get(node, app) != app:
+            self.stale += 1
+            return "stale_epoch"
+        self.epochs[node], self.holders[node] = epoch, app
+        self.routed[call] = (app, epoch)
+        self.accepted[call] += 1
+        return "routed"
+
+
+@attrs.define(eq=False)
+class Proc:
+    """One application process: its core, and what the sockets hold for it."""
+
+    name: str
+    core: NodeCore
+    alive: bool = True
+    hung: bool = False
+    #: Peers whose link this process believes up.
+    view: set[str] = attrs.Factory(set)
+    #: Events that reached a hung process (read when it wakes).
+    inbox: list[InEvent] = attrs.Factory(list)
+    #: Commands sent and not answered yet.
+    pending: list[Command] = attrs.Factory(list)
+    highest_epoch: int = 0
+
+    @property
+    def responsive(self) -> bool:
+        return self.alive and not self.hung
+
+
+class NodeCores(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.store = ModelStore()
+        self.ts = ModelTServer()
+        self.procs: dict[str, Proc] = {}
+        self.cut: set[frozenset[str]] = set()
+        self.ts_cut: set[str] = set()
+        self.queue: deque[tuple[str, InEvent]] = deque()
+        self.calls: list[str] = []
+        for name in APPS:
+            self._start(name)
+        self.pump()
+        self._answer_all()  # start-up: every application has its role before calls come
+
+    # ------------------------------------------------------------------ plumbing
+
+    def linked(self, a: str, b: str) -> bool:
+        """Whether a link between two applications can carry anything now."""
+        pa, pb = self.procs[a], self.procs[b]
+        return pa.alive and pb.alive and frozenset((a, b)) not in self.cut
+
+    def ts_ok(self, name: str) -> bool:
+        return self.procs[name].alive and name not in self.ts_cut
+
+    def deliver(self, name: str, ev: InEvent) -> None:
+        self.queue.append((name, ev))
+
+    def pump(self) -> None:
+        while self.queue:
+            name, ev = self.queue.popleft()
+            proc = self.procs[name]
+            if not proc.alive:
+                continue
+            if proc.hung:
+                proc.inbox.append(ev)
+                continue
+            self.run(proc, proc.core.handle(ev, self.now))
+
+    def run(self, proc: Proc, commands: list[Command]) -> None:
+        """What the network and servers do with a core's commands."""
+        for cmd in commands:
+            match cmd:
+                case Announce(apps=apps, info=info):
+                    for app in apps:
+                        if app in proc.view and self.linked(proc.name, app):
+                            self.deliver(app, MemberAnnounced(info))
+                case NotifySession(call_id=call_id, apps=apps, pending=pending):
+                    for app in apps:
+                        if app in proc.view and self.linked(proc.name, app):
+                            self.deliver(app, SessionAnnounced(call_id, pending))
+                case DeleteSession(node_id=node, epoch=epoch, call_id=call_id):
+                    self.store.delete(node, epoch, call_id)
+                case PushHandover():
+                    partner = proc.core.settings.partner
+                    if partner in proc.view and partner and self.linked(proc.name, partner):
+                        self.deliver(partner, HandoverReceived())
+                    else:
+                        self.deliver(proc.name, HandoverSendFailed())
+                case ModeChanged() | Note() | SwitchoverDone():
+                    pass
+                case _:
+                    proc.pending.append(cmd)
+
+    def complete(self, proc: Proc, cmd: Command) -> None:
+        """The server answers ``cmd``: its effect happens now, the answer is delivered."""
+        if isinstance(cmd, SendRoute | FenceTServer | QueryCall) and not self.ts_ok(proc.name):
+            return  # sent again once the link is back: still pending
+        proc.pending.remove(cmd)
+        node = proc.core.settings.node_id
+        answer: InEvent | None = None
+        match cmd:
+            case WriteSession(session=session, create=create):
+                answer = SessionWritten(session.call_id, self.store.write(session, create))
+            case SelectTarget(call_id=call_id):
+                answer = TargetSelected(call_id, "Agent_1")
+            case QueryCall(call_id=call_id):
+                answer = CallQueried(
+                    call_id, "routed" if call_id in self.ts.routed else "in_flight"
+                )
+            case SendRoute(call_id=call_id, epoch=epoch):
+                outcome = self.ts.route(call_id, proc.name, node, epoch)
+                if outcome == "routed" and self.ts.accepted[call_id] == 1:
+                    for other in APPS:
+                        if other != proc.name and self.ts_ok(other):
+                            self.deliver(other, CallRouted(call_id))
+                answer = RouteAnswered(call_id, outcome)
+            case ClaimEpochCmd(expected=expected, new=new):
+                won = self.store.claim(node, expected, new)
+                answer = EpochClaimed(new, won, self.store.epochs[node])
+            case FenceTServer(epoch=epoch):
+                refused = not self.ts.fence(node, epoch, proc.name)
+                answer = FenceAnswered(epoch, refused)
+            case LoadSessions():
+                answer = SessionsLoaded(self.store.of_node(node))
+            case ReadEpoch():
+                answer = EpochRead(self.store.epochs[node])
+            case LoadOrphans(node_id=dead):
+                answer = OrphansLoaded(dead, self.store.of_node(dead))
+            case AdoptOrphans(node_id=dead, sessions=sessions):
+                moved: list[Session] = []
+                current = self.store.epochs[dead]
+                if self.store.claim(dead, current, current + 1):
+                    self.ts.fence(dead, current + 1, None)
+                    for orphan in sessions:
+                        mine = attrs.evolve(orphan, node_id=node, epoch=proc.core.current_epoch)
+                        if self.store.adopt(mine, dead, current + 1):
+                            moved.append(mine)
+                answer = Adopted(dead, tuple(moved))
+            case _:
+                raise AssertionError(f"unexpected pending command {cmd!r}")
+        if answer is not None:
+            self.deliver(proc.name, answer)
+
+    def link_down(self, name: str, peer: str) -> None:
+        """``name`` sees its link to ``peer`` close."""
+        proc = self.procs[name]
+        if peer in proc.view:
+            proc.view.discard(peer)
+            self.deliver(name, PeerLinkDown(peer))
+
+    def link_up(self, a: str, b: str) -> None:
+        """A link between ``a`` and ``b`` is (re)established: both see it and greet."""
+        for x, y in ((a, b), (b, a)):
+            proc = self.procs[x]
+            if y not in proc.view:
+                proc.view.add(y)
+                self.deliver(x, PeerLinkUp(y))
+        for x, y in ((a, b), (b, a)):
+            self.deliver(y, MemberAnnounced(self.procs[x].core.member_info()))
+
+    def _start(self, name: str) -> None:
+        node = NODE_OF[name]
+        core = NodeCore(settings_of(name), epoch=self.store.epochs[node], started=self.now)
+        proc = self.procs[name] = Proc(name, core)
+        self.run(proc, core.start(self.now))
+        for peer in APPS:
+            if peer != name and self.procs.get(peer) and self.linked(name, peer):
+                self.link_up(name, peer)
+
+    def advance(self, dt: float) -> None:
+        """Let ``dt`` pass: every core's deadlines, in time order (a discrete-event clock)."""
+        until = self.now + dt
+        for _ in range(10_000):
+            due = [(p.core.next_deadline(), n) for n, p in self.procs.items() if p.responsive]
+            when, name = min(due, default=(math.inf, ""))
+            if when > until:
+                break
+            self.now = max(self.now, when)
+            proc = self.procs[name]
+            self.run(proc, proc.core.tick(self.now))
+            self.pump()
+        self.now = until
+
+    def _detect(self) -> None:
+        """ADDP fires: every silent link is closed by whoever is awake."""
+        for name, proc in self.procs.items():
+            if not proc.responsive:
+                continue
+            for peer in list(proc.view):
+                other = self.procs[peer]
+                if not self.linked(name, peer) or other.hung:
+                    self.link_down(name, peer)
+        self.pump()
+
+    def _resume(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.hung = False
+        inbox, proc.inbox = proc.inbox, []
+        for ev in inbox:  # what its sockets buffered while it was frozen
+            self.deliver(name, ev)
+        for peer in list(proc.view):  # links the others closed meanwhile
+            if not self.linked(name, peer) or name not in self.procs[peer].view:
+                self.link_down(name, peer)
+        self.pump()
+        for peer in APPS:
+            if peer != name and self.linked(name, peer) and not self.procs[peer].hung:
+                self.link_up(name, peer)
+        self.pump()
+
+    # --------------------------------------------------------------------- rules
+
+    @rule(count=st.integers(1, 3), node_2=st.booleans())
+    def new_calls(self, count: int, node_2: bool) -> None:
+        pool = R_CALLS if node_2 else CALL_IDS
+        for _ in range(count):
+            call = next((c for c in pool if c not in self.calls), None)
+            if call is None:
+                return
+            self.calls.append(call)
+            for name in APPS:
+                if self.ts_ok(name):
+                    self.deliver(name, RouteRequested(call, "5000"))
+        self.pump()
+
+    @precondition(lambda self: any(p.pending and p.alive for p in self.procs.values()))
+    @rule(data=st.data())
+    def a_server_answers(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from([n for n, p in self.procs.items()
+                                          if p.pending and p.alive]))  # fmt: skip
+        proc = self.procs[name]
+        self.complete(proc, data.draw(st.sampled_from(proc.pending)))
+        self.pump()
+
+    @precondition(lambda self: any(p.pending and p.alive for p in self.procs.values()))
+    @rule()
+    def every_server_answers(self) -> None:
+        self._answer_all()
+
+    def _answer_all(self) -> None:
+        """Every server answers what it can (until nothing more can be answered)."""
+        for _ in range(50):
+            answered = False
+            for proc in self.procs.values():
+                for cmd in list(proc.pending):
+                    if proc.alive and cmd in proc.pending:
+                        self.complete(proc, cmd)
+                        answered = answered or cmd not in proc.pending
+                        self.pump()
+            if not answered:
+                return
+
+    @rule(name=st.sampled_from(PAIR))
+    def crash(self, name: str) -> None:
+        proc = self.procs[name]
+        if not proc.alive:
+            return
+        proc.hung = False
+        for cmd in list(proc.pending):  # what it sent before dying still reaches its server
+            self.complete(proc, cmd)
+        proc.alive = False
+        proc.pending.clear()
+        self.queue = deque((n, ev) for n, ev in self.queue if n != name)
+        for peer in APPS:
+            if peer != name:
+                self.link_down(peer, name)  # closed socket: seen at once
+        self.pump()
+
+    @rule(name=st.sampled_from(PAIR))
+    def restart(self, name: str) -> None:
+        if not self.procs[name].alive:
+            self._start(name)
+            self.pump()
+
+    @rule(name=st.sampled_from(APPS))
+    def hang(self, name: str) -> None:
+        if self.procs[name].alive:
+            self.procs[name].hung = True
+
+    @rule(name=st.sampled_from(APPS))
+    def resume(self, name: str) -> None:
+        if self.procs[name].alive and self.procs[name].hung:
+            self._resume(name)
+
+    @rule(pair=st.sampled_from([("A", "B"), ("A", "R"), ("B", "R")]), cut=st.booleans())
+    def cut_link(self, pair: tuple[str, str], cut: bool) -> None:
+        key = frozenset(pair)
+        if cut:
+            self.cut.add(key)
+        elif key in self.cut:
+            self.cut.discard(key)
+            if all(self.procs[n].responsive for n in pair):
+                self.link_up(*pair)
+                self.pump()
+
+    @rule(name=st.sampled_from(PAIR), cut=st.booleans())
+    def cut_tserver(self, name: str, cut: bool) -> None:
+        if cut:
+            self.ts_cut.add(name)
+        else:
+            self.ts_cut.discard(name)
+
+    @rule()
+    def addp_detects_silence(self) -> None:
+        self._detect()
+
+    @rule(name=st.sampled_from(PAIR))
+    def switchover(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.responsive:
+            self.run(proc, proc.core.handle(SwitchoverAsked(), self.now))
+            self.pump()
+
+    @rule(name=st.sampled_from(PAIR))
+    def switchover_given_up(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.responsive and proc.core.switchover_pending:
+            self.run(proc, proc.core.handle(SwitchoverGaveUp(), self.now))
+            self.pump()
+
+    @rule(dt=st.sampled_from([0.05, 0.25, 0.7, 2.5]))
+    def time_passes(self, dt: float) -> None:
+        self.advance(dt)
+
+    # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def one_holder_of_the_current_epoch(self) -> None:
+        for node in (1, 2):
+            holders = [
+                n
+                for n, p in self.procs.items()
+                if p.alive
+                and NODE_OF[n] == node
+                and p.core.role.role.holds_node
+                and p.core.current_epoch == self.store.epochs[node]
+            ]
+            assert len(holders) <= 1, holders
+
+    @invariant()
+    def known_epochs_never_go_back(self) -> None:
+        for proc in self.procs.values():
+            if not proc.alive:
+                continue
+            epoch = proc.core.current_epoch
+            assert epoch >= proc.highest_epoch
+            proc.highest_epoch = epoch
+            assert epoch <= self.store.epochs[NODE_OF[proc.name]]
+
+    @invariant()
+    def tserver_fence_never_ahead_of_the_store(self) -> None:
+        for node in (1, 2):
+            assert self.ts.epochs[node] <= self.store.epochs[node]
+
+    @invariant()
+    def each_call_routed_at_most_once(self) -> None:
+        assert all(n == 1 for n in self.ts.accepted.values())
+        assert self.ts.duplicates == 0, "a second route for a routed call"
+
+    def teardown(self) -> None:
+        """Faults stop: heal, resume, restart; then every call is routed exactly once and
+        each Node has one primary."""
+        self.cut.clear()
+        self.ts_cut.clear()
+        for name in APPS:
+            if self.procs[name].hung:
+                self._resume(name)
+        for _ in range(20):  # a while before the dead are restarted: the survivors act
+            self._detect()
+            self._answer_all()
+            self.advance(HEARTBEAT)
+        for name in APPS:
+            if not self.procs[name].alive:
+                self._start(name)
+                self.pump()
+        for _ in range(40):
+            self._detect()
+            self._answer_all()
+            self.advance(HEARTBEAT)
+            if not any(p.pending for p in self.procs.values()) and all(
+                c in self.ts.routed for c in self.calls
+            ):
+                break
+        for node in (1, 2):
+            holders = [n for n in APPS if NODE_OF[n] == node
+                       and self.procs[n].core.role.role.holds_node]  # fmt: skip
+            assert len(holders) == 1, {n: self.procs[n].core.role.role for n in APPS}
+            assert self.procs[holders[0]].core.current_epoch == self.store.epochs[node]
+        missing = [c for c in self.calls if c not in self.ts.routed]
+        assert not missing, missing
+        assert not self.store.sessions, self.store.sessions
+        event(f"takeovers: {_bucket(self.store.epochs[1] - 1)}")
+        event(f"calls: {_bucket(len(self.calls))}")
+        event(f"stale refusals: {_bucket(self.ts.stale)}")
+        event(f"adopted by R: {_bucket(self.procs['R'].core.sessions_adopted)}")
+        event(f"routed by R: {_bucket(sum(a == 'R' for a, _ in self.ts.routed.values()))}")
+
+
+def _bucket(n: int) -> str:
+    return "0" if n == 0 else "1-2" if n <= 2 else "3+"
+
+
+TestNodeCores = NodeCores.TestCase
+TestNodeCores.settings = settings(
+    max_examples=int(os.environ.get("HA_EXAMPLES", "300")), stateful_step_count=50, deadline=None
+)
