@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
 from orsim.logs import get_logger
 from orsim.node._core import (
     CALL_COMMANDS,
@@ -638,24 +638,18 @@ class OrsNode:
     # -- pushes ----------------------------------------------------------------------
 
     async def _on_push(self, conn: Connection, push: Push) -> None:
-        data = push.data
-        if push.topic == "route_request":
-            self.feed(_route_requested(data))
-        elif push.topic == "call_routed":
-            self.feed(CallRouted(str(data["call_id"])))
-        elif push.topic == "session":
-            self.feed(SessionAnnounced(str(data["call_id"]), data.get("pending") is True))
-        elif push.topic == "member":
-            info = MemberInfo(
-                app=str(data["app"]),
-                node_id=int(data["node_id"]),
-                data_center=str(data["data_center"]),
-                mode=str(data["mode"]),
-                epoch=int(data["epoch"]),
-            )
-            self.feed(MemberAnnounced(info))
-        elif push.topic == "handover" and conn.peer_app == self.settings.partner:
-            self.feed(HandoverReceived())
+        """A push from the T-Server or a peer, checked at the edge: a malformed one costs
+        its sender its connection (one warning), never this process."""
+        try:
+            event = _push_event(push)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc!r}") from exc
+        if isinstance(event, MemberAnnounced) and event.info.app != conn.peer_app:
+            raise RemoteProtocolError(f"{conn.peer_app} announced itself as {event.info.app!r}")
+        if isinstance(event, HandoverReceived) and conn.peer_app != self.settings.partner:
+            return  # only the partner may hand the Node over
+        if event is not None:
+            self.feed(event)
 
     # -- peers -------------------------------------------------------------------
 
@@ -794,10 +788,58 @@ def _member_wire(info: MemberInfo) -> dict[str, Any]:
     return attrs.asdict(info)
 
 
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _whole(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def _push_event(push: Push) -> InEvent | None:
+    """The core's event for a push (None for a topic the node does not take).
+
+    Raises:
+        KeyError, TypeError, ValueError: a field is missing or of the wrong kind.
+    """
+    data = push.data
+    if not isinstance(data, dict):
+        raise TypeError("push data must be an object")
+    match push.topic:
+        case "route_request":
+            return _route_requested(data)
+        case "call_routed":
+            return CallRouted(_text(data, "call_id"))
+        case "session":
+            return SessionAnnounced(_text(data, "call_id"), data.get("pending") is True)
+        case "member":
+            mode = _text(data, "mode")
+            if mode not in ("primary", "backup", "starting"):
+                raise ValueError(f"mode {mode!r}")
+            return MemberAnnounced(
+                MemberInfo(
+                    app=_text(data, "app"),
+                    node_id=_whole(data, "node_id"),
+                    data_center=str(data.get("data_center", "")),
+                    mode=mode,
+                    epoch=_whole(data, "epoch"),
+                )
+            )
+        case "handover":
+            return HandoverReceived()
+    return None
+
+
 def _route_requested(data: dict[str, Any]) -> RouteRequested:
     """A ``route_request`` push as the core's event; its expiry in this process's clock."""
     deadline, created = data.get("deadline"), data.get("created_at")
     expires = None
     if isinstance(deadline, int | float) and isinstance(created, int | float):
         expires = trio.current_time() + max(0.0, float(deadline) - float(created))
-    return RouteRequested(str(data["call_id"]), str(data.get("dn", "")), expires)
+    return RouteRequested(_text(data, "call_id"), str(data.get("dn", "")), expires)
