@@ -11,9 +11,9 @@ on its own (routing goes on, sessions are not persisted meanwhile, see
 
 The server is found through a small JSON file beside the database, ``PATH.server.json``
 (``{"host", "port", "pid", "managed"}``), written once the port is bound and removed on a
-clean exit. Exactly one server runs per file: it holds an exclusive ``flock`` on
-``PATH.server.lock`` for its lifetime (the kernel drops it when the process dies). The
-launcher starts a *managed* server (an application named ``store`` of type
+clean exit of an unmanaged server (a managed one leaves it). Exactly one server runs per
+file: it holds an exclusive ``flock`` on ``PATH.server.lock`` for its lifetime (the
+kernel drops it when the process dies). The launcher starts a *managed* server (an application named ``store`` of type
 ``SessionStore``); a node that finds no server for its file starts an unmanaged one
 itself (see ``_remote.py``), which exits once no node has been connected for a while.
 
@@ -281,5 +281,8 @@ async def serve_store(
                     nursery.cancel_scope.cancel()
                     break
         finally:
-            _remove_sidecar(db)
+            if not managed:
+                # A managed server's file stays: while it is down (killed, or the cluster
+                # stopping) the nodes must see an outage, not a vacancy to fill.
+                _remove_sidecar(db)
             await backend.aclose()
