@@ -13,9 +13,10 @@ The server is found through a small JSON file beside the database, ``PATH.server
 (``{"host", "port", "pid", "managed"}``), written once the port is bound and removed on a
 clean exit of an unmanaged server (a managed one leaves it). Exactly one server runs per
 file: it holds an exclusive ``flock`` on ``PATH.server.lock`` for its lifetime (the
-kernel drops it when the process dies). The launcher starts a *managed* server (an application named ``store`` of type
-``SessionStore``); a node that finds no server for its file starts an unmanaged one
-itself (see ``_remote.py``), which exits once no node has been connected for a while.
+kernel drops it when the process dies). The launcher starts a *managed* server (an
+application named ``store`` of type ``SessionStore``); a node that finds no server for
+its file starts an unmanaged one itself (see ``_remote.py``), which exits once no node
+has been connected for a while.
 
 Requests (CONTRACTS.md "Session store server") mirror the store's methods one to one;
 an answer that would have raised ``StaleEpoch`` is ``{"stale": [node_id, epoch,
