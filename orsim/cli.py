@@ -190,7 +190,14 @@ def add_genesys_args(
 def confserv_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
     """The Configuration Server addresses to try, primary first."""
     addresses = [(args.host, args.port)]
-    if args.backup_host and args.backup_port:
+    if bool(args.backup_host) != (args.backup_port is not None):
+        given, missing = (
+            ("-backup_host", "-backup_port")
+            if args.backup_host
+            else ("-backup_port", "-backup_host")
+        )
+        raise UsageError(f"{given} needs {missing} too (the backup Configuration Server)")
+    if args.backup_host and args.backup_port is not None:
         addresses.append((args.backup_host, args.backup_port))
     return addresses
 

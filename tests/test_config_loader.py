@@ -358,6 +358,40 @@ class TestRules:
             for p in problems
         ), problems
 
+    def test_legacy_backup_must_list_the_same_cluster(self) -> None:
+        """A legacy cluster whose backup lacks the cluster section, or lists another, is an
+        error: the backup would start with another view and assign calls differently."""
+        data = base()
+        del data["transactions"]
+        for name in ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B"):
+            data["applications"][name]["options"] = {
+                "cluster": {"ORS_1": "DC_East", "ORS_2": "DC_West"},
+            }
+        assert lint(data) == []
+        del data["applications"]["ORS_1_B"]["options"]["cluster"]
+        one_problem(data, "application 'ORS_1_B': options/cluster", "does not have the legacy")
+        data["applications"]["ORS_1_B"]["options"]["cluster"] = {"ORS_1": "DC_East"}
+        one_problem(data, "application 'ORS_1_B': options/cluster", "differs in the legacy")
+
+    def test_sqlite_store_across_machines_is_an_error(self) -> None:
+        """A SQLite file cannot be shared by Nodes on hosts with different addresses (loopback
+        addresses are all this machine, so those may share it); Redis may."""
+        data = base()
+        data["hosts"]["far"] = {"address": "10.1.2.3"}
+        data["applications"]["ORS_2"]["host"] = "far"
+        one_problem(data, "transaction 'C1'", "cannot be shared across machines")
+        data["transactions"]["C1"]["annex"]["persistence"]["store"] = "redis://10.1.2.4:6379/0"
+        assert lint(data) == []
+        data["hosts"]["far"] = {"address": "127.0.0.3"}
+        data["transactions"]["C1"]["annex"]["persistence"]["store"] = "sqlite:///s.db"
+        assert lint(data) == []
+
+    def test_hot_standby_ors_is_an_error(self) -> None:
+        """Orchestration Server supports warm standby only."""
+        data = base()
+        data["applications"]["ORS_1"]["redundancy"] = "hot-standby"
+        one_problem(data, "application 'ORS_1'", "warm-standby only")
+
     def test_call_watching_timeout(self) -> None:
         """Must be a number; below 1000 ms is a warning, not a problem."""
         data = base()

@@ -59,6 +59,21 @@ async def test_version_and_usage_errors(tmp_path: Path) -> None:
     assert b"-port" in done.stderr and b"Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("half", [["-backup_host", "127.0.0.1"], ["-backup_port", "2021"]])
+async def test_half_a_backup_configuration_server_is_a_usage_error(
+    tmp_path: Path, half: list[str]
+) -> None:
+    """-backup_host without -backup_port (or the reverse) names no server: exit 2, one line."""
+    done = await run_node("-host", "127.0.0.1", "-port", "1", "-app", "X", *half, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert (
+        "-backup_host needs -backup_port" in lines[0]
+        or "-backup_port needs -backup_host" in (lines[0])
+    )
+
+
 async def test_unreachable_configuration_server_exits_4(tmp_path: Path) -> None:
     """No Configuration Server (nor backup) within --connect-timeout: exit 4, one line."""
     done = await run_node(

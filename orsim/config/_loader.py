@@ -48,6 +48,8 @@ APP_KEYS = ("type", "host", "port", "backup", "redundancy", "connections", "opti
 CONNECTION_KEYS = ("server", "addp-timeout", "addp-remote-timeout", "addp-trace")
 ADDP_TRACE_VALUES = ("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full")
 REDUNDANCY_TYPES = ("warm-standby", "hot-standby", "not-specified")
+#: The store an ORS uses when ``persistence/store`` is not set.
+DEFAULT_SQLITE = "sqlite:///sessions.db"
 TRANSACTION_KEYS = ("type", "tenant", "annex")
 _KINDS = {"applications": "application", "transactions": "transaction", "hosts": "host"}
 
@@ -514,6 +516,16 @@ class _Checker:
                     f"the legacy cluster section does not list this application's Node "
                     f"'{app.primary_name}'",
                 )
+            backup = apps.get(app.backup) if app.backup else None
+            if backup is not None and backup.options.get(CLUSTER_SECTION) != members:
+                # The backup would start with another view of the cluster and assign
+                # calls differently from every other application.
+                has = "does not have" if CLUSTER_SECTION not in backup.options else "differs in"
+                self.problem(
+                    ("applications", backup.name, "options", CLUSTER_SECTION),
+                    f"backup '{backup.name}' {has} the legacy cluster section of its primary "
+                    f"'{app.name}'; a Node's two applications must list the same cluster",
+                )
             key = frozenset(members)
             if key in checked:
                 continue
@@ -556,6 +568,16 @@ class _Checker:
                     "must serve the same T-Server",
                 )
             store = storage_of(app, cluster)
+            if app is first and (store or DEFAULT_SQLITE).strip().startswith("sqlite:"):
+                addresses = sorted({a.address for a in everyone})
+                if len(addresses) > 1 and not all(map(_loopback, addresses)):
+                    self.problem(
+                        where,
+                        f"{label} keeps its sessions in a SQLite file "
+                        f"({_repr(store or DEFAULT_SQLITE)}) but its Nodes run on hosts with "
+                        f"different addresses ({', '.join(addresses)}); a file cannot be "
+                        "shared across machines: use a redis:// store",
+                    )
             if app is not first and store != first_store:
                 self.problem(
                     where,
@@ -563,6 +585,11 @@ class _Checker:
                     f"'{first.name}' uses {_repr(first_store)}; every Node of {label} must use "
                     "the same persistent storage (persistence/store)",
                 )
+
+
+def _loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: hosts that are all this one machine."""
+    return address.startswith("127.") or address in ("::1", "localhost")
 
 
 def _kind(value: Any) -> str:

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise UsageError(f"missing required argument(s): {', '.join(missing)}")
+    confserv_addresses(args)  # a half-given backup Configuration Server is a usage error
     configure_logging(level=args.log_level)
     trio.run(run_until_signal, lambda nursery: _main(args, nursery))
     return 0
