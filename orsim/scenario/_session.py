@@ -53,7 +53,8 @@ def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
     taken.add(path)
     if path.exists():
         if not path.is_dir() or not any(
-            (path / marker).exists() for marker in ("manifest.json", "logs", "config.yaml")
+            (path / marker).exists()
+            for marker in ("manifest.json", "logs", "config.yaml", "trace.jsonl")
         ):
             if path.is_dir() and not any(path.iterdir()):
                 return path

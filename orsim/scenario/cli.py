@@ -1,4 +1,4 @@
-"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N]``
+"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N] [--sim]``
 and ``orsim scenario check FILE...`` (validate only)."""
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--report", type=Path, metavar="OUT.html", help="write an HTML report")
     run.add_argument("--seed", type=int, metavar="N", help="override every scenario's seed")
     run.add_argument(
+        "--sim", action="store_true",
+        help="run every server in one process in seeded virtual time (prints a trace hash)",
+    )  # fmt: skip
+    run.add_argument(
         "--run-dir", type=Path, default=DEFAULT_RUN_ROOT, metavar="DIR",
         help=f"where each scenario's run directory goes (default {DEFAULT_RUN_ROOT})",
     )  # fmt: skip
@@ -49,6 +53,17 @@ def _print(line: str) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.sim:
+        from orsim.scenario._sim import run_files_sim
+
+        return run_files_sim(
+            args.files,
+            run_root=args.run_dir,
+            junit=args.junit,
+            report=args.report,
+            seed=args.seed,
+            out=_print,
+        )
     return trio.run(
         functools.partial(
             run_files,

@@ -182,12 +182,21 @@ class TServer:
         *,
         host: str | None = None,
         port: int | None = None,
+        run_id: str | None = None,
+        wall_at_zero: float | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn:
         """Listen (on the Application's address unless ``host``/``port`` say otherwise)
-        and serve until cancelled; ``started`` reports the bound port."""
-        self._offset = time.time() - trio.current_time()
-        self._run_id = str(int(time.time() * 1000))
+        and serve until cancelled; ``started`` reports the bound port.
+
+        Call ids are ``{app}-{run_id}-{n}``; ``run_id`` defaults to the start time in ms
+        (a simulation passes one derived from its seed). Ledger times are
+        ``trio.current_time() + wall_at_zero``; ``wall_at_zero`` defaults to the offset
+        that makes them wall-clock seconds (a simulation passes a fixed one)."""
+        if wall_at_zero is None:
+            wall_at_zero = time.time() - trio.current_time()
+        self._offset = wall_at_zero
+        self._run_id = str(int(time.time() * 1000)) if run_id is None else run_id
         log = get_logger(app=self.app.name)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

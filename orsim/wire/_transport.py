@@ -3,14 +3,16 @@
 ``TcpNetwork`` is what real processes use. ``MemoryNetwork`` wires servers together inside
 one trio run over in-memory streams, so whole clusters can run under
 ``trio.testing.MockClock``; it can also cut links silently (partition), black-hole an
-application (hang), stop it reading and talking as SIGSTOP does (freeze) or close all its
-links at once (crash). Each direction of a memory link holds at most ``buffer_size``
-bytes, so a frozen receiver blocks its senders as a full TCP socket buffer does.
+application (hang), stop it reading and talking as SIGSTOP does (freeze), delay the bytes
+between two applications (latency) or close all its links at once (crash). Each direction
+of a memory link holds at most ``buffer_size`` bytes (delayed bytes included), so a frozen
+receiver blocks its senders as a full TCP socket buffer does.
 """
 
 from __future__ import annotations
 
 import errno
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
@@ -62,10 +64,16 @@ DEFAULT_BUFFER_SIZE = 256 * 1024
 
 @attrs.define(eq=False)
 class _Pipe:
-    """One direction of a memory link: a bounded byte buffer between two stream ends."""
+    """One direction of a memory link: a bounded byte buffer between two stream ends.
+
+    Bytes written under a latency wait in ``delayed`` (in order, each chunk with the
+    virtual time it may be read) and count against the capacity meanwhile.
+    """
 
     capacity: int
     data: bytearray = attrs.Factory(bytearray)
+    delayed: deque[tuple[float, bytes]] = attrs.Factory(deque)
+    delayed_bytes: int = 0
     #: The sending end closed: the reader gets EOF once the buffer is drained.
     writer_closed: bool = False
     #: The receiving end closed: sends fail, nothing more is kept.
@@ -74,28 +82,48 @@ class _Pipe:
     writers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
     def room(self) -> int:
-        return max(0, self.capacity - len(self.data))
+        return max(0, self.capacity - len(self.data) - self.delayed_bytes)
 
-    def write_nowait(self, data: bytes | bytearray | memoryview) -> int:
-        """Take as much of ``data`` as fits; the number of bytes taken."""
+    def write_nowait(self, data: bytes | bytearray | memoryview, latency: float = 0.0) -> int:
+        """Take as much of ``data`` as fits; the number of bytes taken. With ``latency``
+        (s), or while earlier bytes are still delayed, the bytes become readable only
+        ``latency`` seconds (trio time) from now, and never before earlier ones."""
         if self.writer_closed:
             raise trio.ClosedResourceError("stream closed")
         if self.reader_closed:
             raise trio.BrokenResourceError("peer closed the stream")
         taken = min(len(data), self.room())
         if taken:
-            self.data += data[:taken]
+            if latency > 0 or self.delayed:
+                at = trio.current_time() + latency
+                if self.delayed:
+                    at = max(at, self.delayed[-1][0])
+                self.delayed.append((at, bytes(data[:taken])))
+                self.delayed_bytes += taken
+            else:
+                self.data += data[:taken]
             self.readers.unpark_all()
         return taken
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
+    def _ripen(self) -> float | None:
+        """Move the delayed bytes that are due into ``data``; when the next is due."""
+        if not self.delayed:
+            return None
+        now = trio.current_time()
+        while self.delayed and self.delayed[0][0] <= now:
+            _, chunk = self.delayed.popleft()
+            self.delayed_bytes -= len(chunk)
+            self.data += chunk
+        return self.delayed[0][0] if self.delayed else None
+
+    async def write(self, data: bytes | bytearray | memoryview, latency: float = 0.0) -> None:
         """Write all of ``data``, waiting while the buffer is full (the reader is slow)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
-        sent = self.write_nowait(view)
+        sent = self.write_nowait(view, latency)
         while sent < len(view):
             await self.writers.park()
-            sent += self.write_nowait(view[sent:])
+            sent += self.write_nowait(view[sent:], latency)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def read(self, max_bytes: int | None, held: Callable[[], bool]) -> bytes:
@@ -104,14 +132,19 @@ class _Pipe:
         while True:
             if self.reader_closed:
                 raise trio.ClosedResourceError("stream closed")
-            if not held() and (self.data or self.writer_closed):
+            due = self._ripen()
+            if not held() and (self.data or (self.writer_closed and due is None)):
                 size = len(self.data) if max_bytes is None else max_bytes
                 chunk = bytes(self.data[:size])
                 del self.data[:size]
                 self.writers.unpark_all()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return chunk
-            await self.readers.park()
+            if due is None:
+                await self.readers.park()
+            else:
+                with trio.move_on_at(due):
+                    await self.readers.park()
 
     def wake(self) -> None:
         self.readers.unpark_all()
@@ -141,13 +174,13 @@ class _FaultyStream(trio.abc.Stream):
         if self.net.blocked(self.local, self.remote):
             await trio.lowlevel.checkpoint()
             return  # silently dropped, like a cut cable
-        await self.outgoing.write(data)
+        await self.outgoing.write(data, self.net.latency(self.local, self.remote))
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Take what fits without waiting (as a non-blocking socket write); bytes taken."""
         if self.net.blocked(self.local, self.remote) and not self.outgoing.writer_closed:
             return len(data)
-        return self.outgoing.write_nowait(data)
+        return self.outgoing.write_nowait(data, self.net.latency(self.local, self.remote))
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -167,9 +200,11 @@ class _FaultyStream(trio.abc.Stream):
         self.outgoing.writer_closed = True
         self.incoming.reader_closed = True
         self.incoming.data.clear()
+        self.incoming.delayed.clear()
+        self.incoming.delayed_bytes = 0
         self.outgoing.wake()
         self.incoming.wake()
-        self.net._streams.discard(self)
+        self.net._streams.pop(self, None)
 
     async def aclose(self) -> None:
         self.close_now()
@@ -200,7 +235,9 @@ class MemoryNetwork:
 
     Obtain a per-application view with ``for_app(name)``; faults are expressed between
     application names. ``buffer_size``: bytes one direction of a link holds before its
-    sender waits.
+    sender waits. Streams are kept in the order they were opened (a dict, not a set), so
+    faults that touch several streams act on them in the same order in every run: a
+    seeded simulation stays deterministic.
     """
 
     buffer_size: int = DEFAULT_BUFFER_SIZE
@@ -209,7 +246,8 @@ class MemoryNetwork:
     _cuts: set[frozenset[str]] = attrs.Factory(set)
     _hung: set[str] = attrs.Factory(set)
     _frozen: set[str] = attrs.Factory(set)
-    _streams: set[_FaultyStream] = attrs.Factory(set)
+    _latency: dict[frozenset[str], float] = attrs.Factory(dict)
+    _streams: dict[_FaultyStream, None] = attrs.Factory(dict)
     _next_port: int = 40000
 
     def for_app(self, app: str) -> MemoryNetworkView:
@@ -230,6 +268,22 @@ class MemoryNetwork:
             self._cuts.discard(pair)
         else:
             self._cuts.add(pair)
+
+    def delay(self, a: str, b: str, seconds: float) -> None:
+        """Deliver the bytes between ``a`` and ``b`` (both ways) ``seconds`` late, in
+        order, as a slow link does (0 removes the delay). Applies to bytes sent from now
+        on; bytes already delayed keep their time."""
+        pair = frozenset((a, b))
+        if seconds > 0:
+            self._latency[pair] = seconds
+        else:
+            self._latency.pop(pair, None)
+
+    def latency(self, sender: str, receiver: str) -> float:
+        """The delay (s) of bytes from ``sender`` to ``receiver`` (0: none)."""
+        if not self._latency:
+            return 0.0
+        return self._latency.get(frozenset((sender, receiver)), 0.0)
 
     def hang(self, app: str, resume: bool = False) -> None:
         """Make ``app`` silent to everyone (or let it talk again): bytes to and from it
@@ -270,7 +324,8 @@ class MemoryNetwork:
         there, back = _Pipe(self.buffer_size), _Pipe(self.buffer_size)
         mine = _FaultyStream(there, back, self, local, remote)
         theirs = _FaultyStream(back, there, self, remote, local)
-        self._streams.update((mine, theirs))
+        self._streams[mine] = None
+        self._streams[theirs] = None
         try:
             listener.send.send_nowait(theirs)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -1,0 +1,305 @@
+"""``SimClusterHandle``: the launcher's verbs (``ClusterHandle``'s) over a simulation.
+
+The scenario runner and the pytest plugin drive a cluster through these verbs; this
+backend carries them out on a ``SimCluster`` in the same trio run, and answers
+``status()`` with the real launcher's JSON shape (``orsim.cluster._status``), the
+session store server (``store``, type ``SessionStore``) included when the topology's
+store is SQLite. Signals: KILL and TERM crash the application (a graceful stop is not
+modelled), STOP freezes it, CONT thaws it. ``start`` models a process start-up of
+``start_delay`` virtual seconds (``START_DELAY``) before the application starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from orsim.cluster._plan import (
+    CONFSERV_APP,
+    cluster_name,
+    plan_apps,
+    store_app_names,
+)
+from orsim.cluster._rundir import Manifest
+from orsim.cluster._status import cluster_status
+from orsim.config import ConfigDatabase, load_database
+from orsim.errors import ClusterError, ConnectionLost, UnreachableError, UsageError
+from orsim.sim._cluster import CONFSERV, SimCluster, open_sim_cluster
+from orsim.sim._trace import Trace
+from orsim.wire import open_connection
+
+#: Modelled process start-up time (virtual s) of ``start``: a real ``orsim node`` takes
+#: about this long from fork to listening (imports, reading its configuration).
+START_DELAY = 0.5
+#: Interval between two ``wait_for`` polls (as the real launcher's).
+POLL_INTERVAL = 0.2
+#: Longest a request the launcher sends (switchover) may take.
+REQUEST_TIMEOUT = 30.0
+LAUNCHER_APP = "orsim-cluster"
+
+
+@attrs.define(eq=False)
+class SimClusterHandle:
+    """A simulated cluster with ``ClusterHandle``'s async verbs.
+
+    Create it with ``await SimClusterHandle.up(config, run_dir, nursery=...)`` inside a
+    trio run under ``MockClock(autojump_threshold=0)``, or use ``open_sim_handle``.
+    """
+
+    sim: SimCluster
+    manifest: Manifest
+    start_delay: float = START_DELAY
+    _down: trio.Event = attrs.Factory(trio.Event)
+    _gone: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def trace(self) -> Trace:
+        return self.sim.trace
+
+    @classmethod
+    async def up(
+        cls,
+        config_path: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str] | None = None,
+        *,
+        nursery: trio.Nursery,
+        seed: int = 0,
+        start_delay: float = START_DELAY,
+        db: ConfigDatabase | None = None,
+    ) -> SimClusterHandle:
+        """Load the database and run the whole cluster as tasks of ``nursery``.
+
+        Raises:
+            ConfigError: the database is broken.
+        """
+        config = Path(config_path).absolute()
+        if db is None:
+            db = load_database(config)
+        manifest = sim_manifest(db, config, Path(run_dir or ".orsim/sim"))
+        stores = tuple(store_app_names(db))
+        handle: list[SimClusterHandle] = []
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            async with open_sim_cluster(db, seed=seed, store_apps=stores) as sim:
+                h = cls(sim, attrs.evolve(manifest, state="up"), start_delay)
+                handle.append(h)
+                task_status.started()
+                try:
+                    await h._down.wait()
+                finally:
+                    h._gone.set()
+
+        await nursery.start(run)
+        return handle[0]
+
+    # -- observing -----------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """The SPEC status object: ``{"cluster", "apps": [...SPEC fields...], "calls"}``."""
+        await trio.lowlevel.checkpoint()
+        sim = self.sim
+        answers: dict[str, dict[str, Any] | None] = {}
+        for entry in self.manifest.apps:
+            app = entry.app
+            if sim.processes.get(app) != "running":
+                answers[app] = None
+            elif entry.type == "OrchestrationServer":
+                node = sim.nodes.get(app)
+                answers[app] = None if node is None else {**node.status(), "pid": sim.pids[app]}
+            else:
+                answers[app] = {
+                    "app": app, "type": entry.type, "mode": "primary", "pid": sim.pids[app]
+                }  # fmt: skip
+        return cluster_status(
+            self.manifest, answers, dict(sim.pids), dict(sim.processes), self._ledger_or_none()
+        )
+
+    def _ledger_or_none(self, records: bool = False) -> dict[str, Any] | None:
+        tserver = self.sim.tserver
+        if tserver is None or self.sim.processes.get(tserver.app.name) != "running":
+            return None
+        answer: dict[str, Any] = tserver.ledger.counts().to_wire()
+        if records:
+            answer["records"] = [r.to_wire() for r in tserver.ledger.records()]
+            answer["records_total"] = len(answer["records"])
+        return answer
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        """Poll ``status()`` until ``predicate`` holds; returns that status.
+
+        Raises:
+            ClusterError: it did not hold within ``timeout`` (virtual) seconds.
+        """
+        last: dict[str, Any] = {}
+        with trio.move_on_after(timeout):
+            while True:
+                last = await self.status()
+                if predicate(last):
+                    return last
+                await trio.sleep(POLL_INTERVAL)
+        modes = ", ".join(f"{a['app']}={a['mode']}" for a in last.get("apps", []))
+        raise ClusterError(f"condition not met within {timeout:g}s (last: {modes})")
+
+    async def ledger(self, records: bool = False) -> dict[str, Any]:
+        """The T-Server's call ledger (every record with ``records``)."""
+        await trio.lowlevel.checkpoint()
+        answer = self._ledger_or_none(records)
+        if answer is None:
+            raise UnreachableError("the T-Server does not answer 'ledger'")
+        return answer
+
+    # -- faults --------------------------------------------------------------------------
+
+    async def kill(self, app: str, signal: str = "KILL") -> None:
+        """KILL/TERM: crash; STOP: freeze; CONT: thaw (see the module doc)."""
+        sig = signal.upper().removeprefix("SIG")
+        if sig not in ("KILL", "TERM", "STOP", "CONT"):
+            raise UsageError(f"unknown signal {signal!r} (use KILL, TERM, STOP or CONT)")
+        self.manifest.entry(app)
+        await trio.lowlevel.checkpoint()
+        if not self.sim.running(app):
+            raise ClusterError(f"{app} is not running")
+        self.sim.trace.record("signal", app=app, signal=sig)
+        if sig in ("KILL", "TERM"):
+            self.sim.crash(app)
+        elif sig == "STOP":
+            self.sim.freeze(app)
+        else:
+            self.sim.thaw(app)
+
+    async def start(self, app: str) -> None:
+        """Start ``app`` again after ``start_delay`` (start-up) and wait until it is ready.
+
+        Raises:
+            ClusterError: it is still running (or stopped).
+        """
+        self.manifest.entry(app)
+        state = self.sim.processes.get(app)
+        if state == "stopped":
+            raise ClusterError(f"{app} is stopped, not dead (resume it with --signal CONT)")
+        if state == "running":
+            raise ClusterError(f"{app} is already running (pid {self.sim.pids.get(app)})")
+        await trio.sleep(self.start_delay)
+        await self.sim.start(app)
+
+    async def switchover(self, node: str) -> dict[str, Any]:
+        """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
+        members = [
+            e
+            for e in self.manifest.apps
+            if e.node_id is not None and node in (e.app, str(e.node_id))
+        ]
+        if not members:
+            raise ClusterError(f"no Node {node!r} in this cluster")
+        node_id = members[0].node_id
+        apps = [e.app for e in self.manifest.apps if e.node_id == node_id]
+        status = await self.status()
+        primaries = [
+            a["app"] for a in status["apps"] if a["app"] in apps and a["mode"] == "primary"
+        ]
+        if not primaries:
+            raise ClusterError(f"Node {node} ({', '.join(apps)}) has no primary to hand over")
+        self.sim.trace.record("switchover", app=primaries[0])
+        answer = await self.request(primaries[0], "switchover", {})
+        return answer if isinstance(answer, dict) else {"result": answer}
+
+    async def request(self, app: str, method: str, params: dict[str, Any]) -> Any:
+        """One request to ``app`` as the launcher sends it (a fresh link, a deadline)."""
+        address = self.sim.db.applications[app]
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                conn = await open_connection(
+                    self.sim.net.for_app(LAUNCHER_APP), address.address, address.port,
+                    app=LAUNCHER_APP, app_type="Launcher",
+                )  # fmt: skip
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.serve)
+                    try:
+                        return await conn.request(method, params)
+                    finally:
+                        await conn.aclose()
+                        nursery.cancel_scope.cancel()
+        except (OSError, trio.TooSlowError, ConnectionLost) as exc:
+            raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
+
+    async def partition(self, a: str, b: str, heal: bool = False) -> None:
+        """Cut (or, with ``heal``, restore) every link between applications ``a`` and ``b``."""
+        self.manifest.entry(a)
+        self.manifest.entry(b)
+        await trio.lowlevel.checkpoint()
+        self.sim.partition(a, b, heal=heal)
+
+    async def delay(self, a: str, b: str, ms: float) -> None:
+        """Delay every byte between ``a`` and ``b`` by ``ms`` milliseconds (0: no delay)."""
+        self.manifest.entry(a)
+        self.manifest.entry(b)
+        await trio.lowlevel.checkpoint()
+        self.sim.delay(a, b, ms)
+
+    # -- load and configuration ----------------------------------------------------------
+
+    async def load(self, rate: float, duration: float | None = None) -> None:
+        """Have the T-Server create ``rate`` calls per second (for ``duration`` seconds)."""
+        self.sim.trace.record("load", rate=rate, duration=duration)
+        await self._driver("generate", rate=rate, duration=duration)
+
+    async def stop_load(self) -> None:
+        self.sim.trace.record("stop_load")
+        await self._driver("stop_generator")
+
+    async def _driver(self, method: str, **params: Any) -> Any:
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                return await self.sim.request(method, **params)
+        except (OSError, trio.TooSlowError, ConnectionLost) as exc:
+            raise UnreachableError(f"the T-Server does not answer {method!r}: {exc}") from exc
+
+    async def set_option(self, object: str, section: str, key: str, value: str) -> None:
+        """A live option change through the Configuration Server."""
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                await self.sim.set_option(object, section, key, value)
+        except (OSError, trio.TooSlowError, ConnectionLost) as exc:
+            raise UnreachableError(f"{CONFSERV_APP} does not answer 'set_option': {exc}") from exc
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def down(self) -> None:
+        """Stop every application (idempotent); returns once they are gone."""
+        self.sim.trace.record("down")
+        self._down.set()
+        await self._gone.wait()
+        self.manifest = attrs.evolve(self.manifest, state="down")
+
+
+def sim_manifest(db: ConfigDatabase, config: Path, run_dir: Path) -> Manifest:
+    """The launcher's manifest of ``db`` (apps in start order, the store server included),
+    with the simulation's addresses for ports."""
+    stores = store_app_names(db)
+    public = {a.name: a.port for a in db.applications.values()}
+    private = {**public, CONFSERV_APP: CONFSERV[1], **{s: 0 for s in stores}}
+    entries = plan_apps(
+        db,
+        served_config=str(config),
+        state_dir="",
+        confserv_port=CONFSERV[1],
+        public=public,
+        private=private,
+    )
+    return Manifest(
+        cluster=cluster_name(entries),
+        config=str(config),
+        served_config=str(config),
+        run_dir=str(run_dir),
+        confserv_host=CONFSERV[0],
+        confserv_port=CONFSERV[1],
+        proxy_control_port=0,
+        apps=entries,
+    )
