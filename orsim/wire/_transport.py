@@ -74,10 +74,14 @@ class _Pipe:
     data: bytearray = attrs.Factory(bytearray)
     delayed: deque[tuple[float, bytes]] = attrs.Factory(deque)
     delayed_bytes: int = 0
-    #: The sending end closed: the reader gets EOF once the buffer is drained.
+    #: The sending end closed: its own sends fail.
     writer_closed: bool = False
-    #: The receiving end closed: sends fail, nothing more is kept.
+    #: ... and the reader has been told: it gets EOF once the buffer is drained.
+    eof: bool = False
+    #: The receiving end closed: its own reads fail.
     reader_closed: bool = False
+    #: ... and the writer has been told: sends fail, nothing more is kept.
+    broken: bool = False
     readers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     writers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
@@ -90,7 +94,7 @@ class _Pipe:
         ``latency`` seconds (trio time) from now, and never before earlier ones."""
         if self.writer_closed:
             raise trio.ClosedResourceError("stream closed")
-        if self.reader_closed:
+        if self.broken:
             raise trio.BrokenResourceError("peer closed the stream")
         taken = min(len(data), self.room())
         if taken:
@@ -133,7 +137,7 @@ class _Pipe:
             if self.reader_closed:
                 raise trio.ClosedResourceError("stream closed")
             due = self._ripen()
-            if not held() and (self.data or (self.writer_closed and due is None)):
+            if not held() and (self.data or (self.eof and due is None)):
                 size = len(self.data) if max_bytes is None else max_bytes
                 chunk = bytes(self.data[:size])
                 del self.data[:size]
@@ -185,7 +189,7 @@ class _FaultyStream(trio.abc.Stream):
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         pipe = self.outgoing
-        while not pipe.room() and not (pipe.writer_closed or pipe.reader_closed):
+        while not pipe.room() and not (pipe.writer_closed or pipe.broken):
             await pipe.writers.park()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -196,12 +200,26 @@ class _FaultyStream(trio.abc.Stream):
                 return data
 
     def close_now(self) -> None:
-        """Close this end at once: the peer reads EOF, its further sends fail."""
+        """Close this end at once: the peer reads EOF, its further sends fail. A frozen
+        application's close reaches the peer only when it is thawed (nothing a stopped
+        process does is seen), though its own end is closed at once."""
         self.outgoing.writer_closed = True
         self.incoming.reader_closed = True
         self.incoming.data.clear()
         self.incoming.delayed.clear()
         self.incoming.delayed_bytes = 0
+        self.outgoing.wake()
+        self.incoming.wake()
+        if self.net.frozen(self.local):
+            self.net._closing[self] = None
+        else:
+            self.publish_close()
+
+    def publish_close(self) -> None:
+        """Let the peer see this end's close."""
+        self.net._closing.pop(self, None)
+        self.outgoing.eof = True
+        self.incoming.broken = True
         self.outgoing.wake()
         self.incoming.wake()
         self.net._streams.pop(self, None)
@@ -248,6 +266,8 @@ class MemoryNetwork:
     _frozen: set[str] = attrs.Factory(set)
     _latency: dict[frozenset[str], float] = attrs.Factory(dict)
     _streams: dict[_FaultyStream, None] = attrs.Factory(dict)
+    #: Streams a frozen application closed: the peer learns of it when it is thawed.
+    _closing: dict[_FaultyStream, None] = attrs.Factory(dict)
     _next_port: int = 40000
 
     def for_app(self, app: str) -> MemoryNetworkView:
@@ -302,6 +322,8 @@ class MemoryNetwork:
         Bytes sent to it fill its links' buffers, and then their senders wait."""
         if resume:
             self._frozen.discard(app)
+            for stream in [s for s in self._closing if s.local == app]:
+                stream.publish_close()
         else:
             self._frozen.add(app)
         for stream in list(self._streams):
