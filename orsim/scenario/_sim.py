@@ -13,7 +13,8 @@ its virtual time; then the runner's timeline events (steps, faults, repairs, rol
 changes seen by sampling, verdicts; not the informational lines, which name the run
 directory), at virtual time since the steps began; then every ledger record (call id,
 routing point, state, routing app, node id, epoch, virtual created/routed/deadline
-times) in ledger order; then the verdicts. No wall-clock value, pid or path is in it.
+times, latency to the microsecond) in ledger order; then the verdicts. No wall-clock
+value, pid or path is in it.
 ``trace.jsonl`` in the scenario's run directory holds the trace, one entry a line, and
 ``logs/sim.jsonl`` every application's log lines (with ``app`` and virtual time ``vt``).
 """
@@ -116,7 +117,7 @@ def run_scenario_sim(
 def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
     """The runner's part of the trace: timeline events, ledger records, verdicts."""
     from orsim.sim import SIM_EPOCH
-    from orsim.sim._trace import vtime
+    from orsim.sim._trace import TIME_DIGITS, vtime
 
     timeline = result.timeline
     entries: list[dict[str, Any]] = []
@@ -134,6 +135,8 @@ def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
             value = entry.get(name)
             if isinstance(value, int | float):
                 entry[name] = vtime(value - SIM_EPOCH)
+        if isinstance(entry.get("latency_ms"), int | float):
+            entry["latency_ms"] = round(entry["latency_ms"], TIME_DIGITS - 3)
         entries.append(entry)
     for verdict in result.verdicts:
         entries.append(

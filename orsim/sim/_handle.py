@@ -77,10 +77,9 @@ class SimClusterHandle:
         Raises:
             ConfigError: the database is broken.
         """
-        config = Path(config_path).absolute()
-        if db is None:
-            db = load_database(config)
-        manifest = sim_manifest(db, config, Path(run_dir or ".orsim/sim"))
+        # Read in the event loop on purpose: a worker thread would let the autojump
+        # clock move while it runs, and the run would no longer repeat exactly.
+        db, manifest = _prepare(config_path, run_dir, db)
         stores = tuple(store_app_names(db))
         handle: list[SimClusterHandle] = []
 
@@ -277,6 +276,17 @@ class SimClusterHandle:
         self._down.set()
         await self._gone.wait()
         self.manifest = attrs.evolve(self.manifest, state="down")
+
+
+def _prepare(
+    config_path: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None,
+    db: ConfigDatabase | None,
+) -> tuple[ConfigDatabase, Manifest]:
+    config = Path(config_path).absolute()
+    if db is None:
+        db = load_database(config)
+    return db, sim_manifest(db, config, Path(run_dir or ".orsim/sim"))
 
 
 def sim_manifest(db: ConfigDatabase, config: Path, run_dir: Path) -> Manifest:

@@ -12,9 +12,16 @@ Fixtures:
     A relative path is looked up next to the test file first, then from the current
     directory.
 
+    ``orsim_cluster("topology.yaml", sim=True, seed=1)`` gives the same verbs over the
+    simulation instead (``orsim.sim.SimClusterHandle``: every server a task of the
+    test's own trio run, in virtual time, the scheduler seeded with ``seed``, default 0).
+    The test must run under virtual time: request pytest-trio's ``autojump_clock``
+    fixture (``async def test_x(orsim_cluster, autojump_clock)``); without it the
+    factory fails the test saying so.
+
 ``orsim_topology_cluster``
     The cluster of the test's ``@pytest.mark.orsim_topology("topology.yaml")`` marker,
-    already up.
+    already up (``@pytest.mark.orsim_topology("topology.yaml", sim=True)``: simulated).
 
 ``orsim_cluster_class``
     What the factories call ``up`` on (default ``ClusterHandle``). Override it in a
@@ -87,9 +94,15 @@ def orsim_cluster(
     test_path = Path(str(request.path)) if getattr(request, "path", None) else None
 
     @asynccontextmanager
-    async def open_cluster(topology: str | Path, **up_options: Any) -> AsyncIterator[Any]:
+    async def open_cluster(
+        topology: str | Path, *, sim: bool = False, seed: int = 0, **up_options: Any
+    ) -> AsyncIterator[Any]:
         config = resolve_topology(topology, test_path)
         run_dir = tmp_path / f"orsim-run-{next(counter)}"
+        if sim:
+            async with _open_sim(config, run_dir, seed, up_options) as handle:
+                yield handle
+            return
         cluster = await orsim_cluster_class.up(config, run_dir, ports="auto", **up_options)
         try:
             yield cluster
@@ -98,6 +111,31 @@ def orsim_cluster(
                 await cluster.down()
 
     return open_cluster
+
+
+@asynccontextmanager
+async def _open_sim(
+    config: Path, run_dir: Path, seed: int, options: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """A simulated cluster in the running test's trio run (which must be in virtual time)."""
+    import trio.testing
+
+    from orsim.sim import SimClusterHandle, seed_scheduler
+
+    if not isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        pytest.fail(
+            "orsim_cluster(..., sim=True) runs in virtual time: "
+            "add pytest-trio's autojump_clock fixture to the test's arguments"
+        )
+    seed_scheduler(seed)
+    async with trio.open_nursery() as nursery:
+        handle = await SimClusterHandle.up(config, run_dir, nursery=nursery, seed=seed, **options)
+        try:
+            yield handle
+        finally:
+            with trio.CancelScope(shield=True):
+                await handle.down()
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
