@@ -62,6 +62,8 @@ READY_POLL_INTERVAL = 0.02
 STATUS_TIMEOUT = 1.0
 #: `down`: how long processes get after SIGTERM before SIGKILL.
 DOWN_GRACE = 5.0
+#: Longest ``stop`` waits, for another Node to finish suspending and then for the app.
+STOP_TIMEOUT = 30.0
 LAUNCHER_APP = "orsim-cluster"
 LAUNCHER_TYPE = "Launcher"
 
@@ -401,6 +403,50 @@ class ClusterHandle:
             self._reap()
             if gone:
                 self.run_dir.remove_pid(app)
+
+    async def stop(
+        self,
+        app: str,
+        timeout: float = STOP_TIMEOUT,
+        on_wait: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """Graceful shutdown of ``app`` (SIGTERM), waited for until its process is gone.
+
+        A primary goes ``suspending``: it creates no new session, lets its sessions finish
+        or hands them to its backup, then exits 0. One Node of a cluster suspends at a
+        time: while another application is ``suspending`` this waits (``on_wait`` is told
+        who, once).
+
+        Raises:
+            ClusterError: ``app`` is not running, or did not stop within ``timeout``.
+        """
+        self.manifest.entry(app)
+        told = False
+        with trio.move_on_after(timeout) as scope:
+            while True:
+                status = await self.status()
+                busy = [a["app"] for a in status["apps"]
+                        if a["mode"] == "suspending" and a["app"] != app]  # fmt: skip
+                if not busy:
+                    break
+                if on_wait is not None and not told:
+                    on_wait(busy)
+                    told = True
+                await trio.sleep(READY_POLL_INTERVAL)
+        if scope.cancelled_caught:
+            raise ClusterError(f"{app}: another Node is still suspending after {timeout:g}s")
+        self._reap()
+        pid = self.pids().get(app)
+        if pid is None or not send_signal(pid, signals.SIGTERM):
+            raise ClusterError(f"{app} is not running")
+        gone = await wait_exit(pid, timeout)
+        self._reap()
+        if not gone:
+            raise ClusterError(
+                f"{app} did not stop within {timeout:g}s (still suspending?); "
+                f"`orsim cluster kill {app}` stops it at once"
+            )
+        self.run_dir.remove_pid(app)
 
     async def start(self, app: str, timeout: float = READY_TIMEOUT) -> None:
         """Start ``app`` again (after a kill) and wait until it is ready.

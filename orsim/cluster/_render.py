@@ -9,7 +9,13 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-_MODE_STYLES = {"primary": "bold green", "backup": "cyan", "starting": "yellow", "down": "bold red"}
+_MODE_STYLES = {
+    "primary": "bold green",
+    "backup": "cyan",
+    "starting": "yellow",
+    "suspending": "magenta",
+    "down": "bold red",
+}
 _LEVEL_STYLES = {"error": "bold red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 _LOG_KEYS = ("ts", "level", "event", "timestamp")
 

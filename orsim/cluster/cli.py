@@ -33,6 +33,7 @@ _PUBLIC = (
     "up",
     "status",
     "kill",
+    "stop",
     "start",
     "switchover",
     "partition",
@@ -91,6 +92,15 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--signal", default="KILL", type=str.upper, choices=("KILL", "TERM", "STOP", "CONT")
     )
+
+    p = command(
+        "stop",
+        cmd_stop,
+        "graceful shutdown: a primary suspends, finishes or hands over its sessions, exits",
+    )
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for it to stop (default 30)")  # fmt: skip
 
     p = command("start", cmd_start, "start a stopped application again and wait until ready")
     p.add_argument("app", metavar="APP")
@@ -264,6 +274,20 @@ def cmd_kill(args: argparse.Namespace) -> int:
     async def main() -> int:
         await handle.kill(args.app, args.signal)
         print(f"{args.app}: sent SIG{args.signal}")
+        return EXIT_OK
+
+    return run_cancellable(main)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    handle = ClusterHandle.attach(_run_dir(args))
+
+    def waiting(busy: list[str]) -> None:
+        print(f"waiting: {', '.join(busy)} is suspending (one Node stops at a time)")
+
+    async def main() -> int:
+        await handle.stop(args.app, args.timeout, on_wait=waiting)
+        print(f"{args.app}: stopped")
         return EXIT_OK
 
     return run_cancellable(main)

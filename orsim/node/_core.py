@@ -88,6 +88,7 @@ __all__ = [
     "DeleteSession",
     "EpochClaimed",
     "EpochRead",
+    "Exit",
     "FenceAnswered",
     "FenceTServer",
     "HandoverReceived",
@@ -113,6 +114,7 @@ __all__ = [
     "SessionAnnounced",
     "SessionWritten",
     "SessionsLoaded",
+    "StopAsked",
     "StoreBack",
     "SwitchoverAsked",
     "SwitchoverDone",
@@ -134,6 +136,8 @@ ROUTED_MEMORY = 100_000
 SWITCHOVER_DRAIN = 3.0
 #: Longest a suspending primary waits for its partner to take over after the handover (s).
 HANDOVER_WAIT = 10.0
+#: Longest a graceful stop waits for the sessions of a primary without a backup (s).
+STOP_DRAIN = 10.0
 #: How long both applications of a Node must be unreachable before live Nodes adopt
 #: its stored sessions (s; at least the call-watching-timeout).
 ORPHAN_GRACE = 2.0
@@ -292,6 +296,11 @@ class HandoverSendFailed:
 
 
 @attrs.frozen
+class StopAsked:
+    """SIGTERM (``orsim cluster stop``): stop gracefully; asked again: stop at once."""
+
+
+@attrs.frozen
 class StoreBack:
     """The store answers again after an outage; ``epoch``: the Node's epoch there."""
 
@@ -319,6 +328,7 @@ InEvent = (
     | SwitchoverGaveUp
     | HandoverReceived
     | HandoverSendFailed
+    | StopAsked
     | StoreBack
 )
 
@@ -441,6 +451,13 @@ class SwitchoverDone:
 
 
 @attrs.frozen
+class Exit:
+    """The graceful stop is over (or was asked twice): the process exits now, status 0."""
+
+    reason: str
+
+
+@attrs.frozen
 class ModeChanged:
     """The role changed (for logs and ``mode_since``)."""
 
@@ -474,6 +491,7 @@ Command = (
     | AdoptOrphans
     | PushHandover
     | SwitchoverDone
+    | Exit
     | ModeChanged
     | Note
 )
@@ -566,6 +584,10 @@ class NodeCore:
     _chain_reason: str = ""
     _deferred: list[RoleEvent] = attrs.Factory(list)
     _drain_until: float | None = None
+    #: A graceful stop is under way (mode ``suspending``), since when.
+    _stopping: float | None = None
+    #: A primary stopping alone (no partner to hand over to) drains until then.
+    _stop_until: float | None = None
     _handover_until: float | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -583,7 +605,13 @@ class NodeCore:
 
     @property
     def mode(self) -> str:
+        if self._stopping is not None and self.role.role.holds_node:
+            return "suspending"
         return self.role.role.mode
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None
 
     @property
     def current_epoch(self) -> int:
@@ -733,6 +761,8 @@ class NodeCore:
                 return self._role_event(SwitchoverTimedOut(), now)
             case StoreBack(epoch=epoch):
                 return self._store_back(epoch, now)
+            case StopAsked():
+                return self._stop(now)
         raise TypeError(f"NodeCore cannot handle {event!r}")
 
     # -- time ------------------------------------------------------------------------
@@ -749,6 +779,8 @@ class NodeCore:
             times.append(self._drain_until)
         if self._handover_until is not None:
             times.append(self._handover_until)
+        if self._stop_until is not None:
+            times.append(self._stop_until)
         patience = self._slow_store_patience
         times.extend(
             c.writing_since + patience for c in self.calls.values() if c.writing_since is not None
@@ -785,6 +817,41 @@ class NodeCore:
             self._handover_until = None
             if self.role.role is Role.SUSPENDING:
                 out += self._role_event(SwitchoverTimedOut(), now)
+        if self._stop_until is not None and (not self.calls or now >= self._stop_until):
+            self._stop_until = None
+            out.append(Exit("sessions drained" if not self.calls else "drain timed out"))
+        return out
+
+    # -- graceful stop -------------------------------------------------------------
+
+    def _stop(self, now: float) -> list[Command]:
+        """SIGTERM (ors-domain.md section 4): a primary goes ``suspending``: it creates no
+        new session (its backup watches, the Reserved Node creates them), lets its running
+        sessions finish, hands the Node to its backup if it has one, then exits; anything
+        else exits at once, and so does a second stop."""
+        if self._stopping is not None:
+            return [Exit("stopped again")]
+        self._stopping = now
+        role = self.role.role
+        if not role.holds_node:
+            return [Exit(f"{role.mode}: nothing to hand over")]
+        out: list[Command] = [Note("stop_requested", (("sessions", len(self.calls)),))]
+        partner = self.settings.partner
+        if role is Role.PRIMARY and partner is not None and self.peers.is_live(partner):
+            out += self._role_event(SwitchoverRequested(), now)  # drain, then hand over
+            if self.role.role is Role.SUSPENDING:
+                out.append(self._announce())
+                return out
+        return out + self._stop_alone(now)
+
+    def _stop_alone(self, now: float) -> list[Command]:
+        """No partner to hand over to: create nothing more, drain, exit."""
+        self.watcher.set_role(Role.SUSPENDING, now)
+        self._stop_until = now + STOP_DRAIN
+        out: list[Command] = [self._announce()]
+        if not self.calls:
+            self._stop_until = None
+            out.append(Exit("no sessions to drain"))
         return out
 
     @property
@@ -1088,10 +1155,15 @@ class NodeCore:
     def _adopted(self, dead: int, sessions: Sequence[Session], now: float) -> list[Command]:
         out: list[Command] = []
         for orphan in sessions:
-            if orphan.call_id in self.calls or orphan.call_id in self._handled:
+            if orphan.call_id in self._handled:
+                # Routed by its first owner while the adoption was under way: the moved
+                # session is this Node's now, and only this Node can forget it.
+                out.append(DeleteSession(orphan.node_id, orphan.epoch, orphan.call_id))
+                continue
+            if orphan.call_id in self.calls:
                 continue
             out += self._start_call(orphan.call_id, orphan.dn, now, recovered=orphan)
-        if out:
+        if sessions:
             self.sessions_adopted += len(sessions)
             out.append(Note("sessions_adopted", (("count", len(sessions)), ("from_node", dead))))
         return out
@@ -1167,6 +1239,12 @@ class NodeCore:
             out += self._finish_switchovers(None)
         if now_role is not Role.SUSPENDING:
             self._drain_until = self._handover_until = None
+        if self._stopping is not None:
+            if now_role is Role.BACKUP or not now_role.holds_node:
+                out += [self._announce(), Exit("handed over to the backup")]
+                return out
+            if now_role is Role.PRIMARY and self._stop_until is None:
+                out += self._stop_alone(now)  # the hand-over failed: finish alone
         if now_role is Role.BACKUP and self.settings.partner is None:
             # A Node of one application, fenced by a Node that adopted its sessions while
             # it was away: nobody else serves this Node, so it claims it back shortly.

@@ -40,6 +40,7 @@ from orsim.node._core import (
     DeleteSession,
     EpochClaimed,
     EpochRead,
+    Exit,
     FenceAnswered,
     FenceTServer,
     HandoverReceived,
@@ -65,6 +66,7 @@ from orsim.node._core import (
     SessionAnnounced,
     SessionsLoaded,
     SessionWritten,
+    StopAsked,
     StoreBack,
     SwitchoverAsked,
     SwitchoverDone,
@@ -137,6 +139,8 @@ class OrsNode:
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
     _wake_at: float = math.inf
     _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
+    #: Set when a graceful stop is over: the process should exit now (status 0).
+    exited: trio.Event = attrs.Factory(trio.Event)
     log: Any = None
 
     def __attrs_post_init__(self) -> None:
@@ -213,6 +217,11 @@ class OrsNode:
             **self.guard.counts(),
             **frame_counts(),
         }
+
+    def stop_gracefully(self) -> None:
+        """SIGTERM: a primary suspends, drains, hands over, then ``exited`` is set; anything
+        else (or a second call) sets it at once."""
+        self.feed(StopAsked())
 
     def set_call_watching_timeout(self, ms: float) -> None:
         """Apply a new call-watching-timeout to calls that arrive from now on."""
@@ -347,6 +356,9 @@ class OrsNode:
                     self.mode_since = time.time()
             case Note(event=event, fields=fields):
                 self.log.info(event, **dict(fields))
+            case Exit(reason=reason):
+                self.log.info("stopping", reason=reason, sessions=self.core.sessions)
+                self.exited.set()
             case _:
                 raise AssertionError(f"not an executor command: {command!r}")
 
@@ -820,7 +832,7 @@ def _push_event(push: Push) -> InEvent | None:
             return SessionAnnounced(_text(data, "call_id"), data.get("pending") is True)
         case "member":
             mode = _text(data, "mode")
-            if mode not in ("primary", "backup", "starting"):
+            if mode not in ("primary", "backup", "starting", "suspending"):
                 raise ValueError(f"mode {mode!r}")
             return MemberAnnounced(
                 MemberInfo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from orsim.logs import configure_logging, get_logger
 from orsim.node._live import follow_changes
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import read_startup
-from orsim.runtime import run_until_signal
 from orsim.wire import TcpNetwork
 
 
@@ -57,11 +57,28 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"missing required argument(s): {', '.join(missing)}")
     confserv_addresses(args)  # a half-given backup Configuration Server is a usage error
     configure_logging(level=args.log_level)
-    trio.run(run_until_signal, lambda nursery: _main(args, nursery))
+    trio.run(_serve, args)
     return 0
 
 
-async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
+async def _serve(args: argparse.Namespace) -> None:
+    """Run the node until it has stopped: the first SIGTERM/SIGINT stops it gracefully
+    (a primary suspends, drains and hands over), a second one at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            node = await _main(args, nursery)
+
+            async def watch() -> None:
+                async for signum in signals:
+                    node.log.info("signal", signal=signal.Signals(signum).name, mode=node.mode)
+                    node.stop_gracefully()
+
+            nursery.start_soon(watch)
+            await node.exited.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> OrsNode:
     from orsim.confserv.client import ConfServClient
     from orsim.store import open_shared_store
 
@@ -93,6 +110,7 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     node.freeze_after_sessions = _test_freeze(args.app)
     await nursery.start(node.run)
     nursery.start_soon(follow_changes, network, addresses, startup, node)
+    return node
 
 
 def _test_freeze(app: str) -> int | None:

@@ -1,0 +1,147 @@
+"""Graceful shutdown (ors-domain.md section 4): SIGTERM or `orsim cluster stop` makes a
+primary ``suspending``; it creates no new session, its running sessions finish or go to
+its backup, then it exits 0; a second stop, or anything but a primary, exits at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from helpers import TOPOLOGIES
+
+from orsim.cluster import ClusterHandle
+from orsim.config import load_database
+from orsim.node._core import (
+    EpochClaimed,
+    Exit,
+    FenceAnswered,
+    MemberAnnounced,
+    NodeCore,
+    PeerLinkUp,
+    PushHandover,
+    RouteAnswered,
+    RouteRequested,
+    SessionsLoaded,
+    SessionWritten,
+    StopAsked,
+    WriteOutcome,
+    WriteSession,
+)
+from orsim.node._membership import MemberInfo
+from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+from orsim.testing._sim import open_sim_cluster
+
+DEMO = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
+
+
+def _settings(partner: bool) -> NodeSettings:
+    server = Endpoint("X", "127.0.0.1", 1)
+    peers = (PeerApp("B", 1, "DC", "127.0.0.1", 2, is_backup=True),) if partner else ()
+    return NodeSettings(
+        app="A", node_id=1, configured_backup=False, partner="B" if partner else None,
+        cluster="C", data_center="DC", address="127.0.0.1", port=1, peers=peers,
+        nodes={1: "DC"}, tserver=server, urs=server, call_watching_timeout_ms=300,
+    )  # fmt: skip
+
+
+def _primary(partner: bool) -> NodeCore:
+    """A core that has become its Node's primary."""
+    core = NodeCore(_settings(partner))
+    out = core.start(0.0)
+    if partner:
+        core.handle(PeerLinkUp("B"), 0.0)
+        out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
+    assert out, "a configured primary claims at start"
+    core.handle(EpochClaimed(1, True, 1), 0.0)
+    core.handle(FenceAnswered(1), 0.0)
+    core.handle(SessionsLoaded(()), 0.0)
+    assert core.mode == "primary"
+    return core
+
+
+def test_primary_without_backup_creates_nothing_then_exits_once_drained() -> None:
+    """Suspending alone: new calls are not created here (the Reserved Node will), the
+    running one is routed, then Exit."""
+    core = _primary(partner=False)
+    started = core.handle(RouteRequested("c1"), 1.0)
+    assert any(isinstance(c, WriteSession) for c in started)
+    out = core.handle(StopAsked(), 1.0)
+    assert core.mode == "suspending"
+    assert not any(isinstance(c, Exit) for c in out)
+    assert not any(isinstance(c, WriteSession) for c in core.handle(RouteRequested("c2"), 1.1))
+    core.handle(SessionWritten("c1", WriteOutcome.OWNED), 1.2)
+    out = core.handle(RouteAnswered("c1", "routed"), 1.3)
+    assert not any(isinstance(c, Exit) for c in out)  # exits at the next tick, drained
+    assert any(isinstance(c, Exit) for c in core.tick(core.next_deadline()))
+
+
+def test_primary_with_backup_hands_over_then_exits() -> None:
+    """With its backup connected, the stop is a switchover: drain, hand over, and exit
+    once the backup holds the Node (a higher epoch seen)."""
+    core = _primary(partner=True)
+    out = core.handle(StopAsked(), 1.0)
+    assert core.mode == "suspending"
+    assert any(isinstance(c, PushHandover) for c in out)
+    out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 1.1)
+    assert any(isinstance(c, Exit) for c in out)
+    assert core.mode == "backup"
+
+
+def test_a_second_stop_or_a_backup_exits_at_once() -> None:
+    """A second stop cuts the drain short; a backup has nothing to hand over."""
+    core = _primary(partner=False)
+    core.handle(RouteRequested("c1"), 1.0)
+    assert not any(isinstance(c, Exit) for c in core.handle(StopAsked(), 1.0))
+    assert any(isinstance(c, Exit) for c in core.handle(StopAsked(), 1.1))
+    backup = NodeCore(_settings(partner=True))
+    assert any(isinstance(c, Exit) for c in backup.handle(StopAsked(), 0.0))
+
+
+async def test_graceful_stop_in_simulation_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Under load, ORS_1 is stopped gracefully: ORS_1_B takes over, ORS_1 exits, and every
+    call is routed once."""
+    async with open_sim_cluster(load_database(DEMO)) as sim:
+        await sim.request("generate", rate=50, duration=6)
+        await trio.sleep(2)
+        node = sim.nodes["ORS_1"]
+        node.stop_gracefully()
+        assert node.mode == "suspending"
+        with trio.fail_after(10):
+            await node.exited.wait()
+        sim.crash("ORS_1")  # the process ends
+        assert sim.mode("ORS_1_B") == "primary"
+        await trio.sleep(10)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"] == 300
+
+
+@pytest.mark.slow
+async def test_cluster_stop_under_load(tmp_path: Path) -> None:
+    """`orsim cluster stop ORS_1` (real processes): ORS_1 exits, ORS_1_B is primary, and
+    not one call is lost or doubled."""
+    cluster = await ClusterHandle.up(TOPOLOGIES / "two-nodes.yaml", tmp_path / "run", ports="auto")
+    try:
+        await cluster.load(rate=60, duration=8)
+        await cluster.wait_for(lambda s: (s["calls"]["routed"] or 0) >= 60, timeout=20)
+        await cluster.stop("ORS_1")
+        assert not cluster.alive("ORS_1")
+        status = await cluster.wait_for(
+            lambda s: any(a["app"] == "ORS_1_B" and a["mode"] == "primary" for a in s["apps"]),
+            timeout=10,
+        )
+        with trio.fail_after(60):
+            while True:
+                ledger = await cluster.ledger()
+                if ledger["created"] >= 480 and ledger["in_flight"] == 0:
+                    break
+                await trio.sleep(0.2)
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == 480
+        assert status is not None
+    finally:
+        await cluster.down()
