@@ -294,3 +294,24 @@ class LedgerMachine(RuleBasedStateMachine):
 
 TestLedgerMachine = LedgerMachine.TestCase
 TestLedgerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_default_dn_takes_the_calls_router_timeout_would_lose() -> None:
+    """ors-domain.md section 7: a call not routed within router-timeout goes to
+    TServer/default-dn (counted default_routed, not lost); a route after that is refused.
+    An empty default-dn keeps the call lost."""
+    ledger = CallLedger(default_dn="9999")
+    ledger.create("a", "5000", now=0.0, deadline=1.0)
+    ledger.create("b", "5000", now=0.0, deadline=1.0)
+    ledger.route("b", app="A", node_id=1, epoch=0, now=0.5)
+    [sent] = ledger.expire(1.0)
+    assert (sent.call_id, sent.state, sent.target) == ("a", "default_routed", "9999")
+    with pytest.raises(CallLost, match="default-dn 9999"):
+        ledger.route("a", app="A", node_id=1, epoch=0, now=1.5)
+    counts = ledger.counts()
+    assert (counts.routed, counts.lost, counts.default_routed, counts.in_flight) == (1, 0, 1, 0)
+    assert counts.to_wire()["default_routed"] == 1
+    plain = CallLedger()
+    plain.create("a", "5000", now=0.0, deadline=1.0)
+    assert [r.state for r in plain.expire(1.0)] == ["lost"]
+    assert plain.counts().lost == 1

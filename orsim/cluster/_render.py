@@ -76,8 +76,16 @@ def status_table(status: Mapping[str, Any]) -> Table:
     calls = status.get("calls", {})
     table.caption = "calls: " + "  ".join(
         f"{name}={_cell(calls.get(name))}"
-        for name in ("created", "routed", "lost", "duplicates", "resent", "in_flight")
-        if name in calls or name != "resent"
+        for name in (
+            "created",
+            "routed",
+            "lost",
+            "default_routed",
+            "duplicates",
+            "resent",
+            "in_flight",
+        )
+        if name in calls or name not in ("resent", "default_routed")
     )
     table.caption_justify = "left"
     return table

@@ -14,7 +14,7 @@ from typing import Any
 from orsim.cluster._rundir import AppEntry, Manifest
 
 CALL_FIELDS = ("created", "routed", "lost", "duplicates", "in_flight")
-_EXTRA_CALL_FIELDS = ("stale", "resent", "latency_p50_ms", "latency_p99_ms")
+_EXTRA_CALL_FIELDS = ("default_routed", "stale", "resent", "latency_p50_ms", "latency_p99_ms")
 
 
 def process_label(kernel_state: str | None) -> str:

@@ -36,6 +36,8 @@ from orsim.errors import OrsimError
 IN_FLIGHT = "in_flight"
 ROUTED = "routed"
 LOST = "lost"
+#: Not routed in time, and sent to ``TServer/default-dn`` by the T-Server itself.
+DEFAULT_ROUTED = "default_routed"
 
 
 class RouteRefused(OrsimError):
@@ -109,6 +111,8 @@ class LedgerCounts:
     created: int
     routed: int
     lost: int
+    #: Not routed within router-timeout and sent to ``default-dn`` (not lost).
+    default_routed: int
     duplicates: int
     resent: int
     stale: int
@@ -178,6 +182,10 @@ class CallLedger:
     _by_node: Counter[int] = attrs.Factory(Counter)
     _routed: int = 0
     _lost: int = 0
+    _default_routed: int = 0
+    #: ``TServer/default-dn``: where a call goes when its router-timeout passes; empty
+    #: means no default routing, and such a call is lost (ors-domain.md section 7).
+    default_dn: str = ""
     _duplicates: int = 0
     _resent: int = 0
     _stale: int = 0
@@ -244,9 +252,10 @@ class CallLedger:
             raise StaleEpoch(call_id, f"epoch {epoch} of node {node_id} is held by {holder}")
         if record.state == IN_FLIGHT and now >= record.deadline:
             record = self._mark_lost(record)
-        if record.state == LOST:
+        if record.state in (LOST, DEFAULT_ROUTED):
             self._late += 1
-            raise CallLost(call_id, f"call {call_id!r} was lost at its deadline")
+            where = "lost" if record.state == LOST else f"sent to default-dn {record.target}"
+            raise CallLost(call_id, f"call {call_id!r} was {where} at its deadline")
         self._epochs[node_id] = epoch
         self._holders[node_id] = app
         routed = attrs.evolve(
@@ -342,12 +351,13 @@ class CallLedger:
             created=created,
             routed=self._routed,
             lost=self._lost,
+            default_routed=self._default_routed,
             duplicates=self._duplicates,
             resent=self._resent,
             stale=self._stale,
             unknown=self._unknown,
             late=self._late,
-            in_flight=created - self._routed - self._lost,
+            in_flight=created - self._routed - self._lost - self._default_routed,
             by_app=dict(self._by_app),
             by_node=dict(self._by_node),
             latency_p50_ms=percentile(self._latencies_ms, 50),
@@ -355,7 +365,12 @@ class CallLedger:
         )
 
     def _mark_lost(self, record: CallRecord) -> CallRecord:
-        lost = attrs.evolve(record, state=LOST)
-        self._calls[record.call_id] = lost
-        self._lost += 1
-        return lost
+        """The deadline passed: the call goes to ``default_dn`` if one is set, else lost."""
+        if self.default_dn:
+            done = attrs.evolve(record, state=DEFAULT_ROUTED, target=self.default_dn)
+            self._default_routed += 1
+        else:
+            done = attrs.evolve(record, state=LOST)
+            self._lost += 1
+        self._calls[record.call_id] = done
+        return done

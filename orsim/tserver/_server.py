@@ -6,8 +6,8 @@ built-in generator paced at a given rate. For each new call the T-Server sends a
 ``route_request`` push (EventRouteRequest) to every client registered on that DN; the first
 accepted ``route`` command (RequestRouteCall) routes it and every other registered client
 hears ``call_routed`` (EventRouteUsed); the router knows from the answer. A call not
-routed within ``TServer/router-timeout`` seconds is lost; ORS has no default-dn to fall
-back on here, so lost means lost.
+routed within ``TServer/router-timeout`` seconds goes to ``TServer/default-dn`` if one
+is set (counted ``default_routed``), else it is lost.
 
 The ledger (``_ledger.CallLedger``) decides every outcome; this module is the thin trio
 shell around it: one task expiring calls at their deadlines and one optional generator
@@ -88,6 +88,11 @@ def router_timeout_of(options: Options) -> float:
     return value
 
 
+def default_dn_of(options: Options) -> str:
+    """``TServer/default-dn``: where a call not routed in time goes (empty: nowhere)."""
+    return str(options.get("TServer", {}).get("default-dn", "") or "").strip()
+
+
 @attrs.define(eq=False)
 class _Client:
     """A connection registered on some routing points."""
@@ -162,11 +167,19 @@ class TServer:
     @classmethod
     def from_application(cls, app: Application) -> TServer:
         """A T-Server for ``app``; ConfigError if its options are invalid."""
-        return cls(
+        server = cls(
             app,
             routing_points_of(app.options),
             router_timeout_of(app.options),
         )
+        server.ledger.default_dn = default_dn_of(app.options)
+        if "default-redirection-limit" in app.options.get("TServer", {}):
+            get_logger(app=app.name).warning(
+                "option_not_simulated",
+                option="TServer/default-redirection-limit",
+                note="a call sent to default-dn is not offered again",
+            )
+        return server
 
     # -- clock -------------------------------------------------------------------
 
@@ -233,6 +246,10 @@ class TServer:
             if timeout != self.router_timeout:
                 log.info("option_applied", section="TServer", key="router-timeout", value=timeout)
                 self.router_timeout = timeout
+        default_dn = default_dn_of(options)
+        if default_dn != self.ledger.default_dn:
+            log.info("option_applied", section="TServer", key="default-dn", value=default_dn)
+            self.ledger.default_dn = default_dn
         points = routing_points_of(options)
         if points != self.routing_points:
             log.info("option_applied", section="routing-points", value=points)
@@ -296,7 +313,16 @@ class TServer:
                 # Float rounding must not leave the due call in place (a busy loop).
                 now = max(now, deadline)
             for record in self.ledger.expire(now):
-                log.info("call_lost", call_id=record.call_id, dn=record.dn)
+                if record.state == "lost":
+                    log.info("call_lost", call_id=record.call_id, dn=record.dn)
+                else:
+                    log.info("call_default_routed", call_id=record.call_id, dn=record.dn,
+                             target=record.target)  # fmt: skip
+                    # The call left the routing point: its watchers stop (EventRouteUsed).
+                    routed: dict[str, Json] = {"call_id": record.call_id, "app": self.app.name,
+                                               "node_id": None, "epoch": None,
+                                               "target": record.target}  # fmt: skip
+                    self._push_to(record.dn, Push("call_routed", routed))
 
     async def _generate(
         self, gen: _Generator, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -496,6 +522,7 @@ class TServer:
                 "created": counts.created,
                 "routed": counts.routed,
                 "lost": counts.lost,
+                "default_routed": counts.default_routed,
                 "duplicates": counts.duplicates,
                 "resent": counts.resent,
                 "stale": counts.stale,
