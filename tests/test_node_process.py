@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from helpers import ORSIM, TOPOLOGIES, topology_copy
+from helpers import ORSIM, TOPOLOGIES, free_ports, topology_copy
 
 from orsim.config import AppConnection, load_database
 from orsim.confserv import serve_confserv
@@ -151,21 +151,30 @@ async def test_two_urses_break_the_cluster_requirement(tmp_path: Path) -> None:
     )
 
 
-async def test_node_starts_serves_status_and_stops_cleanly(tmp_path: Path) -> None:
-    """A node reads its configuration, becomes primary, answers status, exits 0 on SIGTERM."""
+@pytest.mark.parametrize("primary_down", [False, True], ids=["confserv", "backup-confserv"])
+async def test_node_starts_serves_status_and_stops_cleanly(
+    tmp_path: Path, primary_down: bool
+) -> None:
+    """A node reads its configuration, becomes primary, answers status, exits 0 on SIGTERM.
+
+    With its primary Configuration Server down and the backup up (``-backup_host`` /
+    ``-backup_port``), it starts from the backup (ors-domain.md section 3)."""
     config = topology_copy(TOPOLOGIES / "demo.yaml", tmp_path / "db.yaml")
     db = load_database(config)
     ors = db.applications["ORS_1"]
     async with trio.open_nursery() as nursery:
         port = await start_servers(nursery, config, tmp_path / "state")
+        where = ["-port", str(port)]
+        if primary_down:
+            (dead,) = free_ports(1)  # nothing listens there
+            where = ["-port", str(dead), "-backup_host", "127.0.0.1", "-backup_port", str(port)]
         proc = await trio.lowlevel.open_process(
             [
                 ORSIM,
                 "node",
                 "-host",
                 "127.0.0.1",
-                "-port",
-                str(port),
+                *where,
                 "-app",
                 "ORS_1",
                 "-cluster",
