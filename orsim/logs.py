@@ -11,8 +11,23 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
 
+#: Genesys ``log/verbose`` values and the level each maps to here (``none`` keeps
+#: warnings: orsim never hides them).
+VERBOSE_LEVELS = {
+    "all": "debug",
+    "debug": "debug",
+    "trace": "info",
+    "interaction": "info",
+    "standard": "info",
+    "none": "warning",
+}
+
+_stream: list[TextIO | None] = [None]
+
+
 def configure_logging(stream: TextIO | None = None, level: str = "info") -> None:
     """Send structlog events as JSON lines to ``stream`` (stderr by default)."""
+    _stream[0] = stream
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -30,3 +45,11 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
 def get_logger(**context: Any) -> Any:
     """A structlog logger with ``context`` bound."""
     return structlog.get_logger().bind(**context)
+
+
+def set_log_level(level: str) -> None:
+    """Log at ``level`` from now on (``debug``, ``info``, ``warning``), to the same stream.
+
+    Loggers bound before keep their level: rebind long-lived ones (``get_logger``).
+    """
+    configure_logging(_stream[0], level)

@@ -16,7 +16,7 @@ import trio
 
 from orsim.config import EffectiveOptions, effective_options
 from orsim.errors import ConfigError, ConnectionLost, RemoteError
-from orsim.logs import get_logger
+from orsim.logs import VERBOSE_LEVELS, get_logger
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import Startup, call_watching_timeout_ms
 from orsim.wire import Network
@@ -35,8 +35,23 @@ def is_dynamic(section: str, key: str) -> bool:
     return (section, key) in DYNAMIC_OPTIONS or section.startswith("log")
 
 
+#: Options accepted and kept but with no effect in orsim (logged as such, not "applied").
+NOT_SIMULATED = {
+    ("orchestration", "backup-synch-max-age"),
+    ("orchestration", "backup-synch-max-buffer"),
+}
+
+
 def apply_options(node: OrsNode, options: EffectiveOptions, log: Any) -> None:
     """Apply the dynamic options of ``options`` to a running node."""
+    verbose = options.get("log", "verbose")
+    if verbose:
+        level = VERBOSE_LEVELS.get(verbose.strip().lower())
+        if level is None:
+            log.warning("option_rejected", option="log/verbose", value=verbose,
+                        expected=sorted(VERBOSE_LEVELS))  # fmt: skip
+        elif level != node.log_level:
+            node.set_log_level(level)
     try:
         cwt = call_watching_timeout_ms(options)
     except ConfigError as exc:  # a bad live value must not stop a running node
@@ -81,12 +96,16 @@ async def follow_changes(
                         section=change.section,
                         key=change.key,
                         value=change.value,
-                        takes_effect=(
-                            "at once" if is_dynamic(change.section, change.key) else "after restart"
-                        ),
+                        takes_effect=_takes_effect(change.section, change.key),
                     )
                     apply_options(node, effective_options(app, cluster), log)
         except (ConnectionLost, RemoteError, ConfigError) as exc:
             log.warning("confserv_link_error", error=str(exc))
         log.warning("confserv_link_lost")
         await trio.sleep(0.5)
+
+
+def _takes_effect(section: str, key: str) -> str:
+    if (section, key) in NOT_SIMULATED:
+        return "not simulated (kept, no effect in orsim)"
+    return "at once" if is_dynamic(section, key) else "after restart"

@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
-from orsim.logs import get_logger
+from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
     CALL_COMMANDS,
     Adopted,
@@ -139,6 +139,8 @@ class OrsNode:
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
     _wake_at: float = math.inf
     _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
+    #: The level this process logs at (``log/verbose``, applied live).
+    log_level: str = "info"
     #: Set when a graceful stop is over: the process should exit now (status 0).
     exited: trio.Event = attrs.Factory(trio.Event)
     log: Any = None
@@ -222,6 +224,14 @@ class OrsNode:
         """SIGTERM: a primary suspends, drains, hands over, then ``exited`` is set; anything
         else (or a second call) sets it at once."""
         self.feed(StopAsked())
+
+    def set_log_level(self, level: str) -> None:
+        """``log/verbose`` changed live: log at ``level`` from now on."""
+        set_log_level(level)
+        self.log_level = level
+        self.log = get_logger(app=self.settings.app, node_id=self.settings.node_id)
+        self.guard.rebind_log()
+        self.log.info("option_applied", option="log/verbose", level=level)
 
     def set_call_watching_timeout(self, ms: float) -> None:
         """Apply a new call-watching-timeout to calls that arrive from now on."""

@@ -68,6 +68,10 @@ class StoreGuard:
     def __attrs_post_init__(self) -> None:
         self._log = get_logger(app=self.app)
 
+    def rebind_log(self) -> None:
+        """Take the current log level (after ``orsim.logs.set_log_level``)."""
+        self._log = get_logger(app=self.app)
+
     @property
     def state(self) -> str:
         """``ok`` or ``degraded`` (status shows it)."""

@@ -108,6 +108,7 @@ async def _main(args: argparse.Namespace, nursery: trio.Nursery) -> OrsNode:
     listen = os.environ.get("ORSIM_LISTEN_PORT")
     node = OrsNode(settings, network, store, listen_port=int(listen) if listen else None)
     node.freeze_after_sessions = _test_freeze(args.app)
+    node.log_level = args.log_level
     await nursery.start(node.run)
     nursery.start_soon(follow_changes, network, addresses, startup, node)
     return node
