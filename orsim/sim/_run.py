@@ -1,8 +1,9 @@
 """Seeded runs: one trio run under a MockClock, with trio's scheduler seeded.
 
-trio shuffles each batch of runnable tasks with its own ``random.Random``; seeding it
-(and using a ``MockClock`` that only moves by jumps: ``rate=0``, ``autojump_threshold=0``)
-makes a run that does no real I/O repeat exactly. The MockClock starts at 0 (no random
+trio shuffles each batch of runnable tasks with its own ``random.Random``; sorting the
+batch first and seeding that ``Random`` (and using a ``MockClock`` that only moves by
+jumps: ``rate=0``, ``autojump_threshold=0``) makes a run that does no real I/O and
+starts no thread repeat exactly. The MockClock starts at 0 (no random
 offset, unlike trio's system clock).
 """
 
@@ -18,9 +19,18 @@ T = TypeVar("T")
 
 
 def seed_scheduler(seed: int) -> None:
-    """Seed trio's scheduling order (the random batch shuffle of its run loop)."""
+    """Make trio's scheduling order a function of ``seed``.
+
+    Each pass of trio's run loop takes the tasks that became runnable as one batch.
+    Their order in it depends on id()-ordered sets inside trio (the tasks a cancel
+    scope wakes, deadline ties), so it varies from process to process. trio's own
+    deterministic mode (what Hypothesis switches on) sorts each batch by task creation
+    order before shuffling it with its ``random.Random``; this switches it on and seeds
+    that ``Random``.
+    """
     from trio._core import _run
 
+    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     _run._r.seed(seed)
 
 
