@@ -6,6 +6,7 @@ library, twice, takes seconds of wall time.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -71,15 +72,22 @@ def test_cli_sim_prints_a_trace_line_per_scenario(tmp_path: Path) -> None:
     """``orsim scenario run --sim``: timeline, verdicts, one trace line each, JUnit."""
     files = [str(ROOT / "scenarios" / f"{n}.yaml") for n in ("backup-crash", "primary-hang")]
     junit = tmp_path / "out.xml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "orsim", "scenario", "run", "--sim", *files, "--seed", "4",
-         "--run-dir", str(tmp_path / "runs"), "--junit", str(junit)],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    out = proc.stdout.splitlines()
+
+    def cli(hash_seed: str, runs: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "orsim", "scenario", "run", "--sim", *files, "--seed", "4",
+             "--run-dir", str(tmp_path / runs), "--junit", str(junit)],
+            capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return proc.stdout.splitlines()
+
+    out = cli("1", "runs")
     traces = [line for line in out if line.startswith("trace sha256")]
     assert len(traces) == 2 and all(TRACE_LINE.match(line) for line in traces)
+    # Another process, other string hashes and object addresses: the same traces.
+    assert [line for line in cli("2", "again") if line.startswith("trace sha256")] == traces
     assert any("FAULT stop ORS_1 (SIGSTOP)" in line for line in out)
     headers = [line for line in out if line.startswith("== scenario ")]
     assert len(headers) == 2 and all(line.endswith(", seed 4") for line in headers)
