@@ -117,7 +117,7 @@ class OrsNode:
     network: Network
     store: SessionStore
     listen_port: int | None = None
-    mode_since: float = attrs.Factory(time.time)
+    mode_since: float = 0.0
     #: The application's decisions (created by ``run`` with the store's epoch).
     core: NodeCore = attrs.field(init=False)
     #: Every store operation goes through it: a deadline each, degraded mode meanwhile.
@@ -131,7 +131,9 @@ class OrsNode:
     _tserver_up: trio.Event = attrs.Factory(trio.Event)
     _urs_up: trio.Event = attrs.Factory(trio.Event)
     _outbound: dict[str, Connection] = attrs.Factory(dict)
-    _inbound: dict[str, set[Connection]] = attrs.Factory(dict)
+    #: Links each peer dialled to us, in the order they came (a dict, not a set: which
+    #: one carries our pushes must not depend on object addresses).
+    _inbound: dict[str, dict[Connection, None]] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
     #: Set (and replaced) after every change the core made: ``run`` waits on it.
     _changed: trio.Event = attrs.Factory(trio.Event)
@@ -139,6 +141,11 @@ class OrsNode:
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
     _wake_at: float = math.inf
     _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
+    #: Wall-clock seconds (sessions' ``created_at``, ``mode_since``); a simulation gives
+    #: a virtual one.
+    wall: Callable[[], float] = time.time
+    #: Told of every role change, after it is logged (a simulation's trace listens).
+    on_mode_change: Callable[[ModeChanged], None] | None = None
     #: The level this process logs at (``log/verbose``, applied live).
     log_level: str = "info"
     #: Set when a graceful stop is over: the process should exit now (status 0).
@@ -148,6 +155,7 @@ class OrsNode:
     def __attrs_post_init__(self) -> None:
         s = self.settings
         self.core = NodeCore(s)
+        self.mode_since = self.mode_since or self.wall()
         self.guard = StoreGuard(self.store, app=s.app, on_recovered=self._store_recovered)
         self.log = get_logger(app=s.app, node_id=s.node_id)
 
@@ -257,7 +265,7 @@ class OrsNode:
             s,
             epoch=epoch or 0,
             started=trio.current_time(),
-            wall=time.time(),
+            wall=self.wall(),
             store_deadline=self.guard.deadline,
         )
         async with trio.open_nursery() as nursery:
@@ -293,7 +301,7 @@ class OrsNode:
 
     def feed(self, event: InEvent) -> None:
         """Hand the core one event and carry out what it says."""
-        self.core.wall = time.time()
+        self.core.wall = self.wall()
         self._do(self.core.handle(event, trio.current_time()))
 
     def _do(self, commands: Iterable[Command]) -> None:
@@ -320,7 +328,7 @@ class OrsNode:
             self._wake_at = -math.inf  # busy: nothing needs to wake it meanwhile
             now = trio.current_time()
             if now >= self.core.next_deadline():
-                self.core.wall = time.time()
+                self.core.wall = self.wall()
                 self._do(self.core.tick(now))
 
     def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -363,7 +371,9 @@ class OrsNode:
                 self.log.info("mode_changed", old=old.mode, mode=new.mode, role=new.value,
                               epoch=epoch, reason=reason)  # fmt: skip
                 if old.mode != new.mode:
-                    self.mode_since = time.time()
+                    self.mode_since = self.wall()
+                if self.on_mode_change is not None:
+                    self.on_mode_change(command)
             case Note(event=event, fields=fields):
                 self.log.info(event, **dict(fields))
             case Exit(reason=reason):
@@ -389,7 +399,7 @@ class OrsNode:
         while command is not None:
             call_id = call_of(command)
             result = await self._call_step(command)
-            self.core.wall = time.time()
+            self.core.wall = self.wall()
             follow = self.core.handle(result, trio.current_time())
             command = next(
                 (c for c in follow if isinstance(c, CALL_COMMANDS) and call_of(c) == call_id),
@@ -711,7 +721,7 @@ class OrsNode:
 
     async def _on_inbound(self, conn: Connection) -> None:
         if conn.peer_app in self.core.peers.app_nodes:
-            self._inbound.setdefault(conn.peer_app, set()).add(conn)
+            self._inbound.setdefault(conn.peer_app, {})[conn] = None
             self.feed(PeerLinkUp(conn.peer_app))
             if conn.peer_app != self.settings.partner:
                 # We do not dial this peer: its only link is this one, so say who we are
@@ -727,7 +737,7 @@ class OrsNode:
     async def _on_inbound_closed(self, conn: Connection) -> None:
         links = self._inbound.get(conn.peer_app)
         if links is not None and conn in links:
-            links.discard(conn)
+            del links[conn]
             self.feed(PeerLinkDown(conn.peer_app))
 
     # -- T-Server and URS ---------------------------------------------------------

@@ -37,7 +37,7 @@ import trio
 
 from orsim.config import ConfigDatabase
 from orsim.config._model import TSERVER_TYPES, Application
-from orsim.node._core import Command, ModeChanged
+from orsim.node._core import ModeChanged
 from orsim.node._live import follow_changes
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import read_startup
@@ -69,26 +69,23 @@ def run_id_of(seed: int) -> str:
     return f"s{random.Random(seed).getrandbits(32):08x}"
 
 
-@attrs.define(eq=False)
-class _SimNode(OrsNode):
-    """An ORS node that tells the trace of its mode changes, in simulated wall time."""
+def _trace_mode_changes(node: OrsNode, trace: Trace | None) -> None:
+    """Record the node's role changes in the trace, in simulated wall time."""
+    if trace is None:
+        return
 
-    trace: Trace | None = None
+    def changed(command: ModeChanged) -> None:
+        trace.record(
+            "mode",
+            app=node.settings.app,
+            old=command.old.value,
+            new=command.new.value,
+            mode=command.new.mode,
+            epoch=command.epoch,
+            reason=command.reason,
+        )
 
-    def _execute(self, command: Command) -> None:
-        super()._execute(command)
-        if isinstance(command, ModeChanged):
-            self.mode_since = sim_wall()
-            if self.trace is not None:
-                self.trace.record(
-                    "mode",
-                    app=self.settings.app,
-                    old=command.old.value,
-                    new=command.new.value,
-                    mode=command.new.mode,
-                    epoch=command.epoch,
-                    reason=command.reason,
-                )
+    node.on_mode_change = changed
 
 
 @attrs.define(eq=False)
@@ -324,7 +321,8 @@ class SimCluster:
             async with client:
                 startup = await read_startup(client, app_name, self.cluster_of(app_name))
             store = _GatedStore(self.store, self, app_name)
-            node = _SimNode(startup.settings, view, store, trace=self.trace)
+            node = OrsNode(startup.settings, view, store, wall=sim_wall)
+            _trace_mode_changes(node, self.trace)
             node.mode_since = sim_wall()
             self.nodes[app_name] = node
             async with trio.open_nursery() as nursery:

@@ -4,8 +4,9 @@ The scenario runner and the pytest plugin drive a cluster through these verbs; t
 backend carries them out on a ``SimCluster`` in the same trio run, and answers
 ``status()`` with the real launcher's JSON shape (``orsim.cluster._status``), the
 session store server (``store``, type ``SessionStore``) included when the topology's
-store is SQLite. Signals: KILL and TERM crash the application (a graceful stop is not
-modelled), STOP freezes it, CONT thaws it. ``start`` models a process start-up of
+store is SQLite. Signals: KILL crashes the application; TERM stops an ORS application
+gracefully (it suspends, drains, hands over, then exits; other applications crash); STOP
+freezes it, CONT thaws it. ``start`` models a process start-up of
 ``start_delay`` virtual seconds (``START_DELAY``) before the application starts.
 """
 
@@ -36,6 +37,9 @@ from orsim.wire import open_connection
 #: Modelled process start-up time (virtual s) of ``start``: a real ``orsim node`` takes
 #: about this long from fork to listening (imports, reading its configuration).
 START_DELAY = 0.5
+#: Longest a TERM waits for an ORS application's graceful stop before it is cut short
+#: (the launcher's ``down`` grace).
+STOP_GRACE = 5.0
 #: Interval between two ``wait_for`` polls (as the real launcher's).
 POLL_INTERVAL = 0.2
 #: Longest a request the launcher sends (switchover) may take.
@@ -157,7 +161,8 @@ class SimClusterHandle:
     # -- faults --------------------------------------------------------------------------
 
     async def kill(self, app: str, signal: str = "KILL") -> None:
-        """KILL/TERM: crash; STOP: freeze; CONT: thaw (see the module doc)."""
+        """KILL: crash; TERM: graceful stop of an ORS app (else crash); STOP: freeze;
+        CONT: thaw (see the module doc)."""
         sig = signal.upper().removeprefix("SIG")
         if sig not in ("KILL", "TERM", "STOP", "CONT"):
             raise UsageError(f"unknown signal {signal!r} (use KILL, TERM, STOP or CONT)")
@@ -166,7 +171,15 @@ class SimClusterHandle:
         if not self.sim.running(app):
             raise ClusterError(f"{app} is not running")
         self.sim.trace.record("signal", app=app, signal=sig)
-        if sig in ("KILL", "TERM"):
+        node = self.sim.nodes.get(app)
+        if sig == "TERM" and node is not None:
+            # Graceful stop, as the node process does on SIGTERM: suspend, drain, hand
+            # over, exit; a second TERM would cut it short (here: the down grace).
+            node.stop_gracefully()
+            with trio.move_on_after(STOP_GRACE):
+                await node.exited.wait()
+            self.sim.crash(app)
+        elif sig in ("KILL", "TERM"):
             self.sim.crash(app)
         elif sig == "STOP":
             self.sim.freeze(app)
