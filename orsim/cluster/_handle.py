@@ -47,7 +47,7 @@ from orsim.cluster._procs import (
 )
 from orsim.cluster._proxy import PROXY_APP, Route
 from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic
-from orsim.cluster._status import cluster_status, process_label
+from orsim.cluster._status import cluster_status, node_primary, process_label
 from orsim.config import TSERVER_TYPES, load_database
 from orsim.errors import ClusterError, OrsimError, RemoteError, UnreachableError, UsageError
 from orsim.wire import Json, Network, TcpNetwork, connected
@@ -469,22 +469,8 @@ class ClusterHandle:
 
     async def switchover(self, node: str) -> dict[str, Any]:
         """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
-        members = [
-            e
-            for e in self.manifest.apps
-            if e.node_id is not None and node in (e.app, str(e.node_id))
-        ]
-        if not members:
-            raise ClusterError(f"no Node {node!r} in this cluster")
-        node_id = members[0].node_id
-        apps = [e.app for e in self.manifest.apps if e.node_id == node_id]
-        status = await self.status()
-        primaries = [
-            a["app"] for a in status["apps"] if a["app"] in apps and a["mode"] == "primary"
-        ]
-        if not primaries:
-            raise ClusterError(f"Node {node} ({', '.join(apps)}) has no primary to hand over")
-        answer = await self.request(primaries[0], "switchover", {}, timeout=30.0)
+        primary = node_primary(self.manifest, await self.status(), node)
+        answer = await self.request(primary, "switchover", {}, timeout=30.0)
         return answer if isinstance(answer, dict) else {"result": answer}
 
     def _check_app(self, app: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orsim.cluster._rundir import AppEntry, Manifest
+from orsim.errors import ClusterError
 
 CALL_FIELDS = ("created", "routed", "lost", "duplicates", "in_flight")
 _EXTRA_CALL_FIELDS = ("default_routed", "stale", "resent", "latency_p50_ms", "latency_p99_ms")
@@ -99,3 +100,22 @@ def cluster_status(
         ],
         "calls": calls_summary(ledger),
     }
+
+
+def node_primary(manifest: Manifest, status: Mapping[str, Any], node: str) -> str:
+    """The application acting as primary of Node ``node`` (its primary app name or id).
+
+    Raises:
+        ClusterError: no such Node, or it has no primary now.
+    """
+    members = [
+        e for e in manifest.apps if e.node_id is not None and node in (e.app, str(e.node_id))
+    ]
+    if not members:
+        raise ClusterError(f"no Node {node!r} in this cluster")
+    node_id = members[0].node_id
+    apps = [e.app for e in manifest.apps if e.node_id == node_id]
+    primaries = [a["app"] for a in status["apps"] if a["app"] in apps and a["mode"] == "primary"]
+    if not primaries:
+        raise ClusterError(f"Node {node} ({', '.join(apps)}) has no primary to hand over")
+    return str(primaries[0])

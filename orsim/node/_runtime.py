@@ -310,12 +310,11 @@ class OrsNode:
                 self._start_soon(self._call_task, command)
             else:
                 self._execute(command)
-        self._changed.set()
-        self._changed = trio.Event()
         self._rewake()
 
     def _rewake(self) -> None:
-        if self.core.next_deadline() < self._wake_at:
+        # The hint, not next_deadline(): that scans every watch, and this runs per event.
+        if self.core.take_deadline_hint() < self._wake_at:
             self._wake.set()
 
     async def _clock(self) -> None:
@@ -372,6 +371,8 @@ class OrsNode:
                               epoch=epoch, reason=reason)  # fmt: skip
                 if old.mode != new.mode:
                     self.mode_since = self.wall()
+                self._changed.set()
+                self._changed = trio.Event()
                 if self.on_mode_change is not None:
                     self.on_mode_change(command)
             case Note(event=event, fields=fields):
@@ -405,7 +406,14 @@ class OrsNode:
                 (c for c in follow if isinstance(c, CALL_COMMANDS) and call_of(c) == call_id),
                 None,
             )
-            self._do(c for c in follow if c is not command)
+            # The call's last step, forgetting its session, stays in this task too.
+            delete = next(
+                (c for c in follow if isinstance(c, DeleteSession) and c.call_id == call_id),
+                None,
+            )
+            self._do(c for c in follow if c is not command and c is not delete)
+            if delete is not None:
+                await self._delete(delete.node_id, delete.epoch, delete.call_id)
 
     async def _call_step(self, command: Command) -> InEvent:
         match command:

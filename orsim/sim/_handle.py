@@ -27,7 +27,7 @@ from orsim.cluster._plan import (
     store_app_names,
 )
 from orsim.cluster._rundir import Manifest
-from orsim.cluster._status import cluster_status
+from orsim.cluster._status import cluster_status, node_primary
 from orsim.config import ConfigDatabase, load_database
 from orsim.errors import ClusterError, ConnectionLost, UnreachableError, UsageError
 from orsim.sim._cluster import CONFSERV, SimCluster, open_sim_cluster
@@ -203,23 +203,9 @@ class SimClusterHandle:
 
     async def switchover(self, node: str) -> dict[str, Any]:
         """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
-        members = [
-            e
-            for e in self.manifest.apps
-            if e.node_id is not None and node in (e.app, str(e.node_id))
-        ]
-        if not members:
-            raise ClusterError(f"no Node {node!r} in this cluster")
-        node_id = members[0].node_id
-        apps = [e.app for e in self.manifest.apps if e.node_id == node_id]
-        status = await self.status()
-        primaries = [
-            a["app"] for a in status["apps"] if a["app"] in apps and a["mode"] == "primary"
-        ]
-        if not primaries:
-            raise ClusterError(f"Node {node} ({', '.join(apps)}) has no primary to hand over")
-        self.sim.trace.record("switchover", app=primaries[0])
-        answer = await self.request(primaries[0], "switchover", {})
+        primary = node_primary(self.manifest, await self.status(), node)
+        self.sim.trace.record("switchover", app=primary)
+        answer = await self.request(primary, "switchover", {})
         return answer if isinstance(answer, dict) else {"result": answer}
 
     async def request(self, app: str, method: str, params: dict[str, Any]) -> Any:
