@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import trio
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,13 @@ def topology_copy(source: Path, target: Path, edit: Any = None, store: str | Non
         edit(doc)
     target.write_text(yaml.safe_dump(doc, sort_keys=False))
     return target
+
+
+async def settle(cluster: Any, created: int, timeout: float = 60) -> dict[str, Any]:
+    """The ledger once at least ``created`` calls exist and none is still in flight."""
+    with trio.fail_after(timeout):
+        while True:
+            ledger: dict[str, Any] = await cluster.ledger()
+            if ledger["created"] >= created and ledger["in_flight"] == 0:
+                return ledger
+            await trio.sleep(0.2)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, settle
 
 from orsim.cluster import ClusterHandle
 
@@ -21,16 +21,6 @@ pytestmark = pytest.mark.slow
 
 def mode_of(status: dict[str, Any], app: str) -> str:
     return next(str(a["mode"]) for a in status["apps"] if a["app"] == app)
-
-
-async def settle(cluster: ClusterHandle, created: int, timeout: float = 60) -> dict[str, Any]:
-    """Wait until at least ``created`` calls exist and none is still in flight."""
-    with trio.fail_after(timeout):
-        while True:
-            ledger = await cluster.ledger()
-            if ledger["created"] >= created and ledger["in_flight"] == 0:
-                return ledger
-            await trio.sleep(0.2)
 
 
 async def wait_routed_by(cluster: ClusterHandle, app: str, count: int, timeout: float = 30) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import TOPOLOGIES, free_ports, topology_copy
+from helpers import TOPOLOGIES, free_ports, settle, topology_copy
 
 from orsim.cluster import ClusterHandle
 from orsim.errors import OrsimError
@@ -46,16 +46,6 @@ def apps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def modes(status: dict[str, Any]) -> dict[str, str]:
     return {name: a["mode"] for name, a in apps(status).items() if name in ORS_APPS}
-
-
-async def settle(cluster: ClusterHandle, created: int, timeout: float = 60) -> dict[str, Any]:
-    """The ledger once ``created`` calls exist and none is in flight."""
-    with trio.fail_after(timeout):
-        while True:
-            ledger = await cluster.ledger()
-            if ledger["created"] >= created and ledger["in_flight"] == 0:
-                return ledger
-            await trio.sleep(0.2)
 
 
 async def wait_all_store(cluster: ClusterHandle, state: str, timeout: float = 30) -> None:
