@@ -16,6 +16,7 @@ from orsim.config import ConfigDatabase, load_database
 from orsim.errors import ConfigError
 from orsim.scenario import check_document, load_scenario, parse_scenario, scenario_schema
 from orsim.scenario._model import (
+    FAULT_VERBS,
     FailoverGap,
     Load,
     ModeWithin,
@@ -113,6 +114,18 @@ def test_the_valid_scenario_converts_every_step() -> None:
     assert actions[18].expectation == FailoverGap(3000.0, "ORS_1", 4)
     assert len(scenario.expectations) == 6
     assert scenario.seed == 3
+
+
+def test_stop_gracefully_is_a_sigterm_fault() -> None:
+    """``stop-gracefully: APP`` sends SIGTERM (the graceful shutdown) and counts as a fault
+    that a later ``start`` repairs."""
+    doc = copy.deepcopy(VALID)
+    doc["steps"][9] = {"stop-gracefully": "ORS_2"}
+    scenario = check(doc)
+    step = scenario.steps[9]
+    assert step.action == SendSignal("ORS_2", "TERM")
+    assert step.verb in FAULT_VERBS
+    assert "stop-gracefully" in scenario_schema()["$defs"]["step"]["properties"]
 
 
 @pytest.mark.parametrize("path", sorted(LIBRARY.glob("*.yaml")), ids=lambda p: p.stem)

@@ -307,6 +307,8 @@ def _convert_action(verb: str, value: Any) -> Action:
         return SendSignal(app, signal)
     if verb == "stop":
         return SendSignal(value, "STOP")
+    if verb == "stop-gracefully":
+        return SendSignal(value, "TERM")  # a primary suspends, drains, hands over, exits
     if verb == "continue":
         return SendSignal(value, "CONT")
     if verb == "restart":

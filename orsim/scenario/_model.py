@@ -71,7 +71,8 @@ class StopLoad:
 
 @attrs.frozen
 class SendSignal:
-    """``kill`` (any signal), ``stop`` (STOP) and ``continue`` (CONT)."""
+    """``kill`` (any signal), ``stop`` (STOP), ``stop-gracefully`` (TERM: graceful
+    shutdown) and ``continue`` (CONT)."""
 
     app: str
     signal: Signal
@@ -206,7 +207,9 @@ class Step:
         return self.verb in FAULT_VERBS or self.verb in REPAIR_VERBS
 
 
-FAULT_VERBS = frozenset({"kill", "stop", "restart", "partition", "delay", "switchover"})
+FAULT_VERBS = frozenset(
+    {"kill", "stop", "stop-gracefully", "restart", "partition", "delay", "switchover"}
+)
 REPAIR_VERBS = frozenset({"continue", "start", "heal", "set-option"})
 
 

@@ -268,7 +268,7 @@ class _Run:
         for app in apps:
             await self.cluster.start(app)
             t = self.emit("repair", f"start {app}", step.number, app)
-            self.repaired(app, t, ("kill", "stop", "restart"))
+            self.repaired(app, t, ("kill", "stop", "stop-gracefully", "restart"))
         if not apps:
             self.emit("step", "start: every application is already running", step.number)
 
