@@ -613,10 +613,6 @@ class NodeCore:
         return self.role.role.mode
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping is not None
-
-    @property
     def current_epoch(self) -> int:
         return self.role.epoch
 
@@ -628,9 +624,6 @@ class NodeCore:
     @property
     def switchover_pending(self) -> bool:
         return self._switchovers > 0
-
-    def is_handled(self, call_id: str) -> bool:
-        return call_id in self._handled
 
     def member_info(self) -> MemberInfo:
         s = self.settings

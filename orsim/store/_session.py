@@ -59,7 +59,7 @@ class StoreUnavailable(StoreError):
 
 def session_to_json(session: Session) -> str:
     """Encode a session as one compact JSON text (the Redis hash value)."""
-    return json.dumps(attrs.asdict(session), separators=(",", ":"))
+    return json.dumps(session_to_wire(session), separators=(",", ":"))
 
 
 def session_to_wire(session: Session) -> dict[str, object]:
