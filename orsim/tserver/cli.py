@@ -13,7 +13,6 @@ import trio
 from orsim.cli import add_genesys_args, confserv_addresses
 from orsim.config._model import TSERVER_TYPES, Application, Options
 from orsim.errors import ConfigError, UsageError
-from orsim.logs import get_logger
 from orsim.runtime import run_server
 from orsim.tserver._server import TServer
 from orsim.wire import Network, TcpNetwork
@@ -57,7 +56,8 @@ async def serve_configured(
     accepted_types: tuple[str, ...],
     build: Callable[[Application], ConfiguredServer],
 ) -> None:
-    """Fetch ``args.app`` from the Configuration Server, serve it, apply live changes.
+    """Fetch ``args.app`` from the Configuration Server, serve it, apply live changes
+    (reconnecting to a restarted Configuration Server to keep getting them).
 
     Raises:
         UnreachableError: no Configuration Server answered within ``--connect-timeout``.
@@ -66,30 +66,27 @@ async def serve_configured(
     listen_port = listen_port_override()
     # Imported here: the command table must load even while the client is being built.
     from orsim.confserv.client import ConfServClient
+    from orsim.confserv.follow import apply_changes, follow_application
 
     network = TcpNetwork()
+    addresses = confserv_addresses(args)
     client = await ConfServClient.connect(
-        network,
-        confserv_addresses(args),
-        app=args.app,
-        app_type=app_type,
-        timeout=args.connect_timeout,
+        network, addresses, app=args.app, app_type=app_type, timeout=args.connect_timeout
     )
-    async with client:
-        app = await client.get_application(args.app)
-        if app.type not in accepted_types:
-            raise ConfigError(
-                f"application {app.name!r} is of type {app.type}; this command serves "
-                + " or ".join(accepted_types)
-            )
-        server = build(app)
-        log = get_logger(app=app.name)
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
+        async with client:
+            app = await client.get_application(args.app)
+            if app.type not in accepted_types:
+                raise ConfigError(
+                    f"application {app.name!r} is of type {app.type}; this command serves "
+                    + " or ".join(accepted_types)
+                )
+            server = build(app)
             await nursery.start(partial(server.serve, network, port=listen_port))
-            async for change in client.changes:
-                if change.kind == "application" and change.object == app.name:
-                    server.apply_options(change.options)
-            log.warning("confserv_changes_ended")  # keep serving without live changes
+            await apply_changes(client, app.name, server.apply_options)
+        await follow_application(
+            network, addresses, app=app.name, app_type=app_type, apply=server.apply_options
+        )
 
 
 def register(subparsers: Any) -> None:
