@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from orsim.config import name_problem, safe_file_stem
 from orsim.errors import ClusterError
 
 DEFAULT_RUN_DIR = Path(".orsim/run")
@@ -128,10 +129,10 @@ class RunDir:
         return self.root / "pids"
 
     def log(self, app: str) -> Path:
-        return self.logs / f"{app}.jsonl"
+        return self.logs / f"{_file_stem(app)}.jsonl"
 
     def pid_file(self, app: str) -> Path:
-        return self.pids / f"{app}.pid"
+        return self.pids / f"{_file_stem(app)}.pid"
 
     def create(self) -> None:
         for path in (self.root, self.logs, self.pids, self.confserv_state):
@@ -152,6 +153,8 @@ class RunDir:
         if not self.pids.is_dir():
             return found
         for path in sorted(self.pids.glob("*.pid")):
+            if name_problem(path.stem) is not None:
+                continue  # not one of ours: no launched app has that name
             try:
                 found[path.stem] = int(path.read_text().strip())
             except (OSError, ValueError):
@@ -182,6 +185,14 @@ class RunDir:
             return Manifest.from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{self.manifest} is not an orsim manifest: {exc}") from exc
+
+
+def _file_stem(app: str) -> str:
+    """``app`` as a file name inside the run directory: never a path that leaves it."""
+    try:
+        return safe_file_stem(app)
+    except ValueError as exc:
+        raise ClusterError(f"application name {exc}") from None
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -35,6 +35,8 @@ from orsim.config._model import application_from_wire as application_from_wire
 from orsim.config._model import application_to_wire as application_to_wire
 from orsim.config._model import transaction_from_wire as transaction_from_wire
 from orsim.config._model import transaction_to_wire as transaction_to_wire
+from orsim.config._names import name_problem as name_problem
+from orsim.config._names import safe_file_stem as safe_file_stem
 from orsim.config._option_rules import is_logging_section as is_logging_section
 from orsim.config._option_rules import list_option_problem as list_option_problem
 from orsim.config._option_rules import option_value_problem as option_value_problem
@@ -64,10 +66,12 @@ __all__ = [
     "lint_text",
     "list_option_problem",
     "load_database",
+    "name_problem",
     "option_value_problem",
     "option_value_to_str",
     "options_to_ini",
     "parse_options_ini",
+    "safe_file_stem",
     "transaction_from_wire",
     "transaction_to_wire",
 ]

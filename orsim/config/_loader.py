@@ -30,6 +30,7 @@ from orsim.config._model import (
     Options,
     Transaction,
 )
+from orsim.config._names import name_problem, shown
 from orsim.config._option_rules import (
     CLUSTER_SECTION,
     list_option_problem,
@@ -127,7 +128,7 @@ class _Checker:
     def _message(self, path: Path, text: str) -> str:
         where = self.doc.where(path)
         if len(path) >= 2 and path[0] in _KINDS:
-            subject = f"{_KINDS[str(path[0])]} '{path[1]}'"
+            subject = f"{_KINDS[str(path[0])]} {shown(str(path[1]))}"
             key = "/".join(str(p) for p in path[2:])
             return f"{where}: {subject}: {key}: {text}" if key else f"{where}: {subject}: {text}"
         key = "/".join(str(p) for p in path)
@@ -245,6 +246,9 @@ class _Checker:
         bodies = self.mapping(value, ("applications",), "applications")
         for index, (name, body) in enumerate(bodies.items()):
             path: Path = ("applications", name)
+            problem = name_problem(name)
+            if problem is not None:
+                self.problem(path, problem)
             fields = self.mapping(body, path, "an application")
             self.unknown_keys(fields, APP_KEYS, path)
             app_type = self.name(fields.get("type"), (*path, "type"), "type") or ""

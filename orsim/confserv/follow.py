@@ -25,9 +25,7 @@ from orsim.wire import Network
 RECONNECT_PAUSE = 0.5
 
 
-async def apply_changes(
-    client: ConfServClient, app: str, apply: Callable[[Options], None]
-) -> None:
+async def apply_changes(client: ConfServClient, app: str, apply: Callable[[Options], None]) -> None:
     """Apply every change of Application ``app`` pushed on ``client`` until the link ends."""
     async for change in client.changes:
         if change.kind == "application" and change.object == app:
