@@ -2,7 +2,8 @@
 
 For each scenario: a timeline picture (one lane per application coloured by its sampled
 mode; calls routed per second per Node from the ledger records; a vertical marker where
-each fault and repair fell), the verdict table and the printed timeline.
+each fault and repair fell), the verdict table, the applied schedule (with the seed: what
+``orsim scenario replay`` re-runs) and the printed timeline.
 """
 
 from __future__ import annotations
@@ -186,6 +187,24 @@ def _legend() -> str:
     )
 
 
+def schedule_table(result: ScenarioResult) -> str:
+    """The steps that acted on the cluster, each at its offset from the first step."""
+    replayed = any(s.recorded is not None for s in result.schedule)
+    head = "<th>recorded</th>" if replayed else ""
+    rows = "".join(
+        f"<tr><td>{s.number}</td><td>{_e(s.verb)}</td><td>{_e(', '.join(s.targets))}</td>"
+        f"<td>{_e(s.detail)}</td><td>+{s.offset:.3f}s</td>"
+        + (f"<td>{'' if s.recorded is None else f'+{s.recorded:.3f}s'}</td>" if replayed else "")
+        + "</tr>"
+        for s in result.schedule
+    )
+    return (
+        f'<table class="schedule"><caption>applied schedule, seed {result.seed}</caption>'
+        f"<tr><th>step</th><th>action</th><th>target</th><th>detail</th><th>at</th>{head}</tr>"
+        f"{rows}</table>"
+    )
+
+
 def scenario_section(result: ScenarioResult) -> str:
     scenario = result.scenario
     good, bad = result.counts
@@ -211,7 +230,7 @@ def scenario_section(result: ScenarioResult) -> str:
         f"{' · ledger: ' + _e(counts) if counts else ''}</p>"
         f"{_legend()}{timeline_svg(result)}"
         f'<table class="verdicts"><tr><th></th><th>expectation</th><th>detail</th></tr>{rows}'
-        f"</table><details><summary>timeline</summary><pre>{_e(text)}</pre></details></section>"
+        f"</table>{schedule_table(result)}<details><summary>timeline</summary><pre>{_e(text)}</pre></details></section>"
     )
 
 
@@ -220,8 +239,9 @@ body{font:14px system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px} h2{font-size:17px;margin-top:32px} h2 small{font-weight:normal;color:#555}
 .scenario.failed h2{color:#b71c1c} .meta{color:#555}
 svg text{font:11px system-ui,sans-serif;fill:#333} svg text.h{font-weight:bold}
-table.verdicts{border-collapse:collapse;margin:8px 0}
-table.verdicts td,table.verdicts th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+table.verdicts,table.schedule{border-collapse:collapse;margin:8px 0}
+table.verdicts td,table.verdicts th,table.schedule td,table.schedule th{border:1px solid #ddd;
+padding:3px 8px;text-align:left} table.schedule caption{text-align:left;font-weight:bold}
 tr.pass td:first-child{color:#2e7d32;font-weight:bold}
 tr.fail td:first-child{color:#c62828;font-weight:bold} tr.fail{background:#fff3f3}
 .legend .key{margin-right:14px} .legend i{display:inline-block;width:12px;height:12px;

@@ -6,6 +6,10 @@ asks for the cluster status every ``sample-interval`` and records role changes; 
 the last step the load is stopped, in-flight calls are given ``settle-timeout`` to end
 as routed or lost, the ledger (with its records) is read, and the run-wide expectations
 are judged. The cluster is always torn down, whatever happened.
+
+Each step that acts on the cluster is recorded with its offset from the start of the
+steps, and the run directory gets ``schedule.json`` (``orsim.scenario._replay``). Given
+``pace`` (a replay), such a step first waits until its recorded offset.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ from orsim.scenario._model import (
     WaitMode,
     WaitReady,
 )
+from orsim.scenario._replay import (
+    AppliedStep,
+    applied_step,
+    is_scheduled,
+    read_source,
+    write_schedule,
+)
 from orsim.scenario._timeline import (
     Event,
     EventKind,
@@ -58,6 +69,9 @@ DOWN_TIMEOUT = 30.0
 RESTART_DOWN_TIMEOUT = 15.0
 #: Poll interval of waits and mode expectations.
 POLL_INTERVAL = 0.1
+#: A replayed step this close to its recorded offset is on time: offsets are kept to the
+#: microsecond, and the simulated wall clock is a large float.
+PACE_SLACK = 1e-5
 
 
 class ClusterLike(Protocol):
@@ -96,6 +110,8 @@ class ScenarioResult:
     ledger: Mapping[str, Any] | None = attrs.field(eq=False)
     run_dir: str
     seed: int
+    #: the steps that acted on the cluster, in order, with their offsets
+    schedule: tuple[AppliedStep, ...] = attrs.field(default=(), eq=False)
 
     @property
     def passed(self) -> bool:
@@ -124,6 +140,9 @@ class _Run:
     failures: list[Verdict] = attrs.Factory(list)
     #: fault step numbers not yet given back, by the application they hit
     open_faults: dict[str, list[int]] = attrs.Factory(dict)
+    #: a replay's recorded offsets, by step number
+    pace: Mapping[int, float] = attrs.Factory(dict)
+    applied: list[AppliedStep] = attrs.Factory(list)
 
     def emit(
         self, kind: EventKind, text: str, step: int | None = None, app: str | None = None
@@ -152,6 +171,8 @@ class _Run:
 
     async def run_steps(self) -> None:
         for step in self.scenario.steps:
+            if is_scheduled(step):
+                await self.keep_time(step)
             try:
                 await self.run_step(step)
             except _StepFailed as exc:
@@ -165,6 +186,22 @@ class _Run:
                     )
                 )
                 return
+
+    async def keep_time(self, step: Step) -> None:
+        """Record a scheduled step as it begins; in a replay, hold it until its offset."""
+        recorded = self.pace.get(step.number)
+        if recorded is not None:
+            ahead = recorded - self.timeline.rel(self.clock())
+            if ahead > PACE_SLACK:
+                await trio.sleep(ahead)
+            elif ahead < -PACE_SLACK:
+                self.emit(
+                    "info",
+                    f"replay: {step_label(step.number, step.verb)} is {-ahead:.3f}s later "
+                    f"than recorded ({recorded:.3f}s)",
+                    step.number,
+                )
+        self.applied.append(applied_step(step, self.timeline.rel(self.clock()), recorded))
 
     async def run_step(self, step: Step) -> None:
         action = step.action
@@ -265,6 +302,8 @@ class _Run:
             apps = tuple(
                 str(row["app"]) for row in status.get("apps", ()) if row.get("mode") == "down"
             )
+        if self.applied and self.applied[-1].number == step.number:
+            self.applied[-1] = attrs.evolve(self.applied[-1], targets=apps)
         for app in apps:
             await self.cluster.start(app)
             t = self.emit("repair", f"start {app}", step.number, app)
@@ -354,8 +393,14 @@ def _mode(status: Mapping[str, Any], app: str) -> str | None:
 
 
 def _all_ready(status: Mapping[str, Any]) -> bool:
+    """Every application is primary or backup, and every Node has its primary (two
+    backups are not a ready Node: nobody creates its calls)."""
     rows = list(status.get("apps", ()))
-    return bool(rows) and all(row.get("mode") in ("primary", "backup") for row in rows)
+    if not rows or not all(row.get("mode") in ("primary", "backup") for row in rows):
+        return False
+    nodes = {row.get("node_id") for row in rows if row.get("node_id") is not None}
+    led = {row.get("node_id") for row in rows if row.get("mode") == "primary"}
+    return nodes <= led
 
 
 def _count_text(cond: WaitCount) -> str:
@@ -381,13 +426,37 @@ async def run_scenario(
     seed: int | None = None,
     out: Output = print,
     clock: Clock = time.time,
+    pace: Mapping[int, float] | None = None,
+    sim: bool = False,
 ) -> ScenarioResult:
     """Run one scenario on a fresh cluster in ``run_dir``; never raises for a failed run.
+
+    Writes ``run_dir/schedule.json`` (the seed, the applied schedule, the verdicts).
 
     Args:
         seed: overrides the scenario's own ``seed``; with neither, one is drawn and shown.
         clock: the wall clock the T-Server stamps its ledger with (tests pass a fake).
+        pace: a replay's recorded offsets (s from the first step) by step number.
+        sim: the cluster is simulated (recorded in ``schedule.json``).
     """
+    text = read_source(scenario)
+    result = await _run_scenario(scenario, run_dir, factory, seed, out, clock, pace or {})
+    try:
+        write_schedule(result, sim=sim, text=text)
+    except OSError as exc:
+        out(f"warning: the schedule could not be written to {run_dir}: {exc}")
+    return result
+
+
+async def _run_scenario(
+    scenario: Scenario,
+    run_dir: Path,
+    factory: ClusterFactory,
+    seed: int | None,
+    out: Output,
+    clock: Clock,
+    pace: Mapping[int, float],
+) -> ScenarioResult:
     if seed is None:
         seed = scenario.seed if scenario.seed is not None else random.randrange(2**31)
     out(f"== scenario {scenario.name} ({scenario.source}), seed {seed}")
@@ -399,9 +468,9 @@ async def run_scenario(
         verdict = Verdict("cluster up", False, f"the cluster did not come up: {exc}", None, clock())
         out(format_verdict(verdict))
         timeline.end = clock()
-        return _finish(scenario, (verdict,), timeline, None, run_dir, seed, out)
+        return _finish(scenario, (verdict,), timeline, None, run_dir, seed, out, ())
     timeline.t0 = clock()
-    run = _Run(scenario, cluster, timeline, out, clock, random.Random(seed))
+    run = _Run(scenario, cluster, timeline, out, clock, random.Random(seed), pace=pace)
     ledger: Mapping[str, Any] | None = None
     try:
         run.emit("info", f"cluster up in {trio.current_time() - started:.1f}s (run dir {run_dir})")
@@ -425,7 +494,7 @@ async def run_scenario(
             except (OrsimError, OSError) as exc:
                 out(f"warning: cluster down failed: {exc}")
     verdicts = _judge(run, ledger)
-    return _finish(scenario, verdicts, timeline, ledger, run_dir, seed, out)
+    return _finish(scenario, verdicts, timeline, ledger, run_dir, seed, out, tuple(run.applied))
 
 
 def _judge(run: _Run, ledger: Mapping[str, Any] | None) -> tuple[Verdict, ...]:
@@ -450,8 +519,9 @@ def _finish(
     run_dir: Path,
     seed: int,
     out: Output,
+    schedule: tuple[AppliedStep, ...],
 ) -> ScenarioResult:
-    result = ScenarioResult(scenario, verdicts, timeline, ledger, str(run_dir), seed)
+    result = ScenarioResult(scenario, verdicts, timeline, ledger, str(run_dir), seed, schedule)
     out(f"-- verdicts of {scenario.name}:")
     for verdict in verdicts:
         out(format_verdict(verdict))

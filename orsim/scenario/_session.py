@@ -54,7 +54,7 @@ def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
     if path.exists():
         if not path.is_dir() or not any(
             (path / marker).exists()
-            for marker in ("manifest.json", "logs", "config.yaml", "trace.jsonl")
+            for marker in ("manifest.json", "logs", "config.yaml", "trace.jsonl", "schedule.json")
         ):
             if path.is_dir() and not any(path.iterdir()):
                 return path

@@ -86,9 +86,17 @@ def sim_logs(path: Path, level: int = logging.INFO) -> Iterator[None]:
 
 
 def run_scenario_sim(
-    scenario: Scenario, *, run_dir: Path, seed: int, out: Output = print
+    scenario: Scenario,
+    *,
+    run_dir: Path,
+    seed: int,
+    out: Output = print,
+    pace: Mapping[int, float] | None = None,
 ) -> tuple[ScenarioResult, Any]:
-    """Run one scenario in its own seeded trio run; (result, its ``Trace``)."""
+    """Run one scenario in its own seeded trio run; (result, its ``Trace``).
+
+    ``pace``: a replay's recorded step offsets (see ``run_scenario``).
+    """
     from orsim.sim import SimClusterHandle, Trace, run_seeded, sim_wall
 
     handles: list[SimClusterHandle] = []
@@ -102,8 +110,9 @@ def run_scenario_sim(
                 return handle
 
             result = await run_scenario(
-                scenario, run_dir=run_dir, factory=factory, seed=seed, out=out, clock=sim_wall
-            )
+                scenario, run_dir=run_dir, factory=factory, seed=seed, out=out, clock=sim_wall,
+                pace=pace, sim=True,
+            )  # fmt: skip
             nursery.cancel_scope.cancel()
         return result
 

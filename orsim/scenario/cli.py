@@ -1,5 +1,5 @@
-"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N] [--sim]``
-and ``orsim scenario check FILE...`` (validate only)."""
+"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N] [--sim]``,
+``orsim scenario replay RUN_DIR --sim [--seed N]`` and ``orsim scenario check FILE...``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from orsim.errors import UsageError
 from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
 
 
@@ -37,6 +38,31 @@ def register(subparsers: Any) -> None:
         help=f"where each scenario's run directory goes (default {DEFAULT_RUN_ROOT})",
     )  # fmt: skip
     run.set_defaults(func=run_command, command_name="scenario run")
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-run a run's recorded seed and fault schedule in simulation",
+        description=(
+            "Re-run the scenario of RUN_DIR (a run directory of `orsim scenario run`, real "
+            "or --sim) in simulation with its recorded seed, each fault, repair, load and "
+            "option step at its recorded offset; print the verdicts, how each compares "
+            "with the recorded one, and the trace hash. Exit 0 if every verdict matches, "
+            "1 if any differs, 3 if RUN_DIR holds no usable schedule.json."
+        ),
+    )
+    replay.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a scenario run directory")
+    replay.add_argument(
+        "--sim", action="store_true", help="replay in simulation (the only replay there is)"
+    )
+    replay.add_argument("--seed", type=int, metavar="N", help="use this seed, not the recorded one")
+    replay.add_argument(
+        "--report", type=Path, metavar="OUT.html", help="write an HTML report of the replay"
+    )
+    replay.add_argument(
+        "--run-dir", type=Path, dest="replay_root", metavar="DIR",
+        help="where the replay's run directory goes (default RUN_DIR/replay)",
+    )  # fmt: skip
+    replay.set_defaults(func=replay_command, command_name="scenario replay")
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("files", nargs="+", metavar="FILE")
@@ -74,6 +100,16 @@ def run_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             out=_print,
         )
+    )
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    if not args.sim:
+        raise UsageError("only a simulated replay exists: orsim scenario replay RUN_DIR --sim")
+    from orsim.scenario._replay import replay
+
+    return replay(
+        args.run_dir, seed=args.seed, run_root=args.replay_root, report=args.report, out=_print
     )
 
 
