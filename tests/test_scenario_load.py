@@ -211,7 +211,7 @@ def test_every_problem_is_listed() -> None:
 
 def test_invalid_yaml_names_the_line() -> None:
     """Broken YAML is a ConfigError naming the file and the line."""
-    with pytest.raises(ConfigError, match=r"probe.yaml: not valid YAML \(line \d\)"):
+    with pytest.raises(ConfigError, match=r"probe.yaml:\d+: not valid YAML"):
         parse_scenario("name: x\nsteps:\n  - [unclosed\n", SOURCE, load_topology=cached_topology)
 
 

@@ -6,6 +6,7 @@ Public API:
     effective_options(app, cluster) -> EffectiveOptions   # the list wins
     check_node_cluster(app, cluster, apps) -> list[str]   # ORS node start-up requirements
     parse_options_ini(text) -> Options; options_to_ini(options) -> str
+    read_yaml_text(path) / load_yaml(text, source)  # YAML within size/depth/alias limits
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from orsim.config._option_rules import is_logging_section as is_logging_section
 from orsim.config._option_rules import list_option_problem as list_option_problem
 from orsim.config._option_rules import option_value_problem as option_value_problem
 from orsim.config._option_rules import option_value_to_str as option_value_to_str
+from orsim.config._yaml_source import load_yaml as load_yaml
+from orsim.config._yaml_source import read_yaml_text as read_yaml_text
 
 __all__ = [
     "APP_TYPES",
@@ -66,11 +69,13 @@ __all__ = [
     "lint_text",
     "list_option_problem",
     "load_database",
+    "load_yaml",
     "name_problem",
     "option_value_problem",
     "option_value_to_str",
     "options_to_ini",
     "parse_options_ini",
+    "read_yaml_text",
     "safe_file_stem",
     "transaction_from_wire",
     "transaction_to_wire",

@@ -38,7 +38,13 @@ from orsim.config._option_rules import (
     option_value_to_str,
     option_value_warning,
 )
-from orsim.config._yaml_source import Path, YamlDocument, parse_yaml
+from orsim.config._yaml_source import (
+    Path,
+    YamlDocument,
+    parse_yaml,
+    read_yaml_text,
+    yaml_error_message,
+)
 from orsim.errors import ConfigError
 
 #: DBIDs are numbered per object kind in file order from here, as Configuration Server does.
@@ -52,6 +58,8 @@ REDUNDANCY_TYPES = ("warm-standby", "hot-standby", "not-specified")
 #: The store an ORS uses when ``persistence/store`` is not set.
 DEFAULT_SQLITE = "sqlite:///sessions.db"
 TRANSACTION_KEYS = ("type", "tenant", "annex")
+#: Host addresses that bind every interface, so reachable from other machines: warned of.
+ANY_ADDRESS = ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
 _KINDS = {"applications": "application", "transactions": "transaction", "hosts": "host"}
 
 
@@ -93,10 +101,9 @@ def lint_database(path: str | os.PathLike[str]) -> LintResult:
     """Check a YAML file against every rule, collecting all problems and warnings."""
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        return LintResult(source, None, (f"{source}: cannot read: {exc}",))
+        text = read_yaml_text(source)
+    except ConfigError as exc:
+        return LintResult(source, None, (str(exc),))
     return lint_text(text, source)
 
 
@@ -105,10 +112,7 @@ def lint_text(text: str, source: str) -> LintResult:
     try:
         document = parse_yaml(text, source)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        return LintResult(source, None, (f"{where}: not valid YAML: {problem}",))
+        return LintResult(source, None, (yaml_error_message(exc, source),))
     checker = _Checker(document)
     database = checker.run()
     problems = tuple(dict.fromkeys(checker.problems))  # keep order, drop repeats
@@ -237,6 +241,12 @@ class _Checker:
             fields = self.mapping(body, path, "a host")
             self.unknown_keys(fields, ("address",), path)
             address = self.name(fields.get("address"), (*path, "address"), "address")
+            if address is not None and address.strip("[]") in ANY_ADDRESS:
+                self.warning(
+                    (*path, "address"),
+                    f"{address} makes its applications listen on every network interface, "
+                    "reachable from other machines; use 127.0.0.1 or one interface's address",
+                )
             hosts[name] = Host(name, address or "", FIRST_DBID + index)
         return hosts
 
@@ -304,7 +314,7 @@ class _Checker:
         if value is None:
             self.problem(path, "port is required")
             return 0
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(path, f"port must be a number, not {value!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 from orsim.config._model import LIST_OPTION_SECTIONS
 
@@ -59,9 +60,24 @@ def option_value_problem(section: str, key: str, value: str) -> str | None:
             return f"call-watching-timeout must be a whole number of milliseconds, not {value!r}"
         if number < 0:
             return f"call-watching-timeout must not be negative ({number})"
+    if (section, key) == ("TServer", "router-timeout") and value.strip():
+        return _number_problem(key, value, "seconds", positive=True)
+    if (section, key) == ("urs", "think-time-ms") and value.strip():
+        return _number_problem(key, value, "milliseconds", positive=False)
     if section == CLUSTER_SECTION and not value.strip():
         return f"Node '{key}' needs a data center name as its value"
     return None
+
+
+def _number_problem(key: str, value: str, unit: str, *, positive: bool) -> str | None:
+    """Why ``value`` is not a finite number of ``unit`` (> 0, or >= 0)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if math.isfinite(number) and (number > 0 if positive else number >= 0):
+        return None
+    return f"{key} must be a number of {unit} {'> 0' if positive else '>= 0'}, not {value!r}"
 
 
 def option_value_warning(section: str, key: str, value: str) -> str | None:

@@ -1,8 +1,12 @@
-"""Reading YAML while remembering where each value came from.
+"""Reading YAML while remembering where each value came from, within limits.
 
 PyYAML's composer gives a node tree with marks; we build plain Python values from it and
 keep, beside them, the line of every mapping key and sequence item, addressed by its path
 (``("applications", "ORS_1", "port")``). Rules can then name ``file:line`` in messages.
+
+A hostile file must fail fast and in one line, not exhaust memory or the stack: the text
+is capped in size, nesting in depth (PyYAML composes recursively), and aliases in how
+much they may expand the document (a "billion laughs" is a few lines of anchors).
 """
 
 from __future__ import annotations
@@ -11,10 +15,19 @@ from typing import Any
 
 import attrs
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import SafeConstructor
 
-#: A path into the document: mapping keys and sequence indexes.
+from orsim.errors import ConfigError
+
+#: Path into the document: mapping keys and sequence indexes.
 Path = tuple[str | int, ...]
+#: Largest file read (bytes). Real databases and scenarios are a few kilobytes.
+MAX_BYTES = 16 * 1024 * 1024
+#: Deepest nesting of mappings and sequences, aliases expanded (real files: under 10).
+MAX_DEPTH = 100
+#: Most nodes that aliases may add to the document once expanded.
+MAX_ALIAS_NODES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @attrs.frozen
@@ -41,19 +54,134 @@ class YamlDocument:
         return f"{self.source}:{line}" if line is not None else self.source
 
 
+class YamlLimitError(yaml.MarkedYAMLError):
+    """The text breaks one of the limits above (``problem`` says which)."""
+
+
+def read_yaml_text(source: str) -> str:
+    """The text of file ``source``, at most MAX_BYTES (a device or FIFO is read the same).
+
+    Raises:
+        ConfigError: ``source`` cannot be read, is not UTF-8, or is too large.
+    """
+    try:
+        with open(source, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(f"{source}: larger than {MAX_BYTES // (1024 * 1024)} MiB")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from None
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """The plain data of one YAML document, within the limits; a one-line ConfigError
+    naming ``source`` (and the line) for invalid YAML or a broken limit."""
+    try:
+        document = parse_yaml(text, source)
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error_message(exc, source)) from None
+    if document.problems:
+        raise ConfigError(document.problems[0], list(document.problems))
+    return document.data
+
+
+def yaml_error_message(exc: yaml.YAMLError, source: str) -> str:
+    """``file:line: ...`` for an error of ``parse_yaml``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if isinstance(exc, YamlLimitError):
+        return f"{where}: {problem}"
+    return f"{where}: not valid YAML: {problem}"
+
+
 def parse_yaml(text: str, source: str) -> YamlDocument:
     """Parse one YAML document.
 
     Raises:
-        yaml.YAMLError: the text is not valid YAML (its ``problem_mark`` locates it).
+        yaml.YAMLError: the text is not valid YAML (its ``problem_mark`` locates it), or
+            ``YamlLimitError``: it is too large, too deep or expands too much.
     """
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if len(text) > MAX_BYTES:
+        raise YamlLimitError(problem=f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    loader = _LimitedLoader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
     if root is None:
         return YamlDocument(source, None, {(): 1})
+    _check_expansion(root)
     builder = _Builder(source)
     data = builder.value(root, ())
     builder.lines.setdefault((), root.start_mark.line + 1)
     return YamlDocument(source, data, builder.lines, tuple(builder.problems))
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """A SafeLoader whose (recursive) composer refuses to nest beyond MAX_DEPTH."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlLimitError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep",
+                    problem_mark=self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases nest it too deep, loop, or expand it too much.
+
+    One walk in document order, memoized per node: an alias always follows its anchor,
+    so its subtree is known when met and the walk never goes deeper than the text does.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, depth)
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node) -> tuple[int, int]:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_nodes:
+            raise YamlLimitError(problem="an alias refers to itself", problem_mark=node.start_mark)
+        open_nodes.add(id(node))
+        size, depth = 1, 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        for child in children:
+            child_size, child_depth = walk(child)
+            size += child_size
+            depth = max(depth, child_depth + 1)
+            if depth > MAX_DEPTH:
+                raise YamlLimitError(
+                    problem=f"aliases nest the document more than {MAX_DEPTH} levels deep",
+                    problem_mark=child.start_mark,
+                )
+            # More expanded nodes than every distinct node met so far plus the budget:
+            # aliases added more than the budget.
+            if size > len(sizes) + len(open_nodes) + MAX_ALIAS_NODES:
+                raise YamlLimitError(
+                    problem=f"aliases expand the document by more than {MAX_ALIAS_NODES:,} nodes",
+                    problem_mark=child.start_mark,
+                )
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (size, depth)
+        return size, depth
+
+    walk(root)
 
 
 class _Builder:
@@ -72,16 +200,23 @@ class _Builder:
                 self.lines[(*path, index)] = item.start_mark.line + 1
                 items.append(self.value(item, (*path, index)))
             return items
-        return self.constructor.construct_object(node, deep=True)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            self.problems.append(f"{self.source}:{node.start_mark.line + 1}: {exc}")
+            return node.value
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
-        try:
-            self.constructor.flatten_mapping(node)  # resolves YAML merge keys (<<)
-        except ConstructorError as exc:
-            self.problems.append(f"{self.source}:{node.start_mark.line + 1}: {exc.problem}")
-            return {}
+        """The mapping's own keys (each once) over those merged in with ``<<``."""
         result: dict[str, Any] = {}
+        # Merges first, so the own keys built after them win, and so do their lines.
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                self.merge(result, value_node, path)
+        own: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             line = key_node.start_mark.line + 1
             key = self.constructor.construct_object(key_node, deep=True)
             if isinstance(key, bool) or not isinstance(key, str | int | float):
@@ -91,13 +226,28 @@ class _Builder:
                 )
                 continue
             name = str(key)  # `5000:` is a DN name, not a number
-            if name in result:
+            if name in own:
                 where = "/".join(str(p) for p in (*path, name))
                 self.problems.append(
-                    f"{self.source}:{line}: {where}: duplicate key (first at line "
-                    f"{self.lines[(*path, name)]})"
+                    f"{self.source}:{line}: {where}: duplicate key (first at line {own[name]})"
                 )
                 continue
+            own[name] = line
             self.lines[(*path, name)] = line
             result[name] = self.value(value_node, (*path, name))
         return result
+
+    def merge(self, result: dict[str, Any], value: yaml.Node, path: Path) -> None:
+        """Merge key ``<<``: keys of a mapping, or of a list of mappings (the first that
+        has a key wins), not already in ``result``; the mapping's own keys win over all."""
+        sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                where = "/".join(str(p) for p in path) or "top level"
+                self.problems.append(
+                    f"{self.source}:{source.start_mark.line + 1}: {where}: '<<' merges a "
+                    "mapping or a list of mappings"
+                )
+                continue
+            for name, item in self.mapping(source, path).items():
+                result.setdefault(name, item)

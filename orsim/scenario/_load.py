@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import jsonschema
-import yaml
 from jsonschema.exceptions import ValidationError
 
 from orsim.cluster import store_app_names
-from orsim.config import ConfigDatabase, load_database, option_value_to_str
+from orsim.config import (
+    ConfigDatabase,
+    load_database,
+    load_yaml,
+    option_value_to_str,
+    read_yaml_text,
+)
 from orsim.errors import ConfigError
 from orsim.scenario._model import (
     CONFSERV_APP,
@@ -91,26 +96,15 @@ def load_scenario(
         ConfigError: the file is unreadable or broken; ``problems`` lists every problem.
     """
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot read: {exc}") from None
-    return parse_scenario(text, source, load_topology=load_topology)
+    return parse_scenario(read_yaml_text(source), source, load_topology=load_topology)
 
 
 def parse_scenario(
     text: str, source: str, *, load_topology: TopologyLoader = load_database
 ) -> Scenario:
     """Validate scenario ``text`` read from ``source`` (topology paths are relative to it)."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    # The database's reader: the same size, depth and alias limits, merge keys work.
+    document = load_yaml(text, source)
     return check_document(document, source, load_topology=load_topology)
 
 
