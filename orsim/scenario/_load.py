@@ -173,7 +173,32 @@ def schema_problems(document: object, source: str) -> list[str]:
         errors = sorted(validator.iter_errors(document), key=lambda e: _path_key(e))
     except RecursionError:
         return [f"{source}: nested too deeply"]
-    return [_describe(source, document, _most_specific(error)) for error in errors]
+    non_finite = _non_finite(document)
+    problems = [_located(source, path, f"{value!r} is not a finite number")
+                for path, value in non_finite.items()]  # fmt: skip
+    for error in map(_most_specific, errors):
+        if tuple(error.absolute_path) not in non_finite:  # said once is enough
+            problems.append(_describe(source, document, error))
+    return problems
+
+
+def _non_finite(document: object) -> dict[tuple[Any, ...], float]:
+    """Every .inf/.nan, by path: the schema's bounds cannot catch NaN (every comparison
+    with it is false), and no field means "forever"."""
+    found: dict[tuple[Any, ...], float] = {}
+
+    def walk(value: object, path: tuple[Any, ...]) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            found[path] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*path, index))
+
+    walk(document, ())
+    return found
 
 
 def _path_key(error: ValidationError) -> tuple[str, ...]:
@@ -196,15 +221,11 @@ def _most_specific(error: ValidationError) -> ValidationError:
 def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> str:
     path = list(error.absolute_path)
     message = _message(error)
-    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
-        number = path[1] + 1
+    if len(path) == 2 and path[0] == "steps" and isinstance(path[1], int):
         raw = document["steps"][path[1]]
-        rest = [str(p) for p in path[2:]]
-        if not rest:
-            return f"{source}: step {number}: {_step_message(error, raw)}"
-        return f"{source}: {step_label(number, rest[0])}, field '{'.'.join(rest)}': {message}"
+        return f"{source}: step {path[1] + 1}: {_step_message(error, raw)}"
     if path:
-        return f"{source}: field '{'.'.join(str(p) for p in path)}': {message}"
+        return _located(source, path, message)
     if error.validator == "additionalProperties":
         extra = sorted(map(str, set(document) - set(scenario_schema()["properties"])))
         known = ", ".join(scenario_schema()["properties"])
@@ -213,6 +234,16 @@ def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> 
         missing = [k for k in scenario_schema()["required"] if k not in document]
         return f"{source}: field '{missing[0] if missing else '?'}': required field is missing"
     return f"{source}: {message}"
+
+
+def _located(source: str, path: Sequence[Any], message: str) -> str:
+    """``message`` about the value at ``path``, naming its step and field."""
+    if len(path) >= 3 and path[0] == "steps" and isinstance(path[1], int):
+        rest = [str(p) for p in path[2:]]
+        return f"{source}: {step_label(path[1] + 1, rest[0])}, field '{'.'.join(rest)}': {message}"
+    if len(path) == 2 and path[0] == "steps" and isinstance(path[1], int):
+        return f"{source}: step {path[1] + 1}: {message}"
+    return f"{source}: field '{'.'.join(str(p) for p in path)}': {message}"
 
 
 def step_label(number: int, verb: str | None) -> str:
