@@ -25,11 +25,12 @@ breaks a rule, the command prints one line and exits 3 without listening. Otherw
 listens on --bind:--port and serves every orsim process started with -host/-port naming
 it. Live changes (`orsim config set/delete/import-options`) are written to the state
 directory before they are acknowledged and re-applied on top of the YAML at the next
-start, so a crash loses none of them; delete the state directory to start from the YAML
+start, so a crash loses none of them. A damaged state file is refused (one line naming
+it, exit 1); --reset-state discards the live changes kept there and starts from the YAML
 alone. Logs are JSON lines on stderr; nothing else is printed. SIGTERM/SIGINT stop it.
 
 exit codes: 0 stopped by a signal, 2 usage error, 3 configuration error,
-4 the port cannot be bound, 1 anything else."""
+4 the port cannot be bound, 1 anything else (a damaged state file)."""
 
 
 def register(subparsers: Any) -> None:
@@ -58,6 +59,11 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_STATE_DIR,
         metavar="DIR",
         help=f"directory keeping live changes across restarts (default ./{DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument(
+        "--reset-state",
+        action="store_true",
+        help="discard the live changes kept in --state and start from the YAML alone",
     )
     parser.add_argument(
         "--log-level",
@@ -95,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
 
     async def main(nursery: trio.Nursery) -> None:
         log = get_logger(app="confserv")
+        if args.reset_state:
+            from orsim.confserv._journal import Journal
+
+            log.warning("state_reset", state=state, found=Journal.reset(state))
         for warning in warnings:
             log.warning("config_warning", message=warning)
         log.info("fd_limit", soft=raise_fd_limit())

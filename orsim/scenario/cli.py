@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from orsim.errors import UsageError
 from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
 
@@ -90,7 +88,11 @@ def run_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             out=_print,
         )
-    return trio.run(
+    # SIGINT/SIGTERM cancel the run: the runner's teardown (shielded) then brings the
+    # cluster down, so no process outlives the command.
+    from orsim.cluster.cli import EXIT_INTERRUPTED, run_cancellable
+
+    code = run_cancellable(
         functools.partial(
             run_files,
             args.files,
@@ -101,6 +103,9 @@ def run_command(args: argparse.Namespace) -> int:
             out=_print,
         )
     )
+    if code == EXIT_INTERRUPTED:
+        print("orsim scenario run: interrupted; the cluster was stopped", file=sys.stderr)
+    return code
 
 
 def replay_command(args: argparse.Namespace) -> int:
