@@ -456,9 +456,9 @@ class OrsNode:
 
     async def _select_target(self, call_id: str, dn: str) -> str:
         while True:
-            await self._urs_up.wait()
             urs = self._urs
-            if urs is None:
+            if urs is None:  # waited for only when down: a set Event is a scheduler round
+                await self._urs_up.wait()
                 continue
             try:
                 result = await urs.request(
@@ -466,28 +466,29 @@ class OrsNode:
                 )
                 return str(result["target"])
             except (ConnectionLost, trio.TooSlowError):
-                continue
+                await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
     async def _query_call(self, call_id: str) -> str:
         while True:
-            await self._tserver_up.wait()
             tserver = self._tserver
             if tserver is None:
+                await self._tserver_up.wait()
                 continue
             try:
                 answer = await tserver.request("query_call", {"call_id": call_id}, timeout=10)
             except RemoteError:
                 return "unknown"
             except (ConnectionLost, trio.TooSlowError):
+                await trio.lowlevel.checkpoint()  # the link task must see the loss first
                 continue
             return str(answer["state"]) if isinstance(answer, dict) else "unknown"
 
     async def _route(self, call_id: str, target: str, epoch: int) -> str:
         s = self.settings
         while True:
-            await self._tserver_up.wait()
             tserver = self._tserver
             if tserver is None:
+                await self._tserver_up.wait()
                 continue
             try:
                 await tserver.request(
@@ -500,7 +501,7 @@ class OrsNode:
             except RemoteError as exc:
                 return exc.code
             except (ConnectionLost, trio.TooSlowError):
-                continue
+                await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
     async def _delete(self, node_id: int, epoch: int, call_id: str) -> None:
         try:

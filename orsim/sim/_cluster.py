@@ -98,7 +98,8 @@ class _GatedStore:
     app: str
 
     async def _gate(self) -> None:
-        await trio.lowlevel.checkpoint()
+        # No checkpoint of its own: the store's operation that follows has one, and a
+        # simulation pays a scheduler round for each.
         while self.sim.net.frozen(self.app):
             await self.sim.thawed(self.app).wait()
 

@@ -101,7 +101,14 @@ class CallRecord:
         return (self.routed_at - self.created_at) * 1000.0
 
     def to_wire(self) -> dict[str, object]:
-        return {**attrs.asdict(self), "latency_ms": self.latency_ms}
+        # The fields by name, in declaration order, as attrs.asdict gives them (which
+        # is several times slower, and a ledger dump converts every record).
+        record = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        record["latency_ms"] = self.latency_ms
+        return record
+
+
+_RECORD_FIELDS = tuple(a.name for a in attrs.fields(CallRecord))
 
 
 @attrs.frozen(kw_only=True)

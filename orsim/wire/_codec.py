@@ -113,7 +113,50 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes) -> Message:
+def _fast_push(obj: dict[str, Any]) -> Message | None:
+    topic, data = obj.get("topic"), obj.get("data")
+    if len(obj) == 3 and type(topic) is str and type(data) is dict:
+        return Push(topic, data)
+    return None
+
+
+def _fast_request(obj: dict[str, Any]) -> Message | None:
+    rid, method, params = obj.get("id"), obj.get("method"), obj.get("params")
+    if len(obj) == 4 and type(rid) is int and type(method) is str and type(params) is dict:
+        return Request(rid, method, params)
+    return None
+
+
+def _fast_response(obj: dict[str, Any]) -> Message | None:
+    rid = obj.get("id")
+    # A float result must be checked for NaN/Infinity: the general path does that.
+    if len(obj) == 3 and type(rid) is int and "result" in obj and type(obj["result"]) is not float:
+        return Response(rid, obj["result"])
+    return None
+
+
+def _fast_seq(cls: type[Ping] | type[Pong]) -> Any:
+    def fast(obj: dict[str, Any]) -> Message | None:
+        seq = obj.get("seq")
+        return cls(seq) if len(obj) == 2 and type(seq) is int else None
+
+    return fast
+
+
+#: The frames of the call path and ADDP, checked field by field without the general
+#: loop below (every frame of every call is decoded, often by several receivers). Each
+#: answers None for anything it does not recognise exactly: the general path then
+#: accepts it or says what is wrong. ``type(x) is int`` also refuses bool, as it must.
+_FAST: dict[str, Any] = {
+    "push": _fast_push,
+    "req": _fast_request,
+    "res": _fast_response,
+    "ping": _fast_seq(Ping),
+    "pong": _fast_seq(Pong),
+}
+
+
+def decode_body(body: bytes | bytearray) -> Message:
     """Decode one frame body (without its length header).
 
     Raises:
@@ -123,6 +166,13 @@ def decode_body(body: bytes) -> Message:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         obj = _slow_loads(body)  # lone surrogates, huge numbers, or garbage
+    if type(obj) is dict:
+        tag = obj.get("t")
+        fast = _FAST.get(tag) if type(tag) is str else None
+        if fast is not None:
+            message: Message | None = fast(obj)
+            if message is not None:
+                return message
     if not isinstance(obj, dict):
         raise RemoteProtocolError("frame is not a JSON object")
     tag = obj.pop("t", None)
@@ -143,7 +193,7 @@ def decode_body(body: bytes) -> Message:
     return cls(**obj)  # type: ignore[no-any-return]  # cls is one of the Message classes
 
 
-def _slow_loads(body: bytes) -> Any:
+def _slow_loads(body: bytes | bytearray) -> Any:
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -206,6 +256,7 @@ class FrameDecoder:
             if self._eof:
                 raise RemoteProtocolError("stream ended inside a frame")
             return NEED_DATA
-        body = bytes(self._buffer[_HEADER.size : end])
+        # One copy (a bytearray slice): orjson reads a bytearray as it reads bytes.
+        body = self._buffer[_HEADER.size : end]
         del self._buffer[:end]
         return decode_body(body)

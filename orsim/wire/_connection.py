@@ -15,7 +15,9 @@ a scheduler round to an idle link's latency, and frames sent meanwhile are buffe
 sender holds the write lock), so batching under load is unchanged. That direct write
 never waits: it writes what the socket takes at once (a non-blocking write) and leaves
 the rest to the writer. Before ``serve()`` starts (or after it ends) frames are sent
-directly. ``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
+directly. On a memory stream (``eager_writes``: a write is a copy, not a system call)
+pushes, too, are written at once when the link is idle, as are ADDP polls and answers on
+every stream. ``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
 is not handled while its answers would join more than that; ``push_nowait`` never waits
 and reports whether the frame was taken.
 
@@ -124,9 +126,20 @@ def _write_nowait(stream: trio.abc.Stream, data: bytes) -> int | None:
             return os.write(fd, data)  # the socket is non-blocking (trio made it so)
         except BlockingIOError:
             return 0
-    if isinstance(stream, NonBlockingStream):
-        return stream.send_nowait(data)
+    # A ``NonBlockingStream``, looked up as an attribute: isinstance() against a
+    # runtime-checkable Protocol walks its members on every call (a hot path).
+    send_nowait = getattr(stream, "send_nowait", None)
+    if send_nowait is not None:
+        taken: int = send_nowait(data)
+        return taken
     return None
+
+
+def _eager(stream: trio.abc.Stream) -> bool:
+    """Whether pushes should be written at once on an idle link rather than left to the
+    writer task: only on a stream whose write costs no system call (``eager_writes``:
+    the memory network's), where batching saves nothing and costs a task switch."""
+    return isinstance(stream, NonBlockingStream) and bool(getattr(stream, "eager_writes", False))
 
 
 class RequestFailed(OrsimError):
@@ -176,6 +189,11 @@ class Connection:
     _writer_idle: trio.Event | None = None
     _drained: trio.Event = attrs.Factory(trio.Event)
     _serve_scope: trio.CancelScope | None = None
+    #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
+    _eager_pushes: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._eager_pushes = _eager(self.stream)
 
     # -- sending -----------------------------------------------------------------
 
@@ -214,7 +232,7 @@ class Connection:
             raise RuntimeError("push_nowait needs serve() running")
         if limit is not None and len(self._out) >= limit:
             return False
-        self._buffer(self._encode(Push(topic, data)))
+        self._queue(self._encode(Push(topic, data)), self._eager_pushes)
         return True
 
     def send_frame_nowait(self, frame: bytes, limit: int | None = None) -> bool:
@@ -228,31 +246,48 @@ class Connection:
             return False
         self.frames_sent += 1
         _TOTALS.sent += 1
-        self._buffer(frame)
+        self._queue(frame, self._eager_pushes)
         return True
 
     def _idle_for(self, frame: bytes) -> bool:
         """Nothing buffered and no write under way: ``frame`` may go out at once."""
         return not self._out and not self._send_lock.locked() and len(frame) <= _DIRECT_MAX
 
-    async def _send_direct(self, frame: bytes) -> None:
+    def _write_direct(self, frame: bytes) -> bool:
         """Write ``frame`` now, on an idle link (``_idle_for``), without waiting on the
-        peer: what the socket does not take at once goes to the writer."""
+        peer: what the socket does not take at once goes to the writer. False (nothing
+        written) when the stream has no non-blocking write."""
         try:
             sent = _write_nowait(self.stream, frame)
         except _STREAM_ERRORS as exc:
             self._mark_closed(f"send failed: {exc}")
             raise ConnectionLost(f"connection to {self.peer_app} lost while sending") from exc
         if sent is None:
-            # No non-blocking write on this stream: write it here. Shielded, as a frame
-            # cut by a cancellation would break the stream for every later frame; the
-            # stall deadline still bounds it.
+            return False
+        if sent < len(frame):
+            self._buffer(frame[sent:] if sent else frame)
+        return True
+
+    async def _send_direct(self, frame: bytes, checkpoint: bool = True) -> None:
+        """``_write_direct``, else (no non-blocking write) the whole frame under the
+        write lock. ``checkpoint=False`` for a caller that waits right after (a request:
+        its answer) or ends (an answer's task): a needless scheduler round per frame."""
+        if not self._write_direct(frame):
+            # Written here, shielded: a frame cut by a cancellation would break the
+            # stream for every later frame; the stall deadline still bounds it.
             with trio.CancelScope(shield=True):
                 await self._send_now(frame)
             return
-        if sent < len(frame):
-            self._buffer(frame[sent:] if sent else frame)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if checkpoint:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _queue(self, frame: bytes, direct: bool) -> None:
+        """Send ``frame`` without waiting: written at once if ``direct`` and the link is
+        idle (in order: nothing is buffered or being written), else buffered for the
+        writer."""
+        if direct and self._idle_for(frame) and self._write_direct(frame):
+            return
+        self._buffer(frame)
 
     def _check_open(self) -> None:
         if self.closed.is_set():
@@ -360,14 +395,19 @@ class Connection:
             if self._writer_running:
                 frame = self._encode(message)
                 if self._idle_for(frame):
-                    await self._send_direct(frame)
+                    await self._send_direct(frame, checkpoint=False)  # the wait below is one
                 else:
                     self._buffer(frame)  # the wait below is the checkpoint
                     await self._wait_below_high_water()
             else:
                 await self.send(message)
-            with trio.fail_after(timeout):
-                await pending.done.wait()
+            if timeout == math.inf:
+                await pending.done.wait()  # no deadline to keep: no cancel scope
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    await pending.done.wait()
+                if scope.cancelled_caught:
+                    raise trio.TooSlowError
         finally:
             self._pending.pop(request_id, None)
         outcome = pending.outcome
@@ -441,12 +481,19 @@ class Connection:
                     break
                 self.frames_received += 1
                 _TOTALS.received += 1
-                await self._dispatch(message, nursery)  # type: ignore[arg-type]
+                # Only a push is awaited (its handler): the rest is taken here, without
+                # a coroutine per frame.
+                if type(message) is Push:
+                    if self.on_push is not None:
+                        await self.on_push(self, message)
+                else:
+                    self._take(message, nursery)  # type: ignore[arg-type]
             if not data:
                 self.close_reason = self.close_reason or "closed by peer"
                 return
 
-    async def _dispatch(self, message: Message, nursery: trio.Nursery) -> None:
+    def _take(self, message: Message, nursery: trio.Nursery) -> None:
+        """Act on a received frame other than a push."""
         if isinstance(message, Response | ErrorResponse):
             pending = self._pending.get(message.id)
             if pending is None:
@@ -457,11 +504,16 @@ class Connection:
             pending.done.set()
         elif isinstance(message, Request):
             nursery.start_soon(self._answer, message)
-        elif isinstance(message, Push):
-            if self.on_push is not None:
-                await self.on_push(self, message)
         elif isinstance(message, Ping):
-            nursery.start_soon(self._pong, message.seq)
+            if self._writer_running:
+                # Answered here, as the writer would send it: a task per ping is a spawn
+                # for a frame that never waits.
+                try:
+                    self._queue(self._encode(Pong(message.seq)), direct=True)
+                except ConnectionLost:
+                    pass
+            else:
+                nursery.start_soon(self._pong, message.seq)
         elif isinstance(message, Pong):
             pass
         else:
@@ -506,7 +558,7 @@ class Connection:
             if self._writer_running and not self._idle_for(frame):
                 self._buffer(frame)  # the task ends here: no need to wait for the writer
             elif self._writer_running:
-                await self._send_direct(frame)
+                await self._send_direct(frame, checkpoint=False)  # the task ends here
             else:
                 await self._send_now(frame)
         except ConnectionLost:
@@ -528,7 +580,9 @@ class Connection:
                 return
             if action is AddpAction.PING:
                 try:
-                    await self.send(Ping(next(seq)))
+                    # Sent as the writer would send it, without waiting: a poll is a
+                    # few bytes, and the wait for the next deadline is the checkpoint.
+                    self._queue(self._encode(Ping(next(seq))), direct=True)
                 except ConnectionLost:
                     scope.cancel()
                     return

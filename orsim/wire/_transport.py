@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -82,7 +82,9 @@ class _Pipe:
     reader_closed: bool = False
     #: ... and the writer has been told: sends fail, nothing more is kept.
     broken: bool = False
-    readers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    #: The task waiting to read, if any. A stream has one reader at a time, so a slot
+    #: rescheduled directly, not a ParkingLot: every frame wakes it once.
+    reader: trio.lowlevel.Task | None = None
     writers: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
     def room(self) -> int:
@@ -106,7 +108,7 @@ class _Pipe:
                 self.delayed_bytes += taken
             else:
                 self.data += data[:taken]
-            self.readers.unpark_all()
+            self.wake_reader()
         return taken
 
     def _ripen(self) -> float | None:
@@ -125,34 +127,69 @@ class _Pipe:
         await trio.lowlevel.checkpoint_if_cancelled()
         view = memoryview(data)
         sent = self.write_nowait(view, latency)
+        if sent == len(view):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        # Each park is a schedule point already: no extra checkpoint after the last one
+        # (a simulation pays a scheduler round per checkpoint).
         while sent < len(view):
             await self.writers.park()
             sent += self.write_nowait(view[sent:], latency)
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def read(self, max_bytes: int | None, held: Callable[[], bool]) -> bytes:
-        """Up to ``max_bytes`` (b"" at EOF); waits while empty or while ``held()``."""
+        """Up to ``max_bytes`` (b"" at EOF); waits while empty or while ``held()``.
+
+        Exactly one schedule point when bytes are there, none beyond the wait otherwise
+        (the park that waited was the checkpoint): a simulation pays a scheduler round
+        for each, and every frame is read once.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             if self.reader_closed:
                 raise trio.ClosedResourceError("stream closed")
-            due = self._ripen()
-            if not held() and (self.data or (self.eof and due is None)):
-                size = len(self.data) if max_bytes is None else max_bytes
-                chunk = bytes(self.data[:size])
-                del self.data[:size]
-                self.writers.unpark_all()
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            due = self._ripen() if self.delayed else None
+            if (self.data or (self.eof and due is None)) and not held():
+                data = self.data
+                if max_bytes is None or len(data) <= max_bytes:
+                    chunk = bytes(data)
+                    data.clear()
+                else:
+                    chunk = bytes(data[:max_bytes])
+                    del data[:max_bytes]
+                if self.writers:
+                    self.writers.unpark_all()
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return chunk
+            parked = True
             if due is None:
-                await self.readers.park()
+                await self._park_reader()
             else:
                 with trio.move_on_at(due):
-                    await self.readers.park()
+                    await self._park_reader()
+
+    async def _park_reader(self) -> None:
+        if self.reader is not None:
+            raise trio.BusyResourceError("another task is already reading this stream")
+        self.reader = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.reader = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def wake_reader(self) -> None:
+        task = self.reader
+        if task is not None:
+            self.reader = None
+            trio.lowlevel.reschedule(task)
 
     def wake(self) -> None:
-        self.readers.unpark_all()
-        self.writers.unpark_all()
+        self.wake_reader()
+        if self.writers:
+            self.writers.unpark_all()
 
 
 @attrs.define(eq=False)
@@ -163,6 +200,10 @@ class _FaultyStream(trio.abc.Stream):
     fills it and its sender then waits, as over TCP with full socket buffers.
     """
 
+    #: A write is a copy into the peer's buffer, not a system call: ``Connection``
+    #: writes pushes at once instead of batching them for its writer task.
+    eager_writes: ClassVar[bool] = True
+
     outgoing: _Pipe
     incoming: _Pipe
     net: MemoryNetwork
@@ -170,7 +211,8 @@ class _FaultyStream(trio.abc.Stream):
     remote: str
 
     def _held(self) -> bool:
-        return self.net.frozen(self.local) or self.net.frozen(self.remote)
+        frozen = self.net._frozen
+        return bool(frozen) and (self.local in frozen or self.remote in frozen)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.outgoing.writer_closed:
@@ -275,6 +317,8 @@ class MemoryNetwork:
 
     def blocked(self, sender: str, receiver: str) -> bool:
         """True when bytes from ``sender`` must not reach ``receiver``."""
+        if not self._hung and not self._cuts:
+            return False  # the usual case, asked for every chunk: no set built
         return (
             sender in self._hung
             or receiver in self._hung
