@@ -23,6 +23,7 @@ import attrs
 from orsim.bench._outcome import KILL_TARGET_MS as KILL_TARGET_MS
 from orsim.bench._outcome import STOP_MARGIN_MS as STOP_MARGIN_MS
 from orsim.bench._outcome import bound_text, summarize
+from orsim.bench._sim_table import sim_rows, summarize_sim
 from orsim.bench._stats import Row, median_rows
 
 #: Targets on the reference 2-core machine (reported, never asserted; the failover
@@ -39,6 +40,7 @@ MEDIAN_KEYS: dict[str, tuple[str, ...]] = {
     "throughput": (),
     "memory": ("phase",),
     "scale": ("nodes",),
+    "sim": ("kind",),
 }
 HEADER = ("section", "measure", "median", "worst", "target", "met")
 
@@ -59,10 +61,13 @@ class TableRow:
 def medians(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[Row]]:
     """Each section's runs reduced to medians (runs that failed are left out); the
     failover section's rows also carry their worst run and outcome counts over every
-    run, failed ones included (:func:`orsim.bench._outcome.summarize`)."""
+    run, failed ones included (:func:`orsim.bench._outcome.summarize`), and the sim
+    section's its lost and duplicated calls and failed runs
+    (:func:`orsim.bench._sim_table.summarize_sim`)."""
+    special = {"failover": summarize, "sim": summarize_sim}
     return {
-        name: summarize(runs)
-        if name == "failover"
+        name: special[name](runs)
+        if name in special
         else median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get(name, ()))
         for name, runs in sections.items()
     }
@@ -197,12 +202,20 @@ def _scale_rows(rows: Sequence[Row]) -> list[TableRow]:
     return out
 
 
+def _sim_rows(rows: Sequence[Row]) -> list[TableRow]:
+    return [
+        TableRow("sim", measure, median, target, met, worst)
+        for measure, median, worst, target, met in sim_rows(rows)
+    ]
+
+
 _SECTION_ROWS: dict[str, Callable[[Sequence[Row]], list[TableRow]]] = {
     "launch": _launch_rows,
     "failover": _failover_rows,
     "throughput": _throughput_rows,
     "memory": _memory_rows,
     "scale": _scale_rows,
+    "sim": _sim_rows,
 }
 
 

@@ -19,12 +19,13 @@ from orsim.bench._memory import MemoryProbe
 from orsim.bench._outcome import outcome
 from orsim.bench._progress import say
 from orsim.bench._raw import measure_raw
+from orsim.bench._sim import measure_in_child
 from orsim.bench._stats import Row, ratio
 from orsim.bench._throughput import frames_ratio, summarize_sweep, sweep
 from orsim.bench._topology import write_topology
 from orsim.cluster import ClusterHandle
 
-SECTIONS = ("launch", "failover", "throughput", "memory", "scale")
+SECTIONS = ("launch", "failover", "throughput", "memory", "scale", "sim")
 THROUGHPUT_NODES = 2
 
 
@@ -48,6 +49,12 @@ class Plan:
     #: Every call is pushed to each of the 32 ORS applications (and its routing to 31),
     #: so 16 Nodes saturate far below 2: the sweep starts low.
     scale_rates: tuple[float, ...] = (100, 150, 200, 300, 500)
+    #: The simulation's speed: the library-style run's virtual seconds (one run per
+    #: ``runs``), then one big cluster in one process (once: it takes a minute or two).
+    sim_seconds: float = 60.0
+    sim_nodes: int = 100
+    sim_rate: float = 50.0
+    sim_load_s: float = 4.0
 
 
 def make_plan(quick: bool = False, runs: int = 3) -> Plan:
@@ -62,6 +69,9 @@ def make_plan(quick: bool = False, runs: int = 3) -> Plan:
         step_s=2.0,
         raw_requests=20_000,
         scale_rates=(200,),
+        sim_seconds=20.0,
+        sim_nodes=16,
+        sim_load_s=2.0,
     )
 
 
@@ -204,6 +214,35 @@ async def scale_section(plan: Plan) -> list[Row]:
     return rows
 
 
+async def sim_section(plan: Plan) -> list[Row]:
+    """The library-style run ``plan.runs`` times, then the big cluster once; each in a
+    child process (``orsim.bench._sim``)."""
+    rows = []
+    for run in range(1, plan.runs + 1):
+        row = await _attempt(
+            f"sim: {plan.sim_seconds:g} s library-style run (2 Nodes), run {run}/{plan.runs}",
+            {"kind": "library", "nodes": 2},
+            partial(measure_in_child, ["library", "--seconds", str(plan.sim_seconds)]),
+        )
+        if "error" not in row:
+            say(f"  {row['virtual_s']:.1f} s in {row['wall_s']:.2f} s: x{row['speed']:.0f}, "
+                f"{row['calls']} calls, lost {row['lost']}, dup {row['duplicates']}")  # fmt: skip
+        rows.append(row)
+    args = ["cluster", "--nodes", str(plan.sim_nodes), "--rate", str(plan.sim_rate),
+            "--load-s", str(plan.sim_load_s)]  # fmt: skip
+    row = await _attempt(
+        f"sim: {plan.sim_nodes} Nodes in one process, {plan.sim_rate:g} calls/s",
+        {"kind": "cluster", "nodes": plan.sim_nodes},
+        partial(measure_in_child, args),
+    )
+    if "error" not in row:
+        say(f"  settled in {row['settle_s']:.1f} s, every link up in {row['mesh_s']:.1f} s; "
+            f"{row['calls_per_s']:.1f} calls/s, lost {row['lost']}, dup {row['duplicates']}, "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB")  # fmt: skip
+    rows.append(row)
+    return rows
+
+
 async def run_suite(plan: Plan, only: Sequence[str]) -> dict[str, list[Row]]:
     """Every selected section's per-run rows."""
     sections: dict[str, list[Row]] = {}
@@ -219,6 +258,8 @@ async def run_suite(plan: Plan, only: Sequence[str]) -> dict[str, list[Row]]:
             sections["memory"] = memory
     if "scale" in only:
         sections["scale"] = await scale_section(plan)
+    if "sim" in only:
+        sections["sim"] = await sim_section(plan)
     return sections
 
 

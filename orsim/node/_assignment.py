@@ -89,13 +89,40 @@ def assign(call_id: str, live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> 
     nodes = _normalise(live_nodes)
     if not nodes:
         raise ValueError("no live Node to assign the call to")
-    ranked = sorted(nodes, key=lambda node_id: (_weight(node_id, call_id), node_id))
-    assigned = ranked.pop()
+    weights = _weights_of(call_id)
+
+    def rank(node_id: int) -> tuple[int, int]:
+        weight = weights.get(node_id)
+        if weight is None:
+            weight = weights[node_id] = _weight(node_id, call_id)
+        return weight, node_id
+
+    # The heaviest, then the heaviest of the rest (same data center first): two scans,
+    # not a sort, as every application asks for every call.
+    assigned = max(nodes, key=rank)
     home = nodes[assigned]
-    same_dc = [node_id for node_id in ranked if nodes[node_id] == home]
+    others = [node_id for node_id in nodes if node_id != assigned]
+    same_dc = [node_id for node_id in others if nodes[node_id] == home]
     if same_dc:
-        return Assignment(assigned, same_dc[-1])
-    return Assignment(assigned, ranked[-1] if ranked else None)
+        return Assignment(assigned, max(same_dc, key=rank))
+    return Assignment(assigned, max(others, key=rank) if others else None)
+
+
+#: Calls whose weights are remembered (the oldest forgotten first). A weight never
+#: changes, and every application of a simulated cluster (one process) weighs every
+#: call against every Node: 100 Nodes, 200 applications, 20,000 hashes a call.
+_WEIGHT_CACHE_CALLS = 1024
+_WEIGHT_CACHE: dict[str, dict[int, int]] = {}
+
+
+def _weights_of(call_id: str) -> dict[int, int]:
+    """The remembered weights of ``call_id`` by Node ID (filled in as they are needed)."""
+    weights = _WEIGHT_CACHE.get(call_id)
+    if weights is None:
+        if len(_WEIGHT_CACHE) >= _WEIGHT_CACHE_CALLS:
+            del _WEIGHT_CACHE[next(iter(_WEIGHT_CACHE))]
+        weights = _WEIGHT_CACHE[call_id] = {}
+    return weights
 
 
 def _weight(node_id: int, call_id: str) -> int:

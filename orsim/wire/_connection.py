@@ -17,7 +17,9 @@ never waits: it writes what the socket takes at once (a non-blocking write) and 
 the rest to the writer. Before ``serve()`` starts (or after it ends) frames are sent
 directly. On a memory stream (``eager_writes``: a write is a copy, not a system call)
 pushes, too, are written at once when the link is idle, as are ADDP polls and answers on
-every stream. ``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
+every stream; and a memory link's ADDP deadlines are kept, with every other memory
+link's, by one task per run (``_addp_timers``), not by a task of its own.
+``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
 is not handled while its answers would join more than that; ``push_nowait`` never waits
 and reports whether the frame was taken.
 
@@ -53,6 +55,7 @@ from orsim.errors import (
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
+from orsim.wire._addp_timers import addp_timers
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from orsim.wire._messages import (
     ErrorResponse,
@@ -191,6 +194,7 @@ class Connection:
     _serve_scope: trio.CancelScope | None = None
     #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
     _eager_pushes: bool = attrs.field(init=False, default=False)
+    _ping_seq: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
 
     def __attrs_post_init__(self) -> None:
         self._eager_pushes = _eager(self.stream)
@@ -447,7 +451,15 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._serve_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._keepalive, addp, nursery.cancel_scope)
+                if self._eager_pushes and addp.enabled:
+                    # A memory link: its deadlines are kept with every other's by one
+                    # task (see ``_addp_timers``), not by a task of its own.
+                    scope = nursery.cancel_scope
+                    addp_timers().add(
+                        addp.next_deadline(), lambda now: self._addp_due(addp, now, scope)
+                    )
+                else:
+                    nursery.start_soon(self._keepalive, addp, nursery.cancel_scope)
                 try:
                     await self._read_loop(addp, nursery)
                 except RemoteProtocolError as exc:
@@ -565,27 +577,39 @@ class Connection:
             pass
 
     async def _keepalive(self, addp: Addp, scope: trio.CancelScope) -> None:
-        seq = itertools.count(1)
         while True:
             deadline = addp.next_deadline()
             with trio.move_on_at(deadline):
                 await self.closed.wait()
                 return
-            action = addp.poll(trio.current_time())
-            if action is AddpAction.LOST:
-                self.close_reason = f"no answer within addp-timeout {self.addp_timeout:g}s"
-                get_logger(peer=self.peer_app).warning("addp_timeout", timeout=self.addp_timeout)
-                self._mark_closed(self.close_reason)
-                scope.cancel()
+            if not self._addp_step(addp, trio.current_time(), scope):
                 return
-            if action is AddpAction.PING:
-                try:
-                    # Sent as the writer would send it, without waiting: a poll is a
-                    # few bytes, and the wait for the next deadline is the checkpoint.
-                    self._queue(self._encode(Ping(next(seq))), direct=True)
-                except ConnectionLost:
-                    scope.cancel()
-                    return
+
+    def _addp_due(self, addp: Addp, now: float, scope: trio.CancelScope) -> float | None:
+        """``AddpTimers``' check of a memory link: the next deadline, or None (done)."""
+        if self.closed.is_set() or not self._addp_step(addp, now, scope):
+            return None
+        return addp.next_deadline()
+
+    def _addp_step(self, addp: Addp, now: float, scope: trio.CancelScope) -> bool:
+        """At an ADDP deadline: poll the peer, or give it up (cancelling ``scope``, the
+        serving nursery's); False once the link is given up."""
+        action = addp.poll(now)
+        if action is AddpAction.LOST:
+            self.close_reason = f"no answer within addp-timeout {self.addp_timeout:g}s"
+            get_logger(peer=self.peer_app).warning("addp_timeout", timeout=self.addp_timeout)
+            self._mark_closed(self.close_reason)
+            scope.cancel()
+            return False
+        if action is AddpAction.PING:
+            try:
+                # Sent as the writer would send it, without waiting: a poll is a few
+                # bytes, and nothing should hold up the next deadline.
+                self._queue(self._encode(Ping(next(self._ping_seq))), direct=True)
+            except ConnectionLost:
+                scope.cancel()
+                return False
+        return True
 
     def _mark_closed(self, reason: str) -> None:
         if not self.closed.is_set():
