@@ -235,6 +235,8 @@ class FrameDecoder:
         """The next whole message, or ``NEED_DATA``."""
         if self._error:
             raise self._error
+        if not self._buffer:
+            return NEED_DATA  # the usual answer after the last frame of a read
         try:
             return self._next()
         except RemoteProtocolError as exc:

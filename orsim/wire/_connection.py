@@ -18,7 +18,8 @@ the rest to the writer. Before ``serve()`` starts (or after it ends) frames are 
 directly. On a memory stream (``eager_writes``: a write is a copy, not a system call)
 pushes, too, are written at once when the link is idle, as are ADDP polls and answers on
 every stream; and a memory link's ADDP deadlines are kept, with every other memory
-link's, by one task per run (``_addp_timers``), not by a task of its own.
+link's, as are its requests' timeouts, by one task per run (``_link_timers``), not by a
+task and cancel scopes of its own.
 ``send`` waits while more than ``HIGH_WATER`` bytes are buffered, and a request
 is not handled while its answers would join more than that; ``push_nowait`` never waits
 and reports whether the frame was taken.
@@ -55,8 +56,8 @@ from orsim.errors import (
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
-from orsim.wire._addp_timers import addp_timers
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from orsim.wire._link_timers import link_timers
 from orsim.wire._messages import (
     ErrorResponse,
     Json,
@@ -156,8 +157,36 @@ class RequestFailed(OrsimError):
 
 @attrs.define(eq=False)
 class _Pending:
+    """A request waiting for its answer (and, on a memory link, its ``LinkTimers``
+    timeout: ``due`` makes it fail as too slow)."""
+
     done: trio.Event = attrs.Factory(trio.Event)
     outcome: Response | ErrorResponse | None = None
+    timed_out: bool = False
+
+    def alive(self) -> bool:
+        return not self.done.is_set()
+
+    def due(self, now: float) -> None:
+        self.timed_out = True
+        self.done.set()
+
+
+@attrs.define(eq=False)
+class _AddpTimer:
+    """A memory link's ADDP deadlines, kept by ``LinkTimers``."""
+
+    conn: Connection
+    addp: Addp
+    scope: trio.CancelScope
+
+    def alive(self) -> bool:
+        return not self.conn.closed.is_set()
+
+    def due(self, now: float) -> float | None:
+        if not self.conn._addp_step(self.addp, now, self.scope):
+            return None
+        return self.addp.next_deadline()
 
 
 @attrs.define(eq=False)
@@ -195,9 +224,13 @@ class Connection:
     #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
     _eager_pushes: bool = attrs.field(init=False, default=False)
     _ping_seq: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    _send_nowait: Callable[[bytes], int] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._eager_pushes = _eager(self.stream)
+        if self._eager_pushes:
+            # Looked up once: every frame of a memory link is written through it.
+            self._send_nowait = self.stream.send_nowait  # type: ignore[attr-defined]
 
     # -- sending -----------------------------------------------------------------
 
@@ -262,7 +295,8 @@ class Connection:
         peer: what the socket does not take at once goes to the writer. False (nothing
         written) when the stream has no non-blocking write."""
         try:
-            sent = _write_nowait(self.stream, frame)
+            direct = self._send_nowait
+            sent = _write_nowait(self.stream, frame) if direct is None else direct(frame)
         except _STREAM_ERRORS as exc:
             self._mark_closed(f"send failed: {exc}")
             raise ConnectionLost(f"connection to {self.peer_app} lost while sending") from exc
@@ -407,6 +441,12 @@ class Connection:
                 await self.send(message)
             if timeout == math.inf:
                 await pending.done.wait()  # no deadline to keep: no cancel scope
+            elif self._eager_pushes and self._serve_scope is not None:
+                # A memory link's timeout is kept by ``LinkTimers``, not a cancel scope.
+                link_timers().add(trio.current_time() + timeout, pending)
+                await pending.done.wait()
+                if pending.timed_out:
+                    raise trio.TooSlowError
             else:
                 with trio.move_on_after(timeout) as scope:
                     await pending.done.wait()
@@ -453,11 +493,9 @@ class Connection:
                 nursery.start_soon(self._writer)
                 if self._eager_pushes and addp.enabled:
                     # A memory link: its deadlines are kept with every other's by one
-                    # task (see ``_addp_timers``), not by a task of its own.
-                    scope = nursery.cancel_scope
-                    addp_timers().add(
-                        addp.next_deadline(), lambda now: self._addp_due(addp, now, scope)
-                    )
+                    # task (see ``_link_timers``), not by a task of its own.
+                    timer = _AddpTimer(self, addp, nursery.cancel_scope)
+                    link_timers().add(addp.next_deadline(), timer)
                 else:
                     nursery.start_soon(self._keepalive, addp, nursery.cancel_scope)
                 try:
@@ -506,7 +544,7 @@ class Connection:
 
     def _take(self, message: Message, nursery: trio.Nursery) -> None:
         """Act on a received frame other than a push."""
-        if isinstance(message, Response | ErrorResponse):
+        if type(message) is Response or type(message) is ErrorResponse:
             pending = self._pending.get(message.id)
             if pending is None:
                 if isinstance(message, ErrorResponse) and message.id == 0:
@@ -584,12 +622,6 @@ class Connection:
                 return
             if not self._addp_step(addp, trio.current_time(), scope):
                 return
-
-    def _addp_due(self, addp: Addp, now: float, scope: trio.CancelScope) -> float | None:
-        """``AddpTimers``' check of a memory link: the next deadline, or None (done)."""
-        if self.closed.is_set() or not self._addp_step(addp, now, scope):
-            return None
-        return addp.next_deadline()
 
     def _addp_step(self, addp: Addp, now: float, scope: trio.CancelScope) -> bool:
         """At an ADDP deadline: poll the peer, or give it up (cancelling ``scope``, the

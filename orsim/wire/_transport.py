@@ -136,40 +136,29 @@ class _Pipe:
             await self.writers.park()
             sent += self.write_nowait(view[sent:], latency)
 
-    async def read(self, max_bytes: int | None, held: Callable[[], bool]) -> bytes:
-        """Up to ``max_bytes`` (b"" at EOF); waits while empty or while ``held()``.
+    def take(self, max_bytes: int | None, held: Callable[[], bool]) -> bytes | None:
+        """Up to ``max_bytes`` to read now (b"" at EOF); None while there is nothing to
+        read, or while ``held()``: then wait (``wait_readable``) and ask again."""
+        if self.reader_closed:
+            raise trio.ClosedResourceError("stream closed")
+        due = self._ripen() if self.delayed else None
+        data = self.data
+        if not (data or (self.eof and due is None)) or held():
+            return None
+        if max_bytes is None or len(data) <= max_bytes:
+            chunk = bytes(data)
+            data.clear()
+        else:
+            chunk = bytes(data[:max_bytes])
+            del data[:max_bytes]
+        if self.writers:
+            self.writers.unpark_all()
+        return chunk
 
-        Exactly one schedule point when bytes are there, none beyond the wait otherwise
-        (the park that waited was the checkpoint): a simulation pays a scheduler round
-        for each, and every frame is read once.
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while True:
-            if self.reader_closed:
-                raise trio.ClosedResourceError("stream closed")
-            due = self._ripen() if self.delayed else None
-            if (self.data or (self.eof and due is None)) and not held():
-                data = self.data
-                if max_bytes is None or len(data) <= max_bytes:
-                    chunk = bytes(data)
-                    data.clear()
-                else:
-                    chunk = bytes(data[:max_bytes])
-                    del data[:max_bytes]
-                if self.writers:
-                    self.writers.unpark_all()
-                if not parked:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                return chunk
-            parked = True
-            if due is None:
-                await self._park_reader()
-            else:
-                with trio.move_on_at(due):
-                    await self._park_reader()
-
-    async def _park_reader(self) -> None:
+    async def wait_readable(self) -> None:
+        """Wait until a writer (or ``wake``) says there may be bytes, or until delayed
+        bytes are due. The reader waits in a slot of its own, not a ParkingLot: every
+        frame wakes it once."""
         if self.reader is not None:
             raise trio.BusyResourceError("another task is already reading this stream")
         self.reader = trio.lowlevel.current_task()
@@ -178,7 +167,11 @@ class _Pipe:
             self.reader = None
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        if not self.delayed:
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            return
+        with trio.move_on_at(self.delayed[0][0]):
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
     def wake_reader(self) -> None:
         task = self.reader
@@ -236,10 +229,22 @@ class _FaultyStream(trio.abc.Stream):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        """Up to ``max_bytes`` (b"" at EOF); waits while there is nothing, or while
+        either end is frozen. Exactly one schedule point: the wait, or (when bytes are
+        there at once) a checkpoint; a simulation pays a scheduler round for each, and
+        every frame is read once."""
+        pipe = self.incoming
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
-            data = await self.incoming.read(max_bytes, self._held)
-            if not data or not self.net.blocked(self.remote, self.local):
-                return data
+            chunk = pipe.take(max_bytes, self._held)
+            if chunk is None:
+                await pipe.wait_readable()
+                waited = True
+            elif not chunk or not self.net.blocked(self.remote, self.local):
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return chunk
 
     def close_now(self) -> None:
         """Close this end at once: the peer reads EOF, its further sends fail. A frozen
