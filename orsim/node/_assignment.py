@@ -86,26 +86,33 @@ def assign(call_id: str, live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> 
     Raises:
         ValueError: no live Node, or one Node ID listed with two data centers.
     """
-    nodes = _normalise(live_nodes)
+    # A dict cannot list a Node twice: taken as it is (the usual case, from the core).
+    nodes = live_nodes if type(live_nodes) is dict else _normalise(live_nodes)
     if not nodes:
         raise ValueError("no live Node to assign the call to")
     weights = _weights_of(call_id)
-
-    def rank(node_id: int) -> tuple[int, int]:
+    ranked = []
+    for node_id in nodes:
         weight = weights.get(node_id)
         if weight is None:
             weight = weights[node_id] = _weight(node_id, call_id)
-        return weight, node_id
-
-    # The heaviest, then the heaviest of the rest (same data center first): two scans,
-    # not a sort, as every application asks for every call.
-    assigned = max(nodes, key=rank)
+        ranked.append((weight, node_id))
+    # The heaviest, then the heaviest of the rest (same data center first): scans, not
+    # a sort, as every application asks for every call. Ties go to the larger Node ID.
+    best = max(ranked)
+    assigned = best[1]
     home = nodes[assigned]
-    others = [node_id for node_id in nodes if node_id != assigned]
-    same_dc = [node_id for node_id in others if nodes[node_id] == home]
-    if same_dc:
-        return Assignment(assigned, max(same_dc, key=rank))
-    return Assignment(assigned, max(others, key=rank) if others else None)
+    same_dc = other = None
+    for item in ranked:
+        if item is best:
+            continue
+        if nodes[item[1]] == home:
+            if same_dc is None or item > same_dc:
+                same_dc = item
+        elif other is None or item > other:
+            other = item
+    runner_up = same_dc or other
+    return Assignment(assigned, runner_up[1] if runner_up else None)
 
 
 #: Calls whose weights are remembered (the oldest forgotten first). A weight never
