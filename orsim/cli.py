@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     ("config", "orsim.config.cli"),
     ("cluster", "orsim.cluster.cli"),
     ("scenario", "orsim.scenario.cli"),
+    ("search", "orsim.search.cli"),
     ("demo", "orsim.cluster.demo"),
 )
 

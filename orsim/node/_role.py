@@ -69,6 +69,7 @@ from collections.abc import Mapping
 import attrs
 
 from orsim.errors import LocalProtocolError
+from orsim.node._mutations import mutated
 
 __all__ = [
     "TRANSITIONS",
@@ -531,6 +532,10 @@ class RoleMachine:
     def _make(self, do: Do, old: Role, trigger: Trigger) -> Action:
         match do:
             case Do.CLAIM:
+                if old is Role.BACKUP and mutated("backup-skips-epoch"):
+                    # The injected bug: take the Node at the epoch already known.
+                    self._claim = ClaimEpoch(expected=self._epoch, new=self._epoch)
+                    return self._claim
                 self._claim = ClaimEpoch(expected=self._epoch, new=self._epoch + 1)
                 return self._claim
             case Do.FENCE:

@@ -77,6 +77,7 @@ from orsim.node._core import (
     call_of,
 )
 from orsim.node._membership import MemberInfo, PeerView
+from orsim.node._mutations import mutated
 from orsim.node._role import Role, RoleMachine
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.node._store_guard import StoreGuard
@@ -107,6 +108,12 @@ _PEER_BACKLOG = 10_000
 _STARTUP_STORE_WAIT = 5.0
 #: Pause before a claim is tried again when neither the store nor the T-Server answered.
 _CLAIM_RETRY = 0.2
+#: How long a call's request (URS target, T-Server route or query) waits before it is
+#: asked again on the same link: a partition drops the bytes of a link that stays up, so
+#: an answer may never come. Asking again is safe: the URS answers any request, and the
+#: T-Server answers an identical route resent as the original. Each wait doubles the last,
+#: so a server slower than this (a URS thinking for seconds) is still heard.
+_ASK_AGAIN = 2.0
 
 
 @attrs.define(eq=False)
@@ -455,6 +462,7 @@ class OrsNode:
             os.kill(os.getpid(), signal.SIGSTOP)
 
     async def _select_target(self, call_id: str, dn: str) -> str:
+        wait = _ASK_AGAIN
         while True:
             urs = self._urs
             if urs is None:  # waited for only when down: a set Event is a scheduler round
@@ -462,29 +470,33 @@ class OrsNode:
                 continue
             try:
                 result = await urs.request(
-                    "select_target", {"call_id": call_id, "dn": dn}, timeout=10
+                    "select_target", {"call_id": call_id, "dn": dn}, timeout=wait
                 )
                 return str(result["target"])
             except (ConnectionLost, trio.TooSlowError):
+                wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
     async def _query_call(self, call_id: str) -> str:
+        wait = _ASK_AGAIN
         while True:
             tserver = self._tserver
             if tserver is None:
                 await self._tserver_up.wait()
                 continue
             try:
-                answer = await tserver.request("query_call", {"call_id": call_id}, timeout=10)
+                answer = await tserver.request("query_call", {"call_id": call_id}, timeout=wait)
             except RemoteError:
                 return "unknown"
             except (ConnectionLost, trio.TooSlowError):
+                wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
                 continue
             return str(answer["state"]) if isinstance(answer, dict) else "unknown"
 
     async def _route(self, call_id: str, target: str, epoch: int) -> str:
         s = self.settings
+        wait = _ASK_AGAIN
         while True:
             tserver = self._tserver
             if tserver is None:
@@ -495,12 +507,13 @@ class OrsNode:
                     "route",
                     {"call_id": call_id, "target": target, "app": s.app,
                      "node_id": s.node_id, "epoch": epoch},
-                    timeout=10,
+                    timeout=wait,
                 )  # fmt: skip
                 return "routed"
             except RemoteError as exc:
                 return exc.code
             except (ConnectionLost, trio.TooSlowError):
+                wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
     async def _delete(self, node_id: int, epoch: int, call_id: str) -> None:
@@ -616,7 +629,7 @@ class OrsNode:
             current = await self.guard.current_epoch(dead)
             if await self.guard.claim_epoch(dead, current, current + 1):
                 fenced = current + 1
-                if self._tserver is not None:
+                if self._tserver is not None and not mutated("adoption-skips-fence"):
                     try:
                         await self._tserver.request(
                             "fence", {"node_id": dead, "epoch": fenced}, timeout=5

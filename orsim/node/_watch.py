@@ -11,7 +11,7 @@ the primary of the Assigned Node     ``CREATE`` the session now
 the other half of the Assigned Node  ``WATCH`` for ``call-watching-timeout``
 (backup, claiming, suspending,
 starting)
-the primary of the Reserved Node     ``WATCH`` for ``call-watching-timeout``
+the Reserved Node (either half)      ``WATCH`` for ``call-watching-timeout``
 anything else                        ``IGNORE``
 ===================================  ================================================
 
@@ -25,8 +25,10 @@ or a session recovered from the store) or the call is routed (the T-Server's
   responsibility passes to the Reserved Node and the watch ends; with no Reserved Node
   (a one-Node cluster) this application is the call's last hope, so it keeps watching
   until it becomes primary or the call expires.
-- *Reserved Node*: at the deadline, if this application is still primary, it creates
-  the session (the Assigned Node, both halves, did not).
+- *Reserved Node*: at the deadline, if this application is primary, it creates the
+  session (the Assigned Node, both halves, did not). Its backup watches too: the Reserved
+  Node may change hands during the watch (a switchover, a takeover), and whichever half
+  is primary at the deadline must act.
 
 A call's Assignment is fixed when its event arrives; a membership change only affects
 calls that arrive afterwards (a watch for a call whose Assigned Node has since left
@@ -41,12 +43,14 @@ runtime); nothing here reads a clock.
 from __future__ import annotations
 
 import enum
+import math
 import types
 from collections.abc import Mapping, Sequence
 
 import attrs
 
 from orsim.node._assignment import Assignment, NodeLike, assign
+from orsim.node._mutations import mutated
 from orsim.node._role import Role
 
 __all__ = ["Decision", "Verdict", "Watch", "WatchKind", "Watcher", "decide"]
@@ -103,13 +107,15 @@ def decide(
     """
     assignment = assign(call_id, live_nodes)
     deadline = now + timeout_ms / 1000.0
+    if mutated("watcher-ignores-timeout"):
+        deadline = math.inf
     if assignment.assigned == node_id:
         if role.creates_sessions:
             return Decision(Verdict.CREATE, assignment)
         if role is Role.STOPPED:
             return Decision(Verdict.IGNORE, assignment)
         return Decision(Verdict.WATCH, assignment, WatchKind.ASSIGNED, deadline)
-    if assignment.reserved == node_id and role.creates_sessions:
+    if assignment.reserved == node_id and role is not Role.STOPPED:
         return Decision(Verdict.WATCH, assignment, WatchKind.RESERVED, deadline)
     return Decision(Verdict.IGNORE, assignment)
 
@@ -144,6 +150,9 @@ class Watcher:
     node_id: int
     timeout_ms: float
     role: Role = Role.STARTING
+    #: True for the only application of its Node: as a backup it is only ever briefly so
+    #: (fenced, it claims its Node back), and nobody else can act on its watches.
+    alone: bool = False
     _watches: dict[str, Watch] = attrs.field(factory=dict, init=False)
 
     @property
@@ -237,8 +246,8 @@ class Watcher:
         for watch in ready:
             if self.role.creates_sessions:
                 create.append(watch.call_id)
-            elif watch.kind is WatchKind.ASSIGNED and watch.assignment.reserved is None:
-                continue  # no Reserved Node: wait to become primary
+            elif self._waits_for_promotion(watch):
+                continue
             del self._watches[watch.call_id]
         return create
 
@@ -252,10 +261,18 @@ class Watcher:
         ]
         return min(times, default=None)
 
+    def _waits_for_promotion(self, watch: Watch) -> bool:
+        """A watch that outlives its deadline while this application is not primary,
+        because nobody else would act on it: the call of a one-Node cluster's backup, and
+        every watch of a Node's only application (found by the stateful test: a lone
+        Reserved Node fenced during a hang let a call's watch end while it reclaimed)."""
+        if watch.kind is WatchKind.ASSIGNED and watch.assignment.reserved is None:
+            return True
+        return self.alone
+
     def _next_time(self, watch: Watch) -> float | None:
-        # A one-Node backup's watch only ends by expiry or promotion, not at its deadline.
-        only_hope = watch.kind is WatchKind.ASSIGNED and watch.assignment.reserved is None
-        if only_hope and not self.role.creates_sessions:
+        # Such a watch only ends by expiry or promotion, not at its deadline.
+        if not self.role.creates_sessions and self._waits_for_promotion(watch):
             return None
         return watch.deadline
 

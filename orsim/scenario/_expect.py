@@ -25,7 +25,9 @@ The exact rules, as the scenario format documents them:
     fencing working); (2) no status sample shows two applications of one Node ``primary``
     with the same epoch; (3) no two consecutive samples both show two applications of one
     Node ``primary`` (a double primary may be glimpsed for at most one sampling interval,
-    while the old primary has not yet noticed it was superseded).
+    while the old primary has not yet noticed it was superseded). In a simulation (``--sim``)
+    the ledger also carries the exact history: (4) no two applications of one Node were ever
+    primary at the same epoch, at any moment; (5) no call's session was created twice.
 """
 
 from __future__ import annotations
@@ -283,6 +285,15 @@ def check_split_brain(
     stale = int(ledger.get("stale") or 0)
     if dups:
         return False, f"{dups} call(s) routed twice (duplicates refused by the T-Server)"
+    for found in ledger.get("double_primaries") or ():
+        names = " and ".join(found["apps"])
+        return False, (
+            f"{names} both primary with epoch {found['epoch']}"
+            f" at virtual time {found['t']:.3f}s (Node {found['node']}, exact history)"
+        )
+    twice = ledger.get("sessions_created_twice") or ()
+    if twice:
+        return False, f"{len(twice)} session(s) created twice (first: call {twice[0]})"
     previous: set[str] = set()
     for sample in samples:
         doubled: set[str] = set()

@@ -117,7 +117,12 @@ class _GatedStore:
 
     async def create_session(self, session: Session) -> bool:
         await self._gate()
-        return await self.store.create_session(session)
+        made = await self.store.create_session(session)
+        if made:
+            if session.call_id in self.sim.created:
+                self.sim.created_twice.append(session.call_id)
+            self.sim.created.add(session.call_id)
+        return made
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
         await self._gate()
@@ -156,6 +161,9 @@ class SimCluster:
     #: app -> the simulated pid of its current run
     pids: dict[str, int] = attrs.Factory(dict)
     confserv: Any = None
+    #: calls whose session was created (by anyone), and those created a second time
+    created: set[str] = attrs.Factory(set)
+    created_twice: list[str] = attrs.Factory(list)
     _next_pid: int = FIRST_PID
     _thawed: dict[str, trio.Event] = attrs.Factory(dict)
     _client: Connection | None = None

@@ -29,8 +29,15 @@ from orsim.cluster._plan import (
 from orsim.cluster._rundir import Manifest
 from orsim.cluster._status import cluster_status, node_primary
 from orsim.config import ConfigDatabase, load_database
-from orsim.errors import ClusterError, ConnectionLost, UnreachableError, UsageError
+from orsim.errors import (
+    ClusterError,
+    ConnectionLost,
+    RemoteError,
+    UnreachableError,
+    UsageError,
+)
 from orsim.sim._cluster import CONFSERV, SimCluster, open_sim_cluster
+from orsim.sim._invariants import double_primaries, node_names
 from orsim.sim._trace import Trace
 from orsim.wire import open_connection
 
@@ -130,6 +137,10 @@ class SimClusterHandle:
         if records:
             answer["records"] = [r.to_wire() for r in tserver.ledger.records()]
             answer["records_total"] = len(answer["records"])
+            # What only a simulation can know exactly (see orsim.sim._invariants).
+            sim = self.sim
+            answer["double_primaries"] = double_primaries(sim.trace.entries, node_names(sim.db))
+            answer["sessions_created_twice"] = list(sim.created_twice)
         return answer
 
     async def wait_for(
@@ -217,13 +228,21 @@ class SimClusterHandle:
                     self.sim.net.for_app(LAUNCHER_APP), address.address, address.port,
                     app=LAUNCHER_APP, app_type="Launcher",
                 )  # fmt: skip
+                answer: Any = None
+                refused: RemoteError | None = None
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
                     try:
-                        return await conn.request(method, params)
+                        answer = await conn.request(method, params)
+                    except RemoteError as exc:
+                        # Raised past the nursery, it would come out as an ExceptionGroup.
+                        refused = exc
                     finally:
                         await conn.aclose()
                         nursery.cancel_scope.cancel()
+                if refused is not None:
+                    raise refused
+                return answer
         except (OSError, trio.TooSlowError, ConnectionLost) as exc:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import NoReturn
@@ -140,6 +139,13 @@ async def connect_with_retry(
     """
     delay = 0.05
     last_error = "no address"
+    # A link with ADDP gives up on a silent peer after its timeout; a handshake into
+    # silence (a partition drops the Hello) gives up as soon, or the link would stay down
+    # for HANDSHAKE_TIMEOUT after the partition heals.
+    handshake = HANDSHAKE_TIMEOUT
+    if addp_timeout > 0:
+        handshake = min(handshake, max(2 * addp_timeout, 0.5))
+    handshake = min(handshake, timeout)
     with trio.move_on_after(timeout):
         while True:
             for host, port in addresses:
@@ -154,9 +160,7 @@ async def connect_with_retry(
                         addp_remote_timeout=addp_remote_timeout,
                         handler=handler,
                         on_push=on_push,
-                        timeout=min(HANDSHAKE_TIMEOUT, timeout)
-                        if timeout < math.inf
-                        else HANDSHAKE_TIMEOUT,
+                        timeout=handshake,
                     )
                 except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
                     last_error = f"{host}:{port}: {exc}"
@@ -223,7 +227,13 @@ async def serve_app(
                     pass
             await trio.aclose_forcefully(stream)
             return
-        except (ConnectionLost, trio.TooSlowError, trio.BrokenResourceError, OSError):
+        except (
+            ConnectionLost,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,  # closed under us: this application is going down
+            OSError,
+        ):
             await trio.aclose_forcefully(stream)
             return
         conn = Connection(

@@ -1,0 +1,55 @@
+"""Safety invariants read from a simulation's exact history (its trace), not from samples.
+
+A status sampler can miss a double primary that lasts less than its interval; the
+simulation records every role change the moment it happens, so here the rule "at most one
+acting primary per Node at the current epoch" is checked at every change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from orsim.config import ConfigDatabase
+
+#: Trace entries after which an application holds no role (a new process starts clean).
+_ROLE_ENDS = frozenset({"crash", "start"})
+
+
+def node_names(db: ConfigDatabase) -> dict[str, str]:
+    """Each ORS application's Node (its primary application's name)."""
+    return {
+        a.name: a.primary_name for a in db.applications.values() if a.type == "OrchestrationServer"
+    }
+
+
+def double_primaries(
+    entries: Iterable[Mapping[str, Any]], node_of: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Every moment two running applications of one Node were primary at the same epoch.
+
+    Each finding: ``{"t", "node", "apps", "epoch"}`` (``t``: virtual time). A frozen
+    application still counts: it believes it holds the Node, and acts on it when thawed.
+    """
+    held: dict[str, tuple[str, int]] = {}
+    found: list[dict[str, Any]] = []
+    for entry in entries:
+        kind, app = entry.get("kind"), entry.get("app")
+        if not isinstance(app, str):
+            continue
+        if kind in _ROLE_ENDS:
+            held.pop(app, None)
+        elif kind == "mode":
+            mode, epoch = str(entry.get("mode")), int(entry.get("epoch") or 0)
+            held[app] = (mode, epoch)
+            if mode != "primary":
+                continue
+            node = node_of.get(app)
+            for other, (other_mode, other_epoch) in held.items():
+                same = other_mode == "primary" and other_epoch == epoch
+                if other != app and same and node_of.get(other) == node:
+                    found.append(
+                        {"t": entry.get("t"), "node": node,
+                         "apps": sorted((app, other)), "epoch": epoch}
+                    )  # fmt: skip
+    return found
