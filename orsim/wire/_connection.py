@@ -219,6 +219,9 @@ class Connection:
     _out_bytes: int = 0
     _writer_running: bool = False
     _writer_idle: trio.Event | None = None
+    #: Where a memory link starts its writer task, once something is buffered (see
+    #: ``serve``); None while it runs, or on other streams (their writer always runs).
+    _writer_nursery: trio.Nursery | None = None
     _drained: trio.Event = attrs.Factory(trio.Event)
     _serve_scope: trio.CancelScope | None = None
     #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
@@ -348,6 +351,9 @@ class Connection:
         if idle is not None:
             self._writer_idle = None
             idle.set()
+        elif self._writer_nursery is not None:
+            self._writer_nursery.start_soon(self._writer)
+            self._writer_nursery = None
 
     def _drop_slow(self, why: str) -> None:
         """Close the link: the peer is not reading. Counted once; wakes every waiter."""
@@ -490,7 +496,14 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._serve_scope = nursery.cancel_scope
-                nursery.start_soon(self._writer)
+                if self._eager_pushes:
+                    # A memory link writes most frames at once (``_queue``): its writer
+                    # task is started only when a frame has to wait (most never do, and
+                    # a big simulated cluster has tens of thousands of links).
+                    self._writer_running = True
+                    self._writer_nursery = nursery
+                else:
+                    nursery.start_soon(self._writer)
                 if self._eager_pushes and addp.enabled:
                     # A memory link: its deadlines are kept with every other's by one
                     # task (see ``_link_timers``), not by a task of its own.
@@ -513,6 +526,8 @@ class Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self._serve_scope = None
+            self._writer_nursery = None
+            self._writer_running = False
             self._mark_closed(self.close_reason or "closed")
             await trio.aclose_forcefully(self.stream)
 
