@@ -601,7 +601,7 @@ class NodeCore:
             app_nodes={p.name: p.node_id for p in s.peers},
         )
         self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=self.epoch)
-        self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms, alone=s.partner is None)
+        self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms)
         self._next_beat = self.started + s.heartbeat
         self._next_orphan_round = self.started + self._orphan_period
 

@@ -21,14 +21,16 @@ or a session recovered from the store) or the call is routed (the T-Server's
 
 - *Assigned Node, other half*: when this application becomes primary (takeover or a
   failed switchover), it creates every call it watches at once ("the backup switched to
-  primary mode, the new primary tries to create the session"). At the deadline,
-  responsibility passes to the Reserved Node and the watch ends; with no Reserved Node
-  (a one-Node cluster) this application is the call's last hope, so it keeps watching
-  until it becomes primary or the call expires.
+  primary mode, the new primary tries to create the session"). At the deadline the
+  Reserved Node acts too, but the watch goes on until this application becomes primary,
+  the call is created or routed, or it expires: the Reserved Node may not have been able
+  to act (its own primary frozen or switching over), and the store's claim lets only one
+  of them create the call.
 - *Reserved Node*: at the deadline, if this application is primary, it creates the
   session (the Assigned Node, both halves, did not). Its backup watches too: the Reserved
   Node may change hands during the watch (a switchover, a takeover), and whichever half
-  is primary at the deadline must act.
+  is primary at the deadline, or becomes primary after it, creates the call (found by
+  `orsim search`: a call arrived as the Reserved Node switched over, or froze).
 
 A call's Assignment is fixed when its event arrives; a membership change only affects
 calls that arrive afterwards (a watch for a call whose Assigned Node has since left
@@ -150,9 +152,6 @@ class Watcher:
     node_id: int
     timeout_ms: float
     role: Role = Role.STARTING
-    #: True for the only application of its Node: as a backup it is only ever briefly so
-    #: (fenced, it claims its Node back), and nobody else can act on its watches.
-    alone: bool = False
     _watches: dict[str, Watch] = attrs.field(factory=dict, init=False)
 
     @property
@@ -216,8 +215,9 @@ class Watcher:
     def set_role(self, role: Role, now: float) -> list[str]:
         """Record a role change; on becoming primary, return the calls to create now.
 
-        Those are the calls watched for this application's own Node whose watch is still
-        running (before its deadline, or past it when the call has no Reserved Node).
+        Those are the calls watched for this application's own Node, before or past their
+        deadline, and the Reserved Node's calls past their deadline (the store's claim
+        decides between this Node and any other that creates the call too).
         Call it after recovering the Node's sessions from the store (and telling
         ``on_session_created`` about each), so recovered calls are not created twice.
         """
@@ -226,28 +226,28 @@ class Watcher:
         if not promoted:
             return []
         self._expire(now)
-        mine = [w for w in self._watches.values() if w.kind is WatchKind.ASSIGNED]
+        mine = [
+            w for w in self._watches.values() if w.kind is WatchKind.ASSIGNED or w.deadline <= now
+        ]
         for watch in mine:
             del self._watches[watch.call_id]
-        # Past its deadline a call with a Reserved Node is that Node's to create.
-        mine = [w for w in mine if w.deadline > now or w.assignment.reserved is None]
         return [watch.call_id for watch in sorted(mine, key=_by_deadline)]
 
     def due(self, now: float) -> list[str]:
         """End the watches whose deadline has passed; return the calls to create now.
 
         Returned calls are no longer watched: the runtime creates them (this application
-        is primary). Watches this application may not act on end quietly (see the module
-        docstring), except a one-Node cluster's backup, which keeps watching.
+        is primary). An application that is not primary keeps its watches past their
+        deadline: they end when it becomes primary (``set_role``), when the call is
+        created or routed, or when it expires.
         """
         self._expire(now)
         ready = sorted((w for w in self._watches.values() if w.deadline <= now), key=_by_deadline)
         create: list[str] = []
         for watch in ready:
-            if self.role.creates_sessions:
-                create.append(watch.call_id)
-            elif self._waits_for_promotion(watch):
-                continue
+            if not self.role.creates_sessions:
+                break  # kept for a promotion (see the module docstring)
+            create.append(watch.call_id)
             del self._watches[watch.call_id]
         return create
 
@@ -261,18 +261,9 @@ class Watcher:
         ]
         return min(times, default=None)
 
-    def _waits_for_promotion(self, watch: Watch) -> bool:
-        """A watch that outlives its deadline while this application is not primary,
-        because nobody else would act on it: the call of a one-Node cluster's backup, and
-        every watch of a Node's only application (found by the stateful test: a lone
-        Reserved Node fenced during a hang let a call's watch end while it reclaimed)."""
-        if watch.kind is WatchKind.ASSIGNED and watch.assignment.reserved is None:
-            return True
-        return self.alone
-
     def _next_time(self, watch: Watch) -> float | None:
-        # Such a watch only ends by expiry or promotion, not at its deadline.
-        if not self.role.creates_sessions and self._waits_for_promotion(watch):
+        # Not primary: a watch ends by promotion or expiry, not at its deadline.
+        if not self.role.creates_sessions:
             return None
         return watch.deadline
 

@@ -230,7 +230,8 @@ def _write(
     from orsim.search._check import violations
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    outcome = run_schedule(schedule, topology)
+    with quiet_logs():
+        outcome = run_schedule(schedule, topology)
     kind = outcome.violations[0].kind if outcome.violations else "none"
     stem = f"found-{topology.path.stem}-{kind}-{search_seed}"
     path = out_dir / f"{stem}.yaml"
