@@ -427,3 +427,27 @@ async def test_live_option_change(autojump_clock: trio.testing.MockClock) -> Non
             states = {r["call_id"]: r["state"] for r in ledger["records"]}
             assert states == {first["call_id"]: "in_flight", second["call_id"]: "lost"}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_registers_hears_the_calls_already_waiting(
+    nursery: trio.Nursery,
+) -> None:
+    """A router that (re)connects while calls wait on its routing points is told about
+    them (found by `orsim search`: a primary whose T-Server link was dropped while frozen
+    never heard of a call, and nobody routed it); routed calls and other DNs are not."""
+    net = MemoryNetwork()
+    port = await start(nursery, net.for_app("SIP_Server"), tserver_app())
+    async with peer(net.for_app("ORS_1"), port, "ORS_1") as a:
+        await a.client.register("ORS_1", 101, ["5000", "5001"])
+        waiting = await a.client.make_call("5000")
+        routed = await a.client.make_call("5000")
+        elsewhere = await a.client.make_call("5001")
+        await a.client.route(routed, "Agent_1", app="ORS_1", node_id=101, epoch=1)
+        async with peer(net.for_app("ORS_1_B"), port, "ORS_1_B") as b:
+            await b.client.register("ORS_1_B", 101, ["5000"])
+            told = RouteRequest.from_push(await b.next_push("route_request"))
+            assert (told.call_id, told.dn) == (waiting, "5000")
+            assert told.deadline == pytest.approx(told.created_at + 10.0)
+            await trio.testing.wait_all_tasks_blocked()
+            later = [p.params.get("call_id") for p in _drain(b.pushes)]
+            assert routed not in later and elsewhere not in later

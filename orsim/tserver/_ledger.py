@@ -210,6 +210,18 @@ class CallLedger:
         heapq.heappush(self._deadlines, (deadline, call_id))
         return record
 
+    def waiting(self, dns: Iterable[str], now: float) -> list[CallRecord]:
+        """Calls in flight on any of ``dns`` whose deadline has not passed, oldest first."""
+        wanted = set(dns)
+        found = [
+            record
+            for _deadline, call_id in self._deadlines
+            if (record := self._calls[call_id]).state == IN_FLIGHT
+            and record.dn in wanted
+            and record.deadline > now
+        ]
+        return sorted(found, key=lambda r: (r.created_at, r.call_id))
+
     def route(
         self,
         call_id: str,

@@ -282,13 +282,7 @@ class TServer:
         record = self.ledger.create(call_id, dn, now, now + self.router_timeout)
         if record.deadline - self._offset < self._expiry_at:
             self._wake.set()
-        request: dict[str, Json] = {
-            "call_id": call_id,
-            "dn": dn,
-            "created_at": record.created_at,
-            "deadline": record.deadline,
-        }
-        self._push_to(dn, Push("route_request", request))
+        self._push_to(dn, Push("route_request", _request_of(record)))
         return record
 
     def _push_to(self, dn: str, push: Push, but: str | None = None) -> None:
@@ -381,9 +375,17 @@ class TServer:
             self._clients[conn] = client
         client.app, client.node_id = app, node_id
         client.dns.update(dns)
+        # Calls already waiting on these routing points are told to the new client too: a
+        # router that (re)connects while a call waits (its link cut by a partition, or a
+        # frozen process whose link was dropped) would otherwise never hear of it, and
+        # nobody else may be left to route it (found by `orsim search`).
+        waiting = self.ledger.waiting(dns, self.now())
+        for record in waiting:
+            client.post(encode(Push("route_request", _request_of(record))))
         get_logger(app=self.app.name).info(
-            "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns)
-        )
+            "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns),
+            waiting=len(waiting),
+        )  # fmt: skip
         return {"dns": sorted(client.dns)}
 
     async def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
@@ -533,6 +535,16 @@ class TServer:
             **frame_counts(),
             "generator": None if self._generator is None else self._generator.to_wire(),
         }
+
+
+def _request_of(record: CallRecord) -> dict[str, Json]:
+    """The ``route_request`` push of a call."""
+    return {
+        "call_id": record.call_id,
+        "dn": record.dn,
+        "created_at": record.created_at,
+        "deadline": record.deadline,
+    }
 
 
 async def serve_tserver(
