@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode test run lint bench soak scenarios clean
+.PHONY: install bytecode test run lint bench soak scenarios fuzz clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ bench: bytecode
 SOAK_RUNS ?= 200
 soak: bytecode
 	$(BIN)/python -m orsim.bench --soak $(SOAK_RUNS)
+
+# In-process fuzzing (no sockets) of the wire codec and of each server's dispatch:
+# FUZZ_INPUTS per target (1M by default), two targets at once; fails on a crash or hang.
+FUZZ_INPUTS ?= 1000000
+fuzz: bytecode
+	$(BIN)/python -m orsim.fuzz --inputs $(FUZZ_INPUTS) --jobs 2
 
 scenarios: bytecode
 	$(BIN)/orsim scenario run scenarios/*.yaml --junit .orsim/scenarios.xml --report .orsim/scenarios.html

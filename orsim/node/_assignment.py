@@ -133,7 +133,10 @@ def _weights_of(call_id: str) -> dict[int, int]:
 
 
 def _weight(node_id: int, call_id: str) -> int:
-    digest = hashlib.blake2b(f"{node_id}:{call_id}".encode(), digest_size=_DIGEST_SIZE)
+    # surrogatepass: a call id may hold a lone surrogate (valid JSON, not UTF-8); every
+    # Node must still weigh it, and the same way.
+    key = f"{node_id}:{call_id}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(key, digest_size=_DIGEST_SIZE)
     return int.from_bytes(digest.digest(), "big")
 
 
