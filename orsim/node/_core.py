@@ -959,6 +959,8 @@ class NodeCore:
     def _queried(self, event: CallQueried, now: float) -> list[Command]:
         call = self.calls.get(event.call_id)
         session = self._recovered_sessions.pop(event.call_id, None)
+        if call is not None and session is None and call.phase is Phase.CHECKING:
+            return self._unpersisted_checked(call, event.state)
         if call is None or session is None:
             return []
         if event.state in ("routed", "lost"):
@@ -972,6 +974,19 @@ class NodeCore:
         call.phase, call.writing_since = Phase.WRITING, now
         self._deadline(now + self._slow_store_patience)
         return [WriteSession(session, create=False)]
+
+    def _unpersisted_checked(self, call: CallState, state: str) -> list[Command]:
+        """The T-Server's answer for a call created without the store: go on with it
+        unless someone else already routed it (or it is over)."""
+        if state in ("routed", "lost") or call.call_id in self._handled:
+            del self.calls[call.call_id]
+            self._mark_handled(call.call_id)
+            return [Note("unpersisted_call_taken", (("call_id", call.call_id), ("state", state)))]
+        if call.target:
+            call.phase = Phase.ROUTING
+            return [SendRoute(call.call_id, call.target, call.epoch)]
+        call.phase = Phase.SELECTING
+        return [SelectTarget(call.call_id, call.dn)]
 
     def _written(self, event: SessionWritten, now: float) -> list[Command]:
         call = self.calls.get(event.call_id)
@@ -996,6 +1011,13 @@ class NodeCore:
             return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
         call.writing_since = None
         out: list[Command] = [self._notify(call)]
+        if outcome is WriteOutcome.UNPERSISTED and not call.recovered:
+            # No store claim made this creation exactly-once: another Node may have
+            # created the call meanwhile (its watch ran out while this application was
+            # stalled: found by `orsim search`). The T-Server says whether it is routed.
+            call.phase = Phase.CHECKING
+            out.append(QueryCall(call.call_id))
+            return out
         if call.call_id in self._handled:
             # Routed by another Node while the store kept this one waiting.
             del self.calls[call.call_id]
