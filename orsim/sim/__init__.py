@@ -23,7 +23,7 @@ The launcher's verbs (what the scenario runner and the pytest plugin drive)::
 
 A whole run, deterministic::
 
-    result = run_seeded(main, seed=1)    # trio.run under MockClock, scheduler seeded
+    result = run_seeded(main, seed=1)    # trio.run in virtual time (SimClock), seeded
 
 See ``orsim.sim._handle`` for how signals and start-up are modelled.
 """
@@ -38,6 +38,7 @@ from orsim.sim._cluster import run_id_of as run_id_of
 from orsim.sim._cluster import sim_wall as sim_wall
 from orsim.sim._handle import START_DELAY as START_DELAY
 from orsim.sim._handle import SimClusterHandle as SimClusterHandle
+from orsim.sim._run import SimClock as SimClock
 from orsim.sim._run import run_seeded as run_seeded
 from orsim.sim._run import seed_scheduler as seed_scheduler
 from orsim.sim._run import sim_clock as sim_clock
@@ -47,6 +48,7 @@ __all__ = [
     "CONFSERV",
     "SIM_EPOCH",
     "START_DELAY",
+    "SimClock",
     "SimCluster",
     "SimClusterHandle",
     "Trace",

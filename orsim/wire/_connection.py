@@ -184,6 +184,11 @@ class _AddpTimer:
         return not self.conn.closed.is_set()
 
     def due(self, now: float) -> float | None:
+        # Bytes already in the link, not yet read, count as received: both ends' checks
+        # fall due at the same virtual instant, and the first one's poll would otherwise
+        # not count for the second, which would poll too (twice the frames for nothing).
+        if self.conn.stream.has_unread(now):  # type: ignore[attr-defined]
+            self.addp.on_receive(now)
         if not self.conn._addp_step(self.addp, now, self.scope):
             return None
         return self.addp.next_deadline()

@@ -203,6 +203,14 @@ class _FaultyStream(trio.abc.Stream):
     local: str
     remote: str
 
+    def has_unread(self, now: float) -> bool:
+        """Whether bytes from the peer wait here that its reader would take now (not
+        held by a frozen end, not dropped by a cut): they prove the peer alive, as they
+        would have had the reader run first."""
+        pipe = self.incoming
+        arrived = bool(pipe.data) or bool(pipe.delayed and pipe.delayed[0][0] <= now)
+        return arrived and not self._held() and not self.net.blocked(self.remote, self.local)
+
     def _held(self) -> bool:
         frozen = self.net._frozen
         return bool(frozen) and (self.local in frozen or self.remote in frozen)
