@@ -780,7 +780,8 @@ class OrsNode:
 
         def down() -> None:
             self._tserver = None
-            self._tserver_up = trio.Event()
+            if self._tserver_up.is_set():  # an unset one may have waiters: keep it
+                self._tserver_up = trio.Event()
 
         await self._server_link(s.tserver, "T-Server", up, down, on_push=self._on_push)
 
@@ -794,7 +795,10 @@ class OrsNode:
 
         def down() -> None:
             self._urs = None
-            self._urs_up = trio.Event()
+            # Replacing an unset Event would strand the calls waiting on it (found by
+            # `orsim search`: a registration that failed after a reconnect lost a call).
+            if self._urs_up.is_set():
+                self._urs_up = trio.Event()
 
         await self._server_link(s.urs, "URS", up, down)
 
