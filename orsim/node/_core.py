@@ -590,6 +590,9 @@ class NodeCore:
     #: The earliest deadline made since the driver last asked (``take_deadline_hint``):
     #: lets it wake its clock early without the full scan of ``next_deadline`` per event.
     _hint: float = math.inf
+    #: The smallest call-watching-timeout this application has had (ms): see
+    #: ``_slow_store_patience``.
+    _cwt_floor: float = math.inf
     #: A primary stopping alone (no partner to hand over to) drains until then.
     _stop_until: float | None = None
     _handover_until: float | None = None
@@ -602,6 +605,7 @@ class NodeCore:
         )
         self.role = RoleMachine(configured_primary=not s.configured_backup, epoch=self.epoch)
         self.watcher = Watcher(s.node_id, s.call_watching_timeout_ms)
+        self._cwt_floor = s.call_watching_timeout_ms
         self._next_beat = self.started + s.heartbeat
         self._next_orphan_round = self.started + self._orphan_period
 
@@ -640,6 +644,7 @@ class NodeCore:
     def set_call_watching_timeout(self, ms: float) -> None:
         """A new call-watching-timeout for calls that arrive from now on."""
         self.watcher.timeout_ms = ms
+        self._cwt_floor = min(self._cwt_floor, ms)
         self._hint = -math.inf  # the slow-store patience moved: look again
 
     # -- starting ------------------------------------------------------------------
@@ -867,7 +872,12 @@ class NodeCore:
 
     @property
     def _slow_store_patience(self) -> float:
-        return self.watcher.timeout_ms / 2000.0
+        """How long a session write may take before its watchers are told it is under
+        way: half the call-watching-timeout, the smallest this application has had, as
+        peers that watch the call may still count with an older, shorter one (found by
+        `orsim search`: after a raise to 1000 ms the notice reached a watcher that counted
+        500 ms just as it gave up, and both created the call)."""
+        return self._cwt_floor / 2000.0
 
     def _heartbeat(self, now: float) -> list[Command]:
         s = self.settings
