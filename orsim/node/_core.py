@@ -985,6 +985,10 @@ class NodeCore:
         self._deadline(now + self._slow_store_patience)
         return [WriteSession(session, create=False)]
 
+    def _holds_newer(self, call: CallState) -> bool:
+        """This application holds its Node at a newer epoch than the call's."""
+        return self.role.role.holds_node and call.epoch < self.current_epoch
+
     def _unpersisted_checked(self, call: CallState, state: str) -> list[Command]:
         """The T-Server's answer for a call created without the store: go on with it
         unless someone else already routed it (or it is over)."""
@@ -1003,6 +1007,9 @@ class NodeCore:
         if call is None:
             return []
         outcome = event.outcome
+        if outcome is WriteOutcome.STALE and self._holds_newer(call):
+            del self.calls[call.call_id]  # this application holds the Node again: anew
+            return self._start_call(call.call_id, call.dn, now)
         if outcome is WriteOutcome.STALE:
             # Fenced before its session was written: the call is still this Node's, and
             # nobody may know of it (its watchers were told it is taken). Kept like a
@@ -1067,7 +1074,17 @@ class NodeCore:
         if call is None:
             return []
         out: list[Command] = []
+        if event.outcome == "stale_epoch" and self._holds_newer(call):
+            # Refused for the epoch it was created under, but this application holds the
+            # Node again, at a newer epoch (frozen, superseded, back: found by `orsim
+            # search`): the call is still the Node's and nobody else carries it on.
+            call.epoch, call.phase = self.current_epoch, Phase.ROUTING
+            self.calls[call.call_id] = call
+            return [SendRoute(call.call_id, call.target, call.epoch)]
         if event.outcome == "stale_epoch":
+            # Kept like a partner's announced call: created if this application takes
+            # the Node back (its session may never have reached the store).
+            self._announced[call.call_id] = (call.dn, math.inf)
             out += self._role_event(Fenced(call.epoch), now)
         else:
             if event.outcome == "routed":
