@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal as signals
 import socket
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from orsim.cluster._plan import (
     cluster_name,
     launched_apps,
     plan_apps,
+    redis_servers,
     rewrite_ports,
     sqlite_stores,
     start_waves,
@@ -43,13 +45,26 @@ from orsim.cluster._procs import (
     process_state,
     send_signal,
     spawn,
+    spawn_program,
     wait_exit,
 )
 from orsim.cluster._proxy import PROXY_APP, Route
+from orsim.cluster._redis import (
+    REDIS_DIR,
+    REDIS_PROGRAM,
+    REDIS_TYPE,
+    RedisServer,
+    missing_program_error,
+    ping_redis,
+    probe_redis,
+    rewrite_store_urls,
+    set_store,
+)
 from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic
 from orsim.cluster._status import cluster_status, node_primary, process_label
-from orsim.config import TSERVER_TYPES, load_database
+from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
 from orsim.errors import ClusterError, OrsimError, RemoteError, UnreachableError, UsageError
+from orsim.store import parse_store_url
 from orsim.wire import Json, Network, TcpNetwork, connected
 
 #: How long `up` waits for one process to report ready.
@@ -96,6 +111,7 @@ class ClusterHandle:
         *,
         confserv_port: int | None = None,
         ready_timeout: float = READY_TIMEOUT,
+        store: str | None = None,
     ) -> ClusterHandle:
         """Validate the database, start every process in order and wait until all are ready.
 
@@ -106,9 +122,13 @@ class ClusterHandle:
                 serves a rewritten copy of the database.
             progress: called as each process starts and becomes ready.
             confserv_port: the Configuration Server's public port (``given``: 2020).
+            store: a ``persistence/store`` URL that replaces the database's (every Node's):
+                the database served is a copy with it.
 
         Raises:
-            ConfigError: the database is broken (nothing is started).
+            ConfigError: the database (or ``store``) is broken (nothing is started).
+            UnreachableError: a local Redis store must be started and ``redis-server`` is
+                not on PATH.
             ClusterError: a cluster already runs there, a port is taken, or a process died
                 or did not get ready (everything started is stopped again).
         """
@@ -119,7 +139,7 @@ class ClusterHandle:
         forks = ForkServer.start()
         try:
             manifest = await trio.to_thread.run_sync(
-                _prepare, Path(config_path), rundir, ports, confserv_port
+                _prepare, Path(config_path), rundir, ports, confserv_port, store
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -191,10 +211,25 @@ class ClusterHandle:
         tier_scope: trio.CancelScope,
     ) -> None:
         env = {"ORSIM_LISTEN_PORT": str(entry.private_port)} if entry.listen_env else {}
-        proc = await self._spawn(entry.app, entry.argv, env=env, append=append)
+        try:
+            proc = await self._spawn(
+                entry.app, entry.argv, env=env, append=append, program=entry.program
+            )
+        except ClusterError as exc:
+            _notify(progress, entry.app, "failed")
+            failures.append(f"{entry.app}: {exc}")
+            tier_scope.cancel()
+            return
         _notify(progress, entry.app, "starting")
         try:
-            await self._wait_ready(entry.app, entry.host, entry.private_port, proc, timeout)
+            await self._wait_ready(
+                entry.app,
+                entry.host,
+                entry.private_port,
+                proc,
+                timeout,
+                redis=entry.type == REDIS_TYPE,
+            )
         except ClusterError as exc:
             _notify(progress, entry.app, "failed")
             failures.append(str(exc))
@@ -203,11 +238,21 @@ class ClusterHandle:
         _notify(progress, entry.app, "ready")
 
     async def _spawn(
-        self, app: str, argv: tuple[str, ...], *, env: dict[str, str], append: bool
+        self,
+        app: str,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        append: bool,
+        program: str | None = None,
     ) -> Child:
         log_path, cwd = self.run_dir.log(app), self.run_dir.root
         proc: Child
-        if self._forks is not None and not self._forks.closed:
+        if program is not None:
+            # Not orsim (a Redis): exec'd from PATH, in a working directory of its own.
+            (cwd / REDIS_DIR / app).mkdir(parents=True, exist_ok=True)
+            proc = await spawn_program(program, argv, log_path=log_path, cwd=cwd, append=append)
+        elif self._forks is not None and not self._forks.closed:
             proc = await self._forks.spawn(argv, log_path=log_path, cwd=cwd, env=env, append=append)
         else:
             proc = await spawn(argv, log_path=log_path, cwd=cwd, env=env, append=append)
@@ -217,7 +262,7 @@ class ClusterHandle:
         return proc
 
     async def _wait_ready(
-        self, app: str, host: str, port: int, proc: Child, timeout: float
+        self, app: str, host: str, port: int, proc: Child, timeout: float, *, redis: bool = False
     ) -> Json:
         log = self.run_dir.log(app)
         with trio.move_on_after(timeout):
@@ -228,6 +273,11 @@ class ClusterHandle:
                         f"{app} exited with code {code} during start-up; "
                         f"last lines of {log}:\n{log_tail(log)}"
                     )
+                if redis:
+                    if await ping_redis(host, port, STATUS_TIMEOUT):
+                        return {"mode": "primary"}
+                    await trio.sleep(READY_POLL_INTERVAL)
+                    continue
                 try:
                     answer = await self._request_at(host, port, "status", timeout=STATUS_TIMEOUT)
                 except _UNANSWERED:
@@ -337,6 +387,11 @@ class ClusterHandle:
                 # A frozen process cannot answer: asking would only make every
                 # status (and every wait_for poll) wait out the request timeout.
                 answers[entry.app] = None
+                return
+            if entry.type == REDIS_TYPE:
+                # Redis speaks RESP, not orsim's wire: a PING answered is a serving Redis.
+                alive = await ping_redis(entry.host, entry.private_port, STATUS_TIMEOUT)
+                answers[entry.app] = {"mode": "primary"} if alive else None
                 return
             try:
                 answer = await self._request_at(entry.host, entry.private_port, "status")
@@ -554,7 +609,9 @@ async def stop_processes(
     return sorted(live)
 
 
-def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int | None) -> Manifest:
+def _prepare(
+    config_path: Path, rundir: RunDir, ports: str, confserv_port: int | None, store: str | None
+) -> Manifest:
     """The blocking part of ``up``: validate, choose ports, write the run directory."""
     config = config_path.absolute()
     db = load_database(config)
@@ -569,24 +626,34 @@ def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int |
     for stale in rundir.read_pids():
         rundir.remove_pid(stale)
 
+    raw: Any = None  # the database as served, when that is not the file itself
+    if store is not None:
+        parse_store_url(store, rundir.root)  # a bad URL is one line naming the option
+        raw = set_store(yaml.safe_load(config.read_text()), store)
+        write_atomic(rundir.served_config, yaml.safe_dump(raw, sort_keys=False))
+        db = load_database(rundir.served_config)
     apps = launched_apps(db)
     names = [a.name for a in apps]
     stores = store_names(db, len(sqlite_stores(db)))
-    served = config
+    redis = _redis_to_run(db, auto=ports == "auto")
+    free = _free_ports(len(names) * 2 + len(stores) + len(redis) + 3)
     if ports == "auto":
-        free = _free_ports(len(names) * 2 + len(stores) + 3)
         public = {name: free.pop() for name in names}
         confserv_public = free.pop()
-        raw = yaml.safe_load(config.read_text())
-        write_atomic(
-            rundir.served_config, yaml.safe_dump(rewrite_ports(raw, public), sort_keys=False)
-        )
-        served = rundir.served_config
+        redis = [attrs.evolve(server, port=free.pop()) for server in redis]
     else:
         public = {a.name: a.port for a in apps}
         confserv_public = confserv_port if confserv_port is not None else DEFAULT_CONFSERV_PORT
         _check_ports_free({**public, CONFSERV_APP: confserv_public})
-        free = _free_ports(len(names) + len(stores) + 2)
+    moved = {r.url: r.served_url for r in redis if r.served_url != r.url}
+    served = config
+    if raw is not None or ports == "auto" or moved:
+        raw = raw if raw is not None else yaml.safe_load(config.read_text())
+        if ports == "auto":
+            raw = rewrite_ports(raw, public)
+        raw = rewrite_store_urls(raw, moved)
+        write_atomic(rundir.served_config, yaml.safe_dump(raw, sort_keys=False))
+        served = rundir.served_config
     private = {name: free.pop() for name in [*names, CONFSERV_APP, *stores]}
     entries = plan_apps(
         db,
@@ -595,6 +662,7 @@ def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int |
         confserv_port=confserv_public,
         public=public,
         private=private,
+        redis=redis,
     )
     manifest = Manifest(
         cluster=cluster_name(entries),
@@ -609,6 +677,29 @@ def _prepare(config_path: Path, rundir: RunDir, ports: str, confserv_port: int |
     rundir.write_manifest(manifest)
     write_atomic(rundir.proxy_config, json.dumps(_proxy_config(manifest), indent=2) + "\n")
     return manifest
+
+
+def _redis_to_run(db: ConfigDatabase, *, auto: bool) -> list[RedisServer]:
+    """The local Redis servers ``up`` must start: those where no Redis answers yet.
+
+    Raises:
+        ClusterError: with ports as given, something that is not Redis holds the port.
+        UnreachableError: one must be started and ``redis-server`` is not on PATH.
+    """
+    servers = []
+    for server in redis_servers(db):
+        found = probe_redis(server.bind, server.port)
+        if found:
+            continue  # a Redis answers there already: used as it is
+        if found is False and not auto:
+            raise ClusterError(
+                f"port {server.port} of the store {server.url} is taken by something that "
+                "is not Redis; stop it, or use --ports auto"
+            )
+        servers.append(server)
+    if servers and shutil.which(REDIS_PROGRAM) is None:
+        raise missing_program_error(servers[0].url)
+    return servers
 
 
 def _notify(progress: Progress | None, app: str, state: str) -> None:
@@ -653,7 +744,7 @@ def _proxy_config(manifest: Manifest) -> dict[str, Any]:
         "routes": [
             attrs.asdict(Route(e.app, e.host, e.public_port, e.host, e.private_port))
             for e in manifest.apps
-            if e.type != STORE_TYPE  # nodes reach it directly, on its own port
+            if e.type not in (STORE_TYPE, REDIS_TYPE)  # nodes reach them directly
         ],
     }
 

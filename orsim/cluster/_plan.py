@@ -13,6 +13,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orsim.cluster._redis import REDIS_PROGRAM, REDIS_TYPE, RedisServer, managed_redis
 from orsim.cluster._rundir import AppEntry
 from orsim.config._effective import storage_of
 from orsim.config._model import TSERVER_TYPES, Application, ConfigDatabase
@@ -102,9 +103,18 @@ def store_names(db: ConfigDatabase, count: int) -> list[str]:
     return names
 
 
+def redis_servers(db: ConfigDatabase) -> list[RedisServer]:
+    """The Redis servers of ``db``'s local ``redis://`` stores (``redis``, ...), each at its
+    URL's port (the launcher leaves out those already running, see ``_redis``)."""
+    taken = {*db.applications, CONFSERV_APP, *store_names(db, len(sqlite_stores(db)))}
+    return managed_redis(db, taken)
+
+
 def store_app_names(db: ConfigDatabase) -> list[str]:
-    """The names the launcher gives the store servers of ``db`` (``store``, ...)."""
-    return store_names(db, len(sqlite_stores(db)))
+    """The names the launcher may give the store processes of ``db``: the SQLite store
+    servers (``store``, ...) and the local Redis servers (``redis``, ...)."""
+    sqlite = store_names(db, len(sqlite_stores(db)))
+    return [*sqlite, *(r.name for r in redis_servers(db))]
 
 
 def plan_apps(
@@ -115,13 +125,15 @@ def plan_apps(
     confserv_port: int,
     public: Mapping[str, int],
     private: Mapping[str, int],
+    redis: Sequence[RedisServer] | None = None,
 ) -> tuple[AppEntry, ...]:
     """Every process of the cluster (Configuration Server first), in start order.
 
     ``public`` maps each database application to the port peers use (the proxy holds it);
     ``private`` maps every application, ``confserv`` and each store server (named by
     :func:`store_names`) to the port it really listens on. A store server is not behind
-    the proxy: its public port is its own.
+    the proxy: its public port is its own. ``redis``: the Redis servers to run (default
+    :func:`redis_servers`), each on its own address and port, also not behind the proxy.
     """
     genesys = ("-host", LOOPBACK, "-port", str(confserv_port))
     entries = [
@@ -155,6 +167,20 @@ def plan_apps(
                 tier=TIER_SERVERS,
                 argv=("store", "serve", url, "--port", str(private[name]), "--managed"),
                 listen_env=False,
+            )
+        )
+    for server in redis_servers(db) if redis is None else redis:
+        entries.append(
+            AppEntry(
+                app=server.name,
+                type=REDIS_TYPE,
+                host=server.bind,
+                public_port=server.port,
+                private_port=server.port,
+                tier=TIER_SERVERS,
+                argv=server.argv(),
+                listen_env=False,
+                program=REDIS_PROGRAM,
             )
         )
     for app in launched_apps(db):

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import trio
 
+from orsim.cluster._redis import REDIS_DIR, REDIS_PROGRAM
 from orsim.errors import ClusterError
 from orsim.forkserver import command as fork_server_command
 from orsim.forkserver import take_prestarted
@@ -74,6 +76,28 @@ async def spawn(
         )
 
 
+async def spawn_program(
+    program: str, argv: Sequence[str], *, log_path: Path, cwd: Path, append: bool = False
+) -> trio.Process:
+    """Start ``program`` (found on PATH) in its own session, output into ``log_path``.
+
+    Raises:
+        ClusterError: ``program`` is not on PATH.
+    """
+    path = shutil.which(program)
+    if path is None:
+        raise ClusterError(f"{program} is not on PATH")
+    with open(log_path, "ab" if append else "wb") as log:  # noqa: ASYNC230 - a local open
+        return await trio.lowlevel.open_process(
+            [path, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
 def process_state(pid: int) -> str | None:
     """The kernel's one-letter state of ``pid`` (``R``, ``S``, ``T``, ``Z``...), None if gone."""
     try:
@@ -85,14 +109,24 @@ def process_state(pid: int) -> str | None:
 
 
 def is_orsim(pid: int) -> bool:
+    """True if ``pid`` is an orsim process or a Redis a launcher runs.
+
+    Redis rewrites its command line (to ``redis-server ADDR:PORT``), so one of ours is
+    known by its working directory instead: ``RUN_DIR/redis/APP`` of a run directory.
+    """
     try:
-        return b"orsim" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"orsim" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return True
+        if Path(f"/proc/{pid}/comm").read_text().strip() != REDIS_PROGRAM:
+            return False
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return False
+    return cwd.parent.name == REDIS_DIR and (cwd.parent.parent / "manifest.json").is_file()
 
 
 def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a live (not zombie) orsim process."""
+    """True while ``pid`` is a live (not zombie) orsim process (or our Redis)."""
     state = process_state(pid)
     return state is not None and state not in ("Z", "X") and is_orsim(pid)
 

@@ -9,6 +9,7 @@ Layout (``./.orsim/run`` by default)::
     logs/<APP>.jsonl     each process's stderr: structlog JSON lines
     pids/<APP>.pid       one pid file per running process (also read by `down`)
     sessions.db          the nodes' SQLite session store (nodes run with cwd = run dir)
+    redis/<APP>/         the working directory of a Redis the launcher runs (no files kept)
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class AppEntry:
     #: Whether the private port is passed as ``ORSIM_LISTEN_PORT`` (not for the confserv,
     #: which gets it as ``--port``).
     listen_env: bool = True
+    #: The program run with ``argv`` when it is not orsim (``redis-server``, from PATH).
+    program: str | None = None
 
 
 @attrs.frozen(kw_only=True)

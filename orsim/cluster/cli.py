@@ -82,6 +82,12 @@ def register(subparsers: Any) -> None:
         metavar="PORT",
         help="the Configuration Server's port (default 2020; free with --ports auto)",
     )
+    p.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="use this persistence/store for every Node (sqlite:///PATH or redis://HOST:PORT/DB)",
+    )
 
     p = command("status", cmd_status, "show every application's mode and the call totals")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -219,6 +225,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 ports=args.ports,
                 progress=progress,
                 confserv_port=args.confserv_port,
+                store=args.store,
             )
         took = trio.current_time() - started
         try:
