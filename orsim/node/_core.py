@@ -1049,22 +1049,15 @@ class NodeCore:
         return out
 
     def _notify(self, call: CallState, pending: bool = False) -> NotifySession:
-        """The ``session`` push goes to the peers that watch this call.
-
-        Only the partner (which watches every call of the Node) and the Reserved Node's
-        primary watch a call; the others forget it on ``call_routed``. When the Reserved
-        Node's primary is not known yet, both its applications hear it.
-        """
+        """The ``session`` push goes to the peers that watch this call: the partner
+        (which watches every call of the Node) and both applications of the Reserved Node
+        (either may be primary by the deadline: found by `orsim search`); the others
+        forget the call on ``call_routed``."""
         s = self.settings
         reserved = call.reserved
         if reserved is None:
             reserved = assign(call.call_id, self.live_nodes()).reserved
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
-        primaries = [
-            a for a in targets if (i := self.peers.info.get(a)) is not None and i.mode == "primary"
-        ]
-        if primaries:
-            targets = primaries
         if s.partner is not None:
             targets.append(s.partner)
         return NotifySession(call.call_id, tuple(targets), pending)
