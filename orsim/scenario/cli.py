@@ -1,16 +1,20 @@
-"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N] [--sim]``,
+"""``orsim scenario run FILE... [--junit OUT.xml] [--report OUT.html] [--seed N] [--sim]
+[--store URL]``,
 ``orsim scenario replay RUN_DIR --sim [--seed N]`` and ``orsim scenario check FILE...``."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from orsim.errors import UsageError
 from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
+from orsim.scenario._store import STORE_ENV, store_factory
+from orsim.store import parse_store_url
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +34,11 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--sim", action="store_true",
         help="run every server in one process in seeded virtual time (prints a trace hash)",
+    )  # fmt: skip
+    run.add_argument(
+        "--store", metavar="URL",
+        help=f"replace every topology's persistence/store by URL, e.g. redis://127.0.0.1:6390/0"
+        f" (default ${STORE_ENV}; a local Redis that is not running is started)",
     )  # fmt: skip
     run.add_argument(
         "--run-dir", type=Path, default=DEFAULT_RUN_ROOT, metavar="DIR",
@@ -77,6 +86,12 @@ def _print(line: str) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    store = args.store if args.store is not None else os.environ.get(STORE_ENV) or None
+    if args.sim and store is not None:
+        if args.store is not None:
+            raise UsageError("--store is for real processes; --sim keeps sessions in memory")
+        print(f"orsim scenario run: --sim keeps sessions in memory; {STORE_ENV} is not used",
+              file=sys.stderr)  # fmt: skip
     if args.sim:
         from orsim.scenario._sim import run_files_sim
 
@@ -91,7 +106,11 @@ def run_command(args: argparse.Namespace) -> int:
     # SIGINT/SIGTERM cancel the run: the runner's teardown (shielded) then brings the
     # cluster down, so no process outlives the command.
     from orsim.cluster.cli import EXIT_INTERRUPTED, run_cancellable
+    from orsim.scenario._runner import launch_cluster
 
+    if store is not None:
+        parse_store_url(store, args.run_dir)  # a bad URL: one line, before anything runs
+        _print(f"every scenario's persistence/store: {store}")
     code = run_cancellable(
         functools.partial(
             run_files,
@@ -101,6 +120,7 @@ def run_command(args: argparse.Namespace) -> int:
             report=args.report,
             seed=args.seed,
             out=_print,
+            factory=launch_cluster if store is None else store_factory(store),
         )
     )
     if code == EXIT_INTERRUPTED:
