@@ -44,10 +44,13 @@ def rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["app"]: a for a in status["apps"]}
 
 
-def redis_topology(tmp_path: Path, host: str = "127.0.0.1", port: int | None = None) -> Path:
-    """two-nodes.yaml on free ports with its store in Redis at host:port (free by default)."""
+def redis_topology(
+    tmp_path: Path, host: str = "127.0.0.1", port: int | None = None, auth: str = ""
+) -> Path:
+    """two-nodes.yaml on free ports with its store in Redis at host:port (free by default);
+    ``auth``: ``:PASSWORD@``."""
     port = port if port is not None else free_ports(1)[0]
-    url = f"redis://{host}:{port}/0"
+    url = f"redis://{auth}{host}:{port}/0"
     return topology_copy(TOPOLOGIES / "two-nodes.yaml", tmp_path / "db.yaml", store=url)
 
 
@@ -116,10 +119,10 @@ def test_missing_redis_server_is_one_line_exit_4(tmp_path: Path) -> None:
 @needs_redis
 @pytest.mark.slow
 async def test_up_runs_redis_kill_start_and_down(tmp_path: Path) -> None:
-    """``up`` starts a Redis on the store's address (a free port under --ports auto) that
-    holds the sessions; status shows it; kill degrades the nodes' store, start brings it
-    back (empty) and they persist again; ``down`` stops it."""
-    config = redis_topology(tmp_path, host="127.0.0.2")
+    """``up`` starts a Redis on the store's address (a free port under --ports auto), with
+    the URL's password, that holds the sessions; status shows it; kill degrades the nodes'
+    store, start brings it back (empty) and they persist again; ``down`` stops it."""
+    config = redis_topology(tmp_path, host="127.0.0.2", auth=":s3cret@")
     cluster = await ClusterHandle.up(config, tmp_path / "run", ports="auto")
     try:
         status = await cluster.status()
@@ -128,7 +131,7 @@ async def test_up_runs_redis_kill_start_and_down(tmp_path: Path) -> None:
         port, pid = redis["private_port"], redis["pid"]
         served = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
         annex = served["transactions"]["ORS_Cluster_1"]["annex"]
-        assert annex["persistence"]["store"] == f"redis://127.0.0.2:{port}/0"
+        assert annex["persistence"]["store"] == f"redis://:s3cret@127.0.0.2:{port}/0"
         node_ids = sorted({rows(status)[a]["node_id"] for a in ("ORS_1", "ORS_2")})
         await cluster.load(rate=40, duration=6)
         await _wait_sessions(port, node_ids)
@@ -168,11 +171,13 @@ async def test_a_redis_already_there_is_used_as_it_is(tmp_path: Path, redis_url:
 
 
 async def _wait_sessions(port: int, node_ids: list[int], timeout: float = 15) -> None:
-    """Until the Redis at 127.0.0.2:port holds a session of one of ``node_ids``."""
+    """Until the Redis at 127.0.0.2:port (password s3cret) holds a session of one of
+    ``node_ids``."""
     with trio.fail_after(timeout):
         while True:
             with contextlib.suppress(OrsimError):
-                store = await RedisStore.open(RedisLocation("127.0.0.2", port), timeout=1.0)
+                location = RedisLocation("127.0.0.2", port, password="s3cret")
+                store = await RedisStore.open(location, timeout=1.0)
                 try:
                     if any([await store.sessions(n) for n in node_ids]):
                         return
