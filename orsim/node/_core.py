@@ -155,6 +155,9 @@ class RouteRequested:
     call_id: str
     dn: str = ""
     expires: float | None = None
+    #: told again to an application that (re)registered while the call waited: someone
+    #: else may be carrying it on already
+    redelivered: bool = False
 
 
 @attrs.frozen
@@ -527,6 +530,8 @@ class CallState:
     reserved: int | None = None
     #: When the session write began, while the watchers have not been told yet.
     writing_since: float | None = None
+    #: Known from a redelivered route request (see ``RouteRequested.redelivered``).
+    redelivered: bool = False
 
 
 @attrs.define
@@ -907,7 +912,9 @@ class NodeCore:
             call_id, now, self.live_nodes(), expires=event.expires
         )
         if decision.verdict is Verdict.CREATE:
-            return self._start_call(call_id, event.dn, now, reserved=decision.assignment.reserved)
+            out = self._start_call(call_id, event.dn, now, reserved=decision.assignment.reserved)
+            self.calls[call_id].redelivered = event.redelivered
+            return out
         if decision.verdict is Verdict.WATCH:
             self._watched_dns[call_id] = event.dn
             if decision.deadline is not None:
@@ -1028,6 +1035,12 @@ class NodeCore:
             return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
         call.writing_since = None
         out: list[Command] = [self._notify(call)]
+        if outcome is WriteOutcome.UNPERSISTED and call.redelivered:
+            # Told again on (re)registering, so another Node may be carrying it on, and
+            # with the store away nothing can say which (found by `orsim search`: a lone
+            # Node back from a freeze routed a call its adopter was routing).
+            del self.calls[call.call_id]
+            return [Note("redelivered_call_left", (("call_id", call.call_id),))]
         if outcome is WriteOutcome.UNPERSISTED and not call.recovered:
             # No store claim made this creation exactly-once: another Node may have
             # created the call meanwhile (its watch ran out while this application was

@@ -897,7 +897,10 @@ def _push_event(push: Push) -> InEvent | None:
 def _route_requested(data: dict[str, Any]) -> RouteRequested:
     """A ``route_request`` push as the core's event; its expiry in this process's clock."""
     deadline, created = data.get("deadline"), data.get("created_at")
+    waited = data.get("waited")
+    waited = float(waited) if isinstance(waited, int | float) else 0.0
     expires = None
     if isinstance(deadline, int | float) and isinstance(created, int | float):
-        expires = trio.current_time() + max(0.0, float(deadline) - float(created))
-    return RouteRequested(_text(data, "call_id"), str(data.get("dn", "")), expires)
+        expires = trio.current_time() + max(0.0, float(deadline) - float(created) - waited)
+    redelivered = data.get("redelivered") is True
+    return RouteRequested(_text(data, "call_id"), str(data.get("dn", "")), expires, redelivered)

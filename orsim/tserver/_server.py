@@ -379,16 +379,18 @@ class TServer:
         # router that (re)connects while a call waits (its link cut by a partition, or a
         # frozen process whose link was dropped) would otherwise never hear of it, and
         # nobody else may be left to route it (found by `orsim search`).
-        waiting = self.ledger.waiting(dns, self.now())
+        now = self.now()
+        waiting = self.ledger.waiting(dns, now)
         for record in waiting:
-            client.post(encode(Push("route_request", _request_of(record))))
+            told = {**_request_of(record), "redelivered": True, "waited": now - record.created_at}
+            client.post(encode(Push("route_request", told)))
         get_logger(app=self.app.name).info(
             "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns),
             waiting=len(waiting),
         )  # fmt: skip
         return {"dns": sorted(client.dns)}
 
-    async def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
         node_id = param(params, "node_id", int)
         epoch = param(params, "epoch", int)
         app = param(params, "app", str, None)
