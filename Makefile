@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode test run lint bench soak scenarios fuzz clean
+.PHONY: install bytecode test run lint bench soak scenarios fuzz search clean
 
 install: $(STAMP)
 
@@ -46,6 +46,16 @@ soak: bytecode
 FUZZ_INPUTS ?= 1000000
 fuzz: bytecode
 	$(BIN)/python -m orsim.fuzz --inputs $(FUZZ_INPUTS) --jobs 2
+
+# Fault-schedule search in simulation over the shipped topologies, two processes:
+# SEARCH_SCHEDULES per topology (about 10 minutes on 2 cores by default); fails on a
+# violation, which it shrinks and writes under .orsim/search with summary.json.
+SEARCH_SCHEDULES ?= 2500
+SEARCH_SEED ?= 0
+search: bytecode
+	$(BIN)/orsim search scenarios/topologies/two-nodes.yaml \
+		scenarios/topologies/three-nodes-two-dc.yaml \
+		--schedules $(SEARCH_SCHEDULES) --seed $(SEARCH_SEED) --jobs 2 --out .orsim/search
 
 scenarios: bytecode
 	$(BIN)/orsim scenario run scenarios/*.yaml --junit .orsim/scenarios.xml --report .orsim/scenarios.html
