@@ -13,6 +13,7 @@ import collections
 import json
 import multiprocessing
 import os
+import queue
 import random
 import time
 from collections.abc import Callable
@@ -267,22 +268,32 @@ def _parallel(
     context = multiprocessing.get_context("fork")
     counts = context.Array("i", jobs)
     stop = context.Event()
+    results = context.Queue()
     shares = [budget // jobs + (1 if i < budget % jobs else 0) for i in range(jobs)]
-    with context.Pool(jobs) as pool:
-        pending = [
-            pool.apply_async(
-                _job_main, (topology.path, share, seed + i, max_steps, i, counts, stop)
-            )
-            for i, share in enumerate(shares)
-        ]
-        while not all(p.ready() for p in pending):
-            bar.update_count(sum(counts[:]))
-            time.sleep(PROGRESS_EVERY)
-        results = [p.get() for p in pending]
+    workers = [
+        context.Process(
+            target=_job_main,
+            args=(topology.path, share, seed + i, max_steps, i, counts, stop, results),
+            daemon=True,
+        )
+        for i, share in enumerate(shares)
+    ]
+    for worker in workers:
+        worker.start()
+    got: list[tuple[int, Schedule | None, Tally, int]] = []
+    while len(got) < jobs:
+        try:
+            got.append(results.get(timeout=PROGRESS_EVERY))
+        except queue.Empty:
+            if not any(w.is_alive() for w in workers) and results.empty():
+                raise RuntimeError("a search process died without a result") from None
+        bar.update_count(sum(counts[:]))
+    for worker in workers:
+        worker.join()
     tally = Tally()
     minimal: Schedule | None = None
     first: _Job | None = None
-    for found, job_tally, shrink_runs in results:
+    for _index, found, job_tally, shrink_runs in sorted(got, key=lambda g: g[0]):
         tally.merge(job_tally)
         if found is not None and minimal is None:
             minimal = found
@@ -291,8 +302,15 @@ def _parallel(
 
 
 def _job_main(
-    path: Path, budget: int, seed: int, max_steps: int, index: int, counts: Any, stop: Any
-) -> tuple[Schedule | None, Tally, int]:
+    path: Path,
+    budget: int,
+    seed: int,
+    max_steps: int,
+    index: int,
+    counts: Any,
+    stop: Any,
+    results: Any,
+) -> None:
     topology = read_topology(path)
 
     def on_run(tally: Tally, _shrinking: bool) -> None:
@@ -302,7 +320,7 @@ def _job_main(
     minimal = job.run()
     if minimal is not None:
         stop.set()
-    return minimal, job.tally, job.shrink_runs
+    results.put((index, minimal, job.tally, job.shrink_runs))
 
 
 @attrs.define

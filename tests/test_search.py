@@ -1,0 +1,72 @@
+"""`orsim search`: schedules are valid scenarios that end repaired, the CLI runs in
+parallel and writes its summary, and a violation is shrunk and written (exit 1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import TOPOLOGIES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orsim.cli import main
+from orsim.scenario._load import parse_scenario
+from orsim.search._check import scenario_text
+from orsim.search._schedule import World, schedules
+from orsim.search._topology import read_topology
+
+TWO = read_topology(TOPOLOGIES / "two-nodes.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_every_schedule_is_a_valid_scenario_that_ends_repaired(data: st.DataObject) -> None:
+    schedule = data.draw(schedules(TWO, max_steps=8))
+    document = schedule.document(TWO, TWO.path.name, "s", "d")
+    scenario = parse_scenario(scenario_text(document), str(TWO.path.parent / "s.yaml"))
+    world = World()
+    for step in document["steps"]:
+        if not {"load", "sleep", "wait", "expect"} & set(step):
+            world.apply(step)
+    assert (world.down, world.stopped, world.cut, world.slow) == (set(), set(), [], [])
+    assert [s.verb for s in scenario.steps[-3:]] == ["expect"] * 3
+    # At least one ORS application serves at every point of the schedule.
+    world = World()
+    for step in schedule.steps:
+        world.apply(step)
+        cut_off = {a for a, b in world.cut if b in TWO.servers}
+        out = world.down | world.stopped | cut_off
+        assert set(TWO.ors) - out
+
+
+def test_parallel_search_runs_its_budget_and_writes_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topology = str(TOPOLOGIES / "two-nodes.yaml")
+    code = main(["search", topology, "--schedules", "12", "--jobs", "2", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["total"]["schedules"] == 12
+    assert summary["total"]["violations"] == 0
+    assert summary["searches"][0]["found"] is None
+    assert "12 schedules" in capsys.readouterr().out
+
+
+def test_a_violation_exits_1_and_names_the_shrunk_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topology = str(TOPOLOGIES / "pair-and-lone-slow-urs.yaml")
+    args = ["search", topology, "--schedules", "20", "--seed", "1", "--out", str(tmp_path)]
+    assert main([*args, "--mutation", "reserved-ignores-claim"]) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATION duplicated" in out
+    written = sorted(tmp_path.glob("found-*.yaml"))
+    assert len(written) == 1 and f"orsim scenario run --sim {written[0]}" in out
+
+
+def test_an_unknown_mutation_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", str(TOPOLOGIES / "two-nodes.yaml"), "--mutation", "nope"])
+    assert exit_info.value.code == 2
