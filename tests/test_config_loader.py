@@ -82,7 +82,7 @@ class TestModel:
         assert first.applications["ORS_1_B"].primary == "ORS_1"
         assert first.applications["ORS_1"].primary is None
         assert first.applications["ORS_1"].backup == "ORS_1_B"
-        assert first.applications["ORS_1"].address == "127.0.0.1"
+        assert first.applications["ORS_1"].address == "127.0.0.2"  # host east
         assert first.transactions["ORS_Cluster_1"].cluster_members == {
             "ORS_1": "DC_East",
             "ORS_2": "DC_West",

@@ -21,6 +21,7 @@ import attrs
 import trio
 import yaml
 
+from orsim.cluster._hosts import link_sides
 from orsim.cluster._plan import (
     CONFSERV_APP,
     DEFAULT_CONFSERV_PORT,
@@ -528,20 +529,16 @@ class ClusterHandle:
         answer = await self.request(primary, "switchover", {}, timeout=30.0)
         return answer if isinstance(answer, dict) else {"result": answer}
 
-    def _check_app(self, app: str) -> None:
-        self.manifest.entry(app)
-
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
-        """Cut (or, with ``heal``, restore) every link between applications ``a`` and ``b``."""
-        self._check_app(a)
-        self._check_app(b)
-        await self.request(PROXY_APP, "heal" if heal else "partition", {"a": a, "b": b})
+        """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
+        application or a topology host (every application placed on it)."""
+        ends = link_sides(self.manifest, a, b)
+        await self.request(PROXY_APP, "heal" if heal else "partition", ends)
 
     async def delay(self, a: str, b: str, ms: float) -> None:
-        """Delay every chunk between ``a`` and ``b`` by ``ms`` milliseconds (0: no delay)."""
-        self._check_app(a)
-        self._check_app(b)
-        await self.request(PROXY_APP, "delay", {"a": a, "b": b, "ms": ms})
+        """Delay every chunk between ``a`` and ``b`` (applications or hosts) by ``ms``
+        milliseconds (0: no delay)."""
+        await self.request(PROXY_APP, "delay", {**link_sides(self.manifest, a, b), "ms": ms})
 
     async def proxy_status(self) -> dict[str, Any]:
         answer = await self.request(PROXY_APP, "status")

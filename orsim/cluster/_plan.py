@@ -206,6 +206,7 @@ def plan_apps(
                 data_center=data_center,
                 primary=app.primary,
                 backup=app.backup,
+                host_name=app.host,
             )
         )
     return tuple(entries)

@@ -184,16 +184,19 @@ class FaultProxy:
         params = request.params
         if request.method == "status":
             return self.status()
-        a, b = _name(params, "a"), _name(params, "b")
+        # Each side one application or a list of them (a host): every pair at once, with
+        # no schedule point between, so a host partition falls as one fault.
+        pairs = _pairs(params)
         if request.method == "partition":
-            return {"links": self.partition(a, b)}
+            return {"links": sum(self.partition(a, b) for a, b in pairs)}
         if request.method == "heal":
-            return {"closed": self.heal(a, b)}
+            return {"closed": sum(self.heal(a, b) for a, b in pairs)}
         if request.method == "delay":
             ms = params.get("ms")
             if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
                 raise RequestFailed("bad_request", "delay: 'ms' must be a number >= 0")
-            self.delay(a, b, ms)
+            for a, b in pairs:
+                self.delay(a, b, ms)
             return {}
         raise RequestFailed("unknown_method", f"the proxy has no method {request.method!r}")
 
@@ -343,11 +346,17 @@ class FaultProxy:
             done.cancel()
 
 
-def _name(params: dict[str, Json], key: str) -> str:
+def _names(params: dict[str, Json], key: str) -> list[str]:
     value = params.get(key)
-    if not isinstance(value, str) or not value:
-        raise RequestFailed("bad_request", f"{key!r} must be an application name")
-    return value
+    names = value if isinstance(value, list) else [value]
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise RequestFailed("bad_request", f"{key!r} must be an application name or a list")
+    return [str(name) for name in names]
+
+
+def _pairs(params: dict[str, Json]) -> list[tuple[str, str]]:
+    """The (a, b) application pairs a request names (an application is no pair with itself)."""
+    return [(a, b) for a in _names(params, "a") for b in _names(params, "b") if a != b]
 
 
 async def _peek_hello(stream: trio.abc.Stream) -> tuple[bytes | None, str]:

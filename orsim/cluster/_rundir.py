@@ -52,6 +52,8 @@ class AppEntry:
     listen_env: bool = True
     #: The program run with ``argv`` when it is not orsim (``redis-server``, from PATH).
     program: str | None = None
+    #: The topology's host the application is placed on (None: the launcher's own).
+    host_name: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -114,12 +114,16 @@ def register(subparsers: Any) -> None:
     p = command("switchover", cmd_switchover, "hand a Node's primary role to its backup")
     p.add_argument("node", metavar="NODE", help="the Node's primary application or node id")
 
-    p = command("partition", cmd_partition, "cut (or with --heal restore) the links A<->B")
-    p.add_argument("a", metavar="A")
-    p.add_argument("b", metavar="B")
+    p = command(
+        "partition",
+        cmd_partition,
+        "cut (or with --heal restore) the links A<->B; A and B: applications or hosts",
+    )
+    p.add_argument("a", metavar="A", help="an application, or a host (all its applications)")
+    p.add_argument("b", metavar="B", help="an application, or a host (all its applications)")
     p.add_argument("--heal", action="store_true")
 
-    p = command("delay", cmd_delay, "delay the traffic between A and B")
+    p = command("delay", cmd_delay, "delay the traffic between A and B (applications or hosts)")
     p.add_argument("a", metavar="A")
     p.add_argument("b", metavar="B")
     p.add_argument("--ms", type=float, required=True, help="milliseconds added (0: none)")
