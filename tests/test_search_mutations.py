@@ -14,28 +14,29 @@ from orsim.scenario._load import load_scenario
 from orsim.search import search
 
 TOPOLOGY = TOPOLOGIES / "pair-and-lone-slow-urs.yaml"
-#: (mutation, search seed, what its violation is): seeds checked to find each within the
-#: budget; a bug the search stops finding fails here.
+#: (mutation, search seed, what its violation is, budget): each found well within its
+#: budget with this seed (first at schedule 7, 1, 84 and 118 when written); a bug the
+#: search stops finding fails here. Adoption needs a lone Node frozen for seconds while
+#: calls are in flight, the rarest of the four.
 CASES = [
-    ("backup-skips-epoch", 2, "split-brain"),
-    ("reserved-ignores-claim", 1, "duplicated"),
-    ("watcher-ignores-timeout", 1, "lost"),
-    ("adoption-skips-fence", 2, "duplicated"),
+    ("backup-skips-epoch", 2, "split-brain", 100),
+    ("reserved-ignores-claim", 1, "duplicated", 100),
+    ("watcher-ignores-timeout", 3, "lost", 200),
+    ("adoption-skips-fence", 9, "duplicated", 250),
 ]
-BUDGET = 120
 MAX_STEPS = 6
 
 
 def test_every_mutation_has_a_case() -> None:
-    assert sorted(m for m, _seed, _kind in CASES) == sorted(MUTATIONS)
+    assert sorted(case[0] for case in CASES) == sorted(MUTATIONS)
 
 
-@pytest.mark.parametrize(("mutation", "seed", "kind"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("mutation", "seed", "kind", "budget"), CASES, ids=[c[0] for c in CASES])
 def test_search_finds_and_shrinks_the_injected_bug(
-    mutation: str, seed: int, kind: str, tmp_path: Path
+    mutation: str, seed: int, kind: str, budget: int, tmp_path: Path
 ) -> None:
     result = search(
-        TOPOLOGY, budget=BUDGET, seed=seed, mutation=mutation, out_dir=tmp_path, max_steps=6
+        TOPOLOGY, budget=budget, seed=seed, mutation=mutation, out_dir=tmp_path, max_steps=6
     )
     assert active_mutation() is None, "the switch is off again after the search"
     found = result.found

@@ -977,7 +977,7 @@ class NodeCore:
         call = self.calls.get(event.call_id)
         session = self._recovered_sessions.pop(event.call_id, None)
         if call is not None and session is None and call.phase is Phase.CHECKING:
-            return self._unpersisted_checked(call, event.state)
+            return self._checked_before_routing(call, event.state)
         if call is None or session is None:
             return []
         if event.state in ("routed", "lost"):
@@ -996,8 +996,9 @@ class NodeCore:
         """This application holds its Node at a newer epoch than the call's."""
         return self.role.role.holds_node and call.epoch < self.current_epoch
 
-    def _unpersisted_checked(self, call: CallState, state: str) -> list[Command]:
-        """The T-Server's answer for a call created without the store: go on with it
+    def _checked_before_routing(self, call: CallState, state: str) -> list[Command]:
+        """The T-Server's answer for a call this application goes on with without the
+        store's word (created unpersisted, or taken back under a newer epoch): go on
         unless someone else already routed it (or it is over)."""
         if state in ("routed", "lost") or call.call_id in self._handled:
             del self.calls[call.call_id]
@@ -1084,9 +1085,11 @@ class NodeCore:
             # Refused for the epoch it was created under, but this application holds the
             # Node again, at a newer epoch (frozen, superseded, back: found by `orsim
             # search`): the call is still the Node's and nobody else carries it on.
-            call.epoch, call.phase = self.current_epoch, Phase.ROUTING
+            # It may have been carried on and routed meanwhile by the application that
+            # held the Node (whose call_routed this one missed): the T-Server says.
+            call.epoch, call.phase = self.current_epoch, Phase.CHECKING
             self.calls[call.call_id] = call
-            return [SendRoute(call.call_id, call.target, call.epoch)]
+            return [QueryCall(call.call_id)]
         if event.outcome == "stale_epoch":
             # Kept like a partner's announced call: created if this application takes
             # the Node back (its session may never have reached the store).

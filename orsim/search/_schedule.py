@@ -32,6 +32,7 @@ Rules the generator keeps, so that a violation is a bug and not the schedule's o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -59,9 +60,22 @@ class World:
     stopped: set[str] = attrs.Factory(set)
     cut: list[tuple[str, str]] = attrs.Factory(list)
     slow: list[tuple[str, str]] = attrs.Factory(list)
+    #: Seconds of pauses since the last step that touched the store, and since the last
+    #: one that touched anything else but the Configuration Server (see ``_choices``).
+    store_quiet: float = math.inf
+    others_quiet: float = math.inf
+    stores: frozenset[str] = frozenset({"store"})
 
     def apply(self, step: Step) -> None:
         ((verb, value),) = step.items()
+        if verb == "sleep":
+            self.store_quiet += value
+            self.others_quiet += value
+            return
+        if isinstance(value, str) and value in self.stores:
+            self.store_quiet = 0.0
+        elif verb != "set-option" and value != CONFSERV_APP:
+            self.others_quiet = 0.0
         if verb == "kill":
             self.down.add(value)
             self.stopped.discard(value)
@@ -155,7 +169,7 @@ def schedules(topology: SearchTopology, *, max_steps: int = 8,
         seed = draw(st.integers(0, 2**31 - 1))
         rate = draw(st.integers(*rates))
         count = draw(st.integers(1, max_steps))
-        world = World()
+        world = World(stores=frozenset(topology.stores))
         steps: list[Step] = []
         for _ in range(count):
             options = _choices(topology, world)
@@ -176,6 +190,12 @@ def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[S
     broken_ors = any(a in world.down or a in world.stopped for a in topology.ors)
     broken_ors = broken_ors or bool(world.cut) or bool(world.slow)
     store_faulted = any(s in world.down or s in world.stopped for s in topology.stores)
+    # A store fault lingers after its repair (each application finds the store back on
+    # its own), and an application's fault after its repair (a woken primary's writes
+    # missed their deadline): the store and the rest are faulted a settling time apart.
+    settle = 2 * topology.longest_timeout + topology.cwt_ms / 1000.0
+    store_faulted = store_faulted or world.store_quiet < settle
+    quiet_others = world.others_quiet >= settle
     confserv_down = CONFSERV_APP in world.down
     running = [a for a in topology.ors if a not in world.down and a not in world.stopped]
     options: list[st.SearchStrategy[Step]] = [_pause()]
@@ -219,7 +239,7 @@ def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[S
     if whole and not store_faulted:
         options.append(st.sampled_from(whole).map(lambda n: {"switchover": n}))
     live_stores = [s for s in topology.stores if s not in world.down and s not in world.stopped]
-    if live_stores and not broken_ors:
+    if live_stores and not broken_ors and quiet_others:
         options.append(st.sampled_from(live_stores).map(lambda s: {"stop": s}))
         options.append(st.sampled_from(live_stores).map(lambda s: {"kill": s}))
     if not confserv_down:
