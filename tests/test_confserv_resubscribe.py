@@ -122,3 +122,29 @@ async def test_option_change_applied_after_confserv_restart(
                 await admin.set_option(app, section, key, value)
             await watched[0].applied.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_block_error_comes_out_unwrapped_when_the_process_stops_meanwhile() -> None:
+    """The link is lost under a request while a scope around the client is cancelled (the
+    process stopping): the caller gets the ConnectionLost it handles, not a group holding
+    it and the reader's cancellation (found by `orsim search`: a SIGTERM restart ended the
+    whole simulation)."""
+    from orsim.errors import ConnectionLost
+    from orsim.wire import Connection
+    from orsim.wire._transport import MemoryNetwork, _FaultyStream, _Pipe
+
+    net = MemoryNetwork()
+    there, back = _Pipe(1024), _Pipe(1024)
+    stream = _FaultyStream(there, back, net, "ORS_1", "confserv")
+    send, receive = trio.open_memory_channel[Any](8)
+    client = ConfServClient(Connection(stream, "confserv", "CfgServer"), receive, send)
+    caught = False
+    with trio.CancelScope() as stopping:
+        try:
+            async with client:
+                await trio.sleep(0)  # the reader waits
+                stopping.cancel()  # the reader is cancelled when the block ends
+                raise ConnectionLost("connection to confserv lost while sending")
+        except ConnectionLost:
+            caught = True
+    assert caught

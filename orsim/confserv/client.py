@@ -14,7 +14,7 @@ read; it closes when the connection ends.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -103,6 +103,16 @@ def _config_errors(exc: RemoteError) -> Exception:
     return exc
 
 
+def _other_than(exc: BaseException) -> Callable[[BaseException], bool]:
+    """A ``subgroup`` test for the exceptions of a group other than ``exc`` and trio's
+    cancellations."""
+
+    def other(e: BaseException) -> bool:
+        return not isinstance(e, BaseExceptionGroup | trio.Cancelled) and e is not exc
+
+    return other
+
+
 @attrs.define(eq=False)
 class ConfServClient:
     """A connection to the Configuration Server. Use ``connect`` then ``async with``."""
@@ -180,8 +190,10 @@ class ConfServClient:
         try:
             result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            # The nursery is our detail: let the block's own exception out unwrapped.
-            if exc is not None and list(group.exceptions) == [exc]:
+            # The nursery is our detail: let the block's own exception out unwrapped, also
+            # when the reader was cancelled meanwhile by a scope around us (the process is
+            # stopping): that cancellation comes again at the caller's next checkpoint.
+            if exc is not None and group.subgroup(_other_than(exc)) is None:
                 raise exc from exc.__cause__
             raise
         return result
