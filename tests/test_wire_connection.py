@@ -66,6 +66,71 @@ async def test_request_response_and_errors_over_tcp(nursery: trio.Nursery) -> No
         assert pushes[0].data == {"n": 7}
 
 
+def inline_handler(conn: Connection, request: Request) -> object:
+    """Answers at once, except ``slow`` (a coroutine: a task of its own answers it)."""
+    if request.method == "echo":
+        return request.params
+    if request.method == "fail":
+        raise RequestFailed("nope", "asked to fail")
+    if request.method == "bad":
+        raise KeyError("x")
+    if request.method == "slow":
+
+        async def later() -> object:
+            await trio.sleep(1)
+            if request.params.get("fail"):
+                raise RequestFailed("late", "failed after waiting")
+            return "late"
+
+        return later()
+    raise RequestFailed("unknown_method", request.method)
+
+
+@pytest.mark.parametrize("network", ["tcp", "memory"])
+async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
+    nursery: trio.Nursery, network: str
+) -> None:
+    """An inline handler's answers and errors are those of a task's; one that has to wait
+    is answered by a task while later requests are answered meanwhile."""
+    net = TcpNetwork() if network == "tcp" else MemoryNetwork()
+    server = net if network == "tcp" else net.for_app("S")  # type: ignore[union-attr]
+    client = net if network == "tcp" else net.for_app("C")  # type: ignore[union-attr]
+    port = await nursery.start(
+        lambda task_status: serve_app(
+            server,  # type: ignore[arg-type]
+            "127.0.0.1",
+            0,
+            app="S",
+            app_type="Test",
+            handler=None,
+            inline_handler=inline_handler,
+            task_status=task_status,
+        )
+    )
+    async with connected(client, "127.0.0.1", port, app="C", app_type="Client") as c:  # type: ignore[arg-type]
+        assert await c.request("echo", {"a": [1, "x"]}) == {"a": [1, "x"]}
+        with pytest.raises(RemoteError) as info:
+            await c.request("fail")
+        assert info.value.code == "nope"
+        with pytest.raises(RemoteError) as info:
+            await c.request("bad")
+        assert info.value.code == "bad_request"
+        order: list[object] = []
+
+        async def ask(method: str, params: dict[str, object]) -> None:
+            try:
+                order.append(await c.request(method, params))
+            except RemoteError as exc:
+                order.append(exc.code)
+
+        async with trio.open_nursery() as asking:
+            asking.start_soon(ask, "slow", {})
+            asking.start_soon(ask, "slow", {"fail": True})
+            await trio.sleep(0.1)
+            asking.start_soon(ask, "echo", {"n": 1})
+        assert order[0] == {"n": 1} and sorted(map(str, order[1:])) == ["late", "late"]
+
+
 async def test_server_survives_garbage_half_frames_and_huge_headers(nursery: trio.Nursery) -> None:
     """Garbage, a half frame then close, and a 2 GiB length header do not stop the server."""
     net = TcpNetwork()

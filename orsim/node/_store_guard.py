@@ -2,7 +2,9 @@
 *degraded* mode that keeps routing while the store is away (ORS 8.1.2 and later).
 
 An operation that misses its deadline, or finds the store unreachable, marks the store
-degraded and raises :class:`~orsim.store.StoreUnavailable`. While degraded every
+degraded and raises :class:`~orsim.store.StoreUnavailable`. (A store that can tell that
+an operation will end without waiting, ``answers_at_once``: a simulation's in-memory
+store when not stalled, has it run without a deadline to keep.) While degraded every
 operation fails at once (no call waits on a store known to be away) and a probe, a
 write that touches nothing, asks the store every ``probe_interval``; the first one
 answered in time ends the outage: the deletes that failed meanwhile are sent, and the
@@ -64,9 +66,12 @@ class StoreGuard:
     _pending: dict[tuple[int, str], int] = attrs.Factory(dict)
     _went_degraded: trio.Event = attrs.Factory(trio.Event)
     _log: Any = None
+    #: The store's ``answers_at_once`` (an in-memory store has one), else None.
+    _at_once: Callable[[], bool] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._log = get_logger(app=self.app)
+        self._at_once = getattr(self.store, "answers_at_once", None)
 
     def rebind_log(self) -> None:
         """Take the current log level (after ``orsim.logs.set_log_level``)."""
@@ -97,13 +102,24 @@ class StoreGuard:
 
     async def _timed(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         error = "deadline"
-        with trio.move_on_after(self.deadline):
+        at_once = self._at_once
+        if at_once is not None and at_once():
+            # The store says this operation ends without waiting (an in-memory store,
+            # not stalled): there is no deadline to keep, and no cancel scope to pay for.
             try:
                 return await op()
             except StaleEpoch:
                 raise
             except _FAILURES as exc:
                 error = str(exc)
+        else:
+            with trio.move_on_after(self.deadline):
+                try:
+                    return await op()
+                except StaleEpoch:
+                    raise
+                except _FAILURES as exc:
+                    error = str(exc)
         self.failures += 1
         self._degrade(what, error)
         raise StoreUnavailable(f"session store: {what} failed: {error}")

@@ -97,6 +97,10 @@ class _GatedStore:
     sim: SimCluster
     app: str
 
+    def answers_at_once(self) -> bool:
+        """Whether an operation begun now ends without waiting (see ``MemoryStore``)."""
+        return not self.sim.net.frozen(self.app) and self.store.answers_at_once()
+
     async def _gate(self) -> None:
         # No checkpoint of its own: the store's operation that follows has one, and a
         # simulation pays a scheduler round for each.

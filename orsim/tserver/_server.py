@@ -48,7 +48,7 @@ from orsim.wire import (
     frame_counts,
     serve_app,
 )
-from orsim.wire._params import dispatch, param, str_list
+from orsim.wire._params import dispatch, dispatch_inline, param, str_list
 
 DEFAULT_ROUTER_TIMEOUT = 10.0
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or
@@ -223,6 +223,7 @@ class TServer:
                     app=self.app.name,
                     app_type=self.app.type,
                     handler=self._handle,
+                    inline_handler=self._handle_now,
                     on_disconnect=self._on_disconnect,
                 )
             )
@@ -361,7 +362,10 @@ class TServer:
     async def _handle(self, conn: Connection, request: Request) -> Json:
         return await dispatch(self, self.app.name, conn, request)
 
-    async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _handle_now(self, conn: Connection, request: Request) -> Json:
+        return dispatch_inline(self, self.app.name, conn, request)
+
+    def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
         app = param(params, "app", str, conn.peer_app)
         node_id = param(params, "node_id", int, None)
         dns = str_list(params, "dns") or list(self.routing_points)
@@ -409,13 +413,13 @@ class TServer:
         get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
         return {"epoch": known}
 
-    async def _do_query_call(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_query_call(self, conn: Connection, params: dict[str, Json]) -> Json:
         """Where a call stands (Genesys TQueryCall): a node recovering a session asks
         before routing it, in case it was routed while the node could not hear it."""
         record = self.ledger.get(param(params, "call_id", str))
         return {"state": "unknown" if record is None else record.state}
 
-    async def _do_claim_epoch(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_claim_epoch(self, conn: Connection, params: dict[str, Json]) -> Json:
         node_id = param(params, "node_id", int)
         expected = param(params, "expected", int)
         new = param(params, "new", int)
@@ -426,7 +430,7 @@ class TServer:
         )
         return {"won": won, "epoch": known}
 
-    async def _do_route(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_route(self, conn: Connection, params: dict[str, Json]) -> Json:
         call_id = param(params, "call_id", str)
         target = param(params, "target", str, None)
         app = param(params, "app", str, conn.peer_app)
@@ -457,7 +461,7 @@ class TServer:
             self._push_to(outcome.record.dn, Push("call_routed", routed), but=app)
         return {"routed": True, "call_id": call_id, "latency_ms": outcome.latency_ms}
 
-    async def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
         dn = param(params, "dn", str, None)
         record = self.new_call(self._default_dn() if dn is None else self._check_dn(dn))
         return {
@@ -495,13 +499,13 @@ class TServer:
         gen.running = False
         return True
 
-    async def _do_stop_generator(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_stop_generator(self, conn: Connection, params: dict[str, Json]) -> Json:
         stopped = self._stop_generator()
         if stopped:
             get_logger(app=self.app.name).info("generator_stopped")
         return {"stopped": stopped}
 
-    async def _do_ledger(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_ledger(self, conn: Connection, params: dict[str, Json]) -> Json:
         with_records = param(params, "records", bool, False)
         offset = param(params, "offset", int, 0)
         limit = param(params, "limit", int, MAX_RECORDS_PAGE)
@@ -514,7 +518,7 @@ class TServer:
             answer["records_total"] = len(records)
         return answer
 
-    async def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
         counts = self.ledger.counts()
         return {
             "app": self.app.name,

@@ -20,7 +20,7 @@ from orsim.errors import ConfigError
 from orsim.logs import get_logger
 from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
 from orsim.wire import Connection, Json, Network, Request, frame_counts, serve_app
-from orsim.wire._params import dispatch, param
+from orsim.wire._params import dispatch, dispatch_inline, param
 
 
 @attrs.frozen
@@ -102,6 +102,7 @@ class UrsServer:
                     app=self.app.name,
                     app_type=self.app.type,
                     handler=self._handle,
+                    inline_handler=self._handle_now,
                     on_disconnect=self._on_disconnect,
                 )
             )
@@ -121,28 +122,38 @@ class UrsServer:
     async def _handle(self, conn: Connection, request: Request) -> Json:
         return await dispatch(self, self.app.name, conn, request)
 
-    async def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _handle_now(self, conn: Connection, request: Request) -> Json:
+        return dispatch_inline(self, self.app.name, conn, request)
+
+    def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
         app = param(params, "app", str, conn.peer_app)
         node_id = param(params, "node_id", int, None)
         self._clients[conn] = {"app": app, "node_id": node_id}
         get_logger(app=self.app.name).info("client_registered", peer=app, node_id=node_id)
         return {}
 
-    async def _do_select_target(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_select_target(self, conn: Connection, params: dict[str, Json]) -> Json:
         call_id = param(params, "call_id", str, None)
         param(params, "dn", str, None)
         self.requests += 1
         if self.options.think_time_ms > 0:
-            await trio.sleep(self.options.think_time_ms / 1000.0)
+            return self._select_after_thinking(call_id)  # answered by a task of its own
+        return self._select(call_id)
+
+    async def _select_after_thinking(self, call_id: str | None) -> Json:
+        await trio.sleep(self.options.think_time_ms / 1000.0)
+        return self._select(call_id)
+
+    def _select(self, call_id: str | None) -> Json:
         target = self.selector.choose()
         get_logger(app=self.app.name).debug("target_selected", call_id=call_id, target=target)
         return {"target": target}
 
-    async def _do_release_target(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_release_target(self, conn: Connection, params: dict[str, Json]) -> Json:
         target = param(params, "target", str)
         return {"released": self.selector.release(target)}
 
-    async def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
         return {
             "app": self.app.name,
             "type": self.app.type,

@@ -42,6 +42,7 @@ import itertools
 import math
 import os
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import attrs
@@ -71,6 +72,11 @@ from orsim.wire._messages import (
 from orsim.wire._transport import NonBlockingStream
 
 RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
+#: A request handler called in the reader, without a task: it answers at once (its
+#: result), or returns an awaitable (a coroutine) that a task of its own awaits for the
+#: answer, for a request it cannot answer without waiting. Its exceptions are answered
+#: as ``RequestHandler``'s are.
+InlineHandler = Callable[["Connection", Request], Any]
 PushHandler = Callable[["Connection", Push], Awaitable[None]]
 
 _READ_SIZE = 65536
@@ -155,6 +161,24 @@ class RequestFailed(OrsimError):
         self.message = message
 
 
+#: What a request handler may raise to be answered with an error (``_error_reply``).
+_HANDLER_ERRORS = (OrsimError, KeyError, TypeError, ValueError)
+
+
+def _error_reply(request: Request, exc: BaseException) -> ErrorResponse | None:
+    """The answer to ``request`` whose handler raised ``exc`` (one of ``_HANDLER_ERRORS``);
+    None for ``ConnectionLost``: the link is gone, nothing to answer on."""
+    if isinstance(exc, RequestFailed):
+        return ErrorResponse(request.id, exc.code, exc.message)
+    if isinstance(exc, RemoteError):
+        return ErrorResponse(request.id, exc.code, exc.message)
+    if isinstance(exc, ConnectionLost):
+        return None
+    if isinstance(exc, OrsimError):
+        return ErrorResponse(request.id, "error", str(exc))
+    return ErrorResponse(request.id, "bad_request", f"{request.method}: {exc!r}")
+
+
 @attrs.define(eq=False)
 class _Pending:
     """A request waiting for its answer (and, on a memory link, its ``LinkTimers``
@@ -204,6 +228,9 @@ class Connection:
     addp_timeout: float = 0.0
     handler: RequestHandler | None = None
     on_push: PushHandler | None = None
+    #: Answers requests in the reader when it can (see ``InlineHandler``); ``handler``
+    #: is then not used.
+    inline_handler: InlineHandler | None = None
     decoder: FrameDecoder = attrs.Factory(FrameDecoder)
     max_frame: int = DEFAULT_MAX_FRAME
     #: Longest one write may make no progress before the peer counts as not reading.
@@ -573,7 +600,14 @@ class Connection:
             pending.outcome = message
             pending.done.set()
         elif isinstance(message, Request):
-            nursery.start_soon(self._answer, message)
+            if (
+                self.inline_handler is not None
+                and self._writer_running
+                and self._out_bytes <= HIGH_WATER
+            ):
+                self._answer_inline(message, nursery)
+            else:
+                nursery.start_soon(self._answer, message)
         elif isinstance(message, Ping):
             if self._writer_running:
                 # Answered here, as the writer would send it: a task per ping is a spawn
@@ -595,9 +629,37 @@ class Connection:
         except ConnectionLost:
             pass
 
-    async def _answer(self, request: Request) -> None:
-        reply: Message
-        if self._out_bytes > HIGH_WATER:
+    def _answer_inline(self, request: Request, nursery: trio.Nursery) -> None:
+        """Answer ``request`` here, in the reader, without a task: its handler answers at
+        once, or gives a coroutine that a task then awaits for the answer."""
+        assert self.inline_handler is not None
+        try:
+            result = self.inline_handler(self, request)
+        except _HANDLER_ERRORS as exc:
+            reply = _error_reply(request, exc)
+            if reply is None:
+                return
+        else:
+            if isinstance(result, CoroutineType):
+                nursery.start_soon(self._answer, request, result)
+                return
+            reply = Response(request.id, result)
+        try:
+            self._queue(self._encode_reply(request, reply), direct=True)
+        except ConnectionLost:
+            pass
+
+    def _encode_reply(self, request: Request, reply: Message) -> bytes:
+        try:
+            return self._encode(reply)
+        except LocalProtocolError as exc:
+            return self._encode(ErrorResponse(request.id, "too_large", str(exc)))
+
+    async def _answer(self, request: Request, later: Awaitable[Json] | None = None) -> None:
+        """Answer ``request`` in a task of its own (``later``: the rest of an inline
+        handler's work, to await for the answer)."""
+        reply: Message | None
+        if later is None and self._out_bytes > HIGH_WATER:
             # The peer is behind on its answers: handle this request (and build its
             # answer) only once there is room, so a peer that pipelines requests and
             # reads nothing cannot grow our memory.
@@ -605,26 +667,26 @@ class Connection:
                 await self._wait_below_high_water()
             except ConnectionLost:
                 return
-        if self.handler is None:
+        if later is None and self.handler is None and self.inline_handler is None:
             reply = ErrorResponse(request.id, "unsupported", "this peer serves no requests")
         else:
             try:
-                reply = Response(request.id, await self.handler(self, request))
-            except RequestFailed as exc:
-                reply = ErrorResponse(request.id, exc.code, exc.message)
-            except RemoteError as exc:
-                reply = ErrorResponse(request.id, exc.code, exc.message)
-            except ConnectionLost:
-                return
-            except OrsimError as exc:
-                reply = ErrorResponse(request.id, "error", str(exc))
-            except (KeyError, TypeError, ValueError) as exc:
-                reply = ErrorResponse(request.id, "bad_request", f"{request.method}: {exc!r}")
+                if later is not None:
+                    result = await later
+                elif self.inline_handler is not None:
+                    result = self.inline_handler(self, request)
+                    if isinstance(result, CoroutineType):
+                        result = await result
+                else:
+                    assert self.handler is not None
+                    result = await self.handler(self, request)
+                reply = Response(request.id, result)
+            except _HANDLER_ERRORS as exc:
+                reply = _error_reply(request, exc)
+                if reply is None:
+                    return
         try:
-            try:
-                frame = self._encode(reply)
-            except LocalProtocolError as exc:
-                frame = self._encode(ErrorResponse(request.id, "too_large", str(exc)))
+            frame = self._encode_reply(request, reply)
             if self._writer_running and not self._idle_for(frame):
                 self._buffer(frame)  # the task ends here: no need to wait for the writer
             elif self._writer_running:

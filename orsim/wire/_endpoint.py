@@ -12,7 +12,7 @@ import trio
 from orsim.errors import ConnectionLost, RemoteProtocolError, UnreachableError
 from orsim.logs import get_logger
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
-from orsim.wire._connection import Connection, PushHandler, RequestHandler
+from orsim.wire._connection import Connection, InlineHandler, PushHandler, RequestHandler
 from orsim.wire._messages import PROTOCOL_VERSION, ErrorResponse, Hello, Message, Welcome
 from orsim.wire._transport import Network
 
@@ -178,6 +178,7 @@ async def serve_app(
     app: str,
     app_type: str,
     handler: RequestHandler | None,
+    inline_handler: InlineHandler | None = None,
     on_push: PushHandler | None = None,
     on_connect: ConnectionHook | None = None,
     on_disconnect: ConnectionHook | None = None,
@@ -187,8 +188,9 @@ async def serve_app(
     """Accept connections on ``host:port`` forever; reports the bound port via ``started``.
 
     Each connection must open with ``Hello``; the server answers ``Welcome`` and then
-    dispatches requests to ``handler``. A connection that breaks the protocol is answered
-    with an error and dropped; nothing a client sends stops the server.
+    dispatches requests to ``handler`` (or ``inline_handler``: see ``InlineHandler``). A
+    connection that breaks the protocol is answered with an error and dropped; nothing a
+    client sends stops the server.
     """
     log = get_logger(app=app)
     try:
@@ -242,6 +244,7 @@ async def serve_app(
             peer_type=hello.app_type,
             addp_timeout=hello.addp_remote_timeout,
             handler=handler,
+            inline_handler=inline_handler,
             on_push=on_push,
             decoder=decoder,
             max_frame=max_frame,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TypeVar, overload
+from collections.abc import Awaitable
+from types import CoroutineType
+from typing import NoReturn, TypeVar, overload
 
 from orsim.logs import get_logger
 from orsim.wire._connection import Connection, RequestFailed
@@ -56,19 +58,44 @@ def str_list(params: dict[str, Json], name: str) -> list[str]:
 
 
 async def dispatch(target: object, app: str, conn: Connection, request: Request) -> Json:
-    """Answer ``request`` with ``target._do_<method>(conn, params)``.
+    """Answer ``request`` with ``target._do_<method>(conn, params)`` (a coroutine function,
+    or a plain function for a method that never waits).
 
     An unknown method is ``unknown_method``; an unexpected exception in a handler (a bug
     of ours) is logged and answered ``internal``, so it never takes the server down.
     """
+    result = dispatch_inline(target, app, conn, request)
+    if isinstance(result, CoroutineType):
+        result = await result
+    return result
+
+
+def dispatch_inline(target: object, app: str, conn: Connection, request: Request) -> Json:
+    """``dispatch`` as an ``InlineHandler``: the answer of a plain ``_do_<method>``, or,
+    for a coroutine function, a coroutine to await for it (errors as ``dispatch``)."""
     method = getattr(target, f"_do_{request.method}", None)
     if method is None:
         raise RequestFailed("unknown_method", f"{app} has no method {request.method!r}")
     try:
-        result: Json = await method(conn, request.params)
+        result: Json = method(conn, request.params)
     except RequestFailed:
         raise
     except Exception as exc:
-        get_logger(app=app).exception("handler_failed", method=request.method)
-        raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+        _failed(app, request, exc)
+    if isinstance(result, CoroutineType):
+        return _finish(result, app, request)
     return result
+
+
+async def _finish(pending: Awaitable[Json], app: str, request: Request) -> Json:
+    try:
+        return await pending
+    except RequestFailed:
+        raise
+    except Exception as exc:
+        _failed(app, request, exc)
+
+
+def _failed(app: str, request: Request, exc: Exception) -> NoReturn:
+    get_logger(app=app).exception("handler_failed", method=request.method)
+    raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
