@@ -140,7 +140,11 @@ class LedgerCounts:
 
 def percentile(values: Iterable[float], q: float) -> float | None:
     """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``; None if empty."""
-    ordered = sorted(values)
+    return _nearest_rank(sorted(values), q)
+
+
+def _nearest_rank(ordered: list[float], q: float) -> float | None:
+    """``percentile`` of values already in order."""
     if not ordered:
         return None
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
@@ -185,6 +189,8 @@ class CallLedger:
     # have since been routed or lost are skipped lazily.
     _deadlines: list[tuple[float, str]] = attrs.Factory(list)
     _latencies_ms: list[float] = attrs.Factory(list)
+    #: Whether ``_latencies_ms`` is sorted (see ``_ordered_latencies``).
+    _latencies_in_order: bool = True
     _by_app: Counter[str] = attrs.Factory(Counter)
     _by_node: Counter[int] = attrs.Factory(Counter)
     _routed: int = 0
@@ -290,7 +296,11 @@ class CallLedger:
         self._routed += 1
         self._by_app[app] += 1
         self._by_node[node_id] += 1
-        self._latencies_ms.append((now - routed.created_at) * 1000.0)
+        latency = (now - routed.created_at) * 1000.0
+        latencies = self._latencies_ms
+        if latencies and latency < latencies[-1]:
+            self._latencies_in_order = False
+        latencies.append(latency)
         return RouteOutcome(routed)
 
     def fence(self, node_id: int, epoch: int, app: str | None = None) -> int:
@@ -366,6 +376,7 @@ class CallLedger:
 
     def counts(self) -> LedgerCounts:
         created = len(self._calls)
+        latencies = self._ordered_latencies()
         return LedgerCounts(
             created=created,
             routed=self._routed,
@@ -379,9 +390,17 @@ class CallLedger:
             in_flight=created - self._routed - self._lost - self._default_routed,
             by_app=dict(self._by_app),
             by_node=dict(self._by_node),
-            latency_p50_ms=percentile(self._latencies_ms, 50),
-            latency_p99_ms=percentile(self._latencies_ms, 99),
+            latency_p50_ms=_nearest_rank(latencies, 50),
+            latency_p99_ms=_nearest_rank(latencies, 99),
         )
+
+    def _ordered_latencies(self) -> list[float]:
+        """The routed calls' latencies, sorted (in place, once per batch of new ones: a
+        status poll asks for the percentiles many times a second)."""
+        if not self._latencies_in_order:
+            self._latencies_ms.sort()
+            self._latencies_in_order = True
+        return self._latencies_ms
 
     def _mark_lost(self, record: CallRecord) -> CallRecord:
         """The deadline passed: the call goes to ``default_dn`` if one is set, else lost."""

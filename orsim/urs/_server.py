@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from functools import partial
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -57,6 +57,8 @@ class UrsServer:
     selector: Selector
     requests: int = 0
     _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
+    #: The logger of the per-call line (bound once, not per call).
+    _call_log: Any = None
 
     @classmethod
     def from_application(cls, app: Application) -> UrsServer:
@@ -146,7 +148,9 @@ class UrsServer:
 
     def _select(self, call_id: str | None) -> Json:
         target = self.selector.choose()
-        get_logger(app=self.app.name).debug("target_selected", call_id=call_id, target=target)
+        if self._call_log is None:
+            self._call_log = get_logger(app=self.app.name)
+        self._call_log.debug("target_selected", call_id=call_id, target=target)
         return {"target": target}
 
     def _do_release_target(self, conn: Connection, params: dict[str, Json]) -> Json:
