@@ -771,7 +771,7 @@ class OrsNode:
             await conn.request(
                 "register",
                 {"app": s.app, "node_id": s.node_id, "dns": list(s.routing_points)},
-                timeout=10,
+                timeout=_register_timeout(s.tserver),
             )
             self._tserver = conn
             self._tserver_up.set()
@@ -789,7 +789,9 @@ class OrsNode:
         s = self.settings
 
         async def up(conn: Connection) -> None:
-            await conn.request("register", {"app": s.app, "node_id": s.node_id}, timeout=10)
+            await conn.request(
+                "register", {"app": s.app, "node_id": s.node_id}, timeout=_register_timeout(s.urs)
+            )
             self._urs = conn
             self._urs_up.set()
 
@@ -840,6 +842,13 @@ class OrsNode:
             await conn.aclose()
             self.log.warning("server_lost", server=server.name, reason=conn.close_reason)
             await trio.sleep(0.05)
+
+
+def _register_timeout(server: Endpoint) -> float:
+    """How long a registration may go unanswered before the link is dropped and made
+    again: a partition drops it like any request (found by `orsim search`: a 10 s wait
+    left a restarted primary without a URS, and its calls were lost)."""
+    return max(_ASK_AGAIN, 2 * server.addp_timeout)
 
 
 def _member_wire(info: MemberInfo) -> dict[str, Any]:
