@@ -561,11 +561,16 @@ class NodeCores(RuleBasedStateMachine):
     def teardown(self) -> None:
         """Faults stop: heal, resume, restart; then every call is routed exactly once and
         each Node has one primary."""
-        self.cut.clear()
+        healed, self.cut = list(self.cut), set()
         self.ts_cut.clear()
         for name in APPS:
             if self.procs[name].hung:
                 self._resume(name)
+        for pair in healed:  # the links come back, as the runtime's peer links reconnect
+            a, b = sorted(pair)
+            if self.procs[a].responsive and self.procs[b].responsive:
+                self.link_up(a, b)
+                self.pump()
         for _ in range(20):  # a while before the dead are restarted: the survivors act
             self._detect()
             self._answer_all()
