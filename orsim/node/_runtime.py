@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from orsim._alarm import Alarm
 from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
 from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
@@ -144,7 +145,8 @@ class OrsNode:
     _nursery: trio.Nursery | None = None
     #: Set (and replaced) after every change the core made: ``run`` waits on it.
     _changed: trio.Event = attrs.Factory(trio.Event)
-    _wake: trio.Event = attrs.Factory(trio.Event)
+    #: Wakes the clock task for earlier work (made when the task starts).
+    _alarm: Alarm | None = None
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
     _wake_at: float = math.inf
     _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
@@ -321,16 +323,16 @@ class OrsNode:
 
     def _rewake(self) -> None:
         # The hint, not next_deadline(): that scans every watch, and this runs per event.
-        if self.core.take_deadline_hint() < self._wake_at:
-            self._wake.set()
+        if self.core.take_deadline_hint() < self._wake_at and self._alarm is not None:
+            self._wake_at = -math.inf  # woken: no need to wake it again
+            self._alarm.wake()
 
     async def _clock(self) -> None:
         """Call ``core.tick`` whenever its next deadline comes."""
+        self._alarm = Alarm()
         while True:
-            self._wake = trio.Event()
             self._wake_at = self.core.next_deadline()
-            with trio.move_on_at(self._wake_at):
-                await self._wake.wait()
+            await self._alarm.wait_until(self._wake_at)
             self._wake_at = -math.inf  # busy: nothing needs to wake it meanwhile
             now = trio.current_time()
             if now >= self.core.next_deadline():

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from orsim._alarm import sleep_until
 from orsim.errors import OrsimError
 from orsim.scenario._expect import evaluate, expectation_label, mode_verdict
 from orsim.scenario._load import step_label
@@ -165,7 +166,7 @@ class _Run:
         while True:
             deadline = trio.current_time() + interval
             await self.sample()
-            await trio.sleep_until(deadline)
+            await sleep_until(deadline)
 
     # --- steps ---------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ offset, unlike trio's system clock).
 from __future__ import annotations
 
 import gc
+import itertools
 import math
+from heapq import heappop, heappush
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -49,19 +51,46 @@ class SimClock(trio.abc.Clock):
     As with MockClock, no jump while a task waits in ``wait_all_tasks_blocked`` (it is
     woken first), and none to infinity: a run whose every task waits forever sleeps,
     so Ctrl-C still works.
+
+    It also keeps the deadlines of ``orsim._alarm.Alarm`` waits (``add_timer``): it jumps
+    to the first one as to a cancel scope's, and wakes its task without a cancellation.
     """
 
     def __init__(self) -> None:
         self._now = 0.0
+        #: ``orsim._alarm.Alarm`` deadlines: (deadline, order, alarm, token).
+        self._timers: list[tuple[float, int, Any, int]] = []
+        self._order = itertools.count()
 
     def start_clock(self) -> None:
-        pass
+        # Called by trio.run as its loop starts: the run's instruments (none, as a
+        # rule) asked of at every task step through a UserDict, for a plain dict.
+        _use_dict_instruments()
 
     def current_time(self) -> float:
         return self._now
 
+    def add_timer(self, deadline: float, alarm: Any, token: int) -> None:
+        """Ring ``alarm`` (``alarm.ring(token)``) once ``deadline`` has come: the clock
+        jumps to it as to a cancel scope's deadline, and wakes the waiting task without
+        a cancellation (see ``orsim._alarm``). Ties ring in the order they were set."""
+        heappush(self._timers, (deadline, next(self._order), alarm, token))
+
     def deadline_to_sleep_time(self, deadline: float) -> float:
-        if deadline == math.inf or _idle_waiters():
+        if _idle_waiters():
+            return _FOREVER
+        timers = self._timers
+        while timers and not timers[0][2].alive(timers[0][3]):
+            heappop(timers)  # a wait that ended otherwise
+        if timers and timers[0][0] <= deadline:
+            # An alarm comes first (or with the deadline, which then expires too).
+            if timers[0][0] > self._now:
+                self._now = timers[0][0]
+            while timers and timers[0][0] <= self._now:
+                _, _, alarm, token = heappop(timers)
+                alarm.ring(token)
+            return 0.0
+        if deadline == math.inf:
             return _FOREVER
         if deadline > self._now:
             self._now = deadline
@@ -76,6 +105,39 @@ class SimClock(trio.abc.Clock):
 
 #: What MockClock answers when it may not jump: sleep (the run loop caps it at a day).
 _FOREVER = 999_999_999.0
+
+
+def _use_dict_instruments() -> None:
+    """Give the current run a plain-dict copy of its instruments.
+
+    trio keeps a run's instruments by hook in a ``UserDict`` and asks whether a hook has
+    any (``"before_task_step" in instruments``) four times per task step: a Python-level
+    ``__contains__`` each time, 2% of a simulation's time. The same mapping as a ``dict``
+    subclass (trio's own methods, ``data`` being the dict itself) answers in C. Left as
+    it is if trio's internals are not as expected.
+    """
+    from trio._core import _instrumentation, _run
+
+    runner = getattr(_run.GLOBAL_RUN_CONTEXT, "runner", None)
+    current = getattr(runner, "instruments", None)
+    if type(current) is _instrumentation.Instruments:
+        runner.instruments = _DictInstruments(current.data)  # type: ignore[union-attr]
+
+
+def _dict_instruments_type() -> type:
+    from trio._core._instrumentation import Instruments
+
+    class DictInstruments(dict):  # type: ignore[type-arg]
+        __slots__ = ()
+        data = property(lambda self: self)
+        add_instrument = Instruments.add_instrument
+        remove_instrument = Instruments.remove_instrument
+        call = Instruments.call
+
+    return DictInstruments
+
+
+_DictInstruments = _dict_instruments_type()
 
 
 def _idle_waiters() -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import insort
 from collections import Counter
 from collections.abc import Iterable
 
@@ -132,10 +133,15 @@ class LedgerCounts:
     latency_p99_ms: float | None
 
     def to_wire(self) -> dict[str, object]:
-        data = attrs.asdict(self)
+        # As attrs.asdict gives it (several times slower; a status sample asks for it).
+        data: dict[str, object] = {name: getattr(self, name) for name in _COUNTS_FIELDS}
+        data["by_app"] = dict(self.by_app)
         # JSON object keys are strings.
         data["by_node"] = {str(k): v for k, v in self.by_node.items()}
         return data
+
+
+_COUNTS_FIELDS = tuple(a.name for a in attrs.fields(LedgerCounts))
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -188,9 +194,8 @@ class CallLedger:
     # (deadline, call_id) of calls that were in flight when pushed; entries of calls that
     # have since been routed or lost are skipped lazily.
     _deadlines: list[tuple[float, str]] = attrs.Factory(list)
+    #: The routed calls' latencies, in order.
     _latencies_ms: list[float] = attrs.Factory(list)
-    #: Whether ``_latencies_ms`` is sorted (see ``_ordered_latencies``).
-    _latencies_in_order: bool = True
     _by_app: Counter[str] = attrs.Factory(Counter)
     _by_node: Counter[int] = attrs.Factory(Counter)
     _routed: int = 0
@@ -296,11 +301,8 @@ class CallLedger:
         self._routed += 1
         self._by_app[app] += 1
         self._by_node[node_id] += 1
-        latency = (now - routed.created_at) * 1000.0
-        latencies = self._latencies_ms
-        if latencies and latency < latencies[-1]:
-            self._latencies_in_order = False
-        latencies.append(latency)
+        # Kept sorted: a status poll asks for the percentiles many times a second.
+        insort(self._latencies_ms, (now - routed.created_at) * 1000.0)
         return RouteOutcome(routed)
 
     def fence(self, node_id: int, epoch: int, app: str | None = None) -> int:
@@ -376,7 +378,7 @@ class CallLedger:
 
     def counts(self) -> LedgerCounts:
         created = len(self._calls)
-        latencies = self._ordered_latencies()
+        latencies = self._latencies_ms
         return LedgerCounts(
             created=created,
             routed=self._routed,
@@ -393,14 +395,6 @@ class CallLedger:
             latency_p50_ms=_nearest_rank(latencies, 50),
             latency_p99_ms=_nearest_rank(latencies, 99),
         )
-
-    def _ordered_latencies(self) -> list[float]:
-        """The routed calls' latencies, sorted (in place, once per batch of new ones: a
-        status poll asks for the percentiles many times a second)."""
-        if not self._latencies_in_order:
-            self._latencies_ms.sort()
-            self._latencies_in_order = True
-        return self._latencies_ms
 
     def _mark_lost(self, record: CallRecord) -> CallRecord:
         """The deadline passed: the call goes to ``default_dn`` if one is set, else lost."""

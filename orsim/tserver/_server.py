@@ -33,6 +33,7 @@ from typing import NoReturn
 import attrs
 import trio
 
+from orsim._alarm import sleep_until
 from orsim.config._model import Application, Options
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
@@ -331,7 +332,7 @@ class TServer:
                 at = start + sent / gen.rate
                 if at >= end:
                     break
-                await trio.sleep_until(max(at, trio.current_time() + GENERATOR_TICK))
+                await sleep_until(max(at, trio.current_time() + GENERATOR_TICK))
                 now = trio.current_time()
                 behind = now - at
                 if behind > MAX_GENERATOR_LAG:

@@ -564,16 +564,19 @@ class Connection:
             await trio.aclose_forcefully(self.stream)
 
     async def _read_loop(self, addp: Addp, nursery: trio.Nursery) -> None:
-        while not self.closed.is_set():
+        # trio.current_time() is this: the clock's, asked through two more calls.
+        now = trio.lowlevel.current_clock().current_time
+        receive_some, decoder, closed = self.stream.receive_some, self.decoder, self.closed
+        while not closed.is_set():
             try:
-                data = await self.stream.receive_some(_READ_SIZE)
+                data = await receive_some(_READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self.close_reason = self.close_reason or f"receive failed: {exc}"
                 return
-            addp.on_receive(trio.current_time())
-            self.decoder.receive_data(data)
+            addp.last_rx = now()  # any frame proves the peer alive (Addp.on_receive)
+            decoder.receive_data(data)
             while True:
-                message = self.decoder.next_message()
+                message = decoder.next_message()
                 if message is NEED_DATA:
                     break
                 self.frames_received += 1

@@ -8,7 +8,8 @@ costs a cancel scope to set (two context managers, the run's deadline heap) and,
 it expires, a cancellation: an exception raised into the task and caught, then a
 scheduler round, most often only to find that traffic came meanwhile.
 
-Here one task keeps every memory link's deadlines in a heap, sleeps until the first,
+Here one task keeps every memory link's deadlines in a heap, sleeps until the first (an
+``Alarm``: under the simulation's clock, no cancellation either),
 and makes each due check as a plain call: an ADDP check polls the peer or gives it up
 and says when to look again; a request's check makes it fail with ``TooSlowError``.
 A deadline that no longer matters (a closed link, an answered request) is dropped
@@ -25,6 +26,7 @@ from typing import Protocol
 
 import trio
 
+from orsim._alarm import Alarm
 from orsim.logs import get_logger
 
 
@@ -47,7 +49,10 @@ class LinkTimers:
         self._heap: list[tuple[float, int, Timer]] = []
         #: Ties are taken in the order they were added: the run stays deterministic.
         self._order = itertools.count()
-        self._wake: trio.Event | None = None
+        #: Wakes the task for an earlier deadline (made when it starts, in the run).
+        self._alarm: Alarm | None = None
+        #: Whether the task waits (an earlier deadline must wake it).
+        self._waiting = False
         #: When the task wakes by itself next (inf: only when woken).
         self._until = math.inf
 
@@ -57,8 +62,9 @@ class LinkTimers:
     def add(self, deadline: float, timer: Timer) -> None:
         """Check ``timer`` once ``deadline`` has come (and again when it says)."""
         heappush(self._heap, (deadline, next(self._order), timer))
-        if deadline < self._until and self._wake is not None:
-            self._wake.set()
+        if deadline < self._until and self._waiting and self._alarm is not None:
+            self._waiting = False
+            self._alarm.wake()
 
     def run_due(self, now: float) -> None:
         """Make every check that is due at ``now``; drop the first ones that no longer
@@ -79,13 +85,13 @@ class LinkTimers:
     async def run(self) -> None:
         """Forever: the due checks, then sleep until the next deadline (or an earlier
         one is added)."""
+        alarm = self._alarm = Alarm()
         while True:
             self.run_due(trio.current_time())
             self._until = self._heap[0][0] if self._heap else math.inf
-            self._wake = wake = trio.Event()
-            with trio.move_on_at(self._until):
-                await wake.wait()
-            self._wake = None
+            self._waiting = True
+            await alarm.wait_until(self._until)
+            self._waiting = False
             self._until = -math.inf  # running: an add needs no wake
 
 

@@ -98,8 +98,8 @@ class _Pipe:
             raise trio.ClosedResourceError("stream closed")
         if self.broken:
             raise trio.BrokenResourceError("peer closed the stream")
-        taken = min(len(data), self.room())
-        if taken:
+        taken = min(len(data), self.capacity - len(self.data) - self.delayed_bytes)
+        if taken > 0:
             if latency > 0 or self.delayed:
                 at = trio.current_time() + latency
                 if self.delayed:
@@ -109,7 +109,8 @@ class _Pipe:
             else:
                 self.data += data[:taken]
             self.wake_reader()
-        return taken
+            return taken
+        return 0
 
     def _ripen(self) -> float | None:
         """Move the delayed bytes that are due into ``data``; when the next is due."""
@@ -162,16 +163,15 @@ class _Pipe:
         if self.reader is not None:
             raise trio.BusyResourceError("another task is already reading this stream")
         self.reader = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self.reader = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
         if not self.delayed:
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(self._abort_read)
             return
         with trio.move_on_at(self.delayed[0][0]):
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await trio.lowlevel.wait_task_rescheduled(self._abort_read)
+
+    def _abort_read(self, _: Any) -> trio.lowlevel.Abort:
+        self.reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def wake_reader(self) -> None:
         task = self.reader
@@ -225,9 +225,12 @@ class _FaultyStream(trio.abc.Stream):
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Take what fits without waiting (as a non-blocking socket write); bytes taken."""
-        if self.net.blocked(self.local, self.remote) and not self.outgoing.writer_closed:
+        net = self.net
+        if not (net._hung or net._cuts or net._latency):  # no fault: the usual case
+            return self.outgoing.write_nowait(data)
+        if net.blocked(self.local, self.remote) and not self.outgoing.writer_closed:
             return len(data)
-        return self.outgoing.write_nowait(data, self.net.latency(self.local, self.remote))
+        return self.outgoing.write_nowait(data, net.latency(self.local, self.remote))
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
