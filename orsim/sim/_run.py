@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import random
 from heapq import heappop, heappush
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +36,18 @@ def seed_scheduler(seed: int) -> None:
     from trio._core import _run
 
     _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    if type(_run._r) is random.Random:
+        _run._r = _BatchRandom()  # type: ignore[misc]
     _run._r.seed(seed)
+
+
+class _BatchRandom(random.Random):
+    """trio's scheduler ``Random``, with nothing to do for a batch of one task (most
+    batches of a simulation): the same orders, the same random numbers drawn."""
+
+    def shuffle(self, x: Any) -> None:  # type: ignore[override]
+        if len(x) > 1:
+            super().shuffle(x)
 
 
 class SimClock(trio.abc.Clock):

@@ -70,6 +70,9 @@ _REQUIRED: dict[type[Any], frozenset[str]] = {
     cls: frozenset(a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING) for cls in _TAGS
 }
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_PUSH, _REQ, _RES = _TAGS[Push], _TAGS[Request], _TAGS[Response]
+assert _NAMES[Push] == ("topic", "data") and _NAMES[Response] == ("id", "result")
+assert _NAMES[Request] == ("id", "method", "params")
 
 # Field name -> accepted JSON types, per message type. bool is excluded from int on purpose.
 _FIELD_TYPES: dict[type[Any], dict[str, tuple[type, ...]]] = {
@@ -96,9 +99,19 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
         LocalProtocolError: the message does not serialise to JSON or exceeds ``max_frame``.
     """
     cls = type(message)
-    body_obj = {"t": _TAGS[cls]}
-    for name in _NAMES[cls]:
-        body_obj[name] = getattr(message, name)
+    # The frames of the call path built directly (same keys, same order); the rest by
+    # their fields.
+    if cls is Push:
+        body_obj = {"t": _PUSH, "topic": message.topic, "data": message.data}  # type: ignore[union-attr]
+    elif cls is Response:
+        body_obj = {"t": _RES, "id": message.id, "result": message.result}  # type: ignore[union-attr]
+    elif cls is Request:
+        body_obj = {"t": _REQ, "id": message.id, "method": message.method,  # type: ignore[union-attr]
+                    "params": message.params}  # type: ignore[union-attr]  # fmt: skip
+    else:
+        body_obj = {"t": _TAGS[cls]}
+        for name in _NAMES[cls]:
+            body_obj[name] = getattr(message, name)
     try:
         body = orjson.dumps(body_obj, option=_ORJSON_OPTIONS)
     except TypeError:
