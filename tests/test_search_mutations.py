@@ -14,15 +14,16 @@ from orsim.scenario._load import load_scenario
 from orsim.search import search
 
 TOPOLOGY = TOPOLOGIES / "pair-and-lone-slow-urs.yaml"
-#: (mutation, search seed, what its violation is, budget): each found well within its
-#: budget with this seed (first at schedule 7, 1, 84 and 118 when written); a bug the
-#: search stops finding fails here. Adoption needs a lone Node frozen for seconds while
-#: calls are in flight, the rarest of the four.
+#: (mutation, search seed, what its violation is, budget, fault kinds): each found well
+#: within its budget with this seed; a bug the search stops finding fails here. Adoption
+#: needs a lone Node frozen for seconds while calls are in flight, the rarest schedule of
+#: the four: that search draws only crashes, hangs and restarts (`--faults`).
+HANGS = frozenset({"stop", "kill", "restart"})
 CASES = [
-    ("backup-skips-epoch", 2, "split-brain", 100),
-    ("reserved-ignores-claim", 1, "duplicated", 100),
-    ("watcher-ignores-timeout", 3, "lost", 200),
-    ("adoption-skips-fence", 9, "duplicated", 250),
+    ("backup-skips-epoch", 2, "split-brain", 100, None),
+    ("reserved-ignores-claim", 1, "duplicated", 100, None),
+    ("watcher-ignores-timeout", 3, "lost", 200, None),
+    ("adoption-skips-fence", 2, "duplicated", 200, HANGS),
 ]
 MAX_STEPS = 6
 
@@ -31,12 +32,25 @@ def test_every_mutation_has_a_case() -> None:
     assert sorted(case[0] for case in CASES) == sorted(MUTATIONS)
 
 
-@pytest.mark.parametrize(("mutation", "seed", "kind", "budget"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("mutation", "seed", "kind", "budget", "faults"), CASES, ids=[c[0] for c in CASES]
+)
 def test_search_finds_and_shrinks_the_injected_bug(
-    mutation: str, seed: int, kind: str, budget: int, tmp_path: Path
+    mutation: str,
+    seed: int,
+    kind: str,
+    budget: int,
+    faults: frozenset[str] | None,
+    tmp_path: Path,
 ) -> None:
     result = search(
-        TOPOLOGY, budget=budget, seed=seed, mutation=mutation, out_dir=tmp_path, max_steps=6
+        TOPOLOGY,
+        budget=budget,
+        seed=seed,
+        mutation=mutation,
+        out_dir=tmp_path,
+        max_steps=MAX_STEPS,
+        faults=faults,
     )
     assert active_mutation() is None, "the switch is off again after the search"
     found = result.found
@@ -48,8 +62,13 @@ def test_search_finds_and_shrinks_the_injected_bug(
     assert mutation in scenario.description and found.outcome.trace_hash in scenario.description
 
 
-def test_the_same_schedules_run_clean_without_the_mutation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("faults", [None, HANGS], ids=["every-fault", "hangs"])
+def test_the_same_schedules_run_clean_without_the_mutation(
+    faults: frozenset[str] | None, tmp_path: Path
+) -> None:
     """The budget above finds the bugs, not the topology: unmutated, it runs clean."""
-    result = search(TOPOLOGY, budget=60, seed=2, out_dir=tmp_path, max_steps=MAX_STEPS)
+    result = search(
+        TOPOLOGY, budget=60, seed=2, out_dir=tmp_path, max_steps=MAX_STEPS, faults=faults
+    )
     assert result.found is None, result.found and result.found.reason
     assert result.tally.schedules == 60

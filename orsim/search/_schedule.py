@@ -18,7 +18,9 @@ Rules the generator keeps, so that a violation is a bug and not the schedule's o
 - the T-Servers and URSs have no backup in these topologies, so they are faulted through
   their links only (partition, delay), never killed;
 - at least one ORS application always runs and reaches the T-Servers and URSs: a call
-  that arrives while none does reaches nobody, by design;
+  that arrives while none does reaches nobody, by design; and an ORS application is cut
+  from a T-Server or URS for at most half the router-timeout (the calls it holds would
+  be lost before it could route them, by design);
 - the session store is faulted alone (no ORS application down, frozen or cut off, no
   link slowed, no switchover, while it stalls or is down): a session that could not be
   written is lost with its ORS, or with its ORS's role, by design (ORS 8.1.2 and later go
@@ -48,6 +50,11 @@ Step = dict[str, Any]
 #: Seconds of load before the first chosen step, and after the cluster is ready again.
 WARM_UP = 1.0
 COOL_DOWN = 3.0
+#: The kinds of fault a schedule draws from (``orsim search --faults``).
+FAULT_KINDS = (
+    "kill", "stop", "restart", "partition", "delay", "switchover",
+    "store-stall", "store-outage", "confserv-crash", "set-option",
+)  # fmt: skip
 #: The values a live ``call-watching-timeout`` change may take (ms).
 CWT_VALUES = (300, 500, 1000, 1500)
 
@@ -64,13 +71,18 @@ class World:
     #: one that touched anything else but the Configuration Server (see ``_choices``).
     store_quiet: float = math.inf
     others_quiet: float = math.inf
+    #: Seconds since an ORS application was first cut from a T-Server or URS (0: none is)
+    server_cut_for: float = 0.0
     stores: frozenset[str] = frozenset({"store"})
+    servers: frozenset[str] = frozenset()
 
     def apply(self, step: Step) -> None:
         ((verb, value),) = step.items()
         if verb == "sleep":
             self.store_quiet += value
             self.others_quiet += value
+            if any(b in self.servers for _a, b in self.cut):
+                self.server_cut_for += value
             return
         if isinstance(value, str) and value in self.stores:
             self.store_quiet = 0.0
@@ -89,6 +101,8 @@ class World:
             self.cut.append((value[0], value[1]))
         elif verb == "heal":
             self.cut.remove((value[0], value[1]))
+            if not any(b in self.servers for _a, b in self.cut):
+                self.server_cut_for = 0.0
         elif verb == "delay":
             pair = (value["between"][0], value["between"][1])
             if value["ms"] and pair not in self.slow:
@@ -160,19 +174,25 @@ def kind_of(step: Step) -> str:
     return verb
 
 
-def schedules(topology: SearchTopology, *, max_steps: int = 8,
-              rates: tuple[int, int] = (5, 40)) -> st.SearchStrategy[Schedule]:  # fmt: skip
-    """Valid schedules of 1..``max_steps`` chosen steps on ``topology``."""
+def schedules(
+    topology: SearchTopology,
+    *,
+    max_steps: int = 8,
+    rates: tuple[int, int] = (5, 40),
+    faults: frozenset[str] | None = None,
+) -> st.SearchStrategy[Schedule]:
+    """Valid schedules of 1..``max_steps`` chosen steps on ``topology`` (``faults``: only
+    these kinds of fault, see ``FAULT_KINDS``)."""
 
     @st.composite
     def build(draw: Callable[..., Any]) -> Schedule:
         seed = draw(st.integers(0, 2**31 - 1))
         rate = draw(st.integers(*rates))
         count = draw(st.integers(1, max_steps))
-        world = World(stores=frozenset(topology.stores))
+        world = World(stores=frozenset(topology.stores), servers=frozenset(topology.servers))
         steps: list[Step] = []
         for _ in range(count):
-            options = _choices(topology, world)
+            options = _choices(topology, world, faults)
             step = draw(st.one_of(*options))
             world.apply(step)
             steps.append(step)
@@ -181,12 +201,15 @@ def schedules(topology: SearchTopology, *, max_steps: int = 8,
     return build()
 
 
-def _pause() -> st.SearchStrategy[Step]:
-    return st.integers(1, 40).map(lambda tenths: {"sleep": tenths / 10})
+def _pause(longest: float = 4.0) -> st.SearchStrategy[Step]:
+    return st.integers(1, int(longest * 10)).map(lambda tenths: {"sleep": tenths / 10})
 
 
-def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[Step]]:
-    """The steps valid in ``world``, simplest first (hypothesis shrinks towards them)."""
+def _choices(
+    topology: SearchTopology, world: World, faults: frozenset[str] | None = None
+) -> list[st.SearchStrategy[Step]]:
+    """The steps valid in ``world``, simplest first (hypothesis shrinks towards them);
+    ``faults``: only these kinds of fault (``FAULT_KINDS``), repairs and pauses always."""
     broken_ors = any(a in world.down or a in world.stopped for a in topology.ors)
     broken_ors = broken_ors or bool(world.cut) or bool(world.slow)
     store_faulted = any(s in world.down or s in world.stopped for s in topology.stores)
@@ -198,7 +221,19 @@ def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[S
     quiet_others = world.others_quiet >= settle
     confserv_down = CONFSERV_APP in world.down
     running = [a for a in topology.ors if a not in world.down and a not in world.stopped]
-    options: list[st.SearchStrategy[Step]] = [_pause()]
+    # An ORS cut from its T-Server or URS for most of a router-timeout loses the calls it
+    # holds, by design: such a cut lasts at most half of it.
+    options: list[st.SearchStrategy[Step]] = []
+
+    def add(kind: str, strategy: st.SearchStrategy[Step]) -> None:
+        if faults is None or kind in faults:
+            options.append(strategy)
+
+    left = 4.0
+    if world.server_cut_for:
+        left = min(left, topology.router_timeout / 2 - world.server_cut_for)
+    if left >= 0.1:
+        options.append(_pause(left))
     if world.stopped:
         options.append(st.sampled_from(sorted(world.stopped)).map(lambda a: {"continue": a}))
     startable = [
@@ -213,23 +248,25 @@ def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[S
     serving = _serving(topology, world)
     removable = [a for a in running if serving - {a}]
     if removable and not store_faulted:
-        options.append(st.sampled_from(removable).map(lambda a: {"kill": a}))
-        options.append(st.sampled_from(removable).map(lambda a: {"stop": a}))
+        add("kill", st.sampled_from(removable).map(lambda a: {"kill": a}))
+        add("stop", st.sampled_from(removable).map(lambda a: {"stop": a}))
         if not confserv_down:
-            options.append(
+            add(
+                "restart",
                 st.tuples(st.sampled_from(removable), st.sampled_from(("KILL", "TERM"))).map(
                     lambda p: {"restart": {"app": p[0], "signal": p[1]}}
-                )
+                ),
             )
     pairs = [p for p in _pairs(topology, world) if serving - _cut_off(topology, p)]
     if pairs and not store_faulted:
-        options.append(st.sampled_from(pairs).map(lambda p: {"partition": [p[0], p[1]]}))
+        add("partition", st.sampled_from(pairs).map(lambda p: {"partition": [p[0], p[1]]}))
     if not store_faulted:
         every_pair = _pairs(topology, World())
-        options.append(
+        add(
+            "delay",
             st.tuples(st.sampled_from(every_pair), st.integers(1, 16)).map(
                 lambda p: {"delay": {"between": [p[0][0], p[0][1]], "ms": p[1] * 50}}
-            )
+            ),
         )
     whole = [
         node
@@ -237,16 +274,16 @@ def _choices(topology: SearchTopology, world: World) -> list[st.SearchStrategy[S
         if len(apps) == 2 and all(a in running for a in apps)
     ]
     if whole and not store_faulted:
-        options.append(st.sampled_from(whole).map(lambda n: {"switchover": n}))
+        add("switchover", st.sampled_from(whole).map(lambda n: {"switchover": n}))
     live_stores = [s for s in topology.stores if s not in world.down and s not in world.stopped]
     if live_stores and not broken_ors and quiet_others:
-        options.append(st.sampled_from(live_stores).map(lambda s: {"stop": s}))
-        options.append(st.sampled_from(live_stores).map(lambda s: {"kill": s}))
+        add("store-stall", st.sampled_from(live_stores).map(lambda s: {"stop": s}))
+        add("store-outage", st.sampled_from(live_stores).map(lambda s: {"kill": s}))
     if not confserv_down:
-        options.append(st.just({"kill": CONFSERV_APP}))
+        add("confserv-crash", st.just({"kill": CONFSERV_APP}))
         if topology.cluster_list is not None:
             change = partial(_cwt_change, topology.cluster_list)
-            options.append(st.sampled_from(CWT_VALUES).map(change))
+            add("set-option", st.sampled_from(CWT_VALUES).map(change))
     return options
 
 

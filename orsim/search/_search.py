@@ -26,7 +26,7 @@ from hypothesis.errors import NoSuchExample
 
 from orsim.node._mutations import MUTATIONS, set_mutation
 from orsim.search._check import Outcome, quiet_logs, run_schedule, scenario_text
-from orsim.search._schedule import Schedule, schedules
+from orsim.search._schedule import FAULT_KINDS, Schedule, schedules
 from orsim.search._topology import SearchTopology, read_topology
 
 #: Seconds between two progress lines (or rewrites of the progress bar).
@@ -129,6 +129,7 @@ class _Job:
     budget: int
     seed: int
     max_steps: int
+    faults: frozenset[str] | None = None
     tally: Tally = attrs.Factory(Tally)
     first: frozenset[str] | None = None
     shrink_runs: int = 0
@@ -164,7 +165,7 @@ class _Job:
         try:
             with quiet_logs():
                 return find(
-                    schedules(self.topology, max_steps=self.max_steps),
+                    schedules(self.topology, max_steps=self.max_steps, faults=self.faults),
                     self.condition,
                     settings=options,
                     random=random.Random(self.seed),
@@ -183,28 +184,35 @@ def search(
     jobs: int = 1,
     mutation: str | None = None,
     progress: TextIO | None = None,
+    faults: frozenset[str] | None = None,
 ) -> SearchResult:
     """Search ``budget`` schedules on a topology; on a violation, shrink it and write the
     minimal schedule as a scenario under ``out_dir``.
 
     Raises:
         ConfigError: the topology is broken.
-        ValueError: ``mutation`` is not a known mutation.
+        ValueError: ``mutation`` is not a known mutation, or ``faults`` names an unknown
+            kind of fault.
     """
     topology = read_topology(topology_path)
     if mutation is not None and mutation not in MUTATIONS:
         raise ValueError(f"unknown mutation {mutation!r} (known: {', '.join(MUTATIONS)})")
+    unknown = sorted(set(faults or ()) - set(FAULT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown fault kind {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})")
     set_mutation(mutation)
     bar = _Progress(progress, budget)
     started = time.perf_counter()
     try:
         first_job: _Job | None
         if jobs <= 1:
-            job = _Job(topology, budget, seed, max_steps, on_run=bar.update)
+            job = _Job(topology, budget, seed, max_steps, faults, on_run=bar.update)
             minimal = job.run()
             tally, first_job = job.tally, job
         else:
-            minimal, tally, first_job = _parallel(topology, budget, seed, max_steps, jobs, bar)
+            minimal, tally, first_job = _parallel(
+                topology, budget, seed, max_steps, jobs, bar, faults
+            )
         found = None
         if minimal is not None and first_job is not None:
             bar.note("writing the shrunk schedule")
@@ -262,7 +270,13 @@ def _write(
 
 
 def _parallel(
-    topology: SearchTopology, budget: int, seed: int, max_steps: int, jobs: int, bar: _Progress
+    topology: SearchTopology,
+    budget: int,
+    seed: int,
+    max_steps: int,
+    jobs: int,
+    bar: _Progress,
+    faults: frozenset[str] | None,
 ) -> tuple[Schedule | None, Tally, _Job | None]:
     """``jobs`` processes, seeds ``seed``, ``seed + 1``, ...; the first violation wins."""
     context = multiprocessing.get_context("fork")
@@ -273,7 +287,7 @@ def _parallel(
     workers = [
         context.Process(
             target=_job_main,
-            args=(topology.path, share, seed + i, max_steps, i, counts, stop, results),
+            args=(topology.path, share, seed + i, max_steps, faults, i, counts, stop, results),
             daemon=True,
         )
         for i, share in enumerate(shares)
@@ -306,6 +320,7 @@ def _job_main(
     budget: int,
     seed: int,
     max_steps: int,
+    faults: frozenset[str] | None,
     index: int,
     counts: Any,
     stop: Any,
@@ -316,7 +331,7 @@ def _job_main(
     def on_run(tally: Tally, _shrinking: bool) -> None:
         counts[index] = tally.schedules
 
-    job = _Job(topology, budget, seed, max_steps, on_run=on_run, should_stop=stop.is_set)
+    job = _Job(topology, budget, seed, max_steps, faults, on_run=on_run, should_stop=stop.is_set)
     minimal = job.run()
     if minimal is not None:
         stop.set()

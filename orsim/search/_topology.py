@@ -34,6 +34,8 @@ class SearchTopology:
     cwt_ms: float
     #: the longest ADDP / peer timeout on any ORS link (s)
     longest_timeout: float
+    #: the shortest T-Server router-timeout (s): how long a call may wait to be routed
+    router_timeout: float = 10.0
 
     @property
     def ors(self) -> tuple[str, ...]:
@@ -85,6 +87,12 @@ def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
             cwt = float(orchestration.get("call-watching-timeout", cwt))
             longest = max(longest, float(orchestration.get("peer-addp-timeout", 0) or 0))
             break
+    from orsim.tserver._server import router_timeout_of
+
+    router_timeout = min(
+        (router_timeout_of(a.options) for a in db.applications.values() if a.type in TSERVER_TYPES),
+        default=10.0,
+    )
     return SearchTopology(
         path=Path(path).resolve(),
         db=db,
@@ -94,4 +102,5 @@ def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
         cluster_list=cluster_list,
         cwt_ms=cwt,
         longest_timeout=longest or 3.0,
+        router_timeout=router_timeout,
     )

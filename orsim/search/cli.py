@@ -14,6 +14,7 @@ DEFAULT_OUT = Path(".orsim/search")
 
 def register(subparsers: Any) -> None:
     from orsim.node._mutations import MUTATIONS
+    from orsim.search._schedule import FAULT_KINDS
 
     parser = subparsers.add_parser(
         "search",
@@ -51,6 +52,13 @@ def register(subparsers: Any) -> None:
         help="search in J processes (seeds S, S+1, ...); the first violation wins",
     )  # fmt: skip
     parser.add_argument(
+        "--faults", metavar="KINDS",
+        help=(
+            "draw only these kinds of fault, comma-separated (repairs and pauses always): "
+            + ", ".join(FAULT_KINDS)
+        ),
+    )  # fmt: skip
+    parser.add_argument(
         "--mutation", choices=sorted(MUTATIONS), metavar="NAME",
         help=(
             "test-only: inject a known bug, to see the search find it (one of "
@@ -65,6 +73,16 @@ def search_command(args: argparse.Namespace) -> int:
 
     if args.schedules < 1 or args.max_steps < 1 or args.jobs < 1:
         raise UsageError("--schedules, --max-steps and --jobs must be at least 1")
+    faults = None
+    if args.faults:
+        from orsim.search._schedule import FAULT_KINDS
+
+        faults = frozenset(k.strip() for k in args.faults.split(",") if k.strip())
+        unknown = sorted(faults - set(FAULT_KINDS))
+        if unknown:
+            raise UsageError(
+                f"--faults: unknown kind {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})"
+            )
     results = []
     for topology in args.topologies:
         print(f"== searching {topology}: {args.schedules} schedules, seed {args.seed}", flush=True)
@@ -77,6 +95,7 @@ def search_command(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             mutation=args.mutation,
             progress=sys.stderr,
+            faults=faults,
         )
         results.append(result)
         tally = result.tally
