@@ -33,7 +33,7 @@ class TimerClock(Protocol):
 def timer_clock() -> TimerClock | None:
     """This run's clock if it keeps alarms' deadlines itself, else None."""
     clock = trio.lowlevel.current_clock()
-    return clock if hasattr(clock, "add_timer") else None  # type: ignore[return-value]
+    return clock if hasattr(clock, "add_timer") else None
 
 
 class Alarm:
@@ -42,7 +42,7 @@ class Alarm:
     A ``wake`` while nobody waits is kept: the next wait returns at once (as a set
     Event's would)."""
 
-    __slots__ = ("_clock", "_task", "_token", "_pending", "_event")
+    __slots__ = ("_clock", "_event", "_pending", "_task", "_token")
 
     def __init__(self) -> None:
         self._clock: Any = timer_clock()

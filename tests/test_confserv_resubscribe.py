@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 from helpers import free_ports
 
 from orsim.config import Application, Options, load_database
@@ -142,7 +143,7 @@ async def test_a_block_error_comes_out_unwrapped_when_the_process_stops_meanwhil
     with trio.CancelScope() as stopping:
         try:
             async with client:
-                await trio.sleep(0)  # the reader waits
+                await trio.lowlevel.checkpoint()  # the reader waits
                 stopping.cancel()  # the reader is cancelled when the block ends
                 raise ConnectionLost("connection to confserv lost while sending")
         except ConnectionLost:

@@ -89,13 +89,12 @@ steps:
 
 def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
     """Run the library-style scenario once, in this process; its row."""
-    from orsim.scenario._session import load_all
-    from orsim.scenario._sim import run_scenario_sim, sim_logs
-
     # The simulation's modules (servers, node, sim) are imported before the clock starts:
     # a library of scenarios imports them once, and the speed is the simulation's
     # (importing them is about 0.06 s, 5% of a 60 s run's wall time).
     import orsim.sim  # noqa: F401
+    from orsim.scenario._session import load_all
+    from orsim.scenario._sim import run_scenario_sim, sim_logs
 
     with tempfile.TemporaryDirectory(prefix="orsim-bench-sim-") as tmp:
         path = Path(tmp) / "library.yaml"

@@ -13,9 +13,9 @@ import gc
 import itertools
 import math
 import random
-from heapq import heappop, heappush
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from heapq import heappop, heappush
 from typing import Any, TypeVar
 
 import trio
@@ -37,7 +37,7 @@ def seed_scheduler(seed: int) -> None:
 
     _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     if type(_run._r) is random.Random:
-        _run._r = _BatchRandom()  # type: ignore[misc]
+        _run._r = _BatchRandom()
     _run._r.seed(seed)
 
 
@@ -45,7 +45,7 @@ class _BatchRandom(random.Random):
     """trio's scheduler ``Random``, with nothing to do for a batch of one task (most
     batches of a simulation): the same orders, the same random numbers drawn."""
 
-    def shuffle(self, x: Any) -> None:  # type: ignore[override]
+    def shuffle(self, x: Any) -> None:
         if len(x) > 1:
             super().shuffle(x)
 

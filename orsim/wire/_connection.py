@@ -636,6 +636,7 @@ class Connection:
         """Answer ``request`` here, in the reader, without a task: its handler answers at
         once, or gives a coroutine that a task then awaits for the answer."""
         assert self.inline_handler is not None
+        reply: Response | ErrorResponse | None
         try:
             result = self.inline_handler(self, request)
         except _HANDLER_ERRORS as exc:
