@@ -50,7 +50,7 @@ fuzz: bytecode
 # Fault-schedule search in simulation over the shipped topologies, two processes:
 # SEARCH_SCHEDULES per topology (about 10 minutes on 2 cores by default); fails on a
 # violation, which it shrinks and writes under .orsim/search with summary.json.
-SEARCH_SCHEDULES ?= 2500
+SEARCH_SCHEDULES ?= 4000
 SEARCH_SEED ?= 0
 search: bytecode
 	$(BIN)/orsim search scenarios/topologies/two-nodes.yaml \
