@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
@@ -53,3 +55,18 @@ def set_log_level(level: str) -> None:
     Loggers bound before keep their level: rebind long-lived ones (``get_logger``).
     """
     configure_logging(_stream[0], level)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Drop every log line below CRITICAL while the block runs (thousands of simulated
+    runs, millions of fuzzed inputs); structlog's configuration is restored after."""
+    previous = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**previous)

@@ -16,18 +16,16 @@ answers as ``bad_request``: not fatal, but the input got past the server's check
 
 from __future__ import annotations
 
-import logging
 import os
 import resource
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
-import structlog
 import trio
 
 from orsim.errors import (
@@ -38,6 +36,7 @@ from orsim.errors import (
     RemoteProtocolError,
 )
 from orsim.fuzz._gen import JsonGen
+from orsim.logs import quiet_logs
 from orsim.wire import (
     Connection,
     Message,
@@ -141,20 +140,6 @@ def rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@contextmanager
-def quiet_logs() -> Iterator[None]:
-    """Drop the servers' log lines: a fuzz run makes millions of (expected) warnings."""
-    previous = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield
-    finally:
-        structlog.configure(**previous)
 
 
 async def run_target(name: str, target: Target, inputs: int, seed: int) -> Report:

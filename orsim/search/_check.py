@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
-import structlog
 import yaml
 
 from orsim.scenario._load import parse_scenario
@@ -62,20 +58,6 @@ def scenario_text(document: dict[str, Any]) -> str:
             flow = flow.rsplit("\n", 1)[0].strip()
         lines.append(f"  - {verb}: {flow}")
     return "\n".join(lines) + "\n"
-
-
-@contextmanager
-def quiet_logs() -> Iterator[None]:
-    """The servers' log lines are dropped while searching (thousands of runs)."""
-    previous = structlog.get_config()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
-        cache_logger_on_first_use=False,
-    )
-    try:
-        yield
-    finally:
-        structlog.configure(**previous)
 
 
 def run_schedule(
