@@ -59,6 +59,13 @@ FAULT_KINDS = (
 CWT_VALUES = (300, 500, 1000, 1500)
 
 
+def check_fault_kinds(kinds: frozenset[str] | None) -> None:
+    """Raises ValueError naming the first of ``kinds`` that is not in ``FAULT_KINDS``."""
+    unknown = sorted(set(kinds or ()) - set(FAULT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown fault kind {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})")
+
+
 @attrs.define
 class World:
     """What is broken at a point of a schedule (to keep steps valid, and to repair)."""

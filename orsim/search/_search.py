@@ -24,9 +24,10 @@ import attrs
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
-from orsim.node._mutations import MUTATIONS, set_mutation
-from orsim.search._check import Outcome, quiet_logs, run_schedule, scenario_text
-from orsim.search._schedule import FAULT_KINDS, Schedule, schedules
+from orsim.logs import quiet_logs
+from orsim.node._mutations import set_mutation
+from orsim.search._check import Outcome, run_schedule, scenario_text
+from orsim.search._schedule import Schedule, check_fault_kinds, schedules
 from orsim.search._topology import SearchTopology, read_topology
 
 #: Seconds between two progress lines (or rewrites of the progress bar).
@@ -195,28 +196,23 @@ def search(
             kind of fault.
     """
     topology = read_topology(topology_path)
-    if mutation is not None and mutation not in MUTATIONS:
-        raise ValueError(f"unknown mutation {mutation!r} (known: {', '.join(MUTATIONS)})")
-    unknown = sorted(set(faults or ()) - set(FAULT_KINDS))
-    if unknown:
-        raise ValueError(f"unknown fault kind {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})")
-    set_mutation(mutation)
+    check_fault_kinds(faults)
+    set_mutation(mutation)  # raises ValueError for an unknown one
     bar = _Progress(progress, budget)
     started = time.perf_counter()
     try:
-        first_job: _Job | None
         if jobs <= 1:
             job = _Job(topology, budget, seed, max_steps, faults, on_run=bar.update)
             minimal = job.run()
-            tally, first_job = job.tally, job
+            tally, shrink_runs = job.tally, job.shrink_runs
         else:
-            minimal, tally, first_job = _parallel(
+            minimal, tally, shrink_runs = _parallel(
                 topology, budget, seed, max_steps, jobs, bar, faults
             )
         found = None
-        if minimal is not None and first_job is not None:
+        if minimal is not None:
             bar.note("writing the shrunk schedule")
-            found = _write(minimal, topology, out_dir, seed, mutation, first_job.shrink_runs)
+            found = _write(minimal, topology, out_dir, seed, mutation, shrink_runs)
     finally:
         set_mutation(None)
     wall = time.perf_counter() - started
@@ -277,8 +273,9 @@ def _parallel(
     jobs: int,
     bar: _Progress,
     faults: frozenset[str] | None,
-) -> tuple[Schedule | None, Tally, _Job | None]:
-    """``jobs`` processes, seeds ``seed``, ``seed + 1``, ...; the first violation wins."""
+) -> tuple[Schedule | None, Tally, int]:
+    """``jobs`` processes, seeds ``seed``, ``seed + 1``, ...; the first violation wins:
+    (its minimal schedule, every job's tally, the runs its shrinking took)."""
     context = multiprocessing.get_context("fork")
     counts = context.Array("i", jobs)
     stop = context.Event()
@@ -306,13 +303,12 @@ def _parallel(
         worker.join()
     tally = Tally()
     minimal: Schedule | None = None
-    first: _Job | None = None
+    shrunk_in = 0
     for _index, found, job_tally, shrink_runs in sorted(got, key=lambda g: g[0]):
         tally.merge(job_tally)
         if found is not None and minimal is None:
-            minimal = found
-            first = _Job(topology, 0, 0, max_steps, shrink_runs=shrink_runs)
-    return minimal, tally, first
+            minimal, shrunk_in = found, shrink_runs
+    return minimal, tally, shrunk_in
 
 
 def _job_main(

@@ -75,14 +75,13 @@ def search_command(args: argparse.Namespace) -> int:
         raise UsageError("--schedules, --max-steps and --jobs must be at least 1")
     faults = None
     if args.faults:
-        from orsim.search._schedule import FAULT_KINDS
+        from orsim.search._schedule import check_fault_kinds
 
         faults = frozenset(k.strip() for k in args.faults.split(",") if k.strip())
-        unknown = sorted(faults - set(FAULT_KINDS))
-        if unknown:
-            raise UsageError(
-                f"--faults: unknown kind {unknown[0]!r} (known: {', '.join(FAULT_KINDS)})"
-            )
+        try:
+            check_fault_kinds(faults)
+        except ValueError as exc:
+            raise UsageError(f"--faults: {exc}") from None
     results = []
     for topology in args.topologies:
         print(f"== searching {topology}: {args.schedules} schedules, seed {args.seed}", flush=True)
