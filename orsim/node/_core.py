@@ -912,9 +912,10 @@ class NodeCore:
             call_id, now, self.live_nodes(), expires=event.expires
         )
         if decision.verdict is Verdict.CREATE:
-            out = self._start_call(call_id, event.dn, now, reserved=decision.assignment.reserved)
-            self.calls[call_id].redelivered = event.redelivered
-            return out
+            reserved = decision.assignment.reserved
+            return self._start_call(
+                call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
+            )
         if decision.verdict is Verdict.WATCH:
             self._watched_dns[call_id] = event.dn
             if decision.deadline is not None:
@@ -940,6 +941,7 @@ class NodeCore:
         now: float,
         recovered: Session | None = None,
         reserved: int | None = None,
+        redelivered: bool = False,
     ) -> list[Command]:
         s = self.settings
         epoch = self.current_epoch
@@ -963,6 +965,7 @@ class NodeCore:
             recovered=recovered is not None,
             reserved=reserved,
             writing_since=now,
+            redelivered=redelivered,
         )
         self._deadline(now + self._slow_store_patience)
         if recovered is not None:

@@ -242,14 +242,12 @@ class Watcher:
         created or routed, or when it expires.
         """
         self._expire(now)
+        if not self.role.creates_sessions:
+            return []  # kept for a promotion (see the module docstring)
         ready = sorted((w for w in self._watches.values() if w.deadline <= now), key=_by_deadline)
-        create: list[str] = []
         for watch in ready:
-            if not self.role.creates_sessions:
-                break  # kept for a promotion (see the module docstring)
-            create.append(watch.call_id)
             del self._watches[watch.call_id]
-        return create
+        return [watch.call_id for watch in ready]
 
     def next_deadline(self) -> float | None:
         """The earliest time ``due`` may have something to do, or None if nothing."""
