@@ -97,6 +97,11 @@ async def run_files(
     if report is not None:
         await trio.to_thread.run_sync(write_report, results, report)
         out(f"HTML report written to {report}")
+    return summarize(results, out)
+
+
+def summarize(results: Sequence[ScenarioResult], out: Output) -> int:
+    """Print the closing ``N passed, M failed`` line; the exit code (0: all passed)."""
     good = sum(r.counts[0] for r in results)
     bad = sum(r.counts[1] for r in results)
     failed = [r.scenario.name for r in results if not r.passed]

@@ -37,7 +37,7 @@ from orsim.scenario._junit import write_junit
 from orsim.scenario._model import Scenario
 from orsim.scenario._report import write_report
 from orsim.scenario._runner import ClusterLike, Output, ScenarioResult, run_scenario
-from orsim.scenario._session import DEFAULT_RUN_ROOT, fresh_run_dir, load_all
+from orsim.scenario._session import DEFAULT_RUN_ROOT, fresh_run_dir, load_all, summarize
 
 #: Ledger record fields that are times (simulated wall clock): traced as virtual times.
 _TIME_FIELDS = ("created_at", "deadline", "routed_at")
@@ -193,9 +193,4 @@ def run_files_sim(
     if report is not None:
         write_report(results, report)
         out(f"HTML report written to {report}")
-    good = sum(r.counts[0] for r in results)
-    bad = sum(r.counts[1] for r in results)
-    failed = [r.scenario.name for r in results if not r.passed]
-    tail = f" (failed: {', '.join(failed)})" if failed else ""
-    out(f"{good} passed, {bad} failed{tail}")
-    return 0 if bad == 0 else 1
+    return summarize(results, out)
