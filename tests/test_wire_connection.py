@@ -258,3 +258,42 @@ async def test_push_before_close_is_flushed(nursery: trio.Nursery) -> None:
     with trio.fail_after(5):
         await done.wait()
     assert got[0].topic == "last"
+
+
+class _ResetOnSend(trio.abc.Stream):
+    """A stream whose peer resets the connection as the first bytes go out."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        raise trio.BrokenResourceError("socket connection broken: [Errno 104] reset")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return b""
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class _ResettingNetwork:
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        return _ResetOnSend()
+
+
+async def test_a_reset_while_the_hello_goes_out_is_a_lost_connection() -> None:
+    """The handshake's send fails like its read does: ConnectionLost, which every client's
+    reconnect loop takes (found by `make scenarios`: a node's store link reset during its
+    Hello ended the node)."""
+    from orsim.wire import open_connection
+
+    with pytest.raises(ConnectionLost, match="during handshake"):
+        await open_connection(
+            _ResettingNetwork(),  # type: ignore[arg-type]
+            "127.0.0.1",
+            1,
+            app="ORS_1",
+            app_type="OrchestrationServer",
+        )

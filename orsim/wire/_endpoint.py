@@ -22,6 +22,13 @@ HANDSHAKE_TIMEOUT = 10.0
 ConnectionHook = Callable[[Connection], Awaitable[None]]
 
 
+async def _send_one(stream: trio.abc.Stream, message: Message) -> None:
+    try:
+        await stream.send_all(encode(message))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        raise ConnectionLost(f"connection broken during handshake: {exc}") from exc
+
+
 async def _read_one(stream: trio.abc.Stream, decoder: FrameDecoder) -> Message:
     while True:
         message = decoder.next_message()
@@ -60,9 +67,8 @@ async def open_connection(
     stream = await network.connect(host, port)
     try:
         with trio.fail_after(timeout):
-            await stream.send_all(
-                encode(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout))
-            )
+            # A peer may reset the connection as the Hello goes out, as well as after.
+            await _send_one(stream, Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout))
             decoder = FrameDecoder(max_frame)
             reply = await _read_one(stream, decoder)
     except BaseException:
