@@ -93,6 +93,11 @@ def error_line(command: str, exc: OrsimError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Every orsim process (servers, the proxy, the launcher and what it forks) may hold
+    # many links; the limit the launcher raises, its fork server and children inherit.
+    from orsim.limits import raise_fd_limit
+
+    raise_fd_limit()
     if _launches(args_list):
         from orsim.forkserver import prestart
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 
 import pytest
 from hypothesis import given, settings
@@ -118,6 +120,26 @@ def test_oversized_length_header_is_rejected_before_buffering() -> None:
         decoder.next_message()
     with pytest.raises(RemoteProtocolError):
         decoder.receive_data(b"more")  # a broken decoder stays broken
+
+
+def test_a_broken_decoder_frees_its_buffer_without_a_gc_pass() -> None:
+    """Issue 20, finding 7: partial frames after a protocol error stayed in memory until a
+    GC cycle, the stored error holding the decoder through its traceback. Now the bytes
+    after the error go at once, and the decoder with everything it held goes by
+    reference counting alone (the collector off)."""
+    gc.disable()
+    try:
+        decoder = FrameDecoder()
+        decoder.receive_data(b"\x00\x00\x00\x02{]" + b"\x00\x10\x00\x00" + bytes(1 << 20))
+        for _ in range(2):  # the error, then the same error again
+            with pytest.raises(RemoteProtocolError, match="not UTF-8 JSON"):
+                decoder.next_message()
+        assert decoder.eof is False and len(decoder._buffer) == 0
+        gone = weakref.ref(decoder)
+        del decoder
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_encoding_refuses_oversized_and_non_json() -> None:

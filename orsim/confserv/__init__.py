@@ -8,11 +8,11 @@ from orsim.confserv._changes import apply_change as apply_change
 from orsim.confserv._journal import Journal as Journal
 from orsim.confserv._server import APP_NAME as APP_NAME
 from orsim.confserv._server import APP_TYPE as APP_TYPE
-from orsim.confserv._server import raise_fd_limit as raise_fd_limit
 from orsim.confserv._server import serve_confserv as serve_confserv
 from orsim.confserv.client import ConfServClient as ConfServClient
 from orsim.confserv.client import NodeConfig as NodeConfig
 from orsim.confserv.client import ObjectChanged as ObjectChanged
+from orsim.limits import raise_fd_limit as raise_fd_limit
 
 __all__ = [
     "APP_NAME",

@@ -15,7 +15,6 @@ the objects when it reconnects.
 from __future__ import annotations
 
 import os
-import resource
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -51,23 +50,6 @@ from orsim.wire import (
 
 APP_NAME = "confserv"
 APP_TYPE = "ConfigurationServer"
-
-
-def raise_fd_limit() -> int:
-    """Raise this process's open-file soft limit to its hard limit; return the new soft limit.
-
-    A Configuration Server is connected to by every process of a cluster and must survive
-    floods of idle connections; the default soft limit (often 1024) is too low for that.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return soft
-    return target
 
 
 def _text(params: dict[str, Json], name: str) -> str:

@@ -89,7 +89,8 @@ def load_for_serving(path: str) -> tuple[ConfigDatabase, tuple[str, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orsim.confserv._server import raise_fd_limit, serve_confserv
+    from orsim.confserv._server import serve_confserv
+    from orsim.limits import raise_fd_limit
     from orsim.wire import TcpNetwork
 
     if not 0 <= args.port <= 65535:

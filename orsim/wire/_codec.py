@@ -229,12 +229,15 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._eof = False
-        self._error: RemoteProtocolError | None = None
+        #: Why the stream broke, once it has: every later call raises a fresh error with
+        #: it. Not the exception itself: raised, its traceback's frames hold this decoder
+        #: (a cycle only a GC pass frees, with the buffer).
+        self._error: str | None = None
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes read from the peer; an empty ``data`` marks the end of the stream."""
-        if self._error:
-            raise self._error
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
         if not data:
             self._eof = True
         self._buffer += data
@@ -246,14 +249,15 @@ class FrameDecoder:
 
     def next_message(self) -> Message | _NeedData:
         """The next whole message, or ``NEED_DATA``."""
-        if self._error:
-            raise self._error
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
         if not self._buffer:
             return NEED_DATA  # the usual answer after the last frame of a read
         try:
             return self._next()
         except RemoteProtocolError as exc:
-            self._error = exc
+            self._error = str(exc)
+            self._buffer = bytearray()  # what follows the error is never read
             raise
 
     def _next(self) -> Message | _NeedData:
