@@ -66,7 +66,15 @@ from orsim.cluster._status import cluster_status, node_primary, process_label
 from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
 from orsim.errors import ClusterError, OrsimError, RemoteError, UnreachableError, UsageError
 from orsim.store import parse_store_url
-from orsim.wire import Json, Network, TcpNetwork, connected
+from orsim.wire import (
+    CLUSTER_KEY_ENV,
+    Json,
+    Network,
+    TcpNetwork,
+    connected,
+    create_cluster_key,
+    read_cluster_key,
+)
 
 #: How long `up` waits for one process to report ready.
 READY_TIMEOUT = 30.0
@@ -146,7 +154,8 @@ class ClusterHandle:
             with trio.CancelScope(shield=True):
                 await forks.aclose()
             raise
-        handle = cls(rundir, manifest, forks=forks)
+        key = create_cluster_key(rundir.root)
+        handle = cls(rundir, manifest, network=TcpNetwork(key=key), forks=forks)
         try:
             async with trio.open_nursery() as nursery:
                 # Nobody talks to the proxy before the Configuration Server is up.
@@ -167,7 +176,8 @@ class ClusterHandle:
     def attach(cls, run_dir: str | os.PathLike[str] | None = None) -> ClusterHandle:
         """The cluster described by ``run_dir``'s manifest (raises ClusterError if none)."""
         rundir = RunDir.at(run_dir)
-        return cls(rundir, rundir.read_manifest())
+        manifest = rundir.read_manifest()
+        return cls(rundir, manifest, network=TcpNetwork(key=read_cluster_key(rundir.root)))
 
     # -- starting processes ------------------------------------------------------
 
@@ -248,6 +258,9 @@ class ClusterHandle:
         program: str | None = None,
     ) -> Child:
         log_path, cwd = self.run_dir.log(app), self.run_dir.root
+        key = getattr(self.network, "key", "")
+        if key:
+            env = {**env, CLUSTER_KEY_ENV: key}
         proc: Child
         if program is not None:
             # Not orsim (a Redis): exec'd from PATH, in a working directory of its own.

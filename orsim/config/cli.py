@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -70,6 +71,12 @@ change."""
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
     add_genesys_args(parser, with_app=False)
+    parser.add_argument(
+        "--run-dir",
+        default=".orsim/run",
+        help="the cluster's run directory, whose key (cluster.key) changes need "
+        "(default: .orsim/run; $ORSIM_CLUSTER_KEY if it has none)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -138,13 +145,14 @@ def _with_client(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]
     """Connect to the Configuration Server, run ``action(client)``, disconnect."""
     from orsim.confserv.client import ConfServClient
     from orsim.logs import configure_logging
-    from orsim.wire import TcpNetwork
+    from orsim.wire import TcpNetwork, read_cluster_key
 
     configure_logging(level="warning")
+    network = TcpNetwork(key=read_cluster_key(Path(args.run_dir)) or None)
 
     async def main() -> T:
         client = await ConfServClient.connect(
-            TcpNetwork(),
+            network,
             _addresses(args),
             app=TOOL_APP,
             app_type=TOOL_TYPE,

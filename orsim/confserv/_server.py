@@ -50,6 +50,12 @@ from orsim.wire import (
 
 APP_NAME = "confserv"
 APP_TYPE = "ConfigurationServer"
+#: What a client without the cluster's key may ask: reading the database (and following
+#: it) changes nothing; setting, deleting and importing options need the key.
+OPEN_METHODS = frozenset(
+    {"status", "get_application", "get_applications", "get_transaction",
+     "list_applications", "get_host"}
+)  # fmt: skip
 
 
 def _text(params: dict[str, Json], name: str) -> str:
@@ -318,6 +324,7 @@ async def serve_confserv(
             handler=server.handle,
             on_connect=server.on_connect,
             on_disconnect=server.on_disconnect,
+            open_methods=OPEN_METHODS,
             task_status=task_status,
         )
     finally:

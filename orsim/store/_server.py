@@ -44,6 +44,8 @@ from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_
 
 APP_NAME: Final = "store"
 APP_TYPE: Final = "SessionStore"
+#: What a client without the cluster's key may ask: reading changes nothing.
+OPEN_METHODS: Final = frozenset({"status", "count", "sessions", "current_epoch"})
 #: An unmanaged server exits after this long without a connected client (s).
 DEFAULT_IDLE_EXIT: Final = 30.0
 
@@ -263,6 +265,7 @@ async def serve_store(
                         handler=server.handle,
                         on_connect=connected,
                         on_disconnect=gone,
+                        open_methods=OPEN_METHODS,
                         task_status=task_status,
                     )
                 )

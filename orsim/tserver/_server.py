@@ -94,6 +94,10 @@ def default_dn_of(options: Options) -> str:
     return str(options.get("TServer", {}).get("default-dn", "") or "").strip()
 
 
+#: What a client without the cluster's key may ask (they change nothing).
+OPEN_METHODS = frozenset({"status", "ledger", "query_call"})
+
+
 @attrs.define(eq=False)
 class _Client:
     """A connection registered on some routing points."""
@@ -226,6 +230,7 @@ class TServer:
                     handler=self._handle,
                     inline_handler=self._handle_now,
                     on_disconnect=self._on_disconnect,
+                    open_methods=OPEN_METHODS,
                 )
             )
             log.info(

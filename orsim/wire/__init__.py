@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from orsim.wire._addp import Addp as Addp
 from orsim.wire._addp import AddpAction as AddpAction
+from orsim.wire._cluster_key import KEY_FILE as KEY_FILE
+from orsim.wire._cluster_key import create_cluster_key as create_cluster_key
+from orsim.wire._cluster_key import read_cluster_key as read_cluster_key
 from orsim.wire._codec import DEFAULT_MAX_FRAME as DEFAULT_MAX_FRAME
 from orsim.wire._codec import NEED_DATA as NEED_DATA
 from orsim.wire._codec import FrameDecoder as FrameDecoder
@@ -14,6 +17,7 @@ from orsim.wire._connection import PushHandler as PushHandler
 from orsim.wire._connection import RequestFailed as RequestFailed
 from orsim.wire._connection import RequestHandler as RequestHandler
 from orsim.wire._connection import frame_counts as frame_counts
+from orsim.wire._endpoint import READ_ONLY as READ_ONLY
 from orsim.wire._endpoint import connect_with_retry as connect_with_retry
 from orsim.wire._endpoint import connected as connected
 from orsim.wire._endpoint import open_connection as open_connection
@@ -29,15 +33,19 @@ from orsim.wire._messages import Push as Push
 from orsim.wire._messages import Request as Request
 from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
+from orsim.wire._transport import CLUSTER_KEY_ENV as CLUSTER_KEY_ENV
 from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
 
 __all__ = [
+    "CLUSTER_KEY_ENV",
     "DEFAULT_MAX_FRAME",
+    "KEY_FILE",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "READ_ONLY",
     "Addp",
     "AddpAction",
     "Connection",
@@ -61,9 +69,11 @@ __all__ = [
     "Welcome",
     "connect_with_retry",
     "connected",
+    "create_cluster_key",
     "decode_body",
     "encode",
     "frame_counts",
     "open_connection",
+    "read_cluster_key",
     "serve_app",
 ]

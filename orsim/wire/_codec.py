@@ -81,6 +81,7 @@ _FIELD_TYPES: dict[type[Any], dict[str, tuple[type, ...]]] = {
         "app_type": (str,),
         "version": (int,),
         "addp_remote_timeout": (int, float),
+        "key": (str,),
     },
     Welcome: {"app": (str,), "app_type": (str,), "version": (int,)},
     Request: {"id": (int,), "method": (str,), "params": (dict,)},

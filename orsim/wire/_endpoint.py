@@ -3,23 +3,80 @@
 from __future__ import annotations
 
 import errno
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
 from orsim.errors import ConnectionLost, RemoteProtocolError, UnreachableError
 from orsim.logs import get_logger
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
-from orsim.wire._connection import Connection, InlineHandler, PushHandler, RequestHandler
-from orsim.wire._messages import PROTOCOL_VERSION, ErrorResponse, Hello, Message, Welcome
+from orsim.wire._connection import (
+    Connection,
+    InlineHandler,
+    PushHandler,
+    RequestFailed,
+    RequestHandler,
+)
+from orsim.wire._messages import (
+    PROTOCOL_VERSION,
+    ErrorResponse,
+    Hello,
+    Message,
+    Push,
+    Request,
+    Welcome,
+)
 from orsim.wire._transport import Network
 
 #: How long a new connection may take to say Hello before the server drops it.
 HANDSHAKE_TIMEOUT = 10.0
 
 ConnectionHook = Callable[[Connection], Awaitable[None]]
+#: What a client without the cluster's key may call, unless a server says otherwise.
+READ_ONLY = frozenset({"status"})
+
+
+def has_key(network: Network, hello: Hello) -> bool:
+    """Whether ``hello`` presents ``network``'s cluster key (always, when it has none)."""
+    key = _key_of(network)
+    if not key:
+        return True
+    return hmac.compare_digest(hello.key.encode(), key.encode())
+
+
+def _key_of(network: Network) -> str:
+    # A Network written before keys existed (a test's, a user's) has none.
+    return str(getattr(network, "key", ""))
+
+
+def _keyless(
+    app: str,
+    open_methods: frozenset[str],
+    handler: RequestHandler | None,
+    inline_handler: InlineHandler | None,
+) -> tuple[InlineHandler, PushHandler]:
+    """The handlers of a connection without the cluster key: only ``open_methods`` (which
+    change nothing) reach the server's own; every other request is refused, and a push
+    (each one changes state) costs the connection."""
+
+    def answer(conn: Connection, request: Request) -> Any:
+        if request.method not in open_methods:
+            raise RequestFailed(
+                "unauthorized", f"{app}: {request.method!r} needs the cluster's key"
+            )
+        if inline_handler is not None:
+            return inline_handler(conn, request)
+        if handler is None:
+            raise RequestFailed("unsupported", "this peer serves no requests")
+        return handler(conn, request)
+
+    async def refuse_push(conn: Connection, push: Push) -> None:
+        raise RemoteProtocolError(f"{push.topic!r} push without the cluster's key")
+
+    return answer, refuse_push
 
 
 async def _send_one(stream: trio.abc.Stream, message: Message) -> None:
@@ -68,7 +125,8 @@ async def open_connection(
     try:
         with trio.fail_after(timeout):
             # A peer may reset the connection as the Hello goes out, as well as after.
-            await _send_one(stream, Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout))
+            hello = Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout, _key_of(network))
+            await _send_one(stream, hello)
             decoder = FrameDecoder(max_frame)
             reply = await _read_one(stream, decoder)
     except BaseException:
@@ -189,6 +247,7 @@ async def serve_app(
     on_connect: ConnectionHook | None = None,
     on_disconnect: ConnectionHook | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
+    open_methods: frozenset[str] = READ_ONLY,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Accept connections on ``host:port`` forever; reports the bound port via ``started``.
@@ -197,6 +256,10 @@ async def serve_app(
     dispatches requests to ``handler`` (or ``inline_handler``: see ``InlineHandler``). A
     connection that breaks the protocol is answered with an error and dropped; nothing a
     client sends stops the server.
+
+    When ``network`` has a cluster key, a client whose Hello does not present it may call
+    only ``open_methods`` (methods that change nothing); any other request is refused
+    (``unauthorized``) and any push closes its connection.
     """
     log = get_logger(app=app)
     try:
@@ -244,14 +307,19 @@ async def serve_app(
         ):
             await trio.aclose_forcefully(stream)
             return
+        if has_key(network, hello):
+            answer, pushed = inline_handler, on_push
+        else:
+            log.info("client_without_key", peer=hello.app, peer_type=hello.app_type)
+            answer, pushed = _keyless(app, open_methods, handler, inline_handler)
         conn = Connection(
             stream,
             peer_app=hello.app,
             peer_type=hello.app_type,
             addp_timeout=hello.addp_remote_timeout,
             handler=handler,
-            inline_handler=inline_handler,
-            on_push=on_push,
+            inline_handler=answer,
+            on_push=pushed,
             decoder=decoder,
             max_frame=max_frame,
         )

@@ -20,12 +20,14 @@ Json = Any
 
 @attrs.frozen
 class Hello:
-    """First frame a client sends: who it is and the ADDP timeout it asks the server to use."""
+    """First frame a client sends: who it is, the ADDP timeout it asks the server to use,
+    and the cluster's key if it has one (``Network.key``; see ``serve_app``)."""
 
     app: str
     app_type: str
     version: int = PROTOCOL_VERSION
     addp_remote_timeout: float = 0.0
+    key: str = ""
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ receiver blocks its senders as a full TCP socket buffer does.
 from __future__ import annotations
 
 import errno
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -23,7 +24,11 @@ Address = tuple[str, int]
 
 
 class Network(Protocol):
-    """Where streams come from."""
+    """Where streams come from.
+
+    A network may also have a ``key`` (str): the cluster key this side presents in its
+    Hellos and asks of others' (``""`` or none: no key; see ``serve_app``).
+    """
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         """Open a stream to ``host:port`` (raises ``OSError`` when nobody listens)."""
@@ -43,8 +48,16 @@ class NonBlockingStream(Protocol):
         ...
 
 
+#: Where a launched application finds its cluster's key (the launcher sets it).
+CLUSTER_KEY_ENV = "ORSIM_CLUSTER_KEY"
+
+
 class TcpNetwork:
-    """Real TCP sockets."""
+    """Real TCP sockets. ``key``: the cluster key (default: ``$ORSIM_CLUSTER_KEY``, which
+    the launcher gives every application it starts; none if unset)."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.key = os.environ.get(CLUSTER_KEY_ENV, "") if key is None else key
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         return await trio.open_tcp_stream(host, port)
@@ -317,6 +330,8 @@ class MemoryNetwork:
     """
 
     buffer_size: int = DEFAULT_BUFFER_SIZE
+    #: The cluster key every application's view presents and asks for ("": none).
+    key: str = ""
     _listeners: dict[Address, _MemoryListener] = attrs.Factory(dict)
     _owners: dict[Address, str] = attrs.Factory(dict)
     _cuts: set[frozenset[str]] = attrs.Factory(set)
@@ -328,8 +343,10 @@ class MemoryNetwork:
     _closing: dict[_FaultyStream, None] = attrs.Factory(dict)
     _next_port: int = 40000
 
-    def for_app(self, app: str) -> MemoryNetworkView:
-        return MemoryNetworkView(self, app)
+    def for_app(self, app: str, key: str | None = None) -> MemoryNetworkView:
+        """``app``'s view of the network; ``key``: the one it presents, if not the
+        network's (an outsider's, in a test)."""
+        return MemoryNetworkView(self, app, self.key if key is None else key)
 
     def blocked(self, sender: str, receiver: str) -> bool:
         """True when bytes from ``sender`` must not reach ``receiver``."""
@@ -436,6 +453,7 @@ class MemoryNetworkView:
 
     net: MemoryNetwork
     app: str
+    key: str = ""
 
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         return await self.net._connect(self.app, host, port)
