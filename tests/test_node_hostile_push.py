@@ -92,3 +92,37 @@ async def test_a_member_push_claiming_another_app_is_refused(
         await trio.sleep(2)
         assert sim.mode("ORS_1") == "primary"
         assert sim.nodes["ORS_1"].epoch < 50
+
+
+async def test_a_partners_epoch_claim_the_arbiters_do_not_bear_out_changes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 20, finding 2: a client that says Hello *as the partner* and announces it
+    holds the Node at epoch 50 made the primary step down, and both halves stayed backup
+    at 50 while the store said 1 (150 of 150 calls lost). The claim is now checked at the
+    store and the T-Server's fence, neither bears it out, and the primary keeps the Node
+    at its own epoch, routing every call."""
+    db = load_database(TOPOLOGY)
+    ors1 = db.applications["ORS_1"]
+    async with open_sim_cluster(db) as sim:
+        node = sim.nodes["ORS_1"]
+        epoch = node.epoch
+        conn = await open_connection(
+            sim.net.for_app("intruder"), ors1.address, ors1.port,
+            app="ORS_1_B", app_type="OrchestrationServer",
+        )  # fmt: skip
+        spoof = {"app": "ORS_1_B", "node_id": node.settings.node_id,
+                 "data_center": "DC_East", "mode": "primary", "epoch": 50}  # fmt: skip
+        await sim.request("generate", rate=20, duration=3)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            await conn.send(Push("member", spoof))
+            await trio.sleep(8)
+            assert sim.mode("ORS_1") == "primary"
+            assert sim.mode("ORS_1_B") == "backup"
+            assert node.epoch == epoch
+            nursery.cancel_scope.cancel()
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["by_app"].get("ORS_1", 0) > 0
+        assert ledger["routed"] == ledger["created"] == 60

@@ -601,6 +601,9 @@ class NodeCore:
     #: A primary stopping alone (no partner to hand over to) drains until then.
     _stop_until: float | None = None
     _handover_until: float | None = None
+    #: The highest epoch the partner has claimed while this application held the Node,
+    #: and had checked at the store and the T-Server (``_check_claim``); 0: none pending.
+    _claim_checked: int = 0
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -1262,7 +1265,26 @@ class NodeCore:
         info = self.peers.info.get(app)
         if info is None:
             return []
+        if self.role.role.holds_node and info.epoch > self.current_epoch:
+            return self._check_claim(info.epoch)
         return self._role_event(PartnerSeen(primary=info.mode == "primary", epoch=info.epoch), now)
+
+    def _check_claim(self, claimed: int) -> list[Command]:
+        """The partner says the Node is at ``claimed``, above the epoch this application
+        holds it at: believed only as the arbiters bear it out, never on its word (a
+        spoofed ``member`` push made primaries step down for good).
+
+        The store's epoch is read (``EpochRead``: a higher one steps down) and the
+        T-Server asked to confirm this application's fence (``FenceAnswered``: refused,
+        someone fenced it at a newer epoch, steps down). A real takeover leaves both
+        behind it (the partner claims, then fences); a claim neither bears out changes
+        nothing. Once stepped down, the partner's word is taken as before
+        (``_role_changed``)."""
+        if claimed <= self._claim_checked:
+            return []  # already being checked
+        self._claim_checked = claimed
+        note = Note("epoch_claim_checked", (("claimed", claimed), ("epoch", self.current_epoch)))
+        return [note, ReadEpoch(), FenceTServer(self.current_epoch)]
 
     def _role_event(self, event: RoleEvent, now: float) -> list[Command]:
         """Feed the role machine (or queue the event while its actions are under way)."""
@@ -1314,6 +1336,14 @@ class NodeCore:
 
     def _role_changed(self, before: Role, now_role: Role, reason: str, now: float) -> list[Command]:
         self._deadline(now)  # watches may count from now on (or no more): look again
+        partner = self.settings.partner
+        if self._claim_checked and not now_role.holds_node:
+            # Stepped down (the partner's claim borne out, or otherwise): what it said
+            # while this application held the Node counts now, as it would have at once.
+            self._claim_checked = 0
+            info = self.peers.info.get(partner) if partner is not None else None
+            if info is not None and partner is not None and self.peers.is_live(partner):
+                self._deferred.append(PartnerSeen(info.mode == "primary", info.epoch))
         out: list[Command] = [ModeChanged(before, now_role, self.current_epoch, reason)]
         for call_id in self.watcher.set_role(now_role, now):
             out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
