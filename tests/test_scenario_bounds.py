@@ -28,6 +28,8 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "load-duration-inf": ({"load": {"rate": 10, "duration": INF}}, "field 'load.duration'"),
     "load-rate-nan": ({"load": {"rate": NAN}}, "field 'load.rate'"),
     "load-rate-absurd": ({"load": {"rate": 1e6}}, "field 'load.rate'"),
+    # Above it a cluster on one machine fails over on its own slowness (finding 9).
+    "load-rate-overload": ({"load": {"rate": 1001}}, "field 'load.rate'"),
     "delay-ms-nan": (
         {"delay": {"between": ["ORS_2", "SIP_Server"], "ms": NAN}}, "field 'delay.ms'"
     ),
@@ -63,7 +65,7 @@ def test_absurd_values_are_refused_naming_step_and_field(case: str) -> None:
     [
         {"sleep": 86400},
         {"wait": {"ready": "all", "timeout": 86400}},
-        {"load": {"rate": 10000, "duration": 86400}},
+        {"load": {"rate": 1000, "duration": 86400}},
         {"delay": {"between": ["ORS_2", "SIP_Server"], "ms": 86_400_000}},
         {"restart": {"app": "ORS_1", "signal": "TERM"}},
     ],
@@ -87,3 +89,26 @@ def test_scenario_check_one_line_exit_3(text: str, tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"step {len(doc['steps'])}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_schemas_rate_bound_is_the_launchers() -> None:
+    """A scenario and `orsim cluster load` refuse the same overload (finding 9)."""
+    import json
+
+    from orsim.cluster import MAX_LOAD_RATE
+
+    schema = json.loads((ROOT / "orsim" / "scenario" / "schema.json").read_text())
+    text = json.dumps(schema)
+    assert f'"maximum": {MAX_LOAD_RATE:g}' in text
+
+
+def test_cluster_load_refuses_an_overload_up_front_in_one_line(tmp_path: Path) -> None:
+    """Above the bound, `orsim cluster load` says why before it touches any cluster."""
+    done = subprocess.run(
+        [ORSIM, "cluster", "load", "--rate", "10000", "--run-dir", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "load rate 10000 calls/s" in lines[0] and "1000 calls/s" in lines[0]

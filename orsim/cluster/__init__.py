@@ -9,6 +9,7 @@ Public API:
 from __future__ import annotations
 
 from orsim.cluster._faults import FaultTable as FaultTable
+from orsim.cluster._handle import MAX_LOAD_RATE as MAX_LOAD_RATE
 from orsim.cluster._handle import ClusterHandle as ClusterHandle
 from orsim.cluster._handle import stop_processes as stop_processes
 from orsim.cluster._plan import store_app_names as store_app_names
@@ -20,6 +21,7 @@ from orsim.cluster._rundir import Manifest as Manifest
 from orsim.cluster._rundir import RunDir as RunDir
 
 __all__ = [
+    "MAX_LOAD_RATE",
     "AppEntry",
     "ClusterHandle",
     "FaultProxy",

@@ -78,6 +78,23 @@ from orsim.wire import (
 
 #: How long `up` waits for one process to report ready.
 READY_TIMEOUT = 30.0
+#: The most calls per second ``load`` offers. Every ORS application registered on a
+#: routing point is pushed every call on it, so no cluster size spreads the load: at
+#: 10,000 calls/s a 2-Node cluster's applications fell behind on their own ADDP answers
+#: and failed over on their own slowness (26,000 of 30,000 calls lost); `make bench`
+#: saturates 2 Nodes near 2,000 calls/s. Higher rates are refused up front.
+MAX_LOAD_RATE = 1000.0
+
+
+def check_load_rate(rate: float) -> None:
+    """Raise UsageError unless ``rate`` is in (0, ``MAX_LOAD_RATE``] calls/s."""
+    if not 0 < rate <= MAX_LOAD_RATE:
+        raise UsageError(
+            f"load rate {rate:g} calls/s: the most a cluster on one machine takes without"
+            f" failing over on its own slowness is {MAX_LOAD_RATE:g} calls/s"
+        )
+
+
 #: Interval between two `wait_for` polls.
 POLL_INTERVAL = 0.05
 #: Interval between two readiness polls of a starting process (forked ones are quick).
@@ -560,7 +577,12 @@ class ClusterHandle:
     # -- load and configuration ------------------------------------------------------
 
     async def load(self, rate: float, duration: float | None = None) -> None:
-        """Have the T-Server create ``rate`` calls per second (for ``duration`` seconds)."""
+        """Have the T-Server create ``rate`` calls per second (for ``duration`` seconds).
+
+        Raises:
+            UsageError: ``rate`` is not in (0, ``MAX_LOAD_RATE``].
+        """
+        check_load_rate(rate)
         await self.request(self._tserver(), "generate", {"rate": rate, "duration": duration})
 
     async def stop_load(self) -> None:

@@ -17,7 +17,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from orsim.cluster._handle import ClusterHandle, read_proxy_config, stop_processes
+from orsim.cluster._handle import (
+    ClusterHandle,
+    check_load_rate,
+    read_proxy_config,
+    stop_processes,
+)
 from orsim.cluster._handle import Progress as ProgressCallback
 from orsim.cluster._procs import Child
 from orsim.cluster._proxy import serve_proxy
@@ -351,6 +356,7 @@ def cmd_delay(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    check_load_rate(args.rate)
     handle = ClusterHandle.attach(_run_dir(args))
     console = make_console()
 
