@@ -36,6 +36,7 @@ from orsim.config import (
     load_database,
     option_value_problem,
     option_value_warning,
+    takes_effect,
 )
 from orsim.confserv import Change, ChangeRejected, apply_change
 from orsim.errors import ConfigError
@@ -327,3 +328,30 @@ def test_option_names_are_written_only_in_the_registry() -> None:
             if node.value in names:
                 found.append(f"{relative}:{node.lineno}: {node.value!r}")
     assert found == []
+
+
+def test_the_loader_accepts_exactly_the_registry_connection_parameters() -> None:
+    """A connection entry takes ``server`` and the registry's connection parameters: an
+    unknown key is refused with that list."""
+    data = base()
+    data["applications"]["ORS_1"]["connections"][0] = {"server": "SIP", "bogus": 1}
+    (problem,) = lint(data)
+    expected = problem.split("expected one of: ", 1)[1].rstrip(")").split(", ")
+    assert expected == ["server", *(o.key for o in CONNECTION_OPTIONS)]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "when"),
+    [
+        ("orchestration", "call-watching-timeout", "at once"),
+        ("orchestration", "peer-heartbeat", "after restart"),
+        ("TServer", "router-timeout", "at once"),
+        ("cluster", "ORS_1", "after restart"),
+        ("log", "all", "at once"),  # not defined: logging sections apply at once
+        ("log-extended", "x", "at once"),
+        ("orchestration", "no-such-option", "after restart"),
+    ],
+)
+def test_takes_effect_follows_the_registry(section: str, key: str, when: str) -> None:
+    """What the node logs for a live change comes from the registry's ``dynamic``."""
+    assert takes_effect(section, key) == when

@@ -38,9 +38,10 @@ anything: object references (hosts, backups, connections), application types and
 cluster lists (tenant, members, allowed annex sections; no log* sections nor
 scxml/system-id), exactly one RoutingServer per ORS application, and the same T-Server and
 the same persistence/store across the Nodes of each cluster (list or legacy `cluster`
-section). Every problem is printed, one per line, as FILE:LINE: OBJECT: KEY: PROBLEM.
-Warnings (e.g. call-watching-timeout below Genesys's 1000 ms minimum) are printed but do
-not fail.
+section); and every option orsim knows against its range (`orsim config options`). Every
+problem is printed, one per line, as FILE:LINE: OBJECT: KEY: PROBLEM. Warnings (e.g.
+call-watching-timeout below Genesys's 1000 ms minimum, an unknown log/verbose value) are
+printed but do not fail.
 
 exit codes: 0 no problems, 3 at least one problem."""
 
