@@ -17,6 +17,20 @@ from typing import Any
 
 import yaml
 
+from orsim.config import (
+    ADDP_REMOTE_TIMEOUT,
+    ADDP_TIMEOUT,
+    CALL_WATCHING_TIMEOUT,
+    CLUSTER,
+    LOG_VERBOSE,
+    ROUTER_TIMEOUT,
+    ROUTING_POINTS,
+    STORE,
+    URS_STRATEGY,
+    URS_TARGETS,
+    sections,
+)
+
 CLUSTER_LIST = "ORS_Cluster_1"
 TSERVER_APP = "SIP_Server"
 URS_APP = "URS"
@@ -34,7 +48,7 @@ def backup_name(node: int) -> str:
 
 
 def _link(server: str, seconds: float) -> dict[str, Any]:
-    return {"server": server, "addp-timeout": seconds, "addp-remote-timeout": seconds}
+    return {"server": server, ADDP_TIMEOUT.key: seconds, ADDP_REMOTE_TIMEOUT.key: seconds}
 
 
 def _ors(node: int, partner: str, port: int, addp_timeout: float) -> dict[str, Any]:
@@ -47,7 +61,7 @@ def _ors(node: int, partner: str, port: int, addp_timeout: float) -> dict[str, A
             _link(URS_APP, SERVER_ADDP_TIMEOUT),
             _link(partner, addp_timeout),
         ],
-        "options": {"log": {"verbose": "standard"}},
+        "options": sections({LOG_VERBOSE: "standard"}),
     }
 
 
@@ -63,17 +77,17 @@ def topology(nodes: int, addp_timeout: float = 1.0) -> dict[str, Any]:
             "host": "local",
             "port": 7001,
             "options": {
-                "routing-points": {ROUTING_POINT: "default"},
-                "TServer": {"router-timeout": 10},
+                ROUTING_POINTS.section: {ROUTING_POINT: "default"},
+                **sections({ROUTER_TIMEOUT: 10}),
             },
         },
         URS_APP: {
             "type": "RoutingServer",
             "host": "local",
             "port": 7002,
-            "options": {
-                "urs": {"strategy": "round-robin", "targets": "Agent_1,Agent_2,Agent_3,Agent_4"}
-            },
+            "options": sections(
+                {URS_STRATEGY: "round-robin", URS_TARGETS: "Agent_1,Agent_2,Agent_3,Agent_4"}
+            ),
         },
     }
     members: dict[str, str] = {}
@@ -95,9 +109,8 @@ def topology(nodes: int, addp_timeout: float = 1.0) -> dict[str, Any]:
                 "type": "List",
                 "tenant": "Environment",
                 "annex": {
-                    "cluster": members,
-                    "orchestration": {"call-watching-timeout": 500},
-                    "persistence": {"store": "sqlite:///sessions.db"},
+                    CLUSTER.section: members,
+                    **sections({CALL_WATCHING_TIMEOUT: 500, STORE: "sqlite:///sessions.db"}),
                 },
             }
         },

@@ -15,8 +15,7 @@ from typing import Any
 
 from orsim.cluster._redis import REDIS_PROGRAM, REDIS_TYPE, RedisServer, managed_redis
 from orsim.cluster._rundir import AppEntry
-from orsim.config._effective import storage_of
-from orsim.config._model import TSERVER_TYPES, Application, ConfigDatabase
+from orsim.config import CLUSTER, TSERVER_TYPES, Application, ConfigDatabase, storage_of
 
 CONFSERV_APP = "confserv"
 CONFSERV_TYPE = "ConfigurationServer"
@@ -70,8 +69,9 @@ def node_cluster(db: ConfigDatabase, app: Application) -> tuple[str | None, str 
         if primary in members:
             return txn.name, members[primary]
     for source in (app, db.applications.get(primary)):
-        if source is not None and primary in source.options.get("cluster", {}):
-            return None, source.options["cluster"][primary]
+        members = CLUSTER.read_section(source.options) if source is not None else {}
+        if primary in members:
+            return None, members[primary]
     return None, None
 
 

@@ -24,8 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 import trio
 
-from orsim.config._effective import storage_of
-from orsim.config._model import ConfigDatabase
+from orsim.config import CLUSTER, STORE, ConfigDatabase, storage_of
 from orsim.errors import OrsimError, UnreachableError
 from orsim.store import RedisLocation, parse_store_url
 from orsim.store._resp import NEED_DATA, ErrorReply, ReplyParser, encode_command
@@ -144,9 +143,9 @@ def rewrite_store_urls(raw: Any, urls: Mapping[str, str]) -> Any:
     """``raw`` (a YAML database, changed in place) with each store URL in ``urls`` replaced,
     in cluster lists and applications' options alike."""
     for section in _persistence_sections(raw):
-        url = section.get("store")
+        url = section.get(STORE.key)
         if isinstance(url, str) and url in urls:
-            section["store"] = urls[url]
+            section[STORE.key] = urls[url]
     return raw
 
 
@@ -155,14 +154,14 @@ def set_store(raw: Any, url: str) -> Any:
     list (which wins over an application's own options) and in each ORS application (for
     legacy clusters, which read only those)."""
     txns = (raw.get("transactions") or {}).values()
-    targets = [txn["annex"] for txn in txns if "cluster" in _annex(txn)]
+    targets = [txn["annex"] for txn in txns if CLUSTER.section in _annex(txn)]
     for app in (raw.get("applications") or {}).values():
         if isinstance(app, dict) and app.get("type") == "OrchestrationServer":
             if not isinstance(app.get("options"), dict):
                 app["options"] = {}
             targets.append(app["options"])
     for options in targets:
-        options.setdefault("persistence", {})["store"] = url
+        options.setdefault(STORE.section, {})[STORE.key] = url
     return raw
 
 
@@ -174,12 +173,12 @@ def _annex(txn: Any) -> dict[str, Any]:
 def _persistence_sections(raw: Any) -> list[dict[str, Any]]:
     sections = []
     for txn in (raw.get("transactions") or {}).values():
-        if isinstance(_annex(txn).get("persistence"), dict):
-            sections.append(_annex(txn)["persistence"])
+        if isinstance(_annex(txn).get(STORE.section), dict):
+            sections.append(_annex(txn)[STORE.section])
     for app in (raw.get("applications") or {}).values():
         options = app.get("options") if isinstance(app, dict) else None
-        if isinstance(options, dict) and isinstance(options.get("persistence"), dict):
-            sections.append(options["persistence"])
+        if isinstance(options, dict) and isinstance(options.get(STORE.section), dict):
+            sections.append(options[STORE.section])
     return sections
 
 

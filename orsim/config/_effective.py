@@ -10,12 +10,16 @@ anyway, e.g. through a live change, it is ignored with a warning).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
 from orsim.config._model import TSERVER_TYPES, Application, Options, Transaction
+from orsim.config._option import Option
 from orsim.config._option_rules import CLUSTER_SECTION, list_option_problem
+from orsim.config._options import STORE
+
+T = TypeVar("T")
 
 Origin = Literal["application", "transaction"]
 ORS_TYPE = "OrchestrationServer"
@@ -47,6 +51,14 @@ class EffectiveOptions:
         """The value of ``section/key``, or ``default`` when unset."""
         found = self.values.get(section, {}).get(key)
         return found.value if found is not None else default
+
+    def value(self, option: Option[T]) -> T:
+        """The value of ``option`` (its default when unset).
+
+        Raises:
+            ConfigError: the value set is refused (naming this application).
+        """
+        return option.value(self.get(option.section, option.key), owner=f"application '{self.app}'")
 
     def section(self, section: str) -> dict[str, str]:
         """One section as plain ``key -> value``."""
@@ -114,7 +126,7 @@ def tservers_of(app: Application, apps: Mapping[str, Application]) -> tuple[str,
 
 def storage_of(app: Application, cluster: Transaction | None) -> str | None:
     """The effective ``persistence/store`` of ``app`` (None: not set)."""
-    return effective_options(app, cluster).get("persistence", "store")
+    return effective_options(app, cluster).get(STORE.section, STORE.key)
 
 
 def urs_problem(app: Application, apps: Mapping[str, Application]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import yaml
@@ -31,12 +31,20 @@ from orsim.config._model import (
     Transaction,
 )
 from orsim.config._names import name_problem, shown
+from orsim.config._option import Option
 from orsim.config._option_rules import (
     CLUSTER_SECTION,
     list_option_problem,
     option_value_problem,
     option_value_to_str,
     option_value_warning,
+)
+from orsim.config._options import (
+    ADDP_REMOTE_TIMEOUT,
+    ADDP_TIMEOUT,
+    ADDP_TRACE,
+    CONNECTION_OPTIONS,
+    STORE,
 )
 from orsim.config._yaml_source import (
     Path,
@@ -52,14 +60,14 @@ FIRST_DBID = 101
 TOP_LEVEL_KEYS = ("tenants", "hosts", "applications", "transactions")
 KNOWN_TENANTS = ("Environment", "Resources")
 APP_KEYS = ("type", "host", "port", "backup", "redundancy", "connections", "options")
-CONNECTION_KEYS = ("server", "addp-timeout", "addp-remote-timeout", "addp-trace")
-ADDP_TRACE_VALUES = ("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full")
+CONNECTION_KEYS = ("server", *(option.key for option in CONNECTION_OPTIONS))
 REDUNDANCY_TYPES = ("warm-standby", "hot-standby", "not-specified")
 #: The store an ORS uses when ``persistence/store`` is not set.
-DEFAULT_SQLITE = "sqlite:///sessions.db"
+DEFAULT_STORE = STORE.default_value
 TRANSACTION_KEYS = ("type", "tenant", "annex")
 #: Host addresses that bind every interface, so reachable from other machines: warned of.
 ANY_ADDRESS = ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
+T = TypeVar("T")
 _KINDS = {"applications": "application", "transactions": "transaction", "hosts": "host"}
 
 
@@ -349,24 +357,27 @@ class _Checker:
         server = self.name(item.get("server"), (*path, "server"), "server")
         if server is None:
             return None
-        timeouts = []
-        for key in ("addp-timeout", "addp-remote-timeout"):
-            raw = item.get(key, 0)
-            try:
-                seconds = float(raw)
-                if isinstance(raw, bool) or not seconds >= 0 or seconds == float("inf"):
-                    raise ValueError
-            except (TypeError, ValueError):
-                self.problem((*path, key), f"{key} must be a number of seconds >= 0, not {raw!r}")
-                seconds = 0.0
-            timeouts.append(seconds)
-        trace = option_value_to_str(item.get("addp-trace", "off")).lower()
-        if trace not in ADDP_TRACE_VALUES:
-            self.problem(
-                (*path, "addp-trace"),
-                f"addp-trace must be one of {', '.join(ADDP_TRACE_VALUES)}, not {trace!r}",
-            )
-        return AppConnection(server, timeouts[0], timeouts[1], trace)
+        return AppConnection(
+            server,
+            self.parameter(item, ADDP_TIMEOUT, path),
+            self.parameter(item, ADDP_REMOTE_TIMEOUT, path),
+            self.parameter(item, ADDP_TRACE, path),
+        )
+
+    def parameter(self, item: dict[str, Any], option: Option[T], path: Path) -> T:
+        """A connection parameter's value; its default when absent or refused (and said)."""
+        if option.key not in item:
+            return option.default_value
+        try:
+            text = option_value_to_str(item[option.key])
+        except TypeError as exc:
+            self.problem((*path, option.key), f"option value {exc}")
+            return option.default_value
+        problem = option.problem(option.key, text)
+        if problem is not None:
+            self.problem((*path, option.key), problem)
+            return option.default_value
+        return option.value(text)
 
     def option_values(self, options: Options, path: Path) -> None:
         for section, keys in options.items():
@@ -582,13 +593,13 @@ class _Checker:
                     "must serve the same T-Server",
                 )
             store = storage_of(app, cluster)
-            if app is first and (store or DEFAULT_SQLITE).strip().startswith("sqlite:"):
+            if app is first and (store or DEFAULT_STORE).strip().startswith("sqlite:"):
                 addresses = sorted({a.address for a in everyone})
                 if len(addresses) > 1 and not all(map(_loopback, addresses)):
                     self.problem(
                         where,
                         f"{label} keeps its sessions in a SQLite file "
-                        f"({_repr(store or DEFAULT_SQLITE)}) but its Nodes run on hosts with "
+                        f"({_repr(store or DEFAULT_STORE)}) but its Nodes run on hosts with "
                         f"different addresses ({', '.join(addresses)}); a file cannot be "
                         "shared across machines: use a redis:// store",
                     )

@@ -10,21 +10,14 @@ from typing import Any
 
 import attrs
 
+from orsim.config._options import ADDP_REMOTE_TIMEOUT, ADDP_TIMEOUT, ADDP_TRACE, CLUSTER
+
 #: section -> option name -> string value
 Options = dict[str, dict[str, str]]
 
 APP_TYPES = ("OrchestrationServer", "RoutingServer", "SIPServer", "TServer")
 #: Application types that are a T-Server for ORS purposes.
 TSERVER_TYPES = ("SIPServer", "TServer")
-#: Option sections a cluster List transaction may carry (besides ``cluster`` itself).
-LIST_OPTION_SECTIONS = (
-    "orchestration",
-    "scxml",
-    "persistence",
-    "elasticsearch",
-    "performance-alarms",
-    "mcr",
-)
 
 
 @attrs.frozen
@@ -39,9 +32,9 @@ class AppConnection:
     """One entry of an Application's Connections list."""
 
     server: str
-    addp_timeout: float = 0.0
-    addp_remote_timeout: float = 0.0
-    addp_trace: str = "off"
+    addp_timeout: float = ADDP_TIMEOUT.default_value
+    addp_remote_timeout: float = ADDP_REMOTE_TIMEOUT.default_value
+    addp_trace: str = ADDP_TRACE.default_value
 
 
 @attrs.frozen(kw_only=True)
@@ -86,7 +79,7 @@ class Transaction:
     @property
     def cluster_members(self) -> dict[str, str]:
         """Primary application name -> data center, from the ``cluster`` section."""
-        return dict(self.annex.get("cluster", {}))
+        return dict(self.annex.get(CLUSTER.section, {}))
 
 
 @attrs.frozen(kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from orsim.cli import add_genesys_args
 from orsim.config._effective import effective_options
 from orsim.config._ini import parse_options_ini
 from orsim.config._loader import lint_database
+from orsim.config._option_table import option_rows, options_markdown, options_text
 from orsim.errors import ConfigError
 
 T = TypeVar("T")
@@ -24,9 +26,9 @@ TOOL_APP = "orsim-config"
 TOOL_TYPE = "ConfigTool"
 
 DESCRIPTION = """\
-Work with a configuration database: check a YAML file (lint), or read and change the
-options served by a running Configuration Server (-host/-port name it, as for every
-orsim server).
+Work with a configuration database: check a YAML file (lint), list the options orsim
+understands (options), or read and change the options served by a running Configuration
+Server (-host/-port name it, as for every orsim server).
 
 exit codes: 0 success, 2 usage error, 3 configuration error (a broken rule, an unknown
 object or option, a refused value), 4 the Configuration Server cannot be reached."""
@@ -37,9 +39,10 @@ anything: object references (hosts, backups, connections), application types and
 cluster lists (tenant, members, allowed annex sections; no log* sections nor
 scxml/system-id), exactly one RoutingServer per ORS application, and the same T-Server and
 the same persistence/store across the Nodes of each cluster (list or legacy `cluster`
-section). Every problem is printed, one per line, as FILE:LINE: OBJECT: KEY: PROBLEM.
-Warnings (e.g. call-watching-timeout below Genesys's 1000 ms minimum) are printed but do
-not fail.
+section); and every option orsim knows against its range (`orsim config options`). Every
+problem is printed, one per line, as FILE:LINE: OBJECT: KEY: PROBLEM. Warnings (e.g.
+call-watching-timeout below Genesys's 1000 ms minimum, an unknown log/verbose value) are
+printed but do not fail.
 
 exit codes: 0 no problems, 3 at least one problem."""
 
@@ -69,6 +72,19 @@ All options are set at once, or none if one is refused; they are kept like any l
 change."""
 
 
+OPTIONS_HELP = """\
+Print every option orsim understands, from its one definition: section and key (`*`: the
+keys are names you choose, as the Nodes of `cluster`), which application reads it, its
+default, the values it accepts, whether a running process applies a change at once
+(dynamic) or only after a restart, whether a cluster list may set it, and what orsim does
+with it. Options orsim does not list are kept and served but change nothing.
+
+--json prints a list of objects with the fields section, key, set_in ("options" or
+"connection": an entry of an application's connections list), applies_to, default (null:
+none), unit, range, dynamic (true/false), takes_effect, cluster_list (true/false) and
+effect. --markdown prints the table the README carries."""
+
+
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
     add_genesys_args(parser, with_app=False)
     parser.add_argument(
@@ -82,7 +98,7 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "config",
-        help="lint a database; show, set, delete or import options",
+        help="lint a database; list, show, set, delete or import options",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -121,6 +137,12 @@ def register(subparsers: Any) -> None:
     for name in ("OBJECT", "SECTION", "KEY"):
         delete.add_argument(name.lower(), metavar=name)
     delete.set_defaults(func=run_delete)
+
+    opts = add("options", "list every option orsim understands", OPTIONS_HELP)
+    form = opts.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print a JSON list of options")
+    form.add_argument("--markdown", action="store_true", help="print the README's table")
+    opts.set_defaults(func=run_options)
 
     imp = add("import-options", "load a Genesys options file (INI) into an object", IMPORT_HELP)
     _add_server_args(imp)
@@ -206,6 +228,17 @@ def run_show(args: argparse.Namespace) -> int:
         for key, value in sorted(keys.items()):
             table.add_row(section, key, value.value, value.origin)
     Console().print(table)
+    return 0
+
+
+def run_options(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(option_rows(), indent=2))
+        return 0
+    if args.markdown:
+        print(options_markdown(), end="")
+        return 0
+    print(options_text(shutil.get_terminal_size().columns), end="")
     return 0
 
 

@@ -16,7 +16,20 @@ from typing import Any
 
 import trio
 
-from orsim.config import ConfigDatabase, lint_text
+from orsim.config import (
+    ANY_KEY,
+    CALL_WATCHING_TIMEOUT,
+    DEFAULT_DN,
+    LOG_VERBOSE,
+    ROUTER_TIMEOUT,
+    ROUTING_POINTS,
+    SYSTEM_ID,
+    URS_STRATEGY,
+    URS_TARGETS,
+    URS_THINK_TIME,
+    ConfigDatabase,
+    lint_text,
+)
 from orsim.fuzz._gen import JsonGen, Maker
 from orsim.fuzz._harness import Dispatch, Target
 from orsim.wire import Connection, MemoryNetwork, Message, Push, Request
@@ -58,6 +71,17 @@ transactions:
       orchestration: {call-watching-timeout: 500, peer-addp-timeout: 1}
       persistence: {store: "sqlite:///sessions.db"}
 """
+#: The options the fuzzer's live changes touch.
+_LIVE_OPTIONS = (
+    CALL_WATCHING_TIMEOUT,
+    LOG_VERBOSE,
+    ROUTER_TIMEOUT,
+    URS_STRATEGY,
+    URS_TARGETS,
+    URS_THINK_TIME,
+    ROUTING_POINTS,
+    DEFAULT_DN,
+)
 ORS_APPS = ["ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B"]
 APPS = ["SIP_Server", "URS", *ORS_APPS]
 POOLS: dict[str, list[str]] = {
@@ -67,9 +91,8 @@ POOLS: dict[str, list[str]] = {
     "call": ["c-1"],
     "target": ["Agent_1", "Agent_2", "Agent_3"],
     # Few sections and keys: live changes then stay small, as real ones are.
-    "section": ["orchestration", "log", "TServer", "urs", "routing-points", "scxml"],
-    "key": ["call-watching-timeout", "verbose", "router-timeout", "strategy", "targets",
-            "think-time-ms", "5000", "default-dn"],
+    "section": list(dict.fromkeys(o.section for o in (*_LIVE_OPTIONS, SYSTEM_ID))),
+    "key": [o.key for o in _LIVE_OPTIONS if o.key != ANY_KEY] + ["5000"],
     "value": ["500", "standard", "10", "round-robin", "Agent_1", "0", "default", "-5", "x"],
     "host": ["local"],
     "type": ["OrchestrationServer", "SIPServer", "RoutingServer"],

@@ -2,8 +2,9 @@
 
 The node keeps a connection to the Configuration Server after start-up, reading its own
 Application and its cluster list again (which registers it for change notifications).
-Each change is merged as at start-up (the list wins) and the options the reference marks
-dynamic are applied at once; the others are logged as taking effect after a restart.
+Each change is merged as at start-up (the list wins) and the options the registry marks
+dynamic (``orsim.config.OPTIONS``) are applied at once; the others are logged as taking
+effect after a restart.
 A lost Configuration Server (restarted, say) is reconnected to; the node keeps serving.
 """
 
@@ -14,44 +15,25 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.config import EffectiveOptions, effective_options
+from orsim.config import LOG_VERBOSE, EffectiveOptions, effective_options, takes_effect
 from orsim.errors import ConfigError, ConnectionLost, RemoteError
-from orsim.logs import VERBOSE_LEVELS, get_logger
+from orsim.logs import get_logger
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import Startup, call_watching_timeout_ms
 from orsim.wire import Network
 
-#: Options a running node re-applies at once (reference section 8; orsim applies
-#: call-watching-timeout at once too, see reference section 9).
-DYNAMIC_OPTIONS = {
-    ("orchestration", "call-watching-timeout"),
-    ("orchestration", "backup-synch-max-age"),
-    ("orchestration", "backup-synch-max-buffer"),
-}
-
-
-def is_dynamic(section: str, key: str) -> bool:
-    """True for options a running node applies without a restart."""
-    return (section, key) in DYNAMIC_OPTIONS or section.startswith("log")
-
-
-#: Options accepted and kept but with no effect in orsim (logged as such, not "applied").
-NOT_SIMULATED = {
-    ("orchestration", "backup-synch-max-age"),
-    ("orchestration", "backup-synch-max-buffer"),
-}
-
 
 def apply_options(node: OrsNode, options: EffectiveOptions, log: Any) -> None:
     """Apply the dynamic options of ``options`` to a running node."""
-    verbose = options.get("log", "verbose")
-    if verbose:
-        level = VERBOSE_LEVELS.get(verbose.strip().lower())
-        if level is None:
-            log.warning("option_rejected", option="log/verbose", value=verbose,
-                        expected=sorted(VERBOSE_LEVELS))  # fmt: skip
-        elif level != node.log_level:
-            node.set_log_level(level)
+    verbose = options.get(LOG_VERBOSE.section, LOG_VERBOSE.key)
+    if verbose is not None and verbose.strip():
+        try:
+            level = LOG_VERBOSE.value(verbose)
+        except ConfigError as exc:  # kept by the Configuration Server, ignored here
+            log.warning("option_rejected", option=LOG_VERBOSE.name, error=str(exc))
+        else:
+            if level != node.log_level:
+                node.set_log_level(level)
     try:
         cwt = call_watching_timeout_ms(options)
     except ConfigError as exc:  # a bad live value must not stop a running node
@@ -96,16 +78,10 @@ async def follow_changes(
                         section=change.section,
                         key=change.key,
                         value=change.value,
-                        takes_effect=_takes_effect(change.section, change.key),
+                        takes_effect=takes_effect(change.section, change.key),
                     )
                     apply_options(node, effective_options(app, cluster), log)
         except (ConnectionLost, RemoteError, ConfigError) as exc:
             log.warning("confserv_link_error", error=str(exc))
         log.warning("confserv_link_lost")
         await trio.sleep(0.5)
-
-
-def _takes_effect(section: str, key: str) -> str:
-    if (section, key) in NOT_SIMULATED:
-        return "not simulated (kept, no effect in orsim)"
-    return "at once" if is_dynamic(section, key) else "after restart"

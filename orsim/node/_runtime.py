@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from orsim._alarm import Alarm
+from orsim.config import CALL_WATCHING_TIMEOUT, LOG_VERBOSE
 from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
 from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
@@ -248,13 +249,13 @@ class OrsNode:
         self.log_level = level
         self.log = get_logger(app=self.settings.app, node_id=self.settings.node_id)
         self.guard.rebind_log()
-        self.log.info("option_applied", option="log/verbose", level=level)
+        self.log.info("option_applied", option=LOG_VERBOSE.name, level=level)
 
     def set_call_watching_timeout(self, ms: float) -> None:
         """Apply a new call-watching-timeout to calls that arrive from now on."""
         self.log.info(
             "option_applied",
-            option="orchestration/call-watching-timeout",
+            option=CALL_WATCHING_TIMEOUT.name,
             old=self.core.watcher.timeout_ms,
             new=ms,
             note="a real ORS reads this option only at start-up",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import attrs
 
+from orsim.config import CALL_WATCHING_TIMEOUT, PEER_ADDP_TIMEOUT, PEER_HEARTBEAT, STORE
+
 #: Default ADDP timeout (s) of node-to-node links when the application lists no
-#: connection to that peer: short enough that a hung primary is replaced quickly.
-DEFAULT_PEER_ADDP_TIMEOUT = 2.0
+#: connection to that peer.
+DEFAULT_PEER_ADDP_TIMEOUT = PEER_ADDP_TIMEOUT.default_value
 #: Default call-watching-timeout (ms), from the Genesys documentation.
-DEFAULT_CALL_WATCHING_TIMEOUT_MS = 5000.0
+DEFAULT_CALL_WATCHING_TIMEOUT_MS = float(CALL_WATCHING_TIMEOUT.default_value)
 
 
 @attrs.frozen
@@ -54,10 +56,10 @@ class NodeSettings:
     tserver: Endpoint
     urs: Endpoint
     routing_points: tuple[str, ...] = ()
-    store_url: str = "sqlite:///sessions.db"
+    store_url: str = STORE.default_value
     call_watching_timeout_ms: float = DEFAULT_CALL_WATCHING_TIMEOUT_MS
     #: Heartbeat period on peer links (s): also how often the store epoch is checked.
-    heartbeat: float = 0.25
+    heartbeat: float = PEER_HEARTBEAT.default_value
 
     @property
     def partner_peer(self) -> PeerApp | None:

@@ -14,6 +14,12 @@ from typing import Protocol
 import attrs
 
 from orsim.config import (
+    CALL_WATCHING_TIMEOUT,
+    PEER_ADDP_TIMEOUT,
+    PEER_HEARTBEAT,
+    ROUTING_POINTS,
+    STORE,
+    TSERVER_TYPES,
     Application,
     EffectiveOptions,
     Transaction,
@@ -21,15 +27,8 @@ from orsim.config import (
     cluster_members,
     effective_options,
 )
-from orsim.config._model import TSERVER_TYPES
 from orsim.errors import ConfigError
-from orsim.node._settings import (
-    DEFAULT_CALL_WATCHING_TIMEOUT_MS,
-    DEFAULT_PEER_ADDP_TIMEOUT,
-    Endpoint,
-    NodeSettings,
-    PeerApp,
-)
+from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 
 ORS_TYPE = "OrchestrationServer"
 
@@ -89,23 +88,13 @@ async def read_startup(client: ConfigReader, app_name: str, cluster_name: str | 
     return Startup(build_settings(app, cluster, apps, options), options, app, cluster)
 
 
-def _number(options: EffectiveOptions, section: str, key: str, default: float) -> float:
-    raw = options.get(section, key)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(
-            f"application '{options.app}': option {section}/{key} = {raw!r} is not a number"
-        ) from exc
-
-
 def call_watching_timeout_ms(options: EffectiveOptions) -> float:
-    """The effective ``orchestration/call-watching-timeout`` in ms."""
-    return _number(
-        options, "orchestration", "call-watching-timeout", DEFAULT_CALL_WATCHING_TIMEOUT_MS
-    )
+    """The effective ``orchestration/call-watching-timeout`` in ms.
+
+    Raises:
+        ConfigError: the value is not a whole number of ms >= 0.
+    """
+    return float(options.value(CALL_WATCHING_TIMEOUT))
 
 
 def build_settings(
@@ -119,7 +108,7 @@ def build_settings(
     primary = apps.get(app.primary_name, app)
     nodes = {apps[m].dbid: dc for m, dc in members.items() if m in apps}
     data_center = members.get(app.primary_name, "")
-    peer_timeout = _number(options, "orchestration", "peer-addp-timeout", DEFAULT_PEER_ADDP_TIMEOUT)
+    peer_timeout = options.value(PEER_ADDP_TIMEOUT)
     peers: list[PeerApp] = []
     for member, dc in sorted(members.items()):
         node_app = apps.get(member)
@@ -157,10 +146,10 @@ def build_settings(
         nodes=nodes or {primary.dbid: data_center},
         tserver=tserver,
         urs=urs,
-        routing_points=tuple(tserver_app.options.get("routing-points", {})),
-        store_url=options.get("persistence", "store") or "sqlite:///sessions.db",
+        routing_points=tuple(ROUTING_POINTS.read_section(tserver_app.options)),
+        store_url=options.value(STORE),
         call_watching_timeout_ms=call_watching_timeout_ms(options),
-        heartbeat=_number(options, "orchestration", "peer-heartbeat", 0.25),
+        heartbeat=options.value(PEER_HEARTBEAT),
     )
 
 

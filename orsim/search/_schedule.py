@@ -42,6 +42,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
+from orsim.config import CALL_WATCHING_TIMEOUT
 from orsim.scenario._model import CONFSERV_APP
 from orsim.search._topology import SearchTopology
 
@@ -307,7 +308,11 @@ def _cut_off(topology: SearchTopology, pair: tuple[str, str]) -> set[str]:
 
 
 def _cwt_change(cluster_list: str, ms: int) -> Step:
-    option = {"section": "orchestration", "key": "call-watching-timeout", "value": ms}
+    option = {
+        "section": CALL_WATCHING_TIMEOUT.section,
+        "key": CALL_WATCHING_TIMEOUT.key,
+        "value": ms,
+    }
     return {"set-option": {"object": cluster_list, **option}}
 
 

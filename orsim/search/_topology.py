@@ -9,12 +9,16 @@ from pathlib import Path
 import attrs
 
 from orsim.cluster import store_app_names
-from orsim.config import ConfigDatabase, load_database
-from orsim.config._model import TSERVER_TYPES
+from orsim.config import (
+    CALL_WATCHING_TIMEOUT,
+    PEER_ADDP_TIMEOUT,
+    ROUTER_TIMEOUT,
+    TSERVER_TYPES,
+    ConfigDatabase,
+    effective_options,
+    load_database,
+)
 from orsim.sim import START_DELAY
-
-#: Genesys' default call-watching-timeout (ms), when the cluster list gives none.
-DEFAULT_CWT_MS = 1000.0
 
 
 @attrs.frozen
@@ -35,7 +39,7 @@ class SearchTopology:
     #: the longest ADDP / peer timeout on any ORS link (s)
     longest_timeout: float
     #: the shortest T-Server router-timeout (s): how long a call may wait to be routed
-    router_timeout: float = 10.0
+    router_timeout: float = ROUTER_TIMEOUT.default_value
 
     @property
     def ors(self) -> tuple[str, ...]:
@@ -79,19 +83,24 @@ def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
             if a.type in TSERVER_TYPES or a.type == "RoutingServer"
         )
     )
-    cluster_list, cwt = None, DEFAULT_CWT_MS
-    for txn in db.transactions.values():
-        if txn.cluster_members:
-            cluster_list = txn.name
-            orchestration = txn.annex.get("orchestration", {})
-            cwt = float(orchestration.get("call-watching-timeout", cwt))
-            longest = max(longest, float(orchestration.get("peer-addp-timeout", 0) or 0))
-            break
-    from orsim.tserver._server import router_timeout_of
-
+    cluster = next((t for t in db.transactions.values() if t.cluster_members), None)
+    if cluster is not None:
+        peer_addp = PEER_ADDP_TIMEOUT.text_in(cluster.annex)
+        longest = max(longest, PEER_ADDP_TIMEOUT.value(peer_addp) if peer_addp else 0.0)
+    # The longest call-watching-timeout any ORS application runs with (the list's, its
+    # own, or the default), so a settle time covers every watch.
+    cwt = max(
+        effective_options(app, cluster).value(CALL_WATCHING_TIMEOUT)
+        for app in db.applications.values()
+        if app.type == "OrchestrationServer"
+    )
     router_timeout = min(
-        (router_timeout_of(a.options) for a in db.applications.values() if a.type in TSERVER_TYPES),
-        default=10.0,
+        (
+            ROUTER_TIMEOUT.read(a.options)
+            for a in db.applications.values()
+            if a.type in TSERVER_TYPES
+        ),
+        default=ROUTER_TIMEOUT.default_value,
     )
     return SearchTopology(
         path=Path(path).resolve(),
@@ -99,8 +108,8 @@ def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
         nodes=nodes,
         servers=servers,
         stores=tuple(store_app_names(db)),
-        cluster_list=cluster_list,
-        cwt_ms=cwt,
+        cluster_list=cluster.name if cluster is not None else None,
+        cwt_ms=float(cwt),
         longest_timeout=longest or 3.0,
         router_timeout=router_timeout,
     )

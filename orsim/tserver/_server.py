@@ -34,7 +34,14 @@ import attrs
 import trio
 
 from orsim._alarm import sleep_until
-from orsim.config._model import Application, Options
+from orsim.config import (
+    DEFAULT_DN,
+    DEFAULT_REDIRECTION_LIMIT,
+    ROUTER_TIMEOUT,
+    ROUTING_POINTS,
+    Application,
+    Options,
+)
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
@@ -51,7 +58,7 @@ from orsim.wire import (
 )
 from orsim.wire._params import dispatch, dispatch_inline, param, str_list
 
-DEFAULT_ROUTER_TIMEOUT = 10.0
+DEFAULT_ROUTER_TIMEOUT = ROUTER_TIMEOUT.default_value
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or
 #: hung); further pushes to it are dropped and counted rather than stalling everyone.
 OUTBOX_SIZE = 4096
@@ -68,7 +75,7 @@ GENERATOR_TICK = 0.004
 
 def routing_points_of(options: Options) -> dict[str, str]:
     """The ``routing-points`` section: DN -> strategy."""
-    return dict(options.get("routing-points", {}))
+    return ROUTING_POINTS.read_section(options)
 
 
 def router_timeout_of(options: Options) -> float:
@@ -77,21 +84,12 @@ def router_timeout_of(options: Options) -> float:
     Raises:
         ConfigError: the value is not a positive number.
     """
-    raw = options.get("TServer", {}).get("router-timeout")
-    if raw is None or not str(raw).strip():
-        return DEFAULT_ROUTER_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"option TServer/router-timeout is {raw!r}; expected seconds > 0")
-    return value
+    return ROUTER_TIMEOUT.read(options)
 
 
 def default_dn_of(options: Options) -> str:
     """``TServer/default-dn``: where a call not routed in time goes (empty: nowhere)."""
-    return str(options.get("TServer", {}).get("default-dn", "") or "").strip()
+    return DEFAULT_DN.read(options)
 
 
 #: What a client without the cluster's key may ask (they change nothing).
@@ -178,10 +176,10 @@ class TServer:
             router_timeout_of(app.options),
         )
         server.ledger.default_dn = default_dn_of(app.options)
-        if "default-redirection-limit" in app.options.get("TServer", {}):
+        if DEFAULT_REDIRECTION_LIMIT.text_in(app.options) is not None:
             get_logger(app=app.name).warning(
                 "option_not_simulated",
-                option="TServer/default-redirection-limit",
+                option=DEFAULT_REDIRECTION_LIMIT.name,
                 note="a call sent to default-dn is not offered again",
             )
         return server
@@ -251,15 +249,22 @@ class TServer:
             log.warning("option_rejected", error=str(exc))
         else:
             if timeout != self.router_timeout:
-                log.info("option_applied", section="TServer", key="router-timeout", value=timeout)
+                log.info(
+                    "option_applied",
+                    section=ROUTER_TIMEOUT.section,
+                    key=ROUTER_TIMEOUT.key,
+                    value=timeout,
+                )
                 self.router_timeout = timeout
         default_dn = default_dn_of(options)
         if default_dn != self.ledger.default_dn:
-            log.info("option_applied", section="TServer", key="default-dn", value=default_dn)
+            log.info(
+                "option_applied", section=DEFAULT_DN.section, key=DEFAULT_DN.key, value=default_dn
+            )
             self.ledger.default_dn = default_dn
         points = routing_points_of(options)
         if points != self.routing_points:
-            log.info("option_applied", section="routing-points", value=points)
+            log.info("option_applied", section=ROUTING_POINTS.section, value=points)
             self.routing_points = points
 
     # -- calls -------------------------------------------------------------------

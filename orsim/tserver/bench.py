@@ -24,7 +24,7 @@ from functools import partial
 import attrs
 import trio
 
-from orsim.config._model import Application
+from orsim.config import ROUTING_POINTS, Application
 from orsim.errors import RemoteError
 from orsim.logs import configure_logging
 from orsim.tserver._client import TServerClient
@@ -201,7 +201,7 @@ async def bench_standalone(
         host="localhost",
         address="127.0.0.1",
         port=0,
-        options={"routing-points": {"5000": "default"}},
+        options={ROUTING_POINTS.section: {"5000": "default"}},
     )
     network = TcpNetwork()
     async with trio.open_nursery() as nursery:

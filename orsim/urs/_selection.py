@@ -17,12 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from orsim.config import DEFAULT_URS_TARGETS, URS_STRATEGIES, URS_STRATEGY, URS_TARGETS
 from orsim.errors import ConfigError
 
-ROUND_ROBIN = "round-robin"
-LEAST_BUSY = "least-busy"
-STRATEGIES = (ROUND_ROBIN, LEAST_BUSY)
-DEFAULT_TARGETS = ("Agent_1", "Agent_2", "Agent_3", "Agent_4")
+STRATEGIES = URS_STRATEGIES
+ROUND_ROBIN, LEAST_BUSY = STRATEGIES
+DEFAULT_TARGETS = DEFAULT_URS_TARGETS
 
 
 def parse_targets(value: str | None) -> tuple[str, ...]:
@@ -31,14 +31,7 @@ def parse_targets(value: str | None) -> tuple[str, ...]:
     Raises:
         ConfigError: the list names a target twice.
     """
-    if value is None or not value.strip():
-        return DEFAULT_TARGETS
-    targets = tuple(t.strip() for t in value.split(",") if t.strip())
-    if not targets:
-        return DEFAULT_TARGETS
-    if len(set(targets)) != len(targets):
-        raise ConfigError(f"option urs/targets names a target twice: {value!r}")
-    return targets
+    return URS_TARGETS.value(value)
 
 
 @attrs.define(eq=False)
@@ -55,7 +48,7 @@ class Selector:
             raise ConfigError("a URS needs at least one target")
         if self.strategy not in STRATEGIES:
             raise ConfigError(
-                f"option urs/strategy is {self.strategy!r}; expected one of "
+                f"option {URS_STRATEGY.name} is {self.strategy!r}; expected one of "
                 + ", ".join(STRATEGIES)
             )
         self._busy = {t: self._busy.get(t, 0) for t in self.targets}

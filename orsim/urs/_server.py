@@ -1,13 +1,13 @@
 """The simulated Universal Routing Server: ORS nodes ask it where to send a call.
 
-URS options (its Application): ``urs/targets`` (comma list), ``urs/strategy``
-(``round-robin`` | ``least-busy``) and ``urs/think-time-ms`` (a delay before each answer,
-to model a slow strategy). The choice itself is the pure ``_selection.Selector``.
+URS options (its Application, defined in ``orsim.config``): ``urs/targets`` (comma list),
+``urs/strategy`` (``round-robin`` | ``least-busy``) and ``urs/think-time-ms`` (a delay
+before each answer, to model a slow strategy). The choice itself is the pure
+``_selection.Selector``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from functools import partial
 from typing import Any, NoReturn
@@ -15,10 +15,10 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from orsim.config._model import Application, Options
+from orsim.config import URS_STRATEGY, URS_TARGETS, URS_THINK_TIME, Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
-from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
+from orsim.urs._selection import Selector, make_selector
 from orsim.wire import Connection, Json, Network, Request, frame_counts, serve_app
 from orsim.wire._params import dispatch, dispatch_inline, param
 
@@ -34,18 +34,9 @@ class UrsOptions:
     @classmethod
     def from_options(cls, options: Options) -> UrsOptions:
         """Raises ConfigError naming the bad option."""
-        section = options.get("urs", {})
-        targets = parse_targets(section.get("targets"))
-        strategy = (section.get("strategy") or ROUND_ROBIN).strip().lower()
-        raw = section.get("think-time-ms") or "0"
-        try:
-            think = float(raw)
-        except ValueError:
-            think = math.nan
-        if not (think >= 0 and math.isfinite(think)):
-            raise ConfigError(f"option urs/think-time-ms is {raw!r}; expected milliseconds >= 0")
-        make_selector(targets, strategy)  # validates the strategy
-        return cls(targets, strategy, think)
+        return cls(
+            URS_TARGETS.read(options), URS_STRATEGY.read(options), URS_THINK_TIME.read(options)
+        )
 
 
 @attrs.define(eq=False)

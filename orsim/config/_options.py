@@ -1,0 +1,356 @@
+"""Every option orsim understands, each defined once (reference section 8 and 9).
+
+The loader, ``config lint``, the Configuration Server's live-change checks, the node, the
+T-Server and the URS all read these definitions; ``orsim config options`` prints them and
+the README's option table is rendered from them. An option's name appears in code only
+here: everywhere else it is reached through its constant or ``find``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from orsim.config._option import (
+    ANY_KEY,
+    BadValue,
+    Choice,
+    Number,
+    Option,
+    Text,
+    WholeNumber,
+)
+from orsim.logs import VERBOSE_LEVELS
+
+ORS = "ORS"
+TSERVER = "T-Server"
+URS = "URS"
+
+#: Option sections a cluster List transaction may carry besides ``cluster`` itself
+#: (reference section 5).
+LIST_OPTION_SECTIONS = (
+    "orchestration",
+    "scxml",
+    "persistence",
+    "elasticsearch",
+    "performance-alarms",
+    "mcr",
+)
+
+# -- ORS ----------------------------------------------------------------------------------
+
+CALL_WATCHING_TIMEOUT: Option[int] = Option(
+    section="orchestration",
+    key="call-watching-timeout",
+    # Whole milliseconds, as the reference documents it (the node used to read a float).
+    parse=WholeNumber("milliseconds"),
+    default="5000",
+    unit="ms",
+    # Genesys refuses values outside 1000-300000; orsim takes shorter ones so tests run
+    # fast and warns (reference section 9). An empty value is refused, not the default.
+    advised=(1000, 300000),
+    blank_is_default=False,
+    dynamic=True,
+    applies_to=ORS,
+    effect=(
+        "How long the backup and the Reserved Node watch a new call for its session "
+        "before creating it themselves. Applied at once to calls that arrive afterwards "
+        "(a real ORS reads it at start-up only)."
+    ),
+)
+BACKUP_SYNCH_MAX_AGE: Option[int] = Option(
+    section="orchestration",
+    key="backup-synch-max-age",
+    parse=WholeNumber("seconds"),
+    default="600",
+    unit="s",
+    dynamic=True,
+    simulated=False,
+    applies_to=ORS,
+    effect=(
+        "How long a primary keeps sync data for its backup. Kept, no effect: orsim's "
+        "backup carries sessions on from the shared store."
+    ),
+)
+BACKUP_SYNCH_MAX_BUFFER: Option[int] = Option(
+    section="orchestration",
+    key="backup-synch-max-buffer",
+    parse=WholeNumber("KB"),
+    default="100",
+    unit="KB",
+    dynamic=True,
+    simulated=False,
+    applies_to=ORS,
+    effect="The primary's sync buffer for its backup. Kept, no effect (as max-age).",
+)
+PEER_ADDP_TIMEOUT: Option[float] = Option(
+    section="orchestration",
+    key="peer-addp-timeout",
+    parse=Number("seconds"),
+    default="2",
+    unit="s",
+    applies_to=ORS,
+    effect=(
+        "orsim's own: the ADDP timeout of a link to another ORS application that the "
+        "connections list does not give one; short, so a hung primary is replaced quickly."
+    ),
+)
+PEER_HEARTBEAT: Option[float] = Option(
+    section="orchestration",
+    key="peer-heartbeat",
+    parse=Number("seconds", above=True),
+    default="0.25",
+    unit="s",
+    applies_to=ORS,
+    effect=(
+        "orsim's own: how often an ORS application heartbeats on its peer links and "
+        "checks its Node's epoch in the store."
+    ),
+)
+STORE: Option[str] = Option(
+    section="persistence",
+    key="store",
+    parse=Text("sqlite:///PATH or redis://HOST:PORT/DB"),
+    default="sqlite:///sessions.db",
+    applies_to=ORS,
+    effect=(
+        "The cluster's shared session store; every Node of a cluster must use the same "
+        "one. A SQLite file is served by one store server process; Redis spans machines."
+    ),
+)
+SYSTEM_ID: Option[str] = Option(
+    section="scxml",
+    key="system-id",
+    parse=Text("any text"),
+    default=None,
+    simulated=False,
+    list_allowed=False,
+    applies_to=ORS,
+    effect="Kept, no effect; refused in a cluster list (each ORS has its own).",
+)
+LOG_VERBOSE: Option[str] = Option(
+    section="log",
+    key="verbose",
+    # Parses to the structlog level the Genesys verbose value maps to.
+    parse=Choice(VERBOSE_LEVELS),
+    default=None,
+    dynamic=True,
+    # Refusing it would break nothing in a running cluster: the node logs and ignores it.
+    refuse_bad=False,
+    applies_to=ORS,
+    effect=(
+        "A running node's log level: all and debug log debug events, trace, interaction "
+        "and standard info, none warnings only (never hidden). Unset: the start level."
+    ),
+)
+CLUSTER: Option[str] = Option(
+    section="cluster",
+    key=ANY_KEY,
+    parse=Text("data center name", required=True),
+    default=None,
+    blank_is_default=False,
+    noun="Node '{key}'",
+    applies_to=ORS,
+    effect=(
+        "The Nodes of a cluster: each key a primary ORS application, its value the Node's "
+        "data center. In a cluster list's annex, or (legacy) in the ORS applications' "
+        "own options."
+    ),
+)
+
+# -- T-Server -----------------------------------------------------------------------------
+
+ROUTER_TIMEOUT: Option[float] = Option(
+    section="TServer",
+    key="router-timeout",
+    parse=Number("seconds", above=True),
+    default="10",
+    unit="s",
+    dynamic=True,
+    applies_to=TSERVER,
+    effect=(
+        "A call not routed within this time goes to default-dn if one is set, else it "
+        "is counted lost."
+    ),
+)
+DEFAULT_DN: Option[str] = Option(
+    section="TServer",
+    key="default-dn",
+    parse=Text("a DN, or empty", strip=True),
+    default="",
+    dynamic=True,
+    applies_to=TSERVER,
+    effect=(
+        "Where a call not routed in time is sent (counted default_routed, not lost); "
+        "empty: nowhere."
+    ),
+)
+DEFAULT_REDIRECTION_LIMIT: Option[int] = Option(
+    section="TServer",
+    key="default-redirection-limit",
+    parse=WholeNumber("redirections"),
+    default="4",
+    dynamic=True,
+    simulated=False,
+    applies_to=TSERVER,
+    effect="Kept, no effect: a call sent to default-dn is not offered again (logged).",
+)
+ROUTING_POINTS: Option[str] = Option(
+    section="routing-points",
+    key=ANY_KEY,
+    parse=Text("strategy name"),
+    default=None,
+    dynamic=True,
+    applies_to=TSERVER,
+    effect=(
+        "Each key a routing point DN, its value the strategy loaded there: the T-Server "
+        "offers calls on these DNs and ORS applications register on them."
+    ),
+)
+
+# -- URS ----------------------------------------------------------------------------------
+
+URS_STRATEGIES = ("round-robin", "least-busy")
+DEFAULT_URS_TARGETS = ("Agent_1", "Agent_2", "Agent_3", "Agent_4")
+
+
+@attrs.frozen
+class _Targets:
+    """A comma list of target names, none twice (no name at all: the default ones)."""
+
+    @property
+    def range(self) -> str:
+        return "comma list of names, none twice"
+
+    def __call__(self, text: str) -> tuple[str, ...]:
+        targets = tuple(t.strip() for t in text.split(",") if t.strip())
+        if not targets:
+            return DEFAULT_URS_TARGETS
+        if len(set(targets)) != len(targets):
+            raise BadValue(f"names a target twice: {text!r}")
+        return targets
+
+
+URS_TARGETS: Option[tuple[str, ...]] = Option(
+    section="urs",
+    key="targets",
+    parse=_Targets(),
+    default=",".join(DEFAULT_URS_TARGETS),
+    dynamic=True,
+    applies_to=URS,
+    effect="The targets the URS chooses among (a live change keeps the load of those kept).",
+)
+URS_STRATEGY: Option[str] = Option(
+    section="urs",
+    key="strategy",
+    parse=Choice.of(*URS_STRATEGIES),
+    default=URS_STRATEGIES[0],
+    dynamic=True,
+    applies_to=URS,
+    effect=(
+        "round-robin: targets in turn; least-busy: a target holding the fewest calls "
+        "(chosen, not yet released)."
+    ),
+)
+URS_THINK_TIME: Option[float] = Option(
+    section="urs",
+    key="think-time-ms",
+    parse=Number("milliseconds"),
+    default="0",
+    unit="ms",
+    dynamic=True,
+    applies_to=URS,
+    effect="orsim's own: a delay before each answer, to model a slow strategy.",
+)
+
+# -- connections --------------------------------------------------------------------------
+
+#: The ``connection`` pseudo-section: parameters of an entry of a connections list.
+CONNECTION = "connection"
+
+ADDP_TIMEOUT: Option[float] = Option(
+    section=CONNECTION,
+    key="addp-timeout",
+    parse=Number("seconds"),
+    default="0",
+    unit="s",
+    blank_is_default=False,
+    set_in="connection",
+    applies_to="any",
+    effect=(
+        "ADDP on this link: a peer silent this long is declared lost (orsim polls after "
+        "half of it, so loss is seen within the timeout). 0: not watched."
+    ),
+)
+ADDP_REMOTE_TIMEOUT: Option[float] = Option(
+    section=CONNECTION,
+    key="addp-remote-timeout",
+    parse=Number("seconds"),
+    default="0",
+    unit="s",
+    blank_is_default=False,
+    set_in="connection",
+    applies_to="any",
+    effect="The ADDP timeout the server at the other end is asked to use on this link.",
+)
+ADDP_TRACE: Option[str] = Option(
+    section=CONNECTION,
+    key="addp-trace",
+    parse=Choice.of("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full"),
+    default="off",
+    blank_is_default=False,
+    simulated=False,
+    set_in="connection",
+    applies_to="any",
+    effect="Kept, no effect: orsim does not trace ADDP polls.",
+)
+
+#: Every definition, in the order ``orsim config options`` and the README list them.
+OPTIONS: tuple[Option[Any], ...] = (
+    CALL_WATCHING_TIMEOUT,
+    BACKUP_SYNCH_MAX_AGE,
+    BACKUP_SYNCH_MAX_BUFFER,
+    PEER_ADDP_TIMEOUT,
+    PEER_HEARTBEAT,
+    STORE,
+    SYSTEM_ID,
+    LOG_VERBOSE,
+    CLUSTER,
+    ROUTER_TIMEOUT,
+    DEFAULT_DN,
+    DEFAULT_REDIRECTION_LIMIT,
+    ROUTING_POINTS,
+    URS_TARGETS,
+    URS_STRATEGY,
+    URS_THINK_TIME,
+    ADDP_TIMEOUT,
+    ADDP_REMOTE_TIMEOUT,
+    ADDP_TRACE,
+)
+#: The parameters of a connections-list entry, in order.
+CONNECTION_OPTIONS = tuple(o for o in OPTIONS if o.set_in == "connection")
+
+_BY_NAME = {(o.section, o.key): o for o in OPTIONS if o.set_in == "options"}
+
+
+def find(section: str, key: str) -> Option[Any] | None:
+    """The definition of option ``section/key`` set in options (None: orsim has none)."""
+    return _BY_NAME.get((section, key)) or _BY_NAME.get((section, ANY_KEY))
+
+
+def is_logging_section(section: str) -> bool:
+    """``log``, ``log-extended``, ``log-filter``... (every ``log*`` section)."""
+    return section.startswith(LOG_VERBOSE.section)
+
+
+def takes_effect(section: str, key: str) -> str:
+    """When a change of ``section/key`` takes effect in a running node.
+
+    An option without a definition takes effect after a restart, except in the logging
+    sections, which Genesys applies at once (reference section 8).
+    """
+    option = find(section, key)
+    if option is not None:
+        return option.takes_effect
+    return "at once" if is_logging_section(section) else "after restart"
