@@ -126,3 +126,39 @@ async def test_a_partners_epoch_claim_the_arbiters_do_not_bear_out_changes_nothi
         assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
         assert ledger["by_app"].get("ORS_1", 0) > 0
         assert ledger["routed"] == ledger["created"] == 60
+
+
+async def test_a_backup_takes_a_partners_epoch_only_from_the_store(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 20, finding 2, the backup's side: told by "its partner" that the Node is at
+    epoch 50, a backup took 50 as its own, so when the primary then died its claims (from
+    50, where the store had 1) all failed and nobody routed the Node's calls. Now the
+    backup keeps the store's epoch, takes over and routes every call."""
+    db = load_database(TOPOLOGY)
+    backup = db.applications["ORS_1_B"]
+    async with open_sim_cluster(db) as sim:
+        node = sim.nodes["ORS_1_B"]
+        epoch = node.epoch
+        conn = await open_connection(
+            sim.net.for_app("intruder"), backup.address, backup.port,
+            app="ORS_1", app_type="OrchestrationServer",
+        )  # fmt: skip
+        spoof = {"app": "ORS_1", "node_id": node.settings.node_id,
+                 "data_center": "DC_East", "mode": "primary", "epoch": 50}  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            await conn.send(Push("member", spoof))
+            await trio.sleep(2)
+            assert sim.mode("ORS_1_B") == "backup"
+            assert node.epoch == epoch
+            nursery.cancel_scope.cancel()
+        await sim.request("generate", rate=20, duration=6)
+        await trio.sleep(2)
+        sim.crash("ORS_1")
+        await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=15)
+        await trio.sleep(10)
+        ledger = await sim.ledger()
+        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger["routed"] == ledger["created"] == 120
+        assert ledger["by_app"].get("ORS_1_B", 0) > 0

@@ -601,9 +601,12 @@ class NodeCore:
     #: A primary stopping alone (no partner to hand over to) drains until then.
     _stop_until: float | None = None
     _handover_until: float | None = None
-    #: The highest epoch the partner has claimed while this application held the Node,
-    #: and had checked at the store and the T-Server (``_check_claim``); 0: none pending.
+    #: The highest epoch the partner has claimed above this application's, already put
+    #: to the arbiters (``_check_claim``) since the last role change; 0: none.
     _claim_checked: int = 0
+    #: The partner claimed a newer epoch while this application held the Node: its news
+    #: waits for the arbiters' word (a step-down), then counts (``_role_changed``).
+    _claim_deferred: bool = False
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -741,7 +744,10 @@ class NodeCore:
                 result: RoleEvent = ClaimWon(new) if won else ClaimLost(current)
                 return self._chain_next(self.role.handle(result), now)
             case EpochRead(epoch=epoch):
-                if self.role.role.holds_node and epoch > self.current_epoch:
+                role = self.role.role
+                if epoch > self.current_epoch and (role.holds_node or role is Role.BACKUP):
+                    # Above ours: a holder is fenced by it; a backup takes it (claims
+                    # start from the store's epoch, not from what a peer said).
                     return self._role_event(EpochObserved(epoch), now)
                 return []
             case FenceAnswered(epoch=epoch, refused=refused):
@@ -1265,26 +1271,38 @@ class NodeCore:
         info = self.peers.info.get(app)
         if info is None:
             return []
-        if self.role.role.holds_node and info.epoch > self.current_epoch:
-            return self._check_claim(info.epoch)
-        return self._role_event(PartnerSeen(primary=info.mode == "primary", epoch=info.epoch), now)
+        primary = info.mode == "primary"
+        if info.epoch <= self.current_epoch:
+            return self._role_event(PartnerSeen(primary=primary, epoch=info.epoch), now)
+        if self.role.role.holds_node:
+            self._claim_deferred = True
+            return self._check_claim(info.epoch, fence=True)
+        # Not holding the Node: the partner's mode counts at once, its epoch only once the
+        # store bears it out (``EpochRead``); a backup that took a spoofed epoch claimed
+        # from one the store never had, and every takeover it tried failed.
+        checked = self._check_claim(info.epoch, fence=False)
+        return checked + self._role_event(PartnerSeen(primary, self.current_epoch), now)
 
-    def _check_claim(self, claimed: int) -> list[Command]:
-        """The partner says the Node is at ``claimed``, above the epoch this application
-        holds it at: believed only as the arbiters bear it out, never on its word (a
-        spoofed ``member`` push made primaries step down for good).
+    def _check_claim(self, claimed: int, fence: bool) -> list[Command]:
+        """The partner says the Node is at ``claimed``, above this application's epoch:
+        believed only as the arbiters bear it out, never on its word (a spoofed ``member``
+        push made primaries step down for good).
 
-        The store's epoch is read (``EpochRead``: a higher one steps down) and the
-        T-Server asked to confirm this application's fence (``FenceAnswered``: refused,
-        someone fenced it at a newer epoch, steps down). A real takeover leaves both
-        behind it (the partner claims, then fences); a claim neither bears out changes
-        nothing. Once stepped down, the partner's word is taken as before
-        (``_role_changed``)."""
+        The store's epoch is read (``EpochRead``: a higher one is taken, and steps a
+        holder down); a holder also asks the T-Server to confirm its fence
+        (``FenceAnswered``: refused, someone fenced it at a newer epoch, steps down). A
+        real takeover leaves both behind it (the partner claims, then fences); a claim
+        neither bears out changes nothing."""
         if claimed <= self._claim_checked:
             return []  # already being checked
         self._claim_checked = claimed
-        note = Note("epoch_claim_checked", (("claimed", claimed), ("epoch", self.current_epoch)))
-        return [note, ReadEpoch(), FenceTServer(self.current_epoch)]
+        out: list[Command] = [
+            Note("epoch_claim_checked", (("claimed", claimed), ("epoch", self.current_epoch))),
+            ReadEpoch(),
+        ]
+        if fence:
+            out.append(FenceTServer(self.current_epoch))
+        return out
 
     def _role_event(self, event: RoleEvent, now: float) -> list[Command]:
         """Feed the role machine (or queue the event while its actions are under way)."""
@@ -1336,15 +1354,19 @@ class NodeCore:
 
     def _role_changed(self, before: Role, now_role: Role, reason: str, now: float) -> list[Command]:
         self._deadline(now)  # watches may count from now on (or no more): look again
+        out: list[Command] = [ModeChanged(before, now_role, self.current_epoch, reason)]
+        self._claim_checked = 0
         partner = self.settings.partner
-        if self._claim_checked and not now_role.holds_node:
-            # Stepped down (the partner's claim borne out, or otherwise): what it said
-            # while this application held the Node counts now, as it would have at once.
-            self._claim_checked = 0
+        if self._claim_deferred and not now_role.holds_node:
+            # Stepped down: what the partner said while this application held the Node
+            # counts now, as a backup takes it (its epoch once the store bears it out).
+            self._claim_deferred = False
             info = self.peers.info.get(partner) if partner is not None else None
             if info is not None and partner is not None and self.peers.is_live(partner):
-                self._deferred.append(PartnerSeen(info.mode == "primary", info.epoch))
-        out: list[Command] = [ModeChanged(before, now_role, self.current_epoch, reason)]
+                if info.epoch > self.current_epoch:
+                    out += self._check_claim(info.epoch, fence=False)
+                seen = min(info.epoch, self.current_epoch)
+                self._deferred.append(PartnerSeen(info.mode == "primary", seen))
         for call_id in self.watcher.set_role(now_role, now):
             out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
         took_over = now_role is Role.PRIMARY and not before.holds_node
