@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from orsim.config import load_database
-from orsim.testing._sim import SimCluster, open_sim_cluster
+from orsim.testing import SimCluster, open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ADDP = 1.0  # the demo topology's addp-timeout on every link

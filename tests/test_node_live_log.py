@@ -14,7 +14,7 @@ import trio.testing
 from orsim.config import load_database
 from orsim.logs import configure_logging, get_logger, set_log_level
 from orsim.node._live import _takes_effect
-from orsim.testing._sim import open_sim_cluster
+from orsim.testing import open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 

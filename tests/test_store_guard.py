@@ -18,7 +18,7 @@ from orsim.config import load_database
 from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, StaleEpoch, StoreError, StoreUnavailable
 from orsim.store._memory import MemoryStore
-from orsim.testing._sim import SimCluster, open_sim_cluster
+from orsim.testing import SimCluster, open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ORS_APPS = ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")

@@ -15,8 +15,7 @@ from typing import Any
 
 from orsim.cluster._redis import REDIS_PROGRAM, REDIS_TYPE, RedisServer, managed_redis
 from orsim.cluster._rundir import AppEntry
-from orsim.config._effective import storage_of
-from orsim.config._model import TSERVER_TYPES, Application, ConfigDatabase
+from orsim.config import TSERVER_TYPES, Application, ConfigDatabase, storage_of
 
 CONFSERV_APP = "confserv"
 CONFSERV_TYPE = "ConfigurationServer"

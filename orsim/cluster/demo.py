@@ -16,8 +16,9 @@ import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
-from orsim.cluster.cli import make_console, progress_display, run_cancellable
+from orsim.cluster.cli import make_console, progress_display
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
+from orsim.runtime import run_cancellable
 
 DEMO_CONFIG = Path("scenarios/topologies/demo.yaml")
 DEMO_RUN_DIR = Path(".orsim/demo")

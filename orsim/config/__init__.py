@@ -17,6 +17,7 @@ from orsim.config._effective import Origin as Origin
 from orsim.config._effective import check_node_cluster as check_node_cluster
 from orsim.config._effective import cluster_members as cluster_members
 from orsim.config._effective import effective_options as effective_options
+from orsim.config._effective import storage_of as storage_of
 from orsim.config._ini import options_to_ini as options_to_ini
 from orsim.config._ini import parse_options_ini as parse_options_ini
 from orsim.config._loader import LintResult as LintResult
@@ -77,6 +78,7 @@ __all__ = [
     "parse_options_ini",
     "read_yaml_text",
     "safe_file_stem",
+    "storage_of",
     "transaction_from_wire",
     "transaction_to_wire",
 ]

@@ -8,6 +8,10 @@ call-watching rules (``Watcher``).
 from orsim.node._assignment import Assignment as Assignment
 from orsim.node._assignment import NodeInfo as NodeInfo
 from orsim.node._assignment import assign as assign
+from orsim.node._core import ModeChanged as ModeChanged
+from orsim.node._live import follow_changes as follow_changes
+from orsim.node._mutations import MUTATIONS as MUTATIONS
+from orsim.node._mutations import set_mutation as set_mutation
 from orsim.node._role import Action as Action
 from orsim.node._role import ClaimEpoch as ClaimEpoch
 from orsim.node._role import ClaimLost as ClaimLost
@@ -28,6 +32,8 @@ from orsim.node._role import StopRequested as StopRequested
 from orsim.node._role import SwitchoverFailed as SwitchoverFailed
 from orsim.node._role import SwitchoverRequested as SwitchoverRequested
 from orsim.node._role import SwitchoverTimedOut as SwitchoverTimedOut
+from orsim.node._runtime import OrsNode as OrsNode
+from orsim.node._startup import read_startup as read_startup
 from orsim.node._watch import Decision as Decision
 from orsim.node._watch import Verdict as Verdict
 from orsim.node._watch import Watcher as Watcher

@@ -14,6 +14,7 @@ from typing import Protocol
 import attrs
 
 from orsim.config import (
+    TSERVER_TYPES,
     Application,
     EffectiveOptions,
     Transaction,
@@ -21,7 +22,6 @@ from orsim.config import (
     cluster_members,
     effective_options,
 )
-from orsim.config._model import TSERVER_TYPES
 from orsim.errors import ConfigError
 from orsim.node._settings import (
     DEFAULT_CALL_WATCHING_TIMEOUT_MS,

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from orsim import __version__
-from orsim.cli import add_genesys_args, confserv_addresses
+from orsim.confserv import add_genesys_args, confserv_addresses
 from orsim.errors import UsageError
 from orsim.logs import configure_logging, get_logger
 from orsim.node._live import follow_changes

@@ -125,8 +125,7 @@ def run_scenario_sim(
 
 def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
     """The runner's part of the trace: timeline events, ledger records, verdicts."""
-    from orsim.sim import SIM_EPOCH
-    from orsim.sim._trace import TIME_DIGITS, vtime
+    from orsim.sim import SIM_EPOCH, TIME_DIGITS, vtime
 
     timeline = result.timeline
     entries: list[dict[str, Any]] = []

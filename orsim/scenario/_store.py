@@ -18,8 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.cluster._plan import STORE_TYPE, store_app_names
-from orsim.cluster._redis import REDIS_TYPE
+from orsim.cluster import REDIS_TYPE, STORE_TYPE, store_app_names
 from orsim.config import load_database
 from orsim.errors import ClusterError
 from orsim.scenario._runner import ClusterFactory, ClusterLike

@@ -105,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
     # SIGINT/SIGTERM cancel the run: the runner's teardown (shielded) then brings the
     # cluster down, so no process outlives the command.
-    from orsim.cluster.cli import EXIT_INTERRUPTED, run_cancellable
+    from orsim.runtime import EXIT_INTERRUPTED, run_cancellable
     from orsim.scenario._runner import launch_cluster
 
     if store is not None:

@@ -42,7 +42,7 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from orsim.scenario._model import CONFSERV_APP
+from orsim.scenario import CONFSERV_APP
 from orsim.search._topology import SearchTopology
 
 Step = dict[str, Any]

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
 from orsim.logs import quiet_logs
-from orsim.node._mutations import set_mutation
+from orsim.node import set_mutation
 from orsim.search._check import Outcome, run_schedule, scenario_text
 from orsim.search._schedule import Schedule, check_fault_kinds, schedules
 from orsim.search._topology import SearchTopology, read_topology
@@ -230,8 +230,7 @@ def _write(
     shrink_runs: int,
 ) -> Found:
     """Write the minimal schedule as a scenario and run that file as ``--sim`` would."""
-    from orsim.scenario._load import load_scenario
-    from orsim.scenario._sim import run_scenario_sim
+    from orsim.scenario import load_scenario, run_scenario_sim
     from orsim.search._check import violations
 
     out_dir.mkdir(parents=True, exist_ok=True)

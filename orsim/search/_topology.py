@@ -9,8 +9,7 @@ from pathlib import Path
 import attrs
 
 from orsim.cluster import store_app_names
-from orsim.config import ConfigDatabase, load_database
-from orsim.config._model import TSERVER_TYPES
+from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
 from orsim.sim import START_DELAY
 
 #: Genesys' default call-watching-timeout (ms), when the cluster list gives none.
@@ -87,7 +86,7 @@ def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
             cwt = float(orchestration.get("call-watching-timeout", cwt))
             longest = max(longest, float(orchestration.get("peer-addp-timeout", 0) or 0))
             break
-    from orsim.tserver._server import router_timeout_of
+    from orsim.tserver import router_timeout_of
 
     router_timeout = min(
         (router_timeout_of(a.options) for a in db.applications.values() if a.type in TSERVER_TYPES),

@@ -13,7 +13,7 @@ DEFAULT_OUT = Path(".orsim/search")
 
 
 def register(subparsers: Any) -> None:
-    from orsim.node._mutations import MUTATIONS
+    from orsim.node import MUTATIONS
     from orsim.search._schedule import FAULT_KINDS
 
     parser = subparsers.add_parser(

@@ -35,15 +35,10 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.config import ConfigDatabase
-from orsim.config._model import TSERVER_TYPES, Application
-from orsim.node._core import ModeChanged
-from orsim.node._live import follow_changes
-from orsim.node._runtime import OrsNode
-from orsim.node._startup import read_startup
+from orsim.config import TSERVER_TYPES, Application, ConfigDatabase
+from orsim.node import ModeChanged, OrsNode, follow_changes, read_startup
 from orsim.sim._trace import Trace
-from orsim.store import Session
-from orsim.store._memory import MemoryStore
+from orsim.store import MemoryStore, Session
 from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
 
 #: Where the Configuration Server listens in a simulation.
@@ -270,7 +265,7 @@ class SimCluster:
         return result
 
     async def _start_confserv(self) -> Any:
-        from orsim.confserv._server import APP_NAME, APP_TYPE, ConfServ
+        from orsim.confserv import APP_NAME, APP_TYPE, ConfServ
 
         # Live changes survive a restart, as the real server's journal keeps them.
         db = self.db if self.confserv is None else self.confserv.db
@@ -292,8 +287,8 @@ class SimCluster:
         """A T-Server or URS: read its Application from the Configuration Server, serve
         it and apply live changes, as ``orsim tserver``/``orsim urs`` do."""
         from orsim.confserv.client import ConfServClient
-        from orsim.tserver._server import TServer
-        from orsim.urs._server import UrsServer
+        from orsim.tserver import TServer
+        from orsim.urs import UrsServer
 
         view = self.net.for_app(app_name)
         made: list[Any] = []

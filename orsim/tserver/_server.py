@@ -34,7 +34,7 @@ import attrs
 import trio
 
 from orsim._alarm import sleep_until
-from orsim.config._model import Application, Options
+from orsim.config import Application, Options
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
@@ -45,11 +45,14 @@ from orsim.wire import (
     Push,
     Request,
     RequestFailed,
+    dispatch,
+    dispatch_inline,
     encode,
     frame_counts,
+    param,
     serve_app,
+    str_list,
 )
-from orsim.wire._params import dispatch, dispatch_inline, param, str_list
 
 DEFAULT_ROUTER_TIMEOUT = 10.0
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or

@@ -24,7 +24,7 @@ from functools import partial
 import attrs
 import trio
 
-from orsim.config._model import Application
+from orsim.config import Application
 from orsim.errors import RemoteError
 from orsim.logs import configure_logging
 from orsim.tserver._client import TServerClient

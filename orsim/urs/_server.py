@@ -15,12 +15,21 @@ from typing import Any, NoReturn
 import attrs
 import trio
 
-from orsim.config._model import Application, Options
+from orsim.config import Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
 from orsim.urs._selection import ROUND_ROBIN, Selector, make_selector, parse_targets
-from orsim.wire import Connection, Json, Network, Request, frame_counts, serve_app
-from orsim.wire._params import dispatch, dispatch_inline, param
+from orsim.wire import (
+    Connection,
+    Json,
+    Network,
+    Request,
+    dispatch,
+    dispatch_inline,
+    frame_counts,
+    param,
+    serve_app,
+)
 
 
 @attrs.frozen

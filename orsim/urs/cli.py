@@ -7,10 +7,9 @@ from typing import Any
 
 import trio
 
-from orsim.cli import add_genesys_args
+from orsim.confserv import add_genesys_args, serve_configured
 from orsim.runtime import run_server
-from orsim.tserver.cli import serve_configured
-from orsim.urs._server import UrsServer
+from orsim.urs import UrsServer
 
 
 def register(subparsers: Any) -> None:

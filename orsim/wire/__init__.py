@@ -29,6 +29,10 @@ from orsim.wire._messages import Push as Push
 from orsim.wire._messages import Request as Request
 from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
+from orsim.wire._params import dispatch as dispatch
+from orsim.wire._params import dispatch_inline as dispatch_inline
+from orsim.wire._params import param as param
+from orsim.wire._params import str_list as str_list
 from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
@@ -62,8 +66,12 @@ __all__ = [
     "connect_with_retry",
     "connected",
     "decode_body",
+    "dispatch",
+    "dispatch_inline",
     "encode",
     "frame_counts",
     "open_connection",
+    "param",
     "serve_app",
+    "str_list",
 ]
