@@ -16,6 +16,7 @@ so a frame that contains ``null`` is checked by ``json`` before it is sent.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import struct
@@ -43,12 +44,17 @@ DEFAULT_MAX_FRAME = 1024 * 1024
 _HEADER = struct.Struct(">I")
 
 
-class _NeedData:
+class _NeedData(enum.Enum):
+    """The type of ``NEED_DATA``: an enum of one member, so that ``x is NEED_DATA`` narrows
+    ``x`` for mypy (an instance of a plain class would not)."""
+
+    NEED_DATA = "NEED_DATA"
+
     def __repr__(self) -> str:
         return "NEED_DATA"
 
 
-NEED_DATA: Final = _NeedData()
+NEED_DATA: Final = _NeedData.NEED_DATA
 
 _TAGS: dict[type[Any], str] = {
     Hello: "hello",
