@@ -42,7 +42,7 @@ _PUBLIC = (
 )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "cluster",
         help="launch and drive a local cluster (up, status, kill, start, down...)",

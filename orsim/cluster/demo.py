@@ -26,7 +26,7 @@ DEMO_RUN_DIR = Path(".orsim/demo")
 STEP_TIMEOUT = 20.0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="start the demo cluster and show a failover",

@@ -9,10 +9,9 @@ A lost Configuration Server (restarted, say) is reconnected to; the node keeps s
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.config import EffectiveOptions, effective_options
 from orsim.errors import ConfigError, ConnectionLost, RemoteError
@@ -42,7 +41,7 @@ NOT_SIMULATED = {
 }
 
 
-def apply_options(node: OrsNode, options: EffectiveOptions, log: Any) -> None:
+def apply_options(node: OrsNode, options: EffectiveOptions, log: FilteringBoundLogger) -> None:
     """Apply the dynamic options of ``options`` to a running node."""
     verbose = options.get("log", "verbose")
     if verbose:

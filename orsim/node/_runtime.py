@@ -20,10 +20,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim._alarm import Alarm
 from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
@@ -98,6 +99,8 @@ from orsim.wire import (
     serve_app,
 )
 
+Ts = TypeVarTuple("Ts")
+
 #: Longest a switchover request waits for the roles to swap (s).
 _SWITCHOVER_TIMEOUT = 20.0
 #: Frames waiting for one peer beyond which further pushes to it are dropped (the peer
@@ -159,7 +162,7 @@ class OrsNode:
     log_level: str = "info"
     #: Set when a graceful stop is over: the process should exit now (status 0).
     exited: trio.Event = attrs.Factory(trio.Event)
-    log: Any = None
+    log: FilteringBoundLogger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -339,7 +342,7 @@ class OrsNode:
                 self.core.wall = self.wall()
                 self._do(self.core.tick(now))
 
-    def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    def _start_soon(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 

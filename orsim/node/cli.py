@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -20,7 +19,7 @@ from orsim.node._startup import read_startup
 from orsim.wire import TcpNetwork
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "node",
         help="run an ORS node application",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from orsim.errors import UsageError
 
 DEFAULT_OUT = Path(".orsim/search")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from orsim.node import MUTATIONS
     from orsim.search._schedule import FAULT_KINDS
 

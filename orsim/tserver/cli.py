@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import trio
 
@@ -13,7 +12,7 @@ from orsim.runtime import run_server
 from orsim.tserver import TServer
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "tserver",
         help="run the simulated SIP Server/T-Server",

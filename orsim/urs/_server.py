@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import os
 from functools import partial
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.config import Application, Options
 from orsim.errors import ConfigError
@@ -67,7 +68,7 @@ class UrsServer:
     requests: int = 0
     _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
     #: The logger of the per-call line (bound once, not per call).
-    _call_log: Any = None
+    _call_log: FilteringBoundLogger | None = None
 
     @classmethod
     def from_application(cls, app: Application) -> UrsServer:

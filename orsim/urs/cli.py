@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import trio
 
@@ -12,7 +11,7 @@ from orsim.runtime import run_server
 from orsim.urs import UrsServer
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "urs",
         help="run the simulated Universal Routing Server",
