@@ -149,11 +149,11 @@ def soak_document(
     }))  # fmt: skip
 
 
-def _ms(value: Any) -> str:
+def _ms(value: object) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def _s(value: Any) -> str:
+def _s(value: object) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
