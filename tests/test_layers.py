@@ -6,8 +6,9 @@ Rules, for an import in module M of module (or name) T, both inside ``orsim``:
    that holds it; only modules inside that package may import it. Every other package
    uses the public API: the package's ``__init__`` (or a public module of it).
 2. **No import goes up.** Each module sits in one layer of ``LAYERS`` (lowest first): its
-   package's, or its own for a top-level module. M may import T only from a lower layer,
-   or from its own package. Two packages that share a layer do not import each other.
+   package's, or its own for a top-level module. M may import T from a lower layer, or
+   from its own package in its own layer; two packages that share a layer do not import
+   each other. A module in no layer fails until it is placed.
 3. **Commands sit above the packages.** The command modules that ``orsim.cli`` registers
    (``COMMAND_MODULES``: ``orsim/<package>/cli.py`` and ``orsim/cluster/demo.py``) turn
    argv into calls on any package, so they form the ``commands`` layer, above every
@@ -18,9 +19,11 @@ Rules, for an import in module M of module (or name) T, both inside ``orsim``:
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import attrs
+import pytest
 
 from orsim.cli import COMMAND_MODULES
 
@@ -132,7 +135,11 @@ def check_module(
     if rank is None:
         return [
             Violation(
-                path, 1, module, "-", f"{layer_of(module)!r} is in no layer: add it to LAYERS"
+                path,
+                1,
+                module,
+                "-",
+                f"rule 2: {layer_of(module)!r} is in no layer: add it to LAYERS",
             )
         ]
     for line, imported, dotted in imports_of(module, ast.parse(source, path), is_package):
@@ -141,7 +148,14 @@ def check_module(
             owner, name = private
             if module != owner and not module.startswith(owner + "."):
                 violations.append(
-                    Violation(path, line, module, name, f"private to {owner}: use its public API")
+                    Violation(
+                        path,
+                        line,
+                        module,
+                        name,
+                        f"rule 1, private stays home: {name} is private to {owner}; "
+                        f"import from {owner}",
+                    )
                 )
         # ``from orsim.cluster import cli`` imports the command module itself.
         target = dotted if dotted in COMMANDS else imported
@@ -149,7 +163,7 @@ def check_module(
         target_rank = _RANK.get(target_layer)
         if target_rank is None:
             violations.append(
-                Violation(path, line, module, target, f"{target_layer!r} is in no layer")
+                Violation(path, line, module, target, f"rule 2: {target_layer!r} is in no layer")
             )
         elif target_rank > rank:
             violations.append(
@@ -158,7 +172,8 @@ def check_module(
                     line,
                     module,
                     target,
-                    f"upward: layer {layer_of(module)!r} may not import layer {target_layer!r}",
+                    f"rule 2, no import goes up: layer {target_layer!r} is above "
+                    f"layer {layer_of(module)!r}",
                 )
             )
         elif target_rank == rank and unit_of(target) != unit_of(module):
@@ -168,8 +183,8 @@ def check_module(
                     line,
                     module,
                     target,
-                    f"sideways: {unit_of(module)!r} and {unit_of(target)!r} share layer "
-                    f"{target_layer!r}",
+                    f"rule 2, no import goes sideways: {unit_of(module)!r} and "
+                    f"{unit_of(target)!r} share layer {target_layer!r}",
                 )
             )
     # ``from orsim.cli import a, b`` is one violation, not two.
@@ -195,10 +210,18 @@ def test_imports_respect_the_layers() -> None:
     assert not violations, "\n".join(map(str, violations))
 
 
-def test_every_module_has_a_layer() -> None:
-    """A new package or top-level module fails until it is placed in LAYERS."""
-    names = {layer_of(module_name(path)) for path in PACKAGE.rglob("*.py")}
-    assert names <= set(_RANK), sorted(names - set(_RANK))
+PACKAGES = sorted(path.parent.name for path in PACKAGE.glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_each_package_lists_its_public_api(name: str) -> None:
+    """A package's ``__all__`` is its public API: every name in it resolves (those
+    ``orsim.testing`` takes from the simulation on first use included)."""
+    package = importlib.import_module(f"orsim.{name}")
+    public = getattr(package, "__all__", None)
+    assert public is not None, f"orsim.{name} has no __all__"
+    missing = [n for n in public if getattr(package, n, None) is None]
+    assert not missing, f"orsim.{name}.__all__ names what it does not have: {missing}"
 
 
 def test_checker_flags_synthetic_bad_imports() -> None:
@@ -213,25 +236,36 @@ def test_checker_flags_synthetic_bad_imports() -> None:
         "from orsim.wire import Connection\n"  # fine
     )
     found = check_module("orsim.config._bad", source, "orsim/config/_bad.py")
-    assert [(v.line, v.rule.split(":")[0]) for v in found] == [
-        (1, "private to orsim.node"),
-        (1, "upward"),
-        (3, "upward"),
-        (4, "sideways"),
-        (5, "upward"),
+    assert [(v.line, _rule(v)) for v in found] == [
+        (1, "rule 1, private stays home"),
+        (1, "rule 2, no import goes up"),
+        (3, "rule 2, no import goes up"),
+        (4, "rule 2, no import goes sideways"),
+        (5, "rule 2, no import goes up"),
     ]
-    assert str(found[0]).startswith("orsim/config/_bad.py:1: orsim.config._bad imports ")
+    assert str(found[0]) == (
+        "orsim/config/_bad.py:1: orsim.config._bad imports orsim.node._core: rule 1, private "
+        "stays home: orsim.node._core is private to orsim.node; import from orsim.node"
+    )
+    assert str(found[1]).endswith("layer 'node' is above layer 'config'")
+
+
+def test_a_module_in_no_layer_fails() -> None:
+    """A new package fails the check until it is placed in LAYERS."""
+    [found] = check_module("orsim.newpkg._x", "import trio\n", "orsim/newpkg/_x.py")
+    assert "'newpkg' is in no layer" in found.rule
 
 
 def test_commands_sit_above_packages() -> None:
-    """A package module may not import a command module; a command imports packages."""
+    """A command imports any package and its own package's commands; a package module
+    imports no command, and one package's command no other's."""
     assert not check_module("orsim.urs.cli", "from orsim.confserv import ConfServClient\n", "u")
-    assert [
-        v.rule.split(":")[0]
-        for v in check_module("orsim.cluster._plan", "from orsim.cluster.cli import run\n", "p")
-    ] == ["upward"]
-    assert [
-        v.rule.split(":")[0]
-        for v in check_module("orsim.urs.cli", "from orsim.tserver.cli import x\n", "u")
-    ] == ["sideways"]
     assert not check_module("orsim.cluster.demo", "from orsim.cluster.cli import x\n", "d")
+    upward = check_module("orsim.cluster._plan", "from orsim.cluster.cli import run\n", "p")
+    assert [_rule(v) for v in upward] == ["rule 2, no import goes up"]
+    sideways = check_module("orsim.urs.cli", "from orsim.tserver.cli import x\n", "u")
+    assert [_rule(v) for v in sideways] == ["rule 2, no import goes sideways"]
+
+
+def _rule(violation: Violation) -> str:
+    return violation.rule.split(":")[0]

@@ -2,8 +2,11 @@
 
 Pure (sans-IO) parts re-exported here: assignment of calls to Nodes (``assign``), the
 primary/backup role machine (``RoleMachine`` with its events and actions), and the
-call-watching rules (``Watcher``).
+call-watching rules (``Watcher``). The process itself: ``OrsNode`` (its trio shell),
+``read_startup`` (its configuration) and ``follow_changes`` (live option changes).
 """
+
+from __future__ import annotations
 
 from orsim.node._assignment import Assignment as Assignment
 from orsim.node._assignment import NodeInfo as NodeInfo
@@ -39,3 +42,40 @@ from orsim.node._watch import Verdict as Verdict
 from orsim.node._watch import Watcher as Watcher
 from orsim.node._watch import WatchKind as WatchKind
 from orsim.node._watch import decide as decide
+
+__all__ = [
+    "MUTATIONS",
+    "Action",
+    "Assignment",
+    "ClaimEpoch",
+    "ClaimLost",
+    "ClaimWon",
+    "Decision",
+    "EpochObserved",
+    "Event",
+    "Fence",
+    "Fenced",
+    "HandOver",
+    "ModeChanged",
+    "NodeInfo",
+    "OrsNode",
+    "PartnerLost",
+    "PartnerSeen",
+    "RecoverSessions",
+    "Role",
+    "RoleError",
+    "RoleMachine",
+    "StepDown",
+    "StopRequested",
+    "SwitchoverFailed",
+    "SwitchoverRequested",
+    "SwitchoverTimedOut",
+    "Verdict",
+    "WatchKind",
+    "Watcher",
+    "assign",
+    "decide",
+    "follow_changes",
+    "read_startup",
+    "set_mutation",
+]
