@@ -30,13 +30,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 import orsim
 from orsim.bench._stats import Row
 from orsim.bench._topology import topology_yaml
+
+if TYPE_CHECKING:
+    from orsim.config import ConfigDatabase
 
 #: The 2-Node topology of the scenario library.
 TWO_NODES = Path(orsim.__file__).resolve().parent.parent / "scenarios/topologies/two-nodes.yaml"
@@ -139,7 +142,7 @@ def measure_cluster(nodes: int, rate: float, load_s: float) -> Row:
     return row
 
 
-async def _cluster_run(db: Any, nodes: int, rate: float, load_s: float) -> Row:
+async def _cluster_run(db: ConfigDatabase, nodes: int, rate: float, load_s: float) -> Row:
     from orsim.sim import open_sim_cluster, start_order
 
     started = time.perf_counter()
