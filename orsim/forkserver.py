@@ -17,7 +17,7 @@ Protocol, one JSON object per line over the server's stdin and stdout:
 The server ignores SIGINT (the launcher decides when to stop) and exits when its stdin
 closes; its children live on, each in its own session. Each child runs
 ``orsim.cli.main``, so this module sits above the command line; starting a server and
-taking the prestarted one live in ``orsim._prestart``, which commands and the launcher
+taking the prestarted one live in ``orsim._prestart``, which ``orsim.cli`` and the launcher
 import. Until it forks, the server imports only the standard library and ``PRELOAD``.
 """
 
