@@ -17,13 +17,17 @@ time, and cancelling the task ends the wait as usual.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
 
 class TimerClock(Protocol):
     """A clock that wakes alarms itself (see ``orsim.sim.SimClock``)."""
+
+    def current_time(self) -> float:
+        """The clock's time now (as ``trio.current_time``)."""
+        ...
 
     def add_timer(self, deadline: float, alarm: Alarm, token: int) -> None:
         """Call ``alarm.ring(token)`` from the run loop once ``deadline`` has come."""
@@ -45,7 +49,7 @@ class Alarm:
     __slots__ = ("_clock", "_event", "_pending", "_task", "_token")
 
     def __init__(self) -> None:
-        self._clock: Any = timer_clock()
+        self._clock = timer_clock()
         self._task: trio.lowlevel.Task | None = None
         #: Which of the clock's timers for this alarm still counts (older ones are stale).
         self._token = 0
@@ -71,7 +75,7 @@ class Alarm:
             self._clock.add_timer(deadline, self, self._token)
         self._task = trio.lowlevel.current_task()
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
             self._task = None
             self._token += 1  # its timer no longer counts
             return trio.lowlevel.Abort.SUCCEEDED

@@ -15,8 +15,10 @@ Protocol, one JSON object per line over the server's stdin and stdout:
   returncodes: the exit status, or minus the signal number).
 
 The server ignores SIGINT (the launcher decides when to stop) and exits when its stdin
-closes; its children live on, each in its own session. This module imports only the
-standard library, so the launcher can start the server before its own imports.
+closes; its children live on, each in its own session. Each child runs
+``orsim.cli.main``, so this module sits above the command line; starting a server and
+taking the prestarted one live in ``orsim._prestart``, which ``orsim.cli`` and the launcher
+import. Until it forks, the server imports only the standard library and ``PRELOAD``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -43,34 +44,6 @@ PRELOAD = (
     "orsim.node.cli",
     "orsim.cluster.cli",
 )
-
-_prestarted: subprocess.Popen[bytes] | None = None
-
-
-def command() -> list[str]:
-    """The command line that runs a fork server with this interpreter."""
-    return [sys.executable, "-m", "orsim.forkserver"]
-
-
-def prestart() -> None:
-    """Start a fork server now, for the launcher to take later (see ``take_prestarted``).
-
-    Called first thing by commands that launch a cluster, so the server's imports run on
-    another core while the launcher imports its own modules and validates the database.
-    """
-    global _prestarted
-    if _prestarted is None:
-        _prestarted = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-
-def take_prestarted() -> subprocess.Popen[bytes] | None:
-    """The prestarted fork server, if any (each is handed out once)."""
-    global _prestarted
-    server, _prestarted = _prestarted, None
-    return server
-
-
-# -- the server ------------------------------------------------------------------------
 
 
 def serve(preload: Sequence[str] = PRELOAD) -> int:

@@ -6,9 +6,10 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 
@@ -44,9 +45,11 @@ def configure_logging(stream: TextIO | None = None, level: str = "info") -> None
     )
 
 
-def get_logger(**context: Any) -> Any:
+def get_logger(**context: object) -> FilteringBoundLogger:
     """A structlog logger with ``context`` bound."""
-    return structlog.get_logger().bind(**context)
+    # The wrapper class ``configure_logging`` sets (structlog's default one filters too).
+    logger: FilteringBoundLogger = structlog.get_logger()
+    return logger.bind(**context)
 
 
 def set_log_level(level: str) -> None:

@@ -1,4 +1,4 @@
-"""Running a server process: logging set-up, graceful stop on SIGTERM/SIGINT."""
+"""Running a process under trio: logging set-up, graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from orsim.logs import configure_logging, get_logger
+
+#: Exit code after an interrupt, as shells report SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 async def run_until_signal(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
@@ -35,3 +38,28 @@ def run_server(main: Callable[[trio.Nursery], Awaitable[None]], log_level: str =
     configure_logging(level=log_level)
     trio.run(run_until_signal, main)
     return 0
+
+
+def run_cancellable(main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main`` under trio; SIGINT/SIGTERM cancel it and give exit code 130."""
+
+    async def guarded() -> int:
+        code = EXIT_INTERRUPTED
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+                async def body() -> None:
+                    nonlocal code
+                    code = await main()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch)
+                nursery.start_soon(body)
+        return code
+
+    return trio.run(guarded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,10 @@ def test_table_says_when_no_rate_kept_the_latency_target() -> None:
 def test_routed_rate_is_the_rate_over_the_routing_span() -> None:
     steady = [{"created_at": i / 1500, "routed_at": i / 1500 + 0.004} for i in range(4500)]
     assert routed_rate(steady) == pytest.approx(1500.0)
-    lost = [{"created_at": 0.0, "routed_at": None}, {"created_at": 0.1, "routed_at": 0.2}]
+    lost: list[dict[str, float | None]] = [
+        {"created_at": 0.0, "routed_at": None},
+        {"created_at": 0.1, "routed_at": 0.2},
+    ]
     assert routed_rate(lost) is None  # one routed call has no rate
     assert routed_rate([]) is None
 
@@ -475,8 +479,10 @@ def test_soak_report_and_exit_status(tmp_path: Path) -> None:
 
 
 async def test_soak_counts_a_raising_run_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    results = iter([_run("KILL", 20.0), RuntimeError("cluster would not start"),
-                    _run("switchover", 30.0, lost=1)])  # fmt: skip
+    results: Iterator[dict[str, Any] | Exception] = iter(
+        [_run("KILL", 20.0), RuntimeError("cluster would not start"),
+         _run("switchover", 30.0, lost=1)]
+    )  # fmt: skip
 
     async def fake(fault: str, addp: float, **_: Any) -> dict[str, Any]:
         result = next(results)

@@ -13,6 +13,7 @@ from orsim.bench._sim import (
     measure_library,
 )
 from orsim.bench._suite import make_plan, parse_only
+from orsim.scenario._model import Sleep
 from orsim.scenario._session import load_all
 
 
@@ -24,7 +25,7 @@ def test_the_library_scenario_is_a_valid_scenario(tmp_path: Path) -> None:
     verbs = [step.verb for step in scenario.steps]
     assert verbs.count("kill") == 1 and verbs.count("start") == 1
     assert verbs.count("stop") == 1 and verbs.count("continue") == 1
-    sleeps = sum(step.action.low for step in scenario.steps if step.verb == "sleep")
+    sleeps = sum(step.action.low for step in scenario.steps if isinstance(step.action, Sleep))
     assert 55 < sleeps < 60
 
 

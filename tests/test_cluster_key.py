@@ -135,7 +135,7 @@ async def test_a_launched_cluster_refuses_what_a_keyless_client_asks_to_change(
             await _refused(conns["ORS_1"], "switchover", {})
             await _refused(conns["URS"], "select_target", {"call_id": "x"})
             await _refused(proxy, "partition", {"pairs": [["ORS_1", "ORS_1_B"]]})
-            assert (await tserver.request("ledger", {}))["created"] == 0  # type: ignore[index]
+            assert (await tserver.request("ledger", {}))["created"] == 0
             assert await conns["confserv"].request("get_application", {"name": "ORS_1"})
             ors = conns["ORS_1"]
             await ors.push("member", {"app": "ORS_1_B", "node_id": 1, "data_center": "DC1",

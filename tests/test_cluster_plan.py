@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orsim.cluster import Manifest, RunDir
+from orsim.cluster import AppEntry, Manifest, RunDir
 from orsim.cluster._plan import (
     CONFSERV_APP,
     STORE_TYPE,
@@ -80,7 +80,7 @@ def topology(nodes: int, legacy: bool = False) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def plan(tmp_path: Path, text: str) -> tuple:  # type: ignore[type-arg]
+def plan(tmp_path: Path, text: str) -> tuple[AppEntry, ...]:
     path = tmp_path / "db.yaml"
     path.write_text(text)
     db = load_database(path)

@@ -7,14 +7,15 @@ every call routed exactly once, none lost, none duplicated.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
 
-from orsim.config import load_database
-from orsim.testing._sim import SimCluster, open_sim_cluster
+from orsim.config import ConfigDatabase, load_database
+from orsim.testing import SimCluster, open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ADDP = 1.0  # the demo topology's addp-timeout on every link
@@ -23,7 +24,7 @@ HEARTBEAT = 0.25
 
 
 @pytest.fixture
-def db():  # type: ignore[no-untyped-def]
+def db() -> ConfigDatabase:
     return load_database(TOPOLOGY)
 
 
@@ -33,14 +34,16 @@ async def drive(sim: SimCluster, calls: int, rate: float = 50.0) -> None:
 
     async def settled() -> bool:
         ledger = await sim.ledger()
-        return ledger["created"] >= calls and ledger["in_flight"] == 0
+        created: int = ledger["created"]
+        in_flight: int = ledger["in_flight"]
+        return created >= calls and in_flight == 0
 
     with trio.fail_after(calls / rate + 60):
         while not await settled():
             await trio.sleep(0.1)
 
 
-async def assert_clean(sim: SimCluster, calls: int) -> dict[str, int]:
+async def assert_clean(sim: SimCluster, calls: int) -> dict[str, Any]:
     ledger = await sim.ledger()
     assert ledger["created"] == calls
     assert ledger["lost"] == 0, ledger
@@ -50,7 +53,7 @@ async def assert_clean(sim: SimCluster, calls: int) -> dict[str, int]:
 
 
 async def test_steady_state_two_nodes_share_the_calls(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Primaries are primary, backups are backup, and both Nodes route calls."""
     async with open_sim_cluster(db) as sim:
@@ -68,7 +71,7 @@ async def test_steady_state_two_nodes_share_the_calls(
 
 
 async def test_one_link_per_pair_between_nodes_and_both_ways_within_one(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The halves of a Node dial each other; between Nodes only the smaller name dials.
     Everyone still sees, and hears the mode of, everyone else."""
@@ -95,7 +98,7 @@ async def test_one_link_per_pair_between_nodes_and_both_ways_within_one(
 
 
 async def test_primary_crash_backup_takes_over_at_once(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A crashed primary (closed links) is replaced by its backup well within addp-timeout."""
     async with open_sim_cluster(db) as sim:
@@ -114,7 +117,7 @@ async def test_primary_crash_backup_takes_over_at_once(
 
 
 async def test_primary_hang_detected_within_addp_plus_heartbeat(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A hung primary (silent, links open) is replaced within peer ADDP + one heartbeat."""
     async with open_sim_cluster(db) as sim:
@@ -136,7 +139,7 @@ async def test_primary_hang_detected_within_addp_plus_heartbeat(
 
 
 async def test_reserved_node_creates_sessions_when_assigned_node_is_silent(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """With both halves of Node 1 gone, Node 2 (the Reserved Node) serves every call."""
     async with open_sim_cluster(db) as sim:
@@ -153,7 +156,7 @@ async def test_reserved_node_creates_sessions_when_assigned_node_is_silent(
 
 
 async def test_graceful_switchover_loses_no_call(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A switchover asked of a primary hands the Node over with no call lost or doubled."""
     async with open_sim_cluster(db) as sim:
@@ -170,7 +173,7 @@ async def test_graceful_switchover_loses_no_call(
 
 
 async def test_live_call_watching_timeout_reaches_every_node(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Changing the list's call-watching-timeout applies at once on every running node."""
     async with open_sim_cluster(db) as sim:
@@ -187,7 +190,7 @@ async def test_live_call_watching_timeout_reaches_every_node(
 
 
 async def test_sessions_of_a_dead_node_are_adopted(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Both halves of Node 1 die holding sessions: Node 2 adopts and routes them, 0 lost."""
     urs = db.applications["URS"]

@@ -24,18 +24,26 @@ VALUES = st.text(max_size=8)
 OPTIONS = st.dictionaries(SECTIONS, st.dictionaries(KEYS, VALUES, max_size=4), max_size=5)
 
 
-def app(name: str = "ORS_1", options: Options | None = None, **kw: object) -> Application:
-    fields: dict[str, object] = {
-        "name": name,
-        "type": "OrchestrationServer",
-        "host": "h",
-        "address": "127.0.0.1",
-        "port": 7000,
-        "options": options or {},
-        "connections": (AppConnection("SIP"), AppConnection("URS")),
-    }
-    fields.update(kw)
-    return Application(**fields)  # type: ignore[arg-type]
+def app(
+    name: str = "ORS_1",
+    options: Options | None = None,
+    *,
+    backup: str | None = None,
+    primary: str | None = None,
+    connections: tuple[AppConnection, ...] = (AppConnection("SIP"), AppConnection("URS")),
+) -> Application:
+    """An ORS application (a primary with ``backup``, or the backup of ``primary``)."""
+    return Application(
+        name=name,
+        type="OrchestrationServer",
+        host="h",
+        address="127.0.0.1",
+        port=7000,
+        backup=backup,
+        primary=primary,
+        options=options or {},
+        connections=connections,
+    )
 
 
 def txn(annex: Options, name: str = "C1") -> Transaction:

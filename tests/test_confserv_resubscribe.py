@@ -15,10 +15,10 @@ import trio.lowlevel
 from helpers import free_ports
 
 from orsim.config import Application, Options, load_database
+from orsim.confserv import serve_configured
 from orsim.confserv._server import serve_confserv
 from orsim.confserv.client import ConfServClient
 from orsim.tserver._server import TServer
-from orsim.tserver.cli import serve_configured
 from orsim.urs._server import UrsServer
 from orsim.wire import TcpNetwork
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import trio
 from helpers import free_ports
 
+from orsim._prestart import command
 from orsim.cluster._procs import ForkServer, pid_alive, wait_exit
-from orsim.forkserver import command
 from orsim.wire import TcpNetwork, connected
 
 DEMO = Path(__file__).resolve().parent.parent / "scenarios" / "topologies" / "demo.yaml"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -13,7 +12,7 @@ from orsim.fuzz import NAMES, fuzz
 from orsim.fuzz import _harness as harness
 from orsim.fuzz._gen import JsonGen
 from orsim.node._assignment import assign
-from orsim.wire import Connection, Message, Request, RequestFailed
+from orsim.wire import Connection, Json, Message, Request, RequestFailed
 
 #: Inputs per target here; `make fuzz` runs 1,000,000 of the same generator.
 BUDGET = 3000
@@ -32,13 +31,14 @@ def _request(gen: JsonGen, conn: Connection) -> Message:
     return Request(1, gen.choice(["ok", "bug", "refused", "unchecked"]), {})
 
 
-async def _handler(conn: Connection, request: Request) -> Any:
+async def _handler(conn: Connection, request: Request) -> Json:
     if request.method == "bug":
         raise AttributeError("a handler bug")
     if request.method == "refused":
         raise RequestFailed("bad_request", "no")
     if request.method == "unchecked":
-        return {}["missing"]
+        nothing: dict[str, Json] = {}
+        return nothing["missing"]  # a KeyError: the handler bug this target must report
     if request.method == "hang":
         await trio.sleep_forever()
     return {}

@@ -46,15 +46,15 @@ def test_identical_resend_is_the_original_success() -> None:
     assert (first.resent, again.resent) == (False, True)
     assert again.record == first.record
     assert again.latency_ms == pytest.approx(250.0)
-    others = [
-        {"app": "ORS_1_B", "node_id": 7, "epoch": 1, "target": "A"},  # the partner
-        {"app": "ORS_1", "node_id": 7, "epoch": 2, "target": "A"},  # a later epoch
-        {"app": "ORS_1", "node_id": 7, "epoch": 1, "target": "B"},  # another target
-        {"app": "ORS_1", "node_id": 8, "epoch": 1, "target": "A"},  # another Node
+    others = [  # app, node_id, epoch, target
+        ("ORS_1_B", 7, 1, "A"),  # the partner
+        ("ORS_1", 7, 2, "A"),  # a later epoch
+        ("ORS_1", 7, 1, "B"),  # another target
+        ("ORS_1", 8, 1, "A"),  # another Node
     ]
-    for other in others:
+    for app, node_id, epoch, target in others:
         with pytest.raises(DuplicateRoute):
-            ledger.route("c1", now=101.0, **other)  # type: ignore[arg-type]
+            ledger.route("c1", now=101.0, app=app, node_id=node_id, epoch=epoch, target=target)
     counts = ledger.counts()
     assert (counts.routed, counts.resent, counts.duplicates) == (1, 1, 4)
     assert counts.by_app == {"ORS_1": 1}

@@ -31,7 +31,7 @@ from orsim.node._core import (
 )
 from orsim.node._membership import MemberInfo
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
-from orsim.testing._sim import open_sim_cluster
+from orsim.testing import open_sim_cluster
 
 DEMO = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 

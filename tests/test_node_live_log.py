@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -14,7 +15,7 @@ import trio.testing
 from orsim.config import load_database
 from orsim.config import takes_effect as _takes_effect
 from orsim.logs import configure_logging, get_logger, set_log_level
-from orsim.testing._sim import open_sim_cluster
+from orsim.testing import open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 
@@ -43,11 +44,15 @@ async def test_log_verbose_changed_live_sets_the_level(
     an unknown value is refused and changes nothing."""
     async with open_sim_cluster(load_database(TOPOLOGY)) as sim:
         node = sim.nodes["ORS_1"]
+
+        def at(level: str) -> Callable[[], bool]:
+            return lambda: node.log_level == level
+
         try:
             for verbose, level in (("all", "debug"), ("none", "warning"), ("bogus", "warning"),
                                    ("standard", "info")):  # fmt: skip
                 await sim.set_option("ORS_1", "log", "verbose", verbose)
-                await sim.wait_until(lambda lv=level: node.log_level == lv, timeout=5)
+                await sim.wait_until(at(level), timeout=5)
                 assert node.log_level == level, verbose
         finally:
             structlog.reset_defaults()

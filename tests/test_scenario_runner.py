@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ HEADLINE = [
 ]
 
 
-def write_scenario(tmp_path: Path, name: str, steps: list[dict[str, Any]]) -> Path:
+def write_scenario(tmp_path: Path, name: str, steps: Sequence[object]) -> Path:
+    """A scenario file of ``steps`` (YAML data, as a user writes them) on the two-Node topology."""
     path = tmp_path / f"{name}.yaml"
     doc = {"name": name, "topology": str(TOPOLOGY), "seed": 5, "steps": steps}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

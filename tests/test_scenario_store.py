@@ -27,7 +27,7 @@ needs_redis = pytest.mark.skipif(
 
 
 class FakeCluster:
-    """Records the verbs it gets; its status has a ``redis`` row."""
+    """Records the verbs it gets (a ``ClusterLike``); its status has a ``redis`` row."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
@@ -43,6 +43,27 @@ class FakeCluster:
 
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         self.calls.append(("partition", a, b))
+
+    async def switchover(self, node: str) -> None:
+        self.calls.append(("switchover", node))
+
+    async def delay(self, a: str, b: str, ms: float) -> None:
+        self.calls.append(("delay", a, b, str(ms)))
+
+    async def load(self, rate: float, duration: float | None = None) -> None:
+        self.calls.append(("load", str(rate), str(duration)))
+
+    async def stop_load(self) -> None:
+        self.calls.append(("stop_load",))
+
+    async def ledger(self, records: bool = False) -> dict[str, Any]:
+        return {"created": 0}
+
+    async def set_option(self, object: str, section: str, key: str, value: str) -> None:
+        self.calls.append(("set_option", object, section, key, value))
+
+    async def down(self) -> None:
+        self.calls.append(("down",))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from orsim.errors import ClusterError
 from orsim.sim import START_DELAY, SimClusterHandle
 from orsim.testing import wait_for_mode
 from orsim.wire import MemoryNetwork
+from orsim.wire._transport import NonBlockingStream
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "scenarios" / "topologies" / "two-nodes.yaml"
@@ -174,8 +175,9 @@ async def test_latency_counts_against_the_buffer(autojump_clock: trio.testing.Mo
     net = MemoryNetwork(buffer_size=10)
     client, server = await pair(net)
     net.delay("a", "b", 1.0)
-    assert client.send_nowait(b"x" * 25) == 10  # type: ignore[attr-defined]
-    assert client.send_nowait(b"y") == 0  # type: ignore[attr-defined]
+    assert isinstance(client, NonBlockingStream)
+    assert client.send_nowait(b"x" * 25) == 10
+    assert client.send_nowait(b"y") == 0
     assert await server.receive_some() == b"x" * 10
 
 

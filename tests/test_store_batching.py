@@ -4,6 +4,7 @@ each with its own outcome; the in-loop fast path and the thread path agree."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,9 @@ async def test_operations_behind_a_lock_share_a_batch_and_keep_their_outcomes(
         blocker.execute("BEGIN IMMEDIATE")  # another process writing
         outcomes: dict[str, object] = {}
 
-        async def attempt(name: str, op: object) -> None:
+        async def attempt(name: str, op: Awaitable[object]) -> None:
             try:
-                outcomes[name] = await op  # type: ignore[misc]
+                outcomes[name] = await op
             except StaleEpoch:
                 outcomes[name] = "stale"
 

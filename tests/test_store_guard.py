@@ -9,16 +9,17 @@ T-Server. The ledger is the ground truth throughout: 0 lost, 0 duplicated.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from orsim.config import load_database
+from orsim.config import ConfigDatabase, load_database
 from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, StaleEpoch, StoreError, StoreUnavailable
 from orsim.store._memory import MemoryStore
-from orsim.testing._sim import SimCluster, open_sim_cluster
+from orsim.testing import SimCluster, open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ORS_APPS = ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")
@@ -124,11 +125,12 @@ async def test_a_failing_backend_degrades_at_once(
 
 
 @pytest.fixture
-def db():  # type: ignore[no-untyped-def]
+def db() -> ConfigDatabase:
     return load_database(TOPOLOGY)
 
 
-async def settle(sim: SimCluster, timeout: float = 60) -> dict[str, int]:
+async def settle(sim: SimCluster, timeout: float = 60) -> dict[str, Any]:
+    """The ledger (``SimCluster.ledger``) once no call is in flight."""
     with trio.fail_after(timeout):
         while True:
             ledger = await sim.ledger()
@@ -149,7 +151,7 @@ def primaries(sim: SimCluster, node_id: int) -> list[str]:
 
 
 async def test_store_outage_longer_than_router_timeout_loses_no_call(
-    db, autojump_clock: trio.testing.MockClock
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The store stalls for 15 s under load (router-timeout is 10 s): every call is routed
     once, nobody changes mode, and sessions are written again once it is back."""
@@ -176,7 +178,7 @@ async def test_store_outage_longer_than_router_timeout_loses_no_call(
 
 @pytest.mark.parametrize("fault", ["crash", "hang"])
 async def test_takeover_while_the_store_is_away_claims_at_the_tserver(
-    db, autojump_clock: trio.testing.MockClock, fault: str
+    db: ConfigDatabase, autojump_clock: trio.testing.MockClock, fault: str
 ) -> None:
     """With the store away, a primary crashes or hangs: its backup claims the next epoch at
     the T-Server (compare-and-set there), so exactly one application acts for the Node

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from orsim.config import load_database
-from orsim.testing._sim import open_sim_cluster
+from orsim.testing import open_sim_cluster
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 

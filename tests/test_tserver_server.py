@@ -449,5 +449,5 @@ async def test_a_client_that_registers_hears_the_calls_already_waiting(
             assert (told.call_id, told.dn) == (waiting, "5000")
             assert told.deadline == pytest.approx(told.created_at + 10.0)
             await trio.testing.wait_all_tasks_blocked()
-            later = [p.params.get("call_id") for p in _drain(b.pushes)]
+            later = [p.data.get("call_id") for p in _drain(b.pushes)]
             assert routed not in later and elsewhere not in later

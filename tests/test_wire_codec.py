@@ -64,7 +64,7 @@ def decode_all(data: bytes, chunks: list[int]) -> list[Message]:
         decoder.receive_data(data[position : position + size])
         position += size
         while (message := decoder.next_message()) is not NEED_DATA:
-            out.append(message)  # type: ignore[arg-type]
+            out.append(message)
         if position >= len(data):
             break
     return out

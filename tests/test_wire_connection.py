@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 import pytest
 import trio
@@ -11,7 +12,9 @@ import trio.testing
 from orsim.errors import ConnectionLost, RemoteError
 from orsim.wire import (
     Connection,
+    Json,
     MemoryNetwork,
+    Network,
     Push,
     Request,
     RequestFailed,
@@ -92,12 +95,16 @@ async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
 ) -> None:
     """An inline handler's answers and errors are those of a task's; one that has to wait
     is answered by a task while later requests are answered meanwhile."""
-    net = TcpNetwork() if network == "tcp" else MemoryNetwork()
-    server = net if network == "tcp" else net.for_app("S")  # type: ignore[union-attr]
-    client = net if network == "tcp" else net.for_app("C")  # type: ignore[union-attr]
+    server: Network
+    client: Network
+    if network == "tcp":
+        server = client = TcpNetwork()
+    else:
+        memory = MemoryNetwork()
+        server, client = memory.for_app("S"), memory.for_app("C")
     port = await nursery.start(
         lambda task_status: serve_app(
-            server,  # type: ignore[arg-type]
+            server,
             "127.0.0.1",
             0,
             app="S",
@@ -107,7 +114,7 @@ async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
             task_status=task_status,
         )
     )
-    async with connected(client, "127.0.0.1", port, app="C", app_type="Client") as c:  # type: ignore[arg-type]
+    async with connected(client, "127.0.0.1", port, app="C", app_type="Client") as c:
         assert await c.request("echo", {"a": [1, "x"]}) == {"a": [1, "x"]}
         with pytest.raises(RemoteError) as info:
             await c.request("fail")
@@ -117,9 +124,9 @@ async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
         assert info.value.code == "bad_request"
         order: list[object] = []
 
-        async def ask(method: str, params: dict[str, object]) -> None:
+        async def ask(method: str, params: Mapping[str, Json]) -> None:
             try:
-                order.append(await c.request(method, params))
+                order.append(await c.request(method, dict(params)))
             except RemoteError as exc:
                 order.append(exc.code)
 
@@ -282,6 +289,9 @@ class _ResettingNetwork:
         await trio.lowlevel.checkpoint()
         return _ResetOnSend()
 
+    async def listen(self, host: str, port: int) -> tuple[trio.abc.Listener[trio.abc.Stream], int]:
+        raise AssertionError("the test only connects")
+
 
 async def test_a_reset_while_the_hello_goes_out_is_a_lost_connection() -> None:
     """The handshake's send fails like its read does: ConnectionLost, which every client's
@@ -291,7 +301,7 @@ async def test_a_reset_while_the_hello_goes_out_is_a_lost_connection() -> None:
 
     with pytest.raises(ConnectionLost, match="during handshake"):
         await open_connection(
-            _ResettingNetwork(),  # type: ignore[arg-type]
+            _ResettingNetwork(),
             "127.0.0.1",
             1,
             app="ORS_1",

@@ -13,3 +13,6 @@ counts each run ok or failed (exit status 1 if any failed).
 """
 
 from __future__ import annotations
+
+#: Nothing to import: the suite runs as ``python -m orsim.bench``.
+__all__: list[str] = []

@@ -98,11 +98,11 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-def _int_or_none(value: Any) -> int | None:
+def _int_or_none(value: object) -> int | None:
     return int(value) if is_number(value) else None
 
 
-def _float_or_none(value: Any) -> float | None:
+def _float_or_none(value: object) -> float | None:
     return float(value) if is_number(value) else None
 
 

@@ -73,7 +73,7 @@ def medians(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[Row]]:
     }
 
 
-def _num(value: Any, spec: str = ".0f", unit: str = "") -> str:
+def _num(value: object, spec: str = ".0f", unit: str = "") -> str:
     return "?" if value is None else f"{value:{spec}}{unit}"
 
 

@@ -30,13 +30,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import trio
 
 import orsim
 from orsim.bench._stats import Row
 from orsim.bench._topology import topology_yaml
+
+if TYPE_CHECKING:
+    from orsim.config import ConfigDatabase
 
 #: The 2-Node topology of the scenario library.
 TWO_NODES = Path(orsim.__file__).resolve().parent.parent / "scenarios/topologies/two-nodes.yaml"
@@ -93,8 +96,7 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
     # a library of scenarios imports them once, and the speed is the simulation's
     # (importing them is about 0.06 s, 5% of a 60 s run's wall time).
     import orsim.sim  # noqa: F401
-    from orsim.scenario._session import load_all
-    from orsim.scenario._sim import run_scenario_sim, sim_logs
+    from orsim.scenario import load_all, run_scenario_sim, sim_logs
 
     with tempfile.TemporaryDirectory(prefix="orsim-bench-sim-") as tmp:
         path = Path(tmp) / "library.yaml"
@@ -128,7 +130,7 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
 def measure_cluster(nodes: int, rate: float, load_s: float) -> Row:
     """Start a ``nodes``-Node cluster in this process and load it; its row."""
     from orsim.config import load_database
-    from orsim.scenario._sim import sim_logs
+    from orsim.scenario import sim_logs
     from orsim.sim import run_seeded
 
     with tempfile.TemporaryDirectory(prefix="orsim-bench-sim-") as tmp:
@@ -140,9 +142,8 @@ def measure_cluster(nodes: int, rate: float, load_s: float) -> Row:
     return row
 
 
-async def _cluster_run(db: Any, nodes: int, rate: float, load_s: float) -> Row:
-    from orsim.sim import open_sim_cluster
-    from orsim.sim._cluster import start_order
+async def _cluster_run(db: ConfigDatabase, nodes: int, rate: float, load_s: float) -> Row:
+    from orsim.sim import open_sim_cluster, start_order
 
     started = time.perf_counter()
     async with open_sim_cluster(db, start_nodes=False, seed=SEED) as sim:

@@ -8,7 +8,6 @@ duplicated call): one such run makes the row not met, whatever the median speed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from orsim.bench._sim import SPEED_TARGET, library_ok
 from orsim.bench._stats import Row, median_rows
@@ -36,7 +35,7 @@ def summarize_sim(runs: Sequence[Row]) -> list[Row]:
     return rows
 
 
-def _num(value: Any, spec: str = ".0f", unit: str = "") -> str:
+def _num(value: object, spec: str = ".0f", unit: str = "") -> str:
     return "?" if value is None else f"{value:{spec}}{unit}"
 
 

@@ -42,6 +42,7 @@ from orsim.bench._outcome import (
 from orsim.bench._progress import Bar, progress_bar, say
 from orsim.bench._report import finite, git_commit, render_grid, write_results
 from orsim.bench._stats import Row
+from orsim.runtime import EXIT_INTERRUPTED
 
 #: The soak's warm-up: the fault falls once ``ORS_1`` has routed this many calls.
 SOAK_WARMUP_CALLS = 100
@@ -51,7 +52,6 @@ RUN_TIMEOUT_S = 180.0
 #: The issue's bar: this many failover runs in a row, every one ok.
 DEFAULT_SOAK_RUNS = 200
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 SOAK_HEADER = ("kind", "bound", "runs", "ok", "lost>0", "dup>0", "no takeover",
                "over bound", "errors", "gap median", "gap max", "run time")  # fmt: skip
@@ -149,11 +149,11 @@ def soak_document(
     }))  # fmt: skip
 
 
-def _ms(value: Any) -> str:
+def _ms(value: object) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
-def _s(value: Any) -> str:
+def _s(value: object) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 Row = dict[str, Any]
 
 
-def is_number(value: object) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
+    """True for an int or a float, never for a bool (JSON rows hold both)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
@@ -263,9 +262,9 @@ async def run_suite(plan: Plan, only: Sequence[str]) -> dict[str, list[Row]]:
     return sections
 
 
-def _s(value: Any) -> str:
+def _s(value: object) -> str:
     return "?" if value is None else f"{value:.2f} s"
 
 
-def _ms(value: Any) -> str:
+def _ms(value: object) -> str:
     return "?" if value is None else f"{value:.0f} ms"

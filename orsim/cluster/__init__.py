@@ -12,16 +12,26 @@ from orsim.cluster._faults import FaultTable as FaultTable
 from orsim.cluster._handle import MAX_LOAD_RATE as MAX_LOAD_RATE
 from orsim.cluster._handle import ClusterHandle as ClusterHandle
 from orsim.cluster._handle import stop_processes as stop_processes
+from orsim.cluster._plan import CONFSERV_APP as CONFSERV_APP
+from orsim.cluster._plan import STORE_TYPE as STORE_TYPE
+from orsim.cluster._plan import cluster_name as cluster_name
+from orsim.cluster._plan import plan_apps as plan_apps
 from orsim.cluster._plan import store_app_names as store_app_names
 from orsim.cluster._proxy import FaultProxy as FaultProxy
 from orsim.cluster._proxy import Route as Route
 from orsim.cluster._proxy import serve_proxy as serve_proxy
+from orsim.cluster._redis import REDIS_TYPE as REDIS_TYPE
 from orsim.cluster._rundir import AppEntry as AppEntry
 from orsim.cluster._rundir import Manifest as Manifest
 from orsim.cluster._rundir import RunDir as RunDir
+from orsim.cluster._status import cluster_status as cluster_status
+from orsim.cluster._status import node_primary as node_primary
 
 __all__ = [
+    "CONFSERV_APP",
     "MAX_LOAD_RATE",
+    "REDIS_TYPE",
+    "STORE_TYPE",
     "AppEntry",
     "ClusterHandle",
     "FaultProxy",
@@ -29,6 +39,10 @@ __all__ = [
     "Manifest",
     "Route",
     "RunDir",
+    "cluster_name",
+    "cluster_status",
+    "node_primary",
+    "plan_apps",
     "serve_proxy",
     "stop_processes",
     "store_app_names",

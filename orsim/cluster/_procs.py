@@ -23,10 +23,10 @@ from typing import Protocol
 
 import trio
 
+from orsim._prestart import command as fork_server_command
+from orsim._prestart import take_prestarted
 from orsim.cluster._redis import REDIS_DIR, REDIS_PROGRAM
 from orsim.errors import ClusterError
-from orsim.forkserver import command as fork_server_command
-from orsim.forkserver import take_prestarted
 
 #: How to run ``orsim`` with the same interpreter and package as the launcher.
 ORSIM_COMMAND = (sys.executable, "-m", "orsim.cli")

@@ -26,8 +26,14 @@ import trio
 
 from orsim.config import CLUSTER, STORE, ConfigDatabase, storage_of
 from orsim.errors import OrsimError, UnreachableError
-from orsim.store import RedisLocation, parse_store_url
-from orsim.store._resp import NEED_DATA, ErrorReply, ReplyParser, encode_command
+from orsim.store import (
+    NEED_DATA,
+    ErrorReply,
+    RedisLocation,
+    ReplyParser,
+    encode_command,
+    parse_store_url,
+)
 
 REDIS_APP = "redis"
 REDIS_TYPE = "Redis"

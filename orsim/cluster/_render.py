@@ -20,7 +20,7 @@ _LEVEL_STYLES = {"error": "bold red", "critical": "bold red", "warning": "yellow
 _LOG_KEYS = ("ts", "level", "event", "timestamp")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     return "—" if value is None else str(value)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,9 @@ from orsim.cluster._render import format_log_line, load_line, parse_log_line, st
 from orsim.cluster._rundir import DEFAULT_RUN_DIR, RunDir
 from orsim.errors import EXIT_OK, ClusterError
 from orsim.logs import configure_logging
+from orsim.runtime import run_cancellable
 from orsim.wire import TcpNetwork
 
-#: Exit code after an interrupt, as shells report SIGINT.
-EXIT_INTERRUPTED = 130
 _PUBLIC = (
     "up",
     "status",
@@ -49,7 +47,7 @@ _PUBLIC = (
 )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "cluster",
         help="launch and drive a local cluster (up, status, kill, start, down...)",
@@ -165,31 +163,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _run_dir(args: argparse.Namespace) -> str | None:
     return args.run_dir if args.run_dir is not None else os.environ.get("ORSIM_RUN_DIR")
-
-
-def run_cancellable(main: Callable[[], Awaitable[int]]) -> int:
-    """Run ``main`` under trio; SIGINT/SIGTERM cancel it and give exit code 130."""
-
-    async def guarded() -> int:
-        code = EXIT_INTERRUPTED
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def watch() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
-                async def body() -> None:
-                    nonlocal code
-                    code = await main()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch)
-                nursery.start_soon(body)
-        return code
-
-    return trio.run(guarded)
 
 
 @contextmanager

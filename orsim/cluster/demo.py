@@ -16,8 +16,9 @@ import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
-from orsim.cluster.cli import make_console, progress_display, run_cancellable
+from orsim.cluster.cli import make_console, progress_display
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
+from orsim.runtime import run_cancellable
 
 DEMO_CONFIG = Path("scenarios/topologies/demo.yaml")
 DEMO_RUN_DIR = Path(".orsim/demo")
@@ -25,7 +26,7 @@ DEMO_RUN_DIR = Path(".orsim/demo")
 STEP_TIMEOUT = 20.0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="start the demo cluster and show a failover",

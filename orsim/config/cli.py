@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import trio
 
-from orsim.cli import add_genesys_args
 from orsim.config._effective import effective_options
 from orsim.config._ini import parse_options_ini
 from orsim.config._loader import lint_database
 from orsim.config._option_table import option_rows, options_markdown, options_text
+from orsim.confserv import add_genesys_args
 from orsim.errors import ConfigError
 
 T = TypeVar("T")

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.config import (
     ConfigDatabase,
@@ -83,7 +84,7 @@ class ConfServ:
     connections: set[Connection] = attrs.Factory(set)
     change_count: int = 0
     _change_lock: trio.Lock = attrs.Factory(trio.Lock)
-    _log: Any = attrs.Factory(lambda: get_logger(app=APP_NAME))
+    _log: FilteringBoundLogger = attrs.Factory(lambda: get_logger(app=APP_NAME))
 
     def replay(self) -> None:
         """Re-apply the journal's changes on top of the YAML database (at start)."""

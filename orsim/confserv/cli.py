@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from typing import Any
 
 import trio
 
@@ -33,7 +32,7 @@ exit codes: 0 stopped by a signal, 2 usage error, 3 configuration error,
 4 the port cannot be bound, 1 anything else (a damaged state file)."""
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "confserv",
         help="run the mock Configuration Server over a YAML database",

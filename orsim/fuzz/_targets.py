@@ -181,7 +181,7 @@ CONFSERV_METHODS: dict[str, dict[str, Maker]] = {
 
 @asynccontextmanager
 async def confserv(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
-    from orsim.confserv._server import ConfServ
+    from orsim.confserv import ConfServ
 
     server = ConfServ(database())  # no journal: changes live in memory
     make = request(CONFSERV_METHODS)
@@ -226,7 +226,7 @@ def _learn_calls(gen: JsonGen, request: Request, result: Any) -> None:
 
 @asynccontextmanager
 async def tserver(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
-    from orsim.tserver._server import TServer
+    from orsim.tserver import TServer
 
     server = TServer.from_application(database().applications["SIP_Server"])
     view = MemoryNetwork().for_app("SIP_Server")
@@ -271,7 +271,7 @@ URS_METHODS: dict[str, dict[str, Maker]] = {
 
 @asynccontextmanager
 async def urs(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
-    from orsim.urs._server import UrsServer
+    from orsim.urs import UrsServer
 
     server = UrsServer.from_application(database().applications["URS"])
     make = request(URS_METHODS)

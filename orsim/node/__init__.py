@@ -2,12 +2,19 @@
 
 Pure (sans-IO) parts re-exported here: assignment of calls to Nodes (``assign``), the
 primary/backup role machine (``RoleMachine`` with its events and actions), and the
-call-watching rules (``Watcher``).
+call-watching rules (``Watcher``). The process itself: ``OrsNode`` (its trio shell),
+``read_startup`` (its configuration) and ``follow_changes`` (live option changes).
 """
+
+from __future__ import annotations
 
 from orsim.node._assignment import Assignment as Assignment
 from orsim.node._assignment import NodeInfo as NodeInfo
 from orsim.node._assignment import assign as assign
+from orsim.node._core import ModeChanged as ModeChanged
+from orsim.node._live import follow_changes as follow_changes
+from orsim.node._mutations import MUTATIONS as MUTATIONS
+from orsim.node._mutations import set_mutation as set_mutation
 from orsim.node._role import Action as Action
 from orsim.node._role import ClaimEpoch as ClaimEpoch
 from orsim.node._role import ClaimLost as ClaimLost
@@ -28,8 +35,47 @@ from orsim.node._role import StopRequested as StopRequested
 from orsim.node._role import SwitchoverFailed as SwitchoverFailed
 from orsim.node._role import SwitchoverRequested as SwitchoverRequested
 from orsim.node._role import SwitchoverTimedOut as SwitchoverTimedOut
+from orsim.node._runtime import OrsNode as OrsNode
+from orsim.node._startup import read_startup as read_startup
 from orsim.node._watch import Decision as Decision
 from orsim.node._watch import Verdict as Verdict
 from orsim.node._watch import Watcher as Watcher
 from orsim.node._watch import WatchKind as WatchKind
 from orsim.node._watch import decide as decide
+
+__all__ = [
+    "MUTATIONS",
+    "Action",
+    "Assignment",
+    "ClaimEpoch",
+    "ClaimLost",
+    "ClaimWon",
+    "Decision",
+    "EpochObserved",
+    "Event",
+    "Fence",
+    "Fenced",
+    "HandOver",
+    "ModeChanged",
+    "NodeInfo",
+    "OrsNode",
+    "PartnerLost",
+    "PartnerSeen",
+    "RecoverSessions",
+    "Role",
+    "RoleError",
+    "RoleMachine",
+    "StepDown",
+    "StopRequested",
+    "SwitchoverFailed",
+    "SwitchoverRequested",
+    "SwitchoverTimedOut",
+    "Verdict",
+    "WatchKind",
+    "Watcher",
+    "assign",
+    "decide",
+    "follow_changes",
+    "read_startup",
+    "set_mutation",
+]

@@ -10,10 +10,9 @@ A lost Configuration Server (restarted, say) is reconnected to; the node keeps s
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.config import LOG_VERBOSE, EffectiveOptions, effective_options, takes_effect
 from orsim.errors import ConfigError, ConnectionLost, RemoteError
@@ -23,7 +22,7 @@ from orsim.node._startup import Startup, call_watching_timeout_ms
 from orsim.wire import Network
 
 
-def apply_options(node: OrsNode, options: EffectiveOptions, log: Any) -> None:
+def apply_options(node: OrsNode, options: EffectiveOptions, log: FilteringBoundLogger) -> None:
     """Apply the dynamic options of ``options`` to a running node."""
     verbose = options.get(LOG_VERBOSE.section, LOG_VERBOSE.key)
     if verbose is not None and verbose.strip():

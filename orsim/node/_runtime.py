@@ -20,10 +20,11 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVarTuple
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim._alarm import Alarm
 from orsim.config import CALL_WATCHING_TIMEOUT, LOG_VERBOSE
@@ -99,6 +100,8 @@ from orsim.wire import (
     serve_app,
 )
 
+Ts = TypeVarTuple("Ts")
+
 #: Longest a switchover request waits for the roles to swap (s).
 _SWITCHOVER_TIMEOUT = 20.0
 #: Frames waiting for one peer beyond which further pushes to it are dropped (the peer
@@ -160,7 +163,7 @@ class OrsNode:
     log_level: str = "info"
     #: Set when a graceful stop is over: the process should exit now (status 0).
     exited: trio.Event = attrs.Factory(trio.Event)
-    log: Any = None
+    log: FilteringBoundLogger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -340,7 +343,7 @@ class OrsNode:
                 self.core.wall = self.wall()
                 self._do(self.core.tick(now))
 
-    def _start_soon(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    def _start_soon(self, fn: Callable[[*Ts], Awaitable[None]], *args: *Ts) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
 

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.errors import ConnectionLost, UnreachableError
 from orsim.logs import get_logger
@@ -65,7 +66,7 @@ class StoreGuard:
     unpersisted: int = 0
     _pending: dict[tuple[int, str], int] = attrs.Factory(dict)
     _went_degraded: trio.Event = attrs.Factory(trio.Event)
-    _log: Any = None
+    _log: FilteringBoundLogger = attrs.field(init=False)
     #: The store's ``answers_at_once`` (an in-memory store has one), else None.
     _at_once: Callable[[], bool] | None = None
 

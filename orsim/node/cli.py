@@ -6,12 +6,11 @@ import argparse
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from orsim import __version__
-from orsim.cli import add_genesys_args, confserv_addresses
+from orsim.confserv import add_genesys_args, confserv_addresses
 from orsim.errors import UsageError
 from orsim.logs import configure_logging, get_logger
 from orsim.node._live import follow_changes
@@ -20,7 +19,7 @@ from orsim.node._startup import read_startup
 from orsim.wire import TcpNetwork
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "node",
         help="run an ORS node application",

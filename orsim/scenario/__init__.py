@@ -50,6 +50,7 @@ from orsim.scenario._load import check_document as check_document
 from orsim.scenario._load import load_scenario as load_scenario
 from orsim.scenario._load import parse_scenario as parse_scenario
 from orsim.scenario._load import scenario_schema as scenario_schema
+from orsim.scenario._model import CONFSERV_APP as CONFSERV_APP
 from orsim.scenario._model import Scenario as Scenario
 from orsim.scenario._model import Step as Step
 from orsim.scenario._report import report_html as report_html
@@ -58,7 +59,10 @@ from orsim.scenario._runner import ClusterFactory as ClusterFactory
 from orsim.scenario._runner import ClusterLike as ClusterLike
 from orsim.scenario._runner import ScenarioResult as ScenarioResult
 from orsim.scenario._runner import run_scenario as run_scenario
+from orsim.scenario._session import load_all as load_all
 from orsim.scenario._session import run_files as run_files
+from orsim.scenario._sim import run_scenario_sim as run_scenario_sim
+from orsim.scenario._sim import sim_logs as sim_logs
 from orsim.scenario._timeline import AppState as AppState
 from orsim.scenario._timeline import Event as Event
 from orsim.scenario._timeline import Sample as Sample
@@ -66,6 +70,7 @@ from orsim.scenario._timeline import Timeline as Timeline
 from orsim.scenario._timeline import Verdict as Verdict
 
 __all__ = [
+    "CONFSERV_APP",
     "AppState",
     "ClusterFactory",
     "ClusterLike",
@@ -80,12 +85,15 @@ __all__ = [
     "evaluate",
     "expectation_label",
     "junit_xml",
+    "load_all",
     "load_scenario",
     "parse_scenario",
     "report_html",
     "run_files",
     "run_scenario",
+    "run_scenario_sim",
     "scenario_schema",
+    "sim_logs",
     "write_junit",
     "write_report",
 ]

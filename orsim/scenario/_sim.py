@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -38,6 +38,10 @@ from orsim.scenario._model import Scenario
 from orsim.scenario._report import write_report
 from orsim.scenario._runner import ClusterLike, Output, ScenarioResult, run_scenario
 from orsim.scenario._session import DEFAULT_RUN_ROOT, fresh_run_dir, load_all, summarize
+
+if TYPE_CHECKING:
+    # The simulation itself is imported on first use: a real-process run never needs it.
+    from orsim.sim import Trace
 
 #: Ledger record fields that are times (simulated wall clock): traced as virtual times.
 _TIME_FIELDS = ("created_at", "deadline", "routed_at")
@@ -92,7 +96,7 @@ def run_scenario_sim(
     seed: int,
     out: Output = print,
     pace: Mapping[int, float] | None = None,
-) -> tuple[ScenarioResult, Any]:
+) -> tuple[ScenarioResult, Trace]:
     """Run one scenario in its own seeded trio run; (result, its ``Trace``).
 
     ``pace``: a replay's recorded step offsets (see ``run_scenario``).
@@ -125,8 +129,7 @@ def run_scenario_sim(
 
 def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
     """The runner's part of the trace: timeline events, ledger records, verdicts."""
-    from orsim.sim import SIM_EPOCH
-    from orsim.sim._trace import TIME_DIGITS, vtime
+    from orsim.sim import SIM_EPOCH, TIME_DIGITS, vtime
 
     timeline = result.timeline
     entries: list[dict[str, Any]] = []

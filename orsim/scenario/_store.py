@@ -18,8 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.cluster._plan import STORE_TYPE, store_app_names
-from orsim.cluster._redis import REDIS_TYPE
+from orsim.cluster import REDIS_TYPE, STORE_TYPE, store_app_names
 from orsim.config import load_database
 from orsim.errors import ClusterError
 from orsim.scenario._runner import ClusterFactory, ClusterLike
@@ -53,7 +52,7 @@ class RenamedApps:
     scenario uses -> the cluster's own, None where the cluster has none: the store at
     ``url`` runs outside it)."""
 
-    cluster: Any
+    cluster: ClusterLike
     renames: dict[str, str | None]
     url: str = ""
 
@@ -74,33 +73,33 @@ class RenamedApps:
         apps = [{**row, "app": back.get(row["app"], row["app"])} for row in status["apps"]]
         return {**status, "apps": apps}
 
-    async def kill(self, app: str, signal: str = "KILL") -> Any:
+    async def kill(self, app: str, signal: str = "KILL") -> object:
         return await self.cluster.kill(self._own(app), signal)
 
-    async def start(self, app: str) -> Any:
+    async def start(self, app: str) -> object:
         return await self.cluster.start(self._own(app))
 
-    async def partition(self, a: str, b: str, heal: bool = False) -> Any:
+    async def partition(self, a: str, b: str, heal: bool = False) -> object:
         return await self.cluster.partition(self._own(a), self._own(b), heal=heal)
 
-    async def delay(self, a: str, b: str, ms: float) -> Any:
+    async def delay(self, a: str, b: str, ms: float) -> object:
         return await self.cluster.delay(self._own(a), self._own(b), ms)
 
-    async def switchover(self, node: str) -> Any:
+    async def switchover(self, node: str) -> object:
         return await self.cluster.switchover(node)
 
-    async def load(self, rate: float, duration: float | None = None) -> Any:
+    async def load(self, rate: float, duration: float | None = None) -> object:
         return await self.cluster.load(rate, duration)
 
-    async def stop_load(self) -> Any:
+    async def stop_load(self) -> object:
         return await self.cluster.stop_load()
 
     async def ledger(self, records: bool = False) -> dict[str, Any]:
         ledger: dict[str, Any] = await self.cluster.ledger(records)
         return ledger
 
-    async def set_option(self, object: str, section: str, key: str, value: str) -> Any:
+    async def set_option(self, object: str, section: str, key: str, value: str) -> object:
         return await self.cluster.set_option(object, section, key, value)
 
-    async def down(self) -> Any:
+    async def down(self) -> object:
         return await self.cluster.down()

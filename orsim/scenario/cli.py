@@ -9,7 +9,6 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from orsim.errors import UsageError
 from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
@@ -17,7 +16,7 @@ from orsim.scenario._store import STORE_ENV, store_factory
 from orsim.store import parse_store_url
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "scenario",
         help="run failover scenarios against a fresh local cluster",
@@ -105,7 +104,7 @@ def run_command(args: argparse.Namespace) -> int:
         )
     # SIGINT/SIGTERM cancel the run: the runner's teardown (shielded) then brings the
     # cluster down, so no process outlives the command.
-    from orsim.cluster.cli import EXIT_INTERRUPTED, run_cancellable
+    from orsim.runtime import EXIT_INTERRUPTED, run_cancellable
     from orsim.scenario._runner import launch_cluster
 
     if store is not None:

@@ -9,8 +9,7 @@ from typing import Any
 import attrs
 import yaml
 
-from orsim.scenario._load import parse_scenario
-from orsim.scenario._runner import ScenarioResult
+from orsim.scenario import ScenarioResult, parse_scenario
 from orsim.search._schedule import Schedule
 from orsim.search._topology import SearchTopology
 
@@ -70,7 +69,7 @@ def run_schedule(
 ) -> Outcome:
     """Run ``schedule`` on ``topology`` in the simulation (its own seed); never raises for a
     failed run. The scenario is parsed from the very text ``write_scenario`` writes."""
-    from orsim.scenario._sim import run_scenario_sim
+    from orsim.scenario import run_scenario_sim
 
     source_dir = topology.path.parent
     document = schedule.document(topology, topology.path.name, name, description or name)

@@ -43,7 +43,7 @@ import attrs
 from hypothesis import strategies as st
 
 from orsim.config import CALL_WATCHING_TIMEOUT
-from orsim.scenario._model import CONFSERV_APP
+from orsim.scenario import CONFSERV_APP
 from orsim.search._topology import SearchTopology
 
 Step = dict[str, Any]

@@ -18,17 +18,22 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
 from orsim.logs import quiet_logs
-from orsim.node._mutations import set_mutation
+from orsim.node import set_mutation
 from orsim.search._check import Outcome, run_schedule, scenario_text
 from orsim.search._schedule import Schedule, check_fault_kinds, schedules
 from orsim.search._topology import SearchTopology, read_topology
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.sharedctypes import SynchronizedArray
+    from multiprocessing.synchronize import Event
 
 #: Seconds between two progress lines (or rewrites of the progress bar).
 PROGRESS_EVERY = 0.5
@@ -230,8 +235,7 @@ def _write(
     shrink_runs: int,
 ) -> Found:
     """Write the minimal schedule as a scenario and run that file as ``--sim`` would."""
-    from orsim.scenario._load import load_scenario
-    from orsim.scenario._sim import run_scenario_sim
+    from orsim.scenario import load_scenario, run_scenario_sim
     from orsim.search._check import violations
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +269,11 @@ def _write(
     return Found(schedule, outcome, path, replayed, shrink_runs)
 
 
+#: What a search process sends back: (its index, its minimal schedule or None, its tally,
+#: the runs its shrinking took).
+_JobResult = tuple[int, Schedule | None, Tally, int]
+
+
 def _parallel(
     topology: SearchTopology,
     budget: int,
@@ -279,7 +288,7 @@ def _parallel(
     context = multiprocessing.get_context("fork")
     counts = context.Array("i", jobs)
     stop = context.Event()
-    results = context.Queue()
+    results: Queue[_JobResult] = context.Queue()
     shares = [budget // jobs + (1 if i < budget % jobs else 0) for i in range(jobs)]
     workers = [
         context.Process(
@@ -291,7 +300,7 @@ def _parallel(
     ]
     for worker in workers:
         worker.start()
-    got: list[tuple[int, Schedule | None, Tally, int]] = []
+    got: list[_JobResult] = []
     while len(got) < jobs:
         try:
             got.append(results.get(timeout=PROGRESS_EVERY))
@@ -318,9 +327,9 @@ def _job_main(
     max_steps: int,
     faults: frozenset[str] | None,
     index: int,
-    counts: Any,
-    stop: Any,
-    results: Any,
+    counts: SynchronizedArray[int],
+    stop: Event,
+    results: Queue[_JobResult],
 ) -> None:
     topology = read_topology(path)
 

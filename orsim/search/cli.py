@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from orsim.errors import UsageError
 
 DEFAULT_OUT = Path(".orsim/search")
 
 
-def register(subparsers: Any) -> None:
-    from orsim.node._mutations import MUTATIONS
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from orsim.node import MUTATIONS
     from orsim.search._schedule import FAULT_KINDS
 
     parser = subparsers.add_parser(

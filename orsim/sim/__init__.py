@@ -36,18 +36,22 @@ from orsim.sim._cluster import SimCluster as SimCluster
 from orsim.sim._cluster import open_sim_cluster as open_sim_cluster
 from orsim.sim._cluster import run_id_of as run_id_of
 from orsim.sim._cluster import sim_wall as sim_wall
+from orsim.sim._cluster import start_order as start_order
 from orsim.sim._handle import START_DELAY as START_DELAY
 from orsim.sim._handle import SimClusterHandle as SimClusterHandle
 from orsim.sim._run import SimClock as SimClock
 from orsim.sim._run import run_seeded as run_seeded
 from orsim.sim._run import seed_scheduler as seed_scheduler
 from orsim.sim._run import sim_clock as sim_clock
+from orsim.sim._trace import TIME_DIGITS as TIME_DIGITS
 from orsim.sim._trace import Trace as Trace
+from orsim.sim._trace import vtime as vtime
 
 __all__ = [
     "CONFSERV",
     "SIM_EPOCH",
     "START_DELAY",
+    "TIME_DIGITS",
     "SimClock",
     "SimCluster",
     "SimClusterHandle",
@@ -58,4 +62,6 @@ __all__ = [
     "seed_scheduler",
     "sim_clock",
     "sim_wall",
+    "start_order",
+    "vtime",
 ]

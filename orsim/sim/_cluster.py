@@ -30,21 +30,21 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from orsim.config import ConfigDatabase
-from orsim.config._model import TSERVER_TYPES, Application
-from orsim.node._core import ModeChanged
-from orsim.node._live import follow_changes
-from orsim.node._runtime import OrsNode
-from orsim.node._startup import read_startup
+from orsim.config import TSERVER_TYPES, Application, ConfigDatabase
+from orsim.confserv import APP_NAME, APP_TYPE, ConfServ, ConfServClient
+from orsim.node import ModeChanged, OrsNode, follow_changes, read_startup
 from orsim.sim._trace import Trace
-from orsim.store import Session
-from orsim.store._memory import MemoryStore
+from orsim.store import MemoryStore, Session
+from orsim.tserver import TServer
+from orsim.urs import UrsServer
 from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
+
+T = TypeVar("T")
 
 #: Where the Configuration Server listens in a simulation.
 CONFSERV = ("confserv.sim", 2020)
@@ -159,12 +159,12 @@ class SimCluster:
     #: app -> the cancel scope of its current run ("process")
     scopes: dict[str, trio.CancelScope] = attrs.Factory(dict)
     nodes: dict[str, OrsNode] = attrs.Factory(dict)
-    tservers: dict[str, Any] = attrs.Factory(dict)
+    tservers: dict[str, TServer] = attrs.Factory(dict)
     #: app -> running | stopped | exited (as the launcher's ``process`` field)
     processes: dict[str, str] = attrs.Factory(dict)
     #: app -> the simulated pid of its current run
     pids: dict[str, int] = attrs.Factory(dict)
-    confserv: Any = None
+    confserv: ConfServ | None = None
     #: calls whose session was created (by anyone), and those created a second time
     created: set[str] = attrs.Factory(set)
     created_twice: list[str] = attrs.Factory(list)
@@ -181,7 +181,7 @@ class SimCluster:
         )
 
     @property
-    def tserver(self) -> Any:
+    def tserver(self) -> TServer | None:
         """The (first) T-Server's ``TServer`` object, None while it is down."""
         return next(iter(self.tservers.values()), None)
 
@@ -221,7 +221,7 @@ class SimCluster:
 
     # -- starting ----------------------------------------------------------------------
 
-    async def start(self, app_name: str) -> Any:
+    async def start(self, app_name: str) -> ConfServ | TServer | UrsServer | OrsNode | None:
         """Start (or restart) one application and wait until it serves; for an ORS
         application, until it has a role (returns its ``OrsNode``)."""
         kind = self.app_type(app_name)
@@ -245,9 +245,7 @@ class SimCluster:
         self.net.freeze(app, resume=True)
         self.thawed(app).set()
 
-    async def _spawn(
-        self, app: str, body: Callable[[trio.TaskStatus[Any]], Awaitable[None]]
-    ) -> Any:
+    async def _spawn(self, app: str, body: Callable[[trio.TaskStatus[T]], Awaitable[None]]) -> T:
         """Run ``body`` as ``app``'s process in a scope of its own; returns what it started."""
         if self.running(app):
             raise RuntimeError(f"{app} is already running")
@@ -255,30 +253,28 @@ class SimCluster:
         self.scopes[app] = scope
         self._ran(app)
 
-        async def run(task_status: trio.TaskStatus[Any]) -> None:
+        async def run(task_status: trio.TaskStatus[T]) -> None:
             with scope:
                 await body(task_status)
             if self.scopes.get(app) is scope and self.processes.get(app) != "exited":
                 self.processes[app] = "exited"
 
         try:
-            result = await self.nursery.start(run)
+            result: T = await self.nursery.start(run)
         except BaseException:
             self.processes[app] = "exited"
             raise
         self.trace.record("ready", app=app)
         return result
 
-    async def _start_confserv(self) -> Any:
-        from orsim.confserv._server import APP_NAME, APP_TYPE, ConfServ
-
+    async def _start_confserv(self) -> ConfServ:
         # Live changes survive a restart, as the real server's journal keeps them.
         db = self.db if self.confserv is None else self.confserv.db
         server = ConfServ(db, None)
         self.confserv = server
         view = self.net.for_app(CONFSERV_APP)
 
-        async def body(task_status: trio.TaskStatus[Any]) -> None:
+        async def body(task_status: trio.TaskStatus[int]) -> None:
             await serve_app(
                 view, CONFSERV[0], CONFSERV[1], app=APP_NAME, app_type=APP_TYPE,
                 handler=server.handle, on_connect=server.on_connect,
@@ -288,32 +284,26 @@ class SimCluster:
         await self._spawn(CONFSERV_APP, body)
         return server
 
-    async def _start_server(self, app_name: str, kind: str) -> Any:
+    async def _start_server(self, app_name: str, kind: str) -> TServer | UrsServer:
         """A T-Server or URS: read its Application from the Configuration Server, serve
         it and apply live changes, as ``orsim tserver``/``orsim urs`` do."""
-        from orsim.confserv.client import ConfServClient
-        from orsim.tserver._server import TServer
-        from orsim.urs._server import UrsServer
-
         view = self.net.for_app(app_name)
-        made: list[Any] = []
 
-        async def body(task_status: trio.TaskStatus[Any]) -> None:
+        async def body(task_status: trio.TaskStatus[TServer | UrsServer]) -> None:
             client = await ConfServClient.connect(
                 view, [CONFSERV], app=app_name, app_type=kind, timeout=10
             )
             async with client, trio.open_nursery() as nursery:
                 app: Application = await client.get_application(app_name)
+                server: TServer | UrsServer
                 if kind == "RoutingServer":
-                    server: Any = UrsServer.from_application(app)
+                    server = UrsServer.from_application(app)
                     await nursery.start(partial(server.serve, view))
                 else:
-                    server = TServer.from_application(app)
-                    self.tservers[app_name] = server
+                    server = self.tservers[app_name] = TServer.from_application(app)
                     await nursery.start(
                         partial(server.serve, view, run_id=self.run_id, wall_at_zero=SIM_EPOCH)
                     )
-                made.append(server)
                 task_status.started(server)
                 async for change in client.changes:
                     if change.kind == "application" and change.object == app_name:
@@ -323,11 +313,9 @@ class SimCluster:
         return await self._spawn(app_name, body)
 
     async def _start_node(self, app_name: str) -> OrsNode:
-        from orsim.confserv.client import ConfServClient
-
         view = self.net.for_app(app_name)
 
-        async def body(task_status: trio.TaskStatus[Any]) -> None:
+        async def body(task_status: trio.TaskStatus[OrsNode]) -> None:
             client = await ConfServClient.connect(
                 view, [CONFSERV], app=app_name, app_type="OrchestrationServer", timeout=10
             )
@@ -343,8 +331,7 @@ class SimCluster:
                 nursery.start_soon(follow_changes, view, [CONFSERV], startup, node)
                 task_status.started(node)
 
-        node: OrsNode = await self._spawn(app_name, body)
-        return node
+        return await self._spawn(app_name, body)
 
     # -- faults ------------------------------------------------------------------------
 

@@ -20,14 +20,15 @@ from typing import Any
 import attrs
 import trio
 
-from orsim.cluster._plan import (
+from orsim.cluster import (
     CONFSERV_APP,
+    Manifest,
     cluster_name,
+    cluster_status,
+    node_primary,
     plan_apps,
     store_app_names,
 )
-from orsim.cluster._rundir import Manifest
-from orsim.cluster._status import cluster_status, node_primary
 from orsim.config import ConfigDatabase, load_database
 from orsim.errors import (
     ClusterError,

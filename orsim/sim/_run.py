@@ -16,11 +16,14 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from heapq import heappop, heappush
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
+from orsim._alarm import Alarm
+
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 def seed_scheduler(seed: int) -> None:
@@ -71,7 +74,7 @@ class SimClock(trio.abc.Clock):
     def __init__(self) -> None:
         self._now = 0.0
         #: ``orsim._alarm.Alarm`` deadlines: (deadline, order, alarm, token).
-        self._timers: list[tuple[float, int, Any, int]] = []
+        self._timers: list[tuple[float, int, Alarm, int]] = []
         self._order = itertools.count()
 
     def start_clock(self) -> None:
@@ -82,7 +85,7 @@ class SimClock(trio.abc.Clock):
     def current_time(self) -> float:
         return self._now
 
-    def add_timer(self, deadline: float, alarm: Any, token: int) -> None:
+    def add_timer(self, deadline: float, alarm: Alarm, token: int) -> None:
         """Ring ``alarm`` (``alarm.ring(token)``) once ``deadline`` has come: the clock
         jumps to it as to a cancel scope's deadline, and wakes the waiting task without
         a cancellation (see ``orsim._alarm``). Ties ring in the order they were set."""
@@ -186,7 +189,7 @@ def no_automatic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def run_seeded(async_fn: Callable[..., Awaitable[T]], *args: Any, seed: int) -> T:
+def run_seeded(async_fn: Callable[[*Ts], Awaitable[T]], *args: *Ts, seed: int) -> T:
     """``trio.run(async_fn, *args)`` in virtual time with the scheduler seeded by ``seed``
     (and without automatic garbage collection meanwhile: ``no_automatic_gc``)."""
     seed_scheduler(seed)

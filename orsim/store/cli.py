@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -26,7 +25,7 @@ exit codes: 0 stopped (signal or idle), 2 usage error, 3 the path is not a sqlit
 1 another server already serves the file, or anything else."""
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "store",
         help="serve a SQLite session store to the nodes (started for you by `cluster up`)",

@@ -37,7 +37,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import trio
@@ -76,7 +76,18 @@ def resolve_topology(path: str | Path, test_path: Path | None) -> Path:
     return candidate.absolute()
 
 
-async def wait_for_mode(cluster: Any, app: str, mode: str, timeout: float = 15.0) -> Any:
+class StatusWaiter(Protocol):
+    """A cluster that waits on its own status: ``ClusterHandle``, ``SimClusterHandle`` or
+    ``FakeCluster``."""
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]: ...
+
+
+async def wait_for_mode(
+    cluster: StatusWaiter, app: str, mode: str, timeout: float = 15.0
+) -> dict[str, Any]:
     """Wait until ``app`` reports ``mode``; returns the status (raises on timeout)."""
 
     def holds(status: dict[str, Any]) -> bool:

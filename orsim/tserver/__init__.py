@@ -14,6 +14,7 @@ from orsim.tserver._ledger import RouteRefused as RouteRefused
 from orsim.tserver._ledger import StaleEpoch as StaleEpoch
 from orsim.tserver._ledger import UnknownCall as UnknownCall
 from orsim.tserver._server import TServer as TServer
+from orsim.tserver._server import router_timeout_of as router_timeout_of
 from orsim.tserver._server import serve_tserver as serve_tserver
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "TServer",
     "TServerClient",
     "UnknownCall",
+    "router_timeout_of",
     "serve_tserver",
 ]

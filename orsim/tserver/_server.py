@@ -52,11 +52,14 @@ from orsim.wire import (
     Push,
     Request,
     RequestFailed,
+    dispatch,
+    dispatch_inline,
     encode,
     frame_counts,
+    param,
     serve_app,
+    str_list,
 )
-from orsim.wire._params import dispatch, dispatch_inline, param, str_list
 
 DEFAULT_ROUTER_TIMEOUT = ROUTER_TIMEOUT.default_value
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or

@@ -3,93 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
-from functools import partial
-from typing import Any, NoReturn, Protocol
 
 import trio
 
-from orsim.cli import add_genesys_args, confserv_addresses
-from orsim.config._model import TSERVER_TYPES, Application, Options
-from orsim.errors import ConfigError, UsageError
+from orsim.config import TSERVER_TYPES
+from orsim.confserv import add_genesys_args, serve_configured
 from orsim.runtime import run_server
-from orsim.tserver._server import TServer
-from orsim.wire import Network, TcpNetwork
-
-LISTEN_PORT_ENV = "ORSIM_LISTEN_PORT"
+from orsim.tserver import TServer
 
 
-class ConfiguredServer(Protocol):
-    """What ``serve_configured`` runs: a server built from its Application."""
-
-    async def serve(
-        self,
-        network: Network,
-        *,
-        host: str | None = None,
-        port: int | None = None,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> NoReturn: ...
-
-    def apply_options(self, options: Options) -> None: ...
-
-
-def listen_port_override() -> int | None:
-    """``ORSIM_LISTEN_PORT`` if set (the launcher's fault proxy holds the public port)."""
-    raw = os.environ.get(LISTEN_PORT_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise UsageError(f"{LISTEN_PORT_ENV}={raw!r} is not a port number")
-    return port
-
-
-async def serve_configured(
-    args: argparse.Namespace,
-    *,
-    app_type: str,
-    accepted_types: tuple[str, ...],
-    build: Callable[[Application], ConfiguredServer],
-) -> None:
-    """Fetch ``args.app`` from the Configuration Server, serve it, apply live changes
-    (reconnecting to a restarted Configuration Server to keep getting them).
-
-    Raises:
-        UnreachableError: no Configuration Server answered within ``--connect-timeout``.
-        ConfigError: the Application is missing, of the wrong type, or has bad options.
-    """
-    listen_port = listen_port_override()
-    # Imported here: the command table must load even while the client is being built.
-    from orsim.confserv.client import ConfServClient
-    from orsim.confserv.follow import apply_changes, follow_application
-
-    network = TcpNetwork()
-    addresses = confserv_addresses(args)
-    client = await ConfServClient.connect(
-        network, addresses, app=args.app, app_type=app_type, timeout=args.connect_timeout
-    )
-    async with trio.open_nursery() as nursery:
-        async with client:
-            app = await client.get_application(args.app)
-            if app.type not in accepted_types:
-                raise ConfigError(
-                    f"application {app.name!r} is of type {app.type}; this command serves "
-                    + " or ".join(accepted_types)
-                )
-            server = build(app)
-            await nursery.start(partial(server.serve, network, port=listen_port))
-            await apply_changes(client, app.name, server.apply_options)
-        await follow_application(
-            network, addresses, app=app.name, app_type=app_type, apply=server.apply_options
-        )
-
-
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "tserver",
         help="run the simulated SIP Server/T-Server",

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 from orsim.config import URS_STRATEGY, URS_TARGETS, URS_THINK_TIME, Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
 from orsim.urs._selection import Selector, make_selector
-from orsim.wire import Connection, Json, Network, Request, frame_counts, serve_app
-from orsim.wire._params import dispatch, dispatch_inline, param
+from orsim.wire import (
+    Connection,
+    Json,
+    Network,
+    Request,
+    dispatch,
+    dispatch_inline,
+    frame_counts,
+    param,
+    serve_app,
+)
 
 
 @attrs.frozen
@@ -49,7 +59,7 @@ class UrsServer:
     requests: int = 0
     _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
     #: The logger of the per-call line (bound once, not per call).
-    _call_log: Any = None
+    _call_log: FilteringBoundLogger | None = None
 
     @classmethod
     def from_application(cls, app: Application) -> UrsServer:

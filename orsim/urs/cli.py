@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 import trio
 
-from orsim.cli import add_genesys_args
+from orsim.confserv import add_genesys_args, serve_configured
 from orsim.runtime import run_server
-from orsim.tserver.cli import serve_configured
-from orsim.urs._server import UrsServer
+from orsim.urs import UrsServer
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "urs",
         help="run the simulated Universal Routing Server",

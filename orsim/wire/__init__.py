@@ -33,6 +33,10 @@ from orsim.wire._messages import Push as Push
 from orsim.wire._messages import Request as Request
 from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
+from orsim.wire._params import dispatch as dispatch
+from orsim.wire._params import dispatch_inline as dispatch_inline
+from orsim.wire._params import param as param
+from orsim.wire._params import str_list as str_list
 from orsim.wire._transport import CLUSTER_KEY_ENV as CLUSTER_KEY_ENV
 from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
@@ -71,9 +75,13 @@ __all__ = [
     "connected",
     "create_cluster_key",
     "decode_body",
+    "dispatch",
+    "dispatch_inline",
     "encode",
     "frame_counts",
     "open_connection",
+    "param",
     "read_cluster_key",
     "serve_app",
+    "str_list",
 ]

@@ -587,7 +587,7 @@ class Connection:
                     if self.on_push is not None:
                         await self.on_push(self, message)
                 else:
-                    self._take(message, nursery)  # type: ignore[arg-type]
+                    self._take(message, nursery)
             if not data:
                 self.close_reason = self.close_reason or "closed by peer"
                 return

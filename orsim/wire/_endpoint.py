@@ -90,7 +90,7 @@ async def _read_one(stream: trio.abc.Stream, decoder: FrameDecoder) -> Message:
     while True:
         message = decoder.next_message()
         if message is not NEED_DATA:
-            return message  # type: ignore[return-value]
+            return message
         try:
             data = await stream.receive_some(65536)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

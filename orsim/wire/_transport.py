@@ -15,7 +15,7 @@ import errno
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -182,7 +182,7 @@ class _Pipe:
         with trio.move_on_at(self.delayed[0][0]):
             await trio.lowlevel.wait_task_rescheduled(self._abort_read)
 
-    def _abort_read(self, _: Any) -> trio.lowlevel.Abort:
+    def _abort_read(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         self.reader = None
         return trio.lowlevel.Abort.SUCCEEDED
 
