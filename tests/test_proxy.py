@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orsim.cluster import FaultProxy, FaultTable, Route
+from orsim.cluster._proxy import PROXY_CONTROL_CLIENT
 from orsim.errors import ConnectionLost, RemoteError
 from orsim.wire import (
     Connection,
@@ -248,3 +249,30 @@ async def test_relay_thread_carries_many_links_and_stops_when_idle(nursery: trio
     with trio.fail_after(5):
         while proxy._relay._running or proxy.status()["links"]:
             await trio.sleep(0.01)
+
+
+async def test_a_public_port_puts_the_control_client_through_to_control(
+    nursery: trio.Nursery,
+) -> None:
+    """A Hello named ``PROXY_CONTROL_CLIENT`` at a route's public port reaches the proxy's
+    control (another host's launcher has no other way in); with a cluster key, such a
+    client without it may read the proxy's status but not cut links."""
+    target = await start_echo(nursery)
+    proxy = FaultProxy(TcpNetwork(key="k"))
+    public: int = await nursery.start(proxy.serve_route, Route("S", HOST, 0, HOST, target))
+    await nursery.start(proxy.serve_control, HOST, 0)
+    keyed, keyless = TcpNetwork(key="k"), TcpNetwork(key="")
+    async with connected(keyed, HOST, public, app=PROXY_CONTROL_CLIENT, app_type="L") as conn:
+        assert conn.peer_app == "proxy"
+        assert await conn.request("partition", {"a": "A", "b": ["B", "C"]}) == {"links": 0}
+    assert proxy.faults.is_cut("A", "C")
+    async with connected(keyless, HOST, public, app=PROXY_CONTROL_CLIENT, app_type="L") as conn:
+        assert (await conn.request("status", {}))["partitions"] == [
+            {"a": "A", "b": "B"},
+            {"a": "A", "b": "C"},
+        ]
+        with pytest.raises(RemoteError, match="unauthorized"):
+            await conn.request("heal", {"a": "A", "b": "B"})
+    # Anyone else still reaches the route's application.
+    async with connected(keyed, HOST, public, app="C", app_type="T") as conn:
+        assert conn.peer_app == "S"

@@ -18,6 +18,7 @@ from orsim.scenario import check_document, load_scenario, parse_scenario, scenar
 from orsim.scenario._model import (
     FAULT_VERBS,
     FailoverGap,
+    Isolate,
     Load,
     ModeWithin,
     Partition,
@@ -316,3 +317,44 @@ def test_arbitrary_text_raises_only_config_errors(text: str) -> None:
         parse_scenario(text, SOURCE, load_topology=cached_topology)
     except ConfigError:
         pass
+
+
+def _demo_scenario(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "hosts", "topology": "topologies/demo.yaml", "steps": list(steps)}
+
+
+def test_host_faults_convert_and_unknown_hosts_are_named() -> None:
+    """``partition``/``heal`` take hosts as well as applications; ``isolate: HOST`` is a
+    fault and ``heal: HOST`` its repair; a name that is neither an application nor a host
+    with applications is refused, listing both."""
+    scenario = check_document(
+        _demo_scenario(
+            {"partition": ["east", "west"]},
+            {"heal": ["east", "ORS_2"]},
+            {"isolate": "west"},
+            {"heal": "west"},
+        ),
+        SOURCE,
+    )
+    actions = [s.action for s in scenario.steps]
+    assert actions == [
+        Partition("east", "west"),
+        Partition("east", "ORS_2", heal=True),
+        Isolate("west"),
+        Isolate("west", heal=True),
+    ]
+    assert "isolate" in FAULT_VERBS and scenario.steps[2].is_fault
+    assert scenario.host_apps("west") == ("ORS_2", "ORS_2_B")
+    with pytest.raises(ConfigError) as caught:
+        check_document(_demo_scenario({"partition": ["east", "north"]}, {"isolate": "ORS_1"}),
+                       SOURCE)  # fmt: skip
+    first, second = caught.value.problems
+    assert "step 1 (partition), field 'partition': 'north' is neither" in first
+    assert "hosts: east, local, west" in first
+    assert "step 2 (isolate), field 'isolate': 'ORS_1' is not a host" in second
+
+
+def test_isolate_needs_another_host() -> None:
+    """Isolating the only host of a topology is refused: nothing to cut it from."""
+    with pytest.raises(ConfigError, match="nothing to cut it from"):
+        check_document({**VALID, "steps": [{"isolate": "local"}]}, SOURCE)

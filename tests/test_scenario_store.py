@@ -44,6 +44,9 @@ class FakeCluster:
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         self.calls.append(("partition", a, b))
 
+    async def isolate(self, host: str, heal: bool = False) -> None:
+        self.calls.append(("isolate", host))
+
     async def switchover(self, node: str) -> None:
         self.calls.append(("switchover", node))
 

@@ -3,6 +3,8 @@
 Public API:
     ClusterHandle.up(config_path, run_dir, ports="given"|"auto", progress=None)
     ClusterHandle.attach(run_dir)
+    ClusterHandle.up(config_path, run_dir, host=NAME, key=KEY): one host of several
+    link_sides / isolate_sides: which application pairs a fault by host cuts
     FaultProxy / Route / serve_proxy: the fault proxy (also usable in-process in tests)
 """
 
@@ -12,6 +14,8 @@ from orsim.cluster._faults import FaultTable as FaultTable
 from orsim.cluster._handle import MAX_LOAD_RATE as MAX_LOAD_RATE
 from orsim.cluster._handle import ClusterHandle as ClusterHandle
 from orsim.cluster._handle import stop_processes as stop_processes
+from orsim.cluster._hosts import isolate_sides as isolate_sides
+from orsim.cluster._hosts import link_sides as link_sides
 from orsim.cluster._plan import CONFSERV_APP as CONFSERV_APP
 from orsim.cluster._plan import STORE_TYPE as STORE_TYPE
 from orsim.cluster._plan import cluster_name as cluster_name
@@ -41,6 +45,8 @@ __all__ = [
     "RunDir",
     "cluster_name",
     "cluster_status",
+    "isolate_sides",
+    "link_sides",
     "node_primary",
     "plan_apps",
     "serve_proxy",

@@ -21,15 +21,16 @@ import attrs
 import trio
 import yaml
 
-from orsim.cluster._hosts import link_sides
+from orsim.cluster._hosts import isolate_sides, link_sides, proxied_hosts
 from orsim.cluster._plan import (
     CONFSERV_APP,
     DEFAULT_CONFSERV_PORT,
     LOOPBACK,
     STORE_TYPE,
-    TIER_CONFSERV,
     cluster_name,
+    confserv_place,
     launched_apps,
+    node_hosts,
     plan_apps,
     redis_servers,
     rewrite_ports,
@@ -49,8 +50,9 @@ from orsim.cluster._procs import (
     spawn_program,
     wait_exit,
 )
-from orsim.cluster._proxy import PROXY_APP, Route
+from orsim.cluster._proxy import PROXY_APP, PROXY_CONTROL_CLIENT, Route
 from orsim.cluster._redis import (
+    REDIS_APP,
     REDIS_DIR,
     REDIS_PROGRAM,
     REDIS_TYPE,
@@ -58,16 +60,25 @@ from orsim.cluster._redis import (
     missing_program_error,
     ping_redis,
     probe_redis,
+    redis_stores,
     rewrite_store_urls,
     set_store,
 )
-from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic
-from orsim.cluster._status import cluster_status, node_primary, process_label
+from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic, write_secret
+from orsim.cluster._status import REMOTE_PROCESS, cluster_status, node_primary, process_label
 from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
-from orsim.errors import ClusterError, OrsimError, RemoteError, UnreachableError, UsageError
+from orsim.errors import (
+    ClusterError,
+    ConfigError,
+    OrsimError,
+    RemoteError,
+    UnreachableError,
+    UsageError,
+)
 from orsim.store import parse_store_url
 from orsim.wire import (
     CLUSTER_KEY_ENV,
+    KEY_FILE,
     Json,
     Network,
     TcpNetwork,
@@ -138,6 +149,8 @@ class ClusterHandle:
         confserv_port: int | None = None,
         ready_timeout: float = READY_TIMEOUT,
         store: str | None = None,
+        host: str | None = None,
+        key: str | None = None,
     ) -> ClusterHandle:
         """Validate the database, start every process in order and wait until all are ready.
 
@@ -150,6 +163,10 @@ class ClusterHandle:
             confserv_port: the Configuration Server's public port (``given``: 2020).
             store: a ``persistence/store`` URL that replaces the database's (every Node's):
                 the database served is a copy with it.
+            host: start only the applications placed on this topology host (one machine
+                of several: see ``_prepare``); the others are listed as ``remote``.
+            key: the cluster key to use (another host's); default: the run directory's,
+                made now if it has none. It is written to the run directory.
 
         Raises:
             ConfigError: the database (or ``store``) is broken (nothing is started).
@@ -160,27 +177,40 @@ class ClusterHandle:
         """
         if ports not in ("given", "auto"):
             raise UsageError(f"--ports must be 'given' or 'auto', not {ports!r}")
+        if host is not None and ports == "auto":
+            raise UsageError(
+                "--ports auto picks ports on one machine; with --host every machine must"
+                " find the others at the topology's ports: use them as given"
+            )
+        if key is not None and not key.strip():
+            raise UsageError("the cluster key is empty")
         rundir = RunDir.at(run_dir)
         # The fork server imports orsim on another core while the database is checked.
         forks = ForkServer.start()
         try:
             manifest = await trio.to_thread.run_sync(
-                _prepare, Path(config_path), rundir, ports, confserv_port, store
+                _prepare, Path(config_path), rundir, ports, confserv_port, store, host
             )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await forks.aclose()
             raise
+        if key is not None:
+            write_secret(rundir.root / KEY_FILE, key.strip() + "\n")
         key = create_cluster_key(rundir.root)
         handle = cls(rundir, manifest, network=TcpNetwork(key=key), forks=forks)
+        # What this host runs beyond the Configuration Server (started first, alone).
+        local = [e for e in manifest.apps if not e.remote and e.app != CONFSERV_APP]
         try:
             async with trio.open_nursery() as nursery:
                 # Nobody talks to the proxy before the Configuration Server is up.
                 nursery.start_soon(handle._start_proxy, progress, ready_timeout)
-                await handle._start_tier(
-                    [e for e in manifest.apps if e.tier == TIER_CONFSERV], progress, ready_timeout
-                )
-            for wave in start_waves(manifest.apps)[1:]:
+                confserv = manifest.entry(CONFSERV_APP)
+                if confserv.remote:
+                    await handle._wait_remote_confserv(confserv, progress, ready_timeout)
+                else:
+                    await handle._start_tier([confserv], progress, ready_timeout)
+            for wave in start_waves(local):
                 await handle._start_tier(wave, progress, ready_timeout)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -210,6 +240,28 @@ class ClusterHandle:
             _notify(progress, PROXY_APP, "failed")
             raise
         _notify(progress, PROXY_APP, "ready")
+
+    async def _wait_remote_confserv(
+        self, entry: AppEntry, progress: Progress | None, timeout: float
+    ) -> None:
+        """Wait until the Configuration Server of another host answers: this host's
+        servers would only retry it, then exit, if it is not up first."""
+        _notify(progress, entry.app, "starting")
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    await self._request_at(entry.host, entry.public_port, "status")
+                except _UNANSWERED:
+                    await trio.sleep(READY_POLL_INTERVAL * 5)
+                    continue
+                _notify(progress, entry.app, "ready")
+                return
+        _notify(progress, entry.app, "failed")
+        raise UnreachableError(
+            f"the Configuration Server of host {entry.host_name} ({entry.host}:"
+            f"{entry.public_port}) did not answer within {timeout:g}s; start that host"
+            f" first: orsim cluster up CONFIG.yaml --host {entry.host_name}"
+        )
 
     async def _start_tier(
         self, entries: list[AppEntry], progress: Progress | None, timeout: float
@@ -333,13 +385,15 @@ class ClusterHandle:
         method: str,
         params: dict[str, Json] | None = None,
         timeout: float = STATUS_TIMEOUT,
+        client: str = LAUNCHER_APP,
     ) -> Json:
-        """One request on a fresh connection (errors come out unwrapped)."""
+        """One request on a fresh connection (errors come out unwrapped); ``client``: the
+        name this side gives in its Hello."""
         failure: BaseException | None = None
         result: Json = None
         with trio.fail_after(timeout):
             async with connected(
-                self.network, host, port, app=LAUNCHER_APP, app_type=LAUNCHER_TYPE
+                self.network, host, port, app=client, app_type=LAUNCHER_TYPE
             ) as conn:
                 try:
                     result = await conn.request(method, params or {})
@@ -411,7 +465,8 @@ class ClusterHandle:
         for entry in self.manifest.apps:
             pid = pids.get(entry.app)
             state = process_state(pid) if pid is not None and pid_alive(pid) else None
-            processes[entry.app] = process_label(state)
+            # Another host's process: only its answer over the wire says how it is.
+            processes[entry.app] = REMOTE_PROCESS if entry.remote else process_label(state)
 
         async def ask(entry: AppEntry) -> None:
             if processes[entry.app] == "stopped":
@@ -479,7 +534,7 @@ class ClusterHandle:
         if signum is None:
             raise UsageError(f"unknown signal {signal!r} (use KILL, TERM, STOP or CONT)")
         if app != PROXY_APP:
-            self.manifest.entry(app)
+            self._local_entry(app, f"kill {app}")
         self._reap()
         pid = self.pids().get(app)
         if pid is None or not send_signal(pid, signum):
@@ -506,7 +561,7 @@ class ClusterHandle:
         Raises:
             ClusterError: ``app`` is not running, or did not stop within ``timeout``.
         """
-        self.manifest.entry(app)
+        self._local_entry(app, f"stop {app}")
         told = False
         with trio.move_on_after(timeout) as scope:
             while True:
@@ -540,7 +595,7 @@ class ClusterHandle:
         Raises:
             ClusterError: it is still running, or it died or was not ready in time.
         """
-        entry = self.manifest.entry(app)
+        entry = self._local_entry(app, f"start {app}")
         self._reap()
         pid = self.pids().get(app)
         if pid is not None and pid_alive(pid):
@@ -563,16 +618,99 @@ class ClusterHandle:
         """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
         application or a topology host (every application placed on it)."""
         ends = link_sides(self.manifest, a, b)
-        await self.request(PROXY_APP, "heal" if heal else "partition", ends)
+        await self._tell_proxies("heal" if heal else "partition", ends)
+
+    async def isolate(self, host: str, heal: bool = False) -> None:
+        """Cut (or, with ``heal``, restore) every link between an application on topology
+        host ``host`` and one on any other host."""
+        sides = isolate_sides(self.manifest, host)
+        await self._tell_proxies("heal" if heal else "partition", sides)
 
     async def delay(self, a: str, b: str, ms: float) -> None:
         """Delay every chunk between ``a`` and ``b`` (applications or hosts) by ``ms``
         milliseconds (0: no delay)."""
-        await self.request(PROXY_APP, "delay", {**link_sides(self.manifest, a, b), "ms": ms})
+        await self._tell_proxies("delay", {**link_sides(self.manifest, a, b), "ms": ms})
 
-    async def proxy_status(self) -> dict[str, Any]:
-        answer = await self.request(PROXY_APP, "status")
+    async def proxy_status(self, host: str | None = None) -> dict[str, Any]:
+        """The ``status`` of this run directory's fault proxy, or of topology host
+        ``host``'s (another machine's, reached through its public ports)."""
+        if host is None or host == self.manifest.host:
+            answer = await self.request(PROXY_APP, "status")
+        else:
+            answer = await self._remote_proxy(host, "status", {})
         return answer if isinstance(answer, dict) else {}
+
+    async def _tell_proxies(self, method: str, params: dict[str, Json]) -> None:
+        """Send a fault to every fault proxy of the cluster: this run directory's, and
+        with ``up --host`` every other host's too. A link passes through the proxy of the
+        host its server side is on, so each proxy cuts the links it carries.
+
+        Raises:
+            UnreachableError: a proxy did not answer (the others have applied it).
+        """
+        if self.manifest.host is None:
+            await self.request(PROXY_APP, method, params)
+            return
+        failures: list[str] = []
+        applied: list[str] = []
+
+        async def tell(host: str) -> None:
+            try:
+                if host == self.manifest.host:
+                    await self.request(PROXY_APP, method, params)
+                else:
+                    await self._remote_proxy(host, method, params)
+            except (UnreachableError, RemoteError) as exc:
+                failures.append(f"host {host}: {exc}")
+            else:
+                applied.append(host)
+
+        async with trio.open_nursery() as nursery:
+            for host in proxied_hosts(self.manifest):
+                nursery.start_soon(tell, host)
+        if failures:
+            done = ", ".join(sorted(applied)) or "none"
+            raise UnreachableError(
+                f"{method} reached the fault proxies of hosts {done} only; "
+                + "; ".join(sorted(failures))
+            )
+
+    async def _remote_proxy(self, host: str, method: str, params: dict[str, Json]) -> Json:
+        """A request to the fault proxy of another host, at the public port of one of its
+        applications (the proxy puts ``PROXY_CONTROL_CLIENT`` through to its control)."""
+        for entry in self.manifest.apps:
+            if entry.host_name == host and entry.app in self._proxied_apps():
+                try:
+                    return await self._request_at(
+                        entry.host, entry.public_port, method, params, 10.0, PROXY_CONTROL_CLIENT
+                    )
+                except RemoteError:
+                    raise
+                except _UNANSWERED as exc:
+                    raise UnreachableError(
+                        f"the fault proxy at {entry.host}:{entry.public_port} does not answer"
+                        f" {method!r}: {exc}"
+                    ) from exc
+        raise ClusterError(f"no host {host!r} with applications behind a fault proxy")
+
+    def _proxied_apps(self) -> set[str]:
+        return {e.app for e in self.manifest.apps if e.type not in (STORE_TYPE, REDIS_TYPE)}
+
+    def _local_entry(self, app: str, command: str) -> AppEntry:
+        """``app``'s entry, if its process is this run directory's to signal or start.
+
+        Raises:
+            ClusterError: no such application, or it runs on another host.
+        """
+        entry = self.manifest.entry(app)
+        if entry.remote:
+            raise ClusterError(
+                f"{app} runs on host {entry.host_name} ({entry.host}), not on this run"
+                f" directory's host {self.manifest.host}: run `orsim cluster {command}` on"
+                f" host {entry.host_name}, in the run directory of its `up --host"
+                f" {entry.host_name}`"
+            )
+        return entry
 
     # -- load and configuration ------------------------------------------------------
 
@@ -642,11 +780,23 @@ async def stop_processes(
 
 
 def _prepare(
-    config_path: Path, rundir: RunDir, ports: str, confserv_port: int | None, store: str | None
+    config_path: Path,
+    rundir: RunDir,
+    ports: str,
+    confserv_port: int | None,
+    store: str | None,
+    host: str | None = None,
 ) -> Manifest:
-    """The blocking part of ``up``: validate, choose ports, write the run directory."""
+    """The blocking part of ``up``: validate, choose ports, write the run directory.
+
+    With ``host`` (one machine of several), only that topology host's applications are
+    planned to run here (the others are ``remote`` entries), the ports are the
+    topology's, and the Nodes' store must be one every host can reach.
+    """
     config = config_path.absolute()
     db = load_database(config)
+    if host is not None:
+        _check_host(db, host, store)
     running = {app: pid for app, pid in rundir.read_pids().items() if pid_alive(pid)}
     if running:
         raise ClusterError(
@@ -667,7 +817,7 @@ def _prepare(
     apps = launched_apps(db)
     names = [a.name for a in apps]
     stores = store_names(db, len(sqlite_stores(db)))
-    redis = _redis_to_run(db, auto=ports == "auto")
+    redis = _redis_to_run(db, auto=ports == "auto") if host is None else _host_redis(db, host)
     free = _free_ports(len(names) * 2 + len(stores) + len(redis) + 3)
     if ports == "auto":
         public = {name: free.pop() for name in names}
@@ -676,7 +826,11 @@ def _prepare(
     else:
         public = {a.name: a.port for a in apps}
         confserv_public = confserv_port if confserv_port is not None else DEFAULT_CONFSERV_PORT
-        _check_ports_free({**public, CONFSERV_APP: confserv_public})
+        confserv_host, confserv_address = confserv_place(db)
+        wanted = {a.name: (a.address, a.port) for a in apps if host in (None, a.host)}
+        if host in (None, confserv_host):
+            wanted[CONFSERV_APP] = (confserv_address, confserv_public)
+        _check_ports_free(wanted)
     moved = {r.url: r.served_url for r in redis if r.served_url != r.url}
     served = config
     if raw is not None or ports == "auto" or moved:
@@ -695,20 +849,70 @@ def _prepare(
         public=public,
         private=private,
         redis=redis,
+        local_host=host,
     )
     manifest = Manifest(
         cluster=cluster_name(entries),
         config=str(config),
         served_config=str(served),
         run_dir=str(rundir.root),
-        confserv_host=LOOPBACK,
+        confserv_host=confserv_place(db)[1],
         confserv_port=confserv_public,
         proxy_control_port=free.pop(),
         apps=entries,
+        host=host,
     )
     rundir.write_manifest(manifest)
     write_atomic(rundir.proxy_config, json.dumps(_proxy_config(manifest), indent=2) + "\n")
     return manifest
+
+
+def _check_host(db: ConfigDatabase, host: str, store: str | None) -> None:
+    """``up --host``: ``host`` must be a topology host, and Nodes on several hosts must
+    share a store they can all reach (Redis; a SQLite file is one machine's).
+
+    Raises:
+        ConfigError: either is not so.
+    """
+    if host not in db.hosts:
+        known = ", ".join(sorted(db.hosts)) or "none"
+        raise ConfigError(f"{db.source}: no host {host!r} in the topology (hosts: {known})")
+    hosts = node_hosts(db)
+    if sqlite_stores(db) and len(hosts) > 1 and not (store or "").startswith("redis:"):
+        raise ConfigError(
+            f"{db.source}: persistence/store: the Nodes sit on hosts {', '.join(hosts)}, and a"
+            " SQLite file belongs to one machine; with --host give them a Redis store every"
+            " host reaches (persistence/store redis://HOST:PORT/DB, or --store)"
+        )
+
+
+def _host_redis(db: ConfigDatabase, host: str) -> list[RedisServer]:
+    """``up --host``: the Redis servers of the topology's stores that sit on a topology
+    host (the URL's address is that host's): ``host``'s own to start, unless one answers
+    there already, and the other hosts' to list. A Redis on no host is used as it is.
+
+    Raises:
+        UnreachableError: one must be started and ``redis-server`` is not on PATH.
+    """
+    owners: dict[str, str] = {}
+    for item in sorted(db.hosts.values(), key=lambda h: h.name):
+        owners.setdefault(item.address, item.name)
+    servers: list[RedisServer] = []
+    names = set(db.applications) | {CONFSERV_APP}
+    for url, location in redis_stores(db):
+        owner = owners.get(location.host)
+        if owner is None:
+            continue
+        name = REDIS_APP if REDIS_APP not in names else f"{REDIS_APP}_{len(servers) + 2}"
+        names.add(name)
+        server = RedisServer(name, url, location.host, location.port, location.password)
+        if owner == host:
+            if probe_redis(server.bind, server.port):
+                continue  # a Redis answers there already: used as it is
+            if shutil.which(REDIS_PROGRAM) is None:
+                raise missing_program_error(url)
+        servers.append(server)
+    return servers
 
 
 def _redis_to_run(db: ConfigDatabase, *, auto: bool) -> list[RedisServer]:
@@ -753,13 +957,14 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _check_ports_free(ports: dict[str, int]) -> None:
+def _check_ports_free(ports: dict[str, tuple[str, int]]) -> None:
+    """Each app's (address, port) can be bound now (else one ClusterError naming all)."""
     taken = []
-    for app, port in sorted(ports.items(), key=lambda item: item[1]):
+    for app, (address, port) in sorted(ports.items(), key=lambda item: item[1][1]):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((LOOPBACK, port))
+                sock.bind((address, port))
             except OSError:
                 taken.append(f"{port} ({app})")
     if taken:
@@ -776,7 +981,8 @@ def _proxy_config(manifest: Manifest) -> dict[str, Any]:
         "routes": [
             attrs.asdict(Route(e.app, e.host, e.public_port, e.host, e.private_port))
             for e in manifest.apps
-            if e.type not in (STORE_TYPE, REDIS_TYPE)  # nodes reach them directly
+            # Nodes reach the stores directly; another host's apps have their own proxy.
+            if e.type not in (STORE_TYPE, REDIS_TYPE) and not e.remote
         ],
     }
 

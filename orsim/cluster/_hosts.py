@@ -1,8 +1,10 @@
-"""Faults by host: which applications a ``partition``/``delay`` of A and B hits (pure).
+"""Faults by host: which applications a ``partition``/``delay`` of A and B, or an
+``isolate`` of a host, hits (pure).
 
-A and B each name an application or a topology host (every application placed on it).
-Only links through the fault proxy can be cut, so a host's store processes (the SQLite
-store server, a Redis), which nodes reach directly, are not part of it.
+A and B each name an application or a topology host (every application placed on it);
+``isolate H`` is H against every application placed anywhere else. Only links through
+the fault proxy can be cut, so a host's store processes (the SQLite store server, a
+Redis), which nodes reach directly, are not part of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ _DIRECT = (STORE_TYPE, REDIS_TYPE)
 def host_apps(manifest: Manifest, host: str) -> list[str]:
     """The proxied applications placed on topology host ``host``."""
     return [e.app for e in manifest.apps if e.host_name == host and e.type not in _DIRECT]
+
+
+def proxied_hosts(manifest: Manifest) -> list[str]:
+    """Every topology host with an application behind a fault proxy, sorted."""
+    return sorted({e.host_name for e in manifest.apps
+                   if e.host_name is not None and e.type not in _DIRECT})  # fmt: skip
 
 
 def link_ends(manifest: Manifest, name: str) -> list[str]:
@@ -51,3 +59,20 @@ def link_sides(manifest: Manifest, a: str, b: str) -> dict[str, Json]:
     if a == b:
         raise ClusterError(f"{a!r} is named twice; a link has two ends")
     return {"a": list(link_ends(manifest, a)), "b": list(link_ends(manifest, b))}
+
+
+def isolate_sides(manifest: Manifest, host: str) -> dict[str, Json]:
+    """The proxy's ``{"a": [...], "b": [...]}`` that cuts host ``host`` off: every
+    application on it against every proxied application not on it.
+
+    Raises:
+        ClusterError: ``host`` is no host with applications, or no other host has any.
+    """
+    inside = host_apps(manifest, host)
+    if not inside:
+        hosts = ", ".join(proxied_hosts(manifest)) or "none"
+        raise ClusterError(f"no host {host!r} with applications in this cluster (hosts: {hosts})")
+    outside = [e.app for e in manifest.apps if e.host_name != host and e.type not in _DIRECT]
+    if not outside:
+        raise ClusterError(f"every application is on host {host!r}: nothing to cut it from")
+    return {"a": list(inside), "b": list(outside)}

@@ -117,6 +117,25 @@ def store_app_names(db: ConfigDatabase) -> list[str]:
     return [*sqlite, *(r.name for r in redis_servers(db))]
 
 
+def confserv_place(db: ConfigDatabase) -> tuple[str | None, str]:
+    """(topology host, address) where the Configuration Server lives.
+
+    The database does not describe the Configuration Server itself (it is what serves
+    the database), so orsim places it with the cluster's T-Server: the one server every
+    Node must reach anyway (a cluster requirement). Without a T-Server: this machine's
+    loopback, on no topology host.
+    """
+    for app in launched_apps(db):
+        if app.type in TSERVER_TYPES:
+            return app.host, app.address
+    return None, LOOPBACK
+
+
+def node_hosts(db: ConfigDatabase) -> list[str]:
+    """The topology hosts the ORS applications are placed on, sorted."""
+    return sorted({a.host for a in launched_apps(db) if a.type == "OrchestrationServer"})
+
+
 def plan_apps(
     db: ConfigDatabase,
     *,
@@ -126,6 +145,7 @@ def plan_apps(
     public: Mapping[str, int],
     private: Mapping[str, int],
     redis: Sequence[RedisServer] | None = None,
+    local_host: str | None = None,
 ) -> tuple[AppEntry, ...]:
     """Every process of the cluster (Configuration Server first), in start order.
 
@@ -134,29 +154,50 @@ def plan_apps(
     :func:`store_names`) to the port it really listens on. A store server is not behind
     the proxy: its public port is its own. ``redis``: the Redis servers to run (default
     :func:`redis_servers`), each on its own address and port, also not behind the proxy.
+
+    ``local_host``: the one topology host this launch runs (``up --host``); every entry
+    placed elsewhere is ``remote`` (listed, not started), its private port its public one.
+    The Configuration Server is placed by :func:`confserv_place`; a SQLite store server
+    with its Nodes (on their host when they share one).
     """
-    genesys = ("-host", LOOPBACK, "-port", str(confserv_port))
+    confserv_host, confserv_address = confserv_place(db)
+    genesys = ("-host", confserv_address, "-port", str(confserv_port))
+
+    def remote(host_name: str | None) -> bool:
+        return local_host is not None and host_name != local_host
+
+    def private_port(name: str, host_name: str | None) -> int:
+        return public[name] if remote(host_name) and name in public else private[name]
+
     entries = [
         AppEntry(
             app=CONFSERV_APP,
             type=CONFSERV_TYPE,
-            host=LOOPBACK,
+            host=confserv_address,
             public_port=confserv_port,
-            private_port=private[CONFSERV_APP],
+            private_port=confserv_port if remote(confserv_host) else private[CONFSERV_APP],
             tier=TIER_CONFSERV,
             argv=(
                 "confserv",
                 served_config,
                 "--port",
-                str(private[CONFSERV_APP]),
+                str(private.get(CONFSERV_APP, confserv_port)),
+                "--bind",
+                confserv_address,
                 "--state",
                 state_dir,
             ),
             listen_env=False,
+            host_name=confserv_host,
+            remote=remote(confserv_host),
         )
     ]
     stores = sqlite_stores(db)
+    hosts = node_hosts(db)
+    store_host = hosts[0] if len(hosts) == 1 else None
     for name, url in zip(store_names(db, len(stores)), stores, strict=True):
+        if remote(store_host):
+            continue  # its port is its host's choice: only that host lists it
         entries.append(
             AppEntry(
                 app=name,
@@ -167,9 +208,14 @@ def plan_apps(
                 tier=TIER_SERVERS,
                 argv=("store", "serve", url, "--port", str(private[name]), "--managed"),
                 listen_env=False,
+                host_name=store_host,
             )
         )
+    addresses: dict[str, str] = {}
+    for host in sorted(db.hosts.values(), key=lambda h: h.name):
+        addresses.setdefault(host.address, host.name)
     for server in redis_servers(db) if redis is None else redis:
+        redis_host = addresses.get(server.bind)
         entries.append(
             AppEntry(
                 app=server.name,
@@ -181,6 +227,8 @@ def plan_apps(
                 argv=server.argv(),
                 listen_env=False,
                 program=REDIS_PROGRAM,
+                host_name=redis_host,
+                remote=remote(redis_host),
             )
         )
     for app in launched_apps(db):
@@ -198,7 +246,7 @@ def plan_apps(
                 type=app.type,
                 host=app.address,
                 public_port=public[app.name],
-                private_port=private[app.name],
+                private_port=private_port(app.name, app.host),
                 tier=_tier(app),
                 argv=argv,
                 node_id=node_id,
@@ -207,6 +255,7 @@ def plan_apps(
                 primary=app.primary,
                 backup=app.backup,
                 host_name=app.host,
+                remote=remote(app.host),
             )
         )
     return tuple(entries)

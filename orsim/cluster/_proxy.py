@@ -14,6 +14,12 @@ faults can be applied per pair:
   partition the peers have long given up on them) and new links forward normally.
 - delay A B N: every chunk forwarded on an A↔B link is held N ms before it is sent on.
 
+A client whose Hello names it ``PROXY_CONTROL_CLIENT`` is put through to the proxy's own
+control port instead of the route's application: so the launcher of one host reaches the
+proxy of another (``orsim cluster partition``/``isolate`` across hosts, each proxy cutting
+the links it carries) at any public port of that host, with no port of its own to
+publish. The control port still asks for the cluster key, as every server does.
+
 After the Hello the proxy never looks at frames. TCP links (``TcpNetwork``) are then
 relayed by ``_relay.Relay``, one thread with a plain epoll loop that reads up to 64 KiB at
 a time and writes each chunk straight on, holding chunks in order only while the pair has
@@ -30,6 +36,7 @@ when the destination reads again (and finds the close) or goes away.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -65,6 +72,8 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 PROXY_APP = "proxy"
 PROXY_TYPE = "FaultProxy"
+#: The Hello name that a public port puts through to the proxy's control port.
+PROXY_CONTROL_CLIENT = "orsim-proxy-control"
 
 
 @attrs.frozen
@@ -122,6 +131,8 @@ class FaultProxy:
     _links: dict[int, _Link] = attrs.Factory(dict)
     _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _relay: Relay = attrs.Factory(Relay)
+    #: Where ``serve_control`` listens, once it does (host, port).
+    _control: tuple[str, int] | None = None
 
     # -- faults ----------------------------------------------------------------
 
@@ -170,17 +181,23 @@ class FaultProxy:
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Answer ``partition``, ``heal``, ``delay`` and ``status`` on ``host:port``."""
-        await serve_app(
-            self.network,
-            host,
-            port,
-            app=PROXY_APP,
-            app_type=PROXY_TYPE,
-            handler=self._control,
-            task_status=task_status,
-        )
+        async with trio.open_nursery() as nursery:
+            bound: int = await nursery.start(
+                functools.partial(
+                    serve_app,
+                    self.network,
+                    host,
+                    port,
+                    app=PROXY_APP,
+                    app_type=PROXY_TYPE,
+                    handler=self._handle_control,
+                )
+            )
+            self._control = (host, bound)
+            task_status.started(bound)
+        raise AssertionError("unreachable")
 
-    async def _control(self, _conn: Connection, request: Request) -> Json:
+    async def _handle_control(self, _conn: Connection, request: Request) -> Json:
         params = request.params
         if request.method == "status":
             return self.status()
@@ -230,6 +247,9 @@ class FaultProxy:
             first, client_app = await _peek_hello(client)
             if first is None:
                 return
+            if client_app == PROXY_CONTROL_CLIENT and self._control is not None:
+                # Another host's launcher: put through to the control port (see top).
+                route = Route(PROXY_APP, route.host, route.public_port, *self._control)
             link = _Link(next(self._ids), client_app, route.app)
             self._links[link.id] = link
             try:

@@ -38,10 +38,13 @@ def _store_cell(app: Mapping[str, Any]) -> Text:
 def status_table(status: Mapping[str, Any]) -> Table:
     """The status of every application and the call totals as one table."""
     title = f"cluster {status.get('cluster') or '(no cluster list)'}"
+    if status.get("host"):
+        title += f", seen from host {status['host']} (other hosts' apps: remote)"
     table = Table(title=title, title_justify="left")
     for column in (
         "App",
         "Type",
+        "Host",
         "Node",
         "Cluster",
         "DC",
@@ -60,9 +63,16 @@ def status_table(status: Mapping[str, Any]) -> Table:
         mode = str(app.get("mode"))
         if app.get("process") == "stopped":
             mode += " (stopped)"
+        host = _cell(app.get("host_name"))
+        if app.get("remote"):
+            host += " (remote)"
+        ports = f"{app.get('public_port')}→{app.get('private_port')}"
+        if app.get("remote"):
+            ports = str(app.get("public_port"))  # its private port is its host's own
         table.add_row(
             app["app"],
             app["type"],
+            host,
             _cell(app.get("node_id")),
             _cell(app.get("cluster")),
             _cell(app.get("data_center")),
@@ -71,7 +81,7 @@ def status_table(status: Mapping[str, Any]) -> Table:
             _cell(app.get("sessions")),
             _cell(app.get("calls_routed")),
             _store_cell(app),
-            f"{app.get('public_port')}→{app.get('private_port')}",
+            ports,
         )
     calls = status.get("calls", {})
     table.caption = "calls: " + "  ".join(

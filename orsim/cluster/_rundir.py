@@ -8,6 +8,7 @@ Layout (``./.orsim/run`` by default)::
     confserv/            the Configuration Server's state directory
     logs/<APP>.jsonl     each process's stderr: structlog JSON lines
     pids/<APP>.pid       one pid file per running process (also read by `down`)
+    cluster.key          the cluster's shared secret (0600; see ``orsim.wire``)
     sessions.db          the nodes' SQLite session store (nodes run with cwd = run dir)
     redis/<APP>/         the working directory of a Redis the launcher runs (no files kept)
 """
@@ -54,6 +55,10 @@ class AppEntry:
     program: str | None = None
     #: The topology's host the application is placed on (None: the launcher's own).
     host_name: str | None = None
+    #: Placed on another host than this run directory's (``up --host``): not started,
+    #: stopped or signalled here, and asked over the wire at its public port (which
+    #: ``private_port`` then repeats), through that host's fault proxy.
+    remote: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +75,8 @@ class Manifest:
     apps: tuple[AppEntry, ...]
     state: str = "starting"
     pids: dict[str, int] = attrs.field(factory=dict, eq=False)
+    #: The topology host this run directory launched (``up --host``); None: all of them.
+    host: str | None = None
 
     def entry(self, app: str) -> AppEntry:
         for entry in self.apps:
@@ -190,6 +197,18 @@ class RunDir:
             return Manifest.from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{self.manifest} is not an orsim manifest: {exc}") from exc
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable and writable by its owner only (0600)
+    from the moment it exists: a secret never sits in a file others may read."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def _file_stem(app: str) -> str:

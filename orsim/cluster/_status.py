@@ -15,6 +15,9 @@ from orsim.cluster._rundir import AppEntry, Manifest
 from orsim.errors import ClusterError
 
 CALL_FIELDS = ("created", "routed", "lost", "duplicates", "in_flight")
+#: The ``process`` of an application on another host (``up --host``): not this run
+#: directory's to see; its own ``status`` answer says whether it serves.
+REMOTE_PROCESS = "remote"
 _EXTRA_CALL_FIELDS = ("default_routed", "stale", "resent", "latency_p50_ms", "latency_p99_ms")
 
 
@@ -41,6 +44,8 @@ def app_status(
         routed_by_ledger = ledger.get("by_app", {}).get(entry.app, 0)
     calls_routed = answer.get("calls_routed", routed_by_ledger)
     mode = answer.get("mode", "down") if answer else "down"
+    if process == REMOTE_PROCESS:
+        pid = answer.get("pid")  # the pid on its own machine, as it says
     return {
         "app": entry.app,
         "type": entry.type,
@@ -61,6 +66,8 @@ def app_status(
         "sessions_unpersisted": answer.get("sessions_unpersisted"),
         "mode_since": answer.get("mode_since"),
         "host": entry.host,
+        "host_name": entry.host_name,
+        "remote": entry.remote,
         "public_port": entry.public_port,
         "private_port": entry.private_port,
         "primary": entry.primary,
@@ -88,6 +95,8 @@ def cluster_status(
         "cluster": manifest.cluster,
         "run_dir": manifest.run_dir,
         "state": manifest.state,
+        # The topology host this run directory launched (None: every host).
+        "host": manifest.host,
         "apps": [
             app_status(
                 entry,

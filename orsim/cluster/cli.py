@@ -27,10 +27,10 @@ from orsim.cluster._procs import Child
 from orsim.cluster._proxy import serve_proxy
 from orsim.cluster._render import format_log_line, load_line, parse_log_line, status_table
 from orsim.cluster._rundir import DEFAULT_RUN_DIR, RunDir
-from orsim.errors import EXIT_OK, ClusterError
+from orsim.errors import EXIT_OK, ClusterError, UsageError
 from orsim.logs import configure_logging
 from orsim.runtime import run_cancellable
-from orsim.wire import TcpNetwork
+from orsim.wire import CLUSTER_KEY_ENV, KEY_FILE, TcpNetwork
 
 _PUBLIC = (
     "up",
@@ -40,6 +40,7 @@ _PUBLIC = (
     "start",
     "switchover",
     "partition",
+    "isolate",
     "delay",
     "load",
     "logs",
@@ -91,6 +92,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="URL",
         help="use this persistence/store for every Node (sqlite:///PATH or redis://HOST:PORT/DB)",
     )
+    p.add_argument(
+        "--host",
+        default=None,
+        metavar="NAME",
+        help="start only the applications placed on topology host NAME (one machine of"
+        " several; the Configuration Server lives with the T-Server); start the"
+        " Configuration Server's host first",
+    )
+    p.add_argument(
+        "--key-file",
+        default=None,
+        metavar="FILE",
+        help=f"the cluster key to use: another host's RUN_DIR/{KEY_FILE} (default"
+        f" ${CLUSTER_KEY_ENV}, else this run directory's, made if it has none)",
+    )
 
     p = command("status", cmd_status, "show every application's mode and the call totals")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -124,6 +140,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("a", metavar="A", help="an application, or a host (all its applications)")
     p.add_argument("b", metavar="B", help="an application, or a host (all its applications)")
+    p.add_argument("--heal", action="store_true")
+
+    p = command(
+        "isolate",
+        cmd_isolate,
+        "cut (or with --heal restore) every link between HOST's applications and any other host's",
+    )
+    p.add_argument("host", metavar="HOST", help="a topology host")
     p.add_argument("--heal", action="store_true")
 
     p = command("delay", cmd_delay, "delay the traffic between A and B (applications or hosts)")
@@ -198,6 +222,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     console = make_console()
     err = make_console(stderr=True)
 
+    key = _given_key(args.key_file)
+
     async def main() -> int:
         started = trio.current_time()
         with progress_display(err) as progress:
@@ -208,11 +234,18 @@ def cmd_up(args: argparse.Namespace) -> int:
                 progress=progress,
                 confserv_port=args.confserv_port,
                 store=args.store,
+                host=args.host,
+                key=key,
             )
         took = trio.current_time() - started
         try:
             console.print(status_table(await handle.status()))
-            console.print(f"cluster up in {took:.2f}s; run dir {handle.run_dir.root}")
+            where = f"host {args.host} up" if args.host else "cluster up"
+            console.print(f"{where} in {took:.2f}s; run dir {handle.run_dir.root}")
+            if args.host:
+                console.print(
+                    f"cluster key: {handle.run_dir.root / KEY_FILE} (other hosts: --key-file)"
+                )
             if args.detach:
                 await handle.release()
                 return EXIT_OK
@@ -229,6 +262,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_cancellable(main)
+
+
+def _given_key(key_file: str | None) -> str | None:
+    """The key ``up`` must use: ``--key-file``'s, else ``$ORSIM_CLUSTER_KEY``, else None
+    (the run directory's own, made if it has none).
+
+    Raises:
+        UsageError: the key file cannot be read or is empty.
+    """
+    if key_file is None:
+        return os.environ.get(CLUSTER_KEY_ENV) or None
+    try:
+        key = Path(key_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--key-file {key_file}: cannot read it: {exc}") from None
+    if not key:
+        raise UsageError(f"--key-file {key_file}: the file is empty")
+    return key
 
 
 async def _report_exit(console: Console, app: str, proc: Child) -> None:
@@ -312,6 +363,17 @@ def cmd_partition(args: argparse.Namespace) -> int:
     async def main() -> int:
         await handle.partition(args.a, args.b, heal=args.heal)
         print(f"{args.a} <-> {args.b}: {'healed' if args.heal else 'partitioned'}")
+        return EXIT_OK
+
+    return run_cancellable(main)
+
+
+def cmd_isolate(args: argparse.Namespace) -> int:
+    handle = ClusterHandle.attach(_run_dir(args))
+
+    async def main() -> int:
+        await handle.isolate(args.host, heal=args.heal)
+        print(f"{args.host}: {'joined again' if args.heal else 'isolated from every other host'}")
         return EXIT_OK
 
     return run_cancellable(main)

@@ -38,6 +38,7 @@ from orsim.scenario._model import (
     Expect,
     Expectation,
     FailoverGap,
+    Isolate,
     Load,
     ModeWithin,
     Partition,
@@ -339,6 +340,10 @@ def _convert_action(verb: str, value: Any) -> Action:
     if verb == "restart":
         app, signal = _app_signal(value, "TERM")
         return Restart(app, signal)
+    if verb == "isolate":
+        return Isolate(value)
+    if verb == "heal" and isinstance(value, str):
+        return Isolate(value, heal=True)
     if verb in ("partition", "heal"):
         return Partition(value[0], value[1], heal=verb == "heal")
     if verb == "delay":
@@ -417,6 +422,28 @@ class _SemanticChecker:
             known = ", ".join(sorted(self.apps))
             yield field, f"{name!r} is not an application of the topology (known: {known})"
 
+    def _end(self, field: str, name: str) -> Iterable[tuple[str, str]]:
+        """One end of a link fault: an application (names of applications win) or a
+        host with applications."""
+        if name in self.apps or self.scenario.host_apps(name):
+            return
+        known = ", ".join(sorted(self.apps))
+        hosts = ", ".join(self._hosts()) or "none"
+        yield field, (f"{name!r} is neither an application nor a host of the topology "
+                      f"(applications: {known}; hosts: {hosts})")  # fmt: skip
+
+    def _hosts(self) -> list[str]:
+        db = self.scenario.topology
+        return sorted({a.host for a in db.applications.values()})
+
+    def _host(self, field: str, name: str) -> Iterable[tuple[str, str]]:
+        hosts = self._hosts()
+        if name not in hosts:
+            yield field, (f"{name!r} is not a host with applications "
+                          f"(hosts: {', '.join(hosts) or 'none'})")  # fmt: skip
+        elif len(hosts) < 2:
+            yield field, f"every application is on host {name!r}: nothing to cut it from"
+
     def _node(self, field: str, ref: str | int) -> Iterable[tuple[str, str]]:
         if self.scenario.resolve_node(ref) is None:
             nodes = ", ".join(self.scenario.nodes)
@@ -431,10 +458,12 @@ class _SemanticChecker:
             yield from self._wait_problems(action)
         elif isinstance(action, SendSignal | Restart):
             yield from self._app(verb, action.app)
+        elif isinstance(action, Isolate):
+            yield from self._host(verb, action.host)
         elif isinstance(action, Partition | Delay):
             field = "delay.between" if isinstance(action, Delay) else verb
-            yield from self._app(field, action.a)
-            yield from self._app(field, action.b)
+            yield from self._end(field, action.a)
+            yield from self._end(field, action.b)
             if action.a == action.b:
                 yield field, f"names {action.a!r} twice; a link has two ends"
         elif isinstance(action, Switchover):

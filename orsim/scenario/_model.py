@@ -88,8 +88,19 @@ class Restart:
 
 @attrs.frozen
 class Partition:
+    """Cut (``heal``: restore) every link between A and B: applications or hosts."""
+
     a: str
     b: str
+    heal: bool = False
+
+
+@attrs.frozen
+class Isolate:
+    """Cut (``heal``: restore) every link between ``host``'s applications and any
+    application on another host."""
+
+    host: str
     heal: bool = False
 
 
@@ -180,6 +191,7 @@ Action = (
     | SendSignal
     | Restart
     | Partition
+    | Isolate
     | Delay
     | Switchover
     | SetOption
@@ -208,7 +220,7 @@ class Step:
 
 
 FAULT_VERBS = frozenset(
-    {"kill", "stop", "stop-gracefully", "restart", "partition", "delay", "switchover"}
+    {"kill", "stop", "stop-gracefully", "restart", "partition", "isolate", "delay", "switchover"}
 )
 REPAIR_VERBS = frozenset({"continue", "start", "heal", "set-option"})
 
@@ -226,6 +238,10 @@ class Scenario:
     sample_interval: float
     settle_timeout: float
     steps: tuple[Step, ...]
+
+    def host_apps(self, host: str) -> tuple[str, ...]:
+        """The applications of the topology placed on ``host`` (none: not a host)."""
+        return tuple(sorted(a.name for a in self.topology.applications.values() if a.host == host))
 
     def node_of(self, app: str) -> str | None:
         """The Node (its primary application's name) an ORS application belongs to."""

@@ -26,6 +26,7 @@ from orsim.errors import ConfigError
 from orsim.scenario._load import parse_scenario, step_label
 from orsim.scenario._model import (
     Delay,
+    Isolate,
     Load,
     Partition,
     Restart,
@@ -90,6 +91,8 @@ def _describe(step: Step) -> tuple[tuple[str, ...], str]:
         return action.apps or (), ""  # ``start: all`` is resolved when it runs
     if isinstance(action, Partition):
         return (action.a, action.b), ""
+    if isinstance(action, Isolate):
+        return (action.host,), "every other host"
     if isinstance(action, Delay):
         return (action.a, action.b), f"{action.ms:g} ms"
     if isinstance(action, Switchover):

@@ -30,6 +30,7 @@ from orsim.scenario._load import step_label
 from orsim.scenario._model import (
     Delay,
     Expect,
+    Isolate,
     Load,
     ModeWithin,
     Partition,
@@ -86,6 +87,7 @@ class ClusterLike(Protocol):
     async def start(self, app: str) -> object: ...
     async def switchover(self, node: str) -> object: ...
     async def partition(self, a: str, b: str, heal: bool = False) -> object: ...
+    async def isolate(self, host: str, heal: bool = False) -> object: ...
     async def delay(self, a: str, b: str, ms: float) -> object: ...
     async def load(self, rate: float, duration: float | None = None) -> object: ...
     async def stop_load(self) -> object: ...
@@ -237,6 +239,8 @@ class _Run:
                 await self.restart(step, action)
             elif isinstance(action, Partition):
                 await self.partition(step, action)
+            elif isinstance(action, Isolate):
+                await self.isolate(step, action)
             elif isinstance(action, Delay):
                 await self.cluster.delay(action.a, action.b, action.ms)
                 self.fault(step, f"delay {action.a} <-> {action.b} by {action.ms:g} ms", action.a)
@@ -323,6 +327,14 @@ class _Run:
                 self.repaired(app, t, ("partition", "delay"))
         else:
             self.fault(step, f"partition {action.a} <-> {action.b}", action.a)
+
+    async def isolate(self, step: Step, action: Isolate) -> None:
+        await self.cluster.isolate(action.host, heal=action.heal)
+        if action.heal:
+            t = self.emit("repair", f"heal host {action.host}", step.number, action.host)
+            self.repaired(action.host, t, ("isolate",))
+        else:
+            self.fault(step, f"isolate host {action.host} from every other host", action.host)
 
     async def poll(self, predicate: Callable[[Mapping[str, Any]], bool], timeout: float) -> bool:
         """Ask for the status until ``predicate`` holds; False if ``timeout`` passed first."""

@@ -82,6 +82,9 @@ class RenamedApps:
     async def partition(self, a: str, b: str, heal: bool = False) -> object:
         return await self.cluster.partition(self._own(a), self._own(b), heal=heal)
 
+    async def isolate(self, host: str, heal: bool = False) -> object:
+        return await self.cluster.isolate(host, heal=heal)
+
     async def delay(self, a: str, b: str, ms: float) -> object:
         return await self.cluster.delay(self._own(a), self._own(b), ms)
 

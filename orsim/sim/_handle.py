@@ -25,6 +25,8 @@ from orsim.cluster import (
     Manifest,
     cluster_name,
     cluster_status,
+    isolate_sides,
+    link_sides,
     node_primary,
     plan_apps,
     store_app_names,
@@ -248,18 +250,28 @@ class SimClusterHandle:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
 
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
-        """Cut (or, with ``heal``, restore) every link between applications ``a`` and ``b``."""
-        self.manifest.entry(a)
-        self.manifest.entry(b)
+        """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
+        application or a topology host (every application on it), as the real proxy does."""
+        pairs = _pairs(link_sides(self.manifest, a, b))
         await trio.lowlevel.checkpoint()
-        self.sim.partition(a, b, heal=heal)
+        for x, y in pairs:  # no checkpoint between: a host partition falls as one fault
+            self.sim.partition(x, y, heal=heal)
+
+    async def isolate(self, host: str, heal: bool = False) -> None:
+        """Cut (or, with ``heal``, restore) every link between ``host``'s applications and
+        any application on another host."""
+        pairs = _pairs(isolate_sides(self.manifest, host))
+        await trio.lowlevel.checkpoint()
+        for x, y in pairs:
+            self.sim.partition(x, y, heal=heal)
 
     async def delay(self, a: str, b: str, ms: float) -> None:
-        """Delay every byte between ``a`` and ``b`` by ``ms`` milliseconds (0: no delay)."""
-        self.manifest.entry(a)
-        self.manifest.entry(b)
+        """Delay every byte between ``a`` and ``b`` (applications or hosts) by ``ms``
+        milliseconds (0: no delay)."""
+        pairs = _pairs(link_sides(self.manifest, a, b))
         await trio.lowlevel.checkpoint()
-        self.sim.delay(a, b, ms)
+        for x, y in pairs:
+            self.sim.delay(x, y, ms)
 
     # -- load and configuration ----------------------------------------------------------
 
@@ -295,6 +307,11 @@ class SimClusterHandle:
         self._down.set()
         await self._gone.wait()
         self.manifest = attrs.evolve(self.manifest, state="down")
+
+
+def _pairs(sides: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (a, b) application pairs of a fault's two sides (as the proxy makes them)."""
+    return [(a, b) for a in sides["a"] for b in sides["b"] if a != b]
 
 
 def _prepare(

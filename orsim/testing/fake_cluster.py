@@ -221,6 +221,9 @@ class FakeCluster:
         self.calls.append(("heal" if heal else "partition", a, b))
         (self._partitions.discard if heal else self._partitions.add)(frozenset((a, b)))
 
+    async def isolate(self, host: str, heal: bool = False) -> None:
+        self.calls.append(("heal" if heal else "isolate", host))
+
     async def delay(self, a: str, b: str, ms: float) -> None:
         self._check(a)
         self._check(b)
