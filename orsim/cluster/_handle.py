@@ -898,13 +898,18 @@ def _host_redis(db: ConfigDatabase, host: str) -> list[RedisServer]:
     for item in sorted(db.hosts.values(), key=lambda h: h.name):
         owners.setdefault(item.address, item.name)
     servers: list[RedisServer] = []
-    names = set(db.applications) | {CONFSERV_APP}
+    # Named as a whole-topology ``up`` names them (``managed_redis``), on every host alike.
+    taken = {*db.applications, CONFSERV_APP, *store_names(db, len(sqlite_stores(db)))}
+    n = 1
     for url, location in redis_stores(db):
         owner = owners.get(location.host)
         if owner is None:
             continue
-        name = REDIS_APP if REDIS_APP not in names else f"{REDIS_APP}_{len(servers) + 2}"
-        names.add(name)
+        name = REDIS_APP if n == 1 else f"{REDIS_APP}_{n}"
+        while name in taken:
+            n += 1
+            name = f"{REDIS_APP}_{n}"
+        n += 1
         server = RedisServer(name, url, location.host, location.port, location.password)
         if owner == host:
             if probe_redis(server.bind, server.port):

@@ -430,7 +430,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.app:
         paths = [p for p in paths if p.stem == args.app]
         if not paths:
-            raise ClusterError(f"no log for {args.app!r} in {rundir.logs}")
+            raise ClusterError(
+                f"no log for {args.app!r} in {rundir.logs}{_elsewhere(rundir, args.app)}"
+            )
     offsets = {path: 0 for path in paths}
     for app, line in _merged(_read_new(offsets)):
         console.print(format_log_line(app, line))
@@ -447,6 +449,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 console.print(format_log_line(app, line))
 
     return run_cancellable(follow)
+
+
+def _elsewhere(rundir: RunDir, app: str) -> str:
+    """``; it runs on host H: ...`` when ``app`` is another host's (``up --host``)."""
+    try:
+        entry = rundir.read_manifest().entry(app)
+    except ClusterError:
+        return ""
+    if not entry.remote:
+        return ""
+    return f"; {app} runs on host {entry.host_name}: its log is in that host's run directory"
 
 
 def _read_new(offsets: dict[Path, int]) -> dict[str, list[str]]:
