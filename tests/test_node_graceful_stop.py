@@ -15,12 +15,14 @@ from orsim.cluster import ClusterHandle
 from orsim.config import load_database
 from orsim.node._core import (
     EpochClaimed,
+    EpochRead,
     Exit,
     FenceAnswered,
     MemberAnnounced,
     NodeCore,
     PeerLinkUp,
     PushHandover,
+    ReadEpoch,
     RouteAnswered,
     RouteRequested,
     SessionsLoaded,
@@ -79,12 +81,16 @@ def test_primary_without_backup_creates_nothing_then_exits_once_drained() -> Non
 
 def test_primary_with_backup_hands_over_then_exits() -> None:
     """With its backup connected, the stop is a switchover: drain, hand over, and exit
-    once the backup holds the Node (a higher epoch seen)."""
+    once the backup holds the Node: a higher epoch it announces, borne out by the store
+    (a partner's word alone moves no epoch: issue 20, finding 2)."""
     core = _primary(partner=True)
     out = core.handle(StopAsked(), 1.0)
     assert core.mode == "suspending"
     assert any(isinstance(c, PushHandover) for c in out)
     out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 1.1)
+    assert any(isinstance(c, ReadEpoch) for c in out)
+    assert not any(isinstance(c, Exit) for c in out)
+    out = core.handle(EpochRead(2), 1.2)
     assert any(isinstance(c, Exit) for c in out)
     assert core.mode == "backup"
 

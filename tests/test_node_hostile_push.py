@@ -94,6 +94,24 @@ async def test_a_member_push_claiming_another_app_is_refused(
         assert sim.nodes["ORS_1"].epoch < 50
 
 
+async def _claim_as_partner(sim: Any, target: str, partner: str, settle: float) -> None:
+    """Say Hello to ``target`` as its ``partner`` and announce, as the partner, that the
+    Node is at epoch 50 with the partner primary; then let ``settle`` seconds pass."""
+    app = sim.db.applications[target]
+    node = sim.nodes[target]
+    conn = await open_connection(
+        sim.net.for_app("intruder"), app.address, app.port,
+        app=partner, app_type="OrchestrationServer",
+    )  # fmt: skip
+    spoof = {"app": partner, "node_id": node.settings.node_id,
+             "data_center": "DC_East", "mode": "primary", "epoch": 50}  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.serve)
+        await conn.send(Push("member", spoof))
+        await trio.sleep(settle)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_partners_epoch_claim_the_arbiters_do_not_bear_out_changes_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -102,26 +120,13 @@ async def test_a_partners_epoch_claim_the_arbiters_do_not_bear_out_changes_nothi
     at 50 while the store said 1 (150 of 150 calls lost). The claim is now checked at the
     store and the T-Server's fence, neither bears it out, and the primary keeps the Node
     at its own epoch, routing every call."""
-    db = load_database(TOPOLOGY)
-    ors1 = db.applications["ORS_1"]
-    async with open_sim_cluster(db) as sim:
-        node = sim.nodes["ORS_1"]
-        epoch = node.epoch
-        conn = await open_connection(
-            sim.net.for_app("intruder"), ors1.address, ors1.port,
-            app="ORS_1_B", app_type="OrchestrationServer",
-        )  # fmt: skip
-        spoof = {"app": "ORS_1_B", "node_id": node.settings.node_id,
-                 "data_center": "DC_East", "mode": "primary", "epoch": 50}  # fmt: skip
+    async with open_sim_cluster(load_database(TOPOLOGY)) as sim:
+        epoch = sim.nodes["ORS_1"].epoch
         await sim.request("generate", rate=20, duration=3)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.serve)
-            await conn.send(Push("member", spoof))
-            await trio.sleep(8)
-            assert sim.mode("ORS_1") == "primary"
-            assert sim.mode("ORS_1_B") == "backup"
-            assert node.epoch == epoch
-            nursery.cancel_scope.cancel()
+        await _claim_as_partner(sim, "ORS_1", "ORS_1_B", settle=8)
+        assert sim.mode("ORS_1") == "primary"
+        assert sim.mode("ORS_1_B") == "backup"
+        assert sim.nodes["ORS_1"].epoch == epoch
         ledger = await sim.ledger()
         assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
         assert ledger["by_app"].get("ORS_1", 0) > 0
@@ -135,24 +140,11 @@ async def test_a_backup_takes_a_partners_epoch_only_from_the_store(
     epoch 50, a backup took 50 as its own, so when the primary then died its claims (from
     50, where the store had 1) all failed and nobody routed the Node's calls. Now the
     backup keeps the store's epoch, takes over and routes every call."""
-    db = load_database(TOPOLOGY)
-    backup = db.applications["ORS_1_B"]
-    async with open_sim_cluster(db) as sim:
-        node = sim.nodes["ORS_1_B"]
-        epoch = node.epoch
-        conn = await open_connection(
-            sim.net.for_app("intruder"), backup.address, backup.port,
-            app="ORS_1", app_type="OrchestrationServer",
-        )  # fmt: skip
-        spoof = {"app": "ORS_1", "node_id": node.settings.node_id,
-                 "data_center": "DC_East", "mode": "primary", "epoch": 50}  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.serve)
-            await conn.send(Push("member", spoof))
-            await trio.sleep(2)
-            assert sim.mode("ORS_1_B") == "backup"
-            assert node.epoch == epoch
-            nursery.cancel_scope.cancel()
+    async with open_sim_cluster(load_database(TOPOLOGY)) as sim:
+        epoch = sim.nodes["ORS_1_B"].epoch
+        await _claim_as_partner(sim, "ORS_1_B", "ORS_1", settle=2)
+        assert sim.mode("ORS_1_B") == "backup"
+        assert sim.nodes["ORS_1_B"].epoch == epoch
         await sim.request("generate", rate=20, duration=6)
         await trio.sleep(2)
         sim.crash("ORS_1")

@@ -38,6 +38,7 @@ from orsim.sim._cluster import run_id_of as run_id_of
 from orsim.sim._cluster import sim_wall as sim_wall
 from orsim.sim._cluster import start_order as start_order
 from orsim.sim._handle import START_DELAY as START_DELAY
+from orsim.sim._handle import STOP_GRACE as STOP_GRACE
 from orsim.sim._handle import SimClusterHandle as SimClusterHandle
 from orsim.sim._run import SimClock as SimClock
 from orsim.sim._run import run_seeded as run_seeded
@@ -51,6 +52,7 @@ __all__ = [
     "CONFSERV",
     "SIM_EPOCH",
     "START_DELAY",
+    "STOP_GRACE",
     "TIME_DIGITS",
     "SimClock",
     "SimCluster",
