@@ -135,11 +135,11 @@ def test_up_key_file_must_hold_a_key(tmp_path: Path) -> None:
 @needs_redis
 async def test_three_hosts_form_one_cluster_that_fails_over(tmp_path: Path) -> None:
     """Three ``up --host`` (hq first; east with ``--key-file``, west with
-    ``$ORSIM_CLUSTER_KEY``) form one cluster: status from any run directory shows every
-    app with its host; a kill on another host's run directory is refused, saying where;
-    under load through hq's T-Server, a SIGKILL of ORS_1 on east's fails over to
-    ORS_1_B, and isolating west from hq's run directory reaches every host's proxy;
-    0 calls lost, 0 duplicated."""
+    ``$ORSIM_CLUSTER_KEY``; one without the key is refused) form one cluster: status
+    from any run directory shows every app with its host; a kill on another host's run
+    directory is refused, saying where; under load through hq's T-Server, a SIGKILL of
+    ORS_1 on east's fails over to ORS_1_B, and isolating west from hq's run directory
+    reaches every host's proxy; 0 calls lost, 0 duplicated."""
     config, confserv_port = three_host_topology(tmp_path / "db.yaml")
     dirs = {host: tmp_path / host for host in ADDRESSES}
     up = ("cluster", "up", str(config), "--detach", "--confserv-port", str(confserv_port))
@@ -147,6 +147,12 @@ async def test_three_hosts_form_one_cluster_that_fails_over(tmp_path: Path) -> N
         proc = orsim(*up, "--host", "hq", "--run-dir", str(dirs["hq"]))
         assert proc.returncode == 0, proc.stderr[-3000:]
         key_file = dirs["hq"] / "cluster.key"
+        # Without hq's key, east's servers would be refused by everyone: up says so and
+        # starts nothing.
+        proc = orsim(*up, "--host", "east", "--run-dir", str(tmp_path / "keyless"))
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "is not the one of the cluster on host hq" in proc.stderr
+        assert not list((tmp_path / "keyless" / "pids").glob("*.pid"))
         proc = orsim(*up, "--host", "east", "--run-dir", str(dirs["east"]),
                      "--key-file", str(key_file))  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -202,13 +202,16 @@ class ClusterHandle:
         # What this host runs beyond the Configuration Server (started first, alone).
         local = [e for e in manifest.apps if not e.remote and e.app != CONFSERV_APP]
         try:
-            async with trio.open_nursery() as nursery:
-                # Nobody talks to the proxy before the Configuration Server is up.
-                nursery.start_soon(handle._start_proxy, progress, ready_timeout)
-                confserv = manifest.entry(CONFSERV_APP)
-                if confserv.remote:
-                    await handle._wait_remote_confserv(confserv, progress, ready_timeout)
-                else:
+            confserv = manifest.entry(CONFSERV_APP)
+            if confserv.remote:
+                # Another host's: it must answer, and know our key, before anything starts.
+                await handle._wait_remote_confserv(confserv, progress, ready_timeout)
+                await handle._check_key(confserv)
+                await handle._start_proxy(progress, ready_timeout)
+            else:
+                async with trio.open_nursery() as nursery:
+                    # Nobody talks to the proxy before the Configuration Server is up.
+                    nursery.start_soon(handle._start_proxy, progress, ready_timeout)
                     await handle._start_tier([confserv], progress, ready_timeout)
             for wave in start_waves(local):
                 await handle._start_tier(wave, progress, ready_timeout)
@@ -262,6 +265,27 @@ class ClusterHandle:
             f"{entry.public_port}) did not answer within {timeout:g}s; start that host"
             f" first: orsim cluster up CONFIG.yaml --host {entry.host_name}"
         )
+
+    async def _check_key(self, confserv: AppEntry) -> None:
+        """Make sure this host holds the cluster's key, asking the proxy of the
+        Configuration Server's host (which answers ``check_key`` only to the key): with
+        another, every server would refuse this host's applications.
+
+        Raises:
+            ClusterError: the key is not the cluster's.
+        """
+        assert confserv.host_name is not None  # _check_host: it lives on a host
+        try:
+            await self._remote_proxy(confserv.host_name, "check_key", {})
+        except RemoteError as exc:
+            if exc.code != "unauthorized":
+                raise
+            raise ClusterError(
+                f"the cluster key in {self.run_dir.root / KEY_FILE} is not the one of the"
+                f" cluster on host {confserv.host_name}: give this `up` that host's"
+                f" (--key-file RUN_DIR/{KEY_FILE} of its run directory, or"
+                f" ${CLUSTER_KEY_ENV})"
+            ) from None
 
     async def _start_tier(
         self, entries: list[AppEntry], progress: Progress | None, timeout: float
@@ -877,6 +901,11 @@ def _check_host(db: ConfigDatabase, host: str, store: str | None) -> None:
     if host not in db.hosts:
         known = ", ".join(sorted(db.hosts)) or "none"
         raise ConfigError(f"{db.source}: no host {host!r} in the topology (hosts: {known})")
+    if confserv_place(db)[0] is None:
+        raise ConfigError(
+            f"{db.source}: no T-Server: with --host the Configuration Server lives on the"
+            " T-Server's host, and this topology has none"
+        )
     hosts = node_hosts(db)
     if sqlite_stores(db) and len(hosts) > 1 and not (store or "").startswith("redis:"):
         raise ConfigError(

@@ -180,7 +180,8 @@ class FaultProxy:
     async def serve_control(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Answer ``partition``, ``heal``, ``delay`` and ``status`` on ``host:port``."""
+        """Answer ``partition``, ``heal``, ``delay``, ``status`` and ``check_key`` on
+        ``host:port``."""
         async with trio.open_nursery() as nursery:
             bound: int = await nursery.start(
                 functools.partial(
@@ -201,6 +202,10 @@ class FaultProxy:
         params = request.params
         if request.method == "status":
             return self.status()
+        if request.method == "check_key":
+            # Changes nothing, but is not open: answered only to a client with the key
+            # (another host's ``up`` checks it has the cluster's before starting).
+            return {}
         # Each side one application or a list of them (a host): every pair at once, with
         # no schedule point between, so a host partition falls as one fault.
         pairs = _pairs(params)
