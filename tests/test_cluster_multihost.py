@@ -195,7 +195,9 @@ async def test_three_hosts_form_one_cluster_that_fails_over(tmp_path: Path) -> N
         # The new primary routes Node ORS_1's calls.
         await east.wait_for(lambda s: (rows(s)["ORS_1_B"]["calls_routed"] or 0) >= 5, 15)
 
-        await hq.isolate("west")
+        proc = orsim("cluster", "isolate", "west", "--run-dir", str(dirs["hq"]))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "west: isolated from every other host"
         for host in ADDRESSES:  # every host's proxy has the cut (each carries a share)
             assert len((await hq.proxy_status(host))["partitions"]) == 2 * 5
         node_2 = rows(await hq.status())["ORS_2"]["node_id"]
