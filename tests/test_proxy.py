@@ -10,11 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orsim.cluster import FaultProxy, FaultTable, Route
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.wire import (
     Connection,
     Request,
-    RequestFailed,
     TcpNetwork,
     connected,
     open_connection,
@@ -28,7 +27,7 @@ NAMES = st.sampled_from(["A", "B", "C", "D"])
 async def echo(_conn: Connection, request: Request) -> object:
     if request.method == "echo":
         return request.params
-    raise RequestFailed("unknown_method", request.method)
+    raise RequestRefused("unknown_method", request.method)
 
 
 async def start_echo(nursery: trio.Nursery, app: str = "S") -> int:
@@ -190,7 +189,7 @@ async def test_control_port_requests(nursery: trio.Nursery) -> None:
             ("delay", {"a": "A", "b": "B"}),
             ("nope", {"a": "A", "b": "B"}),
         ):
-            with pytest.raises(RemoteError):
+            with pytest.raises(RequestRefused):
                 await c.request(method, params)
 
 

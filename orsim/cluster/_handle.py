@@ -64,7 +64,7 @@ from orsim.cluster._redis import (
 from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic
 from orsim.cluster._status import cluster_status, node_primary, process_label
 from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
-from orsim.errors import ClusterError, OrsimError, RemoteError, UnreachableError, UsageError
+from orsim.errors import ClusterError, OrsimError, RequestRefused, UnreachableError, UsageError
 from orsim.store import parse_store_url
 from orsim.wire import (
     CLUSTER_KEY_ENV,
@@ -360,7 +360,7 @@ class ClusterHandle:
 
         Raises:
             UnreachableError: the application does not answer within ``timeout``.
-            RemoteError: it answered with an error.
+            RequestRefused: it answered with an error.
         """
         if app == PROXY_APP:
             host, port = LOOPBACK, self.manifest.proxy_control_port
@@ -369,7 +369,7 @@ class ClusterHandle:
             host, port = entry.host, entry.private_port
         try:
             return await self._request_at(host, port, method, params, timeout)
-        except RemoteError:
+        except RequestRefused:
             raise
         except _UNANSWERED as exc:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc

@@ -8,7 +8,6 @@ Configuration Server (``add_genesys_args``, ``confserv_addresses``), and
 from __future__ import annotations
 
 from orsim.confserv._changes import Change as Change
-from orsim.confserv._changes import ChangeRejected as ChangeRejected
 from orsim.confserv._changes import apply_change as apply_change
 from orsim.confserv._configured import LISTEN_PORT_ENV as LISTEN_PORT_ENV
 from orsim.confserv._configured import ConfiguredServer as ConfiguredServer
@@ -31,7 +30,6 @@ __all__ = [
     "APP_TYPE",
     "LISTEN_PORT_ENV",
     "Change",
-    "ChangeRejected",
     "ConfServ",
     "ConfServClient",
     "ConfiguredServer",

@@ -31,20 +31,18 @@ from orsim.config import (
 )
 from orsim.confserv._changes import (
     Change,
-    ChangeRejected,
     Kind,
     apply_all,
     options_of,
 )
 from orsim.confserv._journal import Journal
-from orsim.errors import ConnectionLost
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.logs import get_logger
 from orsim.wire import (
     Connection,
     Json,
     Network,
     Request,
-    RequestFailed,
     frame_counts,
     serve_app,
 )
@@ -62,7 +60,7 @@ OPEN_METHODS = frozenset(
 def _text(params: dict[str, Json], name: str) -> str:
     value = params.get(name)
     if not isinstance(value, str) or not value:
-        raise RequestFailed("bad_request", f"'{name}' must be a non-empty string")
+        raise RequestRefused("bad_request", f"'{name}' must be a non-empty string")
     return value
 
 
@@ -70,7 +68,7 @@ def _value(params: dict[str, Json], name: str) -> str:
     try:
         return option_value_to_str(params.get(name))
     except TypeError as exc:
-        raise RequestFailed("bad_request", f"'{name}' {exc}") from None
+        raise RequestRefused("bad_request", f"'{name}' {exc}") from None
 
 
 @attrs.define(eq=False)
@@ -98,7 +96,7 @@ class ConfServ:
             try:
                 self.db, _kind = apply_all(self.db, [change])
                 applied += 1
-            except ChangeRejected as exc:
+            except RequestRefused as exc:
                 self._log.warning(
                     "journal_change_skipped", change=attrs.asdict(change), error=exc.message
                 )
@@ -122,9 +120,9 @@ class ConfServ:
             request.method
         )
         if method is None:
-            raise RequestFailed("unknown_method", f"unknown method '{request.method}'")
+            raise RequestRefused("unknown_method", f"unknown method '{request.method}'")
         if not isinstance(request.params, dict):
-            raise RequestFailed("bad_request", "params must be an object")
+            raise RequestRefused("bad_request", "params must be an object")
         return await method(conn, request.params)
 
     def _methods(self) -> dict[str, Callable[[Connection, dict[str, Json]], Any]]:
@@ -144,7 +142,7 @@ class ConfServ:
         name = _text(params, "name")
         app = self.db.applications.get(name)
         if app is None:
-            raise RequestFailed("not_found", f"application '{name}' not found")
+            raise RequestRefused("not_found", f"application '{name}' not found")
         self.readers[("application", name)].add(conn)
         return application_to_wire(app)
 
@@ -152,7 +150,7 @@ class ConfServ:
         """Several Applications in one request (Genesys reads objects in bulk at start-up)."""
         names = params.get("names")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise RequestFailed("bad_request", "names must be a list of strings")
+            raise RequestRefused("bad_request", "names must be a list of strings")
         found: dict[str, Json] = {}
         for name in names:
             app = self.db.applications.get(str(name))
@@ -165,7 +163,7 @@ class ConfServ:
         name = _text(params, "name")
         txn = self.db.transactions.get(name)
         if txn is None or txn.tenant != self.db.list_tenant:
-            raise RequestFailed(
+            raise RequestRefused(
                 "not_found", f"transaction '{name}' not found under tenant {self.db.list_tenant}"
             )
         self.readers[("transaction", name)].add(conn)
@@ -174,14 +172,14 @@ class ConfServ:
     async def list_applications(self, conn: Connection, params: dict[str, Json]) -> Json:
         wanted = params.get("type")
         if wanted is not None and not isinstance(wanted, str):
-            raise RequestFailed("bad_request", "'type' must be a string")
+            raise RequestRefused("bad_request", "'type' must be a string")
         return [a.name for a in self.db.applications.values() if wanted in (None, a.type)]
 
     async def get_host(self, conn: Connection, params: dict[str, Json]) -> Json:
         name = _text(params, "name")
         host = self.db.hosts.get(name)
         if host is None:
-            raise RequestFailed("not_found", f"host '{name}' not found")
+            raise RequestRefused("not_found", f"host '{name}' not found")
         return {"name": host.name, "address": host.address, "dbid": host.dbid}
 
     async def set_option(self, conn: Connection, params: dict[str, Json]) -> Json:
@@ -205,16 +203,16 @@ class ConfServ:
         name = _text(params, "object")
         options = params.get("options")
         if not isinstance(options, dict):
-            raise RequestFailed("bad_request", "'options' must be an object of sections")
+            raise RequestRefused("bad_request", "'options' must be an object of sections")
         changes = []
         for section, keys in options.items():
             if not isinstance(keys, dict):
-                raise RequestFailed("bad_request", f"section '{section}' must be an object")
+                raise RequestRefused("bad_request", f"section '{section}' must be an object")
             for key, value in keys.items():
                 try:
                     changes.append(Change(name, section, key, option_value_to_str(value)))
                 except TypeError as exc:
-                    raise RequestFailed("bad_request", f"{section}/{key}: {exc}") from None
+                    raise RequestRefused("bad_request", f"{section}/{key}: {exc}") from None
         if changes:
             await self.commit(changes)
         return {"count": len(changes)}
@@ -244,8 +242,8 @@ class ConfServ:
         async with self._change_lock:
             try:
                 new_db, kind = apply_all(self.db, changes)
-            except ChangeRejected as exc:
-                raise RequestFailed(exc.code, exc.message) from None
+            except RequestRefused as exc:
+                raise RequestRefused(exc.code, exc.message) from None
             with trio.CancelScope(shield=True):
                 if self.journal is not None:
                     await trio.to_thread.run_sync(self.journal.append, changes)

@@ -33,7 +33,7 @@ from orsim.config import (
     effective_options,
     transaction_from_wire,
 )
-from orsim.errors import ConfigError, RemoteError
+from orsim.errors import ConfigError, RequestRefused
 from orsim.logs import get_logger
 from orsim.wire import Connection, Json, Network, Push, connect_with_retry
 
@@ -97,7 +97,7 @@ class NodeConfig:
         return check_node_cluster(self.app, self.cluster, self.apps)
 
 
-def _config_errors(exc: RemoteError) -> Exception:
+def _config_errors(exc: RequestRefused) -> Exception:
     if exc.code in CONFIG_ERROR_CODES:
         return ConfigError(exc.message)
     return exc
@@ -220,7 +220,7 @@ class ConfServClient:
         """Any Configuration Server request; not_found/not_allowed/bad_value -> ConfigError."""
         try:
             return await self.connection.request(method, params, timeout=timeout)
-        except RemoteError as exc:
+        except RequestRefused as exc:
             raise _config_errors(exc) from None
 
     async def get_application(self, name: str) -> Application:

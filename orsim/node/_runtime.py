@@ -28,7 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orsim._alarm import Alarm
 from orsim.config import CALL_WATCHING_TIMEOUT, LOG_VERBOSE
-from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
     CALL_COMMANDS,
@@ -92,7 +92,6 @@ from orsim.wire import (
     Push,
     PushHandler,
     Request,
-    RequestFailed,
     RequestHandler,
     connect_with_retry,
     encode,
@@ -492,7 +491,7 @@ class OrsNode:
                 continue
             try:
                 answer = await tserver.request("query_call", {"call_id": call_id}, timeout=wait)
-            except RemoteError:
+            except RequestRefused:
                 return "unknown"
             except (ConnectionLost, trio.TooSlowError):
                 wait *= 2
@@ -516,7 +515,7 @@ class OrsNode:
                     timeout=wait,
                 )  # fmt: skip
                 return "routed"
-            except RemoteError as exc:
+            except RequestRefused as exc:
                 return exc.code
             except (ConnectionLost, trio.TooSlowError):
                 wait *= 2
@@ -565,7 +564,7 @@ class OrsNode:
                 self.log.info("epoch_claimed_at_tserver", won=answer["won"], epoch=answer["epoch"])
                 self.feed(EpochClaimed(new, bool(answer["won"]), int(answer["epoch"])))
                 return
-            except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+            except (ConnectionLost, RequestRefused, trio.TooSlowError) as exc:
                 self.log.warning("claim_failed", error=str(exc))
         await trio.sleep(_CLAIM_RETRY)  # no arbiter answered: nothing won, try again later
         self.feed(EpochClaimed(new, False, command.expected))
@@ -579,7 +578,7 @@ class OrsNode:
                     {"node_id": self.settings.node_id, "epoch": epoch, "app": self.settings.app},
                     timeout=5,
                 )
-            except RemoteError as exc:
+            except RequestRefused as exc:
                 self.log.warning("fence_refused", error=str(exc), epoch=epoch)
                 refused = exc.code == "stale_epoch"
             except (ConnectionLost, trio.TooSlowError) as exc:
@@ -640,7 +639,7 @@ class OrsNode:
                         await self._tserver.request(
                             "fence", {"node_id": dead, "epoch": fenced}, timeout=5
                         )
-                    except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                    except (ConnectionLost, RequestRefused, trio.TooSlowError) as exc:
                         self.log.warning("fence_failed", node_id=dead, error=str(exc))
                 for orphan in command.sessions:
                     mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
@@ -667,7 +666,7 @@ class OrsNode:
             return self.status()
         if request.method == "switchover":
             return await self._switchover()
-        raise RequestFailed(
+        raise RequestRefused(
             "unknown_method", f"{self.settings.app} has no method {request.method!r}"
         )
 
@@ -687,10 +686,10 @@ class OrsNode:
         if not done.is_set():
             self._switchovers.remove((done, outcome))
             self.feed(SwitchoverGaveUp())
-            raise RequestFailed("timeout", "the switchover did not complete in time")
+            raise RequestRefused("timeout", "the switchover did not complete in time")
         if outcome and outcome[0]:
             code = "no_backup" if self.settings.partner is None else "switchover_failed"
-            raise RequestFailed(code, outcome[0])
+            raise RequestRefused(code, outcome[0])
         partner = self.settings.partner
         primary = self.settings.app if self.mode == "primary" else partner
         return {"new_primary": primary}
@@ -840,7 +839,7 @@ class OrsNode:
                     await up(conn)
                     self.log.info("server_connected", server=server.name, kind=kind)
                     await conn.closed.wait()
-                except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                except (ConnectionLost, RequestRefused, trio.TooSlowError) as exc:
                     self.log.warning("server_register_failed", server=server.name, error=str(exc))
                 finally:
                     down()

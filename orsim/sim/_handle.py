@@ -33,7 +33,7 @@ from orsim.config import ConfigDatabase, load_database
 from orsim.errors import (
     ClusterError,
     ConnectionLost,
-    RemoteError,
+    RequestRefused,
     UnreachableError,
     UsageError,
 )
@@ -230,12 +230,12 @@ class SimClusterHandle:
                     app=LAUNCHER_APP, app_type="Launcher",
                 )  # fmt: skip
                 answer: Any = None
-                refused: RemoteError | None = None
+                refused: RequestRefused | None = None
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
                     try:
                         answer = await conn.request(method, params)
-                    except RemoteError as exc:
+                    except RequestRefused as exc:
                         # Raised past the nursery, it would come out as an ExceptionGroup.
                         refused = exc
                     finally:

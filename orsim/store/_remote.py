@@ -21,7 +21,7 @@ from typing import Any, Final, final
 
 import trio
 
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.logs import get_logger
 from orsim.store._protocol import Counters, StoreStatistics
 from orsim.store._server import APP_NAME, read_sidecar
@@ -151,7 +151,7 @@ class RemoteStore:
                 except ConnectionLost:
                     await trio.lowlevel.checkpoint()
                     continue  # wait for the next link, within the same deadline
-                except RemoteError as exc:
+                except RequestRefused as exc:
                     raise StoreError(f"store server {self.path}: {exc}") from exc
                 if not isinstance(answer, dict):
                     raise StoreError(f"store server {self.path}: bad answer to {method}")

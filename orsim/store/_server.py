@@ -40,7 +40,7 @@ from orsim.errors import OrsimError
 from orsim.logs import get_logger
 from orsim.store._protocol import SessionStore
 from orsim.store._session import StaleEpoch, session_from_wire, session_to_wire
-from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.wire import Connection, Json, Network, Request, RequestRefused, serve_app
 
 APP_NAME: Final = "store"
 APP_TYPE: Final = "SessionStore"
@@ -154,7 +154,7 @@ class StoreServer:
             return self.status()
         handler = self._table.get(request.method)
         if handler is None:
-            raise RequestFailed("unknown_method", f"the store server has no {request.method!r}")
+            raise RequestRefused("unknown_method", f"the store server has no {request.method!r}")
         self.requests += 1
         try:
             return await handler(request.params)
@@ -212,7 +212,7 @@ class StoreServer:
     async def _count(self, p: dict[str, Any]) -> Json:
         counter = getattr(self.backend, "count", None)
         if counter is None:
-            raise RequestFailed("unsupported", "this backend does not count sessions")
+            raise RequestRefused("unsupported", "this backend does not count sessions")
         return {"count": await counter(_int(p, "node_id"))}
 
 

@@ -1,7 +1,7 @@
 """A typed client of the T-Server over an established ``Connection``, and its pushes.
 
 The caller owns the connection (it chooses the push handler and runs ``serve``); this
-wrapper only names the requests. Refusals arrive as ``RemoteError`` with ``code`` one of
+wrapper only names the requests. Refusals arrive as ``RequestRefused`` with ``code`` one of
 ``unknown_call``, ``duplicate``, ``stale_epoch``, ``lost`` (see ``_ledger``).
 """
 
@@ -85,7 +85,7 @@ class TServerClient:
         """Route ``call_id`` to ``target``; returns the latency in ms.
 
         Raises:
-            RemoteError: refused (``code``: unknown_call, duplicate, stale_epoch, lost).
+            RequestRefused: refused (``code``: unknown_call, duplicate, stale_epoch, lost).
         """
         result = await self._call(
             "route",

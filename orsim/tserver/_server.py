@@ -51,7 +51,7 @@ from orsim.wire import (
     Network,
     Push,
     Request,
-    RequestFailed,
+    RequestRefused,
     dispatch,
     dispatch_inline,
     encode,
@@ -274,12 +274,12 @@ class TServer:
 
     def _default_dn(self) -> str:
         if not self.routing_points:
-            raise RequestFailed("no_routing_point", f"{self.app.name} has no routing points")
+            raise RequestRefused("no_routing_point", f"{self.app.name} has no routing points")
         return next(iter(self.routing_points))
 
     def _check_dn(self, dn: str) -> str:
         if dn not in self.routing_points:
-            raise RequestFailed("unknown_dn", f"{dn!r} is not a routing point of {self.app.name}")
+            raise RequestRefused("unknown_dn", f"{dn!r} is not a routing point of {self.app.name}")
         return dn
 
     def _rotate_dn(self) -> str | None:
@@ -388,7 +388,7 @@ class TServer:
         client = self._clients.get(conn)
         if client is None:
             if self._nursery is None or conn.closed.is_set():
-                raise RequestFailed("closed", "connection is closing")
+                raise RequestRefused("closed", "connection is closing")
             client = _Client(conn, app, node_id)
             self._clients[conn] = client
         client.app, client.node_id = app, node_id
@@ -423,7 +423,7 @@ class TServer:
                 known=exc.known,
                 holder=exc.holder,
             )
-            raise RequestFailed("stale_epoch", str(exc)) from exc
+            raise RequestRefused("stale_epoch", str(exc)) from exc
         get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
         return {"epoch": known}
 
@@ -463,7 +463,7 @@ class TServer:
                 node_id=node_id,
                 epoch=epoch,
             )
-            raise RequestFailed(exc.code, str(exc)) from exc
+            raise RequestRefused(exc.code, str(exc)) from exc
         if not outcome.resent:  # a resend: everyone heard of the call the first time
             routed: dict[str, Json] = {
                 "call_id": call_id,
@@ -490,9 +490,9 @@ class TServer:
         duration = param(params, "duration", float, None)
         dn = param(params, "dn", str, None)
         if not (0 < rate <= MAX_RATE):
-            raise RequestFailed("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
+            raise RequestRefused("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
         if duration is not None and not (duration >= 0 and math.isfinite(duration)):
-            raise RequestFailed("bad_request", "duration must be seconds >= 0")
+            raise RequestRefused("bad_request", "duration must be seconds >= 0")
         if dn is None:
             self._default_dn()
         else:
@@ -524,7 +524,9 @@ class TServer:
         offset = param(params, "offset", int, 0)
         limit = param(params, "limit", int, MAX_RECORDS_PAGE)
         if offset < 0 or not (0 < limit <= MAX_RECORDS_PAGE):
-            raise RequestFailed("bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}")
+            raise RequestRefused(
+                "bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}"
+            )
         answer: dict[str, Json] = self.ledger.counts().to_wire()
         if with_records:
             records = self.ledger.records()

@@ -25,7 +25,7 @@ import attrs
 import trio
 
 from orsim.config import ROUTING_POINTS, Application
-from orsim.errors import RemoteError
+from orsim.errors import RequestRefused
 from orsim.logs import configure_logging
 from orsim.tserver._client import TServerClient
 from orsim.tserver._ledger import ROUTED, percentile
@@ -139,7 +139,7 @@ async def bench_tserver(
                         call_id, "Agent_1", app=BENCH_APP, node_id=BENCH_NODE_ID, epoch=0
                     )
                     tracker.resolve(call_id)  # the router hears no call_routed of its own
-                except RemoteError:
+                except RequestRefused:
                     pass  # lost or routed by someone else: the ledger tells
 
         async def caller(quota: trio.CapacityLimiter, counter: list[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orsim.errors import RequestRefused as RequestRefused
 from orsim.wire._addp import Addp as Addp
 from orsim.wire._addp import AddpAction as AddpAction
 from orsim.wire._cluster_key import KEY_FILE as KEY_FILE
@@ -14,7 +15,6 @@ from orsim.wire._codec import decode_body as decode_body
 from orsim.wire._codec import encode as encode
 from orsim.wire._connection import Connection as Connection
 from orsim.wire._connection import PushHandler as PushHandler
-from orsim.wire._connection import RequestFailed as RequestFailed
 from orsim.wire._connection import RequestHandler as RequestHandler
 from orsim.wire._connection import frame_counts as frame_counts
 from orsim.wire._endpoint import READ_ONLY as READ_ONLY
@@ -42,32 +42,45 @@ from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
+from orsim.wire._typed import OMIT_NONE as OMIT_NONE
+from orsim.wire._typed import Call as Call
+from orsim.wire._typed import Done as Done
+from orsim.wire._typed import HandlerTable as HandlerTable
+from orsim.wire._typed import Notice as Notice
+from orsim.wire._typed import Record as Record
+from orsim.wire._typed import on as on
 
 __all__ = [
     "CLUSTER_KEY_ENV",
     "DEFAULT_MAX_FRAME",
     "KEY_FILE",
     "NEED_DATA",
+    "OMIT_NONE",
     "PROTOCOL_VERSION",
     "READ_ONLY",
     "Addp",
     "AddpAction",
+    "Call",
     "Connection",
+    "Done",
     "ErrorResponse",
     "FrameDecoder",
+    "HandlerTable",
     "Hello",
     "Json",
     "MemoryNetwork",
     "MemoryNetworkView",
     "Message",
     "Network",
+    "Notice",
     "Ping",
     "Pong",
     "Push",
     "PushHandler",
+    "Record",
     "Request",
-    "RequestFailed",
     "RequestHandler",
+    "RequestRefused",
     "Response",
     "TcpNetwork",
     "Welcome",
@@ -79,6 +92,7 @@ __all__ = [
     "dispatch_inline",
     "encode",
     "frame_counts",
+    "on",
     "open_connection",
     "param",
     "read_cluster_key",

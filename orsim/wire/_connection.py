@@ -52,8 +52,8 @@ from orsim.errors import (
     ConnectionLost,
     LocalProtocolError,
     OrsimError,
-    RemoteError,
     RemoteProtocolError,
+    RequestRefused,
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
@@ -152,15 +152,6 @@ def _eager(stream: trio.abc.Stream) -> bool:
     return isinstance(stream, NonBlockingStream) and bool(getattr(stream, "eager_writes", False))
 
 
-class RequestFailed(OrsimError):
-    """Raise from a request handler to answer with an ``ErrorResponse`` of ``code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 #: What a request handler may raise to be answered with an error (``_error_reply``).
 _HANDLER_ERRORS = (OrsimError, KeyError, TypeError, ValueError)
 
@@ -168,9 +159,7 @@ _HANDLER_ERRORS = (OrsimError, KeyError, TypeError, ValueError)
 def _error_reply(request: Request, exc: BaseException) -> ErrorResponse | None:
     """The answer to ``request`` whose handler raised ``exc`` (one of ``_HANDLER_ERRORS``);
     None for ``ConnectionLost``: the link is gone, nothing to answer on."""
-    if isinstance(exc, RequestFailed):
-        return ErrorResponse(request.id, exc.code, exc.message)
-    if isinstance(exc, RemoteError):
+    if isinstance(exc, RequestRefused):
         return ErrorResponse(request.id, exc.code, exc.message)
     if isinstance(exc, ConnectionLost):
         return None
@@ -459,7 +448,7 @@ class Connection:
         """Call ``method`` on the peer and wait for its answer.
 
         Raises:
-            RemoteError: the peer answered with an error.
+            RequestRefused: the peer answered with an error.
             ConnectionLost: the link closed before the answer.
             trio.TooSlowError: no answer within ``timeout`` seconds.
         """
@@ -496,7 +485,7 @@ class Connection:
         if outcome is None:
             raise ConnectionLost(f"connection to {self.peer_app} lost ({self.close_reason})")
         if isinstance(outcome, ErrorResponse):
-            raise RemoteError(outcome.code, outcome.message)
+            raise RequestRefused(outcome.code, outcome.message)
         return outcome.result
 
     async def push(self, topic: str, data: dict[str, Json] | None = None) -> None:

@@ -10,14 +10,13 @@ from typing import Any, NoReturn
 
 import trio
 
-from orsim.errors import ConnectionLost, RemoteProtocolError, UnreachableError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused, UnreachableError
 from orsim.logs import get_logger
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from orsim.wire._connection import (
     Connection,
     InlineHandler,
     PushHandler,
-    RequestFailed,
     RequestHandler,
 )
 from orsim.wire._messages import (
@@ -64,13 +63,13 @@ def _keyless(
 
     def answer(conn: Connection, request: Request) -> Any:
         if request.method not in open_methods:
-            raise RequestFailed(
+            raise RequestRefused(
                 "unauthorized", f"{app}: {request.method!r} needs the cluster's key"
             )
         if inline_handler is not None:
             return inline_handler(conn, request)
         if handler is None:
-            raise RequestFailed("unsupported", "this peer serves no requests")
+            raise RequestRefused("unsupported", "this peer serves no requests")
         return handler(conn, request)
 
     async def refuse_push(conn: Connection, push: Push) -> None:

@@ -6,8 +6,9 @@ from collections.abc import Awaitable
 from types import CoroutineType
 from typing import NoReturn, TypeVar, overload
 
+from orsim.errors import RequestRefused
 from orsim.logs import get_logger
-from orsim.wire._connection import Connection, RequestFailed
+from orsim.wire._connection import Connection
 from orsim.wire._messages import Json, Request
 
 T = TypeVar("T")
@@ -30,20 +31,20 @@ def param(params: dict[str, Json], name: str, kind: type[T], default: object = _
     """``params[name]`` checked to be a ``kind`` (int accepted for float, bool never for int).
 
     Raises:
-        RequestFailed: ``bad_request`` when the value is missing (and has no default) or of
+        RequestRefused: ``bad_request`` when the value is missing (and has no default) or of
             the wrong type.
     """
     value = params.get(name, _MISSING)
     if value is _MISSING or value is None:
         if default is _MISSING:
-            raise RequestFailed("bad_request", f"missing parameter {name!r}")
+            raise RequestRefused("bad_request", f"missing parameter {name!r}")
         return default
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and kind is not bool:
-        raise RequestFailed("bad_request", f"parameter {name!r} must be {kind.__name__}")
+        raise RequestRefused("bad_request", f"parameter {name!r} must be {kind.__name__}")
     if not isinstance(value, kind):
-        raise RequestFailed("bad_request", f"parameter {name!r} must be {kind.__name__}")
+        raise RequestRefused("bad_request", f"parameter {name!r} must be {kind.__name__}")
     return value
 
 
@@ -53,7 +54,7 @@ def str_list(params: dict[str, Json], name: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RequestFailed("bad_request", f"parameter {name!r} must be a list of strings")
+        raise RequestRefused("bad_request", f"parameter {name!r} must be a list of strings")
     return list(value)
 
 
@@ -75,10 +76,10 @@ def dispatch_inline(target: object, app: str, conn: Connection, request: Request
     for a coroutine function, a coroutine to await for it (errors as ``dispatch``)."""
     method = getattr(target, f"_do_{request.method}", None)
     if method is None:
-        raise RequestFailed("unknown_method", f"{app} has no method {request.method!r}")
+        raise RequestRefused("unknown_method", f"{app} has no method {request.method!r}")
     try:
         result: Json = method(conn, request.params)
-    except RequestFailed:
+    except RequestRefused:
         raise
     except Exception as exc:
         _failed(app, request, exc)
@@ -90,7 +91,7 @@ def dispatch_inline(target: object, app: str, conn: Connection, request: Request
 async def _finish(pending: Awaitable[Json], app: str, request: Request) -> Json:
     try:
         return await pending
-    except RequestFailed:
+    except RequestRefused:
         raise
     except Exception as exc:
         _failed(app, request, exc)
@@ -98,4 +99,4 @@ async def _finish(pending: Awaitable[Json], app: str, request: Request) -> Json:
 
 def _failed(app: str, request: Request, exc: Exception) -> NoReturn:
     get_logger(app=app).exception("handler_failed", method=request.method)
-    raise RequestFailed("internal", f"{request.method}: {exc!r}") from exc
+    raise RequestRefused("internal", f"{request.method}: {exc!r}") from exc

@@ -1,0 +1,269 @@
+"""Typed messages: every request, answer and push of a service is an ``attrs.frozen`` class.
+
+Theory of operation. The frame layer (``_messages``) carries ``Request(id, method,
+params)``, ``Response(id, result)`` and ``Push(topic, data)`` with JSON payloads. A
+service names each of its payloads as a class here:
+
+- a request subclasses ``Call[A]`` and sets ``METHOD`` and ``ANSWER`` (the class of its
+  answer ``A``); ``await conn.call(Route(...))`` sends it and returns the typed ``A``;
+- an answer or a record subclasses ``Record``;
+- a push subclasses ``Notice`` and sets ``TOPIC``; ``await conn.notify(Member(...))``.
+
+Each class converts to the existing JSON (``to_json``: one key per attrs field, in field
+order, so the bytes on the wire are the ones the dict literals made before) and from it
+(``from_json``: each field checked by its annotation, as ``param`` checks; anything else
+is ``RequestRefused("bad_request")``). Validation happens once, at the edge: a server's
+``HandlerTable`` turns an inbound ``Request`` into its typed message before the handler
+runs, and the handler returns a typed answer, encoded once.
+
+A field whose ``None`` is left out of the JSON (an optional parameter older senders omit)
+carries ``metadata=OMIT_NONE``. A class whose JSON is not one key per field (a list, a
+lenient push) overrides ``to_json``/``from_json``; the hot-path messages do so too, to
+build the object with one call and no per-field loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import CoroutineType
+from typing import TYPE_CHECKING, ClassVar, Generic, NoReturn, Self, TypeVar, cast
+
+import attrs
+
+from orsim.errors import RemoteProtocolError, RequestRefused
+from orsim.logs import get_logger
+from orsim.wire._messages import Json, Request
+from orsim.wire._params import param, str_list
+
+if TYPE_CHECKING:
+    from orsim.wire._connection import Connection
+
+#: Field metadata: the field is left out of the JSON when it is None.
+OMIT_NONE: Mapping[str, bool] = {"omit_none": True}
+
+_SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_MISSING = object()
+
+
+@attrs.frozen
+class _Field:
+    """How one attrs field reads from and writes to JSON."""
+
+    name: str
+    #: ``str``/``int``/``float``/``bool``, ``list`` (of strings), ``dict``, or None: any JSON.
+    kind: type | None
+    default: object
+    omit_none: bool
+
+    def read(self, params: dict[str, Json]) -> object:
+        kind, default = self.kind, self.default
+        if kind is None:
+            value = params.get(self.name)
+            return default if value is None and default is not _MISSING else value
+        if kind is list:
+            return tuple(str_list(params, self.name))
+        if kind is dict:
+            value = params.get(self.name)
+            if value is None:
+                if default is _MISSING:
+                    raise RequestRefused("bad_request", f"missing parameter {self.name!r}")
+                return default
+            if not isinstance(value, dict):
+                raise RequestRefused("bad_request", f"parameter {self.name!r} must be an object")
+            return value
+        if default is _MISSING:
+            return param(params, self.name, kind)
+        return param(params, self.name, kind, default)
+
+
+def _field_of(a: attrs.Attribute[object]) -> _Field:
+    text = str(a.type).replace(" ", "")
+    optional = text.endswith("|None")
+    base = text.removesuffix("|None")
+    kind: type | None
+    if base in _SCALARS:
+        kind = _SCALARS[base]
+    elif base in ("tuple[str,...]",):
+        kind = list
+    elif base in ("dict[str,Json]",):
+        kind = dict
+    elif base == "Json":
+        kind = None
+    else:
+        raise TypeError(f"field {a.name}: no JSON reading for {a.type!r}")
+    default: object = _MISSING if a.default is attrs.NOTHING else a.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # a class at run time
+        default = default.factory()  # type: ignore[attr-defined]
+    if optional and default is _MISSING:
+        default = None
+    return _Field(a.name, kind, default, bool(a.metadata.get("omit_none")))
+
+
+_SPECS: dict[type, tuple[_Field, ...]] = {}
+
+
+def _spec(cls: type) -> tuple[_Field, ...]:
+    spec = _SPECS.get(cls)
+    if spec is None:
+        spec = _SPECS[cls] = tuple(_field_of(a) for a in attrs.fields(cls))
+    return spec
+
+
+def _plain(value: object) -> object:
+    """A field's value as JSON: tuples as lists, records as their JSON."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Record):
+        return value.to_json()
+    return value
+
+
+class Record:
+    """Base of a typed JSON payload (an attrs class): ``to_json``/``from_json``."""
+
+    __slots__ = ()
+
+    def to_json(self) -> Json:
+        """The payload as JSON: one key per field, in field order."""
+        out: dict[str, Json] = {}
+        for f in _spec(type(self)):
+            value = getattr(self, f.name)
+            if value is None and f.omit_none:
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        """Raises:
+        RequestRefused: ``bad_request``: ``data`` is not an object, or a field is missing
+            or of the wrong type."""
+        if not isinstance(data, dict):
+            raise RequestRefused("bad_request", "params must be an object")
+        return cls(*[f.read(data) for f in _spec(cls)])
+
+
+A = TypeVar("A")
+
+
+class Call(Record, Generic[A]):
+    """Base of a typed request whose answer is an ``A`` (``ANSWER``)."""
+
+    __slots__ = ()
+    METHOD: ClassVar[str]
+    ANSWER: ClassVar[type[Record]]
+
+    def answer(self, result: Json) -> A:
+        """The typed answer in ``result``.
+
+        Raises:
+            RemoteProtocolError: the answer is malformed (the peer broke the protocol).
+        """
+        try:
+            return cast(A, self.ANSWER.from_json(result))
+        except RequestRefused as exc:
+            raise RemoteProtocolError(
+                f"malformed answer to {self.METHOD!r}: {exc.message}"
+            ) from exc
+
+
+class Notice(Record):
+    """Base of a typed push (a notification that expects no answer)."""
+
+    __slots__ = ()
+    TOPIC: ClassVar[str]
+
+
+@attrs.frozen
+class Done(Record):
+    """The answer ``{}``: done, nothing to tell."""
+
+
+C = TypeVar("C", bound=Call[object])
+
+
+@attrs.frozen
+class _Entry:
+    kind: type[Call[object]]
+    fn: Callable[[Connection, Call[object]], Record | Awaitable[Record]]
+
+
+def on(kind: type[C], fn: Callable[[Connection, C], Record | Awaitable[Record]]) -> _Entry:
+    """One row of a ``HandlerTable``: requests of type ``kind`` go to ``fn``."""
+    return _Entry(
+        kind, cast(Callable[["Connection", Call[object]], "Record | Awaitable[Record]"], fn)
+    )
+
+
+@attrs.define(eq=False)
+class HandlerTable:
+    """One server's requests: method -> (its typed request, its handler), built once.
+
+    Use it as the server's ``inline_handler`` (``serve_app``): an inbound request is
+    decoded into its type at the edge (malformed: ``bad_request``; unknown method:
+    ``unknown_method``), handled, and its typed answer encoded. A handler's unexpected
+    exception (a bug of ours) is logged and answered ``internal``, so it never takes the
+    server down.
+    """
+
+    app: str
+    _by_method: dict[str, _Entry]
+
+    @classmethod
+    def of(cls, app: str, entries: Iterable[_Entry]) -> HandlerTable:
+        by_method: dict[str, _Entry] = {}
+        for entry in entries:
+            if entry.kind.METHOD in by_method:
+                raise ValueError(f"two handlers for {entry.kind.METHOD!r}")
+            by_method[entry.kind.METHOD] = entry
+        return cls(app, by_method)
+
+    @property
+    def methods(self) -> frozenset[str]:
+        return frozenset(self._by_method)
+
+    def decode(self, request: Request) -> tuple[_Entry, Call[object]]:
+        """The typed message of ``request`` and its row.
+
+        Raises:
+            RequestRefused: ``unknown_method`` or ``bad_request``.
+        """
+        entry = self._by_method.get(request.method)
+        if entry is None:
+            raise RequestRefused("unknown_method", f"{self.app} has no method {request.method!r}")
+        return entry, entry.kind.from_json(request.params)
+
+    def __call__(self, conn: Connection, request: Request) -> Json:
+        """Answer ``request`` (an ``InlineHandler``): the answer's JSON, or a coroutine
+        for it when the handler waits."""
+        entry, message = self.decode(request)
+        try:
+            answer = entry.fn(conn, message)
+        except RequestRefused:
+            raise
+        except Exception as exc:
+            _failed(self.app, request, exc)
+        if isinstance(answer, CoroutineType):
+            return self._finish(answer, request)
+        return cast(Record, answer).to_json()
+
+    async def handle(self, conn: Connection, request: Request) -> Json:
+        """``__call__`` as a ``RequestHandler`` (awaits the answer)."""
+        result = self(conn, request)
+        if isinstance(result, CoroutineType):
+            result = await result
+        return result
+
+    async def _finish(self, pending: Awaitable[Record], request: Request) -> Json:
+        try:
+            answer = await pending
+        except RequestRefused:
+            raise
+        except Exception as exc:
+            _failed(self.app, request, exc)
+        return answer.to_json()
+
+
+def _failed(app: str, request: Request, exc: Exception) -> NoReturn:
+    get_logger(app=app).exception("handler_failed", method=request.method)
+    raise RequestRefused("internal", f"{request.method}: {exc!r}") from exc
