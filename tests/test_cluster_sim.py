@@ -162,7 +162,7 @@ async def test_graceful_switchover_loses_no_call(
     async with open_sim_cluster(db) as sim:
         await sim.request("generate", rate=50, duration=5)
         await trio.sleep(1)
-        await sim.nodes["ORS_1"]._switchover()
+        await sim.nodes["ORS_1"].switchover()
         assert sim.mode("ORS_1_B") == "primary"
         assert sim.mode("ORS_1") == "backup"
         await trio.sleep(5)

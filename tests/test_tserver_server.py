@@ -101,6 +101,7 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
             request = RouteRequest.from_push(await p.next_push("route_request"))
             assert request.call_id == call_id
             assert request.dn == "5000"
+            assert request.created_at is not None
             assert request.deadline == pytest.approx(request.created_at + 10.0)
 
         latency = await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=101, epoch=1)
@@ -447,6 +448,7 @@ async def test_a_client_that_registers_hears_the_calls_already_waiting(
             await b.client.register("ORS_1_B", 101, ["5000"])
             told = RouteRequest.from_push(await b.next_push("route_request"))
             assert (told.call_id, told.dn) == (waiting, "5000")
+            assert told.created_at is not None
             assert told.deadline == pytest.approx(told.created_at + 10.0)
             await trio.testing.wait_all_tasks_blocked()
             later = [p.data.get("call_id") for p in _drain(b.pushes)]

@@ -47,8 +47,12 @@ from orsim.wire._typed import Call as Call
 from orsim.wire._typed import Done as Done
 from orsim.wire._typed import HandlerTable as HandlerTable
 from orsim.wire._typed import Notice as Notice
+from orsim.wire._typed import PushTable as PushTable
 from orsim.wire._typed import Record as Record
+from orsim.wire._typed import Status as Status
+from orsim.wire._typed import StatusReport as StatusReport
 from orsim.wire._typed import on as on
+from orsim.wire._typed import when as when
 
 __all__ = [
     "CLUSTER_KEY_ENV",
@@ -77,11 +81,14 @@ __all__ = [
     "Pong",
     "Push",
     "PushHandler",
+    "PushTable",
     "Record",
     "Request",
     "RequestHandler",
     "RequestRefused",
     "Response",
+    "Status",
+    "StatusReport",
     "TcpNetwork",
     "Welcome",
     "connect_with_retry",
@@ -98,4 +105,5 @@ __all__ = [
     "read_cluster_key",
     "serve_app",
     "str_list",
+    "when",
 ]

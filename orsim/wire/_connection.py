@@ -43,7 +43,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
@@ -70,6 +70,11 @@ from orsim.wire._messages import (
     Response,
 )
 from orsim.wire._transport import NonBlockingStream
+
+if TYPE_CHECKING:
+    from orsim.wire._typed import Call, Notice
+
+A = TypeVar("A")
 
 RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
 #: A request handler called in the reader, without a task: it answers at once (its
@@ -487,6 +492,25 @@ class Connection:
         if isinstance(outcome, ErrorResponse):
             raise RequestRefused(outcome.code, outcome.message)
         return outcome.result
+
+    async def call(self, request: Call[A], timeout: float = math.inf) -> A:
+        """Send the typed ``request`` and wait for its typed answer.
+
+        Raises:
+            RequestRefused: the peer refused it (``code``: why).
+            RemoteProtocolError: the answer is malformed.
+            ConnectionLost: the link closed before the answer.
+            trio.TooSlowError: no answer within ``timeout`` seconds.
+        """
+        return request.answer(await self.request(request.METHOD, request.to_json(), timeout))
+
+    async def notify(self, notice: Notice) -> None:
+        """Send the typed push ``notice``."""
+        await self.send(Push(notice.TOPIC, notice.to_json()))
+
+    def notify_nowait(self, notice: Notice, limit: int | None = None) -> bool:
+        """``push_nowait`` of the typed push ``notice``."""
+        return self.push_nowait(notice.TOPIC, notice.to_json(), limit)
 
     async def push(self, topic: str, data: dict[str, Json] | None = None) -> None:
         """Send a notification."""

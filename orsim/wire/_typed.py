@@ -32,7 +32,7 @@ import attrs
 
 from orsim.errors import RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger
-from orsim.wire._messages import Json, Request
+from orsim.wire._messages import Json, Push, Request
 from orsim.wire._params import param, str_list
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Record:
         return cls(*[f.read(data) for f in _spec(cls)])
 
 
-A = TypeVar("A")
+A = TypeVar("A", covariant=True)
 
 
 class Call(Record, Generic[A]):
@@ -267,3 +267,83 @@ class HandlerTable:
 def _failed(app: str, request: Request, exc: Exception) -> NoReturn:
     get_logger(app=app).exception("handler_failed", method=request.method)
     raise RequestRefused("internal", f"{request.method}: {exc!r}") from exc
+
+
+@attrs.frozen
+class StatusReport(Record):
+    """The answer to ``status``: one JSON object whose field names are a contract
+    (SPEC.md section 4). A server builds it from its own typed record's ``to_json``."""
+
+    fields: dict[str, Json]
+
+    def to_json(self) -> Json:
+        return self.fields
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        if not isinstance(data, dict):
+            raise RequestRefused("bad_request", "a status must be an object")
+        return cls(data)
+
+
+@attrs.frozen
+class Status(Call[StatusReport]):
+    """``status``: what the application is and does (every server answers it)."""
+
+    METHOD: ClassVar[str] = "status"
+    ANSWER: ClassVar[type[Record]] = StatusReport
+
+
+N = TypeVar("N", bound=Notice)
+
+
+@attrs.frozen
+class _PushEntry:
+    kind: type[Notice]
+    fn: Callable[[Connection, Notice], None]
+
+
+def when(kind: type[N], fn: Callable[[Connection, N], None]) -> _PushEntry:
+    """One row of a ``PushTable``: pushes of type ``kind`` go to ``fn``."""
+    return _PushEntry(kind, cast(Callable[["Connection", Notice], None], fn))
+
+
+@attrs.define(eq=False)
+class PushTable:
+    """One receiver's pushes: topic -> (its typed push, its handler), built once.
+
+    Use it as the connection's ``on_push``: a push is decoded into its type at the edge;
+    a malformed one costs its sender the connection (``RemoteProtocolError``), never
+    this process. A topic the table does not name is ignored.
+    """
+
+    _by_topic: dict[str, _PushEntry]
+
+    @classmethod
+    def of(cls, entries: Iterable[_PushEntry]) -> PushTable:
+        by_topic: dict[str, _PushEntry] = {}
+        for entry in entries:
+            if entry.kind.TOPIC in by_topic:
+                raise ValueError(f"two handlers for {entry.kind.TOPIC!r}")
+            by_topic[entry.kind.TOPIC] = entry
+        return cls(by_topic)
+
+    def decode(self, push: Push) -> tuple[_PushEntry, Notice] | None:
+        """The typed push of ``push`` and its row (None: a topic not taken).
+
+        Raises:
+            RemoteProtocolError: the push is malformed.
+        """
+        entry = self._by_topic.get(push.topic)
+        if entry is None:
+            return None
+        try:
+            return entry, entry.kind.from_json(push.data)
+        except RequestRefused as exc:
+            raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
+
+    async def __call__(self, conn: Connection, push: Push) -> None:
+        decoded = self.decode(push)
+        if decoded is not None:
+            entry, notice = decoded
+            entry.fn(conn, notice)

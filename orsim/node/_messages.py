@@ -1,0 +1,133 @@
+"""The ORS node's own protocol: pushes between peers and the requests it answers.
+
+Peers push ``member`` (who an application is, its mode and epoch), ``session`` (a session
+was created: stop watching that call) and ``handover`` (the partner hands the Node over);
+the launcher asks ``status`` and ``switchover``. The JSON of each is exactly what the
+nodes exchanged as dicts before. Pushes are read as leniently as before: a missing or
+ill-typed required field costs the sender its connection, optional ones are defaulted.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import attrs
+
+from orsim.errors import RequestRefused
+from orsim.node._membership import MemberInfo
+from orsim.wire import Call, Json, Notice, Record
+
+#: The modes a member may announce.
+MODES = frozenset({"primary", "backup", "starting", "suspending"})
+
+
+def _object(data: Json) -> dict[str, Json]:
+    if not isinstance(data, dict):
+        raise RequestRefused("bad_request", "push data must be an object")
+    return data
+
+
+def _text(data: dict[str, Json], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestRefused("bad_request", f"{key} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _whole(data: dict[str, Json], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestRefused("bad_request", f"{key} must be a whole number >= 0, not {value!r}")
+    return value
+
+
+@attrs.frozen
+class Member(Notice):
+    """``member``: what a peer application announces about itself."""
+
+    TOPIC: ClassVar[str] = "member"
+    info: MemberInfo
+
+    def to_json(self) -> Json:
+        i = self.info
+        return {
+            "app": i.app,
+            "node_id": i.node_id,
+            "data_center": i.data_center,
+            "mode": i.mode,
+            "epoch": i.epoch,
+        }
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        data = _object(data)
+        mode = _text(data, "mode")
+        if mode not in MODES:
+            raise RequestRefused("bad_request", f"mode {mode!r}")
+        return cls(
+            MemberInfo(
+                app=_text(data, "app"),
+                node_id=_whole(data, "node_id"),
+                data_center=str(data.get("data_center", "")),
+                mode=mode,
+                epoch=_whole(data, "epoch"),
+            )
+        )
+
+
+@attrs.frozen
+class SessionCreated(Notice):
+    """``session``: Node ``node_id`` created the session of ``call_id`` (``pending``: its
+    write is still under way, so a watcher waits a little longer)."""
+
+    TOPIC: ClassVar[str] = "session"
+    call_id: str
+    node_id: int | None = None
+    pending: bool = False
+
+    def to_json(self) -> Json:
+        data: dict[str, Json] = {"call_id": self.call_id, "node_id": self.node_id}
+        if self.pending:
+            data["pending"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        data = _object(data)
+        node_id = data.get("node_id")
+        return cls(
+            _text(data, "call_id"),
+            node_id if isinstance(node_id, int) and not isinstance(node_id, bool) else None,
+            data.get("pending") is True,
+        )
+
+
+@attrs.frozen
+class Handover(Notice):
+    """``handover``: the partner hands the Node over at ``epoch``."""
+
+    TOPIC: ClassVar[str] = "handover"
+    epoch: int | None = None
+
+    def to_json(self) -> Json:
+        return {"epoch": self.epoch}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        epoch = _object(data).get("epoch")
+        return cls(epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None)
+
+
+@attrs.frozen
+class SwitchedOver(Record):
+    """The application that is primary once the roles have swapped."""
+
+    new_primary: str | None
+
+
+@attrs.frozen
+class Switchover(Call[SwitchedOver]):
+    """``switchover``: hand the Node gracefully to the other application."""
+
+    METHOD: ClassVar[str] = "switchover"
+    ANSWER: ClassVar[type[Record]] = SwitchedOver

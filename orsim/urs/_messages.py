@@ -1,0 +1,76 @@
+"""The URS protocol: every request and answer as a typed message (see ``orsim.wire``).
+
+The JSON of each is exactly what the URS and its clients exchanged as dicts before.
+``select_target`` is on every call's path: its request and answer are read and written
+by hand, without the generic per-field loop.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import attrs
+
+from orsim.wire import Call, Done, Json, Record, param
+
+
+@attrs.frozen
+class Register(Call[Done]):
+    """``register``: an ORS application (``app``, default: the connection's peer) says
+    who it is."""
+
+    METHOD: ClassVar[str] = "register"
+    ANSWER: ClassVar[type[Record]] = Done
+    app: str | None = None
+    node_id: int | None = None
+
+
+@attrs.frozen
+class Target(Record):
+    """Where to route the call."""
+
+    target: str
+
+    def to_json(self) -> Json:
+        return {"target": self.target}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        if not isinstance(data, dict):
+            return super().from_json(data)
+        return cls(param(data, "target", str))
+
+
+@attrs.frozen
+class SelectTarget(Call[Target]):
+    """``select_target``: where to route ``call_id``, waiting on routing point ``dn``."""
+
+    METHOD: ClassVar[str] = "select_target"
+    ANSWER: ClassVar[type[Record]] = Target
+    call_id: str | None = None
+    dn: str | None = None
+
+    def to_json(self) -> Json:
+        return {"call_id": self.call_id, "dn": self.dn}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        if not isinstance(data, dict):
+            return super().from_json(data)
+        return cls(param(data, "call_id", str, None), param(data, "dn", str, None))
+
+
+@attrs.frozen
+class Released(Record):
+    """Whether the target held a call (least-busy counts it one fewer)."""
+
+    released: bool
+
+
+@attrs.frozen
+class ReleaseTarget(Call[Released]):
+    """``release_target``: the call sent to ``target`` is over."""
+
+    METHOD: ClassVar[str] = "release_target"
+    ANSWER: ClassVar[type[Record]] = Released
+    target: str
