@@ -1,0 +1,203 @@
+"""The store server's protocol: every request and answer as a typed message.
+
+Requests mirror the ``SessionStore`` methods one to one. A fenced write refused for its
+epoch is answered ``Stale`` (``{"stale": [node_id, epoch, current]}``) instead of its
+usual answer, so fencing crosses the wire as data, not as an error string. The JSON of
+each message is exactly what the server and its clients exchanged as dicts before.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import attrs
+
+from orsim.errors import RequestRefused
+from orsim.store._session import Session, StaleEpoch, session_from_wire, session_to_wire
+from orsim.wire import Call, Done, Json, Record, param
+
+
+def _object(data: Json) -> dict[str, Json]:
+    if not isinstance(data, dict):
+        raise RequestRefused("bad_request", "params must be an object")
+    return data
+
+
+def _session(data: dict[str, Json]) -> Session:
+    if "session" not in data:
+        raise RequestRefused("bad_request", "missing parameter 'session'")
+    try:
+        return session_from_wire(data["session"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RequestRefused("bad_request", f"parameter 'session': {exc!r}") from None
+
+
+@attrs.frozen
+class Stale(Record):
+    """The answer to a write refused for its epoch (``StaleEpoch`` on the wire)."""
+
+    node_id: int
+    epoch: int
+    current: int
+
+    @classmethod
+    def of(cls, exc: StaleEpoch) -> Stale:
+        return cls(exc.node_id, exc.epoch, exc.current)
+
+    def to_json(self) -> Json:
+        return {"stale": [self.node_id, self.epoch, self.current]}
+
+    @staticmethod
+    def find(answer: Json) -> StaleEpoch | None:
+        """The ``StaleEpoch`` an answer reports, if it is a ``Stale`` one."""
+        stale = answer.get("stale") if isinstance(answer, dict) else None
+        if isinstance(stale, list) and len(stale) == 3:
+            return StaleEpoch(int(stale[0]), int(stale[1]), int(stale[2]))
+        return None
+
+
+@attrs.frozen
+class Epoch(Record):
+    epoch: int
+
+
+@attrs.frozen
+class CurrentEpoch(Call[Epoch]):
+    """``current_epoch``: Node ``node_id``'s epoch in the store."""
+
+    METHOD: ClassVar[str] = "current_epoch"
+    ANSWER: ClassVar[type[Record]] = Epoch
+    node_id: int
+
+
+@attrs.frozen
+class Won(Record):
+    won: bool
+
+
+@attrs.frozen
+class ClaimEpoch(Call[Won]):
+    """``claim_epoch``: compare-and-set Node ``node_id``'s epoch from ``expected`` to ``new``."""
+
+    METHOD: ClassVar[str] = "claim_epoch"
+    ANSWER: ClassVar[type[Record]] = Won
+    node_id: int
+    expected: int
+    new: int
+
+
+@attrs.frozen
+class PutSession(Call[Done]):
+    """``put_session``: write ``session`` (fenced by its epoch)."""
+
+    METHOD: ClassVar[str] = "put_session"
+    ANSWER: ClassVar[type[Record]] = Done
+    session: Session
+
+    def to_json(self) -> Json:
+        return {"session": session_to_wire(self.session)}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(_session(_object(data)))
+
+
+@attrs.frozen
+class Created(Record):
+    created: bool
+
+
+@attrs.frozen
+class CreateSession(Call[Created]):
+    """``create_session``: create ``session`` unless its call has one (fenced)."""
+
+    METHOD: ClassVar[str] = "create_session"
+    ANSWER: ClassVar[type[Record]] = Created
+    session: Session
+
+    def to_json(self) -> Json:
+        return {"session": session_to_wire(self.session)}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(_session(_object(data)))
+
+
+@attrs.frozen
+class Moved(Record):
+    moved: bool
+
+
+@attrs.frozen
+class AdoptSession(Call[Moved]):
+    """``adopt_session``: move ``session`` from Node ``from_node`` fenced at ``from_epoch``."""
+
+    METHOD: ClassVar[str] = "adopt_session"
+    ANSWER: ClassVar[type[Record]] = Moved
+    session: Session
+    from_node: int
+    from_epoch: int
+
+    def to_json(self) -> Json:
+        return {
+            "session": session_to_wire(self.session),
+            "from_node": self.from_node,
+            "from_epoch": self.from_epoch,
+        }
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        data = _object(data)
+        return cls(_session(data), param(data, "from_node", int), param(data, "from_epoch", int))
+
+
+@attrs.frozen
+class DeleteSession(Call[Done]):
+    """``delete_session``: forget ``call_id``'s session of Node ``node_id`` (fenced)."""
+
+    METHOD: ClassVar[str] = "delete_session"
+    ANSWER: ClassVar[type[Record]] = Done
+    node_id: int
+    epoch: int
+    call_id: str
+
+
+@attrs.frozen
+class SessionList(Record):
+    sessions: tuple[Session, ...]
+
+    def to_json(self) -> Json:
+        return {"sessions": [session_to_wire(s) for s in self.sessions]}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        raw = _object(data).get("sessions")
+        if not isinstance(raw, list):
+            raise RequestRefused("bad_request", "sessions must be a list")
+        try:
+            return cls(tuple(session_from_wire(s) for s in raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RequestRefused("bad_request", f"sessions: {exc!r}") from None
+
+
+@attrs.frozen
+class Sessions(Call[SessionList]):
+    """``sessions``: every session of Node ``node_id``."""
+
+    METHOD: ClassVar[str] = "sessions"
+    ANSWER: ClassVar[type[Record]] = SessionList
+    node_id: int
+
+
+@attrs.frozen
+class Counted(Record):
+    count: int
+
+
+@attrs.frozen
+class Count(Call[Counted]):
+    """``count``: how many sessions Node ``node_id`` has."""
+
+    METHOD: ClassVar[str] = "count"
+    ANSWER: ClassVar[type[Record]] = Counted
+    node_id: int
