@@ -16,13 +16,13 @@ from orsim.confserv._configured import serve_configured as serve_configured
 from orsim.confserv._genesys_args import add_genesys_args as add_genesys_args
 from orsim.confserv._genesys_args import confserv_addresses as confserv_addresses
 from orsim.confserv._journal import Journal as Journal
+from orsim.confserv._messages import ObjectChanged as ObjectChanged
 from orsim.confserv._server import APP_NAME as APP_NAME
 from orsim.confserv._server import APP_TYPE as APP_TYPE
 from orsim.confserv._server import ConfServ as ConfServ
 from orsim.confserv._server import serve_confserv as serve_confserv
 from orsim.confserv.client import ConfServClient as ConfServClient
 from orsim.confserv.client import NodeConfig as NodeConfig
-from orsim.confserv.client import ObjectChanged as ObjectChanged
 from orsim.limits import raise_fd_limit as raise_fd_limit
 
 __all__ = [

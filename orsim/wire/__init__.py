@@ -33,8 +33,6 @@ from orsim.wire._messages import Push as Push
 from orsim.wire._messages import Request as Request
 from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
-from orsim.wire._params import dispatch as dispatch
-from orsim.wire._params import dispatch_inline as dispatch_inline
 from orsim.wire._params import param as param
 from orsim.wire._params import str_list as str_list
 from orsim.wire._transport import CLUSTER_KEY_ENV as CLUSTER_KEY_ENV
@@ -95,8 +93,6 @@ __all__ = [
     "connected",
     "create_cluster_key",
     "decode_body",
-    "dispatch",
-    "dispatch_inline",
     "encode",
     "frame_counts",
     "on",
