@@ -16,7 +16,22 @@ from orsim.confserv._configured import serve_configured as serve_configured
 from orsim.confserv._genesys_args import add_genesys_args as add_genesys_args
 from orsim.confserv._genesys_args import confserv_addresses as confserv_addresses
 from orsim.confserv._journal import Journal as Journal
+from orsim.confserv._messages import ApplicationFound as ApplicationFound
+from orsim.confserv._messages import ApplicationsFound as ApplicationsFound
+from orsim.confserv._messages import DeleteOption as DeleteOption
+from orsim.confserv._messages import GetApplication as GetApplication
+from orsim.confserv._messages import GetApplications as GetApplications
+from orsim.confserv._messages import GetHost as GetHost
+from orsim.confserv._messages import GetTransaction as GetTransaction
+from orsim.confserv._messages import HostFound as HostFound
+from orsim.confserv._messages import Imported as Imported
+from orsim.confserv._messages import ImportOptions as ImportOptions
+from orsim.confserv._messages import ListApplications as ListApplications
+from orsim.confserv._messages import Names as Names
 from orsim.confserv._messages import ObjectChanged as ObjectChanged
+from orsim.confserv._messages import OptionChanged as OptionChanged
+from orsim.confserv._messages import SetOption as SetOption
+from orsim.confserv._messages import TransactionFound as TransactionFound
 from orsim.confserv._server import APP_NAME as APP_NAME
 from orsim.confserv._server import APP_TYPE as APP_TYPE
 from orsim.confserv._server import ConfServ as ConfServ
@@ -29,13 +44,28 @@ __all__ = [
     "APP_NAME",
     "APP_TYPE",
     "LISTEN_PORT_ENV",
+    "ApplicationFound",
+    "ApplicationsFound",
     "Change",
     "ConfServ",
     "ConfServClient",
     "ConfiguredServer",
+    "DeleteOption",
+    "GetApplication",
+    "GetApplications",
+    "GetHost",
+    "GetTransaction",
+    "HostFound",
+    "ImportOptions",
+    "Imported",
     "Journal",
+    "ListApplications",
+    "Names",
     "NodeConfig",
     "ObjectChanged",
+    "OptionChanged",
+    "SetOption",
+    "TransactionFound",
     "add_genesys_args",
     "apply_change",
     "confserv_addresses",

@@ -47,6 +47,17 @@ class Stale(Record):
     def to_json(self) -> Json:
         return {"stale": [self.node_id, self.epoch, self.current]}
 
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        stale = _object(data).get("stale")
+        if (
+            not isinstance(stale, list)
+            or len(stale) != 3
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in stale)
+        ):
+            raise RequestRefused("bad_request", "stale must be [node_id, epoch, current]")
+        return cls(*stale)
+
     @staticmethod
     def find(answer: Json) -> StaleEpoch | None:
         """The ``StaleEpoch`` an answer reports, if it is a ``Stale`` one."""
