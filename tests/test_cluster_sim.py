@@ -199,7 +199,7 @@ async def test_sessions_of_a_dead_node_are_adopted(
     async with open_sim_cluster(db) as sim:
         await sim.request("generate", rate=20, duration=2)
         await trio.sleep(1.5)
-        assert sim.nodes["ORS_1"].status()["sessions"] > 0  # calls held mid-flight
+        assert sim.nodes["ORS_1"].status().sessions > 0  # calls held mid-flight
         sim.crash("ORS_1")
         sim.crash("ORS_1_B")
         await trio.sleep(12)

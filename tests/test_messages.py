@@ -9,6 +9,7 @@ from typing import ClassVar, cast
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,6 +105,19 @@ sessions = st.builds(
     created_at=number,
     data=st.dictionaries(text, text, max_size=3),
 )
+records = st.builds(
+    tserver.CallRecord,
+    call_id=text,
+    dn=text,
+    created_at=number,
+    deadline=number,
+    state=text,
+    routed_at=st.none() | number,
+    app=st.none() | text,
+    node_id=st.none() | integer,
+    epoch=st.none() | integer,
+    target=st.none() | text,
+)
 members = st.builds(
     MemberInfo,
     app=name,
@@ -158,7 +172,32 @@ MESSAGES: dict[type[Record], st.SearchStrategy[Record]] = {
     tserver.Ledger: st.builds(
         tserver.Ledger, st.none() | st.booleans(), st.none() | integer, st.none() | integer
     ),
-    tserver.LedgerReport: st.dictionaries(name, integer, max_size=4).map(tserver.LedgerReport),
+    tserver.LedgerReport: st.builds(
+        tserver.LedgerReport,
+        st.builds(
+            tserver.LedgerCounts,
+            **{
+                f: whole
+                for f in (
+                    "created",
+                    "routed",
+                    "lost",
+                    "default_routed",
+                    "duplicates",
+                    "resent",
+                    "stale",
+                    "unknown",
+                    "late",
+                    "in_flight",
+                )
+            },
+            by_app=st.dictionaries(text, whole, max_size=3),
+            by_node=st.dictionaries(whole, whole, max_size=3),
+            latency_p50_ms=st.none() | number,
+            latency_p99_ms=st.none() | number,
+        ),
+        st.none() | st.lists(records, max_size=3).map(tuple),
+    ).map(lambda r: r if r.records is None else attrs.evolve(r, records_total=len(r.records))),
     # store server
     store.CurrentEpoch: st.builds(store.CurrentEpoch, integer),
     store.Epoch: st.builds(store.Epoch, integer),
@@ -278,13 +317,15 @@ def test_garbage_params_are_refused_with_bad_request_only(kind: type[Record], pa
     assert _refusal(lambda: kind.from_json(params)) in (None, "bad_request")
 
 
-def test_every_inbound_message_is_covered() -> None:
-    """Each service's requests and pushes have a strategy here."""
+def test_every_message_is_covered() -> None:
+    """Each service's requests, their answers and its pushes have a strategy here."""
     for package in (urs, tserver, store, confserv, node):
         for exported in package.__all__:
             value = getattr(package, exported)
-            if isinstance(value, type) and issubclass(value, Record):
+            if isinstance(value, type) and issubclass(value, Call | Notice):
                 assert value in MESSAGES, value
+            if isinstance(value, type) and issubclass(value, Call):
+                assert value.ANSWER in MESSAGES, value.ANSWER
 
 
 # -- the bytes on the wire are the ones the dict literals made ------------------------------
@@ -442,3 +483,61 @@ class _Bogus(Call[tserver.Routed]):
 
     METHOD: ClassVar[str] = "status"
     ANSWER: ClassVar[type[Record]] = tserver.Routed
+
+
+# -- status records ----------------------------------------------------------------------
+
+FRAMES = ["frames_sent", "frames_received", "links_dropped_slow"]
+
+
+async def test_each_status_record_writes_the_field_names_of_before() -> None:
+    """Each server's ``status`` record writes today's field names, in today's order
+    (``status --json`` is a contract: SPEC.md section 4)."""
+    from pathlib import Path
+
+    from orsim.confserv import ConfServ
+    from orsim.store import MemoryStore, StoreServer
+    from orsim.tserver import TServer
+    from orsim.urs import UrsServer
+
+    urs_status = UrsServer.from_application(DB.applications["URS"]).status().to_json()
+    assert list(urs_status) == [
+        "app", "type", "mode", "pid", "clients", "requests", "strategy", "targets",
+        "think_time_ms", "busy", *FRAMES,
+    ]  # fmt: skip
+    assert urs_status["targets"] == ["Agent_1", "Agent_2", "Agent_3"]
+    tserver_status = TServer.from_application(DB.applications["SIP_Server"]).status().to_json()
+    assert list(tserver_status) == [
+        "app", "type", "mode", "pid", "clients", "calls", "routing_points", "router_timeout",
+        *FRAMES, "generator",
+    ]  # fmt: skip
+    assert list(tserver_status["calls"]) == [
+        "created", "routed", "lost", "default_routed", "duplicates", "resent", "stale",
+        "in_flight",
+    ]  # fmt: skip
+    assert list(ConfServ(DB).status().to_json()) == [
+        "app", "type", "mode", "pid", "source", "applications", "transactions", "changes",
+        "clients", *FRAMES,
+    ]  # fmt: skip
+    store_status = StoreServer(MemoryStore(), Path("s.db")).status().to_json()
+    assert list(store_status) == [
+        "app", "type", "mode", "pid", "path", "clients", "requests", "statistics",
+    ]  # fmt: skip
+
+
+async def test_the_node_status_record_writes_the_field_names_of_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ORS node's ``status`` keeps every field ``status --json`` reads, in order."""
+    from orsim.sim import open_sim_cluster
+
+    async with open_sim_cluster(DB) as sim:
+        status = sim.nodes["ORS_1"].status().to_json()
+        assert list(status) == [
+            "app", "type", "node_id", "cluster", "data_center", "mode", "role", "mode_since",
+            "epoch", "pid", "sessions", "calls_routed", "sessions_recovered",
+            "sessions_adopted", "watching", "call_watching_timeout_ms", "live_nodes",
+            "tserver_connected", "urs_connected", "store", "store_failures", "store_outages",
+            "sessions_unpersisted", "store_deletes_pending", *FRAMES,
+        ]  # fmt: skip
+        assert isinstance(status["live_nodes"], list)

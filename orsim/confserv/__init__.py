@@ -18,6 +18,7 @@ from orsim.confserv._genesys_args import confserv_addresses as confserv_addresse
 from orsim.confserv._journal import Journal as Journal
 from orsim.confserv._messages import ApplicationFound as ApplicationFound
 from orsim.confserv._messages import ApplicationsFound as ApplicationsFound
+from orsim.confserv._messages import ConfServStatus as ConfServStatus
 from orsim.confserv._messages import DeleteOption as DeleteOption
 from orsim.confserv._messages import GetApplication as GetApplication
 from orsim.confserv._messages import GetApplications as GetApplications
@@ -49,6 +50,7 @@ __all__ = [
     "Change",
     "ConfServ",
     "ConfServClient",
+    "ConfServStatus",
     "ConfiguredServer",
     "DeleteOption",
     "GetApplication",

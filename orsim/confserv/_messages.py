@@ -24,7 +24,7 @@ from orsim.config import (
     transaction_to_wire,
 )
 from orsim.errors import ConfigError, RequestRefused
-from orsim.wire import OMIT_NONE, Call, Json, Notice, Record
+from orsim.wire import FLATTEN, OMIT_NONE, Call, FrameTotals, Json, Notice, Record
 
 #: What reading a malformed object from the wire may raise.
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, ConfigError)
@@ -340,3 +340,19 @@ class ObjectChanged(Notice):
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise _malformed("object_changed push", exc) from None
+
+
+@attrs.frozen(kw_only=True)
+class ConfServStatus(Record):
+    """The Configuration Server's ``status`` answer (field names are a contract)."""
+
+    app: str
+    type: str
+    mode: str = "primary"
+    pid: int
+    source: str
+    applications: int
+    transactions: int
+    changes: int
+    clients: int
+    frames: FrameTotals = attrs.field(metadata=FLATTEN)

@@ -36,6 +36,7 @@ from orsim.confserv._journal import Journal
 from orsim.confserv._messages import (
     ApplicationFound,
     ApplicationsFound,
+    ConfServStatus,
     DeleteOption,
     GetApplication,
     GetApplications,
@@ -61,7 +62,7 @@ from orsim.wire import (
     Request,
     Status,
     StatusReport,
-    frame_counts,
+    frame_totals,
     on,
     serve_app,
 )
@@ -103,7 +104,7 @@ class ConfServ:
                 on(SetOption, self.set_option),
                 on(DeleteOption, self.delete_option),
                 on(ImportOptions, self.import_options),
-                on(Status, self.status),
+                on(Status, self._status),
             ],
         )
 
@@ -201,21 +202,22 @@ class ConfServ:
             await self.commit(changes)
         return Imported(len(changes))
 
-    def status(self, conn: Connection, request: Status) -> StatusReport:
-        return StatusReport(
-            {
-                "app": APP_NAME,
-                "type": APP_TYPE,
-                "mode": "primary",
-                "pid": os.getpid(),
-                "source": self.db.source,
-                "applications": len(self.db.applications),
-                "transactions": len(self.db.transactions),
-                "changes": self.change_count,
-                "clients": len(self.connections),
-                **frame_counts(),
-            }
+    def status(self) -> ConfServStatus:
+        """What ``status`` answers."""
+        return ConfServStatus(
+            app=APP_NAME,
+            type=APP_TYPE,
+            pid=os.getpid(),
+            source=self.db.source,
+            applications=len(self.db.applications),
+            transactions=len(self.db.transactions),
+            changes=self.change_count,
+            clients=len(self.connections),
+            frames=frame_totals(),
         )
+
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
     # -- changes ------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ from orsim.node._live import follow_changes as follow_changes
 from orsim.node._membership import MemberInfo as MemberInfo
 from orsim.node._messages import Handover as Handover
 from orsim.node._messages import Member as Member
+from orsim.node._messages import NodeStatus as NodeStatus
 from orsim.node._messages import SessionCreated as SessionCreated
+from orsim.node._messages import StoreHealth as StoreHealth
 from orsim.node._messages import SwitchedOver as SwitchedOver
 from orsim.node._messages import Switchover as Switchover
 from orsim.node._mutations import MUTATIONS as MUTATIONS
@@ -67,6 +69,7 @@ __all__ = [
     "MemberInfo",
     "ModeChanged",
     "NodeInfo",
+    "NodeStatus",
     "OrsNode",
     "PartnerLost",
     "PartnerSeen",
@@ -77,6 +80,7 @@ __all__ = [
     "SessionCreated",
     "StepDown",
     "StopRequested",
+    "StoreHealth",
     "SwitchedOver",
     "Switchover",
     "SwitchoverFailed",

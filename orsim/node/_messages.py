@@ -15,7 +15,7 @@ import attrs
 
 from orsim.errors import RequestRefused
 from orsim.node._membership import MemberInfo
-from orsim.wire import Call, Json, Notice, Record
+from orsim.wire import FLATTEN, Call, FrameTotals, Json, Notice, Record
 
 #: The modes a member may announce.
 MODES = frozenset({"primary", "backup", "starting", "suspending"})
@@ -131,3 +131,42 @@ class Switchover(Call[SwitchedOver]):
 
     METHOD: ClassVar[str] = "switchover"
     ANSWER: ClassVar[type[Record]] = SwitchedOver
+
+
+@attrs.frozen(kw_only=True)
+class StoreHealth(Record):
+    """What a status shows of the session store, per application (``FLATTEN`` it in)."""
+
+    store: str
+    store_failures: int
+    store_outages: int
+    sessions_unpersisted: int
+    store_deletes_pending: int
+
+
+@attrs.frozen(kw_only=True)
+class NodeStatus(Record):
+    """An ORS application's ``status`` answer (field names are a contract: SPEC.md
+    section 4, ``status --json``)."""
+
+    app: str
+    type: str
+    node_id: int
+    cluster: str | None
+    data_center: str
+    mode: str
+    role: str
+    mode_since: float
+    epoch: int
+    pid: int
+    sessions: int
+    calls_routed: int
+    sessions_recovered: int
+    sessions_adopted: int
+    watching: int
+    call_watching_timeout_ms: float
+    live_nodes: tuple[int, ...]
+    tserver_connected: bool
+    urs_connected: bool
+    store_health: StoreHealth = attrs.field(metadata=FLATTEN)
+    frames: FrameTotals = attrs.field(metadata=FLATTEN)

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 import attrs
 import trio
@@ -80,7 +80,14 @@ from orsim.node._core import (
     call_of,
 )
 from orsim.node._membership import PeerView
-from orsim.node._messages import Handover, Member, SessionCreated, SwitchedOver, Switchover
+from orsim.node._messages import (
+    Handover,
+    Member,
+    NodeStatus,
+    SessionCreated,
+    SwitchedOver,
+    Switchover,
+)
 from orsim.node._mutations import mutated
 from orsim.node._role import Role, RoleMachine
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
@@ -105,7 +112,7 @@ from orsim.wire import (
     StatusReport,
     connect_with_retry,
     encode,
-    frame_counts,
+    frame_totals,
     on,
     serve_app,
     when,
@@ -242,31 +249,32 @@ class OrsNode:
     def call_watching_timeout_ms(self) -> float:
         return self.core.watcher.timeout_ms
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
+        """What ``status`` answers."""
         s, core = self.settings, self.core
-        return {
-            "app": s.app,
-            "type": s.app_type,
-            "node_id": s.node_id,
-            "cluster": s.cluster,
-            "data_center": s.data_center,
-            "mode": core.mode,
-            "role": core.role.role.value,
-            "mode_since": self.mode_since,
-            "epoch": core.current_epoch,
-            "pid": os.getpid(),
-            "sessions": core.sessions,
-            "calls_routed": core.calls_routed,
-            "sessions_recovered": core.sessions_recovered,
-            "sessions_adopted": core.sessions_adopted,
-            "watching": len(core.watcher.watches),
-            "call_watching_timeout_ms": core.watcher.timeout_ms,
-            "live_nodes": sorted(core.live_nodes()),
-            "tserver_connected": self._tserver is not None,
-            "urs_connected": self._urs is not None,
-            **self.guard.counts(),
-            **frame_counts(),
-        }
+        return NodeStatus(
+            app=s.app,
+            type=s.app_type,
+            node_id=s.node_id,
+            cluster=s.cluster,
+            data_center=s.data_center,
+            mode=core.mode,
+            role=core.role.role.value,
+            mode_since=self.mode_since,
+            epoch=core.current_epoch,
+            pid=os.getpid(),
+            sessions=core.sessions,
+            calls_routed=core.calls_routed,
+            sessions_recovered=core.sessions_recovered,
+            sessions_adopted=core.sessions_adopted,
+            watching=len(core.watcher.watches),
+            call_watching_timeout_ms=core.watcher.timeout_ms,
+            live_nodes=tuple(sorted(core.live_nodes())),
+            tserver_connected=self._tserver is not None,
+            urs_connected=self._urs is not None,
+            store_health=self.guard.counts(),
+            frames=frame_totals(),
+        )
 
     def stop_gracefully(self) -> None:
         """SIGTERM: a primary suspends, drains, hands over, then ``exited`` is set; anything
@@ -669,7 +677,7 @@ class OrsNode:
     # -- requests on our own port -------------------------------------------------
 
     def _status(self, conn: Connection, request: Status) -> StatusReport:
-        return StatusReport(self.status())
+        return StatusReport(self.status().to_json())
 
     async def _switchover(self, conn: Connection, request: Switchover) -> SwitchedOver:
         return SwitchedOver(await self.switchover())

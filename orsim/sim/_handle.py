@@ -121,7 +121,9 @@ class SimClusterHandle:
                 answers[app] = None
             elif entry.type == "OrchestrationServer":
                 node = sim.nodes.get(app)
-                answers[app] = None if node is None else {**node.status(), "pid": sim.pids[app]}
+                answers[app] = (
+                    None if node is None else {**node.status().to_json(), "pid": sim.pids[app]}
+                )
             else:
                 answers[app] = {
                     "app": app, "type": entry.type, "mode": "primary", "pid": sim.pids[app]

@@ -22,6 +22,7 @@ from orsim.store._messages import PutSession as PutSession
 from orsim.store._messages import SessionList as SessionList
 from orsim.store._messages import Sessions as Sessions
 from orsim.store._messages import Stale as Stale
+from orsim.store._messages import StoreServerStatus as StoreServerStatus
 from orsim.store._messages import Won as Won
 from orsim.store._open import open_shared_store as open_shared_store
 from orsim.store._open import open_store as open_store
@@ -33,6 +34,7 @@ from orsim.store._resp import NEED_DATA as NEED_DATA
 from orsim.store._resp import ErrorReply as ErrorReply
 from orsim.store._resp import ReplyParser as ReplyParser
 from orsim.store._resp import encode_command as encode_command
+from orsim.store._server import StoreServer as StoreServer
 from orsim.store._session import Session as Session
 from orsim.store._session import StaleEpoch as StaleEpoch
 from orsim.store._session import StoreError as StoreError
@@ -70,6 +72,8 @@ __all__ = [
     "Stale",
     "StaleEpoch",
     "StoreError",
+    "StoreServer",
+    "StoreServerStatus",
     "StoreStatistics",
     "StoreUnavailable",
     "Won",

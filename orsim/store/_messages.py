@@ -8,6 +8,7 @@ each message is exactly what the server and its clients exchanged as dicts befor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Self
 
 import attrs
@@ -212,3 +213,18 @@ class Count(Call[Counted]):
     METHOD: ClassVar[str] = "count"
     ANSWER: ClassVar[type[Record]] = Counted
     node_id: int
+
+
+@attrs.frozen(kw_only=True)
+class StoreServerStatus(Record):
+    """The store server's ``status`` answer (field names are a contract)."""
+
+    app: str
+    type: str
+    mode: str = "primary"
+    pid: int
+    path: str
+    clients: int
+    requests: int
+    #: The backend's ``StoreStatistics`` (empty: it keeps none).
+    statistics: Mapping[str, Json]

@@ -53,6 +53,7 @@ from orsim.store._messages import (
     SessionList,
     Sessions,
     Stale,
+    StoreServerStatus,
     Won,
 )
 from orsim.store._protocol import SessionStore
@@ -176,22 +177,22 @@ class StoreServer:
             self.requests += 1
         return await self.handlers.handle(conn, request)
 
-    def status(self) -> dict[str, Json]:
+    def status(self) -> StoreServerStatus:
+        """What ``status`` answers."""
         counts = getattr(self.backend, "statistics", None)
         stats = attrs.asdict(counts()) if counts is not None else {}
-        return {
-            "app": APP_NAME,
-            "type": APP_TYPE,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "path": str(self.path),
-            "clients": self.clients,
-            "requests": self.requests,
-            "statistics": stats,
-        }
+        return StoreServerStatus(
+            app=APP_NAME,
+            type=APP_TYPE,
+            pid=os.getpid(),
+            path=str(self.path),
+            clients=self.clients,
+            requests=self.requests,
+            statistics=stats,
+        )
 
     def _status(self, conn: Connection, request: Status) -> StatusReport:
-        return StatusReport(self.status())
+        return StatusReport(self.status().to_json())
 
     async def _current_epoch(self, conn: Connection, m: CurrentEpoch) -> Record:
         return await _guarded(self.backend.current_epoch(m.node_id), Epoch)

@@ -7,14 +7,14 @@ of ``unknown_call``, ``duplicate``, ``stale_epoch``, ``lost`` (see ``_ledger``).
 
 from __future__ import annotations
 
-import math
-
 import attrs
 
+from orsim.tserver._ledger import CallRecord
 from orsim.tserver._messages import (
     Fence,
     Generate,
     Ledger,
+    LedgerReport,
     MakeCall,
     Register,
     Route,
@@ -70,22 +70,22 @@ class TServerClient:
         return (await self.conn.call(StopGenerator(), self.timeout)).stopped
 
     async def ledger(self, records: bool = False) -> dict[str, Json]:
+        """The ledger's counts, and with ``records`` every call record (fetched in pages),
+        as the T-Server's JSON (``ledger_report`` gives the typed record)."""
+        report = await self.ledger_report(records)
+        return dict(report.to_json())
+
+    async def ledger_report(self, records: bool = False) -> LedgerReport:
         """The ledger's counts, and with ``records`` every call record (fetched in pages)."""
         if not records:
-            return (await self.conn.call(Ledger(), self.timeout)).fields
-        answer: dict[str, Json] = {}
-        collected: list[Json] = []
-        total: float = math.inf
-        while len(collected) < total:
-            page = (await self.conn.call(Ledger(True, len(collected)), self.timeout)).fields
-            answer = dict(page)
-            if not page["records"]:
-                break
-            collected.extend(page["records"])
-            total = page["records_total"]
-        answer["records"] = collected
-        answer["records_total"] = len(collected)
-        return answer
+            return await self.conn.call(Ledger(), self.timeout)
+        collected: list[CallRecord] = []
+        page = await self.conn.call(Ledger(True, 0), self.timeout)
+        while page.records and len(collected) + len(page.records) < (page.records_total or 0):
+            collected.extend(page.records)
+            page = await self.conn.call(Ledger(True, len(collected)), self.timeout)
+        collected.extend(page.records or ())
+        return LedgerReport(page.counts, tuple(collected), len(collected))
 
     async def status(self) -> dict[str, Json]:
         return (await self.conn.call(Status(), self.timeout)).fields

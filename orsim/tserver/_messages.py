@@ -8,12 +8,25 @@ are read and written by hand, without the generic per-field loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Self
 
 import attrs
 
 from orsim.errors import RequestRefused
-from orsim.wire import OMIT_NONE, Call, Done, Json, Notice, Push, Record, param
+from orsim.tserver._ledger import CallRecord, LedgerCounts
+from orsim.wire import (
+    FLATTEN,
+    OMIT_NONE,
+    Call,
+    Done,
+    FrameTotals,
+    Json,
+    Notice,
+    Push,
+    Record,
+    param,
+)
 
 
 def _text(data: dict[str, Json], key: str) -> str:
@@ -302,17 +315,34 @@ class StopGenerator(Call[Stopped]):
 
 @attrs.frozen
 class LedgerReport(Record):
-    """The ledger's counts (``LedgerCounts.to_wire``), with ``records`` (a page of
-    ``CallRecord.to_wire``) and ``records_total`` when asked for."""
+    """The ledger's counts, with a page of its records (from ``offset``) and how many it
+    holds in all when they were asked for."""
 
-    fields: dict[str, Json]
+    counts: LedgerCounts
+    records: tuple[CallRecord, ...] | None = None
+    records_total: int | None = None
 
     def to_json(self) -> Json:
-        return self.fields
+        data: dict[str, Json] = self.counts.to_wire()
+        if self.records is not None:
+            data["records"] = [r.to_wire() for r in self.records]
+            data["records_total"] = self.records_total
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        return cls(_object(data))
+        data = _object(data)
+        try:
+            counts = LedgerCounts.from_wire(data)
+            raw = data.get("records")
+            if raw is None:
+                return cls(counts)
+            if not isinstance(raw, list):
+                raise TypeError("records must be a list")
+            records = tuple(CallRecord.from_wire(_object(r)) for r in raw)
+            return cls(counts, records, param(data, "records_total", int))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RequestRefused("bad_request", f"malformed ledger: {exc!r}") from None
 
 
 @attrs.frozen
@@ -324,3 +354,58 @@ class Ledger(Call[LedgerReport]):
     records: bool | None = attrs.field(default=None, metadata=OMIT_NONE)
     offset: int | None = attrs.field(default=None, metadata=OMIT_NONE)
     limit: int | None = attrs.field(default=None, metadata=OMIT_NONE)
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TServerClientInfo(Record):
+    """A connection registered on some routing points (``dropped``: pushes it missed for
+    not reading)."""
+
+    app: str
+    node_id: int | None
+    dns: tuple[str, ...]
+    dropped: int
+
+
+@attrs.frozen(kw_only=True)
+class CallCounts(Record):
+    """The call outcomes a status shows (the ledger's ``LedgerCounts`` has them all)."""
+
+    created: int
+    routed: int
+    lost: int
+    default_routed: int
+    duplicates: int
+    resent: int
+    stale: int
+    in_flight: int
+
+
+@attrs.frozen
+class GeneratorInfo(Record):
+    """The built-in call generator: its rate, how long it runs and how many it made."""
+
+    rate: float
+    duration: float | None
+    dn: str | None
+    made: int
+    running: bool
+
+
+@attrs.frozen(kw_only=True)
+class TServerStatus(Record):
+    """The T-Server's ``status`` answer (field names are a contract: SPEC.md section 4)."""
+
+    app: str
+    type: str
+    mode: str = "primary"
+    pid: int
+    clients: tuple[TServerClientInfo, ...]
+    calls: CallCounts
+    routing_points: Mapping[str, str]
+    router_timeout: float
+    frames: FrameTotals = attrs.field(metadata=FLATTEN)
+    generator: GeneratorInfo | None

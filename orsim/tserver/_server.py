@@ -46,6 +46,7 @@ from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
 from orsim.tserver._messages import (
+    CallCounts,
     CallRouted,
     CallState,
     ClaimEpoch,
@@ -53,6 +54,7 @@ from orsim.tserver._messages import (
     Fence,
     Fenced,
     Generate,
+    GeneratorInfo,
     Ledger,
     LedgerReport,
     MadeCall,
@@ -65,12 +67,13 @@ from orsim.tserver._messages import (
     RouteRequest,
     StopGenerator,
     Stopped,
+    TServerClientInfo,
+    TServerStatus,
 )
 from orsim.wire import (
     Connection,
     Done,
     HandlerTable,
-    Json,
     Network,
     Notice,
     Push,
@@ -78,7 +81,7 @@ from orsim.wire import (
     Status,
     StatusReport,
     encode,
-    frame_counts,
+    frame_totals,
     on,
     serve_app,
 )
@@ -142,13 +145,8 @@ class _Client:
         if self.dropped == 1 or self.dropped % 1000 == 0:
             get_logger(peer=self.app).warning("client_not_reading", dropped=self.dropped)
 
-    def to_wire(self) -> dict[str, Json]:
-        return {
-            "app": self.app,
-            "node_id": self.node_id,
-            "dns": sorted(self.dns),
-            "dropped": self.dropped,
-        }
+    def info(self) -> TServerClientInfo:
+        return TServerClientInfo(self.app, self.node_id, tuple(sorted(self.dns)), self.dropped)
 
 
 @attrs.define(eq=False)
@@ -160,14 +158,8 @@ class _Generator:
     made: int = 0
     running: bool = True
 
-    def to_wire(self) -> dict[str, Json]:
-        return {
-            "rate": self.rate,
-            "duration": self.duration,
-            "dn": self.dn,
-            "made": self.made,
-            "running": self.running,
-        }
+    def info(self) -> GeneratorInfo:
+        return GeneratorInfo(self.rate, self.duration, self.dn, self.made, self.running)
 
 
 @attrs.define(eq=False)
@@ -543,36 +535,38 @@ class TServer:
             raise RequestRefused(
                 "bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}"
             )
-        answer: dict[str, Json] = self.ledger.counts().to_wire()
-        if with_records:
-            records = self.ledger.records()
-            answer["records"] = [r.to_wire() for r in records[offset : offset + limit]]
-            answer["records_total"] = len(records)
-        return LedgerReport(answer)
+        counts = self.ledger.counts()
+        if not with_records:
+            return LedgerReport(counts)
+        records = self.ledger.records()
+        return LedgerReport(counts, tuple(records[offset : offset + limit]), len(records))
+
+    def status(self) -> TServerStatus:
+        """What ``status`` answers."""
+        counts = self.ledger.counts()
+        return TServerStatus(
+            app=self.app.name,
+            type=self.app.type,
+            pid=os.getpid(),
+            clients=tuple(c.info() for c in self._clients.values()),
+            calls=CallCounts(
+                created=counts.created,
+                routed=counts.routed,
+                lost=counts.lost,
+                default_routed=counts.default_routed,
+                duplicates=counts.duplicates,
+                resent=counts.resent,
+                stale=counts.stale,
+                in_flight=counts.in_flight,
+            ),
+            routing_points=dict(self.routing_points),
+            router_timeout=self.router_timeout,
+            frames=frame_totals(),
+            generator=None if self._generator is None else self._generator.info(),
+        )
 
     def _status(self, conn: Connection, request: Status) -> StatusReport:
-        counts = self.ledger.counts()
-        return StatusReport({
-            "app": self.app.name,
-            "type": self.app.type,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "clients": [c.to_wire() for c in self._clients.values()],
-            "calls": {
-                "created": counts.created,
-                "routed": counts.routed,
-                "lost": counts.lost,
-                "default_routed": counts.default_routed,
-                "duplicates": counts.duplicates,
-                "resent": counts.resent,
-                "stale": counts.stale,
-                "in_flight": counts.in_flight,
-            },
-            "routing_points": dict(self.routing_points),
-            "router_timeout": self.router_timeout,
-            **frame_counts(),
-            "generator": None if self._generator is None else self._generator.to_wire(),
-        })  # fmt: skip
+        return StatusReport(self.status().to_json())
 
 
 def _request_of(record: CallRecord) -> RouteRequest:

@@ -8,6 +8,8 @@ from orsim.urs._messages import Released as Released
 from orsim.urs._messages import ReleaseTarget as ReleaseTarget
 from orsim.urs._messages import SelectTarget as SelectTarget
 from orsim.urs._messages import Target as Target
+from orsim.urs._messages import UrsClientInfo as UrsClientInfo
+from orsim.urs._messages import UrsStatus as UrsStatus
 from orsim.urs._selection import Selector as Selector
 from orsim.urs._selection import make_selector as make_selector
 from orsim.urs._server import UrsOptions as UrsOptions
@@ -22,8 +24,10 @@ __all__ = [
     "Selector",
     "Target",
     "UrsClient",
+    "UrsClientInfo",
     "UrsOptions",
     "UrsServer",
+    "UrsStatus",
     "make_selector",
     "serve_urs",
 ]

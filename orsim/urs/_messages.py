@@ -7,11 +7,12 @@ by hand, without the generic per-field loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Self
 
 import attrs
 
-from orsim.wire import Call, Done, Json, Record, param
+from orsim.wire import FLATTEN, Call, Done, FrameTotals, Json, Record, param
 
 
 @attrs.frozen
@@ -74,3 +75,28 @@ class ReleaseTarget(Call[Released]):
     METHOD: ClassVar[str] = "release_target"
     ANSWER: ClassVar[type[Record]] = Released
     target: str
+
+
+@attrs.frozen
+class UrsClientInfo(Record):
+    """An ORS application registered with the URS."""
+
+    app: str
+    node_id: int | None
+
+
+@attrs.frozen(kw_only=True)
+class UrsStatus(Record):
+    """The URS's ``status`` answer (field names are a contract: SPEC.md section 4)."""
+
+    app: str
+    type: str
+    mode: str = "primary"
+    pid: int
+    clients: tuple[UrsClientInfo, ...]
+    requests: int
+    strategy: str
+    targets: tuple[str, ...]
+    think_time_ms: float
+    busy: Mapping[str, int]
+    frames: FrameTotals = attrs.field(metadata=FLATTEN)

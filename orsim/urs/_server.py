@@ -20,17 +20,24 @@ from structlog.typing import FilteringBoundLogger
 from orsim.config import URS_STRATEGY, URS_TARGETS, URS_THINK_TIME, Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
-from orsim.urs._messages import Register, Released, ReleaseTarget, SelectTarget, Target
+from orsim.urs._messages import (
+    Register,
+    Released,
+    ReleaseTarget,
+    SelectTarget,
+    Target,
+    UrsClientInfo,
+    UrsStatus,
+)
 from orsim.urs._selection import Selector, make_selector
 from orsim.wire import (
     Connection,
     Done,
     HandlerTable,
-    Json,
     Network,
     Status,
     StatusReport,
-    frame_counts,
+    frame_totals,
     on,
     serve_app,
 )
@@ -60,7 +67,7 @@ class UrsServer:
     options: UrsOptions
     selector: Selector
     requests: int = 0
-    _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
+    _clients: dict[Connection, UrsClientInfo] = attrs.Factory(dict)
     #: The logger of the per-call line (bound once, not per call).
     _call_log: FilteringBoundLogger | None = None
     #: Every request the URS answers, with its handler.
@@ -140,7 +147,7 @@ class UrsServer:
 
     def _register(self, conn: Connection, request: Register) -> Done:
         app = conn.peer_app if request.app is None else request.app
-        self._clients[conn] = {"app": app, "node_id": request.node_id}
+        self._clients[conn] = UrsClientInfo(app, request.node_id)
         get_logger(app=self.app.name).info("client_registered", peer=app, node_id=request.node_id)
         return Done()
 
@@ -164,22 +171,23 @@ class UrsServer:
     def _release_target(self, conn: Connection, request: ReleaseTarget) -> Released:
         return Released(self.selector.release(request.target))
 
-    def _status(self, conn: Connection, request: Status) -> StatusReport:
-        return StatusReport(
-            {
-                "app": self.app.name,
-                "type": self.app.type,
-                "mode": "primary",
-                "pid": os.getpid(),
-                "clients": list(self._clients.values()),
-                "requests": self.requests,
-                "strategy": self.options.strategy,
-                "targets": list(self.options.targets),
-                "think_time_ms": self.options.think_time_ms,
-                "busy": dict(self.selector.busy()),
-                **frame_counts(),
-            }
+    def status(self) -> UrsStatus:
+        """What ``status`` answers."""
+        return UrsStatus(
+            app=self.app.name,
+            type=self.app.type,
+            pid=os.getpid(),
+            clients=tuple(self._clients.values()),
+            requests=self.requests,
+            strategy=self.options.strategy,
+            targets=self.options.targets,
+            think_time_ms=self.options.think_time_ms,
+            busy=dict(self.selector.busy()),
+            frames=frame_totals(),
         )
+
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
 
 async def serve_urs(

@@ -14,9 +14,11 @@ from orsim.wire._codec import FrameDecoder as FrameDecoder
 from orsim.wire._codec import decode_body as decode_body
 from orsim.wire._codec import encode as encode
 from orsim.wire._connection import Connection as Connection
+from orsim.wire._connection import FrameTotals as FrameTotals
 from orsim.wire._connection import PushHandler as PushHandler
 from orsim.wire._connection import RequestHandler as RequestHandler
 from orsim.wire._connection import frame_counts as frame_counts
+from orsim.wire._connection import frame_totals as frame_totals
 from orsim.wire._endpoint import READ_ONLY as READ_ONLY
 from orsim.wire._endpoint import connect_with_retry as connect_with_retry
 from orsim.wire._endpoint import connected as connected
@@ -40,6 +42,7 @@ from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
+from orsim.wire._typed import FLATTEN as FLATTEN
 from orsim.wire._typed import OMIT_NONE as OMIT_NONE
 from orsim.wire._typed import Call as Call
 from orsim.wire._typed import Done as Done
@@ -55,6 +58,7 @@ from orsim.wire._typed import when as when
 __all__ = [
     "CLUSTER_KEY_ENV",
     "DEFAULT_MAX_FRAME",
+    "FLATTEN",
     "KEY_FILE",
     "NEED_DATA",
     "OMIT_NONE",
@@ -67,6 +71,7 @@ __all__ = [
     "Done",
     "ErrorResponse",
     "FrameDecoder",
+    "FrameTotals",
     "HandlerTable",
     "Hello",
     "Json",
@@ -95,6 +100,7 @@ __all__ = [
     "decode_body",
     "encode",
     "frame_counts",
+    "frame_totals",
     "on",
     "open_connection",
     "param",

@@ -70,6 +70,7 @@ from orsim.wire._messages import (
     Response,
 )
 from orsim.wire._transport import NonBlockingStream
+from orsim.wire._typed import Record
 
 if TYPE_CHECKING:
     from orsim.wire._typed import Call, Notice
@@ -118,6 +119,21 @@ class FrameCounts:
 
 
 _TOTALS = FrameCounts()
+
+
+@attrs.frozen
+class FrameTotals(Record):
+    """Process-wide frame totals, as a status shows them (``FLATTEN`` it in)."""
+
+    frames_sent: int
+    frames_received: int
+    #: Connections closed as "peer not reading".
+    links_dropped_slow: int
+
+
+def frame_totals() -> FrameTotals:
+    """The process-wide totals as a record (see ``frame_counts``)."""
+    return FrameTotals(_TOTALS.sent, _TOTALS.received, _TOTALS.dropped_slow)
 
 
 def frame_counts() -> dict[str, int]:

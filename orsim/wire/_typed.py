@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Field metadata: the field is left out of the JSON when it is None.
 OMIT_NONE: Mapping[str, bool] = {"omit_none": True}
+#: Field metadata: the field (a ``Record``) has its keys merged into the JSON at its
+#: place, rather than nested under its name (a status's frame counts, say).
+FLATTEN: Mapping[str, bool] = {"flatten": True}
 
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 _MISSING = object()
@@ -50,13 +53,18 @@ class _Field:
     """How one attrs field reads from and writes to JSON."""
 
     name: str
-    #: ``str``/``int``/``float``/``bool``, ``list`` (of strings), ``dict``, or None: any JSON.
+    #: ``str``/``int``/``float``/``bool``, ``list`` (of strings), ``dict``, None: any
+    #: JSON, or ``Record``: a value written as its own JSON and not read generically (a
+    #: class whose ``from_json`` is its own).
     kind: type | None
     default: object
     omit_none: bool
+    flatten: bool = False
 
     def read(self, params: dict[str, Json]) -> object:
         kind, default = self.kind, self.default
+        if kind is Record:
+            raise TypeError(f"{self.name}: a record field is read by its class's from_json")
         if kind is None:
             value = params.get(self.name)
             return default if value is None and default is not _MISSING else value
@@ -90,13 +98,14 @@ def _field_of(a: attrs.Attribute[object]) -> _Field:
     elif base == "Json":
         kind = None
     else:
-        raise TypeError(f"field {a.name}: no JSON reading for {a.type!r}")
+        kind = Record  # written as its JSON (records, tuples of them), read by hand
+    flatten = bool(a.metadata.get("flatten"))
     default: object = _MISSING if a.default is attrs.NOTHING else a.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # a class at run time
         default = default.factory()  # type: ignore[attr-defined]
     if optional and default is _MISSING:
         default = None
-    return _Field(a.name, kind, default, bool(a.metadata.get("omit_none")))
+    return _Field(a.name, kind, default, bool(a.metadata.get("omit_none")), flatten)
 
 
 _SPECS: dict[type, tuple[_Field, ...]] = {}
@@ -110,11 +119,14 @@ def _spec(cls: type) -> tuple[_Field, ...]:
 
 
 def _plain(value: object) -> object:
-    """A field's value as JSON: tuples as lists, records as their JSON."""
+    """A field's value as JSON: tuples as lists, records as their JSON, mappings copied
+    (a status must not share a server's live dict)."""
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Record):
         return value.to_json()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
@@ -129,6 +141,9 @@ class Record:
         for f in _spec(type(self)):
             value = getattr(self, f.name)
             if value is None and f.omit_none:
+                continue
+            if f.flatten:
+                out.update(value.to_json())
                 continue
             out[f.name] = _plain(value)
         return out
