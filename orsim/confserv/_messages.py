@@ -24,16 +24,21 @@ from orsim.config import (
     transaction_to_wire,
 )
 from orsim.errors import ConfigError, RequestRefused
-from orsim.wire import FLATTEN, OMIT_NONE, Call, FrameTotals, Json, Notice, Record
+from orsim.wire import (
+    FLATTEN,
+    OMIT_NONE,
+    AppStatus,
+    Call,
+    FrameTotals,
+    Json,
+    Notice,
+    Record,
+    codec,
+    json_object,
+)
 
 #: What reading a malformed object from the wire may raise.
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, ConfigError)
-
-
-def _object(data: Json) -> dict[str, Json]:
-    if not isinstance(data, dict):
-        raise RequestRefused("bad_request", "params must be an object")
-    return data
 
 
 def _text(params: dict[str, Json], name: str) -> str:
@@ -48,6 +53,10 @@ def _value(params: dict[str, Json], name: str) -> str:
         return option_value_to_str(params.get(name))
     except TypeError as exc:
         raise RequestRefused("bad_request", f"'{name}' {exc}") from None
+
+
+#: A field that must be a non-empty string (``'name' must be a non-empty string``).
+_NAME = codec(_text)
 
 
 def _malformed(what: str, exc: Exception) -> RequestRefused:
@@ -67,7 +76,7 @@ class ApplicationFound(Record):
     @classmethod
     def from_json(cls, data: Json) -> Self:
         try:
-            return cls(application_from_wire(_object(data)))
+            return cls(application_from_wire(json_object(data)))
         except _MALFORMED as exc:
             raise _malformed("application", exc) from None
 
@@ -84,7 +93,7 @@ class ApplicationsFound(Record):
     @classmethod
     def from_json(cls, data: Json) -> Self:
         try:
-            found = {str(n): application_from_wire(w) for n, w in _object(data).items()}
+            found = {str(n): application_from_wire(w) for n, w in json_object(data).items()}
         except _MALFORMED as exc:
             raise _malformed("application", exc) from None
         return cls(found)
@@ -100,7 +109,7 @@ class TransactionFound(Record):
     @classmethod
     def from_json(cls, data: Json) -> Self:
         try:
-            return cls(transaction_from_wire(_object(data)))
+            return cls(transaction_from_wire(json_object(data)))
         except _MALFORMED as exc:
             raise _malformed("transaction", exc) from None
 
@@ -130,7 +139,7 @@ class HostFound(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         try:
             return cls(Host(str(data["name"]), str(data["address"]), int(data["dbid"])))
         except _MALFORMED as exc:
@@ -161,11 +170,7 @@ class GetApplication(Call[ApplicationFound]):
 
     METHOD: ClassVar[str] = "get_application"
     ANSWER: ClassVar[type[Record]] = ApplicationFound
-    name: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        return cls(_text(_object(data), "name"))
+    name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
@@ -178,7 +183,7 @@ class GetApplications(Call[ApplicationsFound]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        names = _object(data).get("names")
+        names = json_object(data).get("names")
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise RequestRefused("bad_request", "names must be a list of strings")
         return cls(tuple(names))
@@ -190,11 +195,7 @@ class GetTransaction(Call[TransactionFound]):
 
     METHOD: ClassVar[str] = "get_transaction"
     ANSWER: ClassVar[type[Record]] = TransactionFound
-    name: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        return cls(_text(_object(data), "name"))
+    name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
@@ -207,7 +208,7 @@ class ListApplications(Call[Names]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        wanted = _object(data).get("type")
+        wanted = json_object(data).get("type")
         if wanted is not None and not isinstance(wanted, str):
             raise RequestRefused("bad_request", "'type' must be a string")
         return cls(wanted)
@@ -219,11 +220,7 @@ class GetHost(Call[HostFound]):
 
     METHOD: ClassVar[str] = "get_host"
     ANSWER: ClassVar[type[Record]] = HostFound
-    name: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        return cls(_text(_object(data), "name"))
+    name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
@@ -232,17 +229,10 @@ class SetOption(Call[OptionChanged]):
 
     METHOD: ClassVar[str] = "set_option"
     ANSWER: ClassVar[type[Record]] = OptionChanged
-    object: str
-    section: str
-    key: str
-    value: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        data = _object(data)
-        return cls(
-            _text(data, "object"), _text(data, "section"), _text(data, "key"), _value(data, "value")
-        )
+    object: str = attrs.field(metadata=_NAME)
+    section: str = attrs.field(metadata=_NAME)
+    key: str = attrs.field(metadata=_NAME)
+    value: str = attrs.field(metadata=codec(_value))
 
 
 @attrs.frozen
@@ -251,14 +241,9 @@ class DeleteOption(Call[OptionChanged]):
 
     METHOD: ClassVar[str] = "delete_option"
     ANSWER: ClassVar[type[Record]] = OptionChanged
-    object: str
-    section: str
-    key: str
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        data = _object(data)
-        return cls(_text(data, "object"), _text(data, "section"), _text(data, "key"))
+    object: str = attrs.field(metadata=_NAME)
+    section: str = attrs.field(metadata=_NAME)
+    key: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
@@ -275,7 +260,7 @@ class ImportOptions(Call[Imported]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         name = _text(data, "object")
         options = data.get("options")
         if not isinstance(options, dict):
@@ -324,7 +309,7 @@ class ObjectChanged(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         try:
             options = {
                 str(s): {str(k): str(v) for k, v in kv.items()} for s, kv in data["options"].items()
@@ -343,13 +328,9 @@ class ObjectChanged(Notice):
 
 
 @attrs.frozen(kw_only=True)
-class ConfServStatus(Record):
+class ConfServStatus(AppStatus):
     """The Configuration Server's ``status`` answer (field names are a contract)."""
 
-    app: str
-    type: str
-    mode: str = "primary"
-    pid: int
     source: str
     applications: int
     transactions: int

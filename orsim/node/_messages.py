@@ -15,30 +15,21 @@ import attrs
 
 from orsim.errors import RequestRefused
 from orsim.node._membership import MemberInfo
-from orsim.wire import FLATTEN, Call, FrameTotals, Json, Notice, Record
+from orsim.wire import (
+    FLATTEN,
+    Call,
+    FrameTotals,
+    Json,
+    Notice,
+    Record,
+    int_or_none,
+    json_object,
+    nonempty_text,
+    whole_number,
+)
 
 #: The modes a member may announce.
 MODES = frozenset({"primary", "backup", "starting", "suspending"})
-
-
-def _object(data: Json) -> dict[str, Json]:
-    if not isinstance(data, dict):
-        raise RequestRefused("bad_request", "push data must be an object")
-    return data
-
-
-def _text(data: dict[str, Json], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise RequestRefused("bad_request", f"{key} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _whole(data: dict[str, Json], key: str) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RequestRefused("bad_request", f"{key} must be a whole number >= 0, not {value!r}")
-    return value
 
 
 @attrs.frozen
@@ -60,17 +51,17 @@ class Member(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
-        mode = _text(data, "mode")
+        data = json_object(data, "push data")
+        mode = nonempty_text(data, "mode")
         if mode not in MODES:
             raise RequestRefused("bad_request", f"mode {mode!r}")
         return cls(
             MemberInfo(
-                app=_text(data, "app"),
-                node_id=_whole(data, "node_id"),
+                app=nonempty_text(data, "app"),
+                node_id=whole_number(data, "node_id"),
                 data_center=str(data.get("data_center", "")),
                 mode=mode,
-                epoch=_whole(data, "epoch"),
+                epoch=whole_number(data, "epoch"),
             )
         )
 
@@ -93,11 +84,11 @@ class SessionCreated(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data, "push data")
         node_id = data.get("node_id")
         return cls(
-            _text(data, "call_id"),
-            node_id if isinstance(node_id, int) and not isinstance(node_id, bool) else None,
+            nonempty_text(data, "call_id"),
+            int_or_none(node_id),
             data.get("pending") is True,
         )
 
@@ -114,8 +105,7 @@ class Handover(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        epoch = _object(data).get("epoch")
-        return cls(epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None)
+        return cls(int_or_none(json_object(data, "push data").get("epoch")))
 
 
 @attrs.frozen

@@ -15,22 +15,31 @@ import attrs
 
 from orsim.errors import RequestRefused
 from orsim.store._session import Session, StaleEpoch, session_from_wire, session_to_wire
-from orsim.wire import Call, Done, Json, Record, param
+from orsim.wire import AppStatus, Call, Done, Json, Record, codec, json_object
 
 
-def _object(data: Json) -> dict[str, Json]:
-    if not isinstance(data, dict):
-        raise RequestRefused("bad_request", "params must be an object")
-    return data
-
-
-def _session(data: dict[str, Json]) -> Session:
-    if "session" not in data:
-        raise RequestRefused("bad_request", "missing parameter 'session'")
+def _session(data: dict[str, Json], key: str) -> Session:
+    if key not in data:
+        raise RequestRefused("bad_request", f"missing parameter {key!r}")
     try:
-        return session_from_wire(data["session"])
+        return session_from_wire(data[key])
     except (KeyError, TypeError, ValueError) as exc:
-        raise RequestRefused("bad_request", f"parameter 'session': {exc!r}") from None
+        raise RequestRefused("bad_request", f"parameter {key!r}: {exc!r}") from None
+
+
+def _sessions(data: dict[str, Json], key: str) -> tuple[Session, ...]:
+    raw = data.get(key)
+    if not isinstance(raw, list):
+        raise RequestRefused("bad_request", f"{key} must be a list")
+    try:
+        return tuple(session_from_wire(s) for s in raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RequestRefused("bad_request", f"{key}: {exc!r}") from None
+
+
+#: A session in its wire form (``session_to_wire``).
+_SESSION = codec(_session, session_to_wire)
+_SESSIONS = codec(_sessions, lambda sessions: [session_to_wire(s) for s in sessions])
 
 
 @attrs.frozen
@@ -50,7 +59,7 @@ class Stale(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        stale = _object(data).get("stale")
+        stale = json_object(data).get("stale")
         if (
             not isinstance(stale, list)
             or len(stale) != 3
@@ -104,14 +113,7 @@ class PutSession(Call[Done]):
 
     METHOD: ClassVar[str] = "put_session"
     ANSWER: ClassVar[type[Record]] = Done
-    session: Session
-
-    def to_json(self) -> Json:
-        return {"session": session_to_wire(self.session)}
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        return cls(_session(_object(data)))
+    session: Session = attrs.field(metadata=_SESSION)
 
 
 @attrs.frozen
@@ -125,14 +127,7 @@ class CreateSession(Call[Created]):
 
     METHOD: ClassVar[str] = "create_session"
     ANSWER: ClassVar[type[Record]] = Created
-    session: Session
-
-    def to_json(self) -> Json:
-        return {"session": session_to_wire(self.session)}
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        return cls(_session(_object(data)))
+    session: Session = attrs.field(metadata=_SESSION)
 
 
 @attrs.frozen
@@ -146,21 +141,9 @@ class AdoptSession(Call[Moved]):
 
     METHOD: ClassVar[str] = "adopt_session"
     ANSWER: ClassVar[type[Record]] = Moved
-    session: Session
+    session: Session = attrs.field(metadata=_SESSION)
     from_node: int
     from_epoch: int
-
-    def to_json(self) -> Json:
-        return {
-            "session": session_to_wire(self.session),
-            "from_node": self.from_node,
-            "from_epoch": self.from_epoch,
-        }
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        data = _object(data)
-        return cls(_session(data), param(data, "from_node", int), param(data, "from_epoch", int))
 
 
 @attrs.frozen
@@ -176,20 +159,7 @@ class DeleteSession(Call[Done]):
 
 @attrs.frozen
 class SessionList(Record):
-    sessions: tuple[Session, ...]
-
-    def to_json(self) -> Json:
-        return {"sessions": [session_to_wire(s) for s in self.sessions]}
-
-    @classmethod
-    def from_json(cls, data: Json) -> Self:
-        raw = _object(data).get("sessions")
-        if not isinstance(raw, list):
-            raise RequestRefused("bad_request", "sessions must be a list")
-        try:
-            return cls(tuple(session_from_wire(s) for s in raw))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RequestRefused("bad_request", f"sessions: {exc!r}") from None
+    sessions: tuple[Session, ...] = attrs.field(metadata=_SESSIONS)
 
 
 @attrs.frozen
@@ -216,13 +186,9 @@ class Count(Call[Counted]):
 
 
 @attrs.frozen(kw_only=True)
-class StoreServerStatus(Record):
+class StoreServerStatus(AppStatus):
     """The store server's ``status`` answer (field names are a contract)."""
 
-    app: str
-    type: str
-    mode: str = "primary"
-    pid: int
     path: str
     clients: int
     requests: int

@@ -18,6 +18,7 @@ from orsim.tserver._ledger import CallRecord, LedgerCounts
 from orsim.wire import (
     FLATTEN,
     OMIT_NONE,
+    AppStatus,
     Call,
     Done,
     FrameTotals,
@@ -25,26 +26,12 @@ from orsim.wire import (
     Notice,
     Push,
     Record,
+    int_or_none,
+    json_object,
+    nonempty_text,
+    number_or_none,
     param,
 )
-
-
-def _text(data: dict[str, Json], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise RequestRefused("bad_request", f"{key} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _number(value: Json) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _object(data: Json) -> dict[str, Json]:
-    if not isinstance(data, dict):
-        raise RequestRefused("bad_request", "params must be an object")
-    return data
-
 
 # -- pushes ------------------------------------------------------------------------------
 
@@ -81,13 +68,13 @@ class RouteRequest(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
-        waited = _number(data.get("waited"))
+        data = json_object(data)
+        waited = number_or_none(data.get("waited"))
         return cls(
-            _text(data, "call_id"),
+            nonempty_text(data, "call_id"),
             str(data.get("dn", "")),
-            _number(data.get("created_at")),
-            _number(data.get("deadline")),
+            number_or_none(data.get("created_at")),
+            number_or_none(data.get("deadline")),
             data.get("redelivered") is True,
             0.0 if waited is None else waited,
         )
@@ -121,13 +108,13 @@ class CallRouted(Notice):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         node_id, epoch, target = data.get("node_id"), data.get("epoch"), data.get("target")
         return cls(
-            _text(data, "call_id"),
+            nonempty_text(data, "call_id"),
             str(data.get("app", "")),
-            node_id if isinstance(node_id, int) and not isinstance(node_id, bool) else None,
-            epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            int_or_none(node_id),
+            int_or_none(epoch),
             target if isinstance(target, str) else None,
         )
 
@@ -225,7 +212,7 @@ class Routed(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         return cls(
             param(data, "call_id", str),
             param(data, "latency_ms", float),
@@ -257,7 +244,7 @@ class Route(Call[Routed]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         return cls(
             param(data, "call_id", str),
             param(data, "target", str, None),
@@ -331,7 +318,7 @@ class LedgerReport(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = _object(data)
+        data = json_object(data)
         try:
             counts = LedgerCounts.from_wire(data)
             raw = data.get("records")
@@ -339,7 +326,7 @@ class LedgerReport(Record):
                 return cls(counts)
             if not isinstance(raw, list):
                 raise TypeError("records must be a list")
-            records = tuple(CallRecord.from_wire(_object(r)) for r in raw)
+            records = tuple(CallRecord.from_wire(json_object(r)) for r in raw)
             return cls(counts, records, param(data, "records_total", int))
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestRefused("bad_request", f"malformed ledger: {exc!r}") from None
@@ -396,13 +383,9 @@ class GeneratorInfo(Record):
 
 
 @attrs.frozen(kw_only=True)
-class TServerStatus(Record):
+class TServerStatus(AppStatus):
     """The T-Server's ``status`` answer (field names are a contract: SPEC.md section 4)."""
 
-    app: str
-    type: str
-    mode: str = "primary"
-    pid: int
     clients: tuple[TServerClientInfo, ...]
     calls: CallCounts
     routing_points: Mapping[str, str]

@@ -12,7 +12,7 @@ from typing import ClassVar, Self
 
 import attrs
 
-from orsim.wire import FLATTEN, Call, Done, FrameTotals, Json, Record, param
+from orsim.wire import FLATTEN, AppStatus, Call, Done, FrameTotals, Json, Record, param
 
 
 @attrs.frozen
@@ -86,13 +86,9 @@ class UrsClientInfo(Record):
 
 
 @attrs.frozen(kw_only=True)
-class UrsStatus(Record):
+class UrsStatus(AppStatus):
     """The URS's ``status`` answer (field names are a contract: SPEC.md section 4)."""
 
-    app: str
-    type: str
-    mode: str = "primary"
-    pid: int
     clients: tuple[UrsClientInfo, ...]
     requests: int
     strategy: str

@@ -44,16 +44,25 @@ from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
 from orsim.wire._typed import FLATTEN as FLATTEN
 from orsim.wire._typed import OMIT_NONE as OMIT_NONE
+from orsim.wire._typed import AppStatus as AppStatus
 from orsim.wire._typed import Call as Call
 from orsim.wire._typed import Done as Done
+from orsim.wire._typed import FieldReader as FieldReader
+from orsim.wire._typed import FieldWriter as FieldWriter
 from orsim.wire._typed import HandlerTable as HandlerTable
 from orsim.wire._typed import Notice as Notice
 from orsim.wire._typed import PushTable as PushTable
 from orsim.wire._typed import Record as Record
 from orsim.wire._typed import Status as Status
 from orsim.wire._typed import StatusReport as StatusReport
+from orsim.wire._typed import codec as codec
+from orsim.wire._typed import int_or_none as int_or_none
+from orsim.wire._typed import json_object as json_object
+from orsim.wire._typed import nonempty_text as nonempty_text
+from orsim.wire._typed import number_or_none as number_or_none
 from orsim.wire._typed import on as on
 from orsim.wire._typed import when as when
+from orsim.wire._typed import whole_number as whole_number
 
 __all__ = [
     "CLUSTER_KEY_ENV",
@@ -66,10 +75,13 @@ __all__ = [
     "READ_ONLY",
     "Addp",
     "AddpAction",
+    "AppStatus",
     "Call",
     "Connection",
     "Done",
     "ErrorResponse",
+    "FieldReader",
+    "FieldWriter",
     "FrameDecoder",
     "FrameTotals",
     "HandlerTable",
@@ -94,6 +106,7 @@ __all__ = [
     "StatusReport",
     "TcpNetwork",
     "Welcome",
+    "codec",
     "connect_with_retry",
     "connected",
     "create_cluster_key",
@@ -101,6 +114,10 @@ __all__ = [
     "encode",
     "frame_counts",
     "frame_totals",
+    "int_or_none",
+    "json_object",
+    "nonempty_text",
+    "number_or_none",
     "on",
     "open_connection",
     "param",
@@ -108,4 +125,5 @@ __all__ = [
     "serve_app",
     "str_list",
     "when",
+    "whole_number",
 ]

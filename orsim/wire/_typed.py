@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, ClassVar, Generic, NoReturn, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar, cast
 
 import attrs
 
@@ -44,6 +44,21 @@ OMIT_NONE: Mapping[str, bool] = {"omit_none": True}
 #: place, rather than nested under its name (a status's frame counts, say).
 FLATTEN: Mapping[str, bool] = {"flatten": True}
 
+#: How a field reads from its message's JSON: ``reader(params, name)`` -> the value,
+#: or ``RequestRefused("bad_request")``.
+FieldReader = Callable[[dict[str, Json], str], object]
+#: How a field's value is written as JSON.
+FieldWriter = Callable[[Any], Json]
+
+
+def codec(
+    read: FieldReader | None = None, write: FieldWriter | None = None
+) -> Mapping[str, object]:
+    """Field metadata: read the field with ``read``, write it with ``write``, instead of
+    by its annotation (a non-empty name, a session in its wire form, ...)."""
+    return {"read": read, "write": write}
+
+
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 _MISSING = object()
 
@@ -60,9 +75,13 @@ class _Field:
     default: object
     omit_none: bool
     flatten: bool = False
+    reader: FieldReader | None = None
+    writer: FieldWriter | None = None
 
     def read(self, params: dict[str, Json]) -> object:
         kind, default = self.kind, self.default
+        if self.reader is not None:
+            return self.reader(params, self.name)
         if kind is Record:
             raise TypeError(f"{self.name}: a record field is read by its class's from_json")
         if kind is None:
@@ -100,12 +119,14 @@ def _field_of(a: attrs.Attribute[object]) -> _Field:
     else:
         kind = Record  # written as its JSON (records, tuples of them), read by hand
     flatten = bool(a.metadata.get("flatten"))
+    reader, writer = a.metadata.get("read"), a.metadata.get("write")
     default: object = _MISSING if a.default is attrs.NOTHING else a.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]  # a class at run time
         default = default.factory()  # type: ignore[attr-defined]
     if optional and default is _MISSING:
         default = None
-    return _Field(a.name, kind, default, bool(a.metadata.get("omit_none")), flatten)
+    omit = bool(a.metadata.get("omit_none"))
+    return _Field(a.name, kind, default, omit, flatten, reader, writer)
 
 
 _SPECS: dict[type, tuple[_Field, ...]] = {}
@@ -130,6 +151,39 @@ def _plain(value: object) -> object:
     return value
 
 
+def json_object(data: Json, what: str = "params") -> dict[str, Json]:
+    """``data`` checked to be a JSON object (else ``bad_request``)."""
+    if not isinstance(data, dict):
+        raise RequestRefused("bad_request", f"{what} must be an object")
+    return data
+
+
+def nonempty_text(data: dict[str, Json], key: str) -> str:
+    """``data[key]``, a non-empty string (else ``bad_request``): a FieldReader."""
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestRefused("bad_request", f"{key} must be a non-empty string, not {value!r}")
+    return value
+
+
+def whole_number(data: dict[str, Json], key: str) -> int:
+    """``data[key]``, an integer >= 0 (else ``bad_request``): a FieldReader."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestRefused("bad_request", f"{key} must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def int_or_none(value: Json) -> int | None:
+    """``value`` if it is an integer (not a bool), else None: for lenient readers."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def number_or_none(value: Json) -> float | None:
+    """``value`` as a float if it is a number (not a bool), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 class Record:
     """Base of a typed JSON payload (an attrs class): ``to_json``/``from_json``."""
 
@@ -144,8 +198,10 @@ class Record:
                 continue
             if f.flatten:
                 out.update(value.to_json())
-                continue
-            out[f.name] = _plain(value)
+            elif f.writer is not None:
+                out[f.name] = f.writer(value)
+            else:
+                out[f.name] = _plain(value)
         return out
 
     @classmethod
@@ -299,6 +355,17 @@ class StatusReport(Record):
         if not isinstance(data, dict):
             raise RequestRefused("bad_request", "a status must be an object")
         return cls(data)
+
+
+@attrs.frozen(kw_only=True)
+class AppStatus(Record):
+    """What every application's ``status`` answer starts with; each server's status
+    record adds its own fields after these."""
+
+    app: str
+    type: str
+    mode: str = "primary"
+    pid: int
 
 
 @attrs.frozen
