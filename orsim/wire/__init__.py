@@ -37,6 +37,12 @@ from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
 from orsim.wire._params import param as param
 from orsim.wire._params import str_list as str_list
+from orsim.wire._session import Accepted as Accepted
+from orsim.wire._session import ClientHandshake as ClientHandshake
+from orsim.wire._session import Incoming as Incoming
+from orsim.wire._session import Refused as Refused
+from orsim.wire._session import ServerHandshake as ServerHandshake
+from orsim.wire._session import Session as Session
 from orsim.wire._transport import CLUSTER_KEY_ENV as CLUSTER_KEY_ENV
 from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
@@ -73,10 +79,12 @@ __all__ = [
     "OMIT_NONE",
     "PROTOCOL_VERSION",
     "READ_ONLY",
+    "Accepted",
     "Addp",
     "AddpAction",
     "AppStatus",
     "Call",
+    "ClientHandshake",
     "Connection",
     "Done",
     "ErrorResponse",
@@ -86,6 +94,7 @@ __all__ = [
     "FrameTotals",
     "HandlerTable",
     "Hello",
+    "Incoming",
     "Json",
     "MemoryNetwork",
     "MemoryNetworkView",
@@ -98,10 +107,13 @@ __all__ = [
     "PushHandler",
     "PushTable",
     "Record",
+    "Refused",
     "Request",
     "RequestHandler",
     "RequestRefused",
     "Response",
+    "ServerHandshake",
+    "Session",
     "Status",
     "StatusReport",
     "TcpNetwork",

@@ -38,7 +38,6 @@ answers carry them).
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections.abc import Awaitable, Callable
@@ -69,6 +68,7 @@ from orsim.wire._messages import (
     Request,
     Response,
 )
+from orsim.wire._session import Session
 from orsim.wire._transport import NonBlockingStream
 from orsim.wire._typed import Record
 
@@ -252,7 +252,8 @@ class Connection:
     closed: trio.Event = attrs.Factory(trio.Event)
     close_reason: str = ""
     _send_lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
-    _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    #: Request ids, ADDP poll numbers and the sort of each frame (sans-IO).
+    session: Session = attrs.Factory(Session)
     _pending: dict[int, _Pending] = attrs.Factory(dict)
     #: Frames sent and received on this connection.
     frames_sent: int = 0
@@ -268,7 +269,6 @@ class Connection:
     _serve_scope: trio.CancelScope | None = None
     #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
     _eager_pushes: bool = attrs.field(init=False, default=False)
-    _ping_seq: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _send_nowait: Callable[[bytes], int] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -473,7 +473,7 @@ class Connection:
             ConnectionLost: the link closed before the answer.
             trio.TooSlowError: no answer within ``timeout`` seconds.
         """
-        request_id = next(self._ids)
+        request_id = self.session.next_id()
         pending = _Pending()
         self._pending[request_id] = pending
         try:
@@ -622,16 +622,15 @@ class Connection:
                 return
 
     def _take(self, message: Message, nursery: trio.Nursery) -> None:
-        """Act on a received frame other than a push."""
+        """Act on a received frame other than a push (what each asks: ``Session``)."""
         if type(message) is Response or type(message) is ErrorResponse:
             pending = self._pending.get(message.id)
             if pending is None:
-                if isinstance(message, ErrorResponse) and message.id == 0:
-                    raise RemoteProtocolError(f"peer reported {message.code}: {message.message}")
+                self.session.unmatched(message)  # a protocol error (id 0) raises
                 return  # answer to a request we gave up on
             pending.outcome = message
             pending.done.set()
-        elif isinstance(message, Request):
+        elif type(message) is Request:
             if (
                 self.inline_handler is not None
                 and self._writer_running
@@ -640,24 +639,23 @@ class Connection:
                 self._answer_inline(message, nursery)
             else:
                 nursery.start_soon(self._answer, message)
-        elif isinstance(message, Ping):
+        elif type(message) is Ping:
+            pong = self.session.pong_for(message)
             if self._writer_running:
                 # Answered here, as the writer would send it: a task per ping is a spawn
                 # for a frame that never waits.
                 try:
-                    self._queue(self._encode(Pong(message.seq)), direct=True)
+                    self._queue(self._encode(pong), direct=True)
                 except ConnectionLost:
                     pass
             else:
-                nursery.start_soon(self._pong, message.seq)
-        elif isinstance(message, Pong):
-            pass
+                nursery.start_soon(self._pong, pong)
         else:
-            raise RemoteProtocolError(f"unexpected {type(message).__name__} after handshake")
+            self.session.receive(message)  # a pong needs nothing; anything else raises
 
-    async def _pong(self, seq: int) -> None:
+    async def _pong(self, pong: Pong) -> None:
         try:
-            await self.send(Pong(seq))
+            await self.send(pong)
         except ConnectionLost:
             pass
 
@@ -752,7 +750,7 @@ class Connection:
             try:
                 # Sent as the writer would send it, without waiting: a poll is a few
                 # bytes, and nothing should hold up the next deadline.
-                self._queue(self._encode(Ping(next(self._ping_seq))), direct=True)
+                self._queue(self._encode(self.session.ping()), direct=True)
             except ConnectionLost:
                 scope.cancel()
                 return False
