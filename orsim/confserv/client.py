@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -100,7 +101,7 @@ class ConfServClient:
     connection: Connection
     changes: trio.MemoryReceiveChannel[ObjectChanged]
     _changes_in: trio.MemorySendChannel[ObjectChanged]
-    _nursery_manager: Any = None
+    _nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     @classmethod
     async def connect(
@@ -152,8 +153,8 @@ class ConfServClient:
         return cls(conn, receive, send)
 
     async def __aenter__(self) -> ConfServClient:
-        self._nursery_manager = trio.open_nursery()
-        nursery = await self._nursery_manager.__aenter__()
+        manager = self._nursery_manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
         nursery.start_soon(self._serve)
         return self
 
@@ -167,6 +168,7 @@ class ConfServClient:
         # nursery's __aexit__ below and corrupt trio's nursery stack on every SIGTERM.
         with trio.CancelScope(shield=True):
             await self.aclose()
+        assert self._nursery_manager is not None, "__aexit__ without __aenter__"
         try:
             result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:

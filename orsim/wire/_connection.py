@@ -247,8 +247,6 @@ class Connection:
     stall_timeout: float = STALL_TIMEOUT
     #: Out-buffer size (bytes) beyond which the peer counts as not reading.
     max_buffered: int = MAX_BUFFERED
-    #: Free-form per-connection state for the server that owns it.
-    info: dict[str, Any] = attrs.Factory(dict)
     closed: trio.Event = attrs.Factory(trio.Event)
     close_reason: str = ""
     _send_lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
