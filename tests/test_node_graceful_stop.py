@@ -15,12 +15,14 @@ from orsim.cluster import ClusterHandle
 from orsim.config import load_database
 from orsim.node._core import (
     EpochClaimed,
+    EpochRead,
     Exit,
     FenceAnswered,
     MemberAnnounced,
     NodeCore,
     PeerLinkUp,
     PushHandover,
+    ReadEpoch,
     RouteAnswered,
     RouteRequested,
     SessionsLoaded,
@@ -85,6 +87,10 @@ def test_primary_with_backup_hands_over_then_exits() -> None:
     assert core.mode == "suspending"
     assert any(isinstance(c, PushHandover) for c in out)
     out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 1.1)
+    # The partner's word alone is not enough: the store must bear its epoch out.
+    assert any(isinstance(c, ReadEpoch) for c in out)
+    assert not any(isinstance(c, Exit) for c in out)
+    out = core.handle(EpochRead(2), 1.2)
     assert any(isinstance(c, Exit) for c in out)
     assert core.mode == "backup"
 
