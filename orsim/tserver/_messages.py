@@ -212,6 +212,14 @@ class Routed(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
+        if type(data) is dict and len(data) == 3:  # the answer as the T-Server writes it
+            routed, call_id, latency = (
+                data.get("routed"),
+                data.get("call_id"),
+                data.get("latency_ms"),
+            )
+            if type(routed) is bool and type(call_id) is str and type(latency) is float:
+                return cls(call_id, latency, routed)
         data = json_object(data)
         return cls(
             param(data, "call_id", str),
@@ -244,7 +252,18 @@ class Route(Call[Routed]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        data = json_object(data)
+        if type(data) is dict and len(data) == 5:  # the request as a node writes it
+            call_id, target, app = data.get("call_id"), data.get("target"), data.get("app")
+            node_id, epoch = data.get("node_id"), data.get("epoch")
+            if (
+                type(call_id) is str
+                and type(target) is str
+                and type(app) is str
+                and type(node_id) is int
+                and type(epoch) is int
+            ):
+                return cls(call_id, target, app, node_id, epoch)
+        data = json_object(data)  # anything else: checked field by field, as ``param`` does
         return cls(
             param(data, "call_id", str),
             param(data, "target", str, None),

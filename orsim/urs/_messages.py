@@ -37,9 +37,10 @@ class Target(Record):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        if not isinstance(data, dict):
-            return super().from_json(data)
-        return cls(param(data, "target", str))
+        if type(data) is dict:
+            target = data.get("target")
+            return cls(target if type(target) is str else param(data, "target", str))
+        return super().from_json(data)
 
 
 @attrs.frozen
@@ -56,9 +57,12 @@ class SelectTarget(Call[Target]):
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        if not isinstance(data, dict):
-            return super().from_json(data)
-        return cls(param(data, "call_id", str, None), param(data, "dn", str, None))
+        if type(data) is dict:
+            call_id, dn = data.get("call_id"), data.get("dn")
+            if type(call_id) is str and type(dn) is str:  # as a node asks
+                return cls(call_id, dn)
+            return cls(param(data, "call_id", str, None), param(data, "dn", str, None))
+        return super().from_json(data)
 
 
 @attrs.frozen
