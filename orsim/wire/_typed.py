@@ -16,10 +16,16 @@ is ``RequestRefused("bad_request")``). Validation happens once, at the edge: a s
 ``HandlerTable`` turns an inbound ``Request`` into its typed message before the handler
 runs, and the handler returns a typed answer, encoded once.
 
-A field whose ``None`` is left out of the JSON (an optional parameter older senders omit)
-carries ``metadata=OMIT_NONE``. A class whose JSON is not one key per field (a list, a
-lenient push) overrides ``to_json``/``from_json``; the hot-path messages do so too, to
-build the object with one call and no per-field loop.
+Field metadata adjusts the generic conversion: ``OMIT_NONE`` leaves a None out of the
+JSON (an optional parameter senders omit), ``FLATTEN`` merges a nested record's keys in
+place (a status's frame counts), ``codec(read, write)`` reads and writes one field its
+own way (a non-empty name, a session in its wire form). A class whose JSON is not one
+key per field (a list, a lenient push) overrides ``to_json``/``from_json``; so do the
+messages on every call's path, which check the JSON their peers write with one type test
+per field and fall back to the checked reading for anything else.
+
+``HandlerTable`` (requests) and ``PushTable`` (pushes) are each receiver's one dispatch:
+a table ``{type: handler}`` built once, keyed by method or topic.
 """
 
 from __future__ import annotations
@@ -206,12 +212,14 @@ class Record:
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        """Raises:
-        RequestRefused: ``bad_request``: ``data`` is not an object, or a field is missing
-            or of the wrong type."""
-        if not isinstance(data, dict):
-            raise RequestRefused("bad_request", "params must be an object")
-        return cls(*[f.read(data) for f in _spec(cls)])
+        """The record in ``data``, each field read by its annotation (or its ``codec``).
+
+        Raises:
+            RequestRefused: ``bad_request``: ``data`` is not an object, or a field is
+                missing or of the wrong type.
+        """
+        params = json_object(data)
+        return cls(*[f.read(params) for f in _spec(cls)])
 
 
 A = TypeVar("A", covariant=True)
