@@ -35,17 +35,11 @@ from orsim.wire import (
     Record,
     codec,
     json_object,
+    nonempty_text,
 )
 
 #: What reading a malformed object from the wire may raise.
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, ConfigError)
-
-
-def _text(params: dict[str, Json], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not value:
-        raise RequestRefused("bad_request", f"'{name}' must be a non-empty string")
-    return value
 
 
 def _value(params: dict[str, Json], name: str) -> str:
@@ -55,8 +49,8 @@ def _value(params: dict[str, Json], name: str) -> str:
         raise RequestRefused("bad_request", f"'{name}' {exc}") from None
 
 
-#: A field that must be a non-empty string (``'name' must be a non-empty string``).
-_NAME = codec(_text)
+#: A field that must be a non-empty string.
+_NAME = codec(nonempty_text)
 
 
 def _malformed(what: str, exc: Exception) -> RequestRefused:
@@ -261,7 +255,7 @@ class ImportOptions(Call[Imported]):
     @classmethod
     def from_json(cls, data: Json) -> Self:
         data = json_object(data)
-        name = _text(data, "object")
+        name = nonempty_text(data, "object")
         options = data.get("options")
         if not isinstance(options, dict):
             raise RequestRefused("bad_request", "'options' must be an object of sections")
