@@ -509,7 +509,7 @@ class OrsNode:
                 continue
             try:
                 return (await urs.call(UrsSelectTarget(call_id, dn), wait)).target
-            except (ConnectionLost, trio.TooSlowError):
+            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError):  # ask again
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
@@ -543,6 +543,8 @@ class OrsNode:
                 return "routed"
             except RequestRefused as exc:
                 return exc.code
+            except RemoteProtocolError:
+                return "routed"  # accepted (not refused); its answer says nothing we use
             except (ConnectionLost, trio.TooSlowError):
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
@@ -598,7 +600,7 @@ class OrsNode:
             except RequestRefused as exc:
                 self.log.warning("fence_refused", error=str(exc), epoch=epoch)
                 refused = exc.code == "stale_epoch"
-            except (ConnectionLost, trio.TooSlowError) as exc:
+            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError) as exc:
                 self.log.warning("fence_failed", error=str(exc))
         self.feed(FenceAnswered(epoch, refused))
 
@@ -654,7 +656,9 @@ class OrsNode:
                 if self._tserver is not None and not mutated("adoption-skips-fence"):
                     try:
                         await self._tserver.call(Fence(dead, fenced), 5)
-                    except (ConnectionLost, RequestRefused, trio.TooSlowError) as exc:
+                    except (
+                        ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
+                    ) as exc:  # fmt: skip
                         self.log.warning("fence_failed", node_id=dead, error=str(exc))
                 for orphan in command.sessions:
                     mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
@@ -858,7 +862,9 @@ class OrsNode:
                     await up(conn)
                     self.log.info("server_connected", server=server.name, kind=kind)
                     await conn.closed.wait()
-                except (ConnectionLost, RequestRefused, trio.TooSlowError) as exc:
+                except (
+                    ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
+                ) as exc:  # fmt: skip
                     self.log.warning("server_register_failed", server=server.name, error=str(exc))
                 finally:
                     down()
