@@ -63,10 +63,12 @@ class ConnectionLost(OrsimError):
     """The peer closed the connection or went silent past its ADDP timeout."""
 
 
-class RemoteError(OrsimError):
-    """The peer answered a request with an error.
+class RequestRefused(OrsimError):
+    """A request was refused: raised by a handler to answer with an ``ErrorResponse``,
+    and raised to the caller when the peer answers with one.
 
-    ``code`` is a short machine-readable reason (``not_found``, ``stale_epoch``, ...).
+    ``code`` is a short machine-readable reason, the same string on the wire
+    (``not_found``, ``stale_epoch``, ``bad_request``, ...); ``message`` says why.
     """
 
     def __init__(self, code: str, message: str) -> None:

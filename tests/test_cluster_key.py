@@ -22,7 +22,7 @@ import trio.testing
 from helpers import TOPOLOGIES
 
 from orsim.cluster import ClusterHandle
-from orsim.errors import RemoteError
+from orsim.errors import RequestRefused
 from orsim.wire import (
     KEY_FILE,
     Connection,
@@ -70,7 +70,7 @@ async def test_without_the_key_a_client_may_read_but_not_change_anything(
         nursery.start_soon(outsider.serve)
         nursery.start_soon(member.serve)
         assert await outsider.request("status", {}) == {"bumps": 0, "pushes": 0}
-        with pytest.raises(RemoteError) as refused:
+        with pytest.raises(RequestRefused) as refused:
             await outsider.request("bump", {})
         assert refused.value.code == "unauthorized"
         assert await member.request("bump", {}) == {"bumps": 1, "pushes": 0}
@@ -89,7 +89,7 @@ def _mode(status: dict[str, Any], app: str) -> tuple[str, int]:
 
 
 async def _refused(conn: Connection, method: str, params: dict[str, Any]) -> None:
-    with pytest.raises(RemoteError) as refused:
+    with pytest.raises(RequestRefused) as refused:
         await conn.request(method, params)
     assert refused.value.code == "unauthorized", (method, refused.value)
 

@@ -162,7 +162,7 @@ async def test_graceful_switchover_loses_no_call(
     async with open_sim_cluster(db) as sim:
         await sim.request("generate", rate=50, duration=5)
         await trio.sleep(1)
-        await sim.nodes["ORS_1"]._switchover()
+        await sim.nodes["ORS_1"].switchover()
         assert sim.mode("ORS_1_B") == "primary"
         assert sim.mode("ORS_1") == "backup"
         await trio.sleep(5)
@@ -199,7 +199,7 @@ async def test_sessions_of_a_dead_node_are_adopted(
     async with open_sim_cluster(db) as sim:
         await sim.request("generate", rate=20, duration=2)
         await trio.sleep(1.5)
-        assert sim.nodes["ORS_1"].status()["sessions"] > 0  # calls held mid-flight
+        assert sim.nodes["ORS_1"].status().sessions > 0  # calls held mid-flight
         sim.crash("ORS_1")
         sim.crash("ORS_1_B")
         await trio.sleep(12)

@@ -38,8 +38,8 @@ from orsim.config import (
     option_value_warning,
     takes_effect,
 )
-from orsim.confserv import Change, ChangeRejected, apply_change
-from orsim.errors import ConfigError
+from orsim.confserv import Change, apply_change
+from orsim.errors import ConfigError, RequestRefused
 from orsim.search._topology import read_topology
 from orsim.urs import UrsOptions
 
@@ -230,7 +230,7 @@ def test_lint_now_refuses_what_the_urs_would_refuse_at_start() -> None:
         with pytest.raises(ConfigError, match=f"option urs/{key}"):
             UrsOptions.from_options({"urs": {key: value}})
     db = load_database(TOPOLOGIES / "demo.yaml")
-    with pytest.raises(ChangeRejected) as caught:
+    with pytest.raises(RequestRefused) as caught:
         apply_change(db, Change("URS", "urs", "strategy", "random"))
     assert caught.value.code == "bad_value"
 

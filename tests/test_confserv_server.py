@@ -13,7 +13,7 @@ import trio
 
 from orsim.config import ConfigDatabase, load_database
 from orsim.confserv import ConfServClient, ObjectChanged, serve_confserv
-from orsim.errors import ConfigError, RemoteError, UnreachableError
+from orsim.errors import ConfigError, RequestRefused, UnreachableError
 from orsim.wire import TcpNetwork
 
 DEMO = Path(__file__).resolve().parent.parent / "scenarios" / "topologies" / "demo.yaml"
@@ -105,10 +105,10 @@ async def test_not_found_is_a_config_error(server: Server) -> None:
             await client.get_transaction("Nope")
         with pytest.raises(ConfigError, match="not found"):
             await client.delete_option("ORS_1", "orchestration", "absent")
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await client.request("get_application", {"name": 5})
         assert info.value.code == "bad_request"
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await client.request("no_such_method", {})
         assert info.value.code == "unknown_method"
 
@@ -124,7 +124,7 @@ async def test_bulk_read_returns_the_existing_ones_and_subscribes(server: Server
         assert sorted(apps) == ["ORS_1", "ORS_2_B"]
         assert apps["ORS_2_B"] == await writer.get_application("ORS_2_B")
         assert await reader.get_applications([]) == {}
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await reader.request("get_applications", {"names": "ORS_1"})
         assert info.value.code == "bad_request"
         await writer.set_option("ORS_2_B", "orchestration", "x", "1")
@@ -292,7 +292,7 @@ async def test_bad_requests_after_handshake(server: Server) -> None:
             ("import_options", {"object": "ORS_1", "options": {"a": 1}}),
             ("list_applications", {"type": 3}),
         ):
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RequestRefused) as info:
                 await client.request(method, params)
             assert info.value.code == "bad_request", (method, info.value)
         assert (await client.get_application("URS")).name == "URS"

@@ -12,7 +12,7 @@ from orsim.fuzz import NAMES, fuzz
 from orsim.fuzz import _harness as harness
 from orsim.fuzz._gen import JsonGen
 from orsim.node._assignment import assign
-from orsim.wire import Connection, Json, Message, Request, RequestFailed
+from orsim.wire import Connection, Json, Message, Request, RequestRefused
 
 #: Inputs per target here; `make fuzz` runs 1,000,000 of the same generator.
 BUDGET = 3000
@@ -35,7 +35,7 @@ async def _handler(conn: Connection, request: Request) -> Json:
     if request.method == "bug":
         raise AttributeError("a handler bug")
     if request.method == "refused":
-        raise RequestFailed("bad_request", "no")
+        raise RequestRefused("bad_request", "no")
     if request.method == "unchecked":
         nothing: dict[str, Json] = {}
         return nothing["missing"]  # a KeyError: the handler bug this target must report

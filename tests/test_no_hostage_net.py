@@ -25,8 +25,8 @@ from orsim.wire import (
     Push,
     PushHandler,
     Request,
-    RequestFailed,
     RequestHandler,
+    RequestRefused,
     TcpNetwork,
     connected,
     frame_counts,
@@ -109,7 +109,7 @@ def push_nowait_until_lost(conn: Connection, data: dict[str, Json], most: int) -
 async def echo(_conn: Connection, request: Request) -> Json:
     if request.method == "echo":
         return request.params
-    raise RequestFailed("unknown_method", request.method)
+    raise RequestRefused("unknown_method", request.method)
 
 
 # -- the in-memory transport behaves as TCP does ---------------------------------------------

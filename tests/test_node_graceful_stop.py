@@ -88,6 +88,7 @@ def test_primary_with_backup_hands_over_then_exits() -> None:
     assert core.mode == "suspending"
     assert any(isinstance(c, PushHandover) for c in out)
     out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 1.1)
+    # The partner's word alone is not enough: the store must bear its epoch out.
     assert any(isinstance(c, ReadEpoch) for c in out)
     assert not any(isinstance(c, Exit) for c in out)
     out = core.handle(EpochRead(2), 1.2)

@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 from orsim.cluster import FaultProxy, FaultTable, Route
 from orsim.cluster._proxy import PROXY_CONTROL_CLIENT
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.wire import (
     Connection,
     Request,
-    RequestFailed,
     TcpNetwork,
     connected,
     open_connection,
@@ -29,7 +28,7 @@ NAMES = st.sampled_from(["A", "B", "C", "D"])
 async def echo(_conn: Connection, request: Request) -> object:
     if request.method == "echo":
         return request.params
-    raise RequestFailed("unknown_method", request.method)
+    raise RequestRefused("unknown_method", request.method)
 
 
 async def start_echo(nursery: trio.Nursery, app: str = "S") -> int:
@@ -191,7 +190,7 @@ async def test_control_port_requests(nursery: trio.Nursery) -> None:
             ("delay", {"a": "A", "b": "B"}),
             ("nope", {"a": "A", "b": "B"}),
         ):
-            with pytest.raises(RemoteError):
+            with pytest.raises(RequestRefused):
                 await c.request(method, params)
 
 
@@ -271,7 +270,7 @@ async def test_a_public_port_puts_the_control_client_through_to_control(
             {"a": "A", "b": "B"},
             {"a": "A", "b": "C"},
         ]
-        with pytest.raises(RemoteError, match="unauthorized"):
+        with pytest.raises(RequestRefused, match="unauthorized"):
             await conn.request("heal", {"a": "A", "b": "B"})
     # Anyone else still reaches the route's application.
     async with connected(keyed, HOST, public, app="C", app_type="T") as conn:

@@ -58,7 +58,7 @@ async def test_a_stalled_store_is_degraded_after_the_deadline_then_fails_fast(
     with pytest.raises(StoreUnavailable):
         await guard.current_epoch(1)
     assert trio.current_time() == start  # no call waits on a store known to be away
-    assert guard.counts()["store"] == "degraded"
+    assert guard.counts().store == "degraded"
 
 
 async def test_the_outage_ends_by_itself_and_pending_deletes_are_sent(
@@ -80,7 +80,7 @@ async def test_the_outage_ends_by_itself_and_pending_deletes_are_sent(
         with pytest.raises(StoreUnavailable):
             await guard.create_session(_session("c2"))
         await guard.delete_session(1, 0, "c1")  # kept, not raised
-        assert guard.counts()["store_deletes_pending"] == 1
+        assert guard.counts().store_deletes_pending == 1
         await trio.sleep(5)
         assert guard.degraded and not recovered  # still away: probes time out
         resumed = trio.current_time()
@@ -91,7 +91,7 @@ async def test_the_outage_ends_by_itself_and_pending_deletes_are_sent(
         assert len(recovered) == 1 and recovered[0] - resumed < 1.5
         # c1 deleted late; c2's write was abandoned at its deadline, so never made.
         assert await store.sessions(1) == []
-        assert guard.counts()["store_deletes_pending"] == 0
+        assert guard.counts().store_deletes_pending == 0
         nursery.cancel_scope.cancel()
 
 

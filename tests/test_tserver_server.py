@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from orsim.config._model import Application
-from orsim.errors import RemoteError
+from orsim.errors import RequestRefused
 from orsim.tserver import CallRouted, RouteRequest, TServerClient, serve_tserver
 from orsim.tserver import _server as server_module
 from orsim.wire import Connection, MemoryNetwork, Network, Push, TcpNetwork, connected
@@ -101,6 +101,7 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
             request = RouteRequest.from_push(await p.next_push("route_request"))
             assert request.call_id == call_id
             assert request.dn == "5000"
+            assert request.created_at is not None
             assert request.deadline == pytest.approx(request.created_at + 10.0)
 
         latency = await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=101, epoch=1)
@@ -111,18 +112,18 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
         again = await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=101, epoch=1)
         assert again == latency
 
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await b.client.route(call_id, "Agent_2", app="ORS_1_B", node_id=101, epoch=1)
         assert info.value.code == "duplicate"
 
         assert await b.client.fence(101, 2) == 2
         second = await a.client.make_call("5000")
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await a.client.route(second, "Agent_1", app="ORS_1", node_id=101, epoch=1)
         assert info.value.code == "stale_epoch"
         await b.client.route(second, "Agent_3", app="ORS_1_B", node_id=101, epoch=2)
 
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await a.client.route("no-such-call", "Agent_1", app="ORS_1", node_id=101, epoch=2)
         assert info.value.code == "unknown_call"
 
@@ -174,7 +175,7 @@ async def test_unrouted_call_is_lost_at_its_deadline(
             assert (await a.client.ledger())["in_flight"] == 1
             await trio.sleep(0.2)
             assert (await a.client.ledger())["lost"] == 1
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RequestRefused) as info:
                 await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=1, epoch=0)
             assert info.value.code == "lost"
             ledger = await a.client.ledger(records=True)
@@ -243,7 +244,7 @@ async def test_ledger_records_are_paged(
         assert [r["call_id"] for r in ledger["records"]] == ids
         assert len(set(ids)) == 20
         assert ledger["created"] == 20
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await a.conn.request("ledger", {"records": True, "limit": 8})
         assert info.value.code == "bad_request"
 
@@ -277,14 +278,14 @@ async def test_bad_client_does_not_disturb_others(nursery: trio.Nursery) -> None
             ("__init__", {}, "unknown_method"),
         ]
         for method, params, code in bad_requests:
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RequestRefused) as info:
                 await rogue.conn.request(method, params, timeout=5)
             assert info.value.code == code, (method, params)
             # Meanwhile the good client is served as usual.
             call_id = await good.client.make_call("5000")
             assert (await good.next_push("route_request")).data["call_id"] == call_id
             await good.client.route(call_id, "Agent_1", app="ORS_1", node_id=1, epoch=0)
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RequestRefused) as info:
                 await rogue.client.route(call_id, "Agent_9", app="Rogue", node_id=1, epoch=0)
             assert info.value.code == "duplicate"
 
@@ -447,6 +448,7 @@ async def test_a_client_that_registers_hears_the_calls_already_waiting(
             await b.client.register("ORS_1_B", 101, ["5000"])
             told = RouteRequest.from_push(await b.next_push("route_request"))
             assert (told.call_id, told.dn) == (waiting, "5000")
+            assert told.created_at is not None
             assert told.deadline == pytest.approx(told.created_at + 10.0)
             await trio.testing.wait_all_tasks_blocked()
             later = [p.data.get("call_id") for p in _drain(b.pushes)]

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from orsim.config._model import Application
-from orsim.errors import ConfigError, RemoteError
+from orsim.errors import ConfigError, RequestRefused
 from orsim.urs import UrsClient, UrsServer, serve_urs
 from orsim.wire import MemoryNetwork, TcpNetwork, connected
 
@@ -104,7 +104,7 @@ async def test_bad_requests_answered(nursery: trio.Nursery) -> None:
             ("reboot", {}, "unknown_method"),
         ]
         for method, params, code in bad:
-            with pytest.raises(RemoteError) as info:
+            with pytest.raises(RequestRefused) as info:
                 await rogue.request(method, params, timeout=5)
             assert info.value.code == code
             assert await UrsClient(good).select_target("c", "5000") in {

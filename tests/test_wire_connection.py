@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.wire import (
     Connection,
     Json,
@@ -17,7 +17,6 @@ from orsim.wire import (
     Network,
     Push,
     Request,
-    RequestFailed,
     TcpNetwork,
     connected,
     encode,
@@ -30,11 +29,11 @@ async def echo_handler(conn: Connection, request: Request) -> object:
     if request.method == "echo":
         return request.params
     if request.method == "fail":
-        raise RequestFailed("nope", "asked to fail")
+        raise RequestRefused("nope", "asked to fail")
     if request.method == "push_back":
         await conn.push("note", {"n": request.params["n"]})
         return None
-    raise RequestFailed("unknown_method", request.method)
+    raise RequestRefused("unknown_method", request.method)
 
 
 async def test_request_response_and_errors_over_tcp(nursery: trio.Nursery) -> None:
@@ -59,7 +58,7 @@ async def test_request_response_and_errors_over_tcp(nursery: trio.Nursery) -> No
     async with connected(net, "127.0.0.1", port, app="C", app_type="Client", on_push=on_push) as c:
         assert c.peer_app == "S"
         assert await c.request("echo", {"a": [1, "x"]}) == {"a": [1, "x"]}
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await c.request("fail")
         assert info.value.code == "nope"
         await c.request("push_back", {"n": 7})
@@ -74,7 +73,7 @@ def inline_handler(conn: Connection, request: Request) -> object:
     if request.method == "echo":
         return request.params
     if request.method == "fail":
-        raise RequestFailed("nope", "asked to fail")
+        raise RequestRefused("nope", "asked to fail")
     if request.method == "bad":
         raise KeyError("x")
     if request.method == "slow":
@@ -82,11 +81,11 @@ def inline_handler(conn: Connection, request: Request) -> object:
         async def later() -> object:
             await trio.sleep(1)
             if request.params.get("fail"):
-                raise RequestFailed("late", "failed after waiting")
+                raise RequestRefused("late", "failed after waiting")
             return "late"
 
         return later()
-    raise RequestFailed("unknown_method", request.method)
+    raise RequestRefused("unknown_method", request.method)
 
 
 @pytest.mark.parametrize("network", ["tcp", "memory"])
@@ -116,10 +115,10 @@ async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
     )
     async with connected(client, "127.0.0.1", port, app="C", app_type="Client") as c:
         assert await c.request("echo", {"a": [1, "x"]}) == {"a": [1, "x"]}
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await c.request("fail")
         assert info.value.code == "nope"
-        with pytest.raises(RemoteError) as info:
+        with pytest.raises(RequestRefused) as info:
             await c.request("bad")
         assert info.value.code == "bad_request"
         order: list[object] = []
@@ -127,7 +126,7 @@ async def test_inline_handler_answers_in_the_reader_and_defers_what_waits(
         async def ask(method: str, params: Mapping[str, Json]) -> None:
             try:
                 order.append(await c.request(method, dict(params)))
-            except RemoteError as exc:
+            except RequestRefused as exc:
                 order.append(exc.code)
 
         async with trio.open_nursery() as asking:

@@ -71,7 +71,7 @@ from orsim.errors import (
     ClusterError,
     ConfigError,
     OrsimError,
-    RemoteError,
+    RequestRefused,
     UnreachableError,
     UsageError,
 )
@@ -277,7 +277,7 @@ class ClusterHandle:
         assert confserv.host_name is not None  # _check_host: it lives on a host
         try:
             await self._remote_proxy(confserv.host_name, "check_key", {})
-        except RemoteError as exc:
+        except RequestRefused as exc:
             if exc.code != "unauthorized":
                 raise
             raise ClusterError(
@@ -438,7 +438,7 @@ class ClusterHandle:
 
         Raises:
             UnreachableError: the application does not answer within ``timeout``.
-            RemoteError: it answered with an error.
+            RequestRefused: it answered with an error.
         """
         if app == PROXY_APP:
             host, port = LOOPBACK, self.manifest.proxy_control_port
@@ -447,7 +447,7 @@ class ClusterHandle:
             host, port = entry.host, entry.private_port
         try:
             return await self._request_at(host, port, method, params, timeout)
-        except RemoteError:
+        except RequestRefused:
             raise
         except _UNANSWERED as exc:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
@@ -684,7 +684,7 @@ class ClusterHandle:
                     await self.request(PROXY_APP, method, params)
                 else:
                     await self._remote_proxy(host, method, params)
-            except (UnreachableError, RemoteError) as exc:
+            except (UnreachableError, RequestRefused) as exc:
                 failures.append(f"host {host}: {exc}")
             else:
                 applied.append(host)
@@ -708,7 +708,7 @@ class ClusterHandle:
                     return await self._request_at(
                         entry.host, entry.public_port, method, params, 10.0, PROXY_CONTROL_CLIENT
                     )
-                except RemoteError:
+                except RequestRefused:
                     raise
                 except _UNANSWERED as exc:
                     raise UnreachableError(

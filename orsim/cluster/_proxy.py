@@ -57,7 +57,7 @@ from orsim.wire import (
     Json,
     Network,
     Request,
-    RequestFailed,
+    RequestRefused,
     serve_app,
 )
 
@@ -216,11 +216,11 @@ class FaultProxy:
         if request.method == "delay":
             ms = params.get("ms")
             if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
-                raise RequestFailed("bad_request", "delay: 'ms' must be a number >= 0")
+                raise RequestRefused("bad_request", "delay: 'ms' must be a number >= 0")
             for a, b in pairs:
                 self.delay(a, b, ms)
             return {}
-        raise RequestFailed("unknown_method", f"the proxy has no method {request.method!r}")
+        raise RequestRefused("unknown_method", f"the proxy has no method {request.method!r}")
 
     async def serve_route(
         self, route: Route, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -375,7 +375,7 @@ def _names(params: dict[str, Json], key: str) -> list[str]:
     value = params.get(key)
     names = value if isinstance(value, list) else [value]
     if not names or not all(isinstance(name, str) and name for name in names):
-        raise RequestFailed("bad_request", f"{key!r} must be an application name or a list")
+        raise RequestRefused("bad_request", f"{key!r} must be an application name or a list")
     return [str(name) for name in names]
 
 

@@ -12,17 +12,9 @@ from typing import Literal
 import attrs
 
 from orsim.config import ConfigDatabase, Options, list_option_problem, option_value_problem
+from orsim.errors import RequestRefused
 
 Kind = Literal["application", "transaction"]
-
-
-class ChangeRejected(Exception):
-    """The change cannot be applied; ``code`` is the wire error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @attrs.frozen
@@ -39,13 +31,13 @@ def object_kind(db: ConfigDatabase, name: str) -> Kind:
     """Whether ``name`` is an application or a transaction.
 
     Raises:
-        ChangeRejected: ``not_found``.
+        RequestRefused: ``not_found``.
     """
     if name in db.applications:
         return "application"
     if name in db.transactions:
         return "transaction"
-    raise ChangeRejected("not_found", f"object '{name}' not found (no application or transaction)")
+    raise RequestRefused("not_found", f"object '{name}' not found (no application or transaction)")
 
 
 def options_of(db: ConfigDatabase, kind: Kind, name: str) -> Options:
@@ -59,16 +51,16 @@ def check_change(db: ConfigDatabase, change: Change) -> Kind:
     """Validate ``change`` against ``db`` without applying it.
 
     Raises:
-        ChangeRejected: ``not_found`` (object, or the option to delete), ``bad_request``
+        RequestRefused: ``not_found`` (object, or the option to delete), ``bad_request``
             (empty names), ``not_allowed`` (a section/option a cluster list may not
             carry) or ``bad_value``.
     """
     kind = object_kind(db, change.object)
     if not change.section.strip() or not change.key.strip():
-        raise ChangeRejected("bad_request", "section and key must not be empty")
+        raise RequestRefused("bad_request", "section and key must not be empty")
     if change.value is None:
         if change.key not in options_of(db, kind, change.object).get(change.section, {}):
-            raise ChangeRejected(
+            raise RequestRefused(
                 "not_found",
                 f"option {change.section}/{change.key} not found in {kind} '{change.object}'",
             )
@@ -76,10 +68,10 @@ def check_change(db: ConfigDatabase, change: Change) -> Kind:
     if kind == "transaction":
         reason = list_option_problem(change.section, change.key)
         if reason is not None:
-            raise ChangeRejected("not_allowed", f"transaction '{change.object}': {reason}")
+            raise RequestRefused("not_allowed", f"transaction '{change.object}': {reason}")
     problem = option_value_problem(change.section, change.key, change.value)
     if problem is not None:
-        raise ChangeRejected("bad_value", f"{kind} '{change.object}': {problem}")
+        raise RequestRefused("bad_value", f"{kind} '{change.object}': {problem}")
     return kind
 
 
@@ -87,7 +79,7 @@ def apply_change(db: ConfigDatabase, change: Change) -> tuple[ConfigDatabase, Ki
     """``db`` with ``change`` applied, and the kind of the changed object.
 
     Raises:
-        ChangeRejected: as ``check_change``.
+        RequestRefused: as ``check_change``.
     """
     kind = check_change(db, change)
     options = {s: dict(kv) for s, kv in options_of(db, kind, change.object).items()}
@@ -110,7 +102,7 @@ def apply_all(db: ConfigDatabase, changes: list[Change]) -> tuple[ConfigDatabase
     """Apply several changes to one object at once: all of them or none.
 
     Raises:
-        ChangeRejected: the first change that cannot be applied (``db`` is unchanged).
+        RequestRefused: the first change that cannot be applied (``db`` is unchanged).
     """
     kind: Kind = "application"
     for change in changes:

@@ -16,36 +16,54 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import attrs
 import trio
 from structlog.typing import FilteringBoundLogger
 
 from orsim.config import (
+    Application,
     ConfigDatabase,
-    application_to_wire,
-    option_value_to_str,
-    transaction_to_wire,
 )
 from orsim.confserv._changes import (
     Change,
-    ChangeRejected,
     Kind,
     apply_all,
     options_of,
 )
 from orsim.confserv._journal import Journal
-from orsim.errors import ConnectionLost
+from orsim.confserv._messages import (
+    ApplicationFound,
+    ApplicationsFound,
+    ConfServStatus,
+    DeleteOption,
+    GetApplication,
+    GetApplications,
+    GetHost,
+    GetTransaction,
+    HostFound,
+    Imported,
+    ImportOptions,
+    ListApplications,
+    Names,
+    ObjectChanged,
+    OptionChanged,
+    SetOption,
+    TransactionFound,
+)
+from orsim.errors import ConnectionLost, RequestRefused
 from orsim.logs import get_logger
 from orsim.wire import (
     Connection,
+    HandlerTable,
     Json,
     Network,
     Request,
-    RequestFailed,
-    frame_counts,
+    Status,
+    StatusReport,
+    frame_totals,
+    on,
     serve_app,
 )
 
@@ -57,20 +75,6 @@ OPEN_METHODS = frozenset(
     {"status", "get_application", "get_applications", "get_transaction",
      "list_applications", "get_host"}
 )  # fmt: skip
-
-
-def _text(params: dict[str, Json], name: str) -> str:
-    value = params.get(name)
-    if not isinstance(value, str) or not value:
-        raise RequestFailed("bad_request", f"'{name}' must be a non-empty string")
-    return value
-
-
-def _value(params: dict[str, Json], name: str) -> str:
-    try:
-        return option_value_to_str(params.get(name))
-    except TypeError as exc:
-        raise RequestFailed("bad_request", f"'{name}' {exc}") from None
 
 
 @attrs.define(eq=False)
@@ -85,6 +89,24 @@ class ConfServ:
     change_count: int = 0
     _change_lock: trio.Lock = attrs.Factory(trio.Lock)
     _log: FilteringBoundLogger = attrs.Factory(lambda: get_logger(app=APP_NAME))
+    #: Every request the Configuration Server answers, with its handler.
+    handlers: HandlerTable = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.handlers = HandlerTable.of(
+            APP_NAME,
+            [
+                on(GetApplication, self.get_application),
+                on(GetApplications, self.get_applications),
+                on(GetTransaction, self.get_transaction),
+                on(ListApplications, self.list_applications),
+                on(GetHost, self.get_host),
+                on(SetOption, self.set_option),
+                on(DeleteOption, self.delete_option),
+                on(ImportOptions, self.import_options),
+                on(Status, self._status),
+            ],
+        )
 
     def replay(self) -> None:
         """Re-apply the journal's changes on top of the YAML database (at start)."""
@@ -98,7 +120,7 @@ class ConfServ:
             try:
                 self.db, _kind = apply_all(self.db, [change])
                 applied += 1
-            except ChangeRejected as exc:
+            except RequestRefused as exc:
                 self._log.warning(
                     "journal_change_skipped", change=attrs.asdict(change), error=exc.message
                 )
@@ -118,120 +140,84 @@ class ConfServ:
     # -- requests -----------------------------------------------------------------
 
     async def handle(self, conn: Connection, request: Request) -> Json:
-        method: Callable[[Connection, dict[str, Json]], Any] | None = self._methods().get(
-            request.method
-        )
-        if method is None:
-            raise RequestFailed("unknown_method", f"unknown method '{request.method}'")
-        if not isinstance(request.params, dict):
-            raise RequestFailed("bad_request", "params must be an object")
-        return await method(conn, request.params)
+        return await self.handlers.handle(conn, request)
 
-    def _methods(self) -> dict[str, Callable[[Connection, dict[str, Json]], Any]]:
-        return {
-            "get_application": self.get_application,
-            "get_applications": self.get_applications,
-            "get_transaction": self.get_transaction,
-            "list_applications": self.list_applications,
-            "get_host": self.get_host,
-            "set_option": self.set_option,
-            "delete_option": self.delete_option,
-            "import_options": self.import_options,
-            "status": self.status,
-        }
-
-    async def get_application(self, conn: Connection, params: dict[str, Json]) -> Json:
-        name = _text(params, "name")
+    def get_application(self, conn: Connection, request: GetApplication) -> ApplicationFound:
+        name = request.name
         app = self.db.applications.get(name)
         if app is None:
-            raise RequestFailed("not_found", f"application '{name}' not found")
+            raise RequestRefused("not_found", f"application '{name}' not found")
         self.readers[("application", name)].add(conn)
-        return application_to_wire(app)
+        return ApplicationFound(app)
 
-    async def get_applications(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def get_applications(self, conn: Connection, request: GetApplications) -> ApplicationsFound:
         """Several Applications in one request (Genesys reads objects in bulk at start-up)."""
-        names = params.get("names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise RequestFailed("bad_request", "names must be a list of strings")
-        found: dict[str, Json] = {}
-        for name in names:
-            app = self.db.applications.get(str(name))
+        found: dict[str, Application] = {}
+        for name in request.names:
+            app = self.db.applications.get(name)
             if app is not None:
                 self.readers[("application", app.name)].add(conn)
-                found[app.name] = application_to_wire(app)
-        return found
+                found[app.name] = app
+        return ApplicationsFound(found)
 
-    async def get_transaction(self, conn: Connection, params: dict[str, Json]) -> Json:
-        name = _text(params, "name")
+    def get_transaction(self, conn: Connection, request: GetTransaction) -> TransactionFound:
+        name = request.name
         txn = self.db.transactions.get(name)
         if txn is None or txn.tenant != self.db.list_tenant:
-            raise RequestFailed(
+            raise RequestRefused(
                 "not_found", f"transaction '{name}' not found under tenant {self.db.list_tenant}"
             )
         self.readers[("transaction", name)].add(conn)
-        return transaction_to_wire(txn)
+        return TransactionFound(txn)
 
-    async def list_applications(self, conn: Connection, params: dict[str, Json]) -> Json:
-        wanted = params.get("type")
-        if wanted is not None and not isinstance(wanted, str):
-            raise RequestFailed("bad_request", "'type' must be a string")
-        return [a.name for a in self.db.applications.values() if wanted in (None, a.type)]
+    def list_applications(self, conn: Connection, request: ListApplications) -> Names:
+        wanted = request.type
+        return Names(
+            tuple(a.name for a in self.db.applications.values() if wanted in (None, a.type))
+        )
 
-    async def get_host(self, conn: Connection, params: dict[str, Json]) -> Json:
-        name = _text(params, "name")
-        host = self.db.hosts.get(name)
+    def get_host(self, conn: Connection, request: GetHost) -> HostFound:
+        host = self.db.hosts.get(request.name)
         if host is None:
-            raise RequestFailed("not_found", f"host '{name}' not found")
-        return {"name": host.name, "address": host.address, "dbid": host.dbid}
+            raise RequestRefused("not_found", f"host '{request.name}' not found")
+        return HostFound(host)
 
-    async def set_option(self, conn: Connection, params: dict[str, Json]) -> Json:
-        change = Change(
-            _text(params, "object"),
-            _text(params, "section"),
-            _text(params, "key"),
-            _value(params, "value"),
-        )
+    async def set_option(self, conn: Connection, request: SetOption) -> OptionChanged:
+        change = Change(request.object, request.section, request.key, request.value)
         kind = await self.commit([change])
-        return {"object": change.object, "kind": kind}
+        return OptionChanged(change.object, kind)
 
-    async def delete_option(self, conn: Connection, params: dict[str, Json]) -> Json:
-        change = Change(
-            _text(params, "object"), _text(params, "section"), _text(params, "key"), None
-        )
+    async def delete_option(self, conn: Connection, request: DeleteOption) -> OptionChanged:
+        change = Change(request.object, request.section, request.key, None)
         kind = await self.commit([change])
-        return {"object": change.object, "kind": kind}
+        return OptionChanged(change.object, kind)
 
-    async def import_options(self, conn: Connection, params: dict[str, Json]) -> Json:
-        name = _text(params, "object")
-        options = params.get("options")
-        if not isinstance(options, dict):
-            raise RequestFailed("bad_request", "'options' must be an object of sections")
-        changes = []
-        for section, keys in options.items():
-            if not isinstance(keys, dict):
-                raise RequestFailed("bad_request", f"section '{section}' must be an object")
-            for key, value in keys.items():
-                try:
-                    changes.append(Change(name, section, key, option_value_to_str(value)))
-                except TypeError as exc:
-                    raise RequestFailed("bad_request", f"{section}/{key}: {exc}") from None
+    async def import_options(self, conn: Connection, request: ImportOptions) -> Imported:
+        changes = [
+            Change(request.object, section, key, value)
+            for section, keys in request.options.items()
+            for key, value in keys.items()
+        ]
         if changes:
             await self.commit(changes)
-        return {"count": len(changes)}
+        return Imported(len(changes))
 
-    async def status(self, conn: Connection, params: dict[str, Json]) -> Json:
-        return {
-            "app": APP_NAME,
-            "type": APP_TYPE,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "source": self.db.source,
-            "applications": len(self.db.applications),
-            "transactions": len(self.db.transactions),
-            "changes": self.change_count,
-            "clients": len(self.connections),
-            **frame_counts(),
-        }
+    def status(self) -> ConfServStatus:
+        """What ``status`` answers."""
+        return ConfServStatus(
+            app=APP_NAME,
+            type=APP_TYPE,
+            pid=os.getpid(),
+            source=self.db.source,
+            applications=len(self.db.applications),
+            transactions=len(self.db.transactions),
+            changes=self.change_count,
+            clients=len(self.connections),
+            frames=frame_totals(),
+        )
+
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
     # -- changes ------------------------------------------------------------------
 
@@ -244,8 +230,8 @@ class ConfServ:
         async with self._change_lock:
             try:
                 new_db, kind = apply_all(self.db, changes)
-            except ChangeRejected as exc:
-                raise RequestFailed(exc.code, exc.message) from None
+            except RequestRefused as exc:
+                raise RequestRefused(exc.code, exc.message) from None
             with trio.CancelScope(shield=True):
                 if self.journal is not None:
                     await trio.to_thread.run_sync(self.journal.append, changes)
@@ -270,22 +256,11 @@ class ConfServ:
         if not readers:
             return
         options = options_of(self.db, kind, name)
-        payloads: list[dict[str, Json]] = [
-            {
-                "kind": kind,
-                "object": name,
-                "section": c.section,
-                "key": c.key,
-                "value": c.value,
-                "options": options,
-            }
-            for c in changes
-        ]
-
+        pushes = [ObjectChanged(kind, name, c.section, c.key, c.value, options) for c in changes]
         for conn in readers:
             try:
-                for payload in payloads:
-                    conn.push_nowait("object_changed", payload)
+                for push in pushes:
+                    conn.notify_nowait(push)
             except (ConnectionLost, RuntimeError) as exc:  # gone or going: nothing to tell
                 self._log.info("push_failed", peer=conn.peer_app, error=str(exc))
 

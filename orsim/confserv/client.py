@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
@@ -27,52 +28,32 @@ from orsim.config import (
     Host,
     Options,
     Transaction,
-    application_from_wire,
     check_node_cluster,
     cluster_members,
     effective_options,
-    transaction_from_wire,
 )
-from orsim.errors import ConfigError, RemoteError
+from orsim.confserv._messages import (
+    DeleteOption,
+    GetApplication,
+    GetApplications,
+    GetHost,
+    GetTransaction,
+    ImportOptions,
+    ListApplications,
+    ObjectChanged,
+    SetOption,
+)
+from orsim.errors import ConfigError, RequestRefused
 from orsim.logs import get_logger
-from orsim.wire import Connection, Json, Network, Push, connect_with_retry
+from orsim.wire import Call, Connection, Json, Network, Push, Status, connect_with_retry
+
+A = TypeVar("A")
 
 #: Error codes of the Configuration Server that mean "your configuration request is wrong".
 CONFIG_ERROR_CODES = ("not_found", "not_allowed", "bad_value")
 #: Pushes waiting to be read; beyond this the oldest are dropped (each push carries the
 #: object's full options, so a later one supersedes an earlier one).
 CHANGES_BUFFER = 1000
-
-
-@attrs.frozen
-class ObjectChanged:
-    """A change of an object this client read (push ``object_changed``).
-
-    ``value`` is None for a deleted option; ``options`` are the object's full options
-    (application) or annex (transaction) after the change.
-    """
-
-    kind: str
-    object: str
-    section: str
-    key: str
-    value: str | None
-    options: Options = attrs.field(eq=False)
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> ObjectChanged:
-        options = {
-            str(s): {str(k): str(v) for k, v in kv.items()} for s, kv in data["options"].items()
-        }
-        value = data.get("value")
-        return cls(
-            kind=str(data["kind"]),
-            object=str(data["object"]),
-            section=str(data["section"]),
-            key=str(data["key"]),
-            value=None if value is None else str(value),
-            options=options,
-        )
 
 
 @attrs.frozen
@@ -97,7 +78,7 @@ class NodeConfig:
         return check_node_cluster(self.app, self.cluster, self.apps)
 
 
-def _config_errors(exc: RemoteError) -> Exception:
+def _config_errors(exc: RequestRefused) -> Exception:
     if exc.code in CONFIG_ERROR_CODES:
         return ConfigError(exc.message)
     return exc
@@ -120,7 +101,7 @@ class ConfServClient:
     connection: Connection
     changes: trio.MemoryReceiveChannel[ObjectChanged]
     _changes_in: trio.MemorySendChannel[ObjectChanged]
-    _nursery_manager: Any = None
+    _nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     @classmethod
     async def connect(
@@ -143,12 +124,12 @@ class ConfServClient:
         log = get_logger(app=app)
 
         async def on_push(_conn: Connection, push: Push) -> None:
-            if push.topic != "object_changed":
+            if push.topic != ObjectChanged.TOPIC:
                 return
             try:
-                change = ObjectChanged.from_wire(push.data)
-            except (KeyError, TypeError, AttributeError) as exc:
-                log.warning("bad_push", topic=push.topic, error=repr(exc))
+                change = ObjectChanged.from_json(push.data)
+            except RequestRefused as exc:
+                log.warning("bad_push", topic=push.topic, error=exc.message)
                 return
             try:
                 try:
@@ -172,8 +153,8 @@ class ConfServClient:
         return cls(conn, receive, send)
 
     async def __aenter__(self) -> ConfServClient:
-        self._nursery_manager = trio.open_nursery()
-        nursery = await self._nursery_manager.__aenter__()
+        manager = self._nursery_manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
         nursery.start_soon(self._serve)
         return self
 
@@ -187,6 +168,7 @@ class ConfServClient:
         # nursery's __aexit__ below and corrupt trio's nursery stack on every SIGTERM.
         with trio.CancelScope(shield=True):
             await self.aclose()
+        assert self._nursery_manager is not None, "__aexit__ without __aenter__"
         try:
             result: bool | None = await self._nursery_manager.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
@@ -220,7 +202,15 @@ class ConfServClient:
         """Any Configuration Server request; not_found/not_allowed/bad_value -> ConfigError."""
         try:
             return await self.connection.request(method, params, timeout=timeout)
-        except RemoteError as exc:
+        except RequestRefused as exc:
+            raise _config_errors(exc) from None
+
+    async def call(self, request: Call[A], timeout: float = math.inf) -> A:
+        """A typed Configuration Server request; not_found/not_allowed/bad_value ->
+        ConfigError."""
+        try:
+            return await self.connection.call(request, timeout)
+        except RequestRefused as exc:
             raise _config_errors(exc) from None
 
     async def get_application(self, name: str) -> Application:
@@ -229,14 +219,12 @@ class ConfServClient:
         Raises:
             ConfigError: ``application 'X' not found``.
         """
-        return application_from_wire(await self.request("get_application", {"name": name}))
+        return (await self.call(GetApplication(name))).application
 
     async def get_applications(self, names: Iterable[str]) -> dict[str, Application]:
         """The Applications of ``names`` that exist, by name, in one request."""
-        found = await self.request("get_applications", {"names": sorted(set(names))})
-        if not isinstance(found, dict):
-            raise ConfigError("get_applications: the Configuration Server answered no object")
-        return {name: application_from_wire(wire) for name, wire in found.items()}
+        found = await self.call(GetApplications(tuple(sorted(set(names)))))
+        return dict(found.applications)
 
     async def get_transaction(self, name: str) -> Transaction:
         """The List transaction ``name`` (under the list tenant); registers for pushes.
@@ -244,37 +232,28 @@ class ConfServClient:
         Raises:
             ConfigError: ``transaction 'X' not found under tenant T``.
         """
-        return transaction_from_wire(await self.request("get_transaction", {"name": name}))
+        return (await self.call(GetTransaction(name))).transaction
 
     async def list_applications(self, app_type: str | None = None) -> list[str]:
-        params: dict[str, Json] = {} if app_type is None else {"type": app_type}
-        return [str(n) for n in await self.request("list_applications", params)]
+        return list((await self.call(ListApplications(app_type))).names)
 
     async def get_host(self, name: str) -> Host:
-        data = await self.request("get_host", {"name": name})
-        return Host(str(data["name"]), str(data["address"]), int(data["dbid"]))
+        return (await self.call(GetHost(name))).host
 
     async def set_option(self, obj: str, section: str, key: str, value: str) -> str:
         """Set one option (durable when this returns); returns the object's kind."""
-        params: dict[str, Json] = {"object": obj, "section": section, "key": key, "value": value}
-        result = await self.request("set_option", params)
-        return str(result["kind"])
+        return (await self.call(SetOption(obj, section, key, value))).kind
 
     async def delete_option(self, obj: str, section: str, key: str) -> str:
         """Delete one option (durable when this returns); returns the object's kind."""
-        result = await self.request(
-            "delete_option", {"object": obj, "section": section, "key": key}
-        )
-        return str(result["kind"])
+        return (await self.call(DeleteOption(obj, section, key))).kind
 
     async def import_options(self, obj: str, options: Options) -> int:
         """Set many options at once (all or none); returns how many were set."""
-        result = await self.request("import_options", {"object": obj, "options": options})
-        return int(result["count"])
+        return (await self.call(ImportOptions(obj, options))).count
 
-    async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("status", {})
-        return result
+    async def status(self) -> dict[str, Json]:
+        return (await self.call(Status())).fields
 
     async def get_node_config(self, app: str, cluster: str | None = None) -> NodeConfig:
         """Everything ``check_node_cluster`` needs for an ORS node, read in one go.

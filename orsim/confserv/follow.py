@@ -16,7 +16,7 @@ import trio
 
 from orsim.config import Options
 from orsim.confserv.client import ConfServClient
-from orsim.errors import ConfigError, ConnectionLost, RemoteError
+from orsim.errors import ConfigError, ConnectionLost, RequestRefused
 from orsim.logs import get_logger
 from orsim.wire import Network
 
@@ -54,7 +54,7 @@ async def follow_application(
                 apply((await client.get_application(app)).options)
                 log.info("confserv_resubscribed")
                 await apply_changes(client, app, apply)
-        except (ConnectionLost, RemoteError, ConfigError) as exc:
+        except (ConnectionLost, RequestRefused, ConfigError) as exc:
             # ConfigError: the Application is gone from a restarted database; keep the
             # options in force and try again (it may come back).
             log.warning("confserv_link_error", error=str(exc))

@@ -32,8 +32,8 @@ from orsim.errors import (
     ConnectionLost,
     LocalProtocolError,
     OrsimError,
-    RemoteError,
     RemoteProtocolError,
+    RequestRefused,
 )
 from orsim.fuzz._gen import JsonGen
 from orsim.logs import quiet_logs
@@ -43,7 +43,6 @@ from orsim.wire import (
     Push,
     PushHandler,
     Request,
-    RequestFailed,
     RequestHandler,
     Response,
     decode_body,
@@ -245,12 +244,12 @@ class _Loop:
             return "ok"
         try:
             result = await self.dispatch.handler(conn, request)
-        except RequestFailed as exc:
+        except RequestRefused as exc:
             if exc.code == "internal":  # a handler bug the dispatcher caught
                 self._example("crash", request, exc)
                 return "crash"
             return "error"
-        except (RemoteError, ConnectionLost, OrsimError):
+        except (ConnectionLost, OrsimError):
             return "error"
         except (KeyError, TypeError, ValueError) as exc:
             # Connection answers these bad_request: the server lives, but the input got

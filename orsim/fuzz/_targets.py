@@ -236,7 +236,7 @@ async def tserver(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
         peers=(("ORS_1", "OrchestrationServer"), ("ORS_1_B", "OrchestrationServer"),
                ("ORS_2", "OrchestrationServer"), ("intruder", "Tool")),
         make=lambda gen, conn: make(gen),
-        handler=server._handle,
+        handler=server.handlers.handle,
         pools=POOLS,
         learn=_learn_calls,
         on_disconnect=server._on_disconnect,
@@ -279,7 +279,7 @@ async def urs(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
         peers=(("ORS_1", "OrchestrationServer"), ("ORS_2_B", "OrchestrationServer"),
                ("intruder", "Tool")),
         make=lambda gen, conn: make(gen),
-        handler=server._handle,
+        handler=server.handlers.handle,
         pools=POOLS,
         on_disconnect=server._on_disconnect,
     )  # fmt: skip
@@ -336,8 +336,8 @@ async def node(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
                    ("ORS_2_B", "OrchestrationServer"), ("SIP_Server", "SIPServer"),
                    ("intruder", "Tool")),
             make=_node_input,
-            handler=ors._handle_request,
-            on_push=ors._on_push,
+            handler=ors.handlers.handle,
+            on_push=ors.pushes,
             pools=POOLS,
         )  # fmt: skip
         sim.nursery.cancel_scope.cancel()

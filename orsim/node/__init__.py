@@ -13,6 +13,14 @@ from orsim.node._assignment import NodeInfo as NodeInfo
 from orsim.node._assignment import assign as assign
 from orsim.node._core import ModeChanged as ModeChanged
 from orsim.node._live import follow_changes as follow_changes
+from orsim.node._membership import MemberInfo as MemberInfo
+from orsim.node._messages import Handover as Handover
+from orsim.node._messages import Member as Member
+from orsim.node._messages import NodeStatus as NodeStatus
+from orsim.node._messages import SessionCreated as SessionCreated
+from orsim.node._messages import StoreHealth as StoreHealth
+from orsim.node._messages import SwitchedOver as SwitchedOver
+from orsim.node._messages import Switchover as Switchover
 from orsim.node._mutations import MUTATIONS as MUTATIONS
 from orsim.node._mutations import set_mutation as set_mutation
 from orsim.node._role import Action as Action
@@ -56,8 +64,12 @@ __all__ = [
     "Fence",
     "Fenced",
     "HandOver",
+    "Handover",
+    "Member",
+    "MemberInfo",
     "ModeChanged",
     "NodeInfo",
+    "NodeStatus",
     "OrsNode",
     "PartnerLost",
     "PartnerSeen",
@@ -65,8 +77,12 @@ __all__ = [
     "Role",
     "RoleError",
     "RoleMachine",
+    "SessionCreated",
     "StepDown",
     "StopRequested",
+    "StoreHealth",
+    "SwitchedOver",
+    "Switchover",
     "SwitchoverFailed",
     "SwitchoverRequested",
     "SwitchoverTimedOut",

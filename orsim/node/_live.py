@@ -15,7 +15,7 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from orsim.config import LOG_VERBOSE, EffectiveOptions, effective_options, takes_effect
-from orsim.errors import ConfigError, ConnectionLost, RemoteError
+from orsim.errors import ConfigError, ConnectionLost, RequestRefused
 from orsim.logs import get_logger
 from orsim.node._runtime import OrsNode
 from orsim.node._startup import Startup, call_watching_timeout_ms
@@ -80,7 +80,7 @@ async def follow_changes(
                         takes_effect=takes_effect(change.section, change.key),
                     )
                     apply_options(node, effective_options(app, cluster), log)
-        except (ConnectionLost, RemoteError, ConfigError) as exc:
+        except (ConnectionLost, RequestRefused, ConfigError) as exc:
             log.warning("confserv_link_error", error=str(exc))
         log.warning("confserv_link_lost")
         await trio.sleep(0.5)

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVarTuple
+from typing import TypeVarTuple
 
 import attrs
 import trio
@@ -28,7 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orsim._alarm import Alarm
 from orsim.config import CALL_WATCHING_TIMEOUT, LOG_VERBOSE
-from orsim.errors import ConnectionLost, RemoteError, RemoteProtocolError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
     CALL_COMMANDS,
@@ -79,25 +79,43 @@ from orsim.node._core import (
     WriteSession,
     call_of,
 )
-from orsim.node._membership import MemberInfo, PeerView
+from orsim.node._membership import PeerView
+from orsim.node._messages import (
+    Handover,
+    Member,
+    NodeStatus,
+    SessionCreated,
+    SwitchedOver,
+    Switchover,
+)
 from orsim.node._mutations import mutated
 from orsim.node._role import Role, RoleMachine
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.node._store_guard import StoreGuard
 from orsim.node._watch import Watcher
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
+from orsim.tserver import CallRouted as CallRoutedPush
+from orsim.tserver import ClaimEpoch, Fence, Route, RouteRequest
+from orsim.tserver import QueryCall as TServerQueryCall
+from orsim.tserver import Register as TServerRegister
+from orsim.urs import Register as UrsRegister
+from orsim.urs import SelectTarget as UrsSelectTarget
 from orsim.wire import (
     Connection,
+    HandlerTable,
     Network,
     Push,
     PushHandler,
-    Request,
-    RequestFailed,
+    PushTable,
     RequestHandler,
+    Status,
+    StatusReport,
     connect_with_retry,
     encode,
-    frame_counts,
+    frame_totals,
+    on,
     serve_app,
+    when,
 )
 
 Ts = TypeVarTuple("Ts")
@@ -154,6 +172,10 @@ class OrsNode:
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
     _wake_at: float = math.inf
     _switchovers: list[tuple[trio.Event, list[str]]] = attrs.Factory(list)
+    #: The requests this application answers on its own port, with their handlers.
+    handlers: HandlerTable = attrs.field(init=False)
+    #: The pushes it takes (from the T-Server and from peers), with their handlers.
+    pushes: PushTable = attrs.field(init=False)
     #: Wall-clock seconds (sessions' ``created_at``, ``mode_since``); a simulation gives
     #: a virtual one.
     wall: Callable[[], float] = time.time
@@ -171,6 +193,18 @@ class OrsNode:
         self.mode_since = self.mode_since or self.wall()
         self.guard = StoreGuard(self.store, app=s.app, on_recovered=self._store_recovered)
         self.log = get_logger(app=s.app, node_id=s.node_id)
+        self.handlers = HandlerTable.of(
+            s.app, [on(Status, self._status), on(Switchover, self._switchover)]
+        )
+        self.pushes = PushTable.of(
+            [
+                when(RouteRequest, self._on_route_request),
+                when(CallRoutedPush, self._on_call_routed),
+                when(SessionCreated, self._on_session),
+                when(Member, self._on_member),
+                when(Handover, self._on_handover),
+            ]
+        )
 
     # -- what tests and status read ------------------------------------------------
 
@@ -215,31 +249,32 @@ class OrsNode:
     def call_watching_timeout_ms(self) -> float:
         return self.core.watcher.timeout_ms
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
+        """What ``status`` answers."""
         s, core = self.settings, self.core
-        return {
-            "app": s.app,
-            "type": s.app_type,
-            "node_id": s.node_id,
-            "cluster": s.cluster,
-            "data_center": s.data_center,
-            "mode": core.mode,
-            "role": core.role.role.value,
-            "mode_since": self.mode_since,
-            "epoch": core.current_epoch,
-            "pid": os.getpid(),
-            "sessions": core.sessions,
-            "calls_routed": core.calls_routed,
-            "sessions_recovered": core.sessions_recovered,
-            "sessions_adopted": core.sessions_adopted,
-            "watching": len(core.watcher.watches),
-            "call_watching_timeout_ms": core.watcher.timeout_ms,
-            "live_nodes": sorted(core.live_nodes()),
-            "tserver_connected": self._tserver is not None,
-            "urs_connected": self._urs is not None,
-            **self.guard.counts(),
-            **frame_counts(),
-        }
+        return NodeStatus(
+            app=s.app,
+            type=s.app_type,
+            node_id=s.node_id,
+            cluster=s.cluster,
+            data_center=s.data_center,
+            mode=core.mode,
+            role=core.role.role.value,
+            mode_since=self.mode_since,
+            epoch=core.current_epoch,
+            pid=os.getpid(),
+            sessions=core.sessions,
+            calls_routed=core.calls_routed,
+            sessions_recovered=core.sessions_recovered,
+            sessions_adopted=core.sessions_adopted,
+            watching=len(core.watcher.watches),
+            call_watching_timeout_ms=core.watcher.timeout_ms,
+            live_nodes=tuple(sorted(core.live_nodes())),
+            tserver_connected=self._tserver is not None,
+            urs_connected=self._urs is not None,
+            store_health=self.guard.counts(),
+            frames=frame_totals(),
+        )
 
     def stop_gracefully(self) -> None:
         """SIGTERM: a primary suspends, drains, hands over, then ``exited`` is set; anything
@@ -292,8 +327,8 @@ class OrsNode:
                     port,
                     app=s.app,
                     app_type=s.app_type,
-                    handler=self._handle_request,
-                    on_push=self._on_push,
+                    handler=self.handlers.handle,
+                    on_push=self.pushes,
                     on_connect=self._on_inbound,
                     on_disconnect=self._on_inbound_closed,
                     task_status=task_status,
@@ -351,13 +386,11 @@ class OrsNode:
         """Carry out one command that is not a call's step."""
         match command:
             case NotifySession(call_id=call_id, apps=apps, pending=slow):
-                data: dict[str, Any] = {"call_id": call_id, "node_id": self.settings.node_id}
-                if slow:
-                    data["pending"] = True
-                frame = encode(Push("session", data))  # fmt: skip
-                self._send_to(apps, frame)
+                created = SessionCreated(call_id, self.settings.node_id, slow)
+                self._send_to(apps, encode(Push(created.TOPIC, created.to_json())))
             case Announce(apps=apps, info=info):
-                self._send_to(apps, encode(Push("member", _member_wire(info))))
+                member = Member(info)
+                self._send_to(apps, encode(Push(member.TOPIC, member.to_json())))
             case DeleteSession(node_id=node_id, epoch=epoch, call_id=call_id):
                 self._start_soon(self._delete, node_id, epoch, call_id)
             case ClaimEpochCmd():
@@ -475,11 +508,8 @@ class OrsNode:
                 await self._urs_up.wait()
                 continue
             try:
-                result = await urs.request(
-                    "select_target", {"call_id": call_id, "dn": dn}, timeout=wait
-                )
-                return str(result["target"])
-            except (ConnectionLost, trio.TooSlowError):
+                return (await urs.call(UrsSelectTarget(call_id, dn), wait)).target
+            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError):  # ask again
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
@@ -491,14 +521,14 @@ class OrsNode:
                 await self._tserver_up.wait()
                 continue
             try:
-                answer = await tserver.request("query_call", {"call_id": call_id}, timeout=wait)
-            except RemoteError:
+                answer = await tserver.call(TServerQueryCall(call_id), wait)
+            except (RequestRefused, RemoteProtocolError):
                 return "unknown"
             except (ConnectionLost, trio.TooSlowError):
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
                 continue
-            return str(answer["state"]) if isinstance(answer, dict) else "unknown"
+            return answer.state
 
     async def _route(self, call_id: str, target: str, epoch: int) -> str:
         s = self.settings
@@ -509,15 +539,12 @@ class OrsNode:
                 await self._tserver_up.wait()
                 continue
             try:
-                await tserver.request(
-                    "route",
-                    {"call_id": call_id, "target": target, "app": s.app,
-                     "node_id": s.node_id, "epoch": epoch},
-                    timeout=wait,
-                )  # fmt: skip
+                await tserver.call(Route(call_id, target, s.app, s.node_id, epoch), wait)
                 return "routed"
-            except RemoteError as exc:
+            except RequestRefused as exc:
                 return exc.code
+            except RemoteProtocolError:
+                return "routed"  # accepted (not refused); its answer says nothing we use
             except (ConnectionLost, trio.TooSlowError):
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
@@ -555,17 +582,12 @@ class OrsNode:
         tserver = self._tserver
         if tserver is not None:
             try:
-                answer = await tserver.request(
-                    "claim_epoch",
-                    {"node_id": node_id, "expected": command.expected, "new": new,
-                     "app": self.settings.app},
-                    timeout=5,
-                )  # fmt: skip
-                assert isinstance(answer, dict)
-                self.log.info("epoch_claimed_at_tserver", won=answer["won"], epoch=answer["epoch"])
-                self.feed(EpochClaimed(new, bool(answer["won"]), int(answer["epoch"])))
+                claim = ClaimEpoch(node_id, command.expected, new, self.settings.app)
+                answer = await tserver.call(claim, 5)
+                self.log.info("epoch_claimed_at_tserver", won=answer.won, epoch=answer.epoch)
+                self.feed(EpochClaimed(new, answer.won, answer.epoch))
                 return
-            except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+            except (ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError) as exc:
                 self.log.warning("claim_failed", error=str(exc))
         await trio.sleep(_CLAIM_RETRY)  # no arbiter answered: nothing won, try again later
         self.feed(EpochClaimed(new, False, command.expected))
@@ -574,15 +596,11 @@ class OrsNode:
         refused = False
         if self._tserver is not None:
             try:
-                await self._tserver.request(
-                    "fence",
-                    {"node_id": self.settings.node_id, "epoch": epoch, "app": self.settings.app},
-                    timeout=5,
-                )
-            except RemoteError as exc:
+                await self._tserver.call(Fence(self.settings.node_id, epoch, self.settings.app), 5)
+            except RequestRefused as exc:
                 self.log.warning("fence_refused", error=str(exc), epoch=epoch)
                 refused = exc.code == "stale_epoch"
-            except (ConnectionLost, trio.TooSlowError) as exc:
+            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError) as exc:
                 self.log.warning("fence_failed", error=str(exc))
         self.feed(FenceAnswered(epoch, refused))
 
@@ -637,10 +655,10 @@ class OrsNode:
                 fenced = current + 1
                 if self._tserver is not None and not mutated("adoption-skips-fence"):
                     try:
-                        await self._tserver.request(
-                            "fence", {"node_id": dead, "epoch": fenced}, timeout=5
-                        )
-                    except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                        await self._tserver.call(Fence(dead, fenced), 5)
+                    except (
+                        ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
+                    ) as exc:  # fmt: skip
                         self.log.warning("fence_failed", node_id=dead, error=str(exc))
                 for orphan in command.sessions:
                     mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
@@ -656,22 +674,19 @@ class OrsNode:
         try:
             if conn is None:
                 raise ConnectionLost("no link to the partner")
-            await conn.push("handover", {"epoch": epoch})
+            await conn.notify(Handover(epoch))
         except ConnectionLost:
             self.feed(HandoverSendFailed())
 
     # -- requests on our own port -------------------------------------------------
 
-    async def _handle_request(self, conn: Connection, request: Request) -> Any:
-        if request.method == "status":
-            return self.status()
-        if request.method == "switchover":
-            return await self._switchover()
-        raise RequestFailed(
-            "unknown_method", f"{self.settings.app} has no method {request.method!r}"
-        )
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
-    async def _switchover(self) -> dict[str, Any]:
+    async def _switchover(self, conn: Connection, request: Switchover) -> SwitchedOver:
+        return SwitchedOver(await self.switchover())
+
+    async def switchover(self) -> str | None:
         """Graceful hand-over of the Node to the other application; no call is lost.
 
         Asked of the primary: it suspends (creates no new session; its backup watches the
@@ -687,29 +702,41 @@ class OrsNode:
         if not done.is_set():
             self._switchovers.remove((done, outcome))
             self.feed(SwitchoverGaveUp())
-            raise RequestFailed("timeout", "the switchover did not complete in time")
+            raise RequestRefused("timeout", "the switchover did not complete in time")
         if outcome and outcome[0]:
             code = "no_backup" if self.settings.partner is None else "switchover_failed"
-            raise RequestFailed(code, outcome[0])
+            raise RequestRefused(code, outcome[0])
         partner = self.settings.partner
         primary = self.settings.app if self.mode == "primary" else partner
-        return {"new_primary": primary}
+        return primary
 
     # -- pushes ----------------------------------------------------------------------
 
-    async def _on_push(self, conn: Connection, push: Push) -> None:
-        """A push from the T-Server or a peer, checked at the edge: a malformed one costs
-        its sender its connection (one warning), never this process."""
-        try:
-            event = _push_event(push)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc!r}") from exc
-        if isinstance(event, MemberAnnounced) and event.info.app != conn.peer_app:
-            raise RemoteProtocolError(f"{conn.peer_app} announced itself as {event.info.app!r}")
-        if isinstance(event, HandoverReceived) and conn.peer_app != self.settings.partner:
-            return  # only the partner may hand the Node over
-        if event is not None:
-            self.feed(event)
+    # Each push was checked at the edge (``PushTable``): a malformed one cost its sender
+    # its connection (one warning), never this process.
+
+    def _on_route_request(self, conn: Connection, push: RouteRequest) -> None:
+        # Its expiry in this process's clock: what was left of the T-Server's timeout.
+        expires = None
+        if push.deadline is not None and push.created_at is not None:
+            left = push.deadline - push.created_at - push.waited
+            expires = trio.current_time() + max(0.0, left)
+        self.feed(RouteRequested(push.call_id, push.dn, expires, push.redelivered))
+
+    def _on_call_routed(self, conn: Connection, push: CallRoutedPush) -> None:
+        self.feed(CallRouted(push.call_id))
+
+    def _on_session(self, conn: Connection, push: SessionCreated) -> None:
+        self.feed(SessionAnnounced(push.call_id, push.pending))
+
+    def _on_member(self, conn: Connection, push: Member) -> None:
+        if push.info.app != conn.peer_app:
+            raise RemoteProtocolError(f"{conn.peer_app} announced itself as {push.info.app!r}")
+        self.feed(MemberAnnounced(push.info))
+
+    def _on_handover(self, conn: Connection, push: Handover) -> None:
+        if conn.peer_app == self.settings.partner:  # only the partner may hand the Node over
+            self.feed(HandoverReceived())
 
     # -- peers -------------------------------------------------------------------
 
@@ -734,7 +761,7 @@ class OrsNode:
         async def up(conn: Connection) -> None:
             self._outbound[peer.name] = conn
             self.feed(PeerLinkUp(peer.name))
-            await conn.push("member", _member_wire(self.core.member_info()))
+            await conn.notify(Member(self.core.member_info()))
 
         def down() -> None:
             self._outbound.pop(peer.name, None)
@@ -744,7 +771,7 @@ class OrsNode:
             peer.name, peer.address, peer.port, peer.addp_timeout, peer.addp_timeout
         )
         await self._server_link(
-            endpoint, "peer", up, down, on_push=self._on_push, handler=self._handle_request
+            endpoint, "peer", up, down, on_push=self.pushes, handler=self.handlers.handle
         )
 
     async def _on_inbound(self, conn: Connection) -> None:
@@ -758,7 +785,7 @@ class OrsNode:
 
     async def _greet_when_serving(self, conn: Connection) -> None:
         try:
-            await conn.push("member", _member_wire(self.core.member_info()))
+            await conn.notify(Member(self.core.member_info()))
         except ConnectionLost:
             pass
 
@@ -774,11 +801,8 @@ class OrsNode:
         s = self.settings
 
         async def up(conn: Connection) -> None:
-            await conn.request(
-                "register",
-                {"app": s.app, "node_id": s.node_id, "dns": list(s.routing_points)},
-                timeout=_register_timeout(s.tserver),
-            )
+            register = TServerRegister(s.app, s.node_id, tuple(s.routing_points))
+            await conn.call(register, _register_timeout(s.tserver))
             self._tserver = conn
             self._tserver_up.set()
             if self.core.role.role.holds_node:
@@ -789,15 +813,13 @@ class OrsNode:
             if self._tserver_up.is_set():  # an unset one may have waiters: keep it
                 self._tserver_up = trio.Event()
 
-        await self._server_link(s.tserver, "T-Server", up, down, on_push=self._on_push)
+        await self._server_link(s.tserver, "T-Server", up, down, on_push=self.pushes)
 
     async def _urs_link(self) -> None:
         s = self.settings
 
         async def up(conn: Connection) -> None:
-            await conn.request(
-                "register", {"app": s.app, "node_id": s.node_id}, timeout=_register_timeout(s.urs)
-            )
+            await conn.call(UrsRegister(s.app, s.node_id), _register_timeout(s.urs))
             self._urs = conn
             self._urs_up.set()
 
@@ -840,7 +862,9 @@ class OrsNode:
                     await up(conn)
                     self.log.info("server_connected", server=server.name, kind=kind)
                     await conn.closed.wait()
-                except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
+                except (
+                    ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
+                ) as exc:  # fmt: skip
                     self.log.warning("server_register_failed", server=server.name, error=str(exc))
                 finally:
                     down()
@@ -855,67 +879,3 @@ def _register_timeout(server: Endpoint) -> float:
     again: a partition drops it like any request (found by `orsim search`: a 10 s wait
     left a restarted primary without a URS, and its calls were lost)."""
     return max(_ASK_AGAIN, 2 * server.addp_timeout)
-
-
-def _member_wire(info: MemberInfo) -> dict[str, Any]:
-    return attrs.asdict(info)
-
-
-def _text(data: dict[str, Any], key: str) -> str:
-    value = data[key]
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _whole(data: dict[str, Any], key: str) -> int:
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be a whole number >= 0, not {value!r}")
-    return value
-
-
-def _push_event(push: Push) -> InEvent | None:
-    """The core's event for a push (None for a topic the node does not take).
-
-    Raises:
-        KeyError, TypeError, ValueError: a field is missing or of the wrong kind.
-    """
-    data = push.data
-    if not isinstance(data, dict):
-        raise TypeError("push data must be an object")
-    match push.topic:
-        case "route_request":
-            return _route_requested(data)
-        case "call_routed":
-            return CallRouted(_text(data, "call_id"))
-        case "session":
-            return SessionAnnounced(_text(data, "call_id"), data.get("pending") is True)
-        case "member":
-            mode = _text(data, "mode")
-            if mode not in ("primary", "backup", "starting", "suspending"):
-                raise ValueError(f"mode {mode!r}")
-            return MemberAnnounced(
-                MemberInfo(
-                    app=_text(data, "app"),
-                    node_id=_whole(data, "node_id"),
-                    data_center=str(data.get("data_center", "")),
-                    mode=mode,
-                    epoch=_whole(data, "epoch"),
-                )
-            )
-        case "handover":
-            return HandoverReceived()
-    return None
-
-
-def _route_requested(data: dict[str, Any]) -> RouteRequested:
-    """A ``route_request`` push as the core's event; its expiry in this process's clock."""
-    deadline, created = data.get("deadline"), data.get("created_at")
-    waited = data.get("waited")
-    waited = float(waited) if isinstance(waited, int | float) else 0.0
-    expires = None
-    if isinstance(deadline, int | float) and isinstance(created, int | float):
-        expires = trio.current_time() + max(0.0, float(deadline) - float(created) - waited)
-    redelivered = data.get("redelivered") is True
-    return RouteRequested(_text(data, "call_id"), str(data.get("dn", "")), expires, redelivered)

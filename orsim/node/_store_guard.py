@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
@@ -28,6 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orsim.errors import ConnectionLost, UnreachableError
 from orsim.logs import get_logger
+from orsim.node._messages import StoreHealth
 from orsim.store import Session, SessionStore, StaleEpoch, StoreError, StoreUnavailable
 
 T = TypeVar("T")
@@ -83,15 +84,15 @@ class StoreGuard:
         """``ok`` or ``degraded`` (status shows it)."""
         return "degraded" if self.degraded else "ok"
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> StoreHealth:
         """What ``status`` shows of the store, per application."""
-        return {
-            "store": self.state,
-            "store_failures": self.failures,
-            "store_outages": self.outages,
-            "sessions_unpersisted": self.unpersisted,
-            "store_deletes_pending": len(self._pending),
-        }
+        return StoreHealth(
+            store=self.state,
+            store_failures=self.failures,
+            store_outages=self.outages,
+            sessions_unpersisted=self.unpersisted,
+            store_deletes_pending=len(self._pending),
+        )
 
     # -- guarding ----------------------------------------------------------------
 

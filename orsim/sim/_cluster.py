@@ -40,9 +40,9 @@ from orsim.confserv import APP_NAME, APP_TYPE, ConfServ, ConfServClient
 from orsim.node import ModeChanged, OrsNode, follow_changes, read_startup
 from orsim.sim._trace import Trace
 from orsim.store import MemoryStore, Session
-from orsim.tserver import TServer
+from orsim.tserver import Ledger, TServer
 from orsim.urs import UrsServer
-from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
+from orsim.wire import Connection, Json, MemoryNetwork, open_connection, serve_app
 
 T = TypeVar("T")
 
@@ -448,9 +448,10 @@ class SimCluster:
         async with client:
             await client.set_option(obj, section, key, value)
 
-    async def ledger(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("ledger")
-        return result
+    async def ledger(self) -> dict[str, Json]:
+        """The T-Server's ledger counts (``LedgerCounts.to_wire``)."""
+        conn = await self.client()
+        return (await conn.call(Ledger())).counts.to_wire()
 
 
 def start_order(db: ConfigDatabase) -> list[list[str]]:

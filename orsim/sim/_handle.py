@@ -35,7 +35,7 @@ from orsim.config import ConfigDatabase, load_database
 from orsim.errors import (
     ClusterError,
     ConnectionLost,
-    RemoteError,
+    RequestRefused,
     UnreachableError,
     UsageError,
 )
@@ -123,7 +123,9 @@ class SimClusterHandle:
                 answers[app] = None
             elif entry.type == "OrchestrationServer":
                 node = sim.nodes.get(app)
-                answers[app] = None if node is None else {**node.status(), "pid": sim.pids[app]}
+                answers[app] = (
+                    None if node is None else {**node.status().to_json(), "pid": sim.pids[app]}
+                )
             else:
                 answers[app] = {
                     "app": app, "type": entry.type, "mode": "primary", "pid": sim.pids[app]
@@ -232,12 +234,12 @@ class SimClusterHandle:
                     app=LAUNCHER_APP, app_type="Launcher",
                 )  # fmt: skip
                 answer: Any = None
-                refused: RemoteError | None = None
+                refused: RequestRefused | None = None
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
                     try:
                         answer = await conn.request(method, params)
-                    except RemoteError as exc:
+                    except RequestRefused as exc:
                         # Raised past the nursery, it would come out as an ExceptionGroup.
                         refused = exc
                     finally:

@@ -17,12 +17,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Final, TypeVar, final
 
 import trio
 
-from orsim.errors import ConnectionLost, RemoteError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger
+from orsim.store._messages import (
+    AdoptSession,
+    ClaimEpoch,
+    Count,
+    CreateSession,
+    CurrentEpoch,
+    DeleteSession,
+    PutSession,
+    Sessions,
+    Stale,
+)
 from orsim.store._protocol import Counters, StoreStatistics
 from orsim.store._server import APP_NAME, read_sidecar
 from orsim.store._session import (
@@ -31,10 +42,10 @@ from orsim.store._session import (
     StoreError,
     StoreUnavailable,
     check_claim,
-    session_from_wire,
-    session_to_wire,
 )
-from orsim.wire import Connection, Json, Network, open_connection
+from orsim.wire import Call, Connection, Network, open_connection
+
+A = TypeVar("A")
 
 #: Default deadline of one store request (s): store writes take milliseconds, so this
 #: only runs out when the server is frozen, overloaded or gone.
@@ -135,9 +146,10 @@ class RemoteStore:
             )
         self._log.info("store_server_started", pid=self._started.pid)
 
-    async def _call(self, method: str, params: dict[str, Json]) -> dict[str, Any]:
+    async def _call(self, message: Call[A]) -> A:
         if self._closed:
             raise trio.ClosedResourceError("session store is closed")
+        method = message.METHOD
         with trio.move_on_after(self.timeout):
             while True:
                 conn = self._conn
@@ -147,18 +159,19 @@ class RemoteStore:
                         raise trio.ClosedResourceError("session store is closed")
                     continue
                 try:
-                    answer = await conn.request(method, params)
+                    answer = await conn.request(method, message.to_json())
                 except ConnectionLost:
                     await trio.lowlevel.checkpoint()
                     continue  # wait for the next link, within the same deadline
-                except RemoteError as exc:
+                except RequestRefused as exc:
                     raise StoreError(f"store server {self.path}: {exc}") from exc
-                if not isinstance(answer, dict):
-                    raise StoreError(f"store server {self.path}: bad answer to {method}")
-                stale = answer.get("stale")
-                if isinstance(stale, list) and len(stale) == 3:
-                    raise StaleEpoch(int(stale[0]), int(stale[1]), int(stale[2]))
-                return answer
+                stale = Stale.find(answer)
+                if stale is not None:
+                    raise stale
+                try:
+                    return message.answer(answer)
+                except RemoteProtocolError as exc:
+                    raise StoreError(f"store server {self.path}: bad answer to {method}") from exc
         raise StoreUnavailable(
             f"store server of {self.path} did not answer {method} within {self.timeout:g}s"
         )
@@ -166,34 +179,30 @@ class RemoteStore:
     # -- SessionStore ------------------------------------------------------------
 
     async def current_epoch(self, node_id: int) -> int:
-        return int((await self._call("current_epoch", {"node_id": node_id}))["epoch"])
+        return (await self._call(CurrentEpoch(node_id))).epoch
 
     async def claim_epoch(self, node_id: int, expected: int, new: int) -> bool:
         check_claim(expected, new)
-        answer = await self._call(
-            "claim_epoch", {"node_id": node_id, "expected": expected, "new": new}
-        )
-        won = bool(answer["won"])
+        won = (await self._call(ClaimEpoch(node_id, expected, new))).won
         if won:
             self._counters.claims_won += 1
         else:
             self._counters.claims_lost += 1
         return won
 
-    async def _fenced(self, method: str, params: dict[str, Json]) -> dict[str, Any]:
+    async def _fenced(self, message: Call[A]) -> A:
         try:
-            return await self._call(method, params)
+            return await self._call(message)
         except StaleEpoch:
             self._counters.stale_refusals += 1
             raise
 
     async def put_session(self, session: Session) -> None:
-        await self._fenced("put_session", {"session": session_to_wire(session)})
+        await self._fenced(PutSession(session))
         self._counters.puts += 1
 
     async def create_session(self, session: Session) -> bool:
-        answer = await self._fenced("create_session", {"session": session_to_wire(session)})
-        created = bool(answer["created"])
+        created = (await self._fenced(CreateSession(session))).created
         if created:
             self._counters.creates += 1
         else:
@@ -201,28 +210,17 @@ class RemoteStore:
         return created
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
-        answer = await self._fenced(
-            "adopt_session",
-            {
-                "session": session_to_wire(session),
-                "from_node": from_node,
-                "from_epoch": from_epoch,
-            },
-        )
-        return bool(answer["moved"])
+        return (await self._fenced(AdoptSession(session, from_node, from_epoch))).moved
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
-        await self._fenced(
-            "delete_session", {"node_id": node_id, "epoch": epoch, "call_id": call_id}
-        )
+        await self._fenced(DeleteSession(node_id, epoch, call_id))
         self._counters.deletes += 1
 
     async def sessions(self, node_id: int) -> list[Session]:
-        answer = await self._call("sessions", {"node_id": node_id})
-        return [session_from_wire(raw) for raw in answer["sessions"]]
+        return list((await self._call(Sessions(node_id))).sessions)
 
     async def count(self, node_id: int) -> int:
-        return int((await self._call("count", {"node_id": node_id}))["count"])
+        return (await self._call(Count(node_id))).count
 
     def statistics(self) -> StoreStatistics:
         return self._counters.snapshot(APP_NAME, str(self.path))

@@ -31,16 +31,49 @@ import json
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, TypeVar
 
 import attrs
 import trio
 
 from orsim.errors import OrsimError
 from orsim.logs import get_logger
+from orsim.store._messages import (
+    AdoptSession,
+    ClaimEpoch,
+    Count,
+    Counted,
+    Created,
+    CreateSession,
+    CurrentEpoch,
+    DeleteSession,
+    Epoch,
+    Moved,
+    PutSession,
+    SessionList,
+    Sessions,
+    Stale,
+    StoreServerStatus,
+    Won,
+)
 from orsim.store._protocol import SessionStore
-from orsim.store._session import StaleEpoch, session_from_wire, session_to_wire
-from orsim.wire import Connection, Json, Network, Request, RequestFailed, serve_app
+from orsim.store._session import StaleEpoch
+from orsim.wire import (
+    Connection,
+    Done,
+    HandlerTable,
+    Json,
+    Network,
+    Record,
+    Request,
+    RequestRefused,
+    Status,
+    StatusReport,
+    on,
+    serve_app,
+)
+
+T = TypeVar("T")
 
 APP_NAME: Final = "store"
 APP_TYPE: Final = "SessionStore"
@@ -113,20 +146,6 @@ def exclusive_lock(db: Path) -> Iterator[None]:
         os.close(fd)
 
 
-Handler = Callable[[dict[str, Any]], Awaitable[Json]]
-
-
-def _int(params: dict[str, Any], key: str) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer")
-    return value
-
-
-def _stale(exc: StaleEpoch) -> Json:
-    return {"stale": [exc.node_id, exc.epoch, exc.current]}
-
-
 @attrs.define(eq=False)
 class StoreServer:
     """Answers store requests from a backend :class:`SessionStore` it owns."""
@@ -135,85 +154,88 @@ class StoreServer:
     path: Path
     clients: int = 0
     requests: int = 0
-    _table: dict[str, Handler] = attrs.field(init=False)
+    handlers: HandlerTable = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._table = {
-            "current_epoch": self._current_epoch,
-            "claim_epoch": self._claim_epoch,
-            "put_session": self._put_session,
-            "create_session": self._create_session,
-            "adopt_session": self._adopt_session,
-            "delete_session": self._delete_session,
-            "sessions": self._sessions,
-            "count": self._count,
-        }
+        self.handlers = HandlerTable.of(
+            APP_NAME,
+            [
+                on(CurrentEpoch, self._current_epoch),
+                on(ClaimEpoch, self._claim_epoch),
+                on(PutSession, self._put_session),
+                on(CreateSession, self._create_session),
+                on(AdoptSession, self._adopt_session),
+                on(DeleteSession, self._delete_session),
+                on(Sessions, self._sessions),
+                on(Count, self._count),
+                on(Status, self._status),
+            ],
+        )
 
     async def handle(self, conn: Connection, request: Request) -> Json:
-        if request.method == "status":
-            return self.status()
-        handler = self._table.get(request.method)
-        if handler is None:
-            raise RequestFailed("unknown_method", f"the store server has no {request.method!r}")
-        self.requests += 1
-        try:
-            return await handler(request.params)
-        except StaleEpoch as exc:
-            return _stale(exc)
+        if request.method != Status.METHOD and request.method in self.handlers.methods:
+            self.requests += 1
+        return await self.handlers.handle(conn, request)
 
-    def status(self) -> dict[str, Json]:
+    def status(self) -> StoreServerStatus:
+        """What ``status`` answers."""
         counts = getattr(self.backend, "statistics", None)
         stats = attrs.asdict(counts()) if counts is not None else {}
-        return {
-            "app": APP_NAME,
-            "type": APP_TYPE,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "path": str(self.path),
-            "clients": self.clients,
-            "requests": self.requests,
-            "statistics": stats,
-        }
-
-    async def _current_epoch(self, p: dict[str, Any]) -> Json:
-        return {"epoch": await self.backend.current_epoch(_int(p, "node_id"))}
-
-    async def _claim_epoch(self, p: dict[str, Any]) -> Json:
-        won = await self.backend.claim_epoch(
-            _int(p, "node_id"), _int(p, "expected"), _int(p, "new")
+        return StoreServerStatus(
+            app=APP_NAME,
+            type=APP_TYPE,
+            pid=os.getpid(),
+            path=str(self.path),
+            clients=self.clients,
+            requests=self.requests,
+            statistics=stats,
         )
-        return {"won": won}
 
-    async def _put_session(self, p: dict[str, Any]) -> Json:
-        await self.backend.put_session(session_from_wire(p["session"]))
-        return {}
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
-    async def _create_session(self, p: dict[str, Any]) -> Json:
-        return {"created": await self.backend.create_session(session_from_wire(p["session"]))}
+    async def _current_epoch(self, conn: Connection, m: CurrentEpoch) -> Record:
+        return await _guarded(self.backend.current_epoch(m.node_id), Epoch)
 
-    async def _adopt_session(self, p: dict[str, Any]) -> Json:
-        session = session_from_wire(p["session"])
-        moved = await self.backend.adopt_session(
-            session, _int(p, "from_node"), _int(p, "from_epoch")
-        )
-        return {"moved": moved}
+    async def _claim_epoch(self, conn: Connection, m: ClaimEpoch) -> Record:
+        return await _guarded(self.backend.claim_epoch(m.node_id, m.expected, m.new), Won)
 
-    async def _delete_session(self, p: dict[str, Any]) -> Json:
-        call_id = p["call_id"]
-        if not isinstance(call_id, str):
-            raise TypeError("call_id must be a string")
-        await self.backend.delete_session(_int(p, "node_id"), _int(p, "epoch"), call_id)
-        return {}
+    async def _put_session(self, conn: Connection, m: PutSession) -> Record:
+        return await _guarded(self.backend.put_session(m.session), lambda _: Done())
 
-    async def _sessions(self, p: dict[str, Any]) -> Json:
-        sessions = await self.backend.sessions(_int(p, "node_id"))
-        return {"sessions": [session_to_wire(s) for s in sessions]}
+    async def _create_session(self, conn: Connection, m: CreateSession) -> Record:
+        return await _guarded(self.backend.create_session(m.session), Created)
 
-    async def _count(self, p: dict[str, Any]) -> Json:
+    async def _adopt_session(self, conn: Connection, m: AdoptSession) -> Record:
+        moved = self.backend.adopt_session(m.session, m.from_node, m.from_epoch)
+        return await _guarded(moved, Moved)
+
+    async def _delete_session(self, conn: Connection, m: DeleteSession) -> Record:
+        deleted = self.backend.delete_session(m.node_id, m.epoch, m.call_id)
+        return await _guarded(deleted, lambda _: Done())
+
+    async def _sessions(self, conn: Connection, m: Sessions) -> Record:
+        found = await _guarded(self.backend.sessions(m.node_id), lambda s: SessionList(tuple(s)))
+        return found
+
+    async def _count(self, conn: Connection, m: Count) -> Record:
         counter = getattr(self.backend, "count", None)
         if counter is None:
-            raise RequestFailed("unsupported", "this backend does not count sessions")
-        return {"count": await counter(_int(p, "node_id"))}
+            raise RequestRefused("unsupported", "this backend does not count sessions")
+        return await _guarded(counter(m.node_id), Counted)
+
+
+async def _guarded(work: Awaitable[T], answer: Callable[[T], Record]) -> Record:
+    """The answer of a store operation: ``Stale`` for one refused for its epoch, and a
+    refusal (``error``) for a store failure, as every store server has answered."""
+    try:
+        return answer(await work)
+    except StaleEpoch as exc:
+        return Stale.of(exc)
+    except RequestRefused:
+        raise
+    except OrsimError as exc:
+        raise RequestRefused("error", str(exc)) from exc
 
 
 async def serve_store(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from orsim.tserver._client import CallRouted as CallRouted
-from orsim.tserver._client import RouteRequest as RouteRequest
 from orsim.tserver._client import TServerClient as TServerClient
 from orsim.tserver._ledger import CallLedger as CallLedger
 from orsim.tserver._ledger import CallLost as CallLost
@@ -13,22 +11,66 @@ from orsim.tserver._ledger import LedgerCounts as LedgerCounts
 from orsim.tserver._ledger import RouteRefused as RouteRefused
 from orsim.tserver._ledger import StaleEpoch as StaleEpoch
 from orsim.tserver._ledger import UnknownCall as UnknownCall
+from orsim.tserver._messages import CallCounts as CallCounts
+from orsim.tserver._messages import CallRouted as CallRouted
+from orsim.tserver._messages import CallState as CallState
+from orsim.tserver._messages import ClaimEpoch as ClaimEpoch
+from orsim.tserver._messages import EpochClaim as EpochClaim
+from orsim.tserver._messages import Fence as Fence
+from orsim.tserver._messages import Fenced as Fenced
+from orsim.tserver._messages import Generate as Generate
+from orsim.tserver._messages import GeneratorInfo as GeneratorInfo
+from orsim.tserver._messages import Ledger as Ledger
+from orsim.tserver._messages import LedgerReport as LedgerReport
+from orsim.tserver._messages import MadeCall as MadeCall
+from orsim.tserver._messages import MakeCall as MakeCall
+from orsim.tserver._messages import QueryCall as QueryCall
+from orsim.tserver._messages import Register as Register
+from orsim.tserver._messages import Registered as Registered
+from orsim.tserver._messages import Route as Route
+from orsim.tserver._messages import Routed as Routed
+from orsim.tserver._messages import RouteRequest as RouteRequest
+from orsim.tserver._messages import StopGenerator as StopGenerator
+from orsim.tserver._messages import Stopped as Stopped
+from orsim.tserver._messages import TServerClientInfo as TServerClientInfo
+from orsim.tserver._messages import TServerStatus as TServerStatus
 from orsim.tserver._server import TServer as TServer
 from orsim.tserver._server import router_timeout_of as router_timeout_of
 from orsim.tserver._server import serve_tserver as serve_tserver
 
 __all__ = [
+    "CallCounts",
     "CallLedger",
     "CallLost",
     "CallRecord",
     "CallRouted",
+    "CallState",
+    "ClaimEpoch",
     "DuplicateRoute",
+    "EpochClaim",
+    "Fence",
+    "Fenced",
+    "Generate",
+    "GeneratorInfo",
+    "Ledger",
     "LedgerCounts",
+    "LedgerReport",
+    "MadeCall",
+    "MakeCall",
+    "QueryCall",
+    "Register",
+    "Registered",
+    "Route",
     "RouteRefused",
     "RouteRequest",
+    "Routed",
     "StaleEpoch",
+    "StopGenerator",
+    "Stopped",
     "TServer",
     "TServerClient",
+    "TServerClientInfo",
+    "TServerStatus",
     "UnknownCall",
     "router_timeout_of",
     "serve_tserver",

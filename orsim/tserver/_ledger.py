@@ -28,11 +28,14 @@ import heapq
 import math
 from bisect import insort
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import attrs
 
 from orsim.errors import OrsimError
+
+T = TypeVar("T")
 
 IN_FLIGHT = "in_flight"
 ROUTED = "routed"
@@ -108,6 +111,26 @@ class CallRecord:
         record["latency_ms"] = self.latency_ms
         return record
 
+    @classmethod
+    def from_wire(cls, data: Mapping[str, object]) -> CallRecord:
+        """Read what ``to_wire`` wrote.
+
+        Raises:
+            KeyError, TypeError, ValueError: ``data`` is not a call record.
+        """
+        return cls(
+            call_id=_typed(data["call_id"], str),
+            dn=_typed(data["dn"], str),
+            created_at=_number(data["created_at"]),
+            deadline=_number(data["deadline"]),
+            state=_typed(data["state"], str),
+            routed_at=_maybe(data.get("routed_at"), _number),
+            app=_maybe(data.get("app"), lambda v: _typed(v, str)),
+            node_id=_maybe(data.get("node_id"), lambda v: _typed(v, int)),
+            epoch=_maybe(data.get("epoch"), lambda v: _typed(v, int)),
+            target=_maybe(data.get("target"), lambda v: _typed(v, str)),
+        )
+
 
 _RECORD_FIELDS = tuple(a.name for a in attrs.fields(CallRecord))
 
@@ -140,8 +163,44 @@ class LedgerCounts:
         data["by_node"] = {str(k): v for k, v in self.by_node.items()}
         return data
 
+    @classmethod
+    def from_wire(cls, data: Mapping[str, object]) -> LedgerCounts:
+        """Read what ``to_wire`` wrote.
+
+        Raises:
+            KeyError, TypeError, ValueError: ``data`` is not a ledger's counts.
+        """
+        by_app, by_node = data["by_app"], data["by_node"]
+        if not isinstance(by_app, dict) or not isinstance(by_node, dict):
+            raise TypeError("by_app and by_node must be objects")
+        counts = {name: _typed(data[name], int) for name in _COUNTED}
+        return cls(
+            **counts,
+            by_app={str(k): _typed(v, int) for k, v in by_app.items()},
+            by_node={int(k): _typed(v, int) for k, v in by_node.items()},
+            latency_p50_ms=_maybe(data.get("latency_p50_ms"), _number),
+            latency_p99_ms=_maybe(data.get("latency_p99_ms"), _number),
+        )
+
 
 _COUNTS_FIELDS = tuple(a.name for a in attrs.fields(LedgerCounts))
+_COUNTED = tuple(a.name for a in attrs.fields(LedgerCounts) if a.type in ("int", int))
+
+
+def _typed(value: object, kind: type[T]) -> T:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise TypeError(f"expected {kind.__name__}, not {value!r}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, not {value!r}")
+    return float(value)
+
+
+def _maybe(value: object, read: Callable[[object], T]) -> T | None:
+    return None if value is None else read(value)
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:

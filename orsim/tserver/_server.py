@@ -45,20 +45,45 @@ from orsim.config import (
 from orsim.errors import ConfigError, ConnectionLost
 from orsim.logs import get_logger
 from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
+from orsim.tserver._messages import (
+    CallCounts,
+    CallRouted,
+    CallState,
+    ClaimEpoch,
+    EpochClaim,
+    Fence,
+    Fenced,
+    Generate,
+    GeneratorInfo,
+    Ledger,
+    LedgerReport,
+    MadeCall,
+    MakeCall,
+    QueryCall,
+    Register,
+    Registered,
+    Route,
+    Routed,
+    RouteRequest,
+    StopGenerator,
+    Stopped,
+    TServerClientInfo,
+    TServerStatus,
+)
 from orsim.wire import (
     Connection,
-    Json,
+    Done,
+    HandlerTable,
     Network,
+    Notice,
     Push,
-    Request,
-    RequestFailed,
-    dispatch,
-    dispatch_inline,
+    RequestRefused,
+    Status,
+    StatusReport,
     encode,
-    frame_counts,
-    param,
+    frame_totals,
+    on,
     serve_app,
-    str_list,
 )
 
 DEFAULT_ROUTER_TIMEOUT = ROUTER_TIMEOUT.default_value
@@ -120,13 +145,8 @@ class _Client:
         if self.dropped == 1 or self.dropped % 1000 == 0:
             get_logger(peer=self.app).warning("client_not_reading", dropped=self.dropped)
 
-    def to_wire(self) -> dict[str, Json]:
-        return {
-            "app": self.app,
-            "node_id": self.node_id,
-            "dns": sorted(self.dns),
-            "dropped": self.dropped,
-        }
+    def info(self) -> TServerClientInfo:
+        return TServerClientInfo(self.app, self.node_id, tuple(sorted(self.dns)), self.dropped)
 
 
 @attrs.define(eq=False)
@@ -138,14 +158,8 @@ class _Generator:
     made: int = 0
     running: bool = True
 
-    def to_wire(self) -> dict[str, Json]:
-        return {
-            "rate": self.rate,
-            "duration": self.duration,
-            "dn": self.dn,
-            "made": self.made,
-            "running": self.running,
-        }
+    def info(self) -> GeneratorInfo:
+        return GeneratorInfo(self.rate, self.duration, self.dn, self.made, self.running)
 
 
 @attrs.define(eq=False)
@@ -169,6 +183,25 @@ class TServer:
     _wake: trio.Event = attrs.Factory(trio.Event)
     _expiry_at: float = math.inf
     _rotation: int = 0
+    #: Every request the T-Server answers, with its handler.
+    handlers: HandlerTable = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.handlers = HandlerTable.of(
+            self.app.name,
+            [
+                on(Register, self._register),
+                on(Fence, self._fence),
+                on(QueryCall, self._query_call),
+                on(ClaimEpoch, self._claim_epoch),
+                on(Route, self._route),
+                on(MakeCall, self._make_call),
+                on(Generate, self._generate_calls),
+                on(StopGenerator, self._stop_generating),
+                on(Ledger, self._ledger),
+                on(Status, self._status),
+            ],
+        )
 
     @classmethod
     def from_application(cls, app: Application) -> TServer:
@@ -228,8 +261,8 @@ class TServer:
                     self.app.port if port is None else port,
                     app=self.app.name,
                     app_type=self.app.type,
-                    handler=self._handle,
-                    inline_handler=self._handle_now,
+                    handler=self.handlers.handle,
+                    inline_handler=self.handlers,
                     on_disconnect=self._on_disconnect,
                     open_methods=OPEN_METHODS,
                 )
@@ -274,12 +307,12 @@ class TServer:
 
     def _default_dn(self) -> str:
         if not self.routing_points:
-            raise RequestFailed("no_routing_point", f"{self.app.name} has no routing points")
+            raise RequestRefused("no_routing_point", f"{self.app.name} has no routing points")
         return next(iter(self.routing_points))
 
     def _check_dn(self, dn: str) -> str:
         if dn not in self.routing_points:
-            raise RequestFailed("unknown_dn", f"{dn!r} is not a routing point of {self.app.name}")
+            raise RequestRefused("unknown_dn", f"{dn!r} is not a routing point of {self.app.name}")
         return dn
 
     def _rotate_dn(self) -> str | None:
@@ -297,16 +330,16 @@ class TServer:
         record = self.ledger.create(call_id, dn, now, now + self.router_timeout)
         if record.deadline - self._offset < self._expiry_at:
             self._wake.set()
-        self._push_to(dn, Push("route_request", _request_of(record)))
+        self._push_to(dn, _request_of(record))
         return record
 
-    def _push_to(self, dn: str, push: Push, but: str | None = None) -> None:
-        """Send ``push`` to every client registered on ``dn`` (encoded once), except the
+    def _push_to(self, dn: str, notice: Notice, but: str | None = None) -> None:
+        """Send ``notice`` to every client registered on ``dn`` (encoded once), except the
         connections of application ``but``."""
         frame: bytes | None = None
         for client in self._clients.values():
             if dn in client.dns and client.app != but:
-                frame = frame or encode(push)
+                frame = frame or encode(Push(notice.TOPIC, notice.to_json()))
                 client.post(frame)
 
     async def _expire_calls(self) -> NoReturn:
@@ -328,10 +361,8 @@ class TServer:
                     log.info("call_default_routed", call_id=record.call_id, dn=record.dn,
                              target=record.target)  # fmt: skip
                     # The call left the routing point: its watchers stop (EventRouteUsed).
-                    routed: dict[str, Json] = {"call_id": record.call_id, "app": self.app.name,
-                                               "node_id": None, "epoch": None,
-                                               "target": record.target}  # fmt: skip
-                    self._push_to(record.dn, Push("call_routed", routed))
+                    routed = CallRouted(record.call_id, self.app.name, None, None, record.target)
+                    self._push_to(record.dn, routed)
 
     async def _generate(
         self, gen: _Generator, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -373,22 +404,16 @@ class TServer:
 
     # -- requests ----------------------------------------------------------------
 
-    async def _handle(self, conn: Connection, request: Request) -> Json:
-        return await dispatch(self, self.app.name, conn, request)
-
-    def _handle_now(self, conn: Connection, request: Request) -> Json:
-        return dispatch_inline(self, self.app.name, conn, request)
-
-    def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
-        app = param(params, "app", str, conn.peer_app)
-        node_id = param(params, "node_id", int, None)
-        dns = str_list(params, "dns") or list(self.routing_points)
+    def _register(self, conn: Connection, request: Register) -> Registered:
+        app = conn.peer_app if request.app is None else request.app
+        node_id = request.node_id
+        dns = list(request.dns) or list(self.routing_points)
         for dn in dns:
             self._check_dn(dn)
         client = self._clients.get(conn)
         if client is None:
             if self._nursery is None or conn.closed.is_set():
-                raise RequestFailed("closed", "connection is closing")
+                raise RequestRefused("closed", "connection is closing")
             client = _Client(conn, app, node_id)
             self._clients[conn] = client
         client.app, client.node_id = app, node_id
@@ -400,18 +425,17 @@ class TServer:
         now = self.now()
         waiting = self.ledger.waiting(dns, now)
         for record in waiting:
-            told = {**_request_of(record), "redelivered": True, "waited": now - record.created_at}
-            client.post(encode(Push("route_request", told)))
+            told = attrs.evolve(_request_of(record), redelivered=True,
+                                waited=now - record.created_at)  # fmt: skip
+            client.post(encode(Push(told.TOPIC, told.to_json())))
         get_logger(app=self.app.name).info(
             "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns),
             waiting=len(waiting),
         )  # fmt: skip
-        return {"dns": sorted(client.dns)}
+        return Registered(tuple(sorted(client.dns)))
 
-    def _do_fence(self, conn: Connection, params: dict[str, Json]) -> Json:
-        node_id = param(params, "node_id", int)
-        epoch = param(params, "epoch", int)
-        app = param(params, "app", str, None)
+    def _fence(self, conn: Connection, request: Fence) -> Fenced:
+        node_id, epoch, app = request.node_id, request.epoch, request.app
         try:
             known = self.ledger.fence(node_id, epoch, app)
         except EpochTaken as exc:
@@ -423,33 +447,30 @@ class TServer:
                 known=exc.known,
                 holder=exc.holder,
             )
-            raise RequestFailed("stale_epoch", str(exc)) from exc
+            raise RequestRefused("stale_epoch", str(exc)) from exc
         get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
-        return {"epoch": known}
+        return Fenced(known)
 
-    def _do_query_call(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _query_call(self, conn: Connection, request: QueryCall) -> CallState:
         """Where a call stands (Genesys TQueryCall): a node recovering a session asks
         before routing it, in case it was routed while the node could not hear it."""
-        record = self.ledger.get(param(params, "call_id", str))
-        return {"state": "unknown" if record is None else record.state}
+        record = self.ledger.get(request.call_id)
+        return CallState("unknown" if record is None else record.state)
 
-    def _do_claim_epoch(self, conn: Connection, params: dict[str, Json]) -> Json:
-        node_id = param(params, "node_id", int)
-        expected = param(params, "expected", int)
-        new = param(params, "new", int)
-        app = param(params, "app", str, conn.peer_app)
+    def _claim_epoch(self, conn: Connection, request: ClaimEpoch) -> EpochClaim:
+        app = conn.peer_app if request.app is None else request.app
+        node_id, expected, new = request.node_id, request.expected, request.new
         won, known = self.ledger.claim(node_id, expected, new, app)
         get_logger(app=self.app.name).info(
             "epoch_claim", node_id=node_id, peer=app, expected=expected, new=new, won=won
         )
-        return {"won": won, "epoch": known}
+        return EpochClaim(won, known)
 
-    def _do_route(self, conn: Connection, params: dict[str, Json]) -> Json:
-        call_id = param(params, "call_id", str)
-        target = param(params, "target", str, None)
-        app = param(params, "app", str, conn.peer_app)
-        node_id = param(params, "node_id", int)
-        epoch = param(params, "epoch", int)
+    def _route(self, conn: Connection, request: Route) -> Routed:
+        call_id, target, node_id, epoch = (
+            request.call_id, request.target, request.node_id, request.epoch,
+        )  # fmt: skip
+        app = conn.peer_app if request.app is None else request.app
         try:
             outcome = self.ledger.route(
                 call_id, app=app, node_id=node_id, epoch=epoch, now=self.now(), target=target
@@ -463,36 +484,23 @@ class TServer:
                 node_id=node_id,
                 epoch=epoch,
             )
-            raise RequestFailed(exc.code, str(exc)) from exc
+            raise RequestRefused(exc.code, str(exc)) from exc
         if not outcome.resent:  # a resend: everyone heard of the call the first time
-            routed: dict[str, Json] = {
-                "call_id": call_id,
-                "app": app,
-                "node_id": node_id,
-                "epoch": epoch,
-                "target": target,
-            }
-            self._push_to(outcome.record.dn, Push("call_routed", routed), but=app)
-        return {"routed": True, "call_id": call_id, "latency_ms": outcome.latency_ms}
+            routed = CallRouted(call_id, app, node_id, epoch, target)
+            self._push_to(outcome.record.dn, routed, but=app)
+        return Routed(call_id, outcome.latency_ms)
 
-    def _do_make_call(self, conn: Connection, params: dict[str, Json]) -> Json:
-        dn = param(params, "dn", str, None)
+    def _make_call(self, conn: Connection, request: MakeCall) -> MadeCall:
+        dn = request.dn
         record = self.new_call(self._default_dn() if dn is None else self._check_dn(dn))
-        return {
-            "call_id": record.call_id,
-            "dn": record.dn,
-            "created_at": record.created_at,
-            "deadline": record.deadline,
-        }
+        return MadeCall(record.call_id, record.dn, record.created_at, record.deadline)
 
-    async def _do_generate(self, conn: Connection, params: dict[str, Json]) -> Json:
-        rate = param(params, "rate", float)
-        duration = param(params, "duration", float, None)
-        dn = param(params, "dn", str, None)
+    async def _generate_calls(self, conn: Connection, request: Generate) -> Done:
+        rate, duration, dn = request.rate, request.duration, request.dn
         if not (0 < rate <= MAX_RATE):
-            raise RequestFailed("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
+            raise RequestRefused("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
         if duration is not None and not (duration >= 0 and math.isfinite(duration)):
-            raise RequestFailed("bad_request", "duration must be seconds >= 0")
+            raise RequestRefused("bad_request", "duration must be seconds >= 0")
         if dn is None:
             self._default_dn()
         else:
@@ -503,7 +511,7 @@ class TServer:
         self._generator = gen
         await self._nursery.start(self._generate, gen)
         get_logger(app=self.app.name).info("generator_started", rate=rate, duration=duration, dn=dn)
-        return {}
+        return Done()
 
     def _stop_generator(self) -> bool:
         gen = self._generator
@@ -513,58 +521,57 @@ class TServer:
         gen.running = False
         return True
 
-    def _do_stop_generator(self, conn: Connection, params: dict[str, Json]) -> Json:
+    def _stop_generating(self, conn: Connection, request: StopGenerator) -> Stopped:
         stopped = self._stop_generator()
         if stopped:
             get_logger(app=self.app.name).info("generator_stopped")
-        return {"stopped": stopped}
+        return Stopped(stopped)
 
-    def _do_ledger(self, conn: Connection, params: dict[str, Json]) -> Json:
-        with_records = param(params, "records", bool, False)
-        offset = param(params, "offset", int, 0)
-        limit = param(params, "limit", int, MAX_RECORDS_PAGE)
+    def _ledger(self, conn: Connection, request: Ledger) -> LedgerReport:
+        with_records = bool(request.records)
+        offset = 0 if request.offset is None else request.offset
+        limit = MAX_RECORDS_PAGE if request.limit is None else request.limit
         if offset < 0 or not (0 < limit <= MAX_RECORDS_PAGE):
-            raise RequestFailed("bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}")
-        answer: dict[str, Json] = self.ledger.counts().to_wire()
-        if with_records:
-            records = self.ledger.records()
-            answer["records"] = [r.to_wire() for r in records[offset : offset + limit]]
-            answer["records_total"] = len(records)
-        return answer
-
-    def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
+            raise RequestRefused(
+                "bad_request", f"need offset >= 0, 0 < limit <= {MAX_RECORDS_PAGE}"
+            )
         counts = self.ledger.counts()
-        return {
-            "app": self.app.name,
-            "type": self.app.type,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "clients": [c.to_wire() for c in self._clients.values()],
-            "calls": {
-                "created": counts.created,
-                "routed": counts.routed,
-                "lost": counts.lost,
-                "default_routed": counts.default_routed,
-                "duplicates": counts.duplicates,
-                "resent": counts.resent,
-                "stale": counts.stale,
-                "in_flight": counts.in_flight,
-            },
-            "routing_points": dict(self.routing_points),
-            "router_timeout": self.router_timeout,
-            **frame_counts(),
-            "generator": None if self._generator is None else self._generator.to_wire(),
-        }
+        if not with_records:
+            return LedgerReport(counts)
+        records = self.ledger.records()
+        return LedgerReport(counts, tuple(records[offset : offset + limit]), len(records))
+
+    def status(self) -> TServerStatus:
+        """What ``status`` answers."""
+        counts = self.ledger.counts()
+        return TServerStatus(
+            app=self.app.name,
+            type=self.app.type,
+            pid=os.getpid(),
+            clients=tuple(c.info() for c in self._clients.values()),
+            calls=CallCounts(
+                created=counts.created,
+                routed=counts.routed,
+                lost=counts.lost,
+                default_routed=counts.default_routed,
+                duplicates=counts.duplicates,
+                resent=counts.resent,
+                stale=counts.stale,
+                in_flight=counts.in_flight,
+            ),
+            routing_points=dict(self.routing_points),
+            router_timeout=self.router_timeout,
+            frames=frame_totals(),
+            generator=None if self._generator is None else self._generator.info(),
+        )
+
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
 
-def _request_of(record: CallRecord) -> dict[str, Json]:
+def _request_of(record: CallRecord) -> RouteRequest:
     """The ``route_request`` push of a call."""
-    return {
-        "call_id": record.call_id,
-        "dn": record.dn,
-        "created_at": record.created_at,
-        "deadline": record.deadline,
-    }
+    return RouteRequest(record.call_id, record.dn, record.created_at, record.deadline)
 
 
 async def serve_tserver(

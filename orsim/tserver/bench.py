@@ -25,10 +25,11 @@ import attrs
 import trio
 
 from orsim.config import ROUTING_POINTS, Application
-from orsim.errors import RemoteError
+from orsim.errors import RequestRefused
 from orsim.logs import configure_logging
 from orsim.tserver._client import TServerClient
 from orsim.tserver._ledger import ROUTED, percentile
+from orsim.tserver._messages import CallRouted, MakeCall, RouteRequest
 from orsim.tserver._server import serve_tserver
 from orsim.wire import Connection, Network, Push, TcpNetwork, connected
 
@@ -120,9 +121,9 @@ async def bench_tserver(
         call_id = push.data.get("call_id")
         if not isinstance(call_id, str):
             return
-        if push.topic == "route_request" and route:
+        if push.topic == RouteRequest.TOPIC and route:
             to_route_send.send_nowait(call_id)
-        elif push.topic == "call_routed":
+        elif push.topic == CallRouted.TOPIC:
             tracker.resolve(call_id)
 
     async with connected(
@@ -139,7 +140,7 @@ async def bench_tserver(
                         call_id, "Agent_1", app=BENCH_APP, node_id=BENCH_NODE_ID, epoch=0
                     )
                     tracker.resolve(call_id)  # the router hears no call_routed of its own
-                except RemoteError:
+                except RequestRefused:
                     pass  # lost or routed by someone else: the ledger tells
 
         async def caller(quota: trio.CapacityLimiter, counter: list[int]) -> None:
@@ -151,10 +152,10 @@ async def bench_tserver(
                 if tracker.window is not None:
                     await tracker.window.acquire()
                 async with quota:
-                    made = await conn.request("make_call", {}, timeout=timeout)
-                tracker.ids.add(made["call_id"])
+                    made = await conn.call(MakeCall(), timeout)
+                tracker.ids.add(made.call_id)
                 # Past this (in trio time) an unrouted call is lost: stop waiting for it.
-                lost_at = trio.current_time() + made["deadline"] - made["created_at"]
+                lost_at = trio.current_time() + made.deadline - made.created_at
                 tracker.give_up_at = max(tracker.give_up_at, lost_at + LOSS_MARGIN)
 
         start = trio.current_time()

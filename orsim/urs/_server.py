@@ -9,6 +9,7 @@ before each answer, to model a slow strategy). The choice itself is the pure
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from functools import partial
 from typing import NoReturn
 
@@ -19,16 +20,25 @@ from structlog.typing import FilteringBoundLogger
 from orsim.config import URS_STRATEGY, URS_TARGETS, URS_THINK_TIME, Application, Options
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
+from orsim.urs._messages import (
+    Register,
+    Released,
+    ReleaseTarget,
+    SelectTarget,
+    Target,
+    UrsClientInfo,
+    UrsStatus,
+)
 from orsim.urs._selection import Selector, make_selector
 from orsim.wire import (
     Connection,
-    Json,
+    Done,
+    HandlerTable,
     Network,
-    Request,
-    dispatch,
-    dispatch_inline,
-    frame_counts,
-    param,
+    Status,
+    StatusReport,
+    frame_totals,
+    on,
     serve_app,
 )
 
@@ -57,9 +67,22 @@ class UrsServer:
     options: UrsOptions
     selector: Selector
     requests: int = 0
-    _clients: dict[Connection, dict[str, Json]] = attrs.Factory(dict)
+    _clients: dict[Connection, UrsClientInfo] = attrs.Factory(dict)
     #: The logger of the per-call line (bound once, not per call).
     _call_log: FilteringBoundLogger | None = None
+    #: Every request the URS answers, with its handler.
+    handlers: HandlerTable = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.handlers = HandlerTable.of(
+            self.app.name,
+            [
+                on(Register, self._register),
+                on(SelectTarget, self._select_target),
+                on(ReleaseTarget, self._release_target),
+                on(Status, self._status),
+            ],
+        )
 
     @classmethod
     def from_application(cls, app: Application) -> UrsServer:
@@ -104,8 +127,8 @@ class UrsServer:
                     self.app.port if port is None else port,
                     app=self.app.name,
                     app_type=self.app.type,
-                    handler=self._handle,
-                    inline_handler=self._handle_now,
+                    handler=self.handlers.handle,
+                    inline_handler=self.handlers,
                     on_disconnect=self._on_disconnect,
                 )
             )
@@ -122,56 +145,49 @@ class UrsServer:
         if self._clients.pop(conn, None) is not None:
             get_logger(app=self.app.name).info("client_gone", peer=conn.peer_app)
 
-    async def _handle(self, conn: Connection, request: Request) -> Json:
-        return await dispatch(self, self.app.name, conn, request)
+    def _register(self, conn: Connection, request: Register) -> Done:
+        app = conn.peer_app if request.app is None else request.app
+        self._clients[conn] = UrsClientInfo(app, request.node_id)
+        get_logger(app=self.app.name).info("client_registered", peer=app, node_id=request.node_id)
+        return Done()
 
-    def _handle_now(self, conn: Connection, request: Request) -> Json:
-        return dispatch_inline(self, self.app.name, conn, request)
-
-    def _do_register(self, conn: Connection, params: dict[str, Json]) -> Json:
-        app = param(params, "app", str, conn.peer_app)
-        node_id = param(params, "node_id", int, None)
-        self._clients[conn] = {"app": app, "node_id": node_id}
-        get_logger(app=self.app.name).info("client_registered", peer=app, node_id=node_id)
-        return {}
-
-    def _do_select_target(self, conn: Connection, params: dict[str, Json]) -> Json:
-        call_id = param(params, "call_id", str, None)
-        param(params, "dn", str, None)
+    def _select_target(self, conn: Connection, request: SelectTarget) -> Target | Awaitable[Target]:
         self.requests += 1
         if self.options.think_time_ms > 0:
-            return self._select_after_thinking(call_id)  # answered by a task of its own
-        return self._select(call_id)
+            return self._select_after_thinking(request.call_id)  # answered by a task of its own
+        return self._select(request.call_id)
 
-    async def _select_after_thinking(self, call_id: str | None) -> Json:
+    async def _select_after_thinking(self, call_id: str | None) -> Target:
         await trio.sleep(self.options.think_time_ms / 1000.0)
         return self._select(call_id)
 
-    def _select(self, call_id: str | None) -> Json:
+    def _select(self, call_id: str | None) -> Target:
         target = self.selector.choose()
         if self._call_log is None:
             self._call_log = get_logger(app=self.app.name)
         self._call_log.debug("target_selected", call_id=call_id, target=target)
-        return {"target": target}
+        return Target(target)
 
-    def _do_release_target(self, conn: Connection, params: dict[str, Json]) -> Json:
-        target = param(params, "target", str)
-        return {"released": self.selector.release(target)}
+    def _release_target(self, conn: Connection, request: ReleaseTarget) -> Released:
+        return Released(self.selector.release(request.target))
 
-    def _do_status(self, conn: Connection, params: dict[str, Json]) -> Json:
-        return {
-            "app": self.app.name,
-            "type": self.app.type,
-            "mode": "primary",
-            "pid": os.getpid(),
-            "clients": list(self._clients.values()),
-            "requests": self.requests,
-            "strategy": self.options.strategy,
-            "targets": list(self.options.targets),
-            "think_time_ms": self.options.think_time_ms,
-            "busy": dict(self.selector.busy()),
-            **frame_counts(),
-        }
+    def status(self) -> UrsStatus:
+        """What ``status`` answers."""
+        return UrsStatus(
+            app=self.app.name,
+            type=self.app.type,
+            pid=os.getpid(),
+            clients=tuple(self._clients.values()),
+            requests=self.requests,
+            strategy=self.options.strategy,
+            targets=self.options.targets,
+            think_time_ms=self.options.think_time_ms,
+            busy=dict(self.selector.busy()),
+            frames=frame_totals(),
+        )
+
+    def _status(self, conn: Connection, request: Status) -> StatusReport:
+        return StatusReport(self.status().to_json())
 
 
 async def serve_urs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orsim.errors import RequestRefused as RequestRefused
 from orsim.wire._addp import Addp as Addp
 from orsim.wire._addp import AddpAction as AddpAction
 from orsim.wire._cluster_key import KEY_FILE as KEY_FILE
@@ -13,10 +14,11 @@ from orsim.wire._codec import FrameDecoder as FrameDecoder
 from orsim.wire._codec import decode_body as decode_body
 from orsim.wire._codec import encode as encode
 from orsim.wire._connection import Connection as Connection
+from orsim.wire._connection import FrameTotals as FrameTotals
 from orsim.wire._connection import PushHandler as PushHandler
-from orsim.wire._connection import RequestFailed as RequestFailed
 from orsim.wire._connection import RequestHandler as RequestHandler
 from orsim.wire._connection import frame_counts as frame_counts
+from orsim.wire._connection import frame_totals as frame_totals
 from orsim.wire._endpoint import READ_ONLY as READ_ONLY
 from orsim.wire._endpoint import connect_with_retry as connect_with_retry
 from orsim.wire._endpoint import connected as connected
@@ -33,55 +35,107 @@ from orsim.wire._messages import Push as Push
 from orsim.wire._messages import Request as Request
 from orsim.wire._messages import Response as Response
 from orsim.wire._messages import Welcome as Welcome
-from orsim.wire._params import dispatch as dispatch
-from orsim.wire._params import dispatch_inline as dispatch_inline
 from orsim.wire._params import param as param
 from orsim.wire._params import str_list as str_list
+from orsim.wire._session import Accepted as Accepted
+from orsim.wire._session import ClientHandshake as ClientHandshake
+from orsim.wire._session import Incoming as Incoming
+from orsim.wire._session import Refused as Refused
+from orsim.wire._session import ServerHandshake as ServerHandshake
+from orsim.wire._session import Session as Session
 from orsim.wire._transport import CLUSTER_KEY_ENV as CLUSTER_KEY_ENV
 from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
+from orsim.wire._typed import FLATTEN as FLATTEN
+from orsim.wire._typed import OMIT_NONE as OMIT_NONE
+from orsim.wire._typed import AppStatus as AppStatus
+from orsim.wire._typed import Call as Call
+from orsim.wire._typed import Done as Done
+from orsim.wire._typed import FieldReader as FieldReader
+from orsim.wire._typed import FieldWriter as FieldWriter
+from orsim.wire._typed import HandlerTable as HandlerTable
+from orsim.wire._typed import Notice as Notice
+from orsim.wire._typed import PushTable as PushTable
+from orsim.wire._typed import Record as Record
+from orsim.wire._typed import Status as Status
+from orsim.wire._typed import StatusReport as StatusReport
+from orsim.wire._typed import codec as codec
+from orsim.wire._typed import int_or_none as int_or_none
+from orsim.wire._typed import json_object as json_object
+from orsim.wire._typed import nonempty_text as nonempty_text
+from orsim.wire._typed import number_or_none as number_or_none
+from orsim.wire._typed import on as on
+from orsim.wire._typed import when as when
+from orsim.wire._typed import whole_number as whole_number
 
 __all__ = [
     "CLUSTER_KEY_ENV",
     "DEFAULT_MAX_FRAME",
+    "FLATTEN",
     "KEY_FILE",
     "NEED_DATA",
+    "OMIT_NONE",
     "PROTOCOL_VERSION",
     "READ_ONLY",
+    "Accepted",
     "Addp",
     "AddpAction",
+    "AppStatus",
+    "Call",
+    "ClientHandshake",
     "Connection",
+    "Done",
     "ErrorResponse",
+    "FieldReader",
+    "FieldWriter",
     "FrameDecoder",
+    "FrameTotals",
+    "HandlerTable",
     "Hello",
+    "Incoming",
     "Json",
     "MemoryNetwork",
     "MemoryNetworkView",
     "Message",
     "Network",
+    "Notice",
     "Ping",
     "Pong",
     "Push",
     "PushHandler",
+    "PushTable",
+    "Record",
+    "Refused",
     "Request",
-    "RequestFailed",
     "RequestHandler",
+    "RequestRefused",
     "Response",
+    "ServerHandshake",
+    "Session",
+    "Status",
+    "StatusReport",
     "TcpNetwork",
     "Welcome",
+    "codec",
     "connect_with_retry",
     "connected",
     "create_cluster_key",
     "decode_body",
-    "dispatch",
-    "dispatch_inline",
     "encode",
     "frame_counts",
+    "frame_totals",
+    "int_or_none",
+    "json_object",
+    "nonempty_text",
+    "number_or_none",
+    "on",
     "open_connection",
     "param",
     "read_cluster_key",
     "serve_app",
     "str_list",
+    "when",
+    "whole_number",
 ]

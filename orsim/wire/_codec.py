@@ -20,6 +20,7 @@ import enum
 import json
 import math
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -29,6 +30,7 @@ from orsim.errors import LocalProtocolError, RemoteProtocolError
 from orsim.wire._messages import (
     ErrorResponse,
     Hello,
+    Json,
     Message,
     Ping,
     Pong,
@@ -133,21 +135,21 @@ def encode(message: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _fast_push(obj: dict[str, Any]) -> Message | None:
+def _fast_push(obj: dict[str, Json]) -> Message | None:
     topic, data = obj.get("topic"), obj.get("data")
     if len(obj) == 3 and type(topic) is str and type(data) is dict:
         return Push(topic, data)
     return None
 
 
-def _fast_request(obj: dict[str, Any]) -> Message | None:
+def _fast_request(obj: dict[str, Json]) -> Message | None:
     rid, method, params = obj.get("id"), obj.get("method"), obj.get("params")
     if len(obj) == 4 and type(rid) is int and type(method) is str and type(params) is dict:
         return Request(rid, method, params)
     return None
 
 
-def _fast_response(obj: dict[str, Any]) -> Message | None:
+def _fast_response(obj: dict[str, Json]) -> Message | None:
     rid = obj.get("id")
     # A float result must be checked for NaN/Infinity: the general path does that.
     if len(obj) == 3 and type(rid) is int and "result" in obj and type(obj["result"]) is not float:
@@ -155,8 +157,12 @@ def _fast_response(obj: dict[str, Any]) -> Message | None:
     return None
 
 
-def _fast_seq(cls: type[Ping] | type[Pong]) -> Any:
-    def fast(obj: dict[str, Any]) -> Message | None:
+#: Reads one frame type's fields, or None when they are not exactly the expected ones.
+_FastReader = Callable[[dict[str, Json]], Message | None]
+
+
+def _fast_seq(cls: type[Ping] | type[Pong]) -> _FastReader:
+    def fast(obj: dict[str, Json]) -> Message | None:
         seq = obj.get("seq")
         return cls(seq) if len(obj) == 2 and type(seq) is int else None
 
@@ -167,7 +173,7 @@ def _fast_seq(cls: type[Ping] | type[Pong]) -> Any:
 #: loop below (every frame of every call is decoded, often by several receivers). Each
 #: answers None for anything it does not recognise exactly: the general path then
 #: accepts it or says what is wrong. ``type(x) is int`` also refuses bool, as it must.
-_FAST: dict[str, Any] = {
+_FAST: dict[str, _FastReader] = {
     "push": _fast_push,
     "req": _fast_request,
     "res": _fast_response,

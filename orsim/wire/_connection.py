@@ -38,12 +38,11 @@ answers carry them).
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
@@ -52,8 +51,8 @@ from orsim.errors import (
     ConnectionLost,
     LocalProtocolError,
     OrsimError,
-    RemoteError,
     RemoteProtocolError,
+    RequestRefused,
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
@@ -69,7 +68,14 @@ from orsim.wire._messages import (
     Request,
     Response,
 )
+from orsim.wire._session import Session
 from orsim.wire._transport import NonBlockingStream
+from orsim.wire._typed import Record
+
+if TYPE_CHECKING:
+    from orsim.wire._typed import Call, Notice
+
+A = TypeVar("A")
 
 RequestHandler = Callable[["Connection", Request], Awaitable[Json]]
 #: A request handler called in the reader, without a task: it answers at once (its
@@ -115,6 +121,21 @@ class FrameCounts:
 _TOTALS = FrameCounts()
 
 
+@attrs.frozen
+class FrameTotals(Record):
+    """Process-wide frame totals, as a status shows them (``FLATTEN`` it in)."""
+
+    frames_sent: int
+    frames_received: int
+    #: Connections closed as "peer not reading".
+    links_dropped_slow: int
+
+
+def frame_totals() -> FrameTotals:
+    """The process-wide totals as a record (see ``frame_counts``)."""
+    return FrameTotals(_TOTALS.sent, _TOTALS.received, _TOTALS.dropped_slow)
+
+
 def frame_counts() -> dict[str, int]:
     """Process-wide totals: ``{"frames_sent": n, "frames_received": n,
     "links_dropped_slow": n}`` (the last: connections closed as "peer not reading")."""
@@ -152,15 +173,6 @@ def _eager(stream: trio.abc.Stream) -> bool:
     return isinstance(stream, NonBlockingStream) and bool(getattr(stream, "eager_writes", False))
 
 
-class RequestFailed(OrsimError):
-    """Raise from a request handler to answer with an ``ErrorResponse`` of ``code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 #: What a request handler may raise to be answered with an error (``_error_reply``).
 _HANDLER_ERRORS = (OrsimError, KeyError, TypeError, ValueError)
 
@@ -168,9 +180,7 @@ _HANDLER_ERRORS = (OrsimError, KeyError, TypeError, ValueError)
 def _error_reply(request: Request, exc: BaseException) -> ErrorResponse | None:
     """The answer to ``request`` whose handler raised ``exc`` (one of ``_HANDLER_ERRORS``);
     None for ``ConnectionLost``: the link is gone, nothing to answer on."""
-    if isinstance(exc, RequestFailed):
-        return ErrorResponse(request.id, exc.code, exc.message)
-    if isinstance(exc, RemoteError):
+    if isinstance(exc, RequestRefused):
         return ErrorResponse(request.id, exc.code, exc.message)
     if isinstance(exc, ConnectionLost):
         return None
@@ -237,12 +247,11 @@ class Connection:
     stall_timeout: float = STALL_TIMEOUT
     #: Out-buffer size (bytes) beyond which the peer counts as not reading.
     max_buffered: int = MAX_BUFFERED
-    #: Free-form per-connection state for the server that owns it.
-    info: dict[str, Any] = attrs.Factory(dict)
     closed: trio.Event = attrs.Factory(trio.Event)
     close_reason: str = ""
     _send_lock: trio.StrictFIFOLock = attrs.Factory(trio.StrictFIFOLock)
-    _ids: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
+    #: Request ids, ADDP poll numbers and the sort of each frame (sans-IO).
+    session: Session = attrs.Factory(Session)
     _pending: dict[int, _Pending] = attrs.Factory(dict)
     #: Frames sent and received on this connection.
     frames_sent: int = 0
@@ -258,7 +267,6 @@ class Connection:
     _serve_scope: trio.CancelScope | None = None
     #: Pushes on an idle link are written at once (see ``_eager``); fixed per stream.
     _eager_pushes: bool = attrs.field(init=False, default=False)
-    _ping_seq: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     _send_nowait: Callable[[bytes], int] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -459,11 +467,11 @@ class Connection:
         """Call ``method`` on the peer and wait for its answer.
 
         Raises:
-            RemoteError: the peer answered with an error.
+            RequestRefused: the peer answered with an error.
             ConnectionLost: the link closed before the answer.
             trio.TooSlowError: no answer within ``timeout`` seconds.
         """
-        request_id = next(self._ids)
+        request_id = self.session.next_id()
         pending = _Pending()
         self._pending[request_id] = pending
         try:
@@ -496,8 +504,27 @@ class Connection:
         if outcome is None:
             raise ConnectionLost(f"connection to {self.peer_app} lost ({self.close_reason})")
         if isinstance(outcome, ErrorResponse):
-            raise RemoteError(outcome.code, outcome.message)
+            raise RequestRefused(outcome.code, outcome.message)
         return outcome.result
+
+    async def call(self, request: Call[A], timeout: float = math.inf) -> A:
+        """Send the typed ``request`` and wait for its typed answer.
+
+        Raises:
+            RequestRefused: the peer refused it (``code``: why).
+            RemoteProtocolError: the answer is malformed.
+            ConnectionLost: the link closed before the answer.
+            trio.TooSlowError: no answer within ``timeout`` seconds.
+        """
+        return request.answer(await self.request(request.METHOD, request.to_json(), timeout))
+
+    async def notify(self, notice: Notice) -> None:
+        """Send the typed push ``notice``."""
+        await self.send(Push(notice.TOPIC, notice.to_json()))
+
+    def notify_nowait(self, notice: Notice, limit: int | None = None) -> bool:
+        """``push_nowait`` of the typed push ``notice``."""
+        return self.push_nowait(notice.TOPIC, notice.to_json(), limit)
 
     async def push(self, topic: str, data: dict[str, Json] | None = None) -> None:
         """Send a notification."""
@@ -593,16 +620,15 @@ class Connection:
                 return
 
     def _take(self, message: Message, nursery: trio.Nursery) -> None:
-        """Act on a received frame other than a push."""
+        """Act on a received frame other than a push (what each asks: ``Session``)."""
         if type(message) is Response or type(message) is ErrorResponse:
             pending = self._pending.get(message.id)
             if pending is None:
-                if isinstance(message, ErrorResponse) and message.id == 0:
-                    raise RemoteProtocolError(f"peer reported {message.code}: {message.message}")
+                self.session.unmatched(message)  # a protocol error (id 0) raises
                 return  # answer to a request we gave up on
             pending.outcome = message
             pending.done.set()
-        elif isinstance(message, Request):
+        elif type(message) is Request:
             if (
                 self.inline_handler is not None
                 and self._writer_running
@@ -611,24 +637,23 @@ class Connection:
                 self._answer_inline(message, nursery)
             else:
                 nursery.start_soon(self._answer, message)
-        elif isinstance(message, Ping):
+        elif type(message) is Ping:
+            pong = self.session.pong_for(message)
             if self._writer_running:
                 # Answered here, as the writer would send it: a task per ping is a spawn
                 # for a frame that never waits.
                 try:
-                    self._queue(self._encode(Pong(message.seq)), direct=True)
+                    self._queue(self._encode(pong), direct=True)
                 except ConnectionLost:
                     pass
             else:
-                nursery.start_soon(self._pong, message.seq)
-        elif isinstance(message, Pong):
-            pass
+                nursery.start_soon(self._pong, pong)
         else:
-            raise RemoteProtocolError(f"unexpected {type(message).__name__} after handshake")
+            self.session.receive(message)  # a pong needs nothing; anything else raises
 
-    async def _pong(self, seq: int) -> None:
+    async def _pong(self, pong: Pong) -> None:
         try:
-            await self.send(Pong(seq))
+            await self.send(pong)
         except ConnectionLost:
             pass
 
@@ -723,7 +748,7 @@ class Connection:
             try:
                 # Sent as the writer would send it, without waiting: a poll is a few
                 # bytes, and nothing should hold up the next deadline.
-                self._queue(self._encode(Ping(next(self._ping_seq))), direct=True)
+                self._queue(self._encode(self.session.ping()), direct=True)
             except ConnectionLost:
                 scope.cancel()
                 return False

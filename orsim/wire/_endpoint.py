@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import errno
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
 import trio
 
-from orsim.errors import ConnectionLost, RemoteProtocolError, UnreachableError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused, UnreachableError
 from orsim.logs import get_logger
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from orsim.wire._connection import (
     Connection,
     InlineHandler,
     PushHandler,
-    RequestFailed,
     RequestHandler,
 )
 from orsim.wire._messages import (
-    PROTOCOL_VERSION,
     ErrorResponse,
-    Hello,
     Message,
     Push,
     Request,
-    Welcome,
 )
+from orsim.wire._session import ClientHandshake, Refused, ServerHandshake
 from orsim.wire._transport import Network
 
 #: How long a new connection may take to say Hello before the server drops it.
@@ -37,14 +33,6 @@ HANDSHAKE_TIMEOUT = 10.0
 ConnectionHook = Callable[[Connection], Awaitable[None]]
 #: What a client without the cluster's key may call, unless a server says otherwise.
 READ_ONLY = frozenset({"status"})
-
-
-def has_key(network: Network, hello: Hello) -> bool:
-    """Whether ``hello`` presents ``network``'s cluster key (always, when it has none)."""
-    key = _key_of(network)
-    if not key:
-        return True
-    return hmac.compare_digest(hello.key.encode(), key.encode())
 
 
 def _key_of(network: Network) -> str:
@@ -64,13 +52,13 @@ def _keyless(
 
     def answer(conn: Connection, request: Request) -> Any:
         if request.method not in open_methods:
-            raise RequestFailed(
+            raise RequestRefused(
                 "unauthorized", f"{app}: {request.method!r} needs the cluster's key"
             )
         if inline_handler is not None:
             return inline_handler(conn, request)
         if handler is None:
-            raise RequestFailed("unsupported", "this peer serves no requests")
+            raise RequestRefused("unsupported", "this peer serves no requests")
         return handler(conn, request)
 
     async def refuse_push(conn: Connection, push: Push) -> None:
@@ -122,22 +110,16 @@ async def open_connection(
         trio.TooSlowError: no Welcome within ``timeout``.
     """
     stream = await network.connect(host, port)
+    handshake = ClientHandshake.of(app, app_type, addp_remote_timeout, _key_of(network))
     try:
         with trio.fail_after(timeout):
             # A peer may reset the connection as the Hello goes out, as well as after.
-            hello = Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout, _key_of(network))
-            await _send_one(stream, hello)
+            await _send_one(stream, handshake.hello)
             decoder = FrameDecoder(max_frame)
-            reply = await _read_one(stream, decoder)
+            reply = handshake.receive(await _read_one(stream, decoder), f"{host}:{port}")
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    if isinstance(reply, ErrorResponse):
-        await trio.aclose_forcefully(stream)
-        raise ConnectionLost(f"{host}:{port} refused the handshake: {reply.message}")
-    if not isinstance(reply, Welcome):
-        await trio.aclose_forcefully(stream)
-        raise ConnectionLost(f"{host}:{port} answered Hello with {type(reply).__name__}")
     return Connection(
         stream,
         peer_app=reply.app,
@@ -269,26 +251,18 @@ async def serve_app(
             raise UnreachableError(f"{app}: port {host}:{port} is already in use") from exc
         raise UnreachableError(f"{app}: cannot listen on {host}:{port}: {exc}") from exc
 
+    handshake = ServerHandshake(app, app_type, _key_of(network))
+
     async def handle(stream: trio.abc.Stream) -> None:
         decoder = FrameDecoder(max_frame)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                hello = await _read_one(stream, decoder)
-                if not isinstance(hello, Hello):
-                    raise RemoteProtocolError(f"expected Hello, got {type(hello).__name__}")
-                if hello.version != PROTOCOL_VERSION:
-                    await stream.send_all(
-                        encode(
-                            ErrorResponse(
-                                0,
-                                "version",
-                                f"protocol version {hello.version} unsupported "
-                                f"(server speaks {PROTOCOL_VERSION})",
-                            )
-                        )
-                    )
+                outcome = handshake.receive(await _read_one(stream, decoder))
+                if isinstance(outcome, Refused):
+                    await stream.send_all(encode(outcome.error))
                     return
-                await stream.send_all(encode(Welcome(app, app_type)))
+                await stream.send_all(encode(outcome.welcome))
+                hello = outcome.hello
         except RemoteProtocolError as exc:
             log.warning("bad_handshake", error=str(exc))
             with trio.move_on_after(1):
@@ -307,7 +281,7 @@ async def serve_app(
         ):
             await trio.aclose_forcefully(stream)
             return
-        if has_key(network, hello):
+        if outcome.keyed:
             answer, pushed = inline_handler, on_push
         else:
             log.info("client_without_key", peer=hello.app, peer_type=hello.app_type)
