@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from orsim import confserv, node, store, tserver, urs
 from orsim.config import Application, ConfigDatabase, Host, Transaction, lint_text
 from orsim.errors import RemoteProtocolError, RequestRefused
+from orsim.fuzz._targets import DATABASE as FUZZ_DATABASE
 from orsim.node import MemberInfo
 from orsim.store import Session
 from orsim.wire import (
@@ -40,43 +41,8 @@ from orsim.wire import (
     when,
 )
 
-DATABASE = """\
-tenants: [Environment]
-hosts:
-  local: {address: 127.0.0.1}
-applications:
-  SIP_Server:
-    type: SIPServer
-    host: local
-    port: 7001
-    options:
-      routing-points: {"5000": default, "5001": default}
-      TServer: {router-timeout: 10}
-  URS:
-    type: RoutingServer
-    host: local
-    port: 7002
-    options:
-      urs: {strategy: least-busy, targets: "Agent_1,Agent_2,Agent_3"}
-  ORS_1: &ors
-    type: OrchestrationServer
-    host: local
-    port: 7101
-    backup: ORS_1_B
-    connections:
-      - {server: SIP_Server, addp-timeout: 1, addp-remote-timeout: 1}
-      - {server: URS, addp-timeout: 1, addp-remote-timeout: 1}
-  ORS_1_B: {<<: *ors, port: 7102, backup: null}
-  ORS_2: {<<: *ors, port: 7201, backup: ORS_2_B}
-  ORS_2_B: {<<: *ors, port: 7202, backup: null}
-transactions:
-  ORS_Cluster_1:
-    type: List
-    annex:
-      cluster: {ORS_1: DC_East, ORS_2: DC_West}
-      orchestration: {call-watching-timeout: 500, peer-addp-timeout: 1}
-      persistence: {store: "sqlite:///sessions.db"}
-"""
+#: The fuzzer's database: a 2-Node cluster, a T-Server with two routing points, a URS.
+DATABASE = FUZZ_DATABASE
 
 
 def _database() -> ConfigDatabase:
