@@ -425,8 +425,8 @@ class TServer:
         now = self.now()
         waiting = self.ledger.waiting(dns, now)
         for record in waiting:
-            told = attrs.evolve(_request_of(record), redelivered=True,
-                                waited=now - record.created_at)  # fmt: skip
+            told = RouteRequest(record.call_id, record.dn, record.created_at, record.deadline,
+                                redelivered=True, waited=now - record.created_at)  # fmt: skip
             client.post(encode(Push(told.TOPIC, told.to_json())))
         get_logger(app=self.app.name).info(
             "client_registered", peer=app, node_id=node_id, dns=sorted(client.dns),
