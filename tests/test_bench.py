@@ -523,3 +523,25 @@ def test_soak_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert [r["fault"] for r in loaded["runs"]] == ["KILL", "STOP", "switchover"]
     assert loaded["verdict"]["failed"] == 1
     assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL: 1 of 3 runs failed")
+
+
+@pytest.mark.slow
+async def test_a_saturation_step_may_offer_more_than_a_user_load(tmp_path: Path) -> None:
+    """The bench's throughput sweep overloads on purpose (1,500 calls/s and up), above
+    the 1,000 calls/s a user's load is held to (``MAX_LOAD_RATE``): a step at 1,500 runs
+    and measures, where ``load`` alone refuses (the 2026-11-30 bench lost its throughput
+    section to that refusal)."""
+    from helpers import TOPOLOGIES
+
+    from orsim.bench._throughput import run_step
+    from orsim.cluster import MAX_LOAD_RATE, ClusterHandle
+    from orsim.errors import UsageError
+
+    handle = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
+    try:
+        with pytest.raises(UsageError):
+            await handle.load(MAX_LOAD_RATE + 500, duration=1)
+        step = await run_step(handle, MAX_LOAD_RATE + 500, 1.0)
+        assert step["offered"] == 1500 and step["calls"] > 0 and step["routed"] > 0
+    finally:
+        await handle.down()

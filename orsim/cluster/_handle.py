@@ -738,13 +738,18 @@ class ClusterHandle:
 
     # -- load and configuration ------------------------------------------------------
 
-    async def load(self, rate: float, duration: float | None = None) -> None:
+    async def load(
+        self, rate: float, duration: float | None = None, *, overload: bool = False
+    ) -> None:
         """Have the T-Server create ``rate`` calls per second (for ``duration`` seconds).
+        ``overload``: above ``MAX_LOAD_RATE`` too (a benchmark looking for saturation
+        overloads on purpose; the T-Server's own bound still holds).
 
         Raises:
-            UsageError: ``rate`` is not in (0, ``MAX_LOAD_RATE``].
+            UsageError: ``rate`` is not in (0, ``MAX_LOAD_RATE``] (and not ``overload``).
         """
-        check_load_rate(rate)
+        if not overload:
+            check_load_rate(rate)
         await self.request(self._tserver(), "generate", {"rate": rate, "duration": duration})
 
     async def stop_load(self) -> None:
