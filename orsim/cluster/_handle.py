@@ -84,6 +84,7 @@ from orsim.wire import (
     TcpNetwork,
     connected,
     create_cluster_key,
+    key_of,
     read_cluster_key,
 )
 
@@ -351,7 +352,7 @@ class ClusterHandle:
         program: str | None = None,
     ) -> Child:
         log_path, cwd = self.run_dir.log(app), self.run_dir.root
-        key = getattr(self.network, "key", "")
+        key = key_of(self.network)
         if key:
             env = {**env, CLUSTER_KEY_ENV: key}
         proc: Child

@@ -1271,17 +1271,22 @@ class NodeCore:
         info = self.peers.info.get(app)
         if info is None:
             return []
-        primary = info.mode == "primary"
-        if info.epoch <= self.current_epoch:
-            return self._role_event(PartnerSeen(primary=primary, epoch=info.epoch), now)
-        if self.role.role.holds_node:
+        if self.role.role.holds_node and info.epoch > self.current_epoch:
             self._claim_deferred = True
             return self._check_claim(info.epoch, fence=True)
-        # Not holding the Node: the partner's mode counts at once, its epoch only once the
-        # store bears it out (``EpochRead``); a backup that took a spoofed epoch claimed
-        # from one the store never had, and every takeover it tried failed.
-        checked = self._check_claim(info.epoch, fence=False)
-        return checked + self._role_event(PartnerSeen(primary, self.current_epoch), now)
+        checked, seen = self._seen_unheld(info)
+        return checked + self._role_event(seen, now)
+
+    def _seen_unheld(self, info: MemberInfo) -> tuple[list[Command], PartnerSeen]:
+        """The partner's news as an application not holding the Node takes it: its mode at
+        once, an epoch above this one's only once the store bears it out (``EpochRead``;
+        a backup that took a spoofed epoch claimed from one the store never had, and
+        every takeover it tried failed)."""
+        checked = []
+        if info.epoch > self.current_epoch:
+            checked = self._check_claim(info.epoch, fence=False)
+        seen = PartnerSeen(info.mode == "primary", min(info.epoch, self.current_epoch))
+        return checked, seen
 
     def _check_claim(self, claimed: int, fence: bool) -> list[Command]:
         """The partner says the Node is at ``claimed``, above this application's epoch:
@@ -1359,14 +1364,13 @@ class NodeCore:
         partner = self.settings.partner
         if self._claim_deferred and not now_role.holds_node:
             # Stepped down: what the partner said while this application held the Node
-            # counts now, as a backup takes it (its epoch once the store bears it out).
+            # counts now, as a backup takes it (after this change: ``_deferred``).
             self._claim_deferred = False
             info = self.peers.info.get(partner) if partner is not None else None
             if info is not None and partner is not None and self.peers.is_live(partner):
-                if info.epoch > self.current_epoch:
-                    out += self._check_claim(info.epoch, fence=False)
-                seen = min(info.epoch, self.current_epoch)
-                self._deferred.append(PartnerSeen(info.mode == "primary", seen))
+                checked, seen = self._seen_unheld(info)
+                out += checked
+                self._deferred.append(seen)
         for call_id in self.watcher.set_role(now_role, now):
             out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
         took_over = now_role is Role.PRIMARY and not before.holds_node

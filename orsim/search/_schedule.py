@@ -85,12 +85,17 @@ class World:
     stores: frozenset[str] = frozenset({"store"})
     servers: frozenset[str] = frozenset()
 
+    @property
+    def server_cut(self) -> bool:
+        """Whether an ORS application is cut from a T-Server or URS now."""
+        return any(b in self.servers for _a, b in self.cut)
+
     def apply(self, step: Step) -> None:
         ((verb, value),) = step.items()
         if verb == "sleep":
             self.store_quiet += value
             self.others_quiet += value
-            if any(b in self.servers for _a, b in self.cut):
+            if self.server_cut:
                 self.server_cut_for += value
             return
         if isinstance(value, str) and value in self.stores:
@@ -109,12 +114,12 @@ class World:
         elif verb == "partition":
             self.cut.append((value[0], value[1]))
         elif verb == "restart":
-            if any(b in self.servers for _a, b in self.cut):
+            if self.server_cut:
                 # A cut lasts through the restart: a TERM waits out the graceful stop.
                 self.server_cut_for += restart_takes(value["signal"])
         elif verb == "heal":
             self.cut.remove((value[0], value[1]))
-            if not any(b in self.servers for _a, b in self.cut):
+            if not self.server_cut:
                 self.server_cut_for = 0.0
         elif verb == "delay":
             pair = (value["between"][0], value["between"][1])
@@ -272,11 +277,10 @@ def _choices(
         # Found by `orsim search` (seed 23): a TERM restart of a primary cut from its URS
         # waited out its 5 s graceful stop, so the cut outlasted the router-timeout
         # and a call it held was lost, by design. A restart counts as time under a cut.
-        server_cut = any(b in world.servers for _a, b in world.cut)
         signals = [
             s
             for s in ("KILL", "TERM")
-            if not server_cut
+            if not world.server_cut
             or world.server_cut_for + restart_takes(s) <= topology.router_timeout / 2
         ]
         if not confserv_down and signals:

@@ -22,6 +22,7 @@ from orsim.wire._connection import frame_totals as frame_totals
 from orsim.wire._endpoint import READ_ONLY as READ_ONLY
 from orsim.wire._endpoint import connect_with_retry as connect_with_retry
 from orsim.wire._endpoint import connected as connected
+from orsim.wire._endpoint import key_of as key_of
 from orsim.wire._endpoint import open_connection as open_connection
 from orsim.wire._endpoint import serve_app as serve_app
 from orsim.wire._messages import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -128,6 +129,7 @@ __all__ = [
     "frame_totals",
     "int_or_none",
     "json_object",
+    "key_of",
     "nonempty_text",
     "number_or_none",
     "on",

@@ -35,8 +35,9 @@ ConnectionHook = Callable[[Connection], Awaitable[None]]
 READ_ONLY = frozenset({"status"})
 
 
-def _key_of(network: Network) -> str:
-    # A Network written before keys existed (a test's, a user's) has none.
+def key_of(network: Network) -> str:
+    """The cluster key ``network`` presents ("" for none; a Network written before keys
+    existed, a test's or a user's, has no ``key`` at all)."""
     return str(getattr(network, "key", ""))
 
 
@@ -110,7 +111,7 @@ async def open_connection(
         trio.TooSlowError: no Welcome within ``timeout``.
     """
     stream = await network.connect(host, port)
-    handshake = ClientHandshake.of(app, app_type, addp_remote_timeout, _key_of(network))
+    handshake = ClientHandshake.of(app, app_type, addp_remote_timeout, key_of(network))
     try:
         with trio.fail_after(timeout):
             # A peer may reset the connection as the Hello goes out, as well as after.
@@ -251,7 +252,7 @@ async def serve_app(
             raise UnreachableError(f"{app}: port {host}:{port} is already in use") from exc
         raise UnreachableError(f"{app}: cannot listen on {host}:{port}: {exc}") from exc
 
-    handshake = ServerHandshake(app, app_type, _key_of(network))
+    handshake = ServerHandshake(app, app_type, key_of(network))
 
     async def handle(stream: trio.abc.Stream) -> None:
         decoder = FrameDecoder(max_frame)
