@@ -9,6 +9,8 @@ from typing import Any
 import trio
 import yaml
 
+from orsim.cluster import AppRow
+
 ROOT = Path(__file__).resolve().parent.parent
 ORSIM = str(ROOT / ".venv" / "bin" / "orsim")
 TOPOLOGIES = ROOT / "scenarios" / "topologies"
@@ -51,3 +53,15 @@ async def settle(cluster: Any, created: int, timeout: float = 60) -> dict[str, A
             if ledger["created"] >= created and ledger["in_flight"] == 0:
                 return ledger
             await trio.sleep(0.2)
+
+
+def node_id(row: AppRow) -> int:
+    """An ORS application's Node id (every ORS row of a status has one)."""
+    assert row["node_id"] is not None, row
+    return row["node_id"]
+
+
+def pid(row: AppRow) -> int:
+    """A running application's pid."""
+    assert row["pid"] is not None, row
+    return row["pid"]

@@ -13,9 +13,9 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from helpers import ROOT, TOPOLOGIES, settle
+from helpers import ROOT, TOPOLOGIES, node_id, settle
 
-from orsim.cluster import AppEntry, ClusterHandle, Manifest
+from orsim.cluster import AppEntry, AppRow, ClusterHandle, ClusterStatus, Manifest
 from orsim.cluster._hosts import isolate_sides, link_sides
 from orsim.errors import ClusterError
 from orsim.sim import SimClusterHandle
@@ -106,7 +106,7 @@ def test_the_datacenter_split_scenario_passes_on_real_processes(tmp_path: Any) -
     assert proc.stdout.strip().splitlines()[-1] == "3 passed, 0 failed"
 
 
-def rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def rows(status: ClusterStatus) -> dict[str, AppRow]:
     return {a["app"]: a for a in status["apps"]}
 
 
@@ -129,7 +129,7 @@ async def test_demo_hosts_listen_apart_and_a_host_partition_cuts_them(tmp_path: 
             for port in (row["public_port"], row["private_port"]):
                 assert not refused(address, port)
                 assert refused("127.0.0.1", port)
-        node_1, node_2 = rows(status)["ORS_1"]["node_id"], rows(status)["ORS_2"]["node_id"]
+        node_1, node_2 = node_id(rows(status)["ORS_1"]), node_id(rows(status)["ORS_2"])
         await cluster.load(rate=40, duration=8)
         await cluster.partition("east", "west")
         cut = await cluster.proxy_status()

@@ -21,7 +21,7 @@ import trio
 import trio.testing
 from helpers import TOPOLOGIES
 
-from orsim.cluster import ClusterHandle
+from orsim.cluster import ClusterHandle, ClusterStatus
 from orsim.errors import RequestRefused
 from orsim.wire import (
     KEY_FILE,
@@ -83,7 +83,7 @@ async def test_without_the_key_a_client_may_read_but_not_change_anything(
         nursery.cancel_scope.cancel()
 
 
-def _mode(status: dict[str, Any], app: str) -> tuple[str, int]:
+def _mode(status: ClusterStatus, app: str) -> tuple[str, int]:
     entry = next(a for a in status["apps"] if a["app"] == app)
     return str(entry["mode"]), int(entry.get("epoch") or 0)
 

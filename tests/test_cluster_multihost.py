@@ -22,10 +22,11 @@ import trio
 import yaml
 from helpers import ROOT, TOPOLOGIES, free_ports
 
-from orsim.cluster import ClusterHandle, Manifest, plan_apps
-from orsim.cluster._handle import _proxy_config
+from orsim.cluster import AppRow, ClusterHandle, ClusterStatus, Manifest, plan_apps
+from orsim.cluster._handle import _proxy_routes
 from orsim.config import load_database
 from orsim.errors import ClusterError, ConfigError, UsageError
+from orsim.tserver import LedgerJson
 
 #: Three hosts of one machine (addresses no other test uses).
 ADDRESSES = {"hq": "127.0.0.41", "east": "127.0.0.42", "west": "127.0.0.43"}
@@ -61,11 +62,11 @@ def orsim(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )  # fmt: skip
 
 
-def rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def rows(status: ClusterStatus) -> dict[str, AppRow]:
     return {a["app"]: a for a in status["apps"]}
 
 
-def ready(status: dict[str, Any]) -> bool:
+def ready(status: ClusterStatus) -> bool:
     modes = {a: r["mode"] for a, r in rows(status).items()}
     return all(m in ("primary", "backup") for m in modes.values()) and sorted(
         modes[a] for a in ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")
@@ -98,7 +99,7 @@ def test_a_host_plan_runs_its_own_apps_and_lists_the_others(tmp_path: Path) -> N
     manifest = Manifest(cluster="ORS_Cluster_1", config="c", served_config="c", run_dir="r",
                         confserv_host=ADDRESSES["hq"], confserv_port=2020,
                         proxy_control_port=1, apps=entries, host="east")  # fmt: skip
-    routes = [r["app"] for r in _proxy_config(manifest)["routes"]]
+    routes = [r.app for r in _proxy_routes(manifest)]
     assert sorted(routes) == ["ORS_1", "ORS_1_B"]
 
 
@@ -189,7 +190,9 @@ async def test_three_hosts_form_one_cluster_that_fails_over(tmp_path: Path) -> N
         after = await hq.wait_for(lambda s: rows(s)["ORS_1_B"]["mode"] == "primary", 10)
         # ORS_1_B's own clock of its takeover (mode_since, wall time on the same machine):
         # a killed primary's closed socket is seen at once, not after an ADDP timeout.
-        gap = rows(after)["ORS_1_B"]["mode_since"] - killed
+        since = rows(after)["ORS_1_B"]["mode_since"]
+        assert since is not None
+        gap = since - killed
         print(f"three hosts: ORS_1_B primary {gap * 1000:.0f} ms after the SIGKILL of ORS_1")
         assert 0 < gap < 2.0
         # The new primary routes Node ORS_1's calls.
@@ -229,7 +232,7 @@ async def _until_live_nodes(
             await trio.sleep(0.1)
 
 
-async def _settled(cluster: ClusterHandle, timeout: float = 30) -> dict[str, Any]:
+async def _settled(cluster: ClusterHandle, timeout: float = 30) -> LedgerJson:
     with trio.fail_after(timeout):
         while (ledger := await cluster.ledger())["in_flight"]:
             await trio.sleep(0.2)

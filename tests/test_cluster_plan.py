@@ -25,6 +25,7 @@ from orsim.cluster._status import cluster_status, process_label
 from orsim.cluster.cli import _merged
 from orsim.config import load_database
 from orsim.errors import ClusterError
+from orsim.tserver import LedgerCounts
 
 
 def topology(nodes: int, legacy: bool = False) -> str:
@@ -156,6 +157,7 @@ def test_rewrite_ports_copies() -> None:
     """Ports are replaced in a copy; the original stays as it was."""
     raw = yaml.safe_load(topology(1))
     out = rewrite_ports(raw, {"ORS_1": 1234})
+    assert isinstance(out, dict)
     assert out["applications"]["ORS_1"]["port"] == 1234
     assert raw["applications"]["ORS_1"]["port"] == 7102
 
@@ -199,14 +201,11 @@ def test_status_prefers_answers_and_marks_silent_apps_down(tmp_path: Path) -> No
         proxy_control_port=2,
         apps=entries,
     )
-    ledger = {
-        "created": 5,
-        "routed": 4,
-        "lost": 1,
-        "duplicates": 0,
-        "in_flight": 0,
-        "by_app": {"ORS_1": 3},
-    }
+    ledger = LedgerCounts(
+        created=5, routed=4, lost=1, default_routed=0, duplicates=0, resent=0, stale=0,
+        unknown=0, late=0, in_flight=0, by_app={"ORS_1": 3}, by_node={},
+        latency_p50_ms=None, latency_p99_ms=None,
+    ).to_wire()  # fmt: skip
     answers = {"ORS_1_B": {"mode": "primary", "sessions": 2, "calls_routed": 1, "epoch": 3}}
     status = cluster_status(
         manifest,

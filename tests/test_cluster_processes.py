@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 from helpers import TOPOLOGIES, settle
 
-from orsim.cluster import ClusterHandle
+from orsim.cluster import ClusterHandle, ClusterStatus
 
 pytestmark = pytest.mark.slow
 
 
-def mode_of(status: dict[str, Any], app: str) -> str:
+def mode_of(status: ClusterStatus, app: str) -> str:
     return next(str(a["mode"]) for a in status["apps"] if a["app"] == app)
 
 

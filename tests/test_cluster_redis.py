@@ -12,14 +12,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import yaml
-from helpers import ROOT, TOPOLOGIES, free_ports, settle, topology_copy
+from helpers import ROOT, TOPOLOGIES, free_ports, node_id, pid, settle, topology_copy
 
-from orsim.cluster import ClusterHandle
+from orsim.cluster import AppRow, ClusterHandle, ClusterStatus
 from orsim.cluster._plan import store_app_names
 from orsim.cluster._procs import pid_alive
 from orsim.cluster._redis import (
@@ -40,7 +39,7 @@ needs_redis = pytest.mark.skipif(
 )
 
 
-def rows(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def rows(status: ClusterStatus) -> dict[str, AppRow]:
     return {a["app"]: a for a in status["apps"]}
 
 
@@ -128,11 +127,11 @@ async def test_up_runs_redis_kill_start_and_down(tmp_path: Path) -> None:
         status = await cluster.status()
         redis = rows(status)["redis"]
         assert (redis["type"], redis["mode"], redis["host"]) == (REDIS_TYPE, "primary", "127.0.0.2")
-        port, pid = redis["private_port"], redis["pid"]
+        port, redis_pid = redis["private_port"], pid(redis)
         served = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
         annex = served["transactions"]["ORS_Cluster_1"]["annex"]
         assert annex["persistence"]["store"] == f"redis://:s3cret@127.0.0.2:{port}/0"
-        node_ids = sorted({rows(status)[a]["node_id"] for a in ("ORS_1", "ORS_2")})
+        node_ids = sorted({node_id(rows(status)[a]) for a in ("ORS_1", "ORS_2")})
         await cluster.load(rate=40, duration=6)
         await _wait_sessions(port, node_ids)
 
@@ -146,11 +145,11 @@ async def test_up_runs_redis_kill_start_and_down(tmp_path: Path) -> None:
         await _wait_sessions(port, node_ids)  # persisted again in the fresh Redis
         ledger = await settle(cluster, 240, timeout=30)
         assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        pid = rows(await cluster.status())["redis"]["pid"]
-        assert pid_alive(pid)
+        redis_pid = pid(rows(await cluster.status())["redis"])
+        assert pid_alive(redis_pid)
     finally:
         await cluster.down()
-    assert not pid_alive(pid)
+    assert not pid_alive(redis_pid)
     assert not await ping_redis("127.0.0.2", port)
 
 

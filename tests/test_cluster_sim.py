@@ -7,7 +7,6 @@ every call routed exactly once, none lost, none duplicated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -16,6 +15,7 @@ import trio.testing
 
 from orsim.config import ConfigDatabase, load_database
 from orsim.testing import SimCluster, open_sim_cluster
+from orsim.tserver import LedgerCountsJson
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ADDP = 1.0  # the demo topology's addp-timeout on every link
@@ -43,7 +43,7 @@ async def drive(sim: SimCluster, calls: int, rate: float = 50.0) -> None:
             await trio.sleep(0.1)
 
 
-async def assert_clean(sim: SimCluster, calls: int) -> dict[str, Any]:
+async def assert_clean(sim: SimCluster, calls: int) -> LedgerCountsJson:
     ledger = await sim.ledger()
     assert ledger["created"] == calls
     assert ledger["lost"] == 0, ledger

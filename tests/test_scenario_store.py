@@ -11,14 +11,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from helpers import ROOT, TOPOLOGIES, free_ports
 
+from orsim.cluster import AppEntry, ClusterStatus, Manifest, cluster_status
 from orsim.errors import ClusterError
 from orsim.scenario._store import RenamedApps
+from orsim.tserver import CallLedger, LedgerJson
 
 LIBRARY = ROOT / "scenarios"
 needs_redis = pytest.mark.skipif(
@@ -32,8 +33,15 @@ class FakeCluster:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
 
-    async def status(self) -> dict[str, Any]:
-        return {"apps": [{"app": "redis", "type": "Redis"}, {"app": "ORS_1", "type": "x"}]}
+    async def status(self) -> ClusterStatus:
+        entries = tuple(
+            AppEntry(app=app, type=kind, host="", public_port=0, private_port=0, tier=0, argv=())
+            for app, kind in (("redis", "Redis"), ("ORS_1", "x"))
+        )
+        manifest = Manifest(cluster=None, config="", served_config="", run_dir="",
+                            confserv_host="", confserv_port=0, proxy_control_port=0,
+                            apps=entries)  # fmt: skip
+        return cluster_status(manifest, {}, {}, {}, None)
 
     async def kill(self, app: str, signal: str = "KILL") -> None:
         self.calls.append(("kill", app, signal))
@@ -59,8 +67,8 @@ class FakeCluster:
     async def stop_load(self) -> None:
         self.calls.append(("stop_load",))
 
-    async def ledger(self, records: bool = False) -> dict[str, Any]:
-        return {"created": 0}
+    async def ledger(self, records: bool = False) -> LedgerJson:
+        return CallLedger().counts().to_wire()
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         self.calls.append(("set_option", object, section, key, value))

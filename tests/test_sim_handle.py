@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from orsim.cluster._rundir import AppEntry, Manifest
-from orsim.cluster._status import cluster_status
+from orsim.cluster._status import AppRow, ClusterStatus, cluster_status
 from orsim.errors import ClusterError
 from orsim.sim import START_DELAY, SimClusterHandle
 from orsim.testing import wait_for_mode
@@ -39,7 +39,7 @@ def real_shape() -> tuple[set[str], set[str], set[str]]:
     return set(status), set(status["apps"][0]), set(status["calls"])
 
 
-def row(status: dict[str, Any], app: str) -> dict[str, Any]:
+def row(status: ClusterStatus, app: str) -> AppRow:
     return next(r for r in status["apps"] if r["app"] == app)
 
 

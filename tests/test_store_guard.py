@@ -9,7 +9,6 @@ T-Server. The ledger is the ground truth throughout: 0 lost, 0 duplicated.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -20,6 +19,7 @@ from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, StaleEpoch, StoreError, StoreUnavailable
 from orsim.store._memory import MemoryStore
 from orsim.testing import SimCluster, open_sim_cluster
+from orsim.tserver import LedgerCountsJson
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ORS_APPS = ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")
@@ -129,7 +129,7 @@ def db() -> ConfigDatabase:
     return load_database(TOPOLOGY)
 
 
-async def settle(sim: SimCluster, timeout: float = 60) -> dict[str, Any]:
+async def settle(sim: SimCluster, timeout: float = 60) -> LedgerCountsJson:
     """The ledger (``SimCluster.ledger``) once no call is in flight."""
     with trio.fail_after(timeout):
         while True:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import TOPOLOGIES, free_ports, settle, topology_copy
+from helpers import TOPOLOGIES, free_ports, node_id, settle, topology_copy
 
-from orsim.cluster import ClusterHandle
+from orsim.cluster import AppRow, ClusterHandle, ClusterStatus
 from orsim.errors import OrsimError
 from orsim.store import RedisLocation, RedisStore
 
@@ -40,11 +40,11 @@ def _edit(think_ms: int) -> Any:
     return edit
 
 
-def apps(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def apps(status: ClusterStatus) -> dict[str, AppRow]:
     return {a["app"]: a for a in status["apps"]}
 
 
-def modes(status: dict[str, Any]) -> dict[str, str]:
+def modes(status: ClusterStatus) -> dict[str, str]:
     return {name: a["mode"] for name, a in apps(status).items() if name in ORS_APPS}
 
 
@@ -228,7 +228,7 @@ async def test_redis_stopped_past_router_timeout_and_restarted(
         status = await cluster.status()
         assert modes(status) == EXPECTED_MODES
         assert not any(a["type"] == "SessionStore" for a in status["apps"])
-        node_ids = sorted({a["node_id"] for a in status["apps"] if a["app"] in ORS_APPS})
+        node_ids = sorted({node_id(a) for a in status["apps"] if a["app"] in ORS_APPS})
         await cluster.load(rate=60, duration=14)
         with trio.fail_after(20):
             while not await redis.sessions(node_ids):
@@ -256,7 +256,7 @@ async def test_redis_stopped_past_router_timeout_and_restarted(
         fresh = await RedisStore.open(RedisLocation("127.0.0.1", redis.port))
         try:  # the empty Redis learned each primary's epoch back from its node
             for app, epoch in epochs.items():
-                assert await fresh.current_epoch(apps(status)[app]["node_id"]) == epoch
+                assert await fresh.current_epoch(node_id(apps(status)[app])) == epoch
         finally:
             await fresh.aclose()
     finally:

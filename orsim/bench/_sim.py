@@ -108,7 +108,7 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
                 scenario, run_dir=Path(tmp), seed=SEED, out=lambda _line: None
             )
         wall = time.perf_counter() - started
-    ledger = result.ledger or {}
+    ledger = result.ledger
     virtual = result.timeline.duration
     failed = [v.label for v in result.verdicts if not v.passed]
     return {
@@ -117,10 +117,10 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
         "virtual_s": virtual,
         "wall_s": wall,
         "speed": virtual / wall if wall > 0 else None,
-        "calls": ledger.get("created"),
-        "routed": ledger.get("routed"),
-        "lost": ledger.get("lost"),
-        "duplicates": ledger.get("duplicates"),
+        "calls": ledger["created"] if ledger else None,
+        "routed": ledger["routed"] if ledger else None,
+        "lost": ledger["lost"] if ledger else None,
+        "duplicates": ledger["duplicates"] if ledger else None,
         "failed_expectations": failed,
         "trace": trace.digest(),
         "peak_rss_mb": _peak_rss_mb(),

@@ -28,27 +28,39 @@ from orsim.cluster._redis import REDIS_TYPE as REDIS_TYPE
 from orsim.cluster._rundir import AppEntry as AppEntry
 from orsim.cluster._rundir import Manifest as Manifest
 from orsim.cluster._rundir import RunDir as RunDir
+from orsim.cluster._status import Answer as Answer
+from orsim.cluster._status import AppRow as AppRow
+from orsim.cluster._status import CallsSummary as CallsSummary
+from orsim.cluster._status import ClusterStatus as ClusterStatus
+from orsim.cluster._status import calls_summary as calls_summary
 from orsim.cluster._status import cluster_status as cluster_status
 from orsim.cluster._status import node_primary as node_primary
+from orsim.cluster._status import poll_status as poll_status
 
 __all__ = [
     "CONFSERV_APP",
     "MAX_LOAD_RATE",
     "REDIS_TYPE",
     "STORE_TYPE",
+    "Answer",
     "AppEntry",
+    "AppRow",
+    "CallsSummary",
     "ClusterHandle",
+    "ClusterStatus",
     "FaultProxy",
     "FaultTable",
     "Manifest",
     "Route",
     "RunDir",
+    "calls_summary",
     "cluster_name",
     "cluster_status",
     "isolate_sides",
     "link_sides",
     "node_primary",
     "plan_apps",
+    "poll_status",
     "serve_proxy",
     "stop_processes",
     "store_app_names",

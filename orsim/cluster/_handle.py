@@ -15,7 +15,7 @@ import signal as signals
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
@@ -65,8 +65,17 @@ from orsim.cluster._redis import (
     set_store,
 )
 from orsim.cluster._rundir import AppEntry, Manifest, RunDir, write_atomic, write_secret
-from orsim.cluster._status import REMOTE_PROCESS, cluster_status, node_primary, process_label
+from orsim.cluster._status import (
+    REMOTE_PROCESS,
+    Answer,
+    ClusterStatus,
+    cluster_status,
+    node_primary,
+    poll_status,
+    process_label,
+)
 from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
+from orsim.confserv import SetOption
 from orsim.errors import (
     ClusterError,
     ConfigError,
@@ -75,10 +84,13 @@ from orsim.errors import (
     UnreachableError,
     UsageError,
 )
+from orsim.node import SwitchedOver, Switchover
 from orsim.store import parse_store_url
+from orsim.tserver import Generate, Ledger, LedgerJson, LedgerReport, StopGenerator
 from orsim.wire import (
     CLUSTER_KEY_ENV,
     KEY_FILE,
+    Call,
     Json,
     Network,
     TcpNetwork,
@@ -87,6 +99,8 @@ from orsim.wire import (
     key_of,
     read_cluster_key,
 )
+
+A = TypeVar("A")
 
 #: How long `up` waits for one process to report ready.
 READY_TIMEOUT = 30.0
@@ -220,7 +234,7 @@ class ClusterHandle:
             with trio.CancelScope(shield=True):
                 await handle.down()
             raise
-        handle._update(state="up")
+        handle._update(attrs.evolve(handle.manifest, state="up"))
         return handle
 
     @classmethod
@@ -366,7 +380,7 @@ class ClusterHandle:
             proc = await spawn(argv, log_path=log_path, cwd=cwd, env=env, append=append)
         self._procs[app] = proc
         self.run_dir.write_pid(app, proc.pid)
-        self._update(pids={**self.manifest.pids, app: proc.pid})
+        self._update(attrs.evolve(self.manifest, pids={**self.manifest.pids, app: proc.pid}))
         return proc
 
     async def _wait_ready(
@@ -397,9 +411,9 @@ class ClusterHandle:
             f"{app} was not ready within {timeout:g}s; last lines of {log}:\n{log_tail(log)}"
         )
 
-    def _update(self, **changes: Any) -> None:
-        self.manifest = attrs.evolve(self.manifest, **changes)
-        self.run_dir.write_manifest(self.manifest)
+    def _update(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.run_dir.write_manifest(manifest)
 
     # -- talking to processes ----------------------------------------------------
 
@@ -453,6 +467,16 @@ class ClusterHandle:
         except _UNANSWERED as exc:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
 
+    async def call(self, app: str, message: Call[A], timeout: float = 10.0) -> A:
+        """``request`` with a typed message: ``message`` to ``app``, its typed answer.
+
+        Raises:
+            UnreachableError: the application does not answer within ``timeout``.
+            RequestRefused: it answered with an error.
+            RemoteProtocolError: its answer is malformed.
+        """
+        return message.answer(await self.request(app, message.METHOD, message.to_json(), timeout))
+
     def _tserver(self) -> str:
         for entry in self.manifest.apps:
             if entry.type in TSERVER_TYPES:
@@ -479,12 +503,12 @@ class ClusterHandle:
         pid = self.pids().get(app)
         return pid is not None and pid_alive(pid)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ClusterStatus:
         """The SPEC status object: ``{"cluster", "apps": [...], "calls": {...}}``."""
         self._reap()
         pids = self.pids()
-        answers: dict[str, dict[str, Any] | None] = {}
-        ledger: dict[str, Any] | None = None
+        answers: dict[str, Answer | None] = {}
+        ledger: LedgerJson | None = None
 
         processes = {}
         for entry in self.manifest.apps:
@@ -515,9 +539,9 @@ class ClusterHandle:
             try:
                 entry = self.manifest.entry(self._tserver())
                 answer = await self._request_at(entry.host, entry.private_port, "ledger")
-            except _UNANSWERED:
+                ledger = LedgerReport.from_json(answer).ledger_json()
+            except (*_UNANSWERED, RequestRefused):  # RequestRefused: a malformed ledger
                 return
-            ledger = answer if isinstance(answer, dict) else None
 
         async with trio.open_nursery() as nursery:
             for entry in self.manifest.apps:
@@ -526,27 +550,18 @@ class ClusterHandle:
         return cluster_status(self.manifest, answers, pids, processes, ledger)
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]:
+        self, predicate: Callable[[ClusterStatus], bool], timeout: float
+    ) -> ClusterStatus:
         """Poll ``status()`` until ``predicate`` holds; returns that status.
 
         Raises:
             ClusterError: it did not hold within ``timeout`` seconds.
         """
-        last: dict[str, Any] = {}
-        with trio.move_on_after(timeout):
-            while True:
-                last = await self.status()
-                if predicate(last):
-                    return last
-                await trio.sleep(POLL_INTERVAL * 4)
-        modes = ", ".join(f"{a['app']}={a['mode']}" for a in last.get("apps", []))
-        raise ClusterError(f"condition not met within {timeout:g}s (last: {modes})")
+        return await poll_status(self.status, predicate, timeout, POLL_INTERVAL * 4)
 
-    async def ledger(self, records: bool = False) -> dict[str, Any]:
+    async def ledger(self, records: bool = False) -> LedgerJson:
         """The T-Server's call ledger."""
-        answer = await self.request(self._tserver(), "ledger", {"records": records})
-        return answer if isinstance(answer, dict) else {}
+        return (await self.call(self._tserver(), Ledger(records))).ledger_json()
 
     # -- faults ----------------------------------------------------------------------
 
@@ -633,11 +648,10 @@ class ClusterHandle:
         if failures:
             raise ClusterError(failures[0])
 
-    async def switchover(self, node: str) -> dict[str, Any]:
+    async def switchover(self, node: str) -> SwitchedOver:
         """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
         primary = node_primary(self.manifest, await self.status(), node)
-        answer = await self.request(primary, "switchover", {}, timeout=30.0)
-        return answer if isinstance(answer, dict) else {"result": answer}
+        return await self.call(primary, Switchover(), timeout=30.0)
 
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
@@ -656,7 +670,7 @@ class ClusterHandle:
         milliseconds (0: no delay)."""
         await self._tell_proxies("delay", {**link_sides(self.manifest, a, b), "ms": ms})
 
-    async def proxy_status(self, host: str | None = None) -> dict[str, Any]:
+    async def proxy_status(self, host: str | None = None) -> dict[str, Json]:
         """The ``status`` of this run directory's fault proxy, or of topology host
         ``host``'s (another machine's, reached through its public ports)."""
         if host is None or host == self.manifest.host:
@@ -751,18 +765,14 @@ class ClusterHandle:
         """
         if not overload:
             check_load_rate(rate)
-        await self.request(self._tserver(), "generate", {"rate": rate, "duration": duration})
+        await self.call(self._tserver(), Generate(rate, duration))
 
     async def stop_load(self) -> None:
-        await self.request(self._tserver(), "stop_generator", {})
+        await self.call(self._tserver(), StopGenerator())
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         """A live option change through the Configuration Server."""
-        await self.request(
-            CONFSERV_APP,
-            "set_option",
-            {"object": object, "section": section, "key": key, "value": value},
-        )
+        await self.call(CONFSERV_APP, SetOption(object, section, key, value))
 
     # -- stopping --------------------------------------------------------------------
 
@@ -774,7 +784,7 @@ class ClusterHandle:
             with trio.move_on_after(grace):
                 await proc.wait()
         await self.release()
-        self._update(state="down", pids={})
+        self._update(attrs.evolve(self.manifest, state="down", pids={}))
 
     async def release(self) -> None:
         """Let go of the fork server (the processes keep running); ``start`` then execs."""
@@ -838,7 +848,7 @@ def _prepare(
     for stale in rundir.read_pids():
         rundir.remove_pid(stale)
 
-    raw: Any = None  # the database as served, when that is not the file itself
+    raw: object = None  # the database as served, when that is not the file itself
     if store is not None:
         parse_store_url(store, rundir.root)  # a bad URL is one line naming the option
         raw = set_store(yaml.safe_load(config.read_text()), store)
@@ -1014,16 +1024,21 @@ def _check_ports_free(ports: dict[str, tuple[str, int]]) -> None:
         )
 
 
-def _proxy_config(manifest: Manifest) -> dict[str, Any]:
+def _proxy_routes(manifest: Manifest) -> list[Route]:
+    """What this run directory's fault proxy forwards."""
+    return [
+        Route(e.app, e.host, e.public_port, e.host, e.private_port)
+        for e in manifest.apps
+        # Nodes reach the stores directly; another host's apps have their own proxy.
+        if e.type not in (STORE_TYPE, REDIS_TYPE) and not e.remote
+    ]
+
+
+def _proxy_config(manifest: Manifest) -> dict[str, object]:
     return {
         "control_host": LOOPBACK,
         "control_port": manifest.proxy_control_port,
-        "routes": [
-            attrs.asdict(Route(e.app, e.host, e.public_port, e.host, e.private_port))
-            for e in manifest.apps
-            # Nodes reach the stores directly; another host's apps have their own proxy.
-            if e.type not in (STORE_TYPE, REDIS_TYPE) and not e.remote
-        ],
+        "routes": [attrs.asdict(route) for route in _proxy_routes(manifest)],
     }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from orsim.cluster._redis import REDIS_PROGRAM, REDIS_TYPE, RedisServer, managed_redis
 from orsim.cluster._rundir import AppEntry
@@ -267,9 +266,11 @@ def cluster_name(entries: tuple[AppEntry, ...]) -> str | None:
     return names[0] if names else None
 
 
-def rewrite_ports(raw: Any, ports: Mapping[str, int]) -> Any:
-    """A copy of a raw YAML database with the applications' ports replaced."""
+def rewrite_ports(raw: object, ports: Mapping[str, int]) -> object:
+    """A copy of a raw YAML database (a loaded one: each application a mapping) with the
+    applications' ports replaced."""
     data = copy.deepcopy(raw)
+    assert isinstance(data, dict)
     for name, port in ports.items():
         data["applications"][name]["port"] = port
     return data

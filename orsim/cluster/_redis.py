@@ -18,7 +18,6 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -145,7 +144,7 @@ def with_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def rewrite_store_urls(raw: Any, urls: Mapping[str, str]) -> Any:
+def rewrite_store_urls(raw: object, urls: Mapping[str, str]) -> object:
     """``raw`` (a YAML database, changed in place) with each store URL in ``urls`` replaced,
     in cluster lists and applications' options alike."""
     for section in _persistence_sections(raw):
@@ -155,36 +154,45 @@ def rewrite_store_urls(raw: Any, urls: Mapping[str, str]) -> Any:
     return raw
 
 
-def set_store(raw: Any, url: str) -> Any:
+def set_store(raw: object, url: str) -> object:
     """``raw`` (changed in place) with every Node's store set to ``url``: in each cluster
     list (which wins over an application's own options) and in each ORS application (for
     legacy clusters, which read only those)."""
-    txns = (raw.get("transactions") or {}).values()
-    targets = [txn["annex"] for txn in txns if CLUSTER.section in _annex(txn)]
-    for app in (raw.get("applications") or {}).values():
+    db = _table(raw)
+    targets = [_annex(txn) for txn in _table(db.get("transactions")).values()]
+    targets = [annex for annex in targets if CLUSTER.section in annex]
+    for app in _table(db.get("applications")).values():
         if isinstance(app, dict) and app.get("type") == "OrchestrationServer":
             if not isinstance(app.get("options"), dict):
                 app["options"] = {}
             targets.append(app["options"])
     for options in targets:
-        options.setdefault(STORE.section, {})[STORE.key] = url
+        section = options.setdefault(STORE.section, {})
+        if isinstance(section, dict):
+            section[STORE.key] = url
     return raw
 
 
-def _annex(txn: Any) -> dict[str, Any]:
-    annex = txn.get("annex") if isinstance(txn, dict) else None
-    return annex if isinstance(annex, dict) else {}
+def _table(value: object) -> dict[str, object]:
+    """``value`` if it is a YAML mapping, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
-def _persistence_sections(raw: Any) -> list[dict[str, Any]]:
+def _annex(txn: object) -> dict[str, object]:
+    return _table(_table(txn).get("annex"))
+
+
+def _persistence_sections(raw: object) -> list[dict[str, object]]:
+    db = _table(raw)
     sections = []
-    for txn in (raw.get("transactions") or {}).values():
-        if isinstance(_annex(txn).get(STORE.section), dict):
-            sections.append(_annex(txn)[STORE.section])
-    for app in (raw.get("applications") or {}).values():
-        options = app.get("options") if isinstance(app, dict) else None
-        if isinstance(options, dict) and isinstance(options.get(STORE.section), dict):
-            sections.append(options[STORE.section])
+    for txn in _table(db.get("transactions")).values():
+        section = _annex(txn).get(STORE.section)
+        if isinstance(section, dict):
+            sections.append(section)
+    for app in _table(db.get("applications")).values():
+        section = _table(_table(app).get("options")).get(STORE.section)
+        if isinstance(section, dict):
+            sections.append(section)
     return sections
 
 

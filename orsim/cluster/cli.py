@@ -351,7 +351,7 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         answer = await handle.switchover(args.node)
-        print(f"Node {args.node}: switched over, new primary {answer.get('new_primary', '?')}")
+        print(f"Node {args.node}: switched over, new primary {answer.new_primary}")
         return EXIT_OK
 
     return run_cancellable(main)

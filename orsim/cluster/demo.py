@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
+from orsim.cluster._status import ClusterStatus
 from orsim.cluster.cli import make_console, progress_display
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
 from orsim.runtime import run_cancellable
@@ -59,8 +59,8 @@ def _config(path: str | None) -> Path:
     return Path(__file__).resolve().parents[2] / DEMO_CONFIG
 
 
-def _mode(status: dict[str, Any], app: str) -> str:
-    return str(next(a["mode"] for a in status["apps"] if a["app"] == app))
+def _mode(status: ClusterStatus, app: str) -> str:
+    return next(a["mode"] for a in status["apps"] if a["app"] == app)
 
 
 def run(args: argparse.Namespace) -> int:

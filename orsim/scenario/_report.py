@@ -119,7 +119,7 @@ def timeline_svg(result: ScenarioResult) -> str:
     # Calls routed per second per Node.
     seconds = max(math.ceil(duration), 1)
     node_of = {a: n for a in scenario.topology.applications if (n := scenario.node_of(a))}
-    records = (result.ledger or {}).get("records") or []
+    records = result.ledger.get("records", []) if result.ledger else []
     rates = routed_per_second(records, timeline.t0, seconds, node_of)
     peak = max((max(v) for v in rates.values() if v), default=0) or 1
     parts.append(
@@ -213,11 +213,11 @@ def scenario_section(result: ScenarioResult) -> str:
         f"<td>{_e(v.label)}</td><td>{_e(v.detail)}</td></tr>"
         for v in result.verdicts
     )
-    ledger = result.ledger or {}
+    ledger = result.ledger
     counts = ", ".join(
         f"{name} {ledger.get(name)}"
         for name in ("created", "routed", "lost", "duplicates", "resent", "stale", "in_flight")
-        if name in ledger
+        if ledger and name in ledger
     )
     text = format_timeline(result.timeline.events, result.timeline.t0)
     state = "passed" if result.passed else "failed"

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -65,6 +65,10 @@ from orsim.scenario._timeline import (
     sample_from_status,
 )
 
+if TYPE_CHECKING:
+    from orsim.cluster import ClusterStatus
+    from orsim.tserver import LedgerJson
+
 #: How long teardown may take before the runner gives up on it (shielded from cancel).
 DOWN_TIMEOUT = 30.0
 #: How long a restarted application gets to go down before it is started again.
@@ -82,7 +86,7 @@ class ClusterLike(Protocol):
     The runner reads only ``status`` and ``ledger``; what the other verbs return is the
     implementation's (``object``: any result will do)."""
 
-    async def status(self) -> dict[str, Any]: ...
+    async def status(self) -> ClusterStatus: ...
     async def kill(self, app: str, signal: str = "KILL") -> object: ...
     async def start(self, app: str) -> object: ...
     async def switchover(self, node: str) -> object: ...
@@ -91,7 +95,7 @@ class ClusterLike(Protocol):
     async def delay(self, a: str, b: str, ms: float) -> object: ...
     async def load(self, rate: float, duration: float | None = None) -> object: ...
     async def stop_load(self) -> object: ...
-    async def ledger(self, records: bool = False) -> dict[str, Any]: ...
+    async def ledger(self, records: bool = False) -> LedgerJson: ...
     async def set_option(self, object: str, section: str, key: str, value: str) -> object: ...
     async def down(self) -> object: ...
 
@@ -113,7 +117,7 @@ class ScenarioResult:
     scenario: Scenario = attrs.field(eq=False)
     verdicts: tuple[Verdict, ...]
     timeline: Timeline = attrs.field(eq=False)
-    ledger: Mapping[str, Any] | None = attrs.field(eq=False)
+    ledger: LedgerJson | None = attrs.field(eq=False)
     run_dir: str
     seed: int
     #: the steps that acted on the cluster, in order, with their offsets
@@ -157,7 +161,7 @@ class _Run:
         self.out(format_event(event, self.timeline.t0))
         return event.t
 
-    async def sample(self) -> dict[str, Any] | None:
+    async def sample(self) -> ClusterStatus | None:
         try:
             status = await self.cluster.status()
         except (OrsimError, OSError):
@@ -307,9 +311,7 @@ class _Run:
         apps = action.apps
         if apps is None:
             status = await self.cluster.status()
-            apps = tuple(
-                str(row["app"]) for row in status.get("apps", ()) if row.get("mode") == "down"
-            )
+            apps = tuple(row["app"] for row in status["apps"] if row["mode"] == "down")
         if self.applied and self.applied[-1].number == step.number:
             self.applied[-1] = attrs.evolve(self.applied[-1], targets=apps)
         for app in apps:
@@ -336,7 +338,7 @@ class _Run:
         else:
             self.fault(step, f"isolate host {action.host} from every other host", action.host)
 
-    async def poll(self, predicate: Callable[[Mapping[str, Any]], bool], timeout: float) -> bool:
+    async def poll(self, predicate: Callable[[ClusterStatus], bool], timeout: float) -> bool:
         """Ask for the status until ``predicate`` holds; False if ``timeout`` passed first."""
         with trio.move_on_after(timeout):
             while True:
@@ -351,7 +353,7 @@ class _Run:
 
     async def wait(self, step: Step, action: Wait) -> None:
         cond = action.condition
-        predicate: Callable[[Mapping[str, Any]], bool]
+        predicate: Callable[[ClusterStatus], bool]
         if isinstance(cond, WaitMode):
             text = f"{cond.app} is {cond.mode}"
             predicate = lambda s: _mode(s, cond.app) == cond.mode  # noqa: E731
@@ -371,7 +373,7 @@ class _Run:
         start = trio.current_time()
         last: list[str | None] = [None]
 
-        def reached(status: Mapping[str, Any]) -> bool:
+        def reached(status: ClusterStatus) -> bool:
             last[0] = _mode(status, exp.app)
             return last[0] == exp.mode
 
@@ -391,31 +393,30 @@ class _Run:
         with trio.move_on_after(timeout):
             while True:
                 try:
-                    counts = await self.cluster.ledger()
+                    in_flight = (await self.cluster.ledger())["in_flight"]
                 except (OrsimError, OSError):
-                    counts = {}
-                if not counts.get("in_flight"):
+                    in_flight = 0
+                if not in_flight:
                     return
                 await trio.sleep(POLL_INTERVAL * 2)
         self.emit("info", f"calls still in flight after {timeout:g}s of settling")
 
 
-def _mode(status: Mapping[str, Any], app: str) -> str | None:
-    for row in status.get("apps", ()):
-        if row.get("app") == app:
-            mode = row.get("mode")
-            return str(mode) if mode is not None else None
+def _mode(status: ClusterStatus, app: str) -> str | None:
+    for row in status["apps"]:
+        if row["app"] == app:
+            return row["mode"]
     return None
 
 
-def _all_ready(status: Mapping[str, Any]) -> bool:
+def _all_ready(status: ClusterStatus) -> bool:
     """Every application is primary or backup, and every Node has its primary (two
     backups are not a ready Node: nobody creates its calls)."""
-    rows = list(status.get("apps", ()))
-    if not rows or not all(row.get("mode") in ("primary", "backup") for row in rows):
+    rows = status["apps"]
+    if not rows or not all(row["mode"] in ("primary", "backup") for row in rows):
         return False
-    nodes = {row.get("node_id") for row in rows if row.get("node_id") is not None}
-    led = {row.get("node_id") for row in rows if row.get("mode") == "primary"}
+    nodes = {row["node_id"] for row in rows if row["node_id"] is not None}
+    led = {row["node_id"] for row in rows if row["mode"] == "primary"}
     return nodes <= led
 
 
@@ -425,8 +426,8 @@ def _count_text(cond: WaitCount) -> str:
     return f"ledger {cond.count} <= {cond.at_most}"
 
 
-def _count_holds(status: Mapping[str, Any], cond: WaitCount) -> bool:
-    value = (status.get("calls") or {}).get(cond.count)
+def _count_holds(status: ClusterStatus, cond: WaitCount) -> bool:
+    value = status["calls"].get(cond.count)
     if not isinstance(value, int):
         return False
     if cond.at_least is not None:
@@ -487,7 +488,7 @@ async def _run_scenario(
         return _finish(scenario, (verdict,), timeline, None, run_dir, seed, out, ())
     timeline.t0 = clock()
     run = _Run(scenario, cluster, timeline, out, clock, random.Random(seed), pace=pace)
-    ledger: Mapping[str, Any] | None = None
+    ledger: LedgerJson | None = None
     try:
         run.emit("info", f"cluster up in {trio.current_time() - started:.1f}s (run dir {run_dir})")
         await run.sample()
@@ -513,7 +514,7 @@ async def _run_scenario(
     return _finish(scenario, verdicts, timeline, ledger, run_dir, seed, out, tuple(run.applied))
 
 
-def _judge(run: _Run, ledger: Mapping[str, Any] | None) -> tuple[Verdict, ...]:
+def _judge(run: _Run, ledger: LedgerJson | None) -> tuple[Verdict, ...]:
     verdicts: list[Verdict] = list(run.failures)
     for step in run.scenario.expectations:
         assert isinstance(step.action, Expect)
@@ -531,7 +532,7 @@ def _finish(
     scenario: Scenario,
     verdicts: tuple[Verdict, ...],
     timeline: Timeline,
-    ledger: Mapping[str, Any] | None,
+    ledger: LedgerJson | None,
     run_dir: Path,
     seed: int,
     out: Output,

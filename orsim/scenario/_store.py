@@ -13,7 +13,7 @@ saying so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -22,6 +22,10 @@ from orsim.cluster import REDIS_TYPE, STORE_TYPE, store_app_names
 from orsim.config import load_database
 from orsim.errors import ClusterError
 from orsim.scenario._runner import ClusterFactory, ClusterLike
+
+if TYPE_CHECKING:
+    from orsim.cluster import AppRow, ClusterStatus
+    from orsim.tserver import LedgerJson
 
 #: The environment variable that sets ``--store`` for every run.
 STORE_ENV = "ORSIM_STORE"
@@ -67,10 +71,12 @@ class RenamedApps:
             )
         return own
 
-    async def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = await self.cluster.status()
+    async def status(self) -> ClusterStatus:
+        status = await self.cluster.status()
         back = {own: name for name, own in self.renames.items() if own is not None}
-        apps = [{**row, "app": back.get(row["app"], row["app"])} for row in status["apps"]]
+        apps: list[AppRow] = [
+            {**row, "app": back.get(row["app"], row["app"])} for row in status["apps"]
+        ]
         return {**status, "apps": apps}
 
     async def kill(self, app: str, signal: str = "KILL") -> object:
@@ -97,9 +103,8 @@ class RenamedApps:
     async def stop_load(self) -> object:
         return await self.cluster.stop_load()
 
-    async def ledger(self, records: bool = False) -> dict[str, Any]:
-        ledger: dict[str, Any] = await self.cluster.ledger(records)
-        return ledger
+    async def ledger(self, records: bool = False) -> LedgerJson:
+        return await self.cluster.ledger(records)
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> object:
         return await self.cluster.set_option(object, section, key, value)

@@ -30,7 +30,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -40,11 +40,12 @@ from orsim.confserv import APP_NAME, APP_TYPE, ConfServ, ConfServClient
 from orsim.node import ModeChanged, OrsNode, follow_changes, read_startup
 from orsim.sim._trace import Trace
 from orsim.store import MemoryStore, Session
-from orsim.tserver import Ledger, TServer
+from orsim.tserver import Ledger, LedgerCountsJson, TServer
 from orsim.urs import UrsServer
-from orsim.wire import Connection, Json, MemoryNetwork, open_connection, serve_app
+from orsim.wire import Call, Connection, Json, MemoryNetwork, open_connection, serve_app
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 #: Where the Configuration Server listens in a simulation.
 CONFSERV = ("confserv.sim", 2020)
@@ -433,9 +434,13 @@ class SimCluster:
             self.nursery.start_soon(self._client.serve)
         return self._client
 
-    async def request(self, method: str, **params: Any) -> Any:
+    async def request(self, method: str, **params: object) -> Json:
         conn = await self.client()
         return await conn.request(method, params)
+
+    async def call(self, message: Call[A]) -> A:
+        """``message`` to the T-Server, as the driver; its typed answer."""
+        return await (await self.client()).call(message)
 
     async def set_option(self, obj: str, section: str, key: str, value: str) -> None:
         """A live change through the Configuration Server, as ``orsim config set`` does."""
@@ -448,7 +453,7 @@ class SimCluster:
         async with client:
             await client.set_option(obj, section, key, value)
 
-    async def ledger(self) -> dict[str, Json]:
+    async def ledger(self) -> LedgerCountsJson:
         """The T-Server's ledger counts (``LedgerCounts.to_wire``)."""
         conn = await self.client()
         return (await conn.call(Ledger())).counts.to_wire()

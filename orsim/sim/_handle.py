@@ -13,15 +13,17 @@ freezes it, CONT thaws it. ``start`` models a process start-up of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
 
 from orsim.cluster import (
     CONFSERV_APP,
+    Answer,
+    ClusterStatus,
     Manifest,
     cluster_name,
     cluster_status,
@@ -29,6 +31,7 @@ from orsim.cluster import (
     link_sides,
     node_primary,
     plan_apps,
+    poll_status,
     store_app_names,
 )
 from orsim.config import ConfigDatabase, load_database
@@ -39,10 +42,12 @@ from orsim.errors import (
     UnreachableError,
     UsageError,
 )
+from orsim.node import SwitchedOver, Switchover
 from orsim.sim._cluster import CONFSERV, SimCluster, open_sim_cluster
 from orsim.sim._invariants import double_primaries, node_names
 from orsim.sim._trace import Trace
-from orsim.wire import open_connection
+from orsim.tserver import Generate, LedgerJson, StopGenerator
+from orsim.wire import Call, Json, open_connection
 
 #: Modelled process start-up time (virtual s) of ``start``: a real ``orsim node`` takes
 #: about this long from fork to listening (imports, reading its configuration).
@@ -55,6 +60,8 @@ POLL_INTERVAL = 0.2
 #: Longest a request the launcher sends (switchover) may take.
 REQUEST_TIMEOUT = 30.0
 LAUNCHER_APP = "orsim-cluster"
+
+A = TypeVar("A")
 
 
 @attrs.define(eq=False)
@@ -112,11 +119,11 @@ class SimClusterHandle:
 
     # -- observing -----------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ClusterStatus:
         """The SPEC status object: ``{"cluster", "apps": [...SPEC fields...], "calls"}``."""
         await trio.lowlevel.checkpoint()
         sim = self.sim
-        answers: dict[str, dict[str, Any] | None] = {}
+        answers: dict[str, Answer | None] = {}
         for entry in self.manifest.apps:
             app = entry.app
             if sim.processes.get(app) != "running":
@@ -134,11 +141,11 @@ class SimClusterHandle:
             self.manifest, answers, dict(sim.pids), dict(sim.processes), self._ledger_or_none()
         )
 
-    def _ledger_or_none(self, records: bool = False) -> dict[str, Any] | None:
+    def _ledger_or_none(self, records: bool = False) -> LedgerJson | None:
         tserver = self.sim.tserver
         if tserver is None or self.sim.processes.get(tserver.app.name) != "running":
             return None
-        answer: dict[str, Any] = tserver.ledger.counts().to_wire()
+        answer = tserver.ledger.counts().to_wire()
         if records:
             answer["records"] = [r.to_wire() for r in tserver.ledger.records()]
             answer["records_total"] = len(answer["records"])
@@ -149,24 +156,16 @@ class SimClusterHandle:
         return answer
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]:
+        self, predicate: Callable[[ClusterStatus], bool], timeout: float
+    ) -> ClusterStatus:
         """Poll ``status()`` until ``predicate`` holds; returns that status.
 
         Raises:
             ClusterError: it did not hold within ``timeout`` (virtual) seconds.
         """
-        last: dict[str, Any] = {}
-        with trio.move_on_after(timeout):
-            while True:
-                last = await self.status()
-                if predicate(last):
-                    return last
-                await trio.sleep(POLL_INTERVAL)
-        modes = ", ".join(f"{a['app']}={a['mode']}" for a in last.get("apps", []))
-        raise ClusterError(f"condition not met within {timeout:g}s (last: {modes})")
+        return await poll_status(self.status, predicate, timeout, POLL_INTERVAL)
 
-    async def ledger(self, records: bool = False) -> dict[str, Any]:
+    async def ledger(self, records: bool = False) -> LedgerJson:
         """The T-Server's call ledger (every record with ``records``)."""
         await trio.lowlevel.checkpoint()
         answer = self._ledger_or_none(records)
@@ -217,14 +216,17 @@ class SimClusterHandle:
         await trio.sleep(self.start_delay)
         await self.sim.start(app)
 
-    async def switchover(self, node: str) -> dict[str, Any]:
+    async def switchover(self, node: str) -> SwitchedOver:
         """Hand the Node's primary role over to its backup; ``node``: an app or node id."""
         primary = node_primary(self.manifest, await self.status(), node)
         self.sim.trace.record("switchover", app=primary)
-        answer = await self.request(primary, "switchover", {})
-        return answer if isinstance(answer, dict) else {"result": answer}
+        return await self.call(primary, Switchover())
 
-    async def request(self, app: str, method: str, params: dict[str, Any]) -> Any:
+    async def call(self, app: str, message: Call[A]) -> A:
+        """``request`` with a typed message: ``message`` to ``app``, its typed answer."""
+        return message.answer(await self.request(app, message.METHOD, message.to_json()))
+
+    async def request(self, app: str, method: str, params: dict[str, Json]) -> Json:
         """One request to ``app`` as the launcher sends it (a fresh link, a deadline)."""
         address = self.sim.db.applications[app]
         try:
@@ -233,7 +235,7 @@ class SimClusterHandle:
                     self.sim.net.for_app(LAUNCHER_APP), address.address, address.port,
                     app=LAUNCHER_APP, app_type="Launcher",
                 )  # fmt: skip
-                answer: Any = None
+                answer: Json = None
                 refused: RequestRefused | None = None
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
@@ -280,18 +282,20 @@ class SimClusterHandle:
     async def load(self, rate: float, duration: float | None = None) -> None:
         """Have the T-Server create ``rate`` calls per second (for ``duration`` seconds)."""
         self.sim.trace.record("load", rate=rate, duration=duration)
-        await self._driver("generate", rate=rate, duration=duration)
+        await self._driver(Generate(rate, duration))
 
     async def stop_load(self) -> None:
         self.sim.trace.record("stop_load")
-        await self._driver("stop_generator")
+        await self._driver(StopGenerator())
 
-    async def _driver(self, method: str, **params: Any) -> Any:
+    async def _driver(self, message: Call[A]) -> A:
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
-                return await self.sim.request(method, **params)
+                return await self.sim.call(message)
         except (OSError, trio.TooSlowError, ConnectionLost) as exc:
-            raise UnreachableError(f"the T-Server does not answer {method!r}: {exc}") from exc
+            raise UnreachableError(
+                f"the T-Server does not answer {message.METHOD!r}: {exc}"
+            ) from exc
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         """A live option change through the Configuration Server."""
@@ -311,7 +315,7 @@ class SimClusterHandle:
         self.manifest = attrs.evolve(self.manifest, state="down")
 
 
-def _pairs(sides: dict[str, Any]) -> list[tuple[str, str]]:
+def _pairs(sides: Mapping[str, list[str]]) -> list[tuple[str, str]]:
     """The (a, b) application pairs of a fault's two sides (as the proxy makes them)."""
     return [(a, b) for a in sides["a"] for b in sides["b"] if a != b]
 

@@ -8,9 +8,9 @@ acting primary per Node at the current epoch" is checked at every change.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from orsim.config import ConfigDatabase
+from orsim.tserver import DoublePrimary
 
 #: Trace entries after which an application holds no role (a new process starts clean).
 _ROLE_ENDS = frozenset({"crash", "start"})
@@ -24,15 +24,15 @@ def node_names(db: ConfigDatabase) -> dict[str, str]:
 
 
 def double_primaries(
-    entries: Iterable[Mapping[str, Any]], node_of: Mapping[str, str]
-) -> list[dict[str, Any]]:
+    entries: Iterable[Mapping[str, object]], node_of: Mapping[str, str]
+) -> list[DoublePrimary]:
     """Every moment two running applications of one Node were primary at the same epoch.
 
     Each finding: ``{"t", "node", "apps", "epoch"}`` (``t``: virtual time). A frozen
     application still counts: it believes it holds the Node, and acts on it when thawed.
     """
     held: dict[str, tuple[str, int]] = {}
-    found: list[dict[str, Any]] = []
+    found: list[DoublePrimary] = []
     for entry in entries:
         kind, app = entry.get("kind"), entry.get("app")
         if not isinstance(app, str):
@@ -40,7 +40,7 @@ def double_primaries(
         if kind in _ROLE_ENDS:
             held.pop(app, None)
         elif kind == "mode":
-            mode, epoch = str(entry.get("mode")), int(entry.get("epoch") or 0)
+            mode, epoch = str(entry.get("mode")), _whole(entry.get("epoch"))
             held[app] = (mode, epoch)
             if mode != "primary":
                 continue
@@ -49,7 +49,18 @@ def double_primaries(
                 same = other_mode == "primary" and other_epoch == epoch
                 if other != app and same and node_of.get(other) == node:
                     found.append(
-                        {"t": entry.get("t"), "node": node,
+                        {"t": _time(entry.get("t")), "node": node,
                          "apps": sorted((app, other)), "epoch": epoch}
                     )  # fmt: skip
     return found
+
+
+def _whole(value: object) -> int:
+    """A trace entry's integer (an epoch), 0 for none."""
+    return value if isinstance(value, int) else 0
+
+
+def _time(value: object) -> float:
+    """A trace entry's virtual time (``Trace.record`` always writes one)."""
+    assert isinstance(value, int | float)
+    return value

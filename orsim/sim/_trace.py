@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import attrs
 import trio
@@ -20,7 +19,7 @@ import trio
 TIME_DIGITS = 6
 
 
-def canonical(entry: Mapping[str, Any]) -> str:
+def canonical(entry: Mapping[str, object]) -> str:
     """One entry as the line that is hashed."""
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -33,13 +32,13 @@ def vtime(t: float) -> float:
 class Trace:
     """Entries appended as the run goes (``record``) and at its end (``extend``)."""
 
-    entries: list[dict[str, Any]] = attrs.Factory(list)
+    entries: list[dict[str, object]] = attrs.Factory(list)
 
-    def record(self, kind: str, **fields: Any) -> None:
+    def record(self, kind: str, **fields: object) -> None:
         """Append ``kind`` with ``fields`` at the current virtual time."""
         self.entries.append({"t": vtime(trio.current_time()), "kind": kind, **fields})
 
-    def extend(self, entries: Iterable[Mapping[str, Any]]) -> None:
+    def extend(self, entries: Iterable[Mapping[str, object]]) -> None:
         self.entries.extend(dict(e) for e in entries)
 
     def lines(self) -> list[str]:

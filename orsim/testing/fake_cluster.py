@@ -17,17 +17,36 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 import attrs
 import trio
 
+from orsim.cluster import Answer, AppEntry, Manifest, cluster_status, poll_status
 from orsim.config import ConfigDatabase, load_database
 from orsim.errors import ClusterError
+from orsim.node import SwitchedOver
+
+if TYPE_CHECKING:
+    from orsim.cluster import ClusterStatus
+    from orsim.tserver import CallRecordJson, LedgerJson
 
 CONFSERV = "confserv"
+
+
+class Knobs(TypedDict, total=False):
+    """What ``FakeCluster.up`` takes beyond the launcher's arguments (see the class)."""
+
+    clock: Callable[[], float]
+    failover_delay: float
+    start_delay: float
+    route_latency: float
+    watch_timeout: float
+    router_timeout: float
+    duplicate_every: int
+    split_brain: bool
 
 
 @attrs.define
@@ -72,7 +91,7 @@ class FakeCluster:
     duplicate_every: int = 0
     split_brain: bool = False
     #: Every verb called, in order, as (verb, args...) for assertions.
-    calls: list[tuple[Any, ...]] = attrs.Factory(list)
+    calls: list[tuple[object, ...]] = attrs.Factory(list)
     is_down: bool = False
     _lanes: dict[str, _Lane] = attrs.Factory(dict)
     _process: dict[str, str] = attrs.Factory(dict)
@@ -87,7 +106,7 @@ class FakeCluster:
         run_dir: str | os.PathLike[str] | None = None,
         ports: str = "auto",
         progress: Callable[[str, str], None] | None = None,
-        **knobs: Any,
+        **knobs: Unpack[Knobs],
     ) -> FakeCluster:
         """Like ``ClusterHandle.up``: every application up, primaries primary."""
         db = await trio.to_thread.run_sync(load_database, Path(config_path))
@@ -105,7 +124,7 @@ class FakeCluster:
         return cluster
 
     @classmethod
-    def factory(cls, **knobs: Any) -> Callable[[Path, Path], Any]:
+    def factory(cls, **knobs: Unpack[Knobs]) -> Callable[[Path, Path], Awaitable[FakeCluster]]:
         """An ``up`` with knobs set, in the shape the scenario runner takes."""
 
         async def up(config: Path, run_dir: Path) -> FakeCluster:
@@ -202,7 +221,7 @@ class FakeCluster:
         lane.set(ready, mode, epoch)
         await trio.sleep_until(ready)
 
-    async def switchover(self, node: str) -> dict[str, Any]:
+    async def switchover(self, node: str) -> SwitchedOver:
         self.calls.append(("switchover", node))
         apps = self._node_apps(node)
         now = self.clock()
@@ -213,7 +232,7 @@ class FakeCluster:
         epoch = self._epoch(node, now) + 1
         self._lanes[primary].set(now + 0.05, "backup", epoch - 1)
         self._lanes[backup].set(now + 0.05, "primary", epoch)
-        return {"new_primary": backup}
+        return SwitchedOver(backup)
 
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         self._check(a)
@@ -269,90 +288,86 @@ class FakeCluster:
                 return when, app, self._lanes[app].at(when)[1]
         return None
 
-    async def ledger(self, records: bool = False) -> dict[str, Any]:
+    async def ledger(self, records: bool = False) -> LedgerJson:
         await trio.lowlevel.checkpoint()
         now = self.clock()
-        rows: list[dict[str, Any]] = []
+        rows: list[CallRecordJson] = []
         nodes = self.nodes
         for start, end, rate in self._loads:
             count = math.ceil((min(end, now) - start) * rate)
             for k in range(max(count, 0)):
                 created = start + k / rate
                 node = nodes[len(rows) % len(nodes)]
-                route = self._route(node, created)
-                row: dict[str, Any] = {
-                    "call_id": f"call-{len(rows) + 1}",
-                    "dn": "5000",
-                    "created_at": created,
-                    "deadline": created + self.router_timeout,
-                    "routed_at": None,
-                    "app": None,
-                    "node_id": None,
-                    "epoch": None,
-                    "state": "in_flight",
-                }
-                if route is not None and route[0] <= now:
-                    row.update(routed_at=route[0], app=route[1], epoch=route[2], state="routed")
-                    row["node_id"] = self.db.applications[self._node_apps(route[1])[0]].dbid
-                elif row["deadline"] <= now:
-                    row["state"] = "lost"
-                rows.append(row)
+                rows.append(self._record(len(rows) + 1, node, created, now))
         routed = [r for r in rows if r["state"] == "routed"]
         by_app: dict[str, int] = {}
         for r in routed:
-            by_app[r["app"]] = by_app.get(r["app"], 0) + 1
-        answer: dict[str, Any] = {
+            if r["app"] is not None:
+                by_app[r["app"]] = by_app.get(r["app"], 0) + 1
+        answer: LedgerJson = {
             "created": len(rows),
             "routed": len(routed),
             "lost": sum(1 for r in rows if r["state"] == "lost"),
+            "default_routed": 0,
             "duplicates": len(routed) // self.duplicate_every if self.duplicate_every else 0,
+            "resent": 0,
             "stale": 0,
+            "unknown": 0,
+            "late": 0,
             "in_flight": sum(1 for r in rows if r["state"] == "in_flight"),
             "by_app": by_app,
+            "by_node": {},
+            "latency_p50_ms": None,
+            "latency_p99_ms": None,
         }
         if records:
             answer["records"] = rows
         return answer
 
+    def _record(self, number: int, node: str, created: float, now: float) -> CallRecordJson:
+        """Call ``number``, made at ``created`` on ``node``, as the ledger has it at ``now``."""
+        route = self._route(node, created)
+        deadline = created + self.router_timeout
+        row: CallRecordJson = {
+            "call_id": f"call-{number}", "dn": "5000", "created_at": created,
+            "deadline": deadline, "state": "in_flight", "routed_at": None, "app": None,
+            "node_id": None, "epoch": None, "target": None, "latency_ms": None,
+        }  # fmt: skip
+        if route is not None and route[0] <= now:
+            row["routed_at"], row["app"], row["epoch"] = route
+            row["state"] = "routed"
+            row["node_id"] = self.db.applications[self._node_apps(route[1])[0]].dbid
+        elif deadline <= now:
+            row["state"] = "lost"
+        return row
+
     # --- observing -----------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ClusterStatus:
+        """The status as the launcher assembles it, from each application's mode now."""
         now = self.clock()
-        ledger = await self.ledger()
-        apps = []
+        entries: list[AppEntry] = []
+        answers: dict[str, Answer] = {}
         for app in self.apps:
             found = self.db.applications.get(app)
             mode, epoch = self._lanes[app].at(now)
             app_type = found.type if found is not None else "ConfigurationServer"
             ors = app_type == "OrchestrationServer"
             node_id = self.db.applications[self._node_apps(app)[0]].dbid if ors else None
-            apps.append(
-                {
-                    "app": app,
-                    "type": app_type,
-                    "node_id": node_id,
-                    "mode": mode,
-                    "epoch": epoch if ors else None,
-                    "process": self._process[app],
-                    "pid": None,
-                    "sessions": 0 if ors else None,
-                    "calls_routed": ledger["by_app"].get(app, 0) if ors else None,
-                }
-            )
-        calls = {k: ledger[k] for k in ("created", "routed", "lost", "duplicates", "in_flight")}
-        return {"cluster": None, "apps": apps, "calls": calls}
+            entries.append(
+                AppEntry(app=app, type=app_type, host="", public_port=0, private_port=0,
+                         tier=0, argv=(), node_id=node_id)
+            )  # fmt: skip
+            answers[app] = {"mode": mode, "epoch": epoch if ors else None}
+        manifest = Manifest(cluster=None, config="", served_config="", run_dir="",
+                            confserv_host="", confserv_port=0, proxy_control_port=0,
+                            apps=tuple(entries), state="up")  # fmt: skip
+        return cluster_status(manifest, answers, {}, self._process, await self.ledger())
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-        with trio.move_on_after(timeout):
-            while True:
-                last = await self.status()
-                if predicate(last):
-                    return last
-                await trio.sleep(0.05)
-        raise ClusterError(f"condition not met within {timeout:g}s")
+        self, predicate: Callable[[ClusterStatus], bool], timeout: float
+    ) -> ClusterStatus:
+        return await poll_status(self.status, predicate, timeout, 0.05)
 
     async def down(self) -> None:
         self.calls.append(("down",))

@@ -37,10 +37,13 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import trio
+
+if TYPE_CHECKING:
+    from orsim.cluster import ClusterStatus
 
 #: How long teardown may take (shielded: it runs even when the test was cancelled).
 TEARDOWN_TIMEOUT = 30.0
@@ -81,17 +84,17 @@ class StatusWaiter(Protocol):
     ``FakeCluster``."""
 
     async def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
-    ) -> dict[str, Any]: ...
+        self, predicate: Callable[[ClusterStatus], bool], timeout: float
+    ) -> ClusterStatus: ...
 
 
 async def wait_for_mode(
     cluster: StatusWaiter, app: str, mode: str, timeout: float = 15.0
-) -> dict[str, Any]:
+) -> ClusterStatus:
     """Wait until ``app`` reports ``mode``; returns the status (raises on timeout)."""
 
-    def holds(status: dict[str, Any]) -> bool:
-        return any(a.get("app") == app and a.get("mode") == mode for a in status.get("apps", ()))
+    def holds(status: ClusterStatus) -> bool:
+        return any(a["app"] == app and a["mode"] == mode for a in status["apps"])
 
     return await cluster.wait_for(holds, timeout)
 

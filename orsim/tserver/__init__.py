@@ -6,8 +6,12 @@ from orsim.tserver._client import TServerClient as TServerClient
 from orsim.tserver._ledger import CallLedger as CallLedger
 from orsim.tserver._ledger import CallLost as CallLost
 from orsim.tserver._ledger import CallRecord as CallRecord
+from orsim.tserver._ledger import CallRecordJson as CallRecordJson
+from orsim.tserver._ledger import DoublePrimary as DoublePrimary
 from orsim.tserver._ledger import DuplicateRoute as DuplicateRoute
 from orsim.tserver._ledger import LedgerCounts as LedgerCounts
+from orsim.tserver._ledger import LedgerCountsJson as LedgerCountsJson
+from orsim.tserver._ledger import LedgerJson as LedgerJson
 from orsim.tserver._ledger import RouteRefused as RouteRefused
 from orsim.tserver._ledger import StaleEpoch as StaleEpoch
 from orsim.tserver._ledger import UnknownCall as UnknownCall
@@ -43,9 +47,11 @@ __all__ = [
     "CallLedger",
     "CallLost",
     "CallRecord",
+    "CallRecordJson",
     "CallRouted",
     "CallState",
     "ClaimEpoch",
+    "DoublePrimary",
     "DuplicateRoute",
     "EpochClaim",
     "Fence",
@@ -54,6 +60,8 @@ __all__ = [
     "GeneratorInfo",
     "Ledger",
     "LedgerCounts",
+    "LedgerCountsJson",
+    "LedgerJson",
     "LedgerReport",
     "MadeCall",
     "MakeCall",

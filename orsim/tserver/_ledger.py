@@ -29,7 +29,7 @@ import math
 from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import NotRequired, TypedDict, TypeVar
 
 import attrs
 
@@ -82,6 +82,61 @@ class DuplicateCallId(ValueError):
     """``create`` was given an id the ledger already holds (a caller bug)."""
 
 
+class CallRecordJson(TypedDict):
+    """A ``CallRecord`` as the ``ledger`` answer carries it."""
+
+    call_id: str
+    dn: str
+    created_at: float
+    deadline: float
+    state: str
+    routed_at: float | None
+    app: str | None
+    node_id: int | None
+    epoch: int | None
+    target: str | None
+    latency_ms: float | None
+
+
+class LedgerCountsJson(TypedDict):
+    """``LedgerCounts`` as the ``ledger`` answer carries them."""
+
+    created: int
+    routed: int
+    lost: int
+    default_routed: int
+    duplicates: int
+    resent: int
+    stale: int
+    unknown: int
+    late: int
+    in_flight: int
+    by_app: dict[str, int]
+    by_node: dict[str, int]
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+
+
+class DoublePrimary(TypedDict):
+    """Two running applications of one Node primary at the same epoch (a simulation
+    finding, read from its exact trace)."""
+
+    t: float
+    node: str | None
+    apps: list[str]
+    epoch: int
+
+
+class LedgerJson(LedgerCountsJson):
+    """The ledger as a cluster handle returns it: the counts, with ``records`` every
+    record; a simulation adds what only it can know exactly."""
+
+    records: NotRequired[list[CallRecordJson]]
+    records_total: NotRequired[int | None]
+    double_primaries: NotRequired[list[DoublePrimary]]
+    sessions_created_twice: NotRequired[list[str]]
+
+
 @attrs.frozen(kw_only=True)
 class CallRecord:
     """One call as the ledger knows it."""
@@ -104,12 +159,15 @@ class CallRecord:
             return None
         return (self.routed_at - self.created_at) * 1000.0
 
-    def to_wire(self) -> dict[str, object]:
-        # The fields by name, in declaration order, as attrs.asdict gives them (which
+    def to_wire(self) -> CallRecordJson:
+        # The fields by name, in declaration order (as attrs.asdict gives them, which
         # is several times slower, and a ledger dump converts every record).
-        record = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        record["latency_ms"] = self.latency_ms
-        return record
+        return {
+            "call_id": self.call_id, "dn": self.dn, "created_at": self.created_at,
+            "deadline": self.deadline, "state": self.state, "routed_at": self.routed_at,
+            "app": self.app, "node_id": self.node_id, "epoch": self.epoch,
+            "target": self.target, "latency_ms": self.latency_ms,
+        }  # fmt: skip
 
     @classmethod
     def from_wire(cls, data: Mapping[str, object]) -> CallRecord:
@@ -132,9 +190,6 @@ class CallRecord:
         )
 
 
-_RECORD_FIELDS = tuple(a.name for a in attrs.fields(CallRecord))
-
-
 @attrs.frozen(kw_only=True)
 class LedgerCounts:
     """A snapshot of the ledger's counters."""
@@ -155,13 +210,18 @@ class LedgerCounts:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
 
-    def to_wire(self) -> dict[str, object]:
+    def to_wire(self) -> LedgerJson:
+        """The counts as the ``ledger`` answer's JSON (without records: add them)."""
         # As attrs.asdict gives it (several times slower; a status sample asks for it).
-        data: dict[str, object] = {name: getattr(self, name) for name in _COUNTS_FIELDS}
-        data["by_app"] = dict(self.by_app)
-        # JSON object keys are strings.
-        data["by_node"] = {str(k): v for k, v in self.by_node.items()}
-        return data
+        return {
+            "created": self.created, "routed": self.routed, "lost": self.lost,
+            "default_routed": self.default_routed, "duplicates": self.duplicates,
+            "resent": self.resent, "stale": self.stale, "unknown": self.unknown,
+            "late": self.late, "in_flight": self.in_flight, "by_app": dict(self.by_app),
+            # JSON object keys are strings.
+            "by_node": {str(k): v for k, v in self.by_node.items()},
+            "latency_p50_ms": self.latency_p50_ms, "latency_p99_ms": self.latency_p99_ms,
+        }  # fmt: skip
 
     @classmethod
     def from_wire(cls, data: Mapping[str, object]) -> LedgerCounts:
@@ -183,7 +243,6 @@ class LedgerCounts:
         )
 
 
-_COUNTS_FIELDS = tuple(a.name for a in attrs.fields(LedgerCounts))
 _COUNTED = tuple(a.name for a in attrs.fields(LedgerCounts) if a.type in ("int", int))
 
 

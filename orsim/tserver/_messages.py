@@ -14,7 +14,7 @@ from typing import ClassVar, Self
 import attrs
 
 from orsim.errors import RequestRefused
-from orsim.tserver._ledger import CallRecord, LedgerCounts
+from orsim.tserver._ledger import CallRecord, LedgerCounts, LedgerJson
 from orsim.wire import (
     FLATTEN,
     OMIT_NONE,
@@ -329,7 +329,11 @@ class LedgerReport(Record):
     records_total: int | None = None
 
     def to_json(self) -> Json:
-        data: dict[str, Json] = self.counts.to_wire()
+        return self.ledger_json()
+
+    def ledger_json(self) -> LedgerJson:
+        """The report as the ``ledger`` answer's JSON, typed."""
+        data = self.counts.to_wire()
         if self.records is not None:
             data["records"] = [r.to_wire() for r in self.records]
             data["records_total"] = self.records_total

@@ -177,7 +177,9 @@ async def bench_tserver(
         end = tracker.last_resolved_at if tracker.done.is_set() else trio.current_time()
         ledger = await client.ledger(records=True)
     ours = [r for r in ledger["records"] if r["call_id"] in tracker.ids]
-    latencies = [r["latency_ms"] for r in ours if r["state"] == ROUTED]
+    latencies = [
+        r["latency_ms"] for r in ours if r["state"] == ROUTED and r["latency_ms"] is not None
+    ]
     routed = len(latencies)
     elapsed = max(end - start, 1e-9)
     return BenchResult(
