@@ -8,6 +8,7 @@ from typing import Any
 from orsim.scenario import check_document, evaluate
 from orsim.scenario._model import Scenario, Step
 from orsim.scenario._timeline import AppState, Sample, Timeline, role_changes
+from orsim.tserver import CallRecord, CallRecordJson, LedgerCounts, LedgerJson
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = str(ROOT / "scenarios" / "probe.yaml")
@@ -29,21 +30,34 @@ def sample(t: float, **modes: str | tuple[str, int]) -> Sample:
     return Sample(T0 + t, tuple(states))
 
 
-def record(app: str, created: float, routed: float | None, state: str = "routed") -> dict[str, Any]:
-    return {
-        "call_id": f"c{created}",
-        "created_at": T0 + created,
-        "routed_at": None if routed is None else T0 + routed,
-        "app": app if routed is not None else None,
-        "state": state,
+def record(app: str, created: float, routed: float | None, state: str = "routed") -> CallRecordJson:
+    return CallRecord(
+        call_id=f"c{created}",
+        dn="5000",
+        created_at=T0 + created,
+        deadline=T0 + created + 10.0,
+        routed_at=None if routed is None else T0 + routed,
+        app=app if routed is not None else None,
+        state=state,
+    ).to_wire()
+
+
+def ledger(records: list[CallRecordJson], **counts: int) -> LedgerJson:
+    base = {
+        "created": len(records),
+        "routed": len(records),
+        "lost": 0,
+        "default_routed": 0,
+        "duplicates": 0,
+        "resent": 0,
+        "stale": 0,
+        "unknown": 0,
+        "late": 0,
+        "in_flight": 0,
     }
-
-
-def ledger(records: list[dict[str, Any]], **counts: int) -> dict[str, Any]:
-    base = {"created": len(records), "routed": len(records), "lost": 0, "duplicates": 0,
-            "stale": 0, "in_flight": 0}  # fmt: skip
     base.update(counts)
-    return {**base, "records": records}
+    book = LedgerCounts(**base, by_app={}, by_node={}, latency_p50_ms=None, latency_p99_ms=None)
+    return {**book.to_wire(), "records": records}
 
 
 def expectation(sc: Scenario) -> Step:

@@ -10,7 +10,7 @@ anyway, e.g. through a live change, it is ignored with a warning).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import attrs
 
@@ -68,7 +68,7 @@ class EffectiveOptions:
         """All options as plain ``section -> key -> value``."""
         return {s: self.section(s) for s in self.values}
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The SPEC form of ``orsim config show --json``."""
         return {
             "app": self.app,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import yaml
@@ -154,7 +154,7 @@ class _Checker:
 
     # -- shapes ------------------------------------------------------------------
 
-    def mapping(self, value: Any, path: Path, what: str) -> dict[str, Any]:
+    def mapping(self, value: object, path: Path, what: str) -> dict[str, object]:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -162,12 +162,14 @@ class _Checker:
             return {}
         return value
 
-    def unknown_keys(self, body: Mapping[str, Any], allowed: tuple[str, ...], path: Path) -> None:
+    def unknown_keys(
+        self, body: Mapping[str, object], allowed: tuple[str, ...], path: Path
+    ) -> None:
         for key in body:
             if key not in allowed:
                 self.problem((*path, key), f"unknown key (expected one of: {', '.join(allowed)})")
 
-    def name(self, value: Any, path: Path, what: str, required: bool = True) -> str | None:
+    def name(self, value: object, path: Path, what: str, required: bool = True) -> str | None:
         if value is None:
             if required:
                 self.problem(path, f"{what} is required")
@@ -177,7 +179,7 @@ class _Checker:
             return None
         return str(value)
 
-    def options(self, value: Any, path: Path) -> Options:
+    def options(self, value: object, path: Path) -> Options:
         sections = self.mapping(value, path, "options")
         result: Options = {}
         for section, keys in sections.items():
@@ -221,7 +223,7 @@ class _Checker:
             transactions=transactions,
         )
 
-    def tenants(self, value: Any) -> tuple[str, ...]:
+    def tenants(self, value: object) -> tuple[str, ...]:
         path: Path = ("tenants",)
         if value is None:
             return KNOWN_TENANTS
@@ -240,7 +242,7 @@ class _Checker:
             self.problem(path, "tenants must include Environment (multi-tenant) or Resources")
         return tuple(dict.fromkeys(names))
 
-    def hosts(self, value: Any) -> dict[str, Host]:
+    def hosts(self, value: object) -> dict[str, Host]:
         hosts: dict[str, Host] = {}
         for index, (name, body) in enumerate(self.mapping(value, ("hosts",), "hosts").items()):
             path: Path = ("hosts", name)
@@ -258,7 +260,7 @@ class _Checker:
             hosts[name] = Host(name, address or "", FIRST_DBID + index)
         return hosts
 
-    def applications(self, value: Any, hosts: Mapping[str, Host]) -> dict[str, Application]:
+    def applications(self, value: object, hosts: Mapping[str, Host]) -> dict[str, Application]:
         apps: dict[str, Application] = {}
         taken: dict[tuple[str, int], str] = {}
         bodies = self.mapping(value, ("applications",), "applications")
@@ -318,7 +320,7 @@ class _Checker:
             )
         return apps
 
-    def port(self, value: Any, path: Path) -> int:
+    def port(self, value: object, path: Path) -> int:
         if value is None:
             self.problem(path, "port is required")
             return 0
@@ -332,7 +334,7 @@ class _Checker:
             return 0
         return value
 
-    def connection_list(self, value: Any, path: Path) -> tuple[AppConnection, ...]:
+    def connection_list(self, value: object, path: Path) -> tuple[AppConnection, ...]:
         if value is None:
             return ()
         if not isinstance(value, list):
@@ -349,7 +351,7 @@ class _Checker:
             result.append(conn)
         return tuple(result)
 
-    def connection(self, path: Path, item: Any) -> AppConnection | None:
+    def connection(self, path: Path, item: object) -> AppConnection | None:
         if not isinstance(item, dict):
             server = self.name(item, path, "a connection")
             return AppConnection(server) if server else None
@@ -364,7 +366,7 @@ class _Checker:
             self.parameter(item, ADDP_TRACE, path),
         )
 
-    def parameter(self, item: dict[str, Any], option: Option[T], path: Path) -> T:
+    def parameter(self, item: dict[str, object], option: Option[T], path: Path) -> T:
         """A connection parameter's value; its default when absent or refused (and said)."""
         if option.key not in item:
             return option.default_value
@@ -390,7 +392,7 @@ class _Checker:
                     self.warning((*path, section, key), warning)
 
     def transactions(
-        self, value: Any, tenants: tuple[str, ...], list_tenant: str
+        self, value: object, tenants: tuple[str, ...], list_tenant: str
     ) -> dict[str, Transaction]:
         result: dict[str, Transaction] = {}
         bodies = self.mapping(value, ("transactions",), "transactions")
@@ -617,7 +619,7 @@ def _loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "localhost")
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):

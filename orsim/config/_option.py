@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import attrs
 
@@ -125,7 +125,7 @@ class Text:
 
 
 @attrs.frozen(kw_only=True)
-class Option(Generic[T]):
+class Option(Generic[T_co]):
     """One option orsim understands: its only definition.
 
     ``key`` is ``ANY_KEY`` for a section whose keys are names the user chooses (the Nodes
@@ -136,9 +136,9 @@ class Option(Generic[T]):
 
     section: str
     key: str
-    parse: Parser[T] = attrs.field(eq=False)
+    parse: Parser[T_co] = attrs.field(eq=False)
     default: str | None
-    #: Which application reads it: ORS, T-Server or URS.
+    #: Which application reads it: ORS, T_co-Server or URS.
     applies_to: str
     #: What orsim does with it, in a sentence or two.
     effect: str
@@ -185,7 +185,7 @@ class Option(Generic[T]):
         return "at once" if self.dynamic else "after restart"
 
     @property
-    def default_value(self) -> T:
+    def default_value(self) -> T_co:
         """The parsed default. Raises LookupError for an option without one."""
         if self.default is None:
             raise LookupError(f"option {self.name} has no default")
@@ -220,7 +220,7 @@ class Option(Generic[T]):
             return f"{self.noun.format(key=key)} {exc}"
         return None
 
-    def value(self, text: str | None, *, owner: str = "") -> T:
+    def value(self, text: str | None, *, owner: str = "") -> T_co:
         """The value of ``text`` (None or blank: the default).
 
         Raises:
@@ -239,7 +239,7 @@ class Option(Generic[T]):
         """The text this option is set to in ``options`` (None: not set)."""
         return options.get(self.section, {}).get(self.key)
 
-    def read(self, options: Mapping[str, Mapping[str, str]], *, owner: str = "") -> T:
+    def read(self, options: Mapping[str, Mapping[str, str]], *, owner: str = "") -> T_co:
         """This option's value in ``options`` (``section -> key -> text``), or its default.
 
         Raises:
@@ -247,13 +247,13 @@ class Option(Generic[T]):
         """
         return self.value(self.text_in(options), owner=owner)
 
-    def read_section(self, options: Mapping[str, Mapping[str, str]]) -> dict[str, T]:
+    def read_section(self, options: Mapping[str, Mapping[str, str]]) -> dict[str, T_co]:
         """Every key of an ``ANY_KEY`` option's section with its value, in order.
 
         Raises:
             ConfigError: a value is refused.
         """
-        result: dict[str, T] = {}
+        result: dict[str, T_co] = {}
         for key, text in options.get(self.section, {}).items():
             bad = self._bad(key, text)
             if bad is not None:
@@ -266,7 +266,7 @@ def _owner(owner: str) -> str:
     return f"{owner}: " if owner else ""
 
 
-def sections(values: Mapping[Option[Any], object]) -> dict[str, dict[str, object]]:
+def sections(values: Mapping[Option[object], object]) -> dict[str, dict[str, object]]:
     """``{option: value}`` as ``section -> key -> value``, the shape of a database's
     ``options`` (for code that writes a configuration)."""
     result: dict[str, dict[str, object]] = {}

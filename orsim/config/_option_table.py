@@ -4,7 +4,6 @@ table is rendered from them (and a test keeps the two equal)."""
 from __future__ import annotations
 
 import textwrap
-from typing import Any
 
 from orsim.config._option import Option
 from orsim.config._option_rules import list_option_problem
@@ -26,7 +25,7 @@ ROW_FIELDS = (
 )
 
 
-def option_row(option: Option[Any]) -> dict[str, str | bool | None]:
+def option_row(option: Option[object]) -> dict[str, str | bool | None]:
     """One option as a JSON-ready record with the ``ROW_FIELDS`` names.
 
     ``key`` is ``*`` for a section whose keys the user names; ``default`` is None for an
@@ -53,14 +52,14 @@ def option_rows() -> list[dict[str, str | bool | None]]:
     return [option_row(option) for option in OPTIONS]
 
 
-def shown_name(option: Option[Any]) -> str:
+def shown_name(option: Option[object]) -> str:
     """``section/key`` (``cluster/*``), or ``key (connection)`` for a connection parameter."""
     if option.set_in == "connection":
         return f"{option.key} (connection)"
     return f"{option.section}/{option.key}"
 
 
-def shown_default(option: Option[Any]) -> str:
+def shown_default(option: Option[object]) -> str:
     """The default with its unit; ``-`` for none, ``(empty)`` for an empty text."""
     if option.default is None:
         return "-"

@@ -8,8 +8,6 @@ here: everywhere else it is reached through its constant or ``find``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from orsim.config._option import (
@@ -307,7 +305,7 @@ ADDP_TRACE: Option[str] = Option(
 )
 
 #: Every definition, in the order ``orsim config options`` and the README list them.
-OPTIONS: tuple[Option[Any], ...] = (
+OPTIONS: tuple[Option[object], ...] = (
     CALL_WATCHING_TIMEOUT,
     BACKUP_SYNCH_MAX_AGE,
     BACKUP_SYNCH_MAX_BUFFER,
@@ -334,7 +332,7 @@ CONNECTION_OPTIONS = tuple(o for o in OPTIONS if o.set_in == "connection")
 _BY_NAME = {(o.section, o.key): o for o in OPTIONS if o.set_in == "options"}
 
 
-def find(section: str, key: str) -> Option[Any] | None:
+def find(section: str, key: str) -> Option[object] | None:
     """The definition of option ``section/key`` set in options (None: orsim has none)."""
     return _BY_NAME.get((section, key)) or _BY_NAME.get((section, ANY_KEY))
 

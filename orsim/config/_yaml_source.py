@@ -11,8 +11,6 @@ much they may expand the document (a "billion laughs" is a few lines of anchors)
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import yaml
 from yaml.constructor import SafeConstructor
@@ -35,7 +33,7 @@ class YamlDocument:
     """A parsed YAML file: its data and the line (1-based) of every key and item."""
 
     source: str
-    data: Any
+    data: object
     lines: dict[Path, int] = attrs.field(eq=False)
     #: Problems met while reading (duplicate keys, non-string keys), already located.
     problems: tuple[str, ...] = ()
@@ -74,7 +72,7 @@ def read_yaml_text(source: str) -> str:
         raise ConfigError(f"{source}: cannot read: {exc}") from None
 
 
-def load_yaml(text: str, source: str) -> Any:
+def load_yaml(text: str, source: str) -> object:
     """The plain data of one YAML document, within the limits; a one-line ConfigError
     naming ``source`` (and the line) for invalid YAML or a broken limit."""
     try:
@@ -126,7 +124,7 @@ class _LimitedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -191,7 +189,7 @@ class _Builder:
         self.problems: list[str] = []
         self.constructor = SafeConstructor()
 
-    def value(self, node: yaml.Node, path: Path) -> Any:
+    def value(self, node: yaml.Node, path: Path) -> object:
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -206,9 +204,9 @@ class _Builder:
             self.problems.append(f"{self.source}:{node.start_mark.line + 1}: {exc}")
             return node.value
 
-    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, object]:
         """The mapping's own keys (each once) over those merged in with ``<<``."""
-        result: dict[str, Any] = {}
+        result: dict[str, object] = {}
         # Merges first, so the own keys built after them win, and so do their lines.
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
@@ -237,7 +235,7 @@ class _Builder:
             result[name] = self.value(value_node, (*path, name))
         return result
 
-    def merge(self, result: dict[str, Any], value: yaml.Node, path: Path) -> None:
+    def merge(self, result: dict[str, object], value: yaml.Node, path: Path) -> None:
         """Merge key ``<<``: keys of a mapping, or of a list of mappings (the first that
         has a key wins), not already in ``result``; the mapping's own keys win over all."""
         sources = value.value if isinstance(value, yaml.SequenceNode) else [value]

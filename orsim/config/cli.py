@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -19,6 +19,10 @@ from orsim.config._loader import lint_database
 from orsim.config._option_table import option_rows, options_markdown, options_text
 from orsim.confserv import add_genesys_args
 from orsim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orsim.config._effective import EffectiveOptions
+    from orsim.confserv.client import ConfServClient
 
 T = TypeVar("T")
 
@@ -95,7 +99,7 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "config",
         help="lint a database; list, show, set, delete or import options",
@@ -107,7 +111,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
 
     def add(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(  # type: ignore[no-any-return]
+        return sub.add_parser(
             name,
             help=help_text,
             description=description,
@@ -163,7 +167,7 @@ def _addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
     return addresses
 
 
-def _with_client(args: argparse.Namespace, action: Callable[[Any], Awaitable[T]]) -> T:
+def _with_client(args: argparse.Namespace, action: Callable[[ConfServClient], Awaitable[T]]) -> T:
     """Connect to the Configuration Server, run ``action(client)``, disconnect."""
     from orsim.confserv.client import ConfServClient
     from orsim.logs import configure_logging
@@ -205,7 +209,7 @@ def run_lint(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    async def fetch(client: Any) -> Any:
+    async def fetch(client: ConfServClient) -> EffectiveOptions:
         app = await client.get_application(args.app)
         cluster = await client.get_transaction(args.cluster) if args.cluster else None
         return effective_options(app, cluster)
@@ -243,9 +247,8 @@ def run_options(args: argparse.Namespace) -> int:
 
 
 def run_set(args: argparse.Namespace) -> int:
-    async def change(client: Any) -> str:
-        kind: str = await client.set_option(args.object, args.section, args.key, args.value)
-        return kind
+    async def change(client: ConfServClient) -> str:
+        return await client.set_option(args.object, args.section, args.key, args.value)
 
     kind = _with_client(args, change)
     print(f"set {args.section}/{args.key}={args.value} on {kind} '{args.object}'")
@@ -253,9 +256,8 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    async def change(client: Any) -> str:
-        kind: str = await client.delete_option(args.object, args.section, args.key)
-        return kind
+    async def change(client: ConfServClient) -> str:
+        return await client.delete_option(args.object, args.section, args.key)
 
     kind = _with_client(args, change)
     print(f"deleted {args.section}/{args.key} from {kind} '{args.object}'")
@@ -270,9 +272,8 @@ def run_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.file}: cannot read: {exc}") from None
     options = parse_options_ini(text, args.file)
 
-    async def change(client: Any) -> int:
-        count: int = await client.import_options(args.object, options)
-        return count
+    async def change(client: ConfServClient) -> int:
+        return await client.import_options(args.object, options)
 
     count = _with_client(args, change)
     print(f"imported {count} options from {args.file} into '{args.object}'")

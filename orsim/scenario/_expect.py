@@ -32,8 +32,8 @@ The exact rules, as the scenario format documents them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from orsim.scenario._load import fault_app, fault_node, step_label
 from orsim.scenario._model import (
@@ -45,10 +45,12 @@ from orsim.scenario._model import (
     RunWide,
     Scenario,
     SessionsRecovered,
-    SplitBrainNever,
     Step,
 )
 from orsim.scenario._timeline import Sample, Timeline, Verdict
+
+if TYPE_CHECKING:
+    from orsim.tserver import CallRecordJson, LedgerJson
 
 
 def expectation_label(step: Step) -> str:
@@ -82,7 +84,7 @@ def mode_verdict(
 
 
 def evaluate(
-    scenario: Scenario, step: Step, timeline: Timeline, ledger: Mapping[str, Any] | None
+    scenario: Scenario, step: Step, timeline: Timeline, ledger: LedgerJson | None
 ) -> Verdict:
     """The verdict of a run-wide expectation, from the whole run."""
     assert isinstance(step.action, Expect)
@@ -92,7 +94,7 @@ def evaluate(
     t = timeline.end if timeline.end is not None else timeline.t0
     if ledger is None and not isinstance(exp, FailoverGap | SessionsRecovered):
         return Verdict(label, False, "the T-Server ledger could not be read", step.number, t)
-    passed, detail = _check(scenario, step, exp, timeline, ledger or {})
+    passed, detail = _check(scenario, step, exp, timeline, ledger)
     return Verdict(label, passed, detail, step.number, t)
 
 
@@ -101,24 +103,27 @@ def _check(
     step: Step,
     exp: RunWide,
     timeline: Timeline,
-    ledger: Mapping[str, Any],
+    ledger: LedgerJson | None,
 ) -> tuple[bool, str]:
+    """``ledger`` is None only for the expectations that do without it."""
+    records = ledger.get("records", []) if ledger is not None else []
+    if isinstance(exp, FailoverGap):
+        return check_failover_gap(scenario, step, exp, timeline, records)
+    if isinstance(exp, SessionsRecovered):
+        return check_sessions_recovered(scenario, step, exp, timeline, records)
+    assert ledger is not None
     if isinstance(exp, CallsLost):
-        lost = int(ledger.get("lost") or 0)
+        lost = ledger["lost"]
         return lost <= exp.at_most, f"{lost} lost{_of_created(ledger)}"
     if isinstance(exp, CallsDuplicated):
-        dups = int(ledger.get("duplicates") or 0)
+        dups = ledger["duplicates"]
         return dups <= exp.at_most, f"{dups} duplicate route(s) refused{_of_created(ledger)}"
-    if isinstance(exp, SplitBrainNever):
-        return check_split_brain(scenario, timeline.samples, ledger, timeline.t0)
-    if isinstance(exp, FailoverGap):
-        return check_failover_gap(scenario, step, exp, timeline, ledger)
-    return check_sessions_recovered(scenario, step, exp, timeline, ledger)
+    return check_split_brain(scenario, timeline.samples, ledger, timeline.t0)
 
 
-def _of_created(ledger: Mapping[str, Any]) -> str:
-    created, routed = ledger.get("created"), ledger.get("routed")
-    in_flight = ledger.get("in_flight") or 0
+def _of_created(ledger: LedgerJson) -> str:
+    created, routed = ledger["created"], ledger["routed"]
+    in_flight = ledger["in_flight"]
     tail = f", {in_flight} still in flight" if in_flight else ""
     return f" of {created} calls created ({routed} routed{tail})"
 
@@ -172,7 +177,7 @@ def check_failover_gap(
     step: Step,
     exp: FailoverGap,
     timeline: Timeline,
-    ledger: Mapping[str, Any],
+    records: Sequence[CallRecordJson],
 ) -> tuple[bool, str]:
     context = _fault_context(scenario, step, exp, timeline)
     if isinstance(context, str):
@@ -186,22 +191,22 @@ def check_failover_gap(
     else:
         given_back = timeline.repair_times.get(fault.number, float("inf"))
 
-    def counts(record: Mapping[str, Any]) -> bool:
-        routed_at = record.get("routed_at")
-        if record.get("state") != "routed" or not isinstance(routed_at, int | float):
+    def counts(record: CallRecordJson) -> bool:
+        routed_at = record["routed_at"]
+        if record["state"] != "routed" or routed_at is None:
             return False
-        if record.get("app") not in apps or routed_at <= fault_t:
+        if record["app"] not in apps or routed_at <= fault_t:
             return False
-        return not (record.get("app") == hit and routed_at < given_back)
+        return not (record["app"] == hit and routed_at < given_back)
 
-    routes = [r for r in ledger.get("records") or () if isinstance(r, Mapping) and counts(r)]
+    routes = [(r["routed_at"], r["app"]) for r in records if counts(r)]
     fault_at = f"+{timeline.rel(fault_t):.2f}s"
     where = f"Node {node}, fault at {step_label(fault.number, fault.verb)} {fault_at}"
     if routes:
-        first = min(routes, key=lambda r: float(r["routed_at"]))
-        gap_ms = (float(first["routed_at"]) - fault_t) * 1000.0
-        routed_at = timeline.rel(float(first["routed_at"]))
-        how = f"first call routed by {first['app']} at +{routed_at:.2f}s"
+        first_at, first_app = min(routes, key=lambda r: r[0] or 0.0)
+        assert first_at is not None
+        gap_ms = (first_at - fault_t) * 1000.0
+        how = f"first call routed by {first_app} at +{timeline.rel(first_at):.2f}s"
     else:
         others = [a for a in apps if a != hit]
         became = next(
@@ -227,7 +232,7 @@ def check_sessions_recovered(
     step: Step,
     exp: SessionsRecovered,
     timeline: Timeline,
-    ledger: Mapping[str, Any],
+    records: Sequence[CallRecordJson],
 ) -> tuple[bool, str]:
     context = _fault_context(scenario, step, exp, timeline)
     if isinstance(context, str):
@@ -239,15 +244,13 @@ def check_sessions_recovered(
         source = "reported by the Node's status"
         count = reported
     else:
-        records = [r for r in ledger.get("records") or () if isinstance(r, Mapping)]
         count = sum(
             1
             for r in records
-            if isinstance(r.get("created_at"), int | float)
-            and isinstance(r.get("routed_at"), int | float)
-            and r["created_at"] <= fault_t < r["routed_at"]
-            and r.get("app") in apps
-            and r.get("app") != hit
+            if (routed_at := r["routed_at"]) is not None
+            and r["created_at"] <= fault_t < routed_at
+            and r["app"] in apps
+            and r["app"] != hit
         )
         source = "calls created before the fault and routed after it by the Node (ledger)"
     return count >= exp.at_least, f"{count} session(s) recovered by Node {node}, {source}"
@@ -279,19 +282,19 @@ def _reported_recoveries(
 
 
 def check_split_brain(
-    scenario: Scenario, samples: Sequence[Sample], ledger: Mapping[str, Any], t0: float
+    scenario: Scenario, samples: Sequence[Sample], ledger: LedgerJson, t0: float
 ) -> tuple[bool, str]:
-    dups = int(ledger.get("duplicates") or 0)
-    stale = int(ledger.get("stale") or 0)
+    dups = ledger["duplicates"]
+    stale = ledger["stale"]
     if dups:
         return False, f"{dups} call(s) routed twice (duplicates refused by the T-Server)"
-    for found in ledger.get("double_primaries") or ():
+    for found in ledger.get("double_primaries", []):
         names = " and ".join(found["apps"])
         return False, (
             f"{names} both primary with epoch {found['epoch']}"
             f" at virtual time {found['t']:.3f}s (Node {found['node']}, exact history)"
         )
-    twice = ledger.get("sessions_created_twice") or ()
+    twice = ledger.get("sessions_created_twice", [])
     if twice:
         return False, f"{len(twice)} session(s) created twice (first: call {twice[0]})"
     previous: set[str] = set()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -183,12 +183,12 @@ def schema_problems(document: object, source: str) -> list[str]:
     return problems
 
 
-def _non_finite(document: object) -> dict[tuple[Any, ...], float]:
+def _non_finite(document: object) -> dict[tuple[str | int, ...], float]:
     """Every .inf/.nan, by path: the schema's bounds cannot catch NaN (every comparison
     with it is false), and no field means "forever"."""
-    found: dict[tuple[Any, ...], float] = {}
+    found: dict[tuple[str | int, ...], float] = {}
 
-    def walk(value: object, path: tuple[Any, ...]) -> None:
+    def walk(value: object, path: tuple[str | int, ...]) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             found[path] = value
         elif isinstance(value, dict):
@@ -219,11 +219,11 @@ def _most_specific(error: ValidationError) -> ValidationError:
     return _most_specific(deepest)
 
 
-def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> str:
+def _describe(source: str, document: Mapping[str, object], error: ValidationError) -> str:
     path = list(error.absolute_path)
     message = _message(error)
     if len(path) == 2 and path[0] == "steps" and isinstance(path[1], int):
-        raw = document["steps"][path[1]]
+        raw = _items(document["steps"])[path[1]]
         return f"{source}: step {path[1] + 1}: {_step_message(error, raw)}"
     if path:
         return _located(source, path, message)
@@ -237,7 +237,7 @@ def _describe(source: str, document: dict[Any, Any], error: ValidationError) -> 
     return f"{source}: {message}"
 
 
-def _located(source: str, path: Sequence[Any], message: str) -> str:
+def _located(source: str, path: Sequence[str | int], message: str) -> str:
     """``message`` about the value at ``path``, naming its step and field."""
     if len(path) >= 3 and path[0] == "steps" and isinstance(path[1], int):
         rest = [str(p) for p in path[2:]]
@@ -280,8 +280,10 @@ def _kind(value: object) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def _shape_problems(verb: str, value: Any) -> Iterable[tuple[str, str]]:
+def _shape_problems(verb: str, value: object) -> Iterable[tuple[str, str]]:
     """Combinations of keys the schema leaves open: one condition per wait/expect."""
+    if not isinstance(value, dict):
+        return
     if verb == "wait":
         kinds = [k for k in ("app", "ready", "ledger") if k in value]
         if len(kinds) != 1:
@@ -311,92 +313,153 @@ def _shape_problems(verb: str, value: Any) -> Iterable[tuple[str, str]]:
 # --- conversion (the document is schema-valid here) ----------------------------------------
 
 
-def _convert_step(number: int, raw: dict[str, Any]) -> Step:
-    ((verb, value),) = raw.items()
+def _convert_step(number: int, raw: object) -> Step:
+    ((verb, value),) = _fields(raw).items()
     return Step(number=number, verb=verb, action=_convert_action(verb, value))
 
 
-def _convert_action(verb: str, value: Any) -> Action:
+def _convert_action(verb: str, value: object) -> Action:
     if verb == "start":
         if value == "all":
             return Start(None)
-        return Start(tuple([value] if isinstance(value, str) else value))
+        return Start((value,) if isinstance(value, str) else _names(value))
     if verb == "wait":
-        return Wait(_wait_condition(value), float(value.get("timeout", DEFAULT_WAIT_TIMEOUT)))
+        fields = _fields(value)
+        return Wait(_wait_condition(fields), _number(fields.get("timeout", DEFAULT_WAIT_TIMEOUT)))
     if verb == "load":
         if value == "stop":
             return StopLoad()
-        duration = value.get("duration")
-        return Load(float(value["rate"]), None if duration is None else float(duration))
+        fields = _fields(value)
+        duration = fields.get("duration")
+        return Load(_number(fields["rate"]), None if duration is None else _number(duration))
     if verb == "kill":
         app, signal = _app_signal(value, "KILL")
         return SendSignal(app, signal)
     if verb == "stop":
-        return SendSignal(value, "STOP")
+        return SendSignal(_text(value), "STOP")
     if verb == "stop-gracefully":
-        return SendSignal(value, "TERM")  # a primary suspends, drains, hands over, exits
+        return SendSignal(_text(value), "TERM")  # a primary suspends, drains, hands over, exits
     if verb == "continue":
-        return SendSignal(value, "CONT")
+        return SendSignal(_text(value), "CONT")
     if verb == "restart":
         app, signal = _app_signal(value, "TERM")
         return Restart(app, signal)
     if verb == "isolate":
-        return Isolate(value)
+        return Isolate(_text(value))
     if verb == "heal" and isinstance(value, str):
         return Isolate(value, heal=True)
     if verb in ("partition", "heal"):
-        return Partition(value[0], value[1], heal=verb == "heal")
+        a, b = _names(value)
+        return Partition(a, b, heal=verb == "heal")
     if verb == "delay":
-        return Delay(value["between"][0], value["between"][1], float(value["ms"]))
+        fields = _fields(value)
+        a, b = _names(fields["between"])
+        return Delay(a, b, _number(fields["ms"]))
     if verb == "switchover":
-        return Switchover(value)
+        return Switchover(_node(value))
     if verb == "set-option":
+        fields = _fields(value)
         return SetOption(
-            value["object"], value["section"], value["key"], option_value_to_str(value["value"])
-        )
+            _text(fields["object"]), _text(fields["section"]), _text(fields["key"]),
+            option_value_to_str(fields["value"]),
+        )  # fmt: skip
     if verb == "sleep":
         if isinstance(value, dict):
-            low, high = (float(v) for v in value["between"])
+            low, high = (_number(v) for v in _items(value["between"]))
             return Sleep(low, high)
-        return Sleep(float(value), float(value))
+        return Sleep(_number(value), _number(value))
     if verb == "expect":
-        return Expect(_expectation(value))
+        return Expect(_expectation(_fields(value)))
     raise AssertionError(f"schema admitted unknown verb {verb!r}")
 
 
-def _app_signal(value: Any, default: Signal) -> tuple[str, Signal]:
+def _app_signal(value: object, default: Signal) -> tuple[str, Signal]:
     if isinstance(value, str):
         return value, default
-    return value["app"], value.get("signal", default)
+    fields = _fields(value)
+    return _text(fields["app"]), _SIGNALS[_text(fields.get("signal", default))]
 
 
-def _wait_condition(value: dict[str, Any]) -> WaitCondition:
+def _wait_condition(value: Mapping[str, object]) -> WaitCondition:
     # Which kind is checked (exactly one) by the semantic checker; pick by key here.
     if "app" in value:
-        return WaitMode(value["app"], value["mode"])
+        return WaitMode(_text(value["app"]), _text(value["mode"]))
     if "ledger" in value:
-        return WaitCount(value["ledger"], value.get("at_least"), value.get("at_most"))
+        return WaitCount(_text(value["ledger"]), _whole(value.get("at_least")),
+                         _whole(value.get("at_most")))  # fmt: skip
     return WaitReady()
 
 
-def _expectation(value: dict[str, Any]) -> Expectation:
+def _expectation(value: Mapping[str, object]) -> Expectation:
     if "mode" in value:
-        return ModeWithin(value["app"], value["mode"], float(value.get("within", DEFAULT_WITHIN)))
+        within = _number(value.get("within", DEFAULT_WITHIN))
+        return ModeWithin(_text(value["app"]), _text(value["mode"]), within)
     if "calls_lost" in value:
-        return CallsLost(value["calls_lost"])
+        return CallsLost(_count(value["calls_lost"]))
     if "calls_duplicated" in value:
-        return CallsDuplicated(value["calls_duplicated"])
+        return CallsDuplicated(_count(value["calls_duplicated"]))
     if "failover_gap_ms" in value:
         gap = value["failover_gap_ms"]
         if isinstance(gap, dict):
-            return FailoverGap(float(gap["below"]), gap.get("node"), gap.get("fault_step"))
-        return FailoverGap(float(gap))
+            return FailoverGap(_number(gap["below"]), _node_or_none(gap.get("node")),
+                               _whole(gap.get("fault_step")))  # fmt: skip
+        return FailoverGap(_number(gap))
     if "sessions_recovered" in value:
         rec = value["sessions_recovered"]
         if isinstance(rec, dict):
-            return SessionsRecovered(rec["at_least"], rec.get("node"), rec.get("fault_step"))
-        return SessionsRecovered(rec)
+            return SessionsRecovered(_count(rec["at_least"]), _node_or_none(rec.get("node")),
+                                     _whole(rec.get("fault_step")))  # fmt: skip
+        return SessionsRecovered(_count(rec))
     return SplitBrainNever()
+
+
+# The readers of a schema-valid document's values: the schema has checked each shape, so
+# a mismatch here is a bug of the schema or of this module (an AssertionError).
+
+
+_SIGNALS: dict[str, Signal] = {"KILL": "KILL", "TERM": "TERM", "STOP": "STOP", "CONT": "CONT"}
+
+
+def _fields(value: object) -> Mapping[str, object]:
+    assert isinstance(value, dict), value
+    return value
+
+
+def _items(value: object) -> list[object]:
+    assert isinstance(value, list), value
+    return value
+
+
+def _text(value: object) -> str:
+    assert isinstance(value, str), value
+    return value
+
+
+def _names(value: object) -> tuple[str, ...]:
+    return tuple(_text(v) for v in _items(value))
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float | str), value
+    return float(value)
+
+
+def _count(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+def _whole(value: object) -> int | None:
+    return None if value is None else _count(value)
+
+
+def _node(value: object) -> str | int:
+    assert isinstance(value, str | int), value
+    return value
+
+
+def _node_or_none(value: object) -> str | int | None:
+    return None if value is None else _node(value)
 
 
 # --- semantic checks -----------------------------------------------------------------------

@@ -16,9 +16,9 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -42,6 +42,8 @@ from orsim.scenario._timeline import Verdict
 
 if TYPE_CHECKING:
     from orsim.scenario._runner import Output, ScenarioResult
+
+T = TypeVar("T")
 
 SCHEDULE_FILE = "schedule.json"
 FORMAT = 1
@@ -194,24 +196,24 @@ def read_schedule(run_dir: Path) -> Recording:
             number=f.get("number", int),
             verb=f.get("verb", str),
             targets=tuple(f.get("targets", list)),
-            detail=str(f.raw.get("detail", "")),
-            offset=float(f.get("offset", (int, float))),
+            detail=f.text("detail"),
+            offset=f.number("offset"),
         )
         for f in top.items("steps")
     )
     if any(b.offset < a.offset for a, b in itertools.pairwise(steps)):
         raise ConfigError(f"{path}: field 'steps': offsets go backwards")
     verdicts = tuple(
-        Verdict(f.get("label", str), f.get("passed", bool), str(f.raw.get("detail", "")))
+        Verdict(f.get("label", str), f.get("passed", bool), f.text("detail"))
         for f in top.items("verdicts")
     )
-    text = doc.get("text")
+    text = top.fields().get("text")
     return Recording(
         path=path,
         name=top.get("scenario", str),
         source=top.get("source", str),
         seed=top.get("seed", int),
-        sim=bool(doc.get("sim", False)),
+        sim=bool(top.fields().get("sim", False)),
         steps=steps,
         verdicts=verdicts,
         text=text if isinstance(text, str) else None,
@@ -223,17 +225,31 @@ class _Fields:
     """Typed access to one JSON object, each failure naming the file and the field."""
 
     path: Path
-    raw: Any
+    raw: object
     where: str
 
-    def get(self, key: str, kind: Any) -> Any:
+    def fields(self) -> Mapping[str, object]:
         if not isinstance(self.raw, dict):
             raise ConfigError(f"{self.path}: field '{self.where or '.'}': not an object")
-        value = self.raw.get(key)
+        return self.raw
+
+    def get(self, key: str, kind: type[T]) -> T:
+        value = self.fields().get(key)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            name = kind.__name__ if isinstance(kind, type) else "number"
-            raise ConfigError(f"{self.path}: field '{self.where}{key}': missing or not a {name}")
+            raise ConfigError(
+                f"{self.path}: field '{self.where}{key}': missing or not a {kind.__name__}"
+            )
         return value
+
+    def number(self, key: str) -> float:
+        value = self.fields().get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.path}: field '{self.where}{key}': missing or not a number")
+        return float(value)
+
+    def text(self, key: str, default: str = "") -> str:
+        """``key``'s value as text, whatever it is (``default`` when absent)."""
+        return str(self.fields().get(key, default))
 
     def items(self, key: str) -> list[_Fields]:
         return [

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from orsim.scenario._runner import ScenarioResult
 from orsim.scenario._timeline import Timeline, format_timeline
+
+if TYPE_CHECKING:
+    from orsim.tserver import CallRecordJson
 
 MODE_COLOURS = {
     "primary": "#2e7d32",
@@ -56,13 +59,13 @@ def mode_segments(timeline: Timeline) -> dict[str, list[tuple[float, float, str]
 
 
 def routed_per_second(
-    records: Sequence[Mapping[str, Any]], t0: float, seconds: int, node_of: Mapping[str, str]
+    records: Sequence[CallRecordJson], t0: float, seconds: int, node_of: Mapping[str, str]
 ) -> dict[str, list[int]]:
     """Node -> calls routed in each second [k, k+1) after t0 (records by routing app)."""
     rates: dict[str, list[int]] = {node: [0] * seconds for node in sorted(set(node_of.values()))}
     for record in records:
-        routed_at, app = record.get("routed_at"), record.get("app")
-        if record.get("state") != "routed" or not isinstance(routed_at, int | float):
+        routed_at, app = record["routed_at"], record["app"]
+        if record["state"] != "routed" or routed_at is None:
             continue
         node = node_of.get(str(app), str(app))
         k = int(routed_at - t0)
@@ -162,7 +165,7 @@ def timeline_svg(result: ScenarioResult) -> str:
     return "".join(parts)
 
 
-def _axis(x: Any, duration: float, y: float) -> str:
+def _axis(x: Callable[[float], float], duration: float, y: float) -> str:
     step = _tick_step(duration)
     ticks = []
     k = 0

@@ -25,13 +25,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
+from structlog.typing import EventDict, WrappedLogger
 
 from orsim.scenario._junit import write_junit
 from orsim.scenario._model import Scenario
@@ -56,7 +57,7 @@ def scenario_seed(scenario: Scenario, seed: int | None) -> int:
     return random.randrange(2**31)
 
 
-def _virtual_time(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+def _virtual_time(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:
     try:
         event["vt"] = round(trio.current_time(), 6)
     except RuntimeError:
@@ -127,12 +128,12 @@ def run_scenario_sim(
     return result, full
 
 
-def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
+def scenario_entries(result: ScenarioResult) -> list[dict[str, object]]:
     """The runner's part of the trace: timeline events, ledger records, verdicts."""
     from orsim.sim import SIM_EPOCH, TIME_DIGITS, vtime
 
     timeline = result.timeline
-    entries: list[dict[str, Any]] = []
+    entries: list[dict[str, object]] = []
     for event in timeline.events:
         if event.kind == "info":
             continue
@@ -140,15 +141,16 @@ def scenario_entries(result: ScenarioResult) -> list[dict[str, Any]]:
             {"t": vtime(event.t - timeline.t0), "kind": f"timeline.{event.kind}",
              "step": event.step, "app": event.app, "text": event.text}
         )  # fmt: skip
-    ledger: Mapping[str, Any] = result.ledger or {}
-    for record in ledger.get("records") or ():
-        entry = {"kind": "call", **record}
+    records = result.ledger.get("records", []) if result.ledger else []
+    for record in records:
+        entry: dict[str, object] = {"kind": "call", **record}
         for name in _TIME_FIELDS:
             value = entry.get(name)
             if isinstance(value, int | float):
                 entry[name] = vtime(value - SIM_EPOCH)
-        if isinstance(entry.get("latency_ms"), int | float):
-            entry["latency_ms"] = round(entry["latency_ms"], TIME_DIGITS - 3)
+        latency = entry.get("latency_ms")
+        if isinstance(latency, int | float):
+            entry["latency_ms"] = round(latency, TIME_DIGITS - 3)
         entries.append(entry)
     for verdict in result.verdicts:
         entries.append(

@@ -7,10 +7,13 @@ printed time is relative to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 import attrs
+
+if TYPE_CHECKING:
+    from orsim.cluster import CallsSummary, ClusterStatus
 
 EventKind = Literal["info", "step", "fault", "repair", "role", "verdict", "error"]
 
@@ -39,7 +42,7 @@ class AppState:
 class Sample:
     t: float
     apps: tuple[AppState, ...]
-    calls: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    calls: CallsSummary | None = attrs.field(default=None, eq=False)
 
     def mode(self, app: str) -> str | None:
         state = self.state(app)
@@ -52,27 +55,19 @@ class Sample:
         return None
 
 
-def sample_from_status(t: float, status: Mapping[str, Any]) -> Sample:
-    """A ``Sample`` from a ``ClusterHandle.status()`` answer (tolerant of missing fields)."""
-    apps = []
-    for row in status.get("apps", ()):
-        if not isinstance(row, Mapping) or "app" not in row:
-            continue
-        apps.append(
-            AppState(
-                app=str(row["app"]),
-                mode=str(row.get("mode") or "down"),
-                epoch=_int_or_none(row.get("epoch")),
-                node_id=_int_or_none(row.get("node_id")),
-                sessions_recovered=_int_or_none(row.get("sessions_recovered")),
-            )
+def sample_from_status(t: float, status: ClusterStatus) -> Sample:
+    """A ``Sample`` from a ``ClusterHandle.status()`` answer."""
+    apps = tuple(
+        AppState(
+            app=row["app"],
+            mode=row["mode"] or "down",
+            epoch=row["epoch"],
+            node_id=row["node_id"],
+            sessions_recovered=row["sessions_recovered"],
         )
-    calls = status.get("calls")
-    return Sample(t, tuple(apps), dict(calls) if isinstance(calls, Mapping) else {})
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+        for row in status["apps"]
+    )
+    return Sample(t, apps, status["calls"])
 
 
 def role_changes(before: Sample | None, after: Sample) -> list[tuple[str, str | None, AppState]]:
