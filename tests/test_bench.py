@@ -40,6 +40,7 @@ from orsim.bench._soak import (
 from orsim.bench._stats import median, median_rows, percentile, ratio
 from orsim.bench._suite import SECTIONS, make_plan, parse_only
 from orsim.bench._throughput import (
+    StepRow,
     frames_ratio,
     routed_rate,
     step_latencies,
@@ -47,6 +48,7 @@ from orsim.bench._throughput import (
 )
 from orsim.bench._topology import launched_process_count, topology, write_topology
 from orsim.config import check_node_cluster, lint_database, load_database
+from orsim.tserver import CallRecord, CallRecordJson
 
 # -- topology -------------------------------------------------------------------------
 
@@ -116,9 +118,17 @@ def test_median_rows_groups_by_keys_and_skips_non_numbers() -> None:
 # -- throughput and failover arithmetic -------------------------------------------------
 
 
-def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> dict[str, Any]:
-    return {"offered": offered, "calls_per_s": calls, "p50_ms": 1.0, "p99_ms": p99,
-            "lost": lost, "frames_per_call": 8.0}  # fmt: skip
+def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> StepRow:
+    return {"offered": offered, "seconds": 1.0, "calls": 0, "routed": 0, "calls_per_s": calls,
+            "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0}  # fmt: skip
+
+
+def _record(created: float, routed: float | None, app: str | None = None) -> CallRecordJson:
+    """A call record with the times (and the routing app) that matter here."""
+    return CallRecord(
+        call_id=f"c{created}", dn="5000", created_at=created, deadline=created + 10.0,
+        state="routed" if routed is not None else "lost", routed_at=routed, app=app,
+    ).to_wire()  # fmt: skip
 
 
 def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> None:
@@ -137,11 +147,11 @@ def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> Non
 
 
 def test_step_latencies_and_first_routed_call() -> None:
-    records: list[dict[str, Any]] = [
-        {"created_at": 10.0, "routed_at": 10.002, "app": "ORS_1", "state": "routed"},
-        {"created_at": 10.1, "routed_at": 10.9, "app": "ORS_1_B", "state": "routed"},
-        {"created_at": 10.2, "routed_at": 10.7, "app": "ORS_1_B", "state": "routed"},
-        {"created_at": 10.3, "routed_at": None, "app": None, "state": "lost"},
+    records = [
+        _record(10.0, 10.002, "ORS_1"),
+        _record(10.1, 10.9, "ORS_1_B"),
+        _record(10.2, 10.7, "ORS_1_B"),
+        _record(10.3, None),
     ]
     latencies, lost = step_latencies(records)
     assert [round(v) for v in latencies] == [2, 800, 500] and lost == 1
@@ -282,12 +292,9 @@ def test_table_says_when_no_rate_kept_the_latency_target() -> None:
 
 
 def test_routed_rate_is_the_rate_over_the_routing_span() -> None:
-    steady = [{"created_at": i / 1500, "routed_at": i / 1500 + 0.004} for i in range(4500)]
+    steady = [_record(i / 1500, i / 1500 + 0.004) for i in range(4500)]
     assert routed_rate(steady) == pytest.approx(1500.0)
-    lost: list[dict[str, float | None]] = [
-        {"created_at": 0.0, "routed_at": None},
-        {"created_at": 0.1, "routed_at": 0.2},
-    ]
+    lost = [_record(0.0, None), _record(0.1, 0.2)]
     assert routed_rate(lost) is None  # one routed call has no rate
     assert routed_rate([]) is None
 

@@ -15,7 +15,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -88,7 +87,7 @@ async def floor_seconds(processes: int) -> float:
     return await trio.to_thread.run_sync(_start_bare, processes)
 
 
-async def measure_launch(nodes: int) -> dict[str, Any]:
+async def measure_launch(nodes: int) -> dict[str, object]:
     """One launch run: ``{"nodes", "processes", "launch_s", "floor_s"}``."""
     processes = launched_process_count(nodes)
     with tempfile.TemporaryDirectory(prefix="orsim-bench-") as tmp:

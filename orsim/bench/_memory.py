@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -66,7 +65,7 @@ class MemoryProbe:
             if reading is not None:
                 seen[app] = _larger(seen.get(app), reading)
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, object]]:
         """One summary row per phase (see :func:`summarize`)."""
         return [summarize(phase, readings.values()) for phase, readings in self.phases.items()]
 
@@ -82,7 +81,7 @@ def _max(a: int | None, b: int | None) -> int | None:
     return max(present) if present else None
 
 
-def summarize(phase: str, readings: Iterable[ProcMemory]) -> dict[str, Any]:
+def summarize(phase: str, readings: Iterable[ProcMemory]) -> dict[str, object]:
     """Median and max over processes of peak RSS and PSS, in MB."""
     readings = list(readings)
     hwm = [r.hwm_kb / 1024 for r in readings if r.hwm_kb is not None]

@@ -19,7 +19,6 @@ The bench's table and the soak's tally are both made from :func:`summarize`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import attrs
 
@@ -28,6 +27,8 @@ from orsim.bench._stats import Row, is_number, median, median_rows
 #: The issue's targets on the reference 2-core machine.
 KILL_TARGET_MS = 50.0
 STOP_MARGIN_MS = 100.0
+#: One failover run as measured (or a failed run's ``{"fault", "addp_s", "error"}``).
+Run = Mapping[str, object]
 #: What a failover group is keyed by.
 KIND_KEYS = ("fault", "addp_s")
 
@@ -106,10 +107,10 @@ def _float_or_none(value: object) -> float | None:
     return float(value) if is_number(value) else None
 
 
-def outcome(run: Mapping[str, Any]) -> Outcome:
+def outcome(run: Run) -> Outcome:
     """The verdict on one run row of :func:`orsim.bench._failover.measure_failover` (or
     a failed run's ``{"fault", "addp_s", "error"}``)."""
-    bound = gap_bound_ms(str(run.get("fault")), float(run.get("addp_s") or 0.0))
+    bound = gap_bound_ms(str(run.get("fault")), _float_or_none(run.get("addp_s")) or 0.0)
     error = run.get("error")
     if error is not None:
         return Outcome(error=str(error), lost=None, duplicates=None, took_over=False,
@@ -181,7 +182,7 @@ class Tally:
         }
 
 
-def tally(runs: Iterable[Mapping[str, Any]]) -> Tally:
+def tally(runs: Iterable[Run]) -> Tally:
     """The outcomes of ``runs``, counted."""
     counts = Tally()
     for run in runs:
@@ -189,15 +190,17 @@ def tally(runs: Iterable[Mapping[str, Any]]) -> Tally:
     return counts
 
 
-def group_runs(runs: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], list[Mapping[str, Any]]]:
+def group_runs(
+    runs: Iterable[Run],
+) -> dict[tuple[object, ...], list[Run]]:
     """Runs by ``(fault, addp_s)``, in first-seen order; failed runs keep their group."""
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[object, ...], list[Run]] = {}
     for run in runs:
         groups.setdefault(tuple(run.get(k) for k in KIND_KEYS), []).append(run)
     return groups
 
 
-def summarize(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
+def summarize(runs: Sequence[Run]) -> list[Row]:
     """One row per ``(fault, addp_s)``: the medians of the runs that finished (as
     :func:`median_rows` takes them) with the group's :class:`Tally` over *every* run,
     failed ones included (``runs`` counts them all), and its gap bound (``bound_ms``).
@@ -210,13 +213,13 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
         if finished:
             row.update(median_rows(finished, KIND_KEYS)[0])
         fault, addp = key
-        row["bound_ms"] = gap_bound_ms(str(fault), float(addp or 0.0))
+        row["bound_ms"] = gap_bound_ms(str(fault), _float_or_none(addp) or 0.0)
         row.update(tally(members).fields())
         rows.append(row)
     return rows
 
 
-def first_failure(runs: Sequence[Mapping[str, Any]]) -> int | None:
+def first_failure(runs: Sequence[Run]) -> int | None:
     """The 1-based position of the first failed run (None if every run was ok)."""
     for position, run in enumerate(runs, start=1):
         if not outcome(run).ok:
@@ -224,7 +227,7 @@ def first_failure(runs: Sequence[Mapping[str, Any]]) -> int | None:
     return None
 
 
-def longest_ok_streak(runs: Sequence[Mapping[str, Any]]) -> int:
+def longest_ok_streak(runs: Sequence[Run]) -> int:
     """The most consecutive ok runs (the issue's bar: 200 in a row)."""
     best = current = 0
     for run in runs:

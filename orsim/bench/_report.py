@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import attrs
 
@@ -25,6 +25,8 @@ from orsim.bench._outcome import STOP_MARGIN_MS as STOP_MARGIN_MS
 from orsim.bench._outcome import bound_text, summarize
 from orsim.bench._sim_table import sim_rows, summarize_sim
 from orsim.bench._stats import Row, median_rows
+
+T = TypeVar("T")
 
 #: Targets on the reference 2-core machine (reported, never asserted; the failover
 #: bounds are in :mod:`orsim.bench._outcome`).
@@ -77,7 +79,7 @@ def _num(value: object, spec: str = ".0f", unit: str = "") -> str:
     return "?" if value is None else f"{value:{spec}}{unit}"
 
 
-def _met(value: Any, check: Callable[[Any], bool]) -> str:
+def _met(value: T | None, check: Callable[[T], bool]) -> str:
     if value is None:
         return "?"
     return "yes" if check(value) else "NO"
@@ -255,14 +257,18 @@ def render_grid(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
     return "\n".join(rendered)
 
 
-def finite(value: Any) -> Any:
-    """``value`` with every inf/NaN float replaced by None (strict JSON has neither)."""
+def finite(document: Mapping[str, object]) -> dict[str, object]:
+    """``document`` with every inf/NaN float replaced by None (strict JSON has neither)."""
+    return {k: _finite(v) for k, v in document.items()}
+
+
+def _finite(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {k: finite(v) for k, v in value.items()}
+        return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
+        return [_finite(v) for v in value]
     return value
 
 
@@ -273,12 +279,12 @@ def results_document(
     cores: int | None,
     python: str,
     commit: str | None,
-    options: Mapping[str, Any],
-) -> dict[str, Any]:
+    options: Mapping[str, object],
+) -> dict[str, object]:
     """The JSON record of one suite run: machine, per-run raw numbers and medians."""
     section_medians = medians(sections)
     table = table_rows(section_medians, failures(sections))
-    document: dict[str, Any] = finite({
+    document = finite({
         "date": now.isoformat(timespec="seconds"),
         "cores": cores,
         "python": python,
@@ -295,7 +301,7 @@ def results_document(
 
 
 def write_results(
-    document: Mapping[str, Any], directory: Path, now: datetime, suffix: str = ""
+    document: Mapping[str, object], directory: Path, now: datetime, suffix: str = ""
 ) -> Path:
     """Write ``document`` to ``directory/<date>-<time><suffix>.json``; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def schedule(kinds: Sequence[tuple[str, float]], runs: int) -> list[tuple[str, f
     return [kinds[i % len(kinds)] for i in range(runs)]
 
 
-def judged(position: int, run: Mapping[str, Any]) -> Row:
+def judged(position: int, run: Mapping[str, object]) -> Row:
     """``run`` numbered, with its verdict (``ok``) and what went wrong (``problems``)."""
     result = outcome(run)
     return {"run": position, **run, "ok": result.ok, "problems": result.problems()}
@@ -98,19 +98,19 @@ async def soak(kinds: Sequence[tuple[str, float]], runs: int, out: list[Row], ba
         bar.advance(f"soak: {failed} failed; last {kind_label(fault, addp)} {last}")
 
 
-def soak_tally(runs: Sequence[Mapping[str, Any]]) -> tuple[list[Row], Row]:
+def soak_tally(runs: Sequence[Mapping[str, object]]) -> tuple[list[Row], Row]:
     """One row per kind (``fault``, ``addp_s``, ``bound_ms`` and the :class:`Tally`),
     and the total over every run."""
     rows = []
     for (fault, addp), members in group_runs(runs).items():
-        bound = gap_bound_ms(str(fault), float(addp or 0.0))
+        bound = gap_bound_ms(str(fault), addp if isinstance(addp, int | float) else 0.0)
         rows.append({"fault": fault, "addp_s": addp, "bound_ms": bound,
                      **tally(members).fields()})  # fmt: skip
     return rows, tally(runs).fields()
 
 
 def soak_document(
-    runs: Sequence[Mapping[str, Any]],
+    runs: Sequence[Mapping[str, object]],
     *,
     planned: int,
     kinds: Sequence[tuple[str, float]],

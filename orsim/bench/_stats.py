@@ -37,14 +37,14 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def median_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Row]:
+def median_rows(rows: Sequence[Mapping[str, object]], keys: Sequence[str]) -> list[Row]:
     """Group ``rows`` by their ``keys`` values and take the median of every numeric field.
 
     Non-numeric fields other than the keys are dropped; a field that is None in some runs
     takes the median of the runs that have it. Groups keep their first-seen order, and
     each result row says how many runs it summarises (``runs``).
     """
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[object, ...], list[Mapping[str, object]]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
     result: list[Row] = []
@@ -52,15 +52,16 @@ def median_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[
         out: Row = dict(zip(keys, key, strict=True))
         fields = [f for f in _field_order(members) if f not in keys]
         for field in fields:
-            values = [m.get(field) for m in members]
-            if all(v is None or is_number(v) for v in values):
-                out[field] = median(values)
+            present = [v for v in (m.get(field) for m in members) if v is not None]
+            numbers = [v for v in present if is_number(v)]
+            if len(numbers) == len(present):
+                out[field] = median(numbers)
         out["runs"] = len(members)
         result.append(out)
     return result
 
 
-def _field_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def _field_order(rows: Sequence[Mapping[str, object]]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
         seen.update(dict.fromkeys(row))

@@ -10,8 +10,8 @@ them).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TypedDict
 
 import trio
 
@@ -20,6 +20,7 @@ from orsim.bench._memory import MemoryProbe
 from orsim.bench._progress import say
 from orsim.bench._stats import percentile, ratio
 from orsim.cluster import ClusterHandle
+from orsim.tserver import CallRecordJson
 
 #: The latency target the sustained rate must meet.
 P99_LIMIT_MS = 20.0
@@ -29,31 +30,45 @@ KEEPS_UP = 0.95
 SATURATED = 0.8
 
 
-def step_latencies(records: Sequence[Mapping[str, Any]]) -> tuple[list[float], int]:
+class StepRow(TypedDict):
+    """One offered rate of a throughput sweep."""
+
+    offered: float
+    seconds: float
+    calls: int
+    routed: int
+    calls_per_s: float
+    lost: int
+    p50_ms: float | None
+    p99_ms: float | None
+    frames_per_call: float | None
+
+
+def step_latencies(records: Sequence[CallRecordJson]) -> tuple[list[float], int]:
     """Latencies (ms) of the routed records, and how many records were lost."""
     latencies = [
-        (r["routed_at"] - r["created_at"]) * 1000.0
+        (routed_at - r["created_at"]) * 1000.0
         for r in records
-        if r.get("routed_at") is not None
+        if (routed_at := r["routed_at"]) is not None
     ]
-    lost = sum(1 for r in records if r.get("state") == "lost")
+    lost = sum(1 for r in records if r["state"] == "lost")
     return latencies, lost
 
 
-def routed_rate(records: Sequence[Mapping[str, Any]]) -> float | None:
+def routed_rate(records: Sequence[CallRecordJson]) -> float | None:
     """Calls routed per second over the span in which ``records`` were routed.
 
     The bench's own requests around a step (ledger, status) are outside this span, so a
     cluster that keeps up with an offered rate measures as that rate, not a little below.
     """
-    times = [r["routed_at"] for r in records if r.get("routed_at") is not None]
+    times = [t for r in records if (t := r["routed_at"]) is not None]
     if len(times) < 2:
         return None
     span = max(times) - min(times)
     return (len(times) - 1) / span if span > 0 else None
 
 
-def summarize_sweep(steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize_sweep(steps: Sequence[StepRow]) -> dict[str, object]:
     """Saturation (the step routing the most calls/s) and the highest offered rate that
     keeps up with p99 below the target, from a sweep's step rows."""
     saturation = max(steps, key=lambda s: s["calls_per_s"], default=None)
@@ -91,7 +106,7 @@ def frames_ratio(
 
 async def run_step(
     handle: ClusterHandle, rate: float, seconds: float, probe: MemoryProbe | None = None
-) -> dict[str, Any]:
+) -> StepRow:
     """Offer ``rate`` calls/s for ``seconds``; one step row."""
     before = await handle.ledger()
     frames_before = await frames_sent(handle)
@@ -131,7 +146,7 @@ async def sweep(
     rates: Sequence[float],
     seconds: float,
     probe: MemoryProbe | None = None,
-) -> list[dict[str, Any]]:
+) -> list[StepRow]:
     """Step through ``rates`` (ascending) until the cluster saturates."""
     steps = []
     for rate in sorted(rates):

@@ -13,7 +13,6 @@ The links to the SIP Server and the URS keep the demo's 1 s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -47,11 +46,11 @@ def backup_name(node: int) -> str:
     return f"ORS_{node}_B"
 
 
-def _link(server: str, seconds: float) -> dict[str, Any]:
+def _link(server: str, seconds: float) -> dict[str, object]:
     return {"server": server, ADDP_TIMEOUT.key: seconds, ADDP_REMOTE_TIMEOUT.key: seconds}
 
 
-def _ors(node: int, partner: str, port: int, addp_timeout: float) -> dict[str, Any]:
+def _ors(node: int, partner: str, port: int, addp_timeout: float) -> dict[str, object]:
     return {
         "type": "OrchestrationServer",
         "host": "local",
@@ -65,13 +64,13 @@ def _ors(node: int, partner: str, port: int, addp_timeout: float) -> dict[str, A
     }
 
 
-def topology(nodes: int, addp_timeout: float = 1.0) -> dict[str, Any]:
+def topology(nodes: int, addp_timeout: float = 1.0) -> dict[str, object]:
     """The configuration database (as YAML-ready data) of a cluster of ``nodes`` Nodes."""
     if nodes < 1:
         raise ValueError(f"need at least one Node, not {nodes}")
     if not addp_timeout > 0:
         raise ValueError(f"addp-timeout must be > 0, not {addp_timeout}")
-    applications: dict[str, Any] = {
+    applications: dict[str, object] = {
         TSERVER_APP: {
             "type": "SIPServer",
             "host": "local",

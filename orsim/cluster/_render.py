@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from orsim.cluster._status import AppRow, ClusterStatus
+    from orsim.tserver import LedgerJson
 
 _MODE_STYLES = {
     "primary": "bold green",
@@ -24,7 +27,7 @@ def _cell(value: object) -> str:
     return "—" if value is None else str(value)
 
 
-def _store_cell(app: Mapping[str, Any]) -> Text:
+def _store_cell(app: AppRow) -> Text:
     """``ok``, or ``degraded`` with the sessions routed unpersisted so far."""
     state = app.get("store")
     if state is None:
@@ -35,7 +38,7 @@ def _store_cell(app: Mapping[str, Any]) -> Text:
     return Text("ok" if not unpersisted else f"ok ({unpersisted} unpersisted)")
 
 
-def status_table(status: Mapping[str, Any]) -> Table:
+def status_table(status: ClusterStatus) -> Table:
     """The status of every application and the call totals as one table."""
     title = f"cluster {status.get('cluster') or '(no cluster list)'}"
     if status.get("host"):
@@ -101,7 +104,7 @@ def status_table(status: Mapping[str, Any]) -> Table:
     return table
 
 
-def load_line(ledger: Mapping[str, Any], rate: float, elapsed: float) -> Text:
+def load_line(ledger: LedgerJson, rate: float, elapsed: float) -> Text:
     """``calls/s  created  routed  lost  dup  p99`` for the live load display."""
     p99 = ledger.get("latency_p99_ms")
     lost = ledger.get("lost", 0) or 0
@@ -114,7 +117,7 @@ def load_line(ledger: Mapping[str, Any], rate: float, elapsed: float) -> Text:
     )
 
 
-def parse_log_line(line: str) -> dict[str, Any] | None:
+def parse_log_line(line: str) -> dict[str, object] | None:
     """A structlog JSON line as a dict, or None for anything else (tracebacks...)."""
     try:
         data = json.loads(line)

@@ -9,12 +9,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import trio
 from rich.console import Console
 from rich.live import Live
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from orsim.cluster._handle import (
     ClusterHandle,
@@ -199,7 +198,7 @@ def progress_display(console: Console) -> Iterator[ProgressCallback]:
         console=console,
         transient=False,
     ) as progress:
-        tasks: dict[str, Any] = {}
+        tasks: dict[str, TaskID] = {}
         labels = {
             "starting": "[yellow]starting",
             "ready": "[green]ready",
