@@ -10,6 +10,7 @@ import trio
 import yaml
 
 from orsim.cluster import AppRow
+from orsim.tserver import LedgerReport
 
 ROOT = Path(__file__).resolve().parent.parent
 ORSIM = str(ROOT / ".venv" / "bin" / "orsim")
@@ -45,12 +46,12 @@ def topology_copy(source: Path, target: Path, edit: Any = None, store: str | Non
     return target
 
 
-async def settle(cluster: Any, created: int, timeout: float = 60) -> dict[str, Any]:
+async def settle(cluster: Any, created: int, timeout: float = 60) -> LedgerReport:
     """The ledger once at least ``created`` calls exist and none is still in flight."""
     with trio.fail_after(timeout):
         while True:
-            ledger: dict[str, Any] = await cluster.ledger()
-            if ledger["created"] >= created and ledger["in_flight"] == 0:
+            ledger: LedgerReport = await cluster.ledger()
+            if ledger.counts.created >= created and ledger.counts.in_flight == 0:
                 return ledger
             await trio.sleep(0.2)
 

@@ -48,7 +48,7 @@ from orsim.bench._throughput import (
 )
 from orsim.bench._topology import launched_process_count, topology, write_topology
 from orsim.config import check_node_cluster, lint_database, load_database
-from orsim.tserver import CallRecord, CallRecordJson
+from orsim.tserver import CallRecord
 
 # -- topology -------------------------------------------------------------------------
 
@@ -123,12 +123,12 @@ def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> Ste
             "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0}  # fmt: skip
 
 
-def _record(created: float, routed: float | None, app: str | None = None) -> CallRecordJson:
+def _record(created: float, routed: float | None, app: str | None = None) -> CallRecord:
     """A call record with the times (and the routing app) that matter here."""
     return CallRecord(
         call_id=f"c{created}", dn="5000", created_at=created, deadline=created + 10.0,
         state="routed" if routed is not None else "lost", routed_at=routed, app=app,
-    ).to_wire()  # fmt: skip
+    )  # fmt: skip
 
 
 def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> None:

@@ -92,8 +92,8 @@ async def test_two_nodes_failover_restart_partition_down(tmp_path: Path, run_dir
         await handle.wait_for(lambda s: mode(s, "ORS_1_B") == "primary", 5)
     status = await handle.wait_for(lambda s: s["calls"]["in_flight"] == 0, 15)
     calls = status["calls"]
-    records = (await handle.ledger(records=True)).get("records", [])
-    assert calls["lost"] == 0, [r for r in records if r["state"] != "routed"]
+    records = (await handle.ledger(records=True)).records or ()
+    assert calls["lost"] == 0, [r for r in records if r.state != "routed"]
     assert calls["duplicates"] == 0
     assert calls["routed"] == calls["created"]
     assert calls["created"] and calls["created"] > 0

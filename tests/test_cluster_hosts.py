@@ -140,7 +140,7 @@ async def test_demo_hosts_listen_apart_and_a_host_partition_cuts_them(tmp_path: 
         both = sorted([node_1, node_2])
         await _wait_live_nodes(cluster, {"ORS_1": both, "ORS_2": both})
         ledger = await settle(cluster, 320, timeout=30)
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger.counts.lost == 0 and ledger.counts.duplicates == 0, ledger
         modes = {a: rows(await cluster.status())[a]["mode"] for a in (*EAST, *WEST)}
         assert sorted(modes.values()) == ["backup", "backup", "primary", "primary"]
         assert {modes["ORS_1"], modes["ORS_1_B"]} == {"primary", "backup"}

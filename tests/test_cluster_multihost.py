@@ -26,7 +26,7 @@ from orsim.cluster import AppRow, ClusterHandle, ClusterStatus, Manifest, plan_a
 from orsim.cluster._handle import _proxy_routes
 from orsim.config import load_database
 from orsim.errors import ClusterError, ConfigError, UsageError
-from orsim.tserver import LedgerJson
+from orsim.tserver import LedgerReport
 
 #: Three hosts of one machine (addresses no other test uses).
 ADDRESSES = {"hq": "127.0.0.41", "east": "127.0.0.42", "west": "127.0.0.43"}
@@ -212,10 +212,10 @@ async def test_three_hosts_form_one_cluster_that_fails_over(tmp_path: Path) -> N
 
         await east.stop_load()
         ledger = await _settled(hq)
-        print(f"three hosts: {ledger['created']} calls, {ledger['lost']} lost, "
-              f"{ledger['duplicates']} duplicated")  # fmt: skip
-        assert ledger["created"] >= 80
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        print(f"three hosts: {ledger.counts.created} calls, {ledger.counts.lost} lost, "
+              f"{ledger.counts.duplicates} duplicated")  # fmt: skip
+        assert ledger.counts.created >= 80
+        assert ledger.counts.lost == 0 and ledger.counts.duplicates == 0, ledger
     finally:
         for host in ("west", "east", "hq"):
             orsim("cluster", "down", "--run-dir", str(dirs[host]))
@@ -232,8 +232,8 @@ async def _until_live_nodes(
             await trio.sleep(0.1)
 
 
-async def _settled(cluster: ClusterHandle, timeout: float = 30) -> LedgerJson:
+async def _settled(cluster: ClusterHandle, timeout: float = 30) -> LedgerReport:
     with trio.fail_after(timeout):
-        while (ledger := await cluster.ledger())["in_flight"]:
+        while (ledger := await cluster.ledger()).counts.in_flight:
             await trio.sleep(0.2)
     return ledger

@@ -205,7 +205,7 @@ def test_status_prefers_answers_and_marks_silent_apps_down(tmp_path: Path) -> No
         created=5, routed=4, lost=1, default_routed=0, duplicates=0, resent=0, stale=0,
         unknown=0, late=0, in_flight=0, by_app={"ORS_1": 3}, by_node={},
         latency_p50_ms=None, latency_p99_ms=None,
-    ).to_wire()  # fmt: skip
+    )  # fmt: skip
     answers = {"ORS_1_B": {"mode": "primary", "sessions": 2, "calls_routed": 1, "epoch": 3}}
     status = cluster_status(
         manifest,

@@ -25,7 +25,7 @@ def mode_of(status: ClusterStatus, app: str) -> str:
 async def wait_routed_by(cluster: ClusterHandle, app: str, count: int, timeout: float = 30) -> None:
     """Wait until ``app`` has routed at least ``count`` calls."""
     with trio.fail_after(timeout):
-        while (await cluster.ledger())["by_app"].get(app, 0) < count:
+        while (await cluster.ledger()).counts.by_app.get(app, 0) < count:
             await trio.sleep(0.2)
 
 
@@ -35,11 +35,11 @@ async def test_one_node_routes_1000_calls(tmp_path: Path) -> None:
     try:
         await cluster.load(rate=200, duration=5)
         ledger = await settle(cluster, 1000)
-        assert ledger["created"] == 1000
-        assert ledger["routed"] == 1000
-        assert ledger["lost"] == 0
-        assert ledger["duplicates"] == 0
-        assert ledger["by_app"] == {"ORS_1": 1000}
+        assert ledger.counts.created == 1000
+        assert ledger.counts.routed == 1000
+        assert ledger.counts.lost == 0
+        assert ledger.counts.duplicates == 0
+        assert ledger.counts.by_app == {"ORS_1": 1000}
     finally:
         await cluster.down()
 
@@ -65,10 +65,10 @@ async def test_primary_failure_under_load_loses_no_call(tmp_path: Path, signal: 
         gap_ms = (time.time() - fault_at) * 1000
         print(f"failover gap ({signal}): {gap_ms:.0f} ms")
         ledger = await settle(cluster, 400, timeout=60)
-        assert ledger["lost"] == 0, ledger
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"]
-        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+        assert ledger.counts.lost == 0, ledger
+        assert ledger.counts.duplicates == 0, ledger
+        assert ledger.counts.routed == ledger.counts.created
+        assert ledger.counts.by_app.get("ORS_1_B", 0) > 0
         if signal == "STOP":
             await cluster.kill("ORS_1", signal="CONT")
             await cluster.wait_for(lambda s: mode_of(s, "ORS_1") == "backup", timeout=20)

@@ -144,7 +144,7 @@ async def test_up_runs_redis_kill_start_and_down(tmp_path: Path) -> None:
         await cluster.wait_for(lambda s: all(rows(s)[a]["store"] == "ok" for a in ORS_APPS), 10)
         await _wait_sessions(port, node_ids)  # persisted again in the fresh Redis
         ledger = await settle(cluster, 240, timeout=30)
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
+        assert ledger.counts.lost == 0 and ledger.counts.duplicates == 0, ledger
         redis_pid = pid(rows(await cluster.status())["redis"])
         assert pid_alive(redis_pid)
     finally:

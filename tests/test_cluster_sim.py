@@ -15,7 +15,7 @@ import trio.testing
 
 from orsim.config import ConfigDatabase, load_database
 from orsim.testing import SimCluster, open_sim_cluster
-from orsim.tserver import LedgerCountsJson
+from orsim.tserver import LedgerCounts
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ADDP = 1.0  # the demo topology's addp-timeout on every link
@@ -34,8 +34,8 @@ async def drive(sim: SimCluster, calls: int, rate: float = 50.0) -> None:
 
     async def settled() -> bool:
         ledger = await sim.ledger()
-        created: int = ledger["created"]
-        in_flight: int = ledger["in_flight"]
+        created: int = ledger.created
+        in_flight: int = ledger.in_flight
         return created >= calls and in_flight == 0
 
     with trio.fail_after(calls / rate + 60):
@@ -43,12 +43,12 @@ async def drive(sim: SimCluster, calls: int, rate: float = 50.0) -> None:
             await trio.sleep(0.1)
 
 
-async def assert_clean(sim: SimCluster, calls: int) -> LedgerCountsJson:
+async def assert_clean(sim: SimCluster, calls: int) -> LedgerCounts:
     ledger = await sim.ledger()
-    assert ledger["created"] == calls
-    assert ledger["lost"] == 0, ledger
-    assert ledger["duplicates"] == 0, ledger
-    assert ledger["routed"] == calls
+    assert ledger.created == calls
+    assert ledger.lost == 0, ledger
+    assert ledger.duplicates == 0, ledger
+    assert ledger.routed == calls
     return ledger
 
 
@@ -65,7 +65,7 @@ async def test_steady_state_two_nodes_share_the_calls(
         ]
         await drive(sim, 400)
         ledger = await assert_clean(sim, 400)
-        by_app = ledger["by_app"]
+        by_app = ledger.by_app
         assert set(by_app) == {"ORS_1", "ORS_2"}
         assert min(by_app.values()) > 400 * 0.3
 
@@ -111,9 +111,9 @@ async def test_primary_crash_backup_takes_over_at_once(
         await trio.sleep(6)
         await drive(sim, 0)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] >= 290
-        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created >= 290
+        assert ledger.by_app.get("ORS_1_B", 0) > 0
 
 
 async def test_primary_hang_detected_within_addp_plus_heartbeat(
@@ -134,8 +134,8 @@ async def test_primary_hang_detected_within_addp_plus_heartbeat(
         await trio.sleep(5)
         await drive(sim, 0)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"]
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created
 
 
 async def test_reserved_node_creates_sessions_when_assigned_node_is_silent(
@@ -150,9 +150,9 @@ async def test_reserved_node_creates_sessions_when_assigned_node_is_silent(
         await trio.sleep(7)
         await drive(sim, 0)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"]
-        assert ledger["by_app"].get("ORS_2", 0) > ledger["created"] / 2
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created
+        assert ledger.by_app.get("ORS_2", 0) > ledger.created / 2
 
 
 async def test_graceful_switchover_loses_no_call(
@@ -168,8 +168,8 @@ async def test_graceful_switchover_loses_no_call(
         await trio.sleep(5)
         await drive(sim, 0)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] >= 240
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created >= 240
 
 
 async def test_live_call_watching_timeout_reaches_every_node(
@@ -204,7 +204,7 @@ async def test_sessions_of_a_dead_node_are_adopted(
         sim.crash("ORS_1_B")
         await trio.sleep(12)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0, ledger
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 40
+        assert ledger.lost == 0, ledger
+        assert ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 40
         assert sim.nodes["ORS_2"].sessions_adopted > 0

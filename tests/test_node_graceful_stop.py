@@ -123,8 +123,8 @@ async def test_graceful_stop_in_simulation_loses_nothing(
         assert sim.mode("ORS_1_B") == "primary"
         await trio.sleep(10)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 300
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 300
 
 
 @pytest.mark.slow
@@ -143,12 +143,12 @@ async def test_cluster_stop_under_load(tmp_path: Path) -> None:
         )
         with trio.fail_after(60):
             while True:
-                ledger = await cluster.ledger()
-                if ledger["created"] >= 480 and ledger["in_flight"] == 0:
+                ledger = (await cluster.ledger()).counts
+                if ledger.created >= 480 and ledger.in_flight == 0:
                     break
                 await trio.sleep(0.2)
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == 480
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == 480
         assert status is not None
     finally:
         await cluster.down()

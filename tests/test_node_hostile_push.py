@@ -65,8 +65,8 @@ async def test_a_malformed_push_closes_only_its_connection(
         await trio.sleep(8)
         assert sim.mode("ORS_1") == "primary"
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 60
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 60
 
 
 async def test_a_member_push_claiming_another_app_is_refused(
@@ -128,9 +128,9 @@ async def test_a_partners_epoch_claim_the_arbiters_do_not_bear_out_changes_nothi
         assert sim.mode("ORS_1_B") == "backup"
         assert sim.nodes["ORS_1"].epoch == epoch
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["by_app"].get("ORS_1", 0) > 0
-        assert ledger["routed"] == ledger["created"] == 60
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.by_app.get("ORS_1", 0) > 0
+        assert ledger.routed == ledger.created == 60
 
 
 async def test_a_backup_takes_a_partners_epoch_only_from_the_store(
@@ -151,6 +151,6 @@ async def test_a_backup_takes_a_partners_epoch_only_from_the_store(
         await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=15)
         await trio.sleep(10)
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 120
-        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 120
+        assert ledger.by_app.get("ORS_1_B", 0) > 0

@@ -35,7 +35,7 @@ async def test_factory(orsim_cluster, tmp_path):
         status = await wait_for_mode(cluster, "ORS_1_B", "primary", timeout=5)
         assert {a["app"]: a["mode"] for a in status["apps"]}["ORS_1"] == "down"
         await cluster.wait_for(lambda s: s["calls"]["routed"] > 0, timeout=5)
-        assert (await cluster.ledger())["routed"] > 0
+        assert (await cluster.ledger()).counts.routed > 0
     assert cluster.is_down
 
 @pytest.mark.orsim_topology("topo.yaml", failover_delay=0.2)

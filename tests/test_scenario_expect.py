@@ -8,7 +8,7 @@ from typing import Any
 from orsim.scenario import check_document, evaluate
 from orsim.scenario._model import Scenario, Step
 from orsim.scenario._timeline import AppState, Sample, Timeline, role_changes
-from orsim.tserver import CallRecord, CallRecordJson, LedgerCounts, LedgerJson
+from orsim.tserver import CallRecord, LedgerCounts, LedgerReport
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = str(ROOT / "scenarios" / "probe.yaml")
@@ -30,7 +30,7 @@ def sample(t: float, **modes: str | tuple[str, int]) -> Sample:
     return Sample(T0 + t, tuple(states))
 
 
-def record(app: str, created: float, routed: float | None, state: str = "routed") -> CallRecordJson:
+def record(app: str, created: float, routed: float | None, state: str = "routed") -> CallRecord:
     return CallRecord(
         call_id=f"c{created}",
         dn="5000",
@@ -39,10 +39,10 @@ def record(app: str, created: float, routed: float | None, state: str = "routed"
         routed_at=None if routed is None else T0 + routed,
         app=app if routed is not None else None,
         state=state,
-    ).to_wire()
+    )
 
 
-def ledger(records: list[CallRecordJson], **counts: int) -> LedgerJson:
+def ledger(records: list[CallRecord], **counts: int) -> LedgerReport:
     base = {
         "created": len(records),
         "routed": len(records),
@@ -57,7 +57,7 @@ def ledger(records: list[CallRecordJson], **counts: int) -> LedgerJson:
     }
     base.update(counts)
     book = LedgerCounts(**base, by_app={}, by_node={}, latency_p50_ms=None, latency_p99_ms=None)
-    return {**book.to_wire(), "records": records}
+    return LedgerReport(book, tuple(records), len(records))
 
 
 def expectation(sc: Scenario) -> Step:

@@ -51,4 +51,4 @@ async def test_plugin_fixture_on_a_real_cluster(orsim_cluster: Any) -> None:
         await wait_for_mode(cluster, "ORS_1_B", "primary", timeout=10)
         await cluster.stop_load()
         ledger = await cluster.ledger()
-        assert ledger["duplicates"] == 0
+        assert ledger.counts.duplicates == 0

@@ -19,7 +19,7 @@ from helpers import ROOT, TOPOLOGIES, free_ports
 from orsim.cluster import AppEntry, ClusterStatus, Manifest, cluster_status
 from orsim.errors import ClusterError
 from orsim.scenario._store import RenamedApps
-from orsim.tserver import CallLedger, LedgerJson
+from orsim.tserver import CallLedger, LedgerReport
 
 LIBRARY = ROOT / "scenarios"
 needs_redis = pytest.mark.skipif(
@@ -67,8 +67,8 @@ class FakeCluster:
     async def stop_load(self) -> None:
         self.calls.append(("stop_load",))
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
-        return CallLedger().counts().to_wire()
+    async def ledger(self, records: bool = False) -> LedgerReport:
+        return LedgerReport(CallLedger().counts())
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         self.calls.append(("set_option", object, section, key, value))

@@ -38,5 +38,5 @@ async def test_backup_recovers_and_routes_the_crashed_primarys_sessions(
         recovered_by_b = {c for c in held if records[c]["app"] == "ORS_1_B"}
         assert recovered_by_b == held, {c: records[c]["app"] for c in held}
         ledger = await sim.ledger()
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 240
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 240

@@ -102,9 +102,10 @@ async def test_signals_start_and_load(
         await cluster.stop_load()
         await trio.sleep(11)  # past the router-timeout: every call has ended
         ledger = await cluster.ledger(records=True)
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0 and ledger["in_flight"] == 0
-        assert len(ledger["records"]) == ledger["created"] > 20
-        assert all(r["call_id"].startswith("SIP_Server-s") for r in ledger["records"])
+        counts, records = ledger.counts, ledger.records or ()
+        assert counts.lost == 0 and counts.duplicates == 0 and counts.in_flight == 0
+        assert len(records) == counts.created > 20
+        assert all(r.call_id.startswith("SIP_Server-s") for r in records)
         kinds = [e["kind"] for e in cluster.trace.entries]
         assert {"signal", "freeze", "thaw", "crash", "switchover", "mode"} <= set(kinds)
 

@@ -19,7 +19,7 @@ from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, StaleEpoch, StoreError, StoreUnavailable
 from orsim.store._memory import MemoryStore
 from orsim.testing import SimCluster, open_sim_cluster
-from orsim.tserver import LedgerCountsJson
+from orsim.tserver import LedgerCounts
 
 TOPOLOGY = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 ORS_APPS = ("ORS_1", "ORS_1_B", "ORS_2", "ORS_2_B")
@@ -129,12 +129,12 @@ def db() -> ConfigDatabase:
     return load_database(TOPOLOGY)
 
 
-async def settle(sim: SimCluster, timeout: float = 60) -> LedgerCountsJson:
+async def settle(sim: SimCluster, timeout: float = 60) -> LedgerCounts:
     """The ledger (``SimCluster.ledger``) once no call is in flight."""
     with trio.fail_after(timeout):
         while True:
             ledger = await sim.ledger()
-            if ledger["in_flight"] == 0:
+            if ledger.in_flight == 0:
                 return ledger
             await trio.sleep(0.1)
 
@@ -170,8 +170,8 @@ async def test_store_outage_longer_than_router_timeout_loses_no_call(
         )
         await trio.sleep(8)
         ledger = await settle(sim)
-        assert ledger["lost"] == 0 and ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 1250
+        assert ledger.lost == 0 and ledger.duplicates == 0, ledger
+        assert ledger.routed == ledger.created == 1250
         unpersisted = sum(sim.nodes[a].guard.unpersisted for a in ("ORS_1", "ORS_2"))
         assert unpersisted >= 600  # about 15 s at 50/s went through unwritten
 
@@ -216,6 +216,6 @@ async def test_takeover_while_the_store_is_away_claims_at_the_tserver(
         lost = {r["call_id"] for r in (await sim.request("ledger", records=True))["records"]
                 if r["state"] == "lost"}  # fmt: skip
         assert lost <= held, lost - held
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] + ledger["lost"] == ledger["created"] == 1000
-        assert ledger["by_app"].get("ORS_1_B", 0) > 0
+        assert ledger.duplicates == 0, ledger
+        assert ledger.routed + ledger.lost == ledger.created == 1000
+        assert ledger.by_app.get("ORS_1_B", 0) > 0

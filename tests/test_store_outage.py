@@ -107,9 +107,9 @@ async def test_outside_write_lock_past_router_timeout_loses_nothing(tmp_path: Pa
                 await trio.sleep(0.05)
         ledger = await settle(cluster, 720)
         status = await cluster.status()
-        assert ledger["lost"] == 0, ledger
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 720
+        assert ledger.counts.lost == 0, ledger
+        assert ledger.counts.duplicates == 0, ledger
+        assert ledger.counts.routed == ledger.counts.created == 720
         assert modes(status) == EXPECTED_MODES
         unpersisted = sum(apps(status)[a]["sessions_unpersisted"] or 0 for a in ORS_APPS)
         assert unpersisted > 0  # calls really were routed through the outage
@@ -133,14 +133,14 @@ async def test_primary_frozen_mid_call_backup_takes_over(
             lambda s: apps(s)["ORS_1"]["process"] == "stopped", timeout=30
         )
         frozen_at = time.monotonic()
-        routed_by_2 = (await cluster.ledger())["by_app"].get("ORS_2", 0)
+        routed_by_2 = (await cluster.ledger()).counts.by_app.get("ORS_2", 0)
         status = await cluster.wait_for(lambda s: modes(s)["ORS_1_B"] == "primary", timeout=15)
         takeover_s = time.monotonic() - frozen_at
         # peer-addp-timeout 1 s: detected within 2 s, plus heartbeat, claim and status poll.
         print(f"takeover after {takeover_s:.2f} s")
         assert takeover_s < 6.0
         with trio.fail_after(10):  # ORS_2 kept routing while ORS_1 was frozen
-            while (await cluster.ledger())["by_app"].get("ORS_2", 0) <= routed_by_2 + 20:
+            while (await cluster.ledger()).counts.by_app.get("ORS_2", 0) <= routed_by_2 + 20:
                 await trio.sleep(0.1)
         await cluster.wait_for(
             lambda s: (apps(s)["ORS_1_B"]["sessions_recovered"] or 0) >= 1, timeout=10
@@ -148,9 +148,9 @@ async def test_primary_frozen_mid_call_backup_takes_over(
         await cluster.kill("ORS_1", signal="CONT")
         status = await cluster.wait_for(lambda s: modes(s)["ORS_1"] == "backup", timeout=15)
         ledger = await settle(cluster, 960)
-        assert ledger["lost"] == 0, ledger
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 960
+        assert ledger.counts.lost == 0, ledger
+        assert ledger.counts.duplicates == 0, ledger
+        assert ledger.counts.routed == ledger.counts.created == 960
         assert modes(status)["ORS_1_B"] == "primary"
     finally:
         await cluster.down()
@@ -248,9 +248,9 @@ async def test_redis_stopped_past_router_timeout_and_restarted(
                 await trio.sleep(0.05)
         ledger = await settle(cluster, 840)
         status = await cluster.status()
-        assert ledger["lost"] == 0, ledger
-        assert ledger["duplicates"] == 0, ledger
-        assert ledger["routed"] == ledger["created"] == 840
+        assert ledger.counts.lost == 0, ledger
+        assert ledger.counts.duplicates == 0, ledger
+        assert ledger.counts.routed == ledger.counts.created == 840
         assert modes(status) == EXPECTED_MODES
         epochs = {a: apps(status)[a]["epoch"] for a in ("ORS_1", "ORS_2")}
         fresh = await RedisStore.open(RedisLocation("127.0.0.1", redis.port))

@@ -27,7 +27,7 @@ async def test_calls_nobody_routes_go_to_default_dn(autojump_clock: trio.testing
         await sim.request("generate", rate=10, duration=2)
         await trio.sleep(15)
         ledger = await sim.ledger()
-        assert (ledger["created"], ledger["default_routed"], ledger["lost"]) == (20, 20, 0)
+        assert (ledger.created, ledger.default_routed, ledger.lost) == (20, 20, 0)
         records = (await sim.request("ledger", records=True))["records"]
         assert {r["state"] for r in records} == {"default_routed"}
         await sim.set_option("SIP_Server", "TServer", "default-dn", "")
@@ -35,4 +35,4 @@ async def test_calls_nobody_routes_go_to_default_dn(autojump_clock: trio.testing
         await sim.request("generate", rate=10, duration=1)
         await trio.sleep(15)
         ledger = await sim.ledger()
-        assert (ledger["created"], ledger["default_routed"], ledger["lost"]) == (30, 20, 10)
+        assert (ledger.created, ledger.default_routed, ledger.lost) == (30, 20, 10)

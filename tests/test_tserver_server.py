@@ -129,7 +129,7 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
 
         ledger = await other.client.ledger(records=True)
         keys = ("created", "routed", "duplicates", "resent", "stale", "lost")
-        assert {k: ledger.get(k) for k in keys} == {
+        assert {k: getattr(ledger.counts, k) for k in keys} == {
             "created": 2,
             "routed": 2,
             "duplicates": 1,
@@ -142,13 +142,13 @@ async def test_route_request_fans_out_and_route_answers(nursery: trio.Nursery) -
         await b.client.status()  # a round trip: any stray push to b would be in by now
         for p in (a, b):
             assert [x for x in _drain(p.pushes) if x.topic == "call_routed"] == []
-        assert ledger["by_app"] == {"ORS_1": 1, "ORS_1_B": 1}
-        assert ledger["by_node"] == {"101": 2}
-        assert ledger["latency_p50_ms"] is not None
-        records = {r["call_id"]: r for r in ledger["records"]}
-        assert records[second]["epoch"] == 2
-        assert records[second]["app"] == "ORS_1_B"
-        assert records[second]["state"] == "routed"
+        assert ledger.counts.by_app == {"ORS_1": 1, "ORS_1_B": 1}
+        assert ledger.counts.by_node == {101: 2}
+        assert ledger.counts.latency_p50_ms is not None
+        records = {r.call_id: r for r in (ledger.records or ())}
+        assert records[second].epoch == 2
+        assert records[second].app == "ORS_1_B"
+        assert records[second].state == "routed"
 
         status = await other.client.status()
         assert status["mode"] == "primary"
@@ -172,16 +172,16 @@ async def test_unrouted_call_is_lost_at_its_deadline(
             call_id = await a.client.make_call()
             created = trio.current_time()
             await trio.sleep(1.9)
-            assert (await a.client.ledger())["in_flight"] == 1
+            assert (await a.client.ledger()).counts.in_flight == 1
             await trio.sleep(0.2)
-            assert (await a.client.ledger())["lost"] == 1
+            assert (await a.client.ledger()).counts.lost == 1
             with pytest.raises(RequestRefused) as info:
                 await a.client.route(call_id, "Agent_1", app="ORS_1", node_id=1, epoch=0)
             assert info.value.code == "lost"
             ledger = await a.client.ledger(records=True)
-            record = ledger["records"][0]
-            assert record["state"] == "lost"
-            assert record["deadline"] - record["created_at"] == pytest.approx(2.0)
+            record = (ledger.records or ())[0]
+            assert record.state == "lost"
+            assert record.deadline - record.created_at == pytest.approx(2.0)
             assert trio.current_time() - created < 2.5
         nursery.cancel_scope.cancel()
 
@@ -212,10 +212,10 @@ async def test_generator_paces_calls(autojump_clock: trio.testing.MockClock) -> 
             await trio.sleep(1.0)
             assert await a.client.stop_generator() is True
             assert await a.client.stop_generator() is False
-            created = (await a.client.ledger())["created"]
+            created = (await a.client.ledger()).counts.created
             assert 109 <= created <= 111
             await trio.sleep(1.0)
-            assert (await a.client.ledger())["created"] == created
+            assert (await a.client.ledger()).counts.created == created
         nursery.cancel_scope.cancel()
 
 
@@ -241,9 +241,9 @@ async def test_ledger_records_are_paged(
     async with peer(net, port, "ORS_1") as a:
         ids = [await a.client.make_call() for _ in range(20)]
         ledger = await a.client.ledger(records=True)
-        assert [r["call_id"] for r in ledger["records"]] == ids
+        assert [r.call_id for r in (ledger.records or ())] == ids
         assert len(set(ids)) == 20
-        assert ledger["created"] == 20
+        assert ledger.counts.created == 20
         with pytest.raises(RequestRefused) as info:
             await a.conn.request("ledger", {"records": True, "limit": 8})
         assert info.value.code == "bad_request"
@@ -306,9 +306,9 @@ async def test_bad_client_does_not_disturb_others(nursery: trio.Nursery) -> None
                 await rogue2.closed.wait()
 
         ledger = await good.client.ledger()
-        assert ledger["routed"] == len(bad_requests)
-        assert ledger["duplicates"] == len(bad_requests)
-        assert ledger["unknown"] == 1
+        assert ledger.counts.routed == len(bad_requests)
+        assert ledger.counts.duplicates == len(bad_requests)
+        assert ledger.counts.unknown == 1
         status = await good.client.status()
         assert [c["app"] for c in status["clients"]] == ["ORS_1"]
 
@@ -425,7 +425,7 @@ async def test_live_option_change(autojump_clock: trio.testing.MockClock) -> Non
             # The shorter deadline of the second call is honoured before the first one's.
             await trio.sleep(1.5)
             ledger = await a.client.ledger(records=True)
-            states = {r["call_id"]: r["state"] for r in ledger["records"]}
+            states = {r.call_id: r.state for r in (ledger.records or ())}
             assert states == {first["call_id"]: "in_flight", second["call_id"]: "lost"}
         nursery.cancel_scope.cancel()
 

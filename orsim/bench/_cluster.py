@@ -13,7 +13,7 @@ from orsim.bench._topology import TSERVER_APP
 from orsim.cluster import ClusterHandle
 from orsim.config import TSERVER_TYPES
 from orsim.errors import OrsimError
-from orsim.tserver import CallRecordJson, Ledger, LedgerJson
+from orsim.tserver import CallRecord, Ledger, LedgerReport
 
 #: The apps whose ``status`` counts frames (the call path): nodes, T-Server, URS.
 CALL_PATH_TYPES = ("OrchestrationServer", "RoutingServer", *TSERVER_TYPES)
@@ -39,22 +39,22 @@ def call_path_apps(handle: ClusterHandle) -> list[str]:
     return [e.app for e in handle.manifest.apps if e.type in CALL_PATH_TYPES]
 
 
-async def ledger_records(handle: ClusterHandle, offset: int = 0) -> list[CallRecordJson]:
+async def ledger_records(handle: ClusterHandle, offset: int = 0) -> list[CallRecord]:
     """Every ledger record from ``offset`` on (the T-Server hands them out in pages)."""
-    records: list[CallRecordJson] = []
+    records: list[CallRecord] = []
     while True:
         page = await handle.call(TSERVER_APP, Ledger(True, offset + len(records)))
-        chunk = [r.to_wire() for r in page.records or ()]
+        chunk = page.records or ()
         records.extend(chunk)
         if not chunk or offset + len(records) >= (page.records_total or 0):
             return records
 
 
-async def wait_drained(handle: ClusterHandle, timeout: float = 20.0) -> LedgerJson:
+async def wait_drained(handle: ClusterHandle, timeout: float = 20.0) -> LedgerReport:
     """The ledger once no call is in flight (every call routed or lost)."""
     ledger = await handle.ledger()
     with trio.move_on_after(timeout):
-        while ledger["in_flight"]:
+        while ledger.counts.in_flight:
             await trio.sleep(0.1)
             ledger = await handle.ledger()
     return ledger

@@ -23,7 +23,7 @@ from orsim.bench._cluster import cluster_up, ledger_records, wait_drained
 from orsim.bench._topology import backup_name, primary_name, write_topology
 from orsim.cluster import ClusterHandle
 from orsim.errors import OrsimError
-from orsim.tserver import CallRecordJson
+from orsim.tserver import CallRecord
 
 #: Calls per second during the measurement: one every 5 ms, split over the Nodes.
 RATE = 200.0
@@ -42,12 +42,12 @@ FAULTS = ("KILL", "STOP", "switchover")
 NODES = 2
 
 
-def first_routed_by(records: Sequence[CallRecordJson], app: str, after: float) -> float | None:
+def first_routed_by(records: Sequence[CallRecord], app: str, after: float) -> float | None:
     """The earliest ``routed_at`` of a call ``app`` routed at or after ``after``."""
     times = [
         routed_at
         for r in records
-        if r["app"] == app and (routed_at := r["routed_at"]) is not None and routed_at >= after
+        if r.app == app and (routed_at := r.routed_at) is not None and routed_at >= after
     ]
     return min(times, default=None)
 
@@ -83,7 +83,7 @@ async def _wait_primary(handle: ClusterHandle, app: str, fault_at: float) -> flo
 
 
 async def _routed_by(handle: ClusterHandle, app: str) -> int:
-    return (await handle.ledger())["by_app"].get(app, 0)
+    return (await handle.ledger()).counts.by_app.get(app, 0)
 
 
 async def _wait_routed_by(handle: ClusterHandle, app: str, calls: int = 1) -> None:
@@ -158,10 +158,10 @@ async def measure_failover(
         "addp_s": addp_timeout,
         "gap_ms": gap_ms(fault_at, first_routed_by(records, backup, fault_at)),
         "backup_primary_ms": gap_ms(fault_at, became_primary),
-        "calls": ledger["created"],
-        "lost": ledger["lost"],
-        "duplicates": ledger["duplicates"],
-        "stale": ledger["stale"],
+        "calls": ledger.counts.created,
+        "lost": ledger.counts.lost,
+        "duplicates": ledger.counts.duplicates,
+        "stale": ledger.counts.stale,
         "up_s": up_s,
         "warmup_s": warmed_s,
         "run_s": time.monotonic() - started,

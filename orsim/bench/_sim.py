@@ -108,7 +108,7 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
                 scenario, run_dir=Path(tmp), seed=SEED, out=lambda _line: None
             )
         wall = time.perf_counter() - started
-    ledger = result.ledger
+    counts = result.ledger.counts if result.ledger else None
     virtual = result.timeline.duration
     failed = [v.label for v in result.verdicts if not v.passed]
     return {
@@ -117,10 +117,10 @@ def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
         "virtual_s": virtual,
         "wall_s": wall,
         "speed": virtual / wall if wall > 0 else None,
-        "calls": ledger["created"] if ledger else None,
-        "routed": ledger["routed"] if ledger else None,
-        "lost": ledger["lost"] if ledger else None,
-        "duplicates": ledger["duplicates"] if ledger else None,
+        "calls": counts.created if counts else None,
+        "routed": counts.routed if counts else None,
+        "lost": counts.lost if counts else None,
+        "duplicates": counts.duplicates if counts else None,
         "failed_expectations": failed,
         "trace": trace.digest(),
         "peak_rss_mb": _peak_rss_mb(),
@@ -170,13 +170,13 @@ async def _cluster_run(db: ConfigDatabase, nodes: int, rate: float, load_s: floa
         await trio.sleep(load_s)
         await sim.request("stop_generator")
         with trio.move_on_after(DRAIN_TIMEOUT_S):
-            while (await sim.ledger())["in_flight"]:
+            while (await sim.ledger()).in_flight:
                 await trio.sleep(0.1)
         loaded = time.perf_counter()
         after = await sim.ledger()
         # Before the teardown, which makes garbage of every link at once.
         peak = _peak_rss_mb()
-    routed = after["routed"] - before["routed"]
+    routed = after.routed - before.routed
     load_wall = loaded - mesh
     return {
         "kind": "cluster",
@@ -191,12 +191,12 @@ async def _cluster_run(db: ConfigDatabase, nodes: int, rate: float, load_s: floa
         "offered_per_s": rate,
         "load_virtual_s": load_s,
         "load_wall_s": load_wall,
-        "calls": after["created"] - before["created"],
+        "calls": after.created - before.created,
         "routed": routed,
         "calls_per_s": routed / load_wall if load_wall > 0 else None,
-        "lost": after["lost"] - before["lost"],
-        "duplicates": after["duplicates"] - before["duplicates"],
-        "in_flight": after["in_flight"],
+        "lost": after.lost - before.lost,
+        "duplicates": after.duplicates - before.duplicates,
+        "in_flight": after.in_flight,
         "peak_rss_mb": peak,
     }
 

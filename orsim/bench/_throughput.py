@@ -20,7 +20,7 @@ from orsim.bench._memory import MemoryProbe
 from orsim.bench._progress import say
 from orsim.bench._stats import percentile, ratio
 from orsim.cluster import ClusterHandle
-from orsim.tserver import CallRecordJson
+from orsim.tserver import CallRecord
 
 #: The latency target the sustained rate must meet.
 P99_LIMIT_MS = 20.0
@@ -44,24 +44,24 @@ class StepRow(TypedDict):
     frames_per_call: float | None
 
 
-def step_latencies(records: Sequence[CallRecordJson]) -> tuple[list[float], int]:
+def step_latencies(records: Sequence[CallRecord]) -> tuple[list[float], int]:
     """Latencies (ms) of the routed records, and how many records were lost."""
     latencies = [
-        (routed_at - r["created_at"]) * 1000.0
+        (routed_at - r.created_at) * 1000.0
         for r in records
-        if (routed_at := r["routed_at"]) is not None
+        if (routed_at := r.routed_at) is not None
     ]
-    lost = sum(1 for r in records if r["state"] == "lost")
+    lost = sum(1 for r in records if r.state == "lost")
     return latencies, lost
 
 
-def routed_rate(records: Sequence[CallRecordJson]) -> float | None:
+def routed_rate(records: Sequence[CallRecord]) -> float | None:
     """Calls routed per second over the span in which ``records`` were routed.
 
     The bench's own requests around a step (ledger, status) are outside this span, so a
     cluster that keeps up with an offered rate measures as that rate, not a little below.
     """
-    times = [t for r in records if (t := r["routed_at"]) is not None]
+    times = [t for r in records if (t := r.routed_at) is not None]
     if len(times) < 2:
         return None
     span = max(times) - min(times)
@@ -124,9 +124,9 @@ async def run_step(
         probe.sample("load")
     await handle.stop_load()
     await wait_drained(handle)
-    records = await ledger_records(handle, before["created"])
+    records = await ledger_records(handle, before.counts.created)
     latencies, lost = step_latencies(records)
-    routed = after["routed"] - before["routed"]
+    routed = after.counts.routed - before.counts.routed
     frames = None if frames_before is None or frames_after is None else frames_after - frames_before
     return {
         "offered": rate,

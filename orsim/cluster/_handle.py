@@ -86,7 +86,7 @@ from orsim.errors import (
 )
 from orsim.node import SwitchedOver, Switchover
 from orsim.store import parse_store_url
-from orsim.tserver import Generate, Ledger, LedgerJson, LedgerReport, StopGenerator
+from orsim.tserver import Generate, Ledger, LedgerCounts, LedgerReport, StopGenerator
 from orsim.wire import (
     CLUSTER_KEY_ENV,
     KEY_FILE,
@@ -508,7 +508,7 @@ class ClusterHandle:
         self._reap()
         pids = self.pids()
         answers: dict[str, Answer | None] = {}
-        ledger: LedgerJson | None = None
+        ledger: LedgerCounts | None = None
 
         processes = {}
         for entry in self.manifest.apps:
@@ -539,7 +539,7 @@ class ClusterHandle:
             try:
                 entry = self.manifest.entry(self._tserver())
                 answer = await self._request_at(entry.host, entry.private_port, "ledger")
-                ledger = LedgerReport.from_json(answer).ledger_json()
+                ledger = LedgerReport.from_json(answer).counts
             except (*_UNANSWERED, RequestRefused):  # RequestRefused: a malformed ledger
                 return
 
@@ -559,9 +559,9 @@ class ClusterHandle:
         """
         return await poll_status(self.status, predicate, timeout, POLL_INTERVAL * 4)
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
+    async def ledger(self, records: bool = False) -> LedgerReport:
         """The T-Server's call ledger."""
-        return (await self.call(self._tserver(), Ledger(records))).ledger_json()
+        return await self.call(self._tserver(), Ledger(records))
 
     # -- faults ----------------------------------------------------------------------
 

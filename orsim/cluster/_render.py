@@ -10,7 +10,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from orsim.cluster._status import AppRow, ClusterStatus
-    from orsim.tserver import LedgerJson
+    from orsim.tserver import LedgerCounts
 
 _MODE_STYLES = {
     "primary": "bold green",
@@ -104,15 +104,13 @@ def status_table(status: ClusterStatus) -> Table:
     return table
 
 
-def load_line(ledger: LedgerJson, rate: float, elapsed: float) -> Text:
+def load_line(counts: LedgerCounts, rate: float, elapsed: float) -> Text:
     """``calls/s  created  routed  lost  dup  p99`` for the live load display."""
-    p99 = ledger.get("latency_p99_ms")
-    lost = ledger.get("lost", 0) or 0
+    p99, lost = counts.latency_p99_ms, counts.lost
     return Text.assemble(
-        f"{elapsed:6.1f}s  {rate:6.1f} calls/s  created {ledger.get('created', 0)}  "
-        f"routed {ledger.get('routed', 0)}  ",
+        f"{elapsed:6.1f}s  {rate:6.1f} calls/s  created {counts.created}  routed {counts.routed}  ",
         (f"lost {lost}", "bold red" if lost else "green"),
-        f"  dup {ledger.get('duplicates', 0)}  in flight {ledger.get('in_flight', 0)}  "
+        f"  dup {counts.duplicates}  in flight {counts.in_flight}  "
         f"p99 {'—' if p99 is None else f'{p99:.1f} ms'}",
     )
 

@@ -16,7 +16,7 @@ import trio
 
 from orsim.cluster._rundir import AppEntry, Manifest
 from orsim.errors import ClusterError
-from orsim.tserver import LedgerJson
+from orsim.tserver import LedgerCounts
 
 #: The ``process`` of an application on another host (``up --host``): not this run
 #: directory's to see; its own ``status`` answer says whether it serves.
@@ -113,13 +113,13 @@ def app_status(
     answer: Answer | None,
     pid: int | None,
     process: str,
-    ledger: LedgerJson | None,
+    ledger: LedgerCounts | None,
 ) -> AppRow:
     """One application's row."""
     answer = answer or {}
     routed_by_ledger = None
     if ledger is not None and entry.type == "OrchestrationServer":
-        routed_by_ledger = ledger["by_app"].get(entry.app, 0)
+        routed_by_ledger = ledger.by_app.get(entry.app, 0)
     mode = _text(answer, "mode", "down") or "down" if answer else "down"
     if process == REMOTE_PROCESS:
         pid = _int(answer, "pid")  # the pid on its own machine, as it says
@@ -151,7 +151,7 @@ def app_status(
     }
 
 
-def calls_summary(ledger: LedgerJson | None) -> CallsSummary:
+def calls_summary(ledger: LedgerCounts | None) -> CallsSummary:
     """The cluster-level ``calls`` object (all None when the T-Server does not answer)."""
     if ledger is None:
         return {
@@ -160,16 +160,16 @@ def calls_summary(ledger: LedgerJson | None) -> CallsSummary:
             "latency_p50_ms": None, "latency_p99_ms": None,
         }  # fmt: skip
     return {
-        "created": ledger["created"],
-        "routed": ledger["routed"],
-        "lost": ledger["lost"],
-        "duplicates": ledger["duplicates"],
-        "in_flight": ledger["in_flight"],
-        "default_routed": ledger["default_routed"],
-        "stale": ledger["stale"],
-        "resent": ledger["resent"],
-        "latency_p50_ms": ledger["latency_p50_ms"],
-        "latency_p99_ms": ledger["latency_p99_ms"],
+        "created": ledger.created,
+        "routed": ledger.routed,
+        "lost": ledger.lost,
+        "duplicates": ledger.duplicates,
+        "in_flight": ledger.in_flight,
+        "default_routed": ledger.default_routed,
+        "stale": ledger.stale,
+        "resent": ledger.resent,
+        "latency_p50_ms": ledger.latency_p50_ms,
+        "latency_p99_ms": ledger.latency_p99_ms,
     }
 
 
@@ -178,7 +178,7 @@ def cluster_status(
     answers: Mapping[str, Answer | None],
     pids: Mapping[str, int | None],
     processes: Mapping[str, str],
-    ledger: LedgerJson | None,
+    ledger: LedgerCounts | None,
 ) -> ClusterStatus:
     """The whole ``status --json`` object."""
     return {

@@ -398,18 +398,18 @@ def cmd_load(args: argparse.Namespace) -> int:
         before = await handle.ledger()
         await handle.load(args.rate, args.duration)
         started = last_time = trio.current_time()
-        last_created = before.get("created", 0)
+        last_created = before.counts.created
         rate = 0.0
         live = Live(console=console, auto_refresh=False, transient=False)
         try:
             with live if console.is_terminal else nullcontext():
                 while args.duration is None or trio.current_time() - started < args.duration:
                     await trio.sleep(0.5 if console.is_terminal else 1.0)
-                    ledger = await handle.ledger()
+                    counts = (await handle.ledger()).counts
                     now = trio.current_time()
-                    rate = (ledger.get("created", 0) - last_created) / max(now - last_time, 1e-6)
-                    last_created, last_time = ledger.get("created", 0), now
-                    line = load_line(ledger, rate, now - started)
+                    rate = (counts.created - last_created) / max(now - last_time, 1e-6)
+                    last_created, last_time = counts.created, now
+                    line = load_line(counts, rate, now - started)
                     if console.is_terminal:
                         live.update(line, refresh=True)
                     else:

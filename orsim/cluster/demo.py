@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         await handle.wait_for(lambda s: _mode(s, victim) == "backup", STEP_TIMEOUT)
         console.print(f"{victim} is back, as backup")
 
-        routed = (await handle.ledger())["routed"]
+        routed = (await handle.ledger()).counts.routed
         await handle.wait_for(lambda s: (s["calls"]["routed"] or 0) >= routed + 10, STEP_TIMEOUT)
         await handle.stop_load()
         status = await handle.wait_for(lambda s: s["calls"]["in_flight"] == 0, STEP_TIMEOUT)

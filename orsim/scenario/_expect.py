@@ -50,7 +50,7 @@ from orsim.scenario._model import (
 from orsim.scenario._timeline import Sample, Timeline, Verdict
 
 if TYPE_CHECKING:
-    from orsim.tserver import CallRecordJson, LedgerJson
+    from orsim.tserver import CallRecord, LedgerCounts, LedgerReport
 
 
 def expectation_label(step: Step) -> str:
@@ -84,7 +84,7 @@ def mode_verdict(
 
 
 def evaluate(
-    scenario: Scenario, step: Step, timeline: Timeline, ledger: LedgerJson | None
+    scenario: Scenario, step: Step, timeline: Timeline, ledger: LedgerReport | None
 ) -> Verdict:
     """The verdict of a run-wide expectation, from the whole run."""
     assert isinstance(step.action, Expect)
@@ -103,27 +103,26 @@ def _check(
     step: Step,
     exp: RunWide,
     timeline: Timeline,
-    ledger: LedgerJson | None,
+    ledger: LedgerReport | None,
 ) -> tuple[bool, str]:
     """``ledger`` is None only for the expectations that do without it."""
-    records = ledger.get("records", []) if ledger is not None else []
+    records = (ledger.records or ()) if ledger is not None else ()
     if isinstance(exp, FailoverGap):
         return check_failover_gap(scenario, step, exp, timeline, records)
     if isinstance(exp, SessionsRecovered):
         return check_sessions_recovered(scenario, step, exp, timeline, records)
     assert ledger is not None
+    counts = ledger.counts
     if isinstance(exp, CallsLost):
-        lost = ledger["lost"]
-        return lost <= exp.at_most, f"{lost} lost{_of_created(ledger)}"
+        return counts.lost <= exp.at_most, f"{counts.lost} lost{_of_created(counts)}"
     if isinstance(exp, CallsDuplicated):
-        dups = ledger["duplicates"]
-        return dups <= exp.at_most, f"{dups} duplicate route(s) refused{_of_created(ledger)}"
+        dups = counts.duplicates
+        return dups <= exp.at_most, f"{dups} duplicate route(s) refused{_of_created(counts)}"
     return check_split_brain(scenario, timeline.samples, ledger, timeline.t0)
 
 
-def _of_created(ledger: LedgerJson) -> str:
-    created, routed = ledger["created"], ledger["routed"]
-    in_flight = ledger["in_flight"]
+def _of_created(counts: LedgerCounts) -> str:
+    created, routed, in_flight = counts.created, counts.routed, counts.in_flight
     tail = f", {in_flight} still in flight" if in_flight else ""
     return f" of {created} calls created ({routed} routed{tail})"
 
@@ -177,7 +176,7 @@ def check_failover_gap(
     step: Step,
     exp: FailoverGap,
     timeline: Timeline,
-    records: Sequence[CallRecordJson],
+    records: Sequence[CallRecord],
 ) -> tuple[bool, str]:
     context = _fault_context(scenario, step, exp, timeline)
     if isinstance(context, str):
@@ -191,15 +190,15 @@ def check_failover_gap(
     else:
         given_back = timeline.repair_times.get(fault.number, float("inf"))
 
-    def counts(record: CallRecordJson) -> bool:
-        routed_at = record["routed_at"]
-        if record["state"] != "routed" or routed_at is None:
+    def counts(record: CallRecord) -> bool:
+        routed_at = record.routed_at
+        if record.state != "routed" or routed_at is None:
             return False
-        if record["app"] not in apps or routed_at <= fault_t:
+        if record.app not in apps or routed_at <= fault_t:
             return False
-        return not (record["app"] == hit and routed_at < given_back)
+        return not (record.app == hit and routed_at < given_back)
 
-    routes = [(r["routed_at"], r["app"]) for r in records if counts(r)]
+    routes = [(r.routed_at, r.app) for r in records if counts(r)]
     fault_at = f"+{timeline.rel(fault_t):.2f}s"
     where = f"Node {node}, fault at {step_label(fault.number, fault.verb)} {fault_at}"
     if routes:
@@ -232,7 +231,7 @@ def check_sessions_recovered(
     step: Step,
     exp: SessionsRecovered,
     timeline: Timeline,
-    records: Sequence[CallRecordJson],
+    records: Sequence[CallRecord],
 ) -> tuple[bool, str]:
     context = _fault_context(scenario, step, exp, timeline)
     if isinstance(context, str):
@@ -247,10 +246,10 @@ def check_sessions_recovered(
         count = sum(
             1
             for r in records
-            if (routed_at := r["routed_at"]) is not None
-            and r["created_at"] <= fault_t < routed_at
-            and r["app"] in apps
-            and r["app"] != hit
+            if r.routed_at is not None
+            and r.created_at <= fault_t < r.routed_at
+            and r.app in apps
+            and r.app != hit
         )
         source = "calls created before the fault and routed after it by the Node (ledger)"
     return count >= exp.at_least, f"{count} session(s) recovered by Node {node}, {source}"
@@ -282,19 +281,19 @@ def _reported_recoveries(
 
 
 def check_split_brain(
-    scenario: Scenario, samples: Sequence[Sample], ledger: LedgerJson, t0: float
+    scenario: Scenario, samples: Sequence[Sample], ledger: LedgerReport, t0: float
 ) -> tuple[bool, str]:
-    dups = ledger["duplicates"]
-    stale = ledger["stale"]
+    dups = ledger.counts.duplicates
+    stale = ledger.counts.stale
     if dups:
         return False, f"{dups} call(s) routed twice (duplicates refused by the T-Server)"
-    for found in ledger.get("double_primaries", []):
-        names = " and ".join(found["apps"])
+    for found in ledger.double_primaries or ():
+        names = " and ".join(found.apps)
         return False, (
-            f"{names} both primary with epoch {found['epoch']}"
-            f" at virtual time {found['t']:.3f}s (Node {found['node']}, exact history)"
+            f"{names} both primary with epoch {found.epoch}"
+            f" at virtual time {found.t:.3f}s (Node {found.node}, exact history)"
         )
-    twice = ledger.get("sessions_created_twice", [])
+    twice = ledger.sessions_created_twice or ()
     if twice:
         return False, f"{len(twice)} session(s) created twice (first: call {twice[0]})"
     previous: set[str] = set()

@@ -18,7 +18,7 @@ from orsim.scenario._runner import ScenarioResult
 from orsim.scenario._timeline import Timeline, format_timeline
 
 if TYPE_CHECKING:
-    from orsim.tserver import CallRecordJson
+    from orsim.tserver import CallRecord
 
 MODE_COLOURS = {
     "primary": "#2e7d32",
@@ -59,13 +59,13 @@ def mode_segments(timeline: Timeline) -> dict[str, list[tuple[float, float, str]
 
 
 def routed_per_second(
-    records: Sequence[CallRecordJson], t0: float, seconds: int, node_of: Mapping[str, str]
+    records: Sequence[CallRecord], t0: float, seconds: int, node_of: Mapping[str, str]
 ) -> dict[str, list[int]]:
     """Node -> calls routed in each second [k, k+1) after t0 (records by routing app)."""
     rates: dict[str, list[int]] = {node: [0] * seconds for node in sorted(set(node_of.values()))}
     for record in records:
-        routed_at, app = record["routed_at"], record["app"]
-        if record["state"] != "routed" or routed_at is None:
+        routed_at, app = record.routed_at, record.app
+        if record.state != "routed" or routed_at is None:
             continue
         node = node_of.get(str(app), str(app))
         k = int(routed_at - t0)
@@ -122,7 +122,7 @@ def timeline_svg(result: ScenarioResult) -> str:
     # Calls routed per second per Node.
     seconds = max(math.ceil(duration), 1)
     node_of = {a: n for a in scenario.topology.applications if (n := scenario.node_of(a))}
-    records = result.ledger.get("records", []) if result.ledger else []
+    records = (result.ledger.records or ()) if result.ledger else ()
     rates = routed_per_second(records, timeline.t0, seconds, node_of)
     peak = max((max(v) for v in rates.values() if v), default=0) or 1
     parts.append(
@@ -218,9 +218,9 @@ def scenario_section(result: ScenarioResult) -> str:
     )
     ledger = result.ledger
     counts = ", ".join(
-        f"{name} {ledger.get(name)}"
+        f"{name} {getattr(ledger.counts, name)}"
         for name in ("created", "routed", "lost", "duplicates", "resent", "stale", "in_flight")
-        if ledger and name in ledger
+        if ledger
     )
     text = format_timeline(result.timeline.events, result.timeline.t0)
     state = "passed" if result.passed else "failed"

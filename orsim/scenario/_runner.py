@@ -67,7 +67,7 @@ from orsim.scenario._timeline import (
 
 if TYPE_CHECKING:
     from orsim.cluster import ClusterStatus
-    from orsim.tserver import LedgerJson
+    from orsim.tserver import LedgerReport
 
 #: How long teardown may take before the runner gives up on it (shielded from cancel).
 DOWN_TIMEOUT = 30.0
@@ -95,7 +95,7 @@ class ClusterLike(Protocol):
     async def delay(self, a: str, b: str, ms: float) -> object: ...
     async def load(self, rate: float, duration: float | None = None) -> object: ...
     async def stop_load(self) -> object: ...
-    async def ledger(self, records: bool = False) -> LedgerJson: ...
+    async def ledger(self, records: bool = False) -> LedgerReport: ...
     async def set_option(self, object: str, section: str, key: str, value: str) -> object: ...
     async def down(self) -> object: ...
 
@@ -117,7 +117,7 @@ class ScenarioResult:
     scenario: Scenario = attrs.field(eq=False)
     verdicts: tuple[Verdict, ...]
     timeline: Timeline = attrs.field(eq=False)
-    ledger: LedgerJson | None = attrs.field(eq=False)
+    ledger: LedgerReport | None = attrs.field(eq=False)
     run_dir: str
     seed: int
     #: the steps that acted on the cluster, in order, with their offsets
@@ -393,7 +393,7 @@ class _Run:
         with trio.move_on_after(timeout):
             while True:
                 try:
-                    in_flight = (await self.cluster.ledger())["in_flight"]
+                    in_flight = (await self.cluster.ledger()).counts.in_flight
                 except (OrsimError, OSError):
                     in_flight = 0
                 if not in_flight:
@@ -488,7 +488,7 @@ async def _run_scenario(
         return _finish(scenario, (verdict,), timeline, None, run_dir, seed, out, ())
     timeline.t0 = clock()
     run = _Run(scenario, cluster, timeline, out, clock, random.Random(seed), pace=pace)
-    ledger: LedgerJson | None = None
+    ledger: LedgerReport | None = None
     try:
         run.emit("info", f"cluster up in {trio.current_time() - started:.1f}s (run dir {run_dir})")
         await run.sample()
@@ -514,7 +514,7 @@ async def _run_scenario(
     return _finish(scenario, verdicts, timeline, ledger, run_dir, seed, out, tuple(run.applied))
 
 
-def _judge(run: _Run, ledger: LedgerJson | None) -> tuple[Verdict, ...]:
+def _judge(run: _Run, ledger: LedgerReport | None) -> tuple[Verdict, ...]:
     verdicts: list[Verdict] = list(run.failures)
     for step in run.scenario.expectations:
         assert isinstance(step.action, Expect)
@@ -532,7 +532,7 @@ def _finish(
     scenario: Scenario,
     verdicts: tuple[Verdict, ...],
     timeline: Timeline,
-    ledger: LedgerJson | None,
+    ledger: LedgerReport | None,
     run_dir: Path,
     seed: int,
     out: Output,

@@ -141,9 +141,9 @@ def scenario_entries(result: ScenarioResult) -> list[dict[str, object]]:
             {"t": vtime(event.t - timeline.t0), "kind": f"timeline.{event.kind}",
              "step": event.step, "app": event.app, "text": event.text}
         )  # fmt: skip
-    records = result.ledger.get("records", []) if result.ledger else []
+    records = (result.ledger.records or ()) if result.ledger else ()
     for record in records:
-        entry: dict[str, object] = {"kind": "call", **record}
+        entry: dict[str, object] = {"kind": "call", **record.to_wire()}
         for name in _TIME_FIELDS:
             value = entry.get(name)
             if isinstance(value, int | float):

@@ -25,7 +25,7 @@ from orsim.scenario._runner import ClusterFactory, ClusterLike
 
 if TYPE_CHECKING:
     from orsim.cluster import AppRow, ClusterStatus
-    from orsim.tserver import LedgerJson
+    from orsim.tserver import LedgerReport
 
 #: The environment variable that sets ``--store`` for every run.
 STORE_ENV = "ORSIM_STORE"
@@ -103,7 +103,7 @@ class RenamedApps:
     async def stop_load(self) -> object:
         return await self.cluster.stop_load()
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
+    async def ledger(self, records: bool = False) -> LedgerReport:
         return await self.cluster.ledger(records)
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> object:

@@ -40,7 +40,7 @@ from orsim.confserv import APP_NAME, APP_TYPE, ConfServ, ConfServClient
 from orsim.node import ModeChanged, OrsNode, follow_changes, read_startup
 from orsim.sim._trace import Trace
 from orsim.store import MemoryStore, Session
-from orsim.tserver import Ledger, LedgerCountsJson, TServer
+from orsim.tserver import Ledger, LedgerCounts, TServer
 from orsim.urs import UrsServer
 from orsim.wire import Call, Connection, Json, MemoryNetwork, open_connection, serve_app
 
@@ -453,10 +453,10 @@ class SimCluster:
         async with client:
             await client.set_option(obj, section, key, value)
 
-    async def ledger(self) -> LedgerCountsJson:
-        """The T-Server's ledger counts (``LedgerCounts.to_wire``)."""
+    async def ledger(self) -> LedgerCounts:
+        """The T-Server's ledger counts."""
         conn = await self.client()
-        return (await conn.call(Ledger())).counts.to_wire()
+        return (await conn.call(Ledger())).counts
 
 
 def start_order(db: ConfigDatabase) -> list[list[str]]:

@@ -46,7 +46,7 @@ from orsim.node import SwitchedOver, Switchover
 from orsim.sim._cluster import CONFSERV, SimCluster, open_sim_cluster
 from orsim.sim._invariants import double_primaries, node_names
 from orsim.sim._trace import Trace
-from orsim.tserver import Generate, LedgerJson, StopGenerator
+from orsim.tserver import Generate, LedgerCounts, LedgerReport, StopGenerator
 from orsim.wire import Call, Json, open_connection
 
 #: Modelled process start-up time (virtual s) of ``start``: a real ``orsim node`` takes
@@ -138,22 +138,14 @@ class SimClusterHandle:
                     "app": app, "type": entry.type, "mode": "primary", "pid": sim.pids[app]
                 }  # fmt: skip
         return cluster_status(
-            self.manifest, answers, dict(sim.pids), dict(sim.processes), self._ledger_or_none()
+            self.manifest, answers, dict(sim.pids), dict(sim.processes), self._counts_or_none()
         )
 
-    def _ledger_or_none(self, records: bool = False) -> LedgerJson | None:
+    def _counts_or_none(self) -> LedgerCounts | None:
         tserver = self.sim.tserver
         if tserver is None or self.sim.processes.get(tserver.app.name) != "running":
             return None
-        answer = tserver.ledger.counts().to_wire()
-        if records:
-            answer["records"] = [r.to_wire() for r in tserver.ledger.records()]
-            answer["records_total"] = len(answer["records"])
-            # What only a simulation can know exactly (see orsim.sim._invariants).
-            sim = self.sim
-            answer["double_primaries"] = double_primaries(sim.trace.entries, node_names(sim.db))
-            answer["sessions_created_twice"] = list(sim.created_twice)
-        return answer
+        return tserver.ledger.counts()
 
     async def wait_for(
         self, predicate: Callable[[ClusterStatus], bool], timeout: float
@@ -165,13 +157,25 @@ class SimClusterHandle:
         """
         return await poll_status(self.status, predicate, timeout, POLL_INTERVAL)
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
+    async def ledger(self, records: bool = False) -> LedgerReport:
         """The T-Server's call ledger (every record with ``records``)."""
         await trio.lowlevel.checkpoint()
-        answer = self._ledger_or_none(records)
-        if answer is None:
+        counts = self._counts_or_none()
+        if counts is None:
             raise UnreachableError("the T-Server does not answer 'ledger'")
-        return answer
+        if not records:
+            return LedgerReport(counts)
+        sim = self.sim
+        assert sim.tserver is not None
+        every = tuple(sim.tserver.ledger.records())
+        # What only a simulation can know exactly (see orsim.sim._invariants).
+        return LedgerReport(
+            counts,
+            every,
+            len(every),
+            tuple(double_primaries(sim.trace.entries, node_names(sim.db))),
+            tuple(sim.created_twice),
+        )
 
     # -- faults --------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ def double_primaries(
 ) -> list[DoublePrimary]:
     """Every moment two running applications of one Node were primary at the same epoch.
 
-    Each finding: ``{"t", "node", "apps", "epoch"}`` (``t``: virtual time). A frozen
+    Each finding: a ``DoublePrimary`` (``t``: virtual time). A frozen
     application still counts: it believes it holds the Node, and acts on it when thawed.
     """
     held: dict[str, tuple[str, int]] = {}
@@ -48,10 +48,8 @@ def double_primaries(
             for other, (other_mode, other_epoch) in held.items():
                 same = other_mode == "primary" and other_epoch == epoch
                 if other != app and same and node_of.get(other) == node:
-                    found.append(
-                        {"t": _time(entry.get("t")), "node": node,
-                         "apps": sorted((app, other)), "epoch": epoch}
-                    )  # fmt: skip
+                    first, second = sorted((app, other))
+                    found.append(DoublePrimary(_time(entry.get("t")), node, (first, second), epoch))
     return found
 
 

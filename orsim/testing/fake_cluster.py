@@ -28,10 +28,10 @@ from orsim.cluster import Answer, AppEntry, Manifest, cluster_status, poll_statu
 from orsim.config import ConfigDatabase, load_database
 from orsim.errors import ClusterError
 from orsim.node import SwitchedOver
+from orsim.tserver import CallRecord, LedgerCounts, LedgerReport
 
 if TYPE_CHECKING:
     from orsim.cluster import ClusterStatus
-    from orsim.tserver import CallRecordJson, LedgerJson
 
 CONFSERV = "confserv"
 
@@ -288,10 +288,10 @@ class FakeCluster:
                 return when, app, self._lanes[app].at(when)[1]
         return None
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
+    async def ledger(self, records: bool = False) -> LedgerReport:
         await trio.lowlevel.checkpoint()
         now = self.clock()
-        rows: list[CallRecordJson] = []
+        rows: list[CallRecord] = []
         nodes = self.nodes
         for start, end, rate in self._loads:
             count = math.ceil((min(end, now) - start) * rate)
@@ -299,47 +299,42 @@ class FakeCluster:
                 created = start + k / rate
                 node = nodes[len(rows) % len(nodes)]
                 rows.append(self._record(len(rows) + 1, node, created, now))
-        routed = [r for r in rows if r["state"] == "routed"]
+        routed = [r for r in rows if r.state == "routed"]
         by_app: dict[str, int] = {}
         for r in routed:
-            if r["app"] is not None:
-                by_app[r["app"]] = by_app.get(r["app"], 0) + 1
-        answer: LedgerJson = {
-            "created": len(rows),
-            "routed": len(routed),
-            "lost": sum(1 for r in rows if r["state"] == "lost"),
-            "default_routed": 0,
-            "duplicates": len(routed) // self.duplicate_every if self.duplicate_every else 0,
-            "resent": 0,
-            "stale": 0,
-            "unknown": 0,
-            "late": 0,
-            "in_flight": sum(1 for r in rows if r["state"] == "in_flight"),
-            "by_app": by_app,
-            "by_node": {},
-            "latency_p50_ms": None,
-            "latency_p99_ms": None,
-        }
-        if records:
-            answer["records"] = rows
-        return answer
+            if r.app is not None:
+                by_app[r.app] = by_app.get(r.app, 0) + 1
+        counts = LedgerCounts(
+            created=len(rows),
+            routed=len(routed),
+            lost=sum(1 for r in rows if r.state == "lost"),
+            default_routed=0,
+            duplicates=len(routed) // self.duplicate_every if self.duplicate_every else 0,
+            resent=0,
+            stale=0,
+            unknown=0,
+            late=0,
+            in_flight=sum(1 for r in rows if r.state == "in_flight"),
+            by_app=by_app,
+            by_node={},
+            latency_p50_ms=None,
+            latency_p99_ms=None,
+        )
+        return LedgerReport(counts, tuple(rows), len(rows)) if records else LedgerReport(counts)
 
-    def _record(self, number: int, node: str, created: float, now: float) -> CallRecordJson:
+    def _record(self, number: int, node: str, created: float, now: float) -> CallRecord:
         """Call ``number``, made at ``created`` on ``node``, as the ledger has it at ``now``."""
         route = self._route(node, created)
         deadline = created + self.router_timeout
-        row: CallRecordJson = {
-            "call_id": f"call-{number}", "dn": "5000", "created_at": created,
-            "deadline": deadline, "state": "in_flight", "routed_at": None, "app": None,
-            "node_id": None, "epoch": None, "target": None, "latency_ms": None,
-        }  # fmt: skip
+        call = CallRecord(
+            call_id=f"call-{number}", dn="5000", created_at=created, deadline=deadline
+        )
         if route is not None and route[0] <= now:
-            row["routed_at"], row["app"], row["epoch"] = route
-            row["state"] = "routed"
-            row["node_id"] = self.db.applications[self._node_apps(route[1])[0]].dbid
-        elif deadline <= now:
-            row["state"] = "lost"
-        return row
+            routed_at, app, epoch = route
+            node_id = self.db.applications[self._node_apps(app)[0]].dbid
+            return attrs.evolve(call, state="routed", routed_at=routed_at, app=app,
+                                node_id=node_id, epoch=epoch)  # fmt: skip
+        return attrs.evolve(call, state="lost") if deadline <= now else call
 
     # --- observing -----------------------------------------------------------------------
 
@@ -362,7 +357,7 @@ class FakeCluster:
         manifest = Manifest(cluster=None, config="", served_config="", run_dir="",
                             confserv_host="", confserv_port=0, proxy_control_port=0,
                             apps=tuple(entries), state="up")  # fmt: skip
-        return cluster_status(manifest, answers, {}, self._process, await self.ledger())
+        return cluster_status(manifest, answers, {}, self._process, (await self.ledger()).counts)
 
     async def wait_for(
         self, predicate: Callable[[ClusterStatus], bool], timeout: float

@@ -6,12 +6,9 @@ from orsim.tserver._client import TServerClient as TServerClient
 from orsim.tserver._ledger import CallLedger as CallLedger
 from orsim.tserver._ledger import CallLost as CallLost
 from orsim.tserver._ledger import CallRecord as CallRecord
-from orsim.tserver._ledger import CallRecordJson as CallRecordJson
 from orsim.tserver._ledger import DoublePrimary as DoublePrimary
 from orsim.tserver._ledger import DuplicateRoute as DuplicateRoute
 from orsim.tserver._ledger import LedgerCounts as LedgerCounts
-from orsim.tserver._ledger import LedgerCountsJson as LedgerCountsJson
-from orsim.tserver._ledger import LedgerJson as LedgerJson
 from orsim.tserver._ledger import RouteRefused as RouteRefused
 from orsim.tserver._ledger import StaleEpoch as StaleEpoch
 from orsim.tserver._ledger import UnknownCall as UnknownCall
@@ -47,7 +44,6 @@ __all__ = [
     "CallLedger",
     "CallLost",
     "CallRecord",
-    "CallRecordJson",
     "CallRouted",
     "CallState",
     "ClaimEpoch",
@@ -60,8 +56,6 @@ __all__ = [
     "GeneratorInfo",
     "Ledger",
     "LedgerCounts",
-    "LedgerCountsJson",
-    "LedgerJson",
     "LedgerReport",
     "MadeCall",
     "MakeCall",

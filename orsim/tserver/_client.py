@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from orsim.tserver._ledger import CallRecord, LedgerJson
+from orsim.tserver._ledger import CallRecord
 from orsim.tserver._messages import (
     Fence,
     Generate,
@@ -69,12 +69,7 @@ class TServerClient:
         """Stop the generator; True if one was running."""
         return (await self.conn.call(StopGenerator(), self.timeout)).stopped
 
-    async def ledger(self, records: bool = False) -> LedgerJson:
-        """The ledger's counts, and with ``records`` every call record (fetched in pages),
-        as the T-Server's JSON (``ledger_report`` gives the typed record)."""
-        return (await self.ledger_report(records)).ledger_json()
-
-    async def ledger_report(self, records: bool = False) -> LedgerReport:
+    async def ledger(self, records: bool = False) -> LedgerReport:
         """The ledger's counts, and with ``records`` every call record (fetched in pages)."""
         if not records:
             return await self.conn.call(Ledger(), self.timeout)

@@ -29,7 +29,7 @@ import math
 from bisect import insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import NotRequired, TypedDict, TypeVar
+from typing import TypeVar
 
 import attrs
 
@@ -82,59 +82,18 @@ class DuplicateCallId(ValueError):
     """``create`` was given an id the ledger already holds (a caller bug)."""
 
 
-class CallRecordJson(TypedDict):
-    """A ``CallRecord`` as the ``ledger`` answer carries it."""
-
-    call_id: str
-    dn: str
-    created_at: float
-    deadline: float
-    state: str
-    routed_at: float | None
-    app: str | None
-    node_id: int | None
-    epoch: int | None
-    target: str | None
-    latency_ms: float | None
-
-
-class LedgerCountsJson(TypedDict):
-    """``LedgerCounts`` as the ``ledger`` answer carries them."""
-
-    created: int
-    routed: int
-    lost: int
-    default_routed: int
-    duplicates: int
-    resent: int
-    stale: int
-    unknown: int
-    late: int
-    in_flight: int
-    by_app: dict[str, int]
-    by_node: dict[str, int]
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-
-
-class DoublePrimary(TypedDict):
-    """Two running applications of one Node primary at the same epoch (a simulation
-    finding, read from its exact trace)."""
+@attrs.frozen
+class DoublePrimary:
+    """Two running applications of one Node primary at the same epoch: a simulation's
+    finding, read from its exact trace (``t``: virtual time)."""
 
     t: float
     node: str | None
-    apps: list[str]
+    apps: tuple[str, str]
     epoch: int
 
-
-class LedgerJson(LedgerCountsJson):
-    """The ledger as a cluster handle returns it: the counts, with ``records`` every
-    record; a simulation adds what only it can know exactly."""
-
-    records: NotRequired[list[CallRecordJson]]
-    records_total: NotRequired[int | None]
-    double_primaries: NotRequired[list[DoublePrimary]]
-    sessions_created_twice: NotRequired[list[str]]
+    def to_wire(self) -> dict[str, object]:
+        return {"t": self.t, "node": self.node, "apps": list(self.apps), "epoch": self.epoch}
 
 
 @attrs.frozen(kw_only=True)
@@ -159,7 +118,7 @@ class CallRecord:
             return None
         return (self.routed_at - self.created_at) * 1000.0
 
-    def to_wire(self) -> CallRecordJson:
+    def to_wire(self) -> dict[str, object]:
         # The fields by name, in declaration order (as attrs.asdict gives them, which
         # is several times slower, and a ledger dump converts every record).
         return {
@@ -210,8 +169,7 @@ class LedgerCounts:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
 
-    def to_wire(self) -> LedgerJson:
-        """The counts as the ``ledger`` answer's JSON (without records: add them)."""
+    def to_wire(self) -> dict[str, object]:
         # As attrs.asdict gives it (several times slower; a status sample asks for it).
         return {
             "created": self.created, "routed": self.routed, "lost": self.lost,

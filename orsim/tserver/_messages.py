@@ -14,7 +14,7 @@ from typing import ClassVar, Self
 import attrs
 
 from orsim.errors import RequestRefused
-from orsim.tserver._ledger import CallRecord, LedgerCounts, LedgerJson
+from orsim.tserver._ledger import CallRecord, DoublePrimary, LedgerCounts
 from orsim.wire import (
     FLATTEN,
     OMIT_NONE,
@@ -322,21 +322,26 @@ class StopGenerator(Call[Stopped]):
 @attrs.frozen
 class LedgerReport(Record):
     """The ledger's counts, with a page of its records (from ``offset``) and how many it
-    holds in all when they were asked for."""
+    holds in all when they were asked for.
+
+    A simulation adds what only it can know exactly (None from a T-Server): every double
+    primary in its trace, and the calls whose session was created twice."""
 
     counts: LedgerCounts
     records: tuple[CallRecord, ...] | None = None
     records_total: int | None = None
+    double_primaries: tuple[DoublePrimary, ...] | None = None
+    sessions_created_twice: tuple[str, ...] | None = None
 
     def to_json(self) -> Json:
-        return self.ledger_json()
-
-    def ledger_json(self) -> LedgerJson:
-        """The report as the ``ledger`` answer's JSON, typed."""
         data = self.counts.to_wire()
         if self.records is not None:
             data["records"] = [r.to_wire() for r in self.records]
             data["records_total"] = self.records_total
+        if self.double_primaries is not None:
+            data["double_primaries"] = [d.to_wire() for d in self.double_primaries]
+        if self.sessions_created_twice is not None:
+            data["sessions_created_twice"] = list(self.sessions_created_twice)
         return data
 
     @classmethod

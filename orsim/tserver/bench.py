@@ -176,17 +176,15 @@ async def bench_tserver(
                 nursery.cancel_scope.cancel()
         end = tracker.last_resolved_at if tracker.done.is_set() else trio.current_time()
         ledger = await client.ledger(records=True)
-    ours = [r for r in ledger["records"] if r["call_id"] in tracker.ids]
-    latencies = [
-        r["latency_ms"] for r in ours if r["state"] == ROUTED and r["latency_ms"] is not None
-    ]
+    ours = [r for r in ledger.records or () if r.call_id in tracker.ids]
+    latencies = [r.latency_ms for r in ours if r.state == ROUTED and r.latency_ms is not None]
     routed = len(latencies)
     elapsed = max(end - start, 1e-9)
     return BenchResult(
         calls=len(tracker.ids),
         routed=routed,
-        lost=sum(1 for r in ours if r["state"] == "lost"),
-        duplicates=int(ledger["duplicates"]) - int(before["duplicates"]),
+        lost=sum(1 for r in ours if r.state == "lost"),
+        duplicates=ledger.counts.duplicates - before.counts.duplicates,
         elapsed_s=elapsed,
         calls_per_s=routed / elapsed,
         latency_p50_ms=percentile(latencies, 50),
