@@ -106,11 +106,14 @@ def _check(
     ledger: LedgerReport | None,
 ) -> tuple[bool, str]:
     """``ledger`` is None only for the expectations that do without it."""
-    records = (ledger.records or ()) if ledger is not None else ()
-    if isinstance(exp, FailoverGap):
-        return check_failover_gap(scenario, step, exp, timeline, records)
-    if isinstance(exp, SessionsRecovered):
-        return check_sessions_recovered(scenario, step, exp, timeline, records)
+    if isinstance(exp, FailoverGap | SessionsRecovered):
+        context = _fault_context(scenario, step, exp, timeline)
+        if isinstance(context, str):
+            return False, context
+        records = (ledger.records or ()) if ledger is not None else ()
+        if isinstance(exp, FailoverGap):
+            return check_failover_gap(exp, context, timeline, records)
+        return check_sessions_recovered(exp, context, timeline, records)
     assert ledger is not None
     counts = ledger.counts
     if isinstance(exp, CallsLost):
@@ -138,13 +141,18 @@ def measured_fault(scenario: Scenario, step: Step, fault_step: int | None) -> St
     return faults[-1] if faults else None
 
 
+#: What a failover expectation measures from: (fault step, fault time, Node, faulted app,
+#: the Node's apps).
+FaultContext = tuple[Step, float, str, str | None, tuple[str, ...]]
+
+
 def _fault_context(
     scenario: Scenario,
     step: Step,
     exp: FailoverGap | SessionsRecovered,
     timeline: Timeline,
-) -> tuple[Step, float, str, str | None] | str:
-    """(fault step, fault time, Node, faulted app) or why it cannot be measured."""
+) -> FaultContext | str:
+    """The fault ``exp`` measures from, or why it cannot be measured."""
     fault = measured_fault(scenario, step, exp.fault_step)
     if fault is None:
         return "no fault step to measure from"
@@ -158,7 +166,7 @@ def _fault_context(
     hit = fault_app(fault)
     if fault.verb == "switchover":
         hit = _primary_before(timeline.samples, apps, fault_t)
-    return fault, fault_t, node, hit if hit in apps else None
+    return fault, fault_t, node, hit if hit in apps else None, apps
 
 
 def _primary_before(samples: Sequence[Sample], apps: Sequence[str], t: float) -> str | None:
@@ -172,17 +180,9 @@ def _primary_before(samples: Sequence[Sample], apps: Sequence[str], t: float) ->
 
 
 def check_failover_gap(
-    scenario: Scenario,
-    step: Step,
-    exp: FailoverGap,
-    timeline: Timeline,
-    records: Sequence[CallRecord],
+    exp: FailoverGap, context: FaultContext, timeline: Timeline, records: Sequence[CallRecord]
 ) -> tuple[bool, str]:
-    context = _fault_context(scenario, step, exp, timeline)
-    if isinstance(context, str):
-        return False, context
-    fault, fault_t, node, hit = context
-    apps = scenario.node_apps(node)
+    fault, fault_t, node, hit, apps = context
     if fault.verb == "switchover":
         given_back = float("inf")  # the old primary hands over; its routes are not service
     elif fault.verb in ("partition", "delay"):
@@ -227,17 +227,9 @@ def check_failover_gap(
 
 
 def check_sessions_recovered(
-    scenario: Scenario,
-    step: Step,
-    exp: SessionsRecovered,
-    timeline: Timeline,
-    records: Sequence[CallRecord],
+    exp: SessionsRecovered, context: FaultContext, timeline: Timeline, records: Sequence[CallRecord]
 ) -> tuple[bool, str]:
-    context = _fault_context(scenario, step, exp, timeline)
-    if isinstance(context, str):
-        return False, context
-    _fault, fault_t, node, hit = context
-    apps = scenario.node_apps(node)
+    _fault, fault_t, node, hit, apps = context
     reported = _reported_recoveries(timeline.samples, apps, fault_t)
     if reported is not None:
         source = "reported by the Node's status"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
@@ -77,6 +77,8 @@ _EXPECTATION_KEYS = (
     "sessions_recovered",
     "split_brain",
 )
+
+T = TypeVar("T")
 
 TopologyLoader = Callable[[str], ConfigDatabase]
 
@@ -223,7 +225,7 @@ def _describe(source: str, document: Mapping[str, object], error: ValidationErro
     path = list(error.absolute_path)
     message = _message(error)
     if len(path) == 2 and path[0] == "steps" and isinstance(path[1], int):
-        raw = _items(document["steps"])[path[1]]
+        raw = _valid(list, document["steps"])[path[1]]
         return f"{source}: step {path[1] + 1}: {_step_message(error, raw)}"
     if path:
         return _located(source, path, message)
@@ -365,7 +367,7 @@ def _convert_action(verb: str, value: object) -> Action:
         )  # fmt: skip
     if verb == "sleep":
         if isinstance(value, dict):
-            low, high = (_number(v) for v in _items(value["between"]))
+            low, high = (_number(v) for v in _valid(list, value["between"]))
             return Sleep(low, high)
         return Sleep(_number(value), _number(value))
     if verb == "expect":
@@ -395,9 +397,9 @@ def _expectation(value: Mapping[str, object]) -> Expectation:
         within = _number(value.get("within", DEFAULT_WITHIN))
         return ModeWithin(_text(value["app"]), _text(value["mode"]), within)
     if "calls_lost" in value:
-        return CallsLost(_count(value["calls_lost"]))
+        return CallsLost(_valid(int, value["calls_lost"]))
     if "calls_duplicated" in value:
-        return CallsDuplicated(_count(value["calls_duplicated"]))
+        return CallsDuplicated(_valid(int, value["calls_duplicated"]))
     if "failover_gap_ms" in value:
         gap = value["failover_gap_ms"]
         if isinstance(gap, dict):
@@ -407,9 +409,9 @@ def _expectation(value: Mapping[str, object]) -> Expectation:
     if "sessions_recovered" in value:
         rec = value["sessions_recovered"]
         if isinstance(rec, dict):
-            return SessionsRecovered(_count(rec["at_least"]), _node_or_none(rec.get("node")),
+            return SessionsRecovered(_valid(int, rec["at_least"]), _node_or_none(rec.get("node")),
                                      _whole(rec.get("fault_step")))  # fmt: skip
-        return SessionsRecovered(_count(rec))
+        return SessionsRecovered(_valid(int, rec))
     return SplitBrainNever()
 
 
@@ -420,23 +422,22 @@ def _expectation(value: Mapping[str, object]) -> Expectation:
 _SIGNALS: dict[str, Signal] = {"KILL": "KILL", "TERM": "TERM", "STOP": "STOP", "CONT": "CONT"}
 
 
+def _valid(kind: type[T], value: object) -> T:
+    """``value``, which the schema has checked to be a ``kind``."""
+    assert isinstance(value, kind), value
+    return value
+
+
 def _fields(value: object) -> Mapping[str, object]:
-    assert isinstance(value, dict), value
-    return value
-
-
-def _items(value: object) -> list[object]:
-    assert isinstance(value, list), value
-    return value
+    return _valid(dict, value)
 
 
 def _text(value: object) -> str:
-    assert isinstance(value, str), value
-    return value
+    return _valid(str, value)
 
 
 def _names(value: object) -> tuple[str, ...]:
-    return tuple(_text(v) for v in _items(value))
+    return tuple(_text(v) for v in _valid(list, value))
 
 
 def _number(value: object) -> float:
@@ -444,13 +445,8 @@ def _number(value: object) -> float:
     return float(value)
 
 
-def _count(value: object) -> int:
-    assert isinstance(value, int), value
-    return value
-
-
 def _whole(value: object) -> int | None:
-    return None if value is None else _count(value)
+    return None if value is None else _valid(int, value)
 
 
 def _node(value: object) -> str | int:

@@ -150,8 +150,9 @@ class CallRecord:
 
 
 @attrs.frozen(kw_only=True)
-class LedgerCounts:
-    """A snapshot of the ledger's counters."""
+class CallOutcomes:
+    """What became of the calls, counted: the counters a status shows (``CallCounts``)
+    and the ledger's snapshot (``LedgerCounts``) both start with."""
 
     created: int
     routed: int
@@ -161,9 +162,15 @@ class LedgerCounts:
     duplicates: int
     resent: int
     stale: int
+    in_flight: int
+
+
+@attrs.frozen(kw_only=True)
+class LedgerCounts(CallOutcomes):
+    """A snapshot of the ledger's counters."""
+
     unknown: int
     late: int
-    in_flight: int
     by_app: dict[str, int]
     by_node: dict[int, int]
     latency_p50_ms: float | None

@@ -14,7 +14,7 @@ from typing import ClassVar, Self
 import attrs
 
 from orsim.errors import RequestRefused
-from orsim.tserver._ledger import CallRecord, DoublePrimary, LedgerCounts
+from orsim.tserver._ledger import CallOutcomes, CallRecord, DoublePrimary, LedgerCounts
 from orsim.wire import (
     FLATTEN,
     OMIT_NONE,
@@ -386,17 +386,8 @@ class TServerClientInfo(Record):
 
 
 @attrs.frozen(kw_only=True)
-class CallCounts(Record):
+class CallCounts(CallOutcomes, Record):
     """The call outcomes a status shows (the ledger's ``LedgerCounts`` has them all)."""
-
-    created: int
-    routed: int
-    lost: int
-    default_routed: int
-    duplicates: int
-    resent: int
-    stale: int
-    in_flight: int
 
 
 @attrs.frozen
