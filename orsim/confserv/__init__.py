@@ -11,6 +11,7 @@ from orsim.confserv._changes import Change as Change
 from orsim.confserv._changes import apply_change as apply_change
 from orsim.confserv._configured import LISTEN_PORT_ENV as LISTEN_PORT_ENV
 from orsim.confserv._configured import ConfiguredServer as ConfiguredServer
+from orsim.confserv._configured import add_configured_command as add_configured_command
 from orsim.confserv._configured import listen_port_override as listen_port_override
 from orsim.confserv._configured import serve_configured as serve_configured
 from orsim.confserv._genesys_args import add_genesys_args as add_genesys_args
@@ -68,6 +69,7 @@ __all__ = [
     "OptionChanged",
     "SetOption",
     "TransactionFound",
+    "add_configured_command",
     "add_genesys_args",
     "apply_change",
     "confserv_addresses",

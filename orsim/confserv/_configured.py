@@ -1,7 +1,8 @@
 """A server process's start-up from the Configuration Server (the T-Server's and the URS's).
 
 ``serve_configured`` fetches the process's Application, builds and serves the server,
-and keeps applying live option changes, following a restarted Configuration Server.
+and keeps applying live option changes, following a restarted Configuration Server;
+``add_configured_command`` is the command that runs it.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import NoReturn, Protocol
 import trio
 
 from orsim.config import Application, Options
-from orsim.confserv._genesys_args import confserv_addresses
+from orsim.confserv._genesys_args import add_genesys_args, confserv_addresses
 from orsim.confserv.client import ConfServClient
 from orsim.confserv.follow import apply_changes, follow_application
 from orsim.errors import ConfigError, UsageError
+from orsim.runtime import run_server
 from orsim.wire import Network, TcpNetwork
 
 LISTEN_PORT_ENV = "ORSIM_LISTEN_PORT"
@@ -87,3 +89,29 @@ async def serve_configured(
         await follow_application(
             network, addresses, app=app.name, app_type=app_type, apply=server.apply_options
         )
+
+
+def add_configured_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    app_type: str,
+    accepted_types: tuple[str, ...],
+    build: Callable[[Application], ConfiguredServer],
+) -> None:
+    """``orsim NAME -host H -port P -app A``: a server process that ``serve_configured``
+    runs until a signal stops it (the T-Server's and the URS's command)."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    add_genesys_args(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        async def main(_nursery: trio.Nursery) -> None:
+            await serve_configured(
+                args, app_type=app_type, accepted_types=accepted_types, build=build
+            )
+
+        return run_server(main)
+
+    parser.set_defaults(func=run)
