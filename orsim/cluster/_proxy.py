@@ -59,6 +59,7 @@ from orsim.wire import (
     Request,
     RequestRefused,
     serve_app,
+    serve_listener,
 )
 
 #: How long a new client may take to send its Hello before it is forwarded as unknown.
@@ -236,16 +237,12 @@ class FaultProxy:
             self.routes.remove(route)
         self.routes.append(attrs.evolve(route, public_port=bound))
         get_logger().info("route", app=route.app, public_port=bound, target_port=route.target_port)
-        async with listener, trio.open_nursery() as nursery:
-            task_status.started(bound)
-            while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as exc:
-                    get_logger().warning("accept_failed", app=route.app, error=str(exc))
-                    await trio.sleep(0.1)
-                    continue
-                nursery.start_soon(self._handle, stream, route)
+        await serve_listener(
+            listener,
+            functools.partial(self._handle, route=route),
+            log=get_logger(app=route.app),
+            started=lambda: task_status.started(bound),
+        )
 
     async def _handle(self, client: trio.abc.Stream, route: Route) -> None:
         try:

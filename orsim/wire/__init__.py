@@ -49,6 +49,7 @@ from orsim.wire._transport import MemoryNetwork as MemoryNetwork
 from orsim.wire._transport import MemoryNetworkView as MemoryNetworkView
 from orsim.wire._transport import Network as Network
 from orsim.wire._transport import TcpNetwork as TcpNetwork
+from orsim.wire._transport import serve_listener as serve_listener
 from orsim.wire._typed import FLATTEN as FLATTEN
 from orsim.wire._typed import OMIT_NONE as OMIT_NONE
 from orsim.wire._typed import AppStatus as AppStatus
@@ -137,6 +138,7 @@ __all__ = [
     "param",
     "read_cluster_key",
     "serve_app",
+    "serve_listener",
     "str_list",
     "when",
     "whole_number",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Required, TypedDict, Unpack
 
 import trio
 
@@ -25,7 +25,7 @@ from orsim.wire._messages import (
     Request,
 )
 from orsim.wire._session import ClientHandshake, Refused, ServerHandshake
-from orsim.wire._transport import Network
+from orsim.wire._transport import Network, serve_listener
 
 #: How long a new connection may take to say Hello before the server drops it.
 HANDSHAKE_TIMEOUT = 10.0
@@ -133,31 +133,24 @@ async def open_connection(
     )
 
 
+class Link(TypedDict, total=False):
+    """How this side opens a link, as ``open_connection`` takes it: who it is (``app``,
+    ``app_type``: required), the ADDP timeouts, and who handles what the peer sends."""
+
+    app: Required[str]
+    app_type: Required[str]
+    addp_timeout: float
+    addp_remote_timeout: float
+    handler: RequestHandler | None
+    on_push: PushHandler | None
+
+
 @asynccontextmanager
 async def connected(
-    network: Network,
-    host: str,
-    port: int,
-    *,
-    app: str,
-    app_type: str,
-    addp_timeout: float = 0.0,
-    addp_remote_timeout: float = 0.0,
-    handler: RequestHandler | None = None,
-    on_push: PushHandler | None = None,
+    network: Network, host: str, port: int, **link: Unpack[Link]
 ) -> AsyncIterator[Connection]:
     """A served connection for the duration of the block; closed on exit."""
-    conn = await open_connection(
-        network,
-        host,
-        port,
-        app=app,
-        app_type=app_type,
-        addp_timeout=addp_timeout,
-        addp_remote_timeout=addp_remote_timeout,
-        handler=handler,
-        on_push=on_push,
-    )
+    conn = await open_connection(network, host, port, **link)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.serve)
         try:
@@ -170,14 +163,9 @@ async def connect_with_retry(
     network: Network,
     addresses: list[tuple[str, int]],
     *,
-    app: str,
-    app_type: str,
     timeout: float,
     what: str,
-    addp_timeout: float = 0.0,
-    addp_remote_timeout: float = 0.0,
-    handler: RequestHandler | None = None,
-    on_push: PushHandler | None = None,
+    **link: Unpack[Link],
 ) -> Connection:
     """Try ``addresses`` in turn with exponential backoff until one answers.
 
@@ -190,6 +178,7 @@ async def connect_with_retry(
     # silence (a partition drops the Hello) gives up as soon, or the link would stay down
     # for HANDSHAKE_TIMEOUT after the partition heals.
     handshake = HANDSHAKE_TIMEOUT
+    addp_timeout = link.get("addp_timeout", 0.0)
     if addp_timeout > 0:
         handshake = min(handshake, max(2 * addp_timeout, 0.5))
     handshake = min(handshake, timeout)
@@ -197,18 +186,7 @@ async def connect_with_retry(
         while True:
             for host, port in addresses:
                 try:
-                    return await open_connection(
-                        network,
-                        host,
-                        port,
-                        app=app,
-                        app_type=app_type,
-                        addp_timeout=addp_timeout,
-                        addp_remote_timeout=addp_remote_timeout,
-                        handler=handler,
-                        on_push=on_push,
-                        timeout=handshake,
-                    )
+                    return await open_connection(network, host, port, timeout=handshake, **link)
                 except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
                     last_error = f"{host}:{port}: {exc}"
             await trio.sleep(delay)
@@ -309,14 +287,4 @@ async def serve_app(
                     await on_disconnect(conn)
 
     log.info("listening", host=host, port=bound)
-    async with listener, trio.open_nursery() as nursery:
-        task_status.started(bound)
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                # Out of file descriptors and the like: back off, keep the listener.
-                log.warning("accept_failed", error=str(exc))
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(handle, stream)
+    await serve_listener(listener, handle, log=log, started=lambda: task_status.started(bound))

@@ -14,13 +14,40 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import ClassVar, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ClassVar, NoReturn, Protocol, runtime_checkable
 
 import attrs
 import trio
+from structlog.typing import FilteringBoundLogger
 
 Address = tuple[str, int]
+
+#: After a failed accept (out of file descriptors and the like), the pause before the
+#: next: the listener is kept, and the loop does not spin on the error.
+ACCEPT_BACKOFF = 0.1
+
+
+async def serve_listener(
+    listener: trio.abc.Listener[trio.abc.Stream],
+    handle: Callable[[trio.abc.Stream], Awaitable[None]],
+    *,
+    log: FilteringBoundLogger,
+    started: Callable[[], None],
+) -> NoReturn:
+    """Accept streams from ``listener`` forever, each handled by ``handle`` in its own
+    task; calls ``started()`` once accepting (a caller's ``task_status.started(port)``).
+    Closes the listener when cancelled."""
+    async with listener, trio.open_nursery() as nursery:
+        started()
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                log.warning("accept_failed", error=str(exc))
+                await trio.sleep(ACCEPT_BACKOFF)
+                continue
+            nursery.start_soon(handle, stream)
 
 
 class Network(Protocol):
