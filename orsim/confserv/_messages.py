@@ -8,7 +8,7 @@ checked with the same messages (``'name' must be a non-empty string``, ...).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Self
 
 import attrs
 
@@ -159,20 +159,16 @@ class Imported(Record):
 
 
 @attrs.frozen
-class GetApplication(Call[ApplicationFound]):
+class GetApplication(Call[ApplicationFound], method="get_application"):
     """``get_application``: the Application ``name`` (the reader then gets its changes)."""
 
-    METHOD: ClassVar[str] = "get_application"
-    ANSWER: ClassVar[type[Record]] = ApplicationFound
     name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
-class GetApplications(Call[ApplicationsFound]):
+class GetApplications(Call[ApplicationsFound], method="get_applications"):
     """``get_applications``: the Applications of ``names`` that exist, in one request."""
 
-    METHOD: ClassVar[str] = "get_applications"
-    ANSWER: ClassVar[type[Record]] = ApplicationsFound
     names: tuple[str, ...]
 
     @classmethod
@@ -184,20 +180,16 @@ class GetApplications(Call[ApplicationsFound]):
 
 
 @attrs.frozen
-class GetTransaction(Call[TransactionFound]):
+class GetTransaction(Call[TransactionFound], method="get_transaction"):
     """``get_transaction``: the List transaction ``name`` under the list tenant."""
 
-    METHOD: ClassVar[str] = "get_transaction"
-    ANSWER: ClassVar[type[Record]] = TransactionFound
     name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
-class ListApplications(Call[Names]):
+class ListApplications(Call[Names], method="list_applications"):
     """``list_applications``: the names of the Applications (of ``type``, if given)."""
 
-    METHOD: ClassVar[str] = "list_applications"
-    ANSWER: ClassVar[type[Record]] = Names
     type: str | None = attrs.field(default=None, metadata=OMIT_NONE)
 
     @classmethod
@@ -209,20 +201,16 @@ class ListApplications(Call[Names]):
 
 
 @attrs.frozen
-class GetHost(Call[HostFound]):
+class GetHost(Call[HostFound], method="get_host"):
     """``get_host``: the Host ``name``."""
 
-    METHOD: ClassVar[str] = "get_host"
-    ANSWER: ClassVar[type[Record]] = HostFound
     name: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
-class SetOption(Call[OptionChanged]):
+class SetOption(Call[OptionChanged], method="set_option"):
     """``set_option``: set one option of an object (durable once answered)."""
 
-    METHOD: ClassVar[str] = "set_option"
-    ANSWER: ClassVar[type[Record]] = OptionChanged
     object: str = attrs.field(metadata=_NAME)
     section: str = attrs.field(metadata=_NAME)
     key: str = attrs.field(metadata=_NAME)
@@ -230,22 +218,18 @@ class SetOption(Call[OptionChanged]):
 
 
 @attrs.frozen
-class DeleteOption(Call[OptionChanged]):
+class DeleteOption(Call[OptionChanged], method="delete_option"):
     """``delete_option``: delete one option of an object (durable once answered)."""
 
-    METHOD: ClassVar[str] = "delete_option"
-    ANSWER: ClassVar[type[Record]] = OptionChanged
     object: str = attrs.field(metadata=_NAME)
     section: str = attrs.field(metadata=_NAME)
     key: str = attrs.field(metadata=_NAME)
 
 
 @attrs.frozen
-class ImportOptions(Call[Imported]):
+class ImportOptions(Call[Imported], method="import_options"):
     """``import_options``: set many options of an object at once (all or none)."""
 
-    METHOD: ClassVar[str] = "import_options"
-    ANSWER: ClassVar[type[Record]] = Imported
     object: str
     options: Options
 
@@ -276,14 +260,13 @@ class ImportOptions(Call[Imported]):
 
 
 @attrs.frozen
-class ObjectChanged(Notice):
+class ObjectChanged(Notice, topic="object_changed"):
     """A change of an object this client read (push ``object_changed``).
 
     ``value`` is None for a deleted option; ``options`` are the object's full options
     (application) or annex (transaction) after the change.
     """
 
-    TOPIC: ClassVar[str] = "object_changed"
     kind: str
     object: str
     section: str

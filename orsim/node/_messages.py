@@ -9,7 +9,7 @@ ill-typed required field costs the sender its connection, optional ones are defa
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Self
 
 import attrs
 
@@ -33,10 +33,9 @@ MODES = frozenset({"primary", "backup", "starting", "suspending"})
 
 
 @attrs.frozen
-class Member(Notice):
+class Member(Notice, topic="member"):
     """``member``: what a peer application announces about itself."""
 
-    TOPIC: ClassVar[str] = "member"
     info: MemberInfo
 
     def to_json(self) -> Json:
@@ -67,11 +66,10 @@ class Member(Notice):
 
 
 @attrs.frozen
-class SessionCreated(Notice):
+class SessionCreated(Notice, topic="session"):
     """``session``: Node ``node_id`` created the session of ``call_id`` (``pending``: its
     write is still under way, so a watcher waits a little longer)."""
 
-    TOPIC: ClassVar[str] = "session"
     call_id: str
     node_id: int | None = None
     pending: bool = False
@@ -94,10 +92,9 @@ class SessionCreated(Notice):
 
 
 @attrs.frozen
-class Handover(Notice):
+class Handover(Notice, topic="handover"):
     """``handover``: the partner hands the Node over at ``epoch``."""
 
-    TOPIC: ClassVar[str] = "handover"
     epoch: int | None = None
 
     def to_json(self) -> Json:
@@ -116,11 +113,8 @@ class SwitchedOver(Record):
 
 
 @attrs.frozen
-class Switchover(Call[SwitchedOver]):
+class Switchover(Call[SwitchedOver], method="switchover"):
     """``switchover``: hand the Node gracefully to the other application."""
-
-    METHOD: ClassVar[str] = "switchover"
-    ANSWER: ClassVar[type[Record]] = SwitchedOver
 
 
 @attrs.frozen(kw_only=True)

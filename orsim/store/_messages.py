@@ -9,7 +9,7 @@ each message is exactly what the server and its clients exchanged as dicts befor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Self
 
 import attrs
 
@@ -83,11 +83,9 @@ class Epoch(Record):
 
 
 @attrs.frozen
-class CurrentEpoch(Call[Epoch]):
+class CurrentEpoch(Call[Epoch], method="current_epoch"):
     """``current_epoch``: Node ``node_id``'s epoch in the store."""
 
-    METHOD: ClassVar[str] = "current_epoch"
-    ANSWER: ClassVar[type[Record]] = Epoch
     node_id: int
 
 
@@ -97,22 +95,18 @@ class Won(Record):
 
 
 @attrs.frozen
-class ClaimEpoch(Call[Won]):
+class ClaimEpoch(Call[Won], method="claim_epoch"):
     """``claim_epoch``: compare-and-set Node ``node_id``'s epoch from ``expected`` to ``new``."""
 
-    METHOD: ClassVar[str] = "claim_epoch"
-    ANSWER: ClassVar[type[Record]] = Won
     node_id: int
     expected: int
     new: int
 
 
 @attrs.frozen
-class PutSession(Call[Done]):
+class PutSession(Call[Done], method="put_session"):
     """``put_session``: write ``session`` (fenced by its epoch)."""
 
-    METHOD: ClassVar[str] = "put_session"
-    ANSWER: ClassVar[type[Record]] = Done
     session: Session = attrs.field(metadata=_SESSION)
 
 
@@ -122,11 +116,9 @@ class Created(Record):
 
 
 @attrs.frozen
-class CreateSession(Call[Created]):
+class CreateSession(Call[Created], method="create_session"):
     """``create_session``: create ``session`` unless its call has one (fenced)."""
 
-    METHOD: ClassVar[str] = "create_session"
-    ANSWER: ClassVar[type[Record]] = Created
     session: Session = attrs.field(metadata=_SESSION)
 
 
@@ -136,22 +128,18 @@ class Moved(Record):
 
 
 @attrs.frozen
-class AdoptSession(Call[Moved]):
+class AdoptSession(Call[Moved], method="adopt_session"):
     """``adopt_session``: move ``session`` from Node ``from_node`` fenced at ``from_epoch``."""
 
-    METHOD: ClassVar[str] = "adopt_session"
-    ANSWER: ClassVar[type[Record]] = Moved
     session: Session = attrs.field(metadata=_SESSION)
     from_node: int
     from_epoch: int
 
 
 @attrs.frozen
-class DeleteSession(Call[Done]):
+class DeleteSession(Call[Done], method="delete_session"):
     """``delete_session``: forget ``call_id``'s session of Node ``node_id`` (fenced)."""
 
-    METHOD: ClassVar[str] = "delete_session"
-    ANSWER: ClassVar[type[Record]] = Done
     node_id: int
     epoch: int
     call_id: str
@@ -163,11 +151,9 @@ class SessionList(Record):
 
 
 @attrs.frozen
-class Sessions(Call[SessionList]):
+class Sessions(Call[SessionList], method="sessions"):
     """``sessions``: every session of Node ``node_id``."""
 
-    METHOD: ClassVar[str] = "sessions"
-    ANSWER: ClassVar[type[Record]] = SessionList
     node_id: int
 
 
@@ -177,11 +163,9 @@ class Counted(Record):
 
 
 @attrs.frozen
-class Count(Call[Counted]):
+class Count(Call[Counted], method="count"):
     """``count``: how many sessions Node ``node_id`` has."""
 
-    METHOD: ClassVar[str] = "count"
-    ANSWER: ClassVar[type[Record]] = Counted
     node_id: int
 
 

@@ -9,7 +9,7 @@ are read and written by hand, without the generic per-field loop.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Self
 
 import attrs
 
@@ -37,7 +37,7 @@ from orsim.wire import (
 
 
 @attrs.frozen
-class RouteRequest(Notice):
+class RouteRequest(Notice, topic="route_request"):
     """``route_request`` push (EventRouteRequest): a call waits on routing point ``dn``
     until ``deadline`` (T-Server clock, as ``created_at``).
 
@@ -46,7 +46,6 @@ class RouteRequest(Notice):
     be there (a non-empty string); times that are not numbers are unknown (None).
     """
 
-    TOPIC: ClassVar[str] = "route_request"
     call_id: str
     dn: str = ""
     created_at: float | None = None
@@ -86,11 +85,10 @@ class RouteRequest(Notice):
 
 
 @attrs.frozen
-class CallRouted(Notice):
+class CallRouted(Notice, topic="call_routed"):
     """``call_routed`` push (EventRouteUsed): ``call_id`` was routed by ``app`` of Node
     ``node_id`` at ``epoch`` (both None: sent to the default DN by the T-Server)."""
 
-    TOPIC: ClassVar[str] = "call_routed"
     call_id: str
     app: str = ""
     node_id: int | None = None
@@ -135,11 +133,9 @@ class Registered(Record):
 
 
 @attrs.frozen
-class Register(Call[Registered]):
+class Register(Call[Registered], method="register"):
     """``register``: receive route requests for ``dns`` (empty: every routing point)."""
 
-    METHOD: ClassVar[str] = "register"
-    ANSWER: ClassVar[type[Record]] = Registered
     app: str | None = None
     node_id: int | None = None
     dns: tuple[str, ...] = ()
@@ -153,11 +149,9 @@ class Fenced(Record):
 
 
 @attrs.frozen
-class Fence(Call[Fenced]):
+class Fence(Call[Fenced], method="fence"):
     """``fence``: refuse commands of Node ``node_id`` below ``epoch`` from now on."""
 
-    METHOD: ClassVar[str] = "fence"
-    ANSWER: ClassVar[type[Record]] = Fenced
     node_id: int
     epoch: int
     app: str | None = attrs.field(default=None, metadata=OMIT_NONE)
@@ -171,11 +165,9 @@ class CallState(Record):
 
 
 @attrs.frozen
-class QueryCall(Call[CallState]):
+class QueryCall(Call[CallState], method="query_call"):
     """``query_call`` (TQueryCall): where ``call_id`` stands."""
 
-    METHOD: ClassVar[str] = "query_call"
-    ANSWER: ClassVar[type[Record]] = CallState
     call_id: str
 
 
@@ -188,11 +180,9 @@ class EpochClaim(Record):
 
 
 @attrs.frozen
-class ClaimEpoch(Call[EpochClaim]):
+class ClaimEpoch(Call[EpochClaim], method="claim_epoch"):
     """``claim_epoch``: compare-and-set Node ``node_id``'s epoch from ``expected`` to ``new``."""
 
-    METHOD: ClassVar[str] = "claim_epoch"
-    ANSWER: ClassVar[type[Record]] = EpochClaim
     node_id: int
     expected: int
     new: int
@@ -229,12 +219,10 @@ class Routed(Record):
 
 
 @attrs.frozen
-class Route(Call[Routed]):
+class Route(Call[Routed], method="route"):
     """``route`` (RequestRouteCall): send ``call_id`` to ``target`` as ``app`` (default:
     the connection's peer) of Node ``node_id`` at ``epoch``."""
 
-    METHOD: ClassVar[str] = "route"
-    ANSWER: ClassVar[type[Record]] = Routed
     call_id: str
     target: str | None
     app: str | None
@@ -284,21 +272,17 @@ class MadeCall(Record):
 
 
 @attrs.frozen
-class MakeCall(Call[MadeCall]):
+class MakeCall(Call[MadeCall], method="make_call"):
     """``make_call``: create one call on ``dn`` (default: the first routing point)."""
 
-    METHOD: ClassVar[str] = "make_call"
-    ANSWER: ClassVar[type[Record]] = MadeCall
     dn: str | None = attrs.field(default=None, metadata=OMIT_NONE)
 
 
 @attrs.frozen
-class Generate(Call[Done]):
+class Generate(Call[Done], method="generate"):
     """``generate``: create calls at ``rate`` per second for ``duration`` s (None: until
     stopped) on ``dn`` (None: every routing point in turn)."""
 
-    METHOD: ClassVar[str] = "generate"
-    ANSWER: ClassVar[type[Record]] = Done
     rate: float
     duration: float | None = None
     dn: str | None = None
@@ -312,11 +296,8 @@ class Stopped(Record):
 
 
 @attrs.frozen
-class StopGenerator(Call[Stopped]):
+class StopGenerator(Call[Stopped], method="stop_generator"):
     """``stop_generator``."""
-
-    METHOD: ClassVar[str] = "stop_generator"
-    ANSWER: ClassVar[type[Record]] = Stopped
 
 
 @attrs.frozen
@@ -361,11 +342,9 @@ class LedgerReport(Record):
 
 
 @attrs.frozen
-class Ledger(Call[LedgerReport]):
+class Ledger(Call[LedgerReport], method="ledger"):
     """``ledger``: the counts, and with ``records`` a page of records from ``offset``."""
 
-    METHOD: ClassVar[str] = "ledger"
-    ANSWER: ClassVar[type[Record]] = LedgerReport
     records: bool | None = attrs.field(default=None, metadata=OMIT_NONE)
     offset: int | None = attrs.field(default=None, metadata=OMIT_NONE)
     limit: int | None = attrs.field(default=None, metadata=OMIT_NONE)

@@ -8,7 +8,7 @@ by hand, without the generic per-field loop.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Self
 
 import attrs
 
@@ -16,12 +16,10 @@ from orsim.wire import FLATTEN, AppStatus, Call, Done, FrameTotals, Json, Record
 
 
 @attrs.frozen
-class Register(Call[Done]):
+class Register(Call[Done], method="register"):
     """``register``: an ORS application (``app``, default: the connection's peer) says
     who it is."""
 
-    METHOD: ClassVar[str] = "register"
-    ANSWER: ClassVar[type[Record]] = Done
     app: str | None = None
     node_id: int | None = None
 
@@ -44,11 +42,9 @@ class Target(Record):
 
 
 @attrs.frozen
-class SelectTarget(Call[Target]):
+class SelectTarget(Call[Target], method="select_target"):
     """``select_target``: where to route ``call_id``, waiting on routing point ``dn``."""
 
-    METHOD: ClassVar[str] = "select_target"
-    ANSWER: ClassVar[type[Record]] = Target
     call_id: str | None = None
     dn: str | None = None
 
@@ -73,11 +69,9 @@ class Released(Record):
 
 
 @attrs.frozen
-class ReleaseTarget(Call[Released]):
+class ReleaseTarget(Call[Released], method="release_target"):
     """``release_target``: the call sent to ``target`` is over."""
 
-    METHOD: ClassVar[str] = "release_target"
-    ANSWER: ClassVar[type[Record]] = Released
     target: str
 
 

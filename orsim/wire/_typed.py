@@ -4,10 +4,12 @@ Theory of operation. The frame layer (``_messages``) carries ``Request(id, metho
 params)``, ``Response(id, result)`` and ``Push(topic, data)`` with JSON payloads. A
 service names each of its payloads as a class here:
 
-- a request subclasses ``Call[A]`` and sets ``METHOD`` and ``ANSWER`` (the class of its
-  answer ``A``); ``await conn.call(Route(...))`` sends it and returns the typed ``A``;
+- a request subclasses ``Call[A]`` naming its method (``class Route(Call[Routed],
+  method="route")``: ``METHOD``, and ``ANSWER`` the class ``A`` of its answer);
+  ``await conn.call(Route(...))`` sends it and returns the typed ``A``;
 - an answer or a record subclasses ``Record``;
-- a push subclasses ``Notice`` and sets ``TOPIC``; ``await conn.notify(Member(...))``.
+- a push subclasses ``Notice`` naming its topic (``TOPIC``);
+  ``await conn.notify(Member(...))``.
 
 Each class converts to the existing JSON (``to_json``: one key per attrs field, in field
 order, so the bytes on the wire are the ones the dict literals made before) and from it
@@ -32,7 +34,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    NoReturn,
+    Self,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+)
 
 import attrs
 
@@ -226,11 +239,24 @@ A = TypeVar("A", covariant=True)
 
 
 class Call(Record, Generic[A]):
-    """Base of a typed request whose answer is an ``A`` (``ANSWER``)."""
+    """Base of a typed request whose answer is an ``A`` (``ANSWER``).
+
+    A request names its method as it subclasses, and its answer is the ``A`` it
+    subclasses ``Call`` with: ``class Route(Call[Routed], method="route"): ...`` sets
+    ``METHOD = "route"`` and ``ANSWER = Routed``.
+    """
 
     __slots__ = ()
     METHOD: ClassVar[str]
     ANSWER: ClassVar[type[Record]]
+
+    def __init_subclass__(cls, method: str | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # attrs builds each slotted class again (without the keywords): METHOD and
+        # ANSWER are then already in the class dict it copies.
+        if method is not None:
+            cls.METHOD = method
+            cls.ANSWER = _answer_of(cls)
 
     def answer(self, result: Json) -> A:
         """The typed answer in ``result``.
@@ -246,11 +272,27 @@ class Call(Record, Generic[A]):
             ) from exc
 
 
+def _answer_of(cls: type) -> type[Record]:
+    """The ``A`` of a request class's ``Call[A]`` base."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        if get_origin(base) is Call:
+            (answer,) = get_args(base)
+            if isinstance(answer, type) and issubclass(answer, Record):
+                return answer
+    raise TypeError(f"{cls.__name__} names a method but subclasses no Call[Record]")
+
+
 class Notice(Record):
-    """Base of a typed push (a notification that expects no answer)."""
+    """Base of a typed push (a notification that expects no answer), which names its
+    topic as it subclasses: ``class Member(Notice, topic="member")``."""
 
     __slots__ = ()
     TOPIC: ClassVar[str]
+
+    def __init_subclass__(cls, topic: str | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if topic is not None:
+            cls.TOPIC = topic
 
 
 @attrs.frozen
@@ -377,11 +419,8 @@ class AppStatus(Record):
 
 
 @attrs.frozen
-class Status(Call[StatusReport]):
+class Status(Call[StatusReport], method="status"):
     """``status``: what the application is and does (every server answers it)."""
-
-    METHOD: ClassVar[str] = "status"
-    ANSWER: ClassVar[type[Record]] = StatusReport
 
 
 N = TypeVar("N", bound=Notice)
