@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import trio
@@ -64,6 +64,26 @@ def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
     return path
 
 
+def with_run_dirs(scenarios: Sequence[Scenario], root: Path) -> Iterator[tuple[Scenario, Path]]:
+    """Each scenario with its fresh run directory under ``root``, made as it comes."""
+    taken: set[Path] = set()
+    for scenario in scenarios:
+        yield scenario, fresh_run_dir(root, scenario.name, taken)
+
+
+def write_outputs(
+    results: Sequence[ScenarioResult], junit: Path | None, report: Path | None, out: Output
+) -> int:
+    """The JUnit XML and HTML report asked for, then the closing line; the exit code."""
+    if junit is not None:
+        write_junit(results, junit)
+        out(f"JUnit XML written to {junit}")
+    if report is not None:
+        write_report(results, report)
+        out(f"HTML report written to {report}")
+    return summarize(results, out)
+
+
 async def run_files(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -80,24 +100,15 @@ async def run_files(
     Raises:
         ConfigError: a scenario file is broken (nothing was started).
     """
-    scenarios = load_all(paths)
     results: list[ScenarioResult] = []
-    taken: set[Path] = set()
-    for scenario in scenarios:
-        run_dir = fresh_run_dir(run_root, scenario.name, taken)
+    for scenario, run_dir in with_run_dirs(load_all(paths), run_root):
         results.append(
             await run_scenario(
                 scenario, run_dir=run_dir, factory=factory, seed=seed, out=out, clock=clock
             )
         )
         out("")
-    if junit is not None:
-        await trio.to_thread.run_sync(write_junit, results, junit)
-        out(f"JUnit XML written to {junit}")
-    if report is not None:
-        await trio.to_thread.run_sync(write_report, results, report)
-        out(f"HTML report written to {report}")
-    return summarize(results, out)
+    return await trio.to_thread.run_sync(write_outputs, results, junit, report, out)
 
 
 def summarize(results: Sequence[ScenarioResult], out: Output) -> int:

@@ -34,11 +34,9 @@ import structlog
 import trio
 from structlog.typing import EventDict, WrappedLogger
 
-from orsim.scenario._junit import write_junit
 from orsim.scenario._model import Scenario
-from orsim.scenario._report import write_report
 from orsim.scenario._runner import ClusterLike, Output, ScenarioResult, run_scenario
-from orsim.scenario._session import DEFAULT_RUN_ROOT, fresh_run_dir, load_all, summarize
+from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, with_run_dirs, write_outputs
 
 if TYPE_CHECKING:
     # The simulation itself is imported on first use: a real-process run never needs it.
@@ -176,11 +174,8 @@ def run_files_sim(
     Raises:
         ConfigError: a scenario file is broken (nothing was run).
     """
-    scenarios = load_all(paths)
     results: list[ScenarioResult] = []
-    taken: set[Path] = set()
-    for scenario in scenarios:
-        run_dir = fresh_run_dir(run_root, scenario.name, taken)
+    for scenario, run_dir in with_run_dirs(load_all(paths), run_root):
         used = scenario_seed(scenario, seed)
         wall = time.perf_counter()
         with sim_logs(run_dir / "logs" / "sim.jsonl"):
@@ -192,10 +187,4 @@ def run_files_sim(
         out(f"-- simulated {virtual:.1f}s in {wall:.2f}s of wall time")
         out(f"trace sha256 {trace.digest()}")
         out("")
-    if junit is not None:
-        write_junit(results, junit)
-        out(f"JUnit XML written to {junit}")
-    if report is not None:
-        write_report(results, report)
-        out(f"HTML report written to {report}")
-    return summarize(results, out)
+    return write_outputs(results, junit, report, out)

@@ -14,12 +14,10 @@ from orsim.store._session import Session
 CLAIM_TTL: Final = 120.0
 
 
-@attrs.frozen
-class StoreStatistics:
-    """A snapshot of one store handle's activity (this process only)."""
+@attrs.define
+class Tallies:
+    """What one store handle has done (this process only)."""
 
-    backend: str  #: "sqlite" or "redis"
-    location: str  #: the database file, or host:port/db
     puts: int = 0
     deletes: int = 0
     stale_refusals: int = 0
@@ -29,20 +27,28 @@ class StoreStatistics:
     creates_refused: int = 0  #: create_session calls refused: another Node owns the call
 
 
+@attrs.frozen(kw_only=True)
+class StoreStatistics(Tallies):
+    """A snapshot of one store handle's activity (this process only)."""
+
+    backend: str  #: "sqlite" or "redis"
+    location: str  #: the database file, or host:port/db
+
+
 @attrs.define
-class Counters:
+class Counters(Tallies):
     """The mutable tallies behind :class:`StoreStatistics`."""
 
-    puts: int = 0
-    deletes: int = 0
-    stale_refusals: int = 0
-    claims_won: int = 0
-    claims_lost: int = 0
-    creates: int = 0
-    creates_refused: int = 0
+    def created(self, created: bool) -> bool:
+        """Count a ``create_session`` that created (True) or was refused; ``created``."""
+        if created:
+            self.creates += 1
+        else:
+            self.creates_refused += 1
+        return created
 
     def snapshot(self, backend: str, location: str) -> StoreStatistics:
-        return StoreStatistics(backend, location, **attrs.asdict(self))
+        return StoreStatistics(backend=backend, location=location, **attrs.asdict(self))
 
 
 class SessionStore(Protocol):

@@ -202,12 +202,7 @@ class RemoteStore:
         self._counters.puts += 1
 
     async def create_session(self, session: Session) -> bool:
-        created = (await self._fenced(CreateSession(session))).created
-        if created:
-            self._counters.creates += 1
-        else:
-            self._counters.creates_refused += 1
-        return created
+        return self._counters.created((await self._fenced(CreateSession(session))).created)
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
         return (await self._fenced(AdoptSession(session, from_node, from_epoch))).moved

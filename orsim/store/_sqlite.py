@@ -497,11 +497,7 @@ class SqliteStore:
         if prune:
             self._creates_since_prune, self._last_prune = 0, now
         self._creates_since_prune += 1
-        if created:
-            self._counters.creates += 1
-        else:
-            self._counters.creates_refused += 1
-        return created
+        return self._counters.created(created)
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
         wall = time.time()
