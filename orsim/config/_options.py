@@ -39,173 +39,92 @@ LIST_OPTION_SECTIONS = (
 # -- ORS ----------------------------------------------------------------------------------
 
 CALL_WATCHING_TIMEOUT: Option[int] = Option(
-    section="orchestration",
-    key="call-watching-timeout",
+    section="orchestration", key="call-watching-timeout", applies_to=ORS, default="5000",
     # Whole milliseconds, as the reference documents it (the node used to read a float).
-    parse=WholeNumber("milliseconds"),
-    default="5000",
-    unit="ms",
+    parse=WholeNumber("milliseconds"), unit="ms",
     # Genesys refuses values outside 1000-300000; orsim takes shorter ones so tests run
     # fast and warns (reference section 9). An empty value is refused, not the default.
-    advised=(1000, 300000),
-    blank_is_default=False,
-    dynamic=True,
-    applies_to=ORS,
-    effect=(
-        "How long the backup and the Reserved Node watch a new call for its session "
-        "before creating it themselves. Applied at once to calls that arrive afterwards "
-        "(a real ORS reads it at start-up only)."
-    ),
-)
+    advised=(1000, 300000), blank_is_default=False, dynamic=True,
+    effect="How long the backup and the Reserved Node watch a new call for its session "
+    "before creating it themselves. Applied at once to calls that arrive afterwards "
+    "(a real ORS reads it at start-up only).",
+)  # fmt: skip
 BACKUP_SYNCH_MAX_AGE: Option[int] = Option(
-    section="orchestration",
-    key="backup-synch-max-age",
-    parse=WholeNumber("seconds"),
-    default="600",
-    unit="s",
-    dynamic=True,
-    simulated=False,
-    applies_to=ORS,
-    effect=(
-        "How long a primary keeps sync data for its backup. Kept, no effect: orsim's "
-        "backup carries sessions on from the shared store."
-    ),
-)
+    section="orchestration", key="backup-synch-max-age", applies_to=ORS, default="600",
+    parse=WholeNumber("seconds"), unit="s", dynamic=True, simulated=False,
+    effect="How long a primary keeps sync data for its backup. Kept, no effect: orsim's "
+    "backup carries sessions on from the shared store.",
+)  # fmt: skip
 BACKUP_SYNCH_MAX_BUFFER: Option[int] = Option(
-    section="orchestration",
-    key="backup-synch-max-buffer",
-    parse=WholeNumber("KB"),
-    default="100",
-    unit="KB",
-    dynamic=True,
-    simulated=False,
-    applies_to=ORS,
+    section="orchestration", key="backup-synch-max-buffer", applies_to=ORS, default="100",
+    parse=WholeNumber("KB"), unit="KB", dynamic=True, simulated=False,
     effect="The primary's sync buffer for its backup. Kept, no effect (as max-age).",
-)
+)  # fmt: skip
 PEER_ADDP_TIMEOUT: Option[float] = Option(
-    section="orchestration",
-    key="peer-addp-timeout",
-    parse=Number("seconds"),
-    default="2",
-    unit="s",
-    applies_to=ORS,
-    effect=(
-        "orsim's own: the ADDP timeout of a link to another ORS application that the "
-        "connections list does not give one; short, so a hung primary is replaced quickly."
-    ),
-)
+    section="orchestration", key="peer-addp-timeout", applies_to=ORS, default="2",
+    parse=Number("seconds"), unit="s",
+    effect="orsim's own: the ADDP timeout of a link to another ORS application that the "
+    "connections list does not give one; short, so a hung primary is replaced quickly.",
+)  # fmt: skip
 PEER_HEARTBEAT: Option[float] = Option(
-    section="orchestration",
-    key="peer-heartbeat",
-    parse=Number("seconds", above=True),
-    default="0.25",
-    unit="s",
-    applies_to=ORS,
-    effect=(
-        "orsim's own: how often an ORS application heartbeats on its peer links and "
-        "checks its Node's epoch in the store."
-    ),
-)
+    section="orchestration", key="peer-heartbeat", applies_to=ORS, default="0.25",
+    parse=Number("seconds", above=True), unit="s",
+    effect="orsim's own: how often an ORS application heartbeats on its peer links and "
+    "checks its Node's epoch in the store.",
+)  # fmt: skip
 STORE: Option[str] = Option(
-    section="persistence",
-    key="store",
+    section="persistence", key="store", applies_to=ORS, default="sqlite:///sessions.db",
     parse=Text("sqlite:///PATH or redis://HOST:PORT/DB"),
-    default="sqlite:///sessions.db",
-    applies_to=ORS,
-    effect=(
-        "The cluster's shared session store; every Node of a cluster must use the same "
-        "one. A SQLite file is served by one store server process; Redis spans machines."
-    ),
-)
+    effect="The cluster's shared session store; every Node of a cluster must use the same "
+    "one. A SQLite file is served by one store server process; Redis spans machines.",
+)  # fmt: skip
 SYSTEM_ID: Option[str] = Option(
-    section="scxml",
-    key="system-id",
-    parse=Text("any text"),
-    default=None,
-    simulated=False,
-    list_allowed=False,
-    applies_to=ORS,
+    section="scxml", key="system-id", applies_to=ORS, default=None,
+    parse=Text("any text"), simulated=False, list_allowed=False,
     effect="Kept, no effect; refused in a cluster list (each ORS has its own).",
-)
+)  # fmt: skip
 LOG_VERBOSE: Option[str] = Option(
-    section="log",
-    key="verbose",
+    section="log", key="verbose", applies_to=ORS, default=None,
     # Parses to the structlog level the Genesys verbose value maps to.
-    parse=Choice(VERBOSE_LEVELS),
-    default=None,
-    dynamic=True,
+    parse=Choice(VERBOSE_LEVELS), dynamic=True,
     # Refusing it would break nothing in a running cluster: the node logs and ignores it.
     refuse_bad=False,
-    applies_to=ORS,
-    effect=(
-        "A running node's log level: all and debug log debug events, trace, interaction "
-        "and standard info, none warnings only (never hidden). Unset: the start level."
-    ),
-)
+    effect="A running node's log level: all and debug log debug events, trace, interaction "
+    "and standard info, none warnings only (never hidden). Unset: the start level.",
+)  # fmt: skip
 CLUSTER: Option[str] = Option(
-    section="cluster",
-    key=ANY_KEY,
-    parse=Text("data center name", required=True),
-    default=None,
-    blank_is_default=False,
-    noun="Node '{key}'",
-    applies_to=ORS,
-    effect=(
-        "The Nodes of a cluster: each key a primary ORS application, its value the Node's "
-        "data center. In a cluster list's annex, or (legacy) in the ORS applications' "
-        "own options."
-    ),
-)
+    section="cluster", key=ANY_KEY, applies_to=ORS, default=None,
+    parse=Text("data center name", required=True), blank_is_default=False, noun="Node '{key}'",
+    effect="The Nodes of a cluster: each key a primary ORS application, its value the Node's "
+    "data center. In a cluster list's annex, or (legacy) in the ORS applications' "
+    "own options.",
+)  # fmt: skip
 
 # -- T-Server -----------------------------------------------------------------------------
 
 ROUTER_TIMEOUT: Option[float] = Option(
-    section="TServer",
-    key="router-timeout",
-    parse=Number("seconds", above=True),
-    default="10",
-    unit="s",
-    dynamic=True,
-    applies_to=TSERVER,
-    effect=(
-        "A call not routed within this time goes to default-dn if one is set, else it "
-        "is counted lost."
-    ),
-)
+    section="TServer", key="router-timeout", applies_to=TSERVER, default="10",
+    parse=Number("seconds", above=True), unit="s", dynamic=True,
+    effect="A call not routed within this time goes to default-dn if one is set, else it "
+    "is counted lost.",
+)  # fmt: skip
 DEFAULT_DN: Option[str] = Option(
-    section="TServer",
-    key="default-dn",
-    parse=Text("a DN, or empty", strip=True),
-    default="",
-    dynamic=True,
-    applies_to=TSERVER,
-    effect=(
-        "Where a call not routed in time is sent (counted default_routed, not lost); "
-        "empty: nowhere."
-    ),
-)
+    section="TServer", key="default-dn", applies_to=TSERVER, default="",
+    parse=Text("a DN, or empty", strip=True), dynamic=True,
+    effect="Where a call not routed in time is sent (counted default_routed, not lost); "
+    "empty: nowhere.",
+)  # fmt: skip
 DEFAULT_REDIRECTION_LIMIT: Option[int] = Option(
-    section="TServer",
-    key="default-redirection-limit",
-    parse=WholeNumber("redirections"),
-    default="4",
-    dynamic=True,
-    simulated=False,
-    applies_to=TSERVER,
+    section="TServer", key="default-redirection-limit", applies_to=TSERVER, default="4",
+    parse=WholeNumber("redirections"), dynamic=True, simulated=False,
     effect="Kept, no effect: a call sent to default-dn is not offered again (logged).",
-)
+)  # fmt: skip
 ROUTING_POINTS: Option[str] = Option(
-    section="routing-points",
-    key=ANY_KEY,
-    parse=Text("strategy name"),
-    default=None,
-    dynamic=True,
-    applies_to=TSERVER,
-    effect=(
-        "Each key a routing point DN, its value the strategy loaded there: the T-Server "
-        "offers calls on these DNs and ORS applications register on them."
-    ),
-)
+    section="routing-points", key=ANY_KEY, applies_to=TSERVER, default=None,
+    parse=Text("strategy name"), dynamic=True,
+    effect="Each key a routing point DN, its value the strategy loaded there: the T-Server "
+    "offers calls on these DNs and ORS applications register on them.",
+)  # fmt: skip
 
 # -- URS ----------------------------------------------------------------------------------
 
@@ -231,36 +150,21 @@ class _Targets:
 
 
 URS_TARGETS: Option[tuple[str, ...]] = Option(
-    section="urs",
-    key="targets",
-    parse=_Targets(),
-    default=",".join(DEFAULT_URS_TARGETS),
-    dynamic=True,
-    applies_to=URS,
+    section="urs", key="targets", applies_to=URS, default=",".join(DEFAULT_URS_TARGETS),
+    parse=_Targets(), dynamic=True,
     effect="The targets the URS chooses among (a live change keeps the load of those kept).",
-)
+)  # fmt: skip
 URS_STRATEGY: Option[str] = Option(
-    section="urs",
-    key="strategy",
-    parse=Choice.of(*URS_STRATEGIES),
-    default=URS_STRATEGIES[0],
-    dynamic=True,
-    applies_to=URS,
-    effect=(
-        "round-robin: targets in turn; least-busy: a target holding the fewest calls "
-        "(chosen, not yet released)."
-    ),
-)
+    section="urs", key="strategy", applies_to=URS, default=URS_STRATEGIES[0],
+    parse=Choice.of(*URS_STRATEGIES), dynamic=True,
+    effect="round-robin: targets in turn; least-busy: a target holding the fewest calls "
+    "(chosen, not yet released).",
+)  # fmt: skip
 URS_THINK_TIME: Option[float] = Option(
-    section="urs",
-    key="think-time-ms",
-    parse=Number("milliseconds"),
-    default="0",
-    unit="ms",
-    dynamic=True,
-    applies_to=URS,
+    section="urs", key="think-time-ms", applies_to=URS, default="0",
+    parse=Number("milliseconds"), unit="ms", dynamic=True,
     effect="orsim's own: a delay before each answer, to model a slow strategy.",
-)
+)  # fmt: skip
 
 # -- connections --------------------------------------------------------------------------
 
@@ -268,41 +172,22 @@ URS_THINK_TIME: Option[float] = Option(
 CONNECTION = "connection"
 
 ADDP_TIMEOUT: Option[float] = Option(
-    section=CONNECTION,
-    key="addp-timeout",
-    parse=Number("seconds"),
-    default="0",
-    unit="s",
-    blank_is_default=False,
-    set_in="connection",
-    applies_to="any",
-    effect=(
-        "ADDP on this link: a peer silent this long is declared lost (orsim polls after "
-        "half of it, so loss is seen within the timeout). 0: not watched."
-    ),
-)
+    section=CONNECTION, key="addp-timeout", applies_to="any", default="0",
+    parse=Number("seconds"), unit="s", blank_is_default=False, set_in="connection",
+    effect="ADDP on this link: a peer silent this long is declared lost (orsim polls after "
+    "half of it, so loss is seen within the timeout). 0: not watched.",
+)  # fmt: skip
 ADDP_REMOTE_TIMEOUT: Option[float] = Option(
-    section=CONNECTION,
-    key="addp-remote-timeout",
-    parse=Number("seconds"),
-    default="0",
-    unit="s",
-    blank_is_default=False,
-    set_in="connection",
-    applies_to="any",
+    section=CONNECTION, key="addp-remote-timeout", applies_to="any", default="0",
+    parse=Number("seconds"), unit="s", blank_is_default=False, set_in="connection",
     effect="The ADDP timeout the server at the other end is asked to use on this link.",
-)
+)  # fmt: skip
 ADDP_TRACE: Option[str] = Option(
-    section=CONNECTION,
-    key="addp-trace",
+    section=CONNECTION, key="addp-trace", applies_to="any", default="off",
     parse=Choice.of("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full"),
-    default="off",
-    blank_is_default=False,
-    simulated=False,
-    set_in="connection",
-    applies_to="any",
+    blank_is_default=False, simulated=False, set_in="connection",
     effect="Kept, no effect: orsim does not trace ADDP polls.",
-)
+)  # fmt: skip
 
 #: Every definition, in the order ``orsim config options`` and the README list them.
 OPTIONS: tuple[Option[object], ...] = (
