@@ -21,6 +21,7 @@ import attrs
 import trio
 import yaml
 
+from orsim.cluster._control import CheckKey, Delay, Heal, Partition, Sides
 from orsim.cluster._hosts import isolate_sides, link_sides, proxied_hosts
 from orsim.cluster._plan import (
     CONFSERV_APP,
@@ -93,6 +94,8 @@ from orsim.wire import (
     Call,
     Json,
     Network,
+    Record,
+    Status,
     TcpNetwork,
     connected,
     create_cluster_key,
@@ -291,7 +294,7 @@ class ClusterHandle:
         """
         assert confserv.host_name is not None  # _check_host: it lives on a host
         try:
-            await self._remote_proxy(confserv.host_name, "check_key", {})
+            await self._remote_proxy(confserv.host_name, CheckKey())
         except RequestRefused as exc:
             if exc.code != "unauthorized":
                 raise
@@ -656,30 +659,27 @@ class ClusterHandle:
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
         application or a topology host (every application placed on it)."""
-        ends = link_sides(self.manifest, a, b)
-        await self._tell_proxies("heal" if heal else "partition", ends)
+        await self._tell_proxies(_cut(link_sides(self.manifest, a, b), heal))
 
     async def isolate(self, host: str, heal: bool = False) -> None:
         """Cut (or, with ``heal``, restore) every link between an application on topology
         host ``host`` and one on any other host."""
-        sides = isolate_sides(self.manifest, host)
-        await self._tell_proxies("heal" if heal else "partition", sides)
+        await self._tell_proxies(_cut(isolate_sides(self.manifest, host), heal))
 
     async def delay(self, a: str, b: str, ms: float) -> None:
         """Delay every chunk between ``a`` and ``b`` (applications or hosts) by ``ms``
         milliseconds (0: no delay)."""
-        await self._tell_proxies("delay", {**link_sides(self.manifest, a, b), "ms": ms})
+        sides = link_sides(self.manifest, a, b)
+        await self._tell_proxies(Delay(sides.a, sides.b, ms))
 
     async def proxy_status(self, host: str | None = None) -> dict[str, Json]:
         """The ``status`` of this run directory's fault proxy, or of topology host
         ``host``'s (another machine's, reached through its public ports)."""
         if host is None or host == self.manifest.host:
-            answer = await self.request(PROXY_APP, "status")
-        else:
-            answer = await self._remote_proxy(host, "status", {})
-        return answer if isinstance(answer, dict) else {}
+            return (await self.call(PROXY_APP, Status())).fields
+        return (await self._remote_proxy(host, Status())).fields
 
-    async def _tell_proxies(self, method: str, params: dict[str, Json]) -> None:
+    async def _tell_proxies(self, fault: Call[Record]) -> None:
         """Send a fault to every fault proxy of the cluster: this run directory's, and
         with ``up --host`` every other host's too. A link passes through the proxy of the
         host its server side is on, so each proxy cuts the links it carries.
@@ -688,7 +688,7 @@ class ClusterHandle:
             UnreachableError: a proxy did not answer (the others have applied it).
         """
         if self.manifest.host is None:
-            await self.request(PROXY_APP, method, params)
+            await self.call(PROXY_APP, fault)
             return
         failures: list[str] = []
         applied: list[str] = []
@@ -696,9 +696,9 @@ class ClusterHandle:
         async def tell(host: str) -> None:
             try:
                 if host == self.manifest.host:
-                    await self.request(PROXY_APP, method, params)
+                    await self.call(PROXY_APP, fault)
                 else:
-                    await self._remote_proxy(host, method, params)
+                    await self._remote_proxy(host, fault)
             except (UnreachableError, RequestRefused) as exc:
                 failures.append(f"host {host}: {exc}")
             else:
@@ -710,19 +710,26 @@ class ClusterHandle:
         if failures:
             done = ", ".join(sorted(applied)) or "none"
             raise UnreachableError(
-                f"{method} reached the fault proxies of hosts {done} only; "
+                f"{fault.METHOD} reached the fault proxies of hosts {done} only; "
                 + "; ".join(sorted(failures))
             )
 
-    async def _remote_proxy(self, host: str, method: str, params: dict[str, Json]) -> Json:
+    async def _remote_proxy(self, host: str, message: Call[A]) -> A:
         """A request to the fault proxy of another host, at the public port of one of its
         applications (the proxy puts ``PROXY_CONTROL_CLIENT`` through to its control)."""
+        method = message.METHOD
         for entry in self.manifest.apps:
             if entry.host_name == host and entry.app in self._proxied_apps():
                 try:
-                    return await self._request_at(
-                        entry.host, entry.public_port, method, params, 10.0, PROXY_CONTROL_CLIENT
+                    answer = await self._request_at(
+                        entry.host,
+                        entry.public_port,
+                        method,
+                        message.to_json(),
+                        10.0,
+                        PROXY_CONTROL_CLIENT,
                     )
+                    return message.answer(answer)
                 except RequestRefused:
                     raise
                 except _UNANSWERED as exc:
@@ -1022,6 +1029,11 @@ def _check_ports_free(ports: dict[str, tuple[str, int]]) -> None:
             f"port{'s' if len(taken) > 1 else ''} {', '.join(taken)} already in use; "
             "stop what holds them or use --ports auto"
         )
+
+
+def _cut(sides: Sides, heal: bool) -> Partition | Heal:
+    """A partition of ``sides``, or (``heal``) its end."""
+    return Heal(sides.a, sides.b) if heal else Partition(sides.a, sides.b)
 
 
 def _proxy_routes(manifest: Manifest) -> list[Route]:

@@ -9,11 +9,11 @@ Redis), which nodes reach directly, are not part of it.
 
 from __future__ import annotations
 
+from orsim.cluster._control import Sides
 from orsim.cluster._plan import STORE_TYPE
 from orsim.cluster._redis import REDIS_TYPE
 from orsim.cluster._rundir import Manifest
 from orsim.errors import ClusterError
-from orsim.wire import Json
 
 _DIRECT = (STORE_TYPE, REDIS_TYPE)
 
@@ -49,21 +49,21 @@ def link_ends(manifest: Manifest, name: str) -> list[str]:
     )
 
 
-def link_sides(manifest: Manifest, a: str, b: str) -> dict[str, Json]:
-    """The proxy's ``{"a": [...], "b": [...]}`` for a fault between A and B: the proxy cuts
-    every link between an application of one side and one of the other.
+def link_sides(manifest: Manifest, a: str, b: str) -> Sides:
+    """The sides of a fault between A and B: the proxy cuts every link between an
+    application of one side and one of the other.
 
     Raises:
         ClusterError: an unknown name, or A and B are the same.
     """
     if a == b:
         raise ClusterError(f"{a!r} is named twice; a link has two ends")
-    return {"a": list(link_ends(manifest, a)), "b": list(link_ends(manifest, b))}
+    return Sides(tuple(link_ends(manifest, a)), tuple(link_ends(manifest, b)))
 
 
-def isolate_sides(manifest: Manifest, host: str) -> dict[str, Json]:
-    """The proxy's ``{"a": [...], "b": [...]}`` that cuts host ``host`` off: every
-    application on it against every proxied application not on it.
+def isolate_sides(manifest: Manifest, host: str) -> Sides:
+    """The sides of a fault that cuts host ``host`` off: every application on it against
+    every proxied application not on it.
 
     Raises:
         ClusterError: ``host`` is no host with applications, or no other host has any.
@@ -75,4 +75,4 @@ def isolate_sides(manifest: Manifest, host: str) -> dict[str, Json]:
     outside = [e.app for e in manifest.apps if e.host_name != host and e.type not in _DIRECT]
     if not outside:
         raise ClusterError(f"every application is on host {host!r}: nothing to cut it from")
-    return {"a": list(inside), "b": list(outside)}
+    return Sides(tuple(inside), tuple(outside))

@@ -45,6 +45,7 @@ from typing import NoReturn
 import attrs
 import trio
 
+from orsim.cluster._control import CheckKey, Closed, Delay, Heal, Partition, Severed
 from orsim.cluster._faults import FaultTable, pair
 from orsim.cluster._relay import Relay
 from orsim.errors import RemoteProtocolError, UnreachableError
@@ -52,12 +53,15 @@ from orsim.logs import get_logger
 from orsim.wire import (
     NEED_DATA,
     Connection,
+    Done,
     FrameDecoder,
+    HandlerTable,
     Hello,
     Json,
     Network,
-    Request,
-    RequestRefused,
+    Status,
+    StatusReport,
+    on,
     serve_app,
     serve_listener,
 )
@@ -134,6 +138,20 @@ class FaultProxy:
     _relay: Relay = attrs.Factory(Relay)
     #: Where ``serve_control`` listens, once it does (host, port).
     _control: tuple[str, int] | None = None
+    #: The control channel's requests, with their handlers.
+    _handlers: HandlerTable = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._handlers = HandlerTable.of(
+            PROXY_APP,
+            [
+                on(Partition, self._partition),
+                on(Heal, self._heal),
+                on(Delay, self._delay),
+                on(Status, lambda _conn, _status: StatusReport(self.status())),
+                on(CheckKey, lambda _conn, _check: Done()),
+            ],
+        )
 
     # -- faults ----------------------------------------------------------------
 
@@ -192,36 +210,25 @@ class FaultProxy:
                     port,
                     app=PROXY_APP,
                     app_type=PROXY_TYPE,
-                    handler=self._handle_control,
+                    handler=self._handlers.handle,
                 )
             )
             self._control = (host, bound)
             task_status.started(bound)
         raise AssertionError("unreachable")
 
-    async def _handle_control(self, _conn: Connection, request: Request) -> Json:
-        params = request.params
-        if request.method == "status":
-            return self.status()
-        if request.method == "check_key":
-            # Changes nothing, but is not open: answered only to a client with the key
-            # (another host's ``up`` checks it has the cluster's before starting).
-            return {}
-        # Each side one application or a list of them (a host): every pair at once, with
-        # no schedule point between, so a host partition falls as one fault.
-        pairs = _pairs(params)
-        if request.method == "partition":
-            return {"links": sum(self.partition(a, b) for a, b in pairs)}
-        if request.method == "heal":
-            return {"closed": sum(self.heal(a, b) for a, b in pairs)}
-        if request.method == "delay":
-            ms = params.get("ms")
-            if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
-                raise RequestRefused("bad_request", "delay: 'ms' must be a number >= 0")
-            for a, b in pairs:
-                self.delay(a, b, ms)
-            return {}
-        raise RequestRefused("unknown_method", f"the proxy has no method {request.method!r}")
+    # Each fault hits every pair of its sides at once, with no schedule point between.
+
+    def _partition(self, _conn: Connection, sides: Partition) -> Severed:
+        return Severed(sum(self.partition(a, b) for a, b in sides.pairs()))
+
+    def _heal(self, _conn: Connection, sides: Heal) -> Closed:
+        return Closed(sum(self.heal(a, b) for a, b in sides.pairs()))
+
+    def _delay(self, _conn: Connection, sides: Delay) -> Done:
+        for a, b in sides.pairs():
+            self.delay(a, b, sides.ms)
+        return Done()
 
     async def serve_route(
         self, route: Route, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -366,19 +373,6 @@ class FaultProxy:
                     queued.chunks -= 1
         except _STREAM_ERRORS:
             done.cancel()
-
-
-def _names(params: dict[str, Json], key: str) -> list[str]:
-    value = params.get(key)
-    names = value if isinstance(value, list) else [value]
-    if not names or not all(isinstance(name, str) and name for name in names):
-        raise RequestRefused("bad_request", f"{key!r} must be an application name or a list")
-    return [str(name) for name in names]
-
-
-def _pairs(params: dict[str, Json]) -> list[tuple[str, str]]:
-    """The (a, b) application pairs a request names (an application is no pair with itself)."""
-    return [(a, b) for a in _names(params, "a") for b in _names(params, "b") if a != b]
 
 
 async def _peek_hello(stream: trio.abc.Stream) -> tuple[bytes | None, str]:

@@ -103,25 +103,19 @@ class StoreGuard:
         return await self._timed(what, op)
 
     async def _timed(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        error = "deadline"
         at_once = self._at_once
-        if at_once is not None and at_once():
-            # The store says this operation ends without waiting (an in-memory store,
-            # not stalled): there is no deadline to keep, and no cancel scope to pay for.
-            try:
+        try:
+            if at_once is not None and at_once():
+                # The store says this operation ends without waiting (an in-memory store,
+                # not stalled): there is no deadline to keep, and no cancel scope to pay for.
                 return await op()
-            except StaleEpoch:
-                raise
-            except _FAILURES as exc:
-                error = str(exc)
-        else:
             with trio.move_on_after(self.deadline):
-                try:
-                    return await op()
-                except StaleEpoch:
-                    raise
-                except _FAILURES as exc:
-                    error = str(exc)
+                return await op()
+            error = "deadline"
+        except StaleEpoch:
+            raise
+        except _FAILURES as exc:
+            error = str(exc)
         self.failures += 1
         self._degrade(what, error)
         raise StoreUnavailable(f"session store: {what} failed: {error}")

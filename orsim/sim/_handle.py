@@ -13,7 +13,7 @@ freezes it, CONT thaws it. ``start`` models a process start-up of
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -260,7 +260,7 @@ class SimClusterHandle:
     async def partition(self, a: str, b: str, heal: bool = False) -> None:
         """Cut (or, with ``heal``, restore) every link between ``a`` and ``b``: each an
         application or a topology host (every application on it), as the real proxy does."""
-        pairs = _pairs(link_sides(self.manifest, a, b))
+        pairs = link_sides(self.manifest, a, b).pairs()
         await trio.lowlevel.checkpoint()
         for x, y in pairs:  # no checkpoint between: a host partition falls as one fault
             self.sim.partition(x, y, heal=heal)
@@ -268,7 +268,7 @@ class SimClusterHandle:
     async def isolate(self, host: str, heal: bool = False) -> None:
         """Cut (or, with ``heal``, restore) every link between ``host``'s applications and
         any application on another host."""
-        pairs = _pairs(isolate_sides(self.manifest, host))
+        pairs = isolate_sides(self.manifest, host).pairs()
         await trio.lowlevel.checkpoint()
         for x, y in pairs:
             self.sim.partition(x, y, heal=heal)
@@ -276,7 +276,7 @@ class SimClusterHandle:
     async def delay(self, a: str, b: str, ms: float) -> None:
         """Delay every byte between ``a`` and ``b`` (applications or hosts) by ``ms``
         milliseconds (0: no delay)."""
-        pairs = _pairs(link_sides(self.manifest, a, b))
+        pairs = link_sides(self.manifest, a, b).pairs()
         await trio.lowlevel.checkpoint()
         for x, y in pairs:
             self.sim.delay(x, y, ms)
@@ -317,11 +317,6 @@ class SimClusterHandle:
         self._down.set()
         await self._gone.wait()
         self.manifest = attrs.evolve(self.manifest, state="down")
-
-
-def _pairs(sides: Mapping[str, list[str]]) -> list[tuple[str, str]]:
-    """The (a, b) application pairs of a fault's two sides (as the proxy makes them)."""
-    return [(a, b) for a in sides["a"] for b in sides["b"] if a != b]
 
 
 def _prepare(
