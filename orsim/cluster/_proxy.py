@@ -138,20 +138,6 @@ class FaultProxy:
     _relay: Relay = attrs.Factory(Relay)
     #: Where ``serve_control`` listens, once it does (host, port).
     _control: tuple[str, int] | None = None
-    #: The control channel's requests, with their handlers.
-    _handlers: HandlerTable = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._handlers = HandlerTable.of(
-            PROXY_APP,
-            [
-                on(Partition, self._partition),
-                on(Heal, self._heal),
-                on(Delay, self._delay),
-                on(Status, lambda _conn, _status: StatusReport(self.status())),
-                on(CheckKey, lambda _conn, _check: Done()),
-            ],
-        )
 
     # -- faults ----------------------------------------------------------------
 
@@ -201,6 +187,16 @@ class FaultProxy:
     ) -> NoReturn:
         """Answer ``partition``, ``heal``, ``delay``, ``status`` and ``check_key`` on
         ``host:port``."""
+        handlers = HandlerTable.of(
+            PROXY_APP,
+            [
+                on(Partition, self._partition),
+                on(Heal, self._heal),
+                on(Delay, self._delay),
+                on(Status, lambda _conn, _status: StatusReport(self.status())),
+                on(CheckKey, lambda _conn, _check: Done()),
+            ],
+        )
         async with trio.open_nursery() as nursery:
             bound: int = await nursery.start(
                 functools.partial(
@@ -210,7 +206,7 @@ class FaultProxy:
                     port,
                     app=PROXY_APP,
                     app_type=PROXY_TYPE,
-                    handler=self._handlers.handle,
+                    handler=handlers.handle,
                 )
             )
             self._control = (host, bound)
