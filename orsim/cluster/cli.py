@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -307,86 +307,76 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_cancellable(main)
 
 
-def cmd_kill(args: argparse.Namespace) -> int:
+def _act(args: argparse.Namespace, action: Callable[[ClusterHandle], Awaitable[str]]) -> int:
+    """Run ``action`` on the cluster of ``args``'s run directory and print what it did."""
     handle = ClusterHandle.attach(_run_dir(args))
 
     async def main() -> int:
-        await handle.kill(args.app, args.signal)
-        print(f"{args.app}: sent SIG{args.signal}")
+        print(await action(handle))
         return EXIT_OK
 
     return run_cancellable(main)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    async def kill(handle: ClusterHandle) -> str:
+        await handle.kill(args.app, args.signal)
+        return f"{args.app}: sent SIG{args.signal}"
+
+    return _act(args, kill)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
     def waiting(busy: list[str]) -> None:
         print(f"waiting: {', '.join(busy)} is suspending (one Node stops at a time)")
 
-    async def main() -> int:
+    async def stop(handle: ClusterHandle) -> str:
         await handle.stop(args.app, args.timeout, on_wait=waiting)
-        print(f"{args.app}: stopped")
-        return EXIT_OK
+        return f"{args.app}: stopped"
 
-    return run_cancellable(main)
+    return _act(args, stop)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
-    async def main() -> int:
+    async def start(handle: ClusterHandle) -> str:
         await handle.start(args.app)
         status = await handle.status()
         mode = next(a["mode"] for a in status["apps"] if a["app"] == args.app)
-        print(f"{args.app}: started (pid {handle.pids().get(args.app)}), mode {mode}")
-        return EXIT_OK
+        return f"{args.app}: started (pid {handle.pids().get(args.app)}), mode {mode}"
 
-    return run_cancellable(main)
+    return _act(args, start)
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
-    async def main() -> int:
+    async def switchover(handle: ClusterHandle) -> str:
         answer = await handle.switchover(args.node)
-        print(f"Node {args.node}: switched over, new primary {answer.new_primary}")
-        return EXIT_OK
+        return f"Node {args.node}: switched over, new primary {answer.new_primary}"
 
-    return run_cancellable(main)
+    return _act(args, switchover)
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
-    async def main() -> int:
+    async def partition(handle: ClusterHandle) -> str:
         await handle.partition(args.a, args.b, heal=args.heal)
-        print(f"{args.a} <-> {args.b}: {'healed' if args.heal else 'partitioned'}")
-        return EXIT_OK
+        return f"{args.a} <-> {args.b}: {'healed' if args.heal else 'partitioned'}"
 
-    return run_cancellable(main)
+    return _act(args, partition)
 
 
 def cmd_isolate(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
-    async def main() -> int:
+    async def isolate(handle: ClusterHandle) -> str:
         await handle.isolate(args.host, heal=args.heal)
-        print(f"{args.host}: {'joined again' if args.heal else 'isolated from every other host'}")
-        return EXIT_OK
+        return f"{args.host}: {'joined again' if args.heal else 'isolated from every other host'}"
 
-    return run_cancellable(main)
+    return _act(args, isolate)
 
 
 def cmd_delay(args: argparse.Namespace) -> int:
-    handle = ClusterHandle.attach(_run_dir(args))
-
-    async def main() -> int:
+    async def delay(handle: ClusterHandle) -> str:
         await handle.delay(args.a, args.b, args.ms)
-        print(f"{args.a} <-> {args.b}: delay {args.ms:g} ms")
-        return EXIT_OK
+        return f"{args.a} <-> {args.b}: delay {args.ms:g} ms"
 
-    return run_cancellable(main)
+    return _act(args, delay)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
