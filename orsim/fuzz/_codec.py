@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from typing import Any
 
 import attrs
 
@@ -78,12 +77,12 @@ def _damage(gen: JsonGen, data: bytearray) -> None:
             data[:] = len(body).to_bytes(4, "big") + body
 
 
-def _json(value: Any) -> bytes:
-    """Any generated value as JSON (big integers and lone surrogates included)."""
+def _json(value: object) -> bytes:
+    """object generated value as JSON (big integers and lone surrogates included)."""
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _as_read(value: Any) -> Any:
+def _as_read(value: object) -> object:
     """``value`` with integers beyond 64 bits as the floats orjson reads them as."""
     if isinstance(value, list | tuple):
         return [_as_read(v) for v in value]
@@ -91,8 +90,9 @@ def _as_read(value: Any) -> Any:
         return {k: _as_read(v) for k, v in value.items()}
     if isinstance(value, int) and not isinstance(value, bool):
         return value if -(2**63) <= value < 2**64 else float(value)
-    if attrs.has(type(value)):
-        return (type(value), _as_read(attrs.astuple(value, recurse=False)))
+    cls = type(value)
+    if attrs.has(cls):
+        return (cls, _as_read([getattr(value, a.name) for a in attrs.fields(cls)]))
     return value
 
 
@@ -108,7 +108,7 @@ def _one(gen: JsonGen) -> str:
     if damaged:
         _damage(gen, data)
     decoder = FrameDecoder(max_frame=MAX_FRAME if damaged else 2**20)
-    got: list[Any] = []
+    got: list[object] = []
     try:
         at = 0
         while at < len(data):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 #: Strings that break naive code: empty, whitespace, control, non-ASCII, long, path-like.
 ODD_STRINGS = (
@@ -20,7 +20,9 @@ ODD_NUMBERS = (
 )  # fmt: skip
 
 #: A field's kind -> how to make a well-typed value of it (given the generator).
-Maker = Callable[["JsonGen"], Any]
+T = TypeVar("T")
+
+Maker = Callable[["JsonGen"], object]
 
 
 class JsonGen:
@@ -68,7 +70,7 @@ class JsonGen:
         length = self.rng.randint(0, 12)
         return "".join(self.rng.choice("abcXYZ019_-./ é") for _ in range(length))
 
-    def any(self, depth: int = 0) -> Any:
+    def any(self, depth: int = 0) -> object:
         """A JSON value of any type (shallow containers)."""
         r = self.rng.random()
         if r < 0.2:
@@ -83,10 +85,10 @@ class JsonGen:
             return [self.any(depth + 1) for _ in range(self.rng.randint(0, 3))]
         return {self.string(): self.any(depth + 1) for _ in range(self.rng.randint(0, 3))}
 
-    def fields(self, spec: Mapping[str, Maker]) -> dict[str, Any]:
+    def fields(self, spec: Mapping[str, Maker]) -> dict[str, object]:
         """An object for ``spec`` (field -> maker): each field usually present and well
         typed, now and then missing, of a wrong type, or joined by an unknown field."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for name, make in spec.items():
             r = self.rng.random()
             if r < 0.08:
@@ -96,5 +98,5 @@ class JsonGen:
             out[self.string()] = self.any()
         return out
 
-    def choice(self, items: Sequence[Any]) -> Any:
+    def choice(self, items: Sequence[T]) -> T:
         return self.rng.choice(items)

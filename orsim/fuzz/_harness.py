@@ -23,7 +23,6 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import attrs
 import trio
@@ -96,7 +95,7 @@ class Dispatch:
     #: name pools the generator starts from
     pools: dict[str, list[str]] = attrs.Factory(dict)
     #: called with each successful answer (to learn names: call ids, targets)
-    learn: Callable[[JsonGen, Request, Any], None] | None = None
+    learn: Callable[[JsonGen, Request, object], None] | None = None
     on_disconnect: Callable[[Connection], Awaitable[None]] | None = None
 
 

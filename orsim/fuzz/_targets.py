@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
 
 import trio
 
@@ -140,7 +139,7 @@ def small_rate(gen: JsonGen) -> float:
     return round(gen.rng.uniform(0.1, 20), 2)
 
 
-def options(gen: JsonGen) -> dict[str, Any]:
+def options(gen: JsonGen) -> dict[str, object]:
     return {
         gen.pick("section"): {gen.pick("key"): gen.pick("value")}
         for _ in range(gen.rng.randint(0, 2))
@@ -219,7 +218,7 @@ TSERVER_WEIGHTS = {"route": 24, "make_call": 12, "register": 8, "query_call": 8,
                    "status": 1}  # fmt: skip
 
 
-def _learn_calls(gen: JsonGen, request: Request, result: Any) -> None:
+def _learn_calls(gen: JsonGen, request: Request, result: object) -> None:
     if request.method == "make_call" and isinstance(result, dict):
         gen.remember("call", result.get("call_id"))
 
@@ -288,7 +287,7 @@ async def urs(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
 # -- ORS node --------------------------------------------------------------------------
 
 
-def _member(gen: JsonGen, conn: Connection) -> dict[str, Any]:
+def _member(gen: JsonGen, conn: Connection) -> dict[str, object]:
     app = conn.peer_app if gen.rng.random() < 0.8 else gen.pick("app")
     return gen.fields({
         "app": lambda g: app, "node_id": node_id,
@@ -297,7 +296,7 @@ def _member(gen: JsonGen, conn: Connection) -> dict[str, Any]:
     })  # fmt: skip
 
 
-PUSHES: dict[str, Callable[[JsonGen, Connection], dict[str, Any]]] = {
+PUSHES: dict[str, Callable[[JsonGen, Connection], dict[str, object]]] = {
     "member": _member,
     "route_request": lambda gen, conn: gen.fields({
         "call_id": lambda g: f"fz-{g.rng.randint(0, 63)}", "dn": name("dn"),
