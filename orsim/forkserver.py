@@ -33,7 +33,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO
 
 #: What the server imports before forking: every command a launcher starts.
 PRELOAD = (
@@ -89,7 +89,7 @@ def serve(preload: Sequence[str] = PRELOAD) -> int:
         return 0
 
 
-def _write(stream: IO[str], message: Mapping[str, Any]) -> None:
+def _write(stream: IO[str], message: Mapping[str, object]) -> None:
     stream.write(json.dumps(message) + "\n")
 
 
@@ -104,7 +104,7 @@ def _reap(replies: IO[str]) -> None:
         _write(replies, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _handle(line: bytes) -> dict[str, Any]:
+def _handle(line: bytes) -> dict[str, object]:
     try:
         request = json.loads(line)
         argv = [str(a) for a in request["argv"]]

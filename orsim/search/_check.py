@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import yaml
@@ -46,11 +46,13 @@ class Outcome:
         return frozenset(v.kind for v in self.violations)
 
 
-def scenario_text(document: dict[str, Any]) -> str:
+def scenario_text(document: Mapping[str, object]) -> str:
     """A scenario document as a readable file: one step a line."""
     head = {k: v for k, v in document.items() if k != "steps"}
     lines = [yaml.safe_dump(head, sort_keys=False, width=88).rstrip(), "steps:"]
-    for step in document["steps"]:
+    steps = document["steps"]
+    assert isinstance(steps, list)  # the document is built by the search, steps a list
+    for step in steps:
         ((verb, value),) = step.items()
         flow = yaml.safe_dump(value, default_flow_style=True, width=200).strip()
         if flow.endswith("\n...") or flow.endswith("..."):

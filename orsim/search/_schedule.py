@@ -35,7 +35,6 @@ Rules the generator keeps, so that a violation is a bug and not the schedule's o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -203,7 +202,7 @@ def schedules(
     these kinds of fault, see ``FAULT_KINDS``)."""
 
     @st.composite
-    def build(draw: Callable[..., Any]) -> Schedule:
+    def build(draw: st.DrawFn) -> Schedule:
         seed = draw(st.integers(0, 2**31 - 1))
         rate = draw(st.integers(*rates))
         count = draw(st.integers(1, max_steps))

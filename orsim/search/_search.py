@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 from hypothesis import HealthCheck, Phase, find, settings
@@ -92,7 +92,7 @@ class SearchResult:
     found: Found | None
     mutation: str | None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         """The JSON summary (``--out DIR/summary.json``)."""
         found = self.found
         return {
