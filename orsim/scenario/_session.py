@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import trio
 
@@ -62,6 +63,16 @@ def fresh_run_dir(root: Path, name: str, taken: set[Path]) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+class RunOptions(TypedDict, total=False):
+    """What both runners of scenario files (real and simulated) take besides the files."""
+
+    run_root: Path
+    junit: Path | None
+    report: Path | None
+    seed: int | None
+    out: Output
 
 
 def with_run_dirs(scenarios: Sequence[Scenario], root: Path) -> Iterator[tuple[Scenario, Path]]:

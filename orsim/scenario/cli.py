@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from orsim.errors import UsageError
-from orsim.scenario._session import DEFAULT_RUN_ROOT, load_all, run_files
+from orsim.scenario._session import DEFAULT_RUN_ROOT, RunOptions, load_all, run_files
 from orsim.scenario._store import STORE_ENV, store_factory
 from orsim.store import parse_store_url
 
@@ -91,17 +91,17 @@ def run_command(args: argparse.Namespace) -> int:
             raise UsageError("--store is for real processes; --sim keeps sessions in memory")
         print(f"orsim scenario run: --sim keeps sessions in memory; {STORE_ENV} is not used",
               file=sys.stderr)  # fmt: skip
+    options: RunOptions = {
+        "run_root": args.run_dir,
+        "junit": args.junit,
+        "report": args.report,
+        "seed": args.seed,
+        "out": _print,
+    }
     if args.sim:
         from orsim.scenario._sim import run_files_sim
 
-        return run_files_sim(
-            args.files,
-            run_root=args.run_dir,
-            junit=args.junit,
-            report=args.report,
-            seed=args.seed,
-            out=_print,
-        )
+        return run_files_sim(args.files, **options)
     # SIGINT/SIGTERM cancel the run: the runner's teardown (shielded) then brings the
     # cluster down, so no process outlives the command.
     from orsim.runtime import EXIT_INTERRUPTED, run_cancellable
@@ -114,12 +114,8 @@ def run_command(args: argparse.Namespace) -> int:
         functools.partial(
             run_files,
             args.files,
-            run_root=args.run_dir,
-            junit=args.junit,
-            report=args.report,
-            seed=args.seed,
-            out=_print,
             factory=launch_cluster if store is None else store_factory(store),
+            **options,
         )
     )
     if code == EXIT_INTERRUPTED:
