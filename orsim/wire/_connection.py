@@ -56,7 +56,7 @@ from orsim.errors import (
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
-from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, PUSH_MEMO, FrameDecoder, encode
 from orsim.wire._link_timers import link_timers
 from orsim.wire._messages import (
     ErrorResponse,
@@ -274,6 +274,8 @@ class Connection:
         if self._eager_pushes:
             # Looked up once: every frame of a memory link is written through it.
             self._send_nowait = self.stream.send_nowait  # type: ignore[attr-defined]
+            # Both ends in this process: a push fanned out to many links is decoded once.
+            self.decoder.memo = PUSH_MEMO
 
     # -- sending -----------------------------------------------------------------
 
