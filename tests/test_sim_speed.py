@@ -144,7 +144,7 @@ def test_a_memory_links_request_times_out_on_time() -> None:
     assert took == 3.0 and answer == "late"
 
 
-def test_a_frozen_peer_is_given_up_within_the_addp_timeout() -> None:
+def test_a_frozen_peer_is_given_up_within_twice_the_addp_timeout() -> None:
     async def echo(_conn: Connection, request: Request) -> object:
         return request.params
 
@@ -162,7 +162,7 @@ def test_a_frozen_peer_is_given_up_within_the_addp_timeout() -> None:
         return lost, conn.close_reason
 
     lost, reason = run_seeded(main, seed=3)
-    assert 0 < lost <= 1.0 and "addp" in reason
+    assert 0 < lost <= 2.0 and "addp" in reason  # between T and 2T (Genesys ADDP)
 
 
 def test_a_push_sent_to_many_memory_links_is_decoded_once(

@@ -279,8 +279,9 @@ ADDP_TIMEOUT: Option[float] = Option(
     set_in="connection",
     applies_to="any",
     effect=(
-        "ADDP on this link: a peer silent this long is declared lost (orsim polls after "
-        "half of it, so loss is seen within the timeout). 0: not watched."
+        "ADDP on this link: after this long without a frame this side polls, and gives "
+        "the peer up if nothing arrives within as long again (loss seen between T and "
+        "2T, as in Genesys). 0: not watched."
     ),
 )
 ADDP_REMOTE_TIMEOUT: Option[float] = Option(
@@ -300,10 +301,13 @@ ADDP_TRACE: Option[str] = Option(
     parse=Choice.of("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full"),
     default="off",
     blank_is_default=False,
-    simulated=False,
     set_in="connection",
     applies_to="any",
-    effect="Kept, no effect: orsim does not trace ADDP polls.",
+    effect=(
+        "Which side logs its ADDP traffic: its polls (addp_poll), their answers "
+        "(addp_answer), the polls it answers (addp_polled); local/on this one, remote "
+        "the server, both/full both. A loss is always logged (addp_timeout)."
+    ),
 )
 
 #: Every definition, in the order ``orsim config options`` and the README list them.

@@ -91,7 +91,7 @@ from orsim.node._messages import (
 from orsim.node._mutations import mutated
 from orsim.node._role import Role, RoleMachine
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
-from orsim.node._store_guard import StoreGuard
+from orsim.node._store_guard import StoreGuard, StoreUnanswered
 from orsim.node._watch import Watcher
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.tserver import CallRouted as CallRoutedPush
@@ -137,6 +137,8 @@ _CLAIM_RETRY = 0.2
 #: T-Server answers an identical route resent as the original. Each wait doubles the last,
 #: so a server slower than this (a URS thinking for seconds) is still heard.
 _ASK_AGAIN = 2.0
+#: Outcomes of a creation that count as creating the session (``_test_freeze``).
+_CREATED = (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED, WriteOutcome.UNANSWERED)
 
 
 @attrs.define(eq=False)
@@ -463,9 +465,11 @@ class OrsNode:
 
     async def _call_step(self, command: Command) -> InEvent:
         match command:
-            case WriteSession(session=session, create=create):
-                outcome = await self._write(session, create)
-                if create and outcome in (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED):
+            case WriteSession(session=session, create=create, wait_for_store=wait):
+                if wait > 0:
+                    await self.guard.wait_answering(wait)
+                outcome = await self._write(session, create, counted=not wait)
+                if create and not wait and outcome in _CREATED:
                     self._test_freeze()
                 return SessionWritten(session.call_id, outcome)
             case QueryCall(call_id=call_id):
@@ -476,7 +480,7 @@ class OrsNode:
                 return RouteAnswered(call_id, await self._route(call_id, target, epoch))
         raise AssertionError(f"not a call step: {command!r}")
 
-    async def _write(self, session: Session, create: bool) -> WriteOutcome:
+    async def _write(self, session: Session, create: bool, counted: bool = True) -> WriteOutcome:
         """Write the session. While the store is away the call goes on unpersisted (ORS
         8.1.2 and later keep routing through a store outage)."""
         try:
@@ -488,8 +492,12 @@ class OrsNode:
             return WriteOutcome.ELSEWHERE
         except StaleEpoch:
             return WriteOutcome.STALE
-        except StoreUnavailable:
-            self.guard.unpersisted += 1
+        except StoreUnavailable as exc:
+            # ``counted``: a second try (see ``WriteSession.wait_for_store``) was counted
+            # as unpersisted at its first.
+            self.guard.unpersisted += counted
+            if isinstance(exc, StoreUnanswered):
+                return WriteOutcome.UNANSWERED
             return WriteOutcome.UNPERSISTED
 
     def _test_freeze(self) -> None:
@@ -853,6 +861,7 @@ class OrsNode:
                 what=f"{kind} {server.name}",
                 addp_timeout=server.addp_timeout,
                 addp_remote_timeout=server.addp_remote_timeout,
+                addp_trace=server.addp_trace,
                 on_push=on_push,
                 handler=handler,
             )

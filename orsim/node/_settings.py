@@ -22,6 +22,7 @@ class Endpoint:
     port: int
     addp_timeout: float = 0.0
     addp_remote_timeout: float = 0.0
+    addp_trace: str = "off"
 
 
 @attrs.frozen

@@ -163,5 +163,6 @@ def _endpoint(app: Application, apps: dict[str, Application], types: tuple[str, 
                 port=server.port,
                 addp_timeout=conn.addp_timeout,
                 addp_remote_timeout=conn.addp_remote_timeout,
+                addp_trace=conn.addp_trace,
             )
     raise ConfigError(f"application '{app.name}' has no connection of type {' or '.join(types)}")

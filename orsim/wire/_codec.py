@@ -90,6 +90,7 @@ _FIELD_TYPES: dict[type[Message], dict[str, tuple[type, ...]]] = {
         "version": (int,),
         "addp_remote_timeout": (int, float),
         "key": (str,),
+        "addp_trace": (bool,),
     },
     Welcome: {"app": (str,), "app_type": (str,), "version": (int,)},
     Request: {"id": (int,), "method": (str,), "params": (dict,)},
@@ -212,7 +213,9 @@ def decode_body(body: bytes | bytearray) -> Message:
         raise RemoteProtocolError(f"{tag}: missing fields {sorted(_REQUIRED[cls] - obj.keys())}")
     for name, value in obj.items():
         types = fields[name]
-        if object not in types and (isinstance(value, bool) or not isinstance(value, types)):
+        if object not in types and (
+            (isinstance(value, bool) and bool not in types) or not isinstance(value, types)
+        ):
             raise RemoteProtocolError(f"{tag}: field {name!r} has the wrong type")
         if isinstance(value, float) and not math.isfinite(value):
             raise RemoteProtocolError(f"{tag}: field {name!r} is not finite")

@@ -11,6 +11,7 @@ import trio
 
 from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused, UnreachableError
 from orsim.logs import get_logger
+from orsim.wire._addp import trace_sides
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from orsim.wire._connection import (
     Connection,
@@ -98,6 +99,7 @@ async def open_connection(
     app_type: str,
     addp_timeout: float = 0.0,
     addp_remote_timeout: float = 0.0,
+    addp_trace: str = "off",
     handler: RequestHandler | None = None,
     on_push: PushHandler | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
@@ -111,7 +113,10 @@ async def open_connection(
         trio.TooSlowError: no Welcome within ``timeout``.
     """
     stream = await network.connect(host, port)
-    handshake = ClientHandshake.of(app, app_type, addp_remote_timeout, key_of(network))
+    local_trace, remote_trace = trace_sides(addp_trace)
+    handshake = ClientHandshake.of(
+        app, app_type, addp_remote_timeout, key_of(network), remote_trace
+    )
     try:
         with trio.fail_after(timeout):
             # A peer may reset the connection as the Hello goes out, as well as after.
@@ -126,6 +131,7 @@ async def open_connection(
         peer_app=reply.app,
         peer_type=reply.app_type,
         addp_timeout=addp_timeout,
+        addp_trace=local_trace,
         handler=handler,
         on_push=on_push,
         decoder=decoder,
@@ -143,6 +149,7 @@ async def connected(
     app_type: str,
     addp_timeout: float = 0.0,
     addp_remote_timeout: float = 0.0,
+    addp_trace: str = "off",
     handler: RequestHandler | None = None,
     on_push: PushHandler | None = None,
 ) -> AsyncIterator[Connection]:
@@ -155,6 +162,7 @@ async def connected(
         app_type=app_type,
         addp_timeout=addp_timeout,
         addp_remote_timeout=addp_remote_timeout,
+        addp_trace=addp_trace,
         handler=handler,
         on_push=on_push,
     )
@@ -176,6 +184,7 @@ async def connect_with_retry(
     what: str,
     addp_timeout: float = 0.0,
     addp_remote_timeout: float = 0.0,
+    addp_trace: str = "off",
     handler: RequestHandler | None = None,
     on_push: PushHandler | None = None,
 ) -> Connection:
@@ -205,6 +214,7 @@ async def connect_with_retry(
                         app_type=app_type,
                         addp_timeout=addp_timeout,
                         addp_remote_timeout=addp_remote_timeout,
+                        addp_trace=addp_trace,
                         handler=handler,
                         on_push=on_push,
                         timeout=handshake,
@@ -292,6 +302,7 @@ async def serve_app(
             peer_app=hello.app,
             peer_type=hello.app_type,
             addp_timeout=hello.addp_remote_timeout,
+            addp_trace=hello.addp_trace,
             handler=handler,
             inline_handler=answer,
             on_push=pushed,
