@@ -44,6 +44,7 @@ from orsim.config._options import (
     ADDP_TIMEOUT,
     ADDP_TRACE,
     CONNECTION_OPTIONS,
+    RECONNECT_TIMEOUT,
     STORE,
 )
 from orsim.config._yaml_source import (
@@ -362,6 +363,7 @@ class _Checker:
             self.parameter(item, ADDP_TIMEOUT, path),
             self.parameter(item, ADDP_REMOTE_TIMEOUT, path),
             self.parameter(item, ADDP_TRACE, path),
+            self.parameter(item, RECONNECT_TIMEOUT, path),
         )
 
     def parameter(self, item: dict[str, Any], option: Option[T], path: Path) -> T:
