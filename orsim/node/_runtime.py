@@ -28,7 +28,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orsim._alarm import Alarm
 from orsim.config import CALL_WATCHING_TIMEOUT, LOG_VERBOSE
-from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused, UnreachableError
+from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger, set_log_level
 from orsim.node._core import (
     CALL_COMMANDS,
@@ -114,6 +114,7 @@ from orsim.wire import (
     encode,
     frame_totals,
     on,
+    open_connection,
     serve_app,
     when,
 )
@@ -852,25 +853,27 @@ class OrsNode:
         pair, turn = server.pair(), 0
         while True:
             target = pair[turn % len(pair)]
-            try:
+            if len(pair) == 1:
                 conn = await connect_with_retry(
-                    self.network,
-                    [(target.address, target.port)],
-                    app=s.app,
-                    app_type=s.app_type,
-                    # A pair: one attempt, as long as a handshake may take.
-                    timeout=math.inf if len(pair) == 1 else _register_timeout(target),
-                    what=f"{kind} {target.name}",
+                    self.network, [(target.address, target.port)], app=s.app,
+                    app_type=s.app_type, timeout=math.inf, what=f"{kind} {target.name}",
                     addp_timeout=server.addp_timeout,
                     addp_remote_timeout=server.addp_remote_timeout,
-                    on_push=on_push,
-                    handler=handler,
-                )
-            except UnreachableError as exc:
-                self.log.warning("server_unreachable", server=target.name, error=str(exc))
-                await trio.sleep(server.reconnect_timeout)
-                turn += 1
-                continue
+                    on_push=on_push, handler=handler,
+                )  # fmt: skip
+            else:
+                try:  # one attempt, as long as a handshake may take
+                    conn = await open_connection(
+                        self.network, target.address, target.port, app=s.app,
+                        app_type=s.app_type, addp_timeout=server.addp_timeout,
+                        addp_remote_timeout=server.addp_remote_timeout,
+                        on_push=on_push, handler=handler, timeout=_register_timeout(target),
+                    )  # fmt: skip
+                except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
+                    self.log.warning("server_unreachable", server=target.name, error=str(exc))
+                    await trio.sleep(server.reconnect_timeout)
+                    turn += 1
+                    continue
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
                 try:
