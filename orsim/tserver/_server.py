@@ -796,15 +796,15 @@ class TServer:
         while True:
             conn = await self._dial_twin(network, partner)
             role: Role | None = None
+            followed = False
             if conn is not None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.serve)
                     try:
                         role = await conn.call(Follow(attach=False), TWIN_ADDP_TIMEOUT)
                         if role.mode == PRIMARY and self.mode != PRIMARY:
+                            followed = True
                             await self._follow_twin(conn, role)
-                            wait_until = trio.current_time()  # lost it: now or never
-                            role = None
                     except (ConnectionLost, RequestRefused, RemoteProtocolError,
                             trio.TooSlowError) as exc:  # fmt: skip
                         log.warning("twin_unanswered", twin=partner.name, error=str(exc))
@@ -812,6 +812,11 @@ class TServer:
                     finally:
                         nursery.cancel_scope.cancel()
                 await conn.aclose()
+            if followed:
+                # The primary's link closed: ask it once more, at once; it is replaced
+                # only if that finds no primary.
+                wait_until = trio.current_time()
+                continue
             if self.mode == PRIMARY:
                 if role is not None and _twin_leads(role, self):
                     self._step_down(partner.name, role)
