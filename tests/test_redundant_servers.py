@@ -35,6 +35,7 @@ from orsim.sim import open_sim_cluster
 from orsim.tserver import CallLedger, TServer
 from orsim.tserver._journal import LedgerJournal
 from orsim.tserver._ledger import EpochTaken, RouteRefused
+from orsim.tserver._server import REPLICA_ACK_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPOLOGY = ROOT / "scenarios" / "topologies" / "two-nodes-redundant-servers.yaml"
@@ -166,6 +167,53 @@ async def test_backup_tserver_takes_over_with_the_whole_ledger(autojump_clock: A
         assert counts.lost == 0 and counts.duplicates == 0
         assert all(backup.ledger.get(c).state == "routed" for c in waiting)  # type: ignore[union-attr]
         assert (await sim.ledger())["created"] == counts.created  # the driver reads B
+
+
+async def test_restarted_primary_tserver_comes_back_as_backup_and_catches_up(
+    autojump_clock: Any,
+) -> None:
+    """Hot standby after a switch: the old primary, started again, finds its twin primary
+    and follows it: mode backup, and its copy of the ledger becomes equal to the acting
+    one (the whole journal from the first op), load and all."""
+    db = load_database(TOPOLOGY)
+    async with open_sim_cluster(db, seed=6) as sim:
+        backup = sim.tservers["SIP_Server_B"]
+        await _wait(lambda: backup.mode == "backup", 10)
+        await sim.request("generate", rate=20)
+        await _wait(lambda: backup.ledger.counts().routed >= 20, 10)
+        sim.crash("SIP_Server")
+        await _wait(lambda: backup.mode == "primary", 1)
+        await trio.sleep(2)
+        again = await sim.start("SIP_Server")
+        assert isinstance(again, TServer)
+        await _wait(lambda: again.mode == "backup", 5)
+        await sim.request("stop_generator")
+        await _wait(lambda: backup.ledger.counts().in_flight == 0, 20)
+        await _wait(lambda: _state(again.ledger) == _state(backup.ledger), 5)
+        assert backup.mode == "primary" and backup.generation == again.generation
+
+
+async def test_a_frozen_backup_tserver_does_not_stall_routing(autojump_clock: Any) -> None:
+    """No hostage: a primary whose backup stops confirming (SIGSTOP) drops it after
+    REPLICA_ACK_TIMEOUT and routes on alone; the thawed backup follows again from the
+    first op and holds the same ledger."""
+    db = load_database(TOPOLOGY)
+    async with open_sim_cluster(db, seed=7) as sim:
+        primary, backup = sim.tservers["SIP_Server"], sim.tservers["SIP_Server_B"]
+        await _wait(lambda: backup.mode == "backup", 10)
+        await sim.request("generate", rate=20)
+        await _wait(lambda: primary.ledger.counts().routed >= 20, 10)
+        sim.freeze("SIP_Server_B")
+        routed = primary.ledger.counts().routed
+        await trio.sleep(REPLICA_ACK_TIMEOUT + 2)
+        assert primary.ledger.counts().routed >= routed + 20  # ~2 s of load went through
+        sim.thaw("SIP_Server_B")
+        await sim.request("stop_generator")
+        await _wait(lambda: primary.ledger.counts().in_flight == 0, 20)
+        await _wait(lambda: _state(backup.ledger) == _state(primary.ledger), 10)
+        counts = primary.ledger.counts()
+        assert counts.lost == 0 and counts.duplicates == 0
+        assert primary.mode == "primary" and backup.mode == "backup"
 
 
 async def test_ors_reconnects_to_the_backup_tserver_after_reconnect_timeout(
