@@ -30,6 +30,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orsim.cluster._plan import confserv_place, launched_apps
 from orsim.config import RECONNECT_TIMEOUT, lint_text, load_database
 from orsim.sim import open_sim_cluster
 from orsim.tserver import CallLedger, TServer
@@ -257,6 +258,17 @@ async def test_ors_alternates_between_urs_and_its_backup(autojump_clock: Any) ->
         took = trio.current_time() - start
         assert 2.0 <= took <= 2.5, took
         assert "ORS_1" in {c.app for c in urs.status().clients}  # type: ignore[union-attr]
+
+
+def test_the_launcher_starts_both_twins_with_the_servers() -> None:
+    """``cluster up`` starts a T-Server's and a URS's backup in the servers' wave (their
+    Application is in the database like any other); the Configuration Server goes with
+    the configured primary SIP Server."""
+    db = load_database(TOPOLOGY)
+    servers = [a.name for a in launched_apps(db) if a.type != "OrchestrationServer"]
+    assert servers == ["SIP_Server", "SIP_Server_B", "URS", "URS_B"]
+    assert confserv_place(db) == ("local", "127.0.0.1")
+    assert db.applications["SIP_Server_B"].primary == "SIP_Server"
 
 
 # -- lint --------------------------------------------------------------------------------

@@ -246,6 +246,8 @@ class TServer:
     _leader: Connection | None = None
     #: Set while this T-Server is primary.
     _primary: trio.Event = attrs.Factory(trio.Event)
+    #: Set once a twin has first taken a role (``serve`` reports ready then).
+    _decided: trio.Event = attrs.Factory(trio.Event)
     #: Every request the T-Server answers, with its handler.
     handlers: HandlerTable = attrs.field(init=False)
     #: The pushes it takes (journal ops from its primary, acks from its backup).
@@ -274,6 +276,7 @@ class TServer:
             self.mode = STARTING
         else:
             self._primary.set()
+            self._decided.set()
 
     def _new_journal(self, ledger: CallLedger) -> LedgerJournal:
         return LedgerJournal(ledger, keep=self.partner is not None, on_op=self._on_op)
@@ -354,6 +357,7 @@ class TServer:
             )
             if self.partner is not None:
                 nursery.start_soon(self._twin, network, self.partner)
+                await self._decided.wait()  # ready: primary, or following its twin
             task_status.started(bound)
         raise AssertionError("serve_app returned")  # pragma: no cover
 
@@ -847,6 +851,7 @@ class TServer:
         self.journal = self._new_journal(self.ledger)
         self._leader = conn
         self.mode = BACKUP
+        self._decided.set()
         self.generation = role.generation
         get_logger(app=self.app.name).info("tserver_following", twin=conn.peer_app)
         try:
@@ -876,6 +881,7 @@ class TServer:
     def _take_over(self, twin: str, why: str) -> None:
         """Become primary with the ledger as it stands; resume the generator."""
         self.mode = PRIMARY
+        self._decided.set()
         self.generation += 1
         # Call ids go on past every one the ledger holds (this name may have made some
         # in an earlier life of the same run id).
