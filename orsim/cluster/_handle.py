@@ -453,11 +453,28 @@ class ClusterHandle:
         except _UNANSWERED as exc:
             raise UnreachableError(f"{app} does not answer {method!r}: {exc}") from exc
 
-    def _tserver(self) -> str:
-        for entry in self.manifest.apps:
-            if entry.type in TSERVER_TYPES:
-                return entry.app
-        raise ClusterError("this cluster has no T-Server/SIP Server")
+    def _tservers(self) -> list[AppEntry]:
+        """The T-Servers, the configured primary of a redundant pair first."""
+        found = [e for e in self.manifest.apps if e.type in TSERVER_TYPES]
+        if not found:
+            raise ClusterError("this cluster has no T-Server/SIP Server")
+        return sorted(found, key=lambda e: e.primary is not None)
+
+    async def _tserver(self) -> str:
+        """The T-Server that acts: the one of a redundant pair that says it is primary
+        (its twin holds the same ledger, but takes no load), else the first."""
+        entries = self._tservers()
+        if len(entries) > 1:
+            for entry in entries:
+                try:
+                    answer = await self._request_at(
+                        entry.host, entry.private_port, "status", timeout=STATUS_TIMEOUT
+                    )
+                except _UNANSWERED:
+                    continue
+                if isinstance(answer, dict) and answer.get("mode") == "primary":
+                    return entry.app
+        return entries[0].app
 
     # -- observing ----------------------------------------------------------------
 
@@ -510,19 +527,26 @@ class ClusterHandle:
                 answer = None
             answers[entry.app] = answer if isinstance(answer, dict) else None
 
-        async def ask_ledger() -> None:
+        async def ask_ledger(entry: AppEntry) -> None:
             nonlocal ledger
             try:
-                entry = self.manifest.entry(self._tserver())
                 answer = await self._request_at(entry.host, entry.private_port, "ledger")
             except _UNANSWERED:
                 return
             ledger = answer if isinstance(answer, dict) else None
 
+        tservers = [e for e in self.manifest.apps if e.type in TSERVER_TYPES]
+        tservers.sort(key=lambda e: e.primary is not None)
         async with trio.open_nursery() as nursery:
             for entry in self.manifest.apps:
                 nursery.start_soon(ask, entry)
-            nursery.start_soon(ask_ledger)
+            if len(tservers) == 1:
+                nursery.start_soon(ask_ledger, tservers[0])
+        if len(tservers) > 1:
+            # A redundant pair: the ledger of the twin that says it is primary (the
+            # backup's may be catching up, or stale once cut off).
+            acting = [e for e in tservers if (answers.get(e.app) or {}).get("mode") == "primary"]
+            await ask_ledger((acting or tservers)[0])
         return cluster_status(self.manifest, answers, pids, processes, ledger)
 
     async def wait_for(
@@ -545,7 +569,7 @@ class ClusterHandle:
 
     async def ledger(self, records: bool = False) -> dict[str, Any]:
         """The T-Server's call ledger."""
-        answer = await self.request(self._tserver(), "ledger", {"records": records})
+        answer = await self.request(await self._tserver(), "ledger", {"records": records})
         return answer if isinstance(answer, dict) else {}
 
     # -- faults ----------------------------------------------------------------------
@@ -751,10 +775,11 @@ class ClusterHandle:
         """
         if not overload:
             check_load_rate(rate)
-        await self.request(self._tserver(), "generate", {"rate": rate, "duration": duration})
+        tserver = await self._tserver()
+        await self.request(tserver, "generate", {"rate": rate, "duration": duration})
 
     async def stop_load(self) -> None:
-        await self.request(self._tserver(), "stop_generator", {})
+        await self.request(await self._tserver(), "stop_generator", {})
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         """A live option change through the Configuration Server."""

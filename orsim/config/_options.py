@@ -310,6 +310,26 @@ ADDP_TRACE: Option[str] = Option(
     ),
 )
 
+RECONNECT_TIMEOUT: Option[float] = Option(
+    section=CONNECTION,
+    key="reconnect-timeout",
+    parse=Number("seconds"),
+    # Genesys' reconnect-tout (T-Server extrouter section): "the time interval after
+    # which a remote T-Server attempts to connect to this T-Server after an unsuccessful
+    # attempt or a lost connection", default 5 seconds:
+    # https://docs.genesys.com/Documentation/TS/8.1.1/TSCSTA/TCExtrouterSection
+    default="5",
+    unit="s",
+    set_in="connection",
+    applies_to="any",
+    effect=(
+        "A link to a server with a backup (a redundant T-Server or URS): once lost, or "
+        "after a failed attempt, the next attempt waits this long and goes to the other "
+        "server of the pair, alternating. A server without a backup is retried at once, "
+        "then with a backoff up to 1 s (orsim's own)."
+    ),
+)
+
 #: Every definition, in the order ``orsim config options`` and the README list them.
 OPTIONS: tuple[Option[Any], ...] = (
     CALL_WATCHING_TIMEOUT,
@@ -331,6 +351,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     ADDP_TIMEOUT,
     ADDP_REMOTE_TIMEOUT,
     ADDP_TRACE,
+    RECONNECT_TIMEOUT,
 )
 #: The parameters of a connections-list entry, in order.
 CONNECTION_OPTIONS = tuple(o for o in OPTIONS if o.set_in == "connection")

@@ -114,6 +114,7 @@ from orsim.wire import (
     encode,
     frame_totals,
     on,
+    open_connection,
     serve_app,
     when,
 )
@@ -849,38 +850,59 @@ class OrsNode:
         on_push: PushHandler | None = None,
         handler: RequestHandler | None = None,
     ) -> None:
-        """Keep one connection to ``server``: connect, register (``up``), reconnect when lost."""
+        """Keep one connection to ``server``: connect, register (``up``), reconnect when lost.
+
+        A server with a backup (a redundant T-Server or URS) is tried in turn with it:
+        after a lost link or a failed attempt the next attempt waits the connection's
+        ``reconnect-timeout`` and goes to the other one (reference section 8: "the
+        application makes alternate attempts", ADDP). A lone server is retried at once.
+        """
         s = self.settings
+        pair, turn = server.pair(), 0
         while True:
-            conn = await connect_with_retry(
-                self.network,
-                [(server.address, server.port)],
-                app=s.app,
-                app_type=s.app_type,
-                timeout=math.inf,
-                what=f"{kind} {server.name}",
-                addp_timeout=server.addp_timeout,
-                addp_remote_timeout=server.addp_remote_timeout,
-                addp_trace=server.addp_trace,
-                on_push=on_push,
-                handler=handler,
-            )
+            target = pair[turn % len(pair)]
+            if len(pair) == 1:
+                conn = await connect_with_retry(
+                    self.network, [(target.address, target.port)], app=s.app,
+                    app_type=s.app_type, timeout=math.inf, what=f"{kind} {target.name}",
+                    addp_timeout=server.addp_timeout,
+                    addp_remote_timeout=server.addp_remote_timeout,
+                    addp_trace=server.addp_trace, on_push=on_push, handler=handler,
+                )  # fmt: skip
+            else:
+                try:  # one attempt, as long as a handshake may take
+                    conn = await open_connection(
+                        self.network, target.address, target.port, app=s.app,
+                        app_type=s.app_type, addp_timeout=server.addp_timeout,
+                        addp_remote_timeout=server.addp_remote_timeout,
+                        addp_trace=server.addp_trace, on_push=on_push, handler=handler,
+                        timeout=_register_timeout(target),
+                    )  # fmt: skip
+                except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
+                    self.log.warning("server_unreachable", server=target.name, error=str(exc))
+                    await trio.sleep(server.reconnect_timeout)
+                    turn += 1
+                    continue
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
                 try:
                     await up(conn)
-                    self.log.info("server_connected", server=server.name, kind=kind)
+                    self.log.info("server_connected", server=target.name, kind=kind)
                     await conn.closed.wait()
                 except (
                     ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
                 ) as exc:  # fmt: skip
-                    self.log.warning("server_register_failed", server=server.name, error=str(exc))
+                    self.log.warning("server_register_failed", server=target.name, error=str(exc))
                 finally:
                     down()
                     nursery.cancel_scope.cancel()
             await conn.aclose()
-            self.log.warning("server_lost", server=server.name, reason=conn.close_reason)
-            await trio.sleep(0.05)
+            self.log.warning("server_lost", server=target.name, reason=conn.close_reason)
+            if len(pair) == 1:
+                await trio.sleep(0.05)
+            else:
+                await trio.sleep(server.reconnect_timeout)
+                turn += 1
 
 
 def _register_timeout(server: Endpoint) -> float:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
             args,
             app_type="RoutingServer",
             accepted_types=("RoutingServer",),
-            build=UrsServer.from_application,
+            build=lambda app, _twin: UrsServer.from_application(app),
         )
 
     return run_server(main)
