@@ -185,6 +185,36 @@ class ClusterHandle:
             )
         if key is not None and not key.strip():
             raise UsageError("the cluster key is empty")
+        attempts = AUTO_PORT_ATTEMPTS if ports == "auto" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await cls._up_once(
+                    config_path, run_dir, ports, progress, confserv_port=confserv_port,
+                    ready_timeout=ready_timeout, store=store, host=host, key=key,
+                )  # fmt: skip
+            except (ClusterError, BaseExceptionGroup) as exc:
+                # Ports picked free can be taken by another program before a server
+                # binds them: with ports of its own choosing, the launcher picks again.
+                if attempt == attempts or not _port_taken(exc):
+                    raise
+                _notify(progress, "cluster", "a port was taken meanwhile: picking others")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _up_once(
+        cls,
+        config_path: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str] | None,
+        ports: str,
+        progress: Progress | None,
+        *,
+        confserv_port: int | None,
+        ready_timeout: float,
+        store: str | None,
+        host: str | None,
+        key: str | None,
+    ) -> ClusterHandle:
+        """One try of ``up`` (``ports`` already checked)."""
         rundir = RunDir.at(run_dir)
         # The fork server imports orsim on another core while the database is checked.
         forks = ForkServer.start()
@@ -1006,6 +1036,18 @@ def _redis_to_run(db: ConfigDatabase, *, auto: bool) -> list[RedisServer]:
 def _notify(progress: Progress | None, app: str, state: str) -> None:
     if progress is not None:
         progress(app, state)
+
+
+#: Tries of ``up --ports auto`` when a port it picked is taken before it is bound.
+AUTO_PORT_ATTEMPTS = 3
+
+
+def _port_taken(exc: BaseException) -> bool:
+    """Whether a start-up failed because a port was in use (a process said so), and for
+    nothing else: every failure of a group must be that one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_port_taken(e) for e in exc.exceptions)
+    return isinstance(exc, ClusterError) and "already in use" in str(exc)
 
 
 def _free_ports(count: int) -> list[int]:
