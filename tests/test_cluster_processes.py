@@ -74,3 +74,43 @@ async def test_primary_failure_under_load_loses_no_call(tmp_path: Path, signal: 
             await cluster.wait_for(lambda s: mode_of(s, "ORS_1") == "backup", timeout=20)
     finally:
         await cluster.down()
+
+
+async def test_ports_picked_free_then_taken_are_picked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up --ports auto` picks free ports, but another program may bind one before the
+    server does (seen when test runs share a machine: "Address already in use" from the
+    proxy). The launcher then picks others and the cluster comes up."""
+    import socket
+
+    from orsim.cluster import _handle
+
+    held: list[socket.socket] = []
+    real = _handle._free_ports
+    picks = 0
+
+    def first_pick_taken(count: int) -> list[int]:
+        nonlocal picks
+        picks += 1
+        ports = real(count)
+        if picks == 1:  # someone else listens on every port of the first pick
+            for port in ports:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                held.append(sock)
+        return ports
+
+    monkeypatch.setattr(_handle, "_free_ports", first_pick_taken)
+    try:
+        cluster = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
+        try:
+            status = await cluster.status()
+            assert {a["app"]: a["mode"] for a in status["apps"]}["ORS_1"] == "primary"
+            assert picks == 2
+        finally:
+            await cluster.down()
+    finally:
+        for sock in held:
+            sock.close()

@@ -60,7 +60,10 @@ class Watched:
             self.applied.set()
 
 
-CASES = {
+_Case = tuple[
+    str, Callable[[Application], Any], tuple[str, ...], tuple[str, str, str], Callable[[Any], bool]
+]
+CASES: dict[str, _Case] = {
     "tserver": (
         "SIP_Server", TServer.from_application, ("SIPServer", "TServer"),
         ("TServer", "router-timeout", "5"), lambda s: s.router_timeout == 5.0,
@@ -86,7 +89,7 @@ async def test_option_change_applied_after_confserv_restart(
     watched: list[Watched] = []
     built = trio.Event()
 
-    def build_watched(application: Application) -> Watched:
+    def build_watched(application: Application, _twin: Application | None) -> Watched:
         watched.append(Watched(build(application), done))
         built.set()
         return watched[-1]

@@ -137,6 +137,14 @@ MESSAGES: dict[type[Record], st.SearchStrategy[Record]] = {
     tserver.MadeCall: st.builds(tserver.MadeCall, text, text, number, number),
     tserver.Generate: st.builds(tserver.Generate, number, st.none() | number, st.none() | text),
     tserver.StopGenerator: st.just(tserver.StopGenerator()),
+    tserver.Follow: st.builds(tserver.Follow, st.booleans()),
+    tserver.Role: st.builds(tserver.Role, text, integer),
+    tserver.LedgerOps: st.builds(
+        tserver.LedgerOps,
+        integer,
+        st.lists(st.lists(st.none() | integer | number | text, max_size=6), max_size=4).map(tuple),
+    ),
+    tserver.ReplicaAck: st.builds(tserver.ReplicaAck, integer),
     tserver.Stopped: st.builds(tserver.Stopped, st.booleans()),
     tserver.Ledger: st.builds(
         tserver.Ledger, st.none() | st.booleans(), st.none() | integer, st.none() | integer

@@ -368,6 +368,7 @@ class NodeCores(RuleBasedStateMachine):
         for peer in APPS:
             if peer != name and self.procs.get(peer) and self.linked(name, peer):
                 self.link_up(name, peer)
+        self._registered(name)
 
     def advance(self, dt: float) -> None:
         """Let ``dt`` pass: every core's deadlines, in time order (a discrete-event clock)."""
@@ -431,6 +432,21 @@ class NodeCores(RuleBasedStateMachine):
                                           if p.pending and p.alive]))  # fmt: skip
         proc = self.procs[name]
         self.complete(proc, data.draw(st.sampled_from(proc.pending)))
+        self.pump()
+
+    @precondition(lambda self: any(p.alive and _creations(p) for p in self.procs.values()))
+    @rule(data=st.data(), applied=st.booleans())
+    def a_session_write_goes_unanswered(self, data: st.DataObject, applied: bool) -> None:
+        """The store's answer to a creation misses its deadline (the application or the
+        store stalled): the write may have happened all the same."""
+        name = data.draw(st.sampled_from([n for n, p in self.procs.items()
+                                          if p.alive and _creations(p)]))  # fmt: skip
+        proc = self.procs[name]
+        cmd = data.draw(st.sampled_from(_creations(proc)))
+        proc.pending.remove(cmd)
+        if applied:
+            self.store.write(cmd.session, cmd.create)
+        self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNANSWERED))
         self.pump()
 
     @precondition(lambda self: any(p.pending and p.alive for p in self.procs.values()))
@@ -498,8 +514,19 @@ class NodeCores(RuleBasedStateMachine):
     def cut_tserver(self, name: str, cut: bool) -> None:
         if cut:
             self.ts_cut.add(name)
-        else:
+        elif name in self.ts_cut:
             self.ts_cut.discard(name)
+            self._registered(name)
+
+    def _registered(self, name: str) -> None:
+        """``name`` (re)registered at the T-Server: as the T-Server does, it is told again
+        of every call still waiting at the routing point (``redelivered``)."""
+        if not self.ts_ok(name):
+            return
+        for call in self.calls:
+            if call not in self.ts.routed:
+                self.deliver(name, RouteRequested(call, "5000", redelivered=True))
+        self.pump()
 
     @rule()
     def addp_detects_silence(self) -> None:
@@ -562,7 +589,7 @@ class NodeCores(RuleBasedStateMachine):
         """Faults stop: heal, resume, restart; then every call is routed exactly once and
         each Node has one primary."""
         healed, self.cut = list(self.cut), set()
-        self.ts_cut.clear()
+        ts_healed, self.ts_cut = self.ts_cut, set()
         for name in APPS:
             if self.procs[name].hung:
                 self._resume(name)
@@ -571,6 +598,8 @@ class NodeCores(RuleBasedStateMachine):
             if self.procs[a].responsive and self.procs[b].responsive:
                 self.link_up(a, b)
                 self.pump()
+        for name in sorted(ts_healed):
+            self._registered(name)
         for _ in range(20):  # a while before the dead are restarted: the survivors act
             self._detect()
             self._answer_all()
@@ -600,6 +629,15 @@ class NodeCores(RuleBasedStateMachine):
         event(f"stale refusals: {_bucket(self.ts.stale)}")
         event(f"adopted by R: {_bucket(self.procs['R'].core.sessions_adopted)}")
         event(f"routed by R: {_bucket(sum(a == 'R' for a, _ in self.ts.routed.values()))}")
+
+
+def _creations(proc: Proc) -> list[WriteSession]:
+    """The first tries of session creations ``proc`` waits on the store for. (A second
+    try waits until the store answers again: one that is not answered either means the
+    store is away for this application, a fault this model does not make.)"""
+    return [
+        c for c in proc.pending if isinstance(c, WriteSession) and c.create and not c.wait_for_store
+    ]
 
 
 def _bucket(n: int) -> str:

@@ -165,7 +165,8 @@ async def test_server_survives_garbage_half_frames_and_huge_headers(nursery: tri
 async def test_addp_detects_silent_peer_in_virtual_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A peer that goes silent is declared lost within its addp-timeout."""
+    """A peer that goes silent is declared lost within twice its addp-timeout (a poll
+    after T of silence, T more for its answer: see test_wire_addp.py)."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
@@ -187,7 +188,7 @@ async def test_addp_detects_silent_peer_in_virtual_time(
             net.hang("S")
             start = trio.current_time()
             await c.closed.wait()
-            assert trio.current_time() - start <= 3.0
+            assert trio.current_time() - start <= 6.0
             with pytest.raises(ConnectionLost):
                 await c.request("echo")
         nursery.cancel_scope.cancel()

@@ -202,6 +202,36 @@ class ClusterHandle:
             )
         if key is not None and not key.strip():
             raise UsageError("the cluster key is empty")
+        attempts = AUTO_PORT_ATTEMPTS if ports == "auto" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await cls._up_once(
+                    config_path, run_dir, ports, progress, confserv_port=confserv_port,
+                    ready_timeout=ready_timeout, store=store, host=host, key=key,
+                )  # fmt: skip
+            except (ClusterError, BaseExceptionGroup) as exc:
+                # Ports picked free can be taken by another program before a server
+                # binds them: with ports of its own choosing, the launcher picks again.
+                if attempt == attempts or not _port_taken(exc):
+                    raise
+                _notify(progress, "cluster", "a port was taken meanwhile: picking others")
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _up_once(
+        cls,
+        config_path: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str] | None,
+        ports: str,
+        progress: Progress | None,
+        *,
+        confserv_port: int | None,
+        ready_timeout: float,
+        store: str | None,
+        host: str | None,
+        key: str | None,
+    ) -> ClusterHandle:
+        """One try of ``up`` (``ports`` already checked)."""
         rundir = RunDir.at(run_dir)
         # The fork server imports orsim on another core while the database is checked.
         forks = ForkServer.start()
@@ -480,11 +510,28 @@ class ClusterHandle:
         """
         return message.answer(await self.request(app, message.METHOD, message.to_json(), timeout))
 
-    def _tserver(self) -> str:
-        for entry in self.manifest.apps:
-            if entry.type in TSERVER_TYPES:
-                return entry.app
-        raise ClusterError("this cluster has no T-Server/SIP Server")
+    def _tservers(self) -> list[AppEntry]:
+        """The T-Servers, the configured primary of a redundant pair first."""
+        found = [e for e in self.manifest.apps if e.type in TSERVER_TYPES]
+        if not found:
+            raise ClusterError("this cluster has no T-Server/SIP Server")
+        return sorted(found, key=lambda e: e.primary is not None)
+
+    async def _tserver(self) -> str:
+        """The T-Server that acts: the one of a redundant pair that says it is primary
+        (its twin holds the same ledger, but takes no load), else the first."""
+        entries = self._tservers()
+        if len(entries) > 1:
+            for entry in entries:
+                try:
+                    answer = await self._request_at(
+                        entry.host, entry.private_port, "status", timeout=STATUS_TIMEOUT
+                    )
+                except _UNANSWERED:
+                    continue
+                if isinstance(answer, dict) and answer.get("mode") == "primary":
+                    return entry.app
+        return entries[0].app
 
     # -- observing ----------------------------------------------------------------
 
@@ -537,19 +584,26 @@ class ClusterHandle:
                 answer = None
             answers[entry.app] = answer if isinstance(answer, dict) else None
 
-        async def ask_ledger() -> None:
+        async def ask_ledger(entry: AppEntry) -> None:
             nonlocal ledger
             try:
-                entry = self.manifest.entry(self._tserver())
                 answer = await self._request_at(entry.host, entry.private_port, "ledger")
                 ledger = LedgerReport.from_json(answer).counts
             except (*_UNANSWERED, RequestRefused):  # RequestRefused: a malformed ledger
                 return
 
+        tservers = [e for e in self.manifest.apps if e.type in TSERVER_TYPES]
+        tservers.sort(key=lambda e: e.primary is not None)
         async with trio.open_nursery() as nursery:
             for entry in self.manifest.apps:
                 nursery.start_soon(ask, entry)
-            nursery.start_soon(ask_ledger)
+            if len(tservers) == 1:
+                nursery.start_soon(ask_ledger, tservers[0])
+        if len(tservers) > 1:
+            # A redundant pair: the ledger of the twin that says it is primary (the
+            # backup's may be catching up, or stale once cut off).
+            acting = [e for e in tservers if (answers.get(e.app) or {}).get("mode") == "primary"]
+            await ask_ledger((acting or tservers)[0])
         return cluster_status(self.manifest, answers, pids, processes, ledger)
 
     async def wait_for(
@@ -564,7 +618,7 @@ class ClusterHandle:
 
     async def ledger(self, records: bool = False) -> LedgerReport:
         """The T-Server's call ledger."""
-        return await self.call(self._tserver(), Ledger(records))
+        return await self.call(await self._tserver(), Ledger(records))
 
     # -- faults ----------------------------------------------------------------------
 
@@ -772,10 +826,10 @@ class ClusterHandle:
         """
         if not overload:
             check_load_rate(rate)
-        await self.call(self._tserver(), Generate(rate, duration))
+        await self.call(await self._tserver(), Generate(rate, duration))
 
     async def stop_load(self) -> None:
-        await self.call(self._tserver(), StopGenerator())
+        await self.call(await self._tserver(), StopGenerator())
 
     async def set_option(self, object: str, section: str, key: str, value: str) -> None:
         """A live option change through the Configuration Server."""
@@ -998,6 +1052,18 @@ def _redis_to_run(db: ConfigDatabase, *, auto: bool) -> list[RedisServer]:
 def _notify(progress: Progress | None, app: str, state: str) -> None:
     if progress is not None:
         progress(app, state)
+
+
+#: Tries of ``up --ports auto`` when a port it picked is taken before it is bound.
+AUTO_PORT_ATTEMPTS = 3
+
+
+def _port_taken(exc: BaseException) -> bool:
+    """Whether a start-up failed because a port was in use (a process said so), and for
+    nothing else: every failure of a group must be that one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_port_taken(e) for e in exc.exceptions)
+    return isinstance(exc, ClusterError) and "already in use" in str(exc)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -125,7 +125,7 @@ def confserv_place(db: ConfigDatabase) -> tuple[str | None, str]:
     loopback, on no topology host.
     """
     for app in launched_apps(db):
-        if app.type in TSERVER_TYPES:
+        if app.type in TSERVER_TYPES and not app.is_backup:
             return app.host, app.address
     return None, LOOPBACK
 

@@ -75,6 +75,7 @@ from orsim.config._options import LOG_VERBOSE as LOG_VERBOSE
 from orsim.config._options import OPTIONS as OPTIONS
 from orsim.config._options import PEER_ADDP_TIMEOUT as PEER_ADDP_TIMEOUT
 from orsim.config._options import PEER_HEARTBEAT as PEER_HEARTBEAT
+from orsim.config._options import RECONNECT_TIMEOUT as RECONNECT_TIMEOUT
 from orsim.config._options import ROUTER_TIMEOUT as ROUTER_TIMEOUT
 from orsim.config._options import ROUTING_POINTS as ROUTING_POINTS
 from orsim.config._options import STORE as STORE
@@ -109,6 +110,7 @@ __all__ = [
     "OPTIONS",
     "PEER_ADDP_TIMEOUT",
     "PEER_HEARTBEAT",
+    "RECONNECT_TIMEOUT",
     "ROUTER_TIMEOUT",
     "ROUTING_POINTS",
     "STORE",

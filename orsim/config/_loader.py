@@ -23,6 +23,7 @@ from orsim.config._effective import (
 )
 from orsim.config._model import (
     APP_TYPES,
+    TSERVER_TYPES,
     AppConnection,
     Application,
     ConfigDatabase,
@@ -44,6 +45,8 @@ from orsim.config._options import (
     ADDP_TIMEOUT,
     ADDP_TRACE,
     CONNECTION_OPTIONS,
+    RECONNECT_TIMEOUT,
+    ROUTING_POINTS,
     STORE,
 )
 from orsim.config._yaml_source import (
@@ -54,6 +57,9 @@ from orsim.config._yaml_source import (
     yaml_error_message,
 )
 from orsim.errors import ConfigError
+
+#: The Application type of a URS.
+URS_TYPE = "RoutingServer"
 
 #: DBIDs are numbered per object kind in file order from here, as Configuration Server does.
 FIRST_DBID = 101
@@ -206,6 +212,7 @@ class _Checker:
         transactions = self.transactions(top.get("transactions"), tenants, list_tenant)
         apps = self.backups(apps)
         self.connections(apps)
+        self.twins(apps)
         for name in sorted(set(apps) & set(transactions)):
             self.problem(
                 ("transactions", name),
@@ -364,6 +371,7 @@ class _Checker:
             self.parameter(item, ADDP_TIMEOUT, path),
             self.parameter(item, ADDP_REMOTE_TIMEOUT, path),
             self.parameter(item, ADDP_TRACE, path),
+            self.parameter(item, RECONNECT_TIMEOUT, path),
         )
 
     def parameter(self, item: dict[str, object], option: Option[T], path: Path) -> T:
@@ -491,6 +499,36 @@ class _Checker:
                 if problem is not None:
                     self.problem(path, problem)
 
+    def twins(self, apps: Mapping[str, Application]) -> None:
+        """Redundant T-Servers and URSes (reference section 8): a client lists the
+        primary and finds its twin through the ``backup`` link, so a connection to the
+        backup itself is an error; a T-Server's twin serves the same routing points,
+        or the routers' registrations would fail after a switch."""
+        for app in apps.values():
+            for index, conn in enumerate(app.connections):
+                server = apps.get(conn.server)
+                if server is None or server.type not in (*TSERVER_TYPES, URS_TYPE):
+                    continue
+                if server.primary is not None:
+                    self.problem(
+                        ("applications", app.name, "connections", index),
+                        f"'{server.name}' is the backup of '{server.primary}': connect to the "
+                        f"primary; a client finds its backup through the backup link and "
+                        "alternates between the two (reconnect-timeout)",
+                    )
+            twin = apps.get(app.backup) if app.backup else None
+            if twin is None or app.type not in TSERVER_TYPES or twin.type != app.type:
+                continue
+            ours = ROUTING_POINTS.read_section(app.options)
+            theirs = ROUTING_POINTS.read_section(twin.options)
+            if ours != theirs:
+                self.problem(
+                    ("applications", twin.name, "options", ROUTING_POINTS.section),
+                    f"backup '{twin.name}' serves routing points {_points(theirs)} but its "
+                    f"primary '{app.name}' serves {_points(ours)}; a hot-standby T-Server "
+                    "must serve the same ones (the routers register on them after a switch)",
+                )
+
     def members(
         self, members: Mapping[str, str], apps: Mapping[str, Application], path: Path
     ) -> list[str]:
@@ -612,6 +650,10 @@ class _Checker:
                     f"'{first.name}' uses {_repr(first_store)}; every Node of {label} must use "
                     "the same persistent storage (persistence/store)",
                 )
+
+
+def _points(points: Mapping[str, str]) -> str:
+    return ", ".join(sorted(points)) if points else "none"
 
 
 def _loopback(address: str) -> bool:

@@ -10,7 +10,13 @@ from typing import Any
 
 import attrs
 
-from orsim.config._options import ADDP_REMOTE_TIMEOUT, ADDP_TIMEOUT, ADDP_TRACE, CLUSTER
+from orsim.config._options import (
+    ADDP_REMOTE_TIMEOUT,
+    ADDP_TIMEOUT,
+    ADDP_TRACE,
+    CLUSTER,
+    RECONNECT_TIMEOUT,
+)
 
 #: section -> option name -> string value
 Options = dict[str, dict[str, str]]
@@ -35,6 +41,8 @@ class AppConnection:
     addp_timeout: float = ADDP_TIMEOUT.default_value
     addp_remote_timeout: float = ADDP_REMOTE_TIMEOUT.default_value
     addp_trace: str = ADDP_TRACE.default_value
+    #: Seconds between attempts to reach a server of a redundant pair (see the option).
+    reconnect_timeout: float = RECONNECT_TIMEOUT.default_value
 
 
 @attrs.frozen(kw_only=True)

@@ -174,8 +174,9 @@ CONNECTION = "connection"
 ADDP_TIMEOUT: Option[float] = Option(
     section=CONNECTION, key="addp-timeout", applies_to="any", default="0",
     parse=Number("seconds"), unit="s", blank_is_default=False, set_in="connection",
-    effect="ADDP on this link: a peer silent this long is declared lost (orsim polls after "
-    "half of it, so loss is seen within the timeout). 0: not watched.",
+    effect="ADDP on this link: after this long without a frame this side polls, and gives "
+    "the peer up if nothing arrives within as long again (loss seen between T and "
+    "2T, as in Genesys). 0: not watched.",
 )  # fmt: skip
 ADDP_REMOTE_TIMEOUT: Option[float] = Option(
     section=CONNECTION, key="addp-remote-timeout", applies_to="any", default="0",
@@ -185,8 +186,23 @@ ADDP_REMOTE_TIMEOUT: Option[float] = Option(
 ADDP_TRACE: Option[str] = Option(
     section=CONNECTION, key="addp-trace", applies_to="any", default="off",
     parse=Choice.of("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full"),
-    blank_is_default=False, simulated=False, set_in="connection",
-    effect="Kept, no effect: orsim does not trace ADDP polls.",
+    blank_is_default=False, set_in="connection",
+    effect="Which side logs its ADDP traffic: its polls (addp_poll), their answers "
+    "(addp_answer), the polls it answers (addp_polled); local/on this one, remote "
+    "the server, both/full both. A loss is always logged (addp_timeout).",
+)  # fmt: skip
+
+RECONNECT_TIMEOUT: Option[float] = Option(
+    # Genesys' reconnect-tout (T-Server extrouter section): "the time interval after
+    # which a remote T-Server attempts to connect to this T-Server after an unsuccessful
+    # attempt or a lost connection", default 5 seconds:
+    # https://docs.genesys.com/Documentation/TS/8.1.1/TSCSTA/TCExtrouterSection
+    section=CONNECTION, key="reconnect-timeout", applies_to="any", default="5",
+    parse=Number("seconds"), unit="s", set_in="connection",
+    effect="A link to a server with a backup (a redundant T-Server or URS): once lost, or "
+    "after a failed attempt, the next attempt waits this long and goes to the other "
+    "server of the pair, alternating. A server without a backup is retried at once, "
+    "then with a backoff up to 1 s (orsim's own).",
 )  # fmt: skip
 
 #: Every definition, in the order ``orsim config options`` and the README list them.
@@ -210,6 +226,7 @@ OPTIONS: tuple[Option[object], ...] = (
     ADDP_TIMEOUT,
     ADDP_REMOTE_TIMEOUT,
     ADDP_TRACE,
+    RECONNECT_TIMEOUT,
 )
 #: The parameters of a connections-list entry, in order.
 CONNECTION_OPTIONS = tuple(o for o in OPTIONS if o.set_in == "connection")

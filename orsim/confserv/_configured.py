@@ -60,10 +60,13 @@ async def serve_configured(
     *,
     app_type: str,
     accepted_types: tuple[str, ...],
-    build: Callable[[Application], ConfiguredServer],
+    build: Callable[[Application, Application | None], ConfiguredServer],
 ) -> None:
     """Fetch ``args.app`` from the Configuration Server, serve it, apply live changes
     (reconnecting to a restarted Configuration Server to keep getting them).
+
+    ``build`` gets the Application and its twin of a redundant pair (the ``backup`` it
+    names, or the primary whose backup it is; None: it has none).
 
     Raises:
         UnreachableError: no Configuration Server answered within ``--connect-timeout``.
@@ -83,7 +86,9 @@ async def serve_configured(
                     f"application {app.name!r} is of type {app.type}; this command serves "
                     + " or ".join(accepted_types)
                 )
-            server = build(app)
+            twin_name = app.backup or app.primary
+            twin = await client.get_application(twin_name) if twin_name else None
+            server = build(app, twin)
             await nursery.start(partial(server.serve, network, port=listen_port))
             await apply_changes(client, app.name, server.apply_options)
         await follow_application(
@@ -99,7 +104,7 @@ def add_configured_command(
     description: str,
     app_type: str,
     accepted_types: tuple[str, ...],
-    build: Callable[[Application], ConfiguredServer],
+    build: Callable[[Application, Application | None], ConfiguredServer],
 ) -> None:
     """``orsim NAME -host H -port P -app A``: a server process that ``serve_configured``
     runs until a signal stops it (the T-Server's and the URS's command)."""

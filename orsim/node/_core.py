@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 import attrs
 
@@ -133,6 +134,8 @@ __all__ = [
 OTHER_NODES_EVERY = 8
 #: How many recently routed call ids a node remembers (to skip already-served calls).
 ROUTED_MEMORY = 100_000
+#: ``session`` news kept for route requests still to come (``NodeCore._early_news``).
+EARLY_NEWS_MEMORY = 10_000
 #: Longest a graceful switchover waits for the primary's sessions to finish (s).
 SWITCHOVER_DRAIN = 3.0
 #: Longest a suspending primary waits for its partner to take over after the handover (s).
@@ -197,6 +200,9 @@ class WriteOutcome(enum.Enum):
     OWNED = "owned"  # written: the call is this Node's
     ELSEWHERE = "elsewhere"  # another Node owns the call
     UNPERSISTED = "unpersisted"  # the store is away: the call goes on unwritten
+    #: The write was sent but not answered in time (the store stalled, or this
+    #: application did): the store may hold it, or another Node's session for the call.
+    UNANSWERED = "unanswered"
     STALE = "stale"  # refused: this application's epoch is stale
 
 
@@ -346,6 +352,10 @@ class WriteSession:
 
     session: Session
     create: bool
+    #: Before writing to a store known to be away, wait for it to answer again, until
+    #: this long (s) after its outage began (the second try of a creation that the store
+    #: did not take: ``RECLAIMING``).
+    wait_for_store: float = 0.0
 
 
 @attrs.frozen
@@ -508,9 +518,17 @@ CALL_COMMANDS = (QueryCall, WriteSession, SelectTarget, SendRoute)
 # ---------------------------------------------------------------------- calls
 
 
+#: How long (s) after a store outage begins a creation it kept from the store waits
+#: for the store to answer again before its second try: a few of the guard's probes
+#: (0.2 s apart). Past that the store counts as away, and calls go on unwritten at once.
+RECLAIM_WAIT: Final = 0.5
+
+
 class Phase(enum.Enum):
     CHECKING = "checking"
     WRITING = "writing"
+    #: Creating again, once the store answers, after a write it did not answer.
+    RECLAIMING = "reclaiming"
     SELECTING = "selecting"
     ROUTING = "routing"
 
@@ -532,6 +550,9 @@ class CallState:
     writing_since: float | None = None
     #: Known from a redelivered route request (see ``RouteRequested.redelivered``).
     redelivered: bool = False
+    #: Its session was written at the second try (``RECLAIMING``): deleted if it turns
+    #: out routed already.
+    written: bool = False
 
 
 @attrs.define
@@ -573,6 +594,9 @@ class NodeCore:
     _announced: dict[str, tuple[str, float]] = attrs.Factory(dict)
     #: Sessions of recovered calls waiting for the T-Server's word (``QueryCall``).
     _recovered_sessions: dict[str, Session] = attrs.Factory(dict)
+    #: ``session`` news of calls whose route request has not arrived yet (the peer's
+    #: link was quicker than the T-Server's): call id -> the news, taken with the request.
+    _early_news: dict[str, SessionAnnounced] = attrs.Factory(dict)
     _beat: int = 0
     _next_beat: float = 0.0
     _next_orphan_round: float = 0.0
@@ -686,6 +710,13 @@ class NodeCore:
                 return self._route_requested(event, now)
             case CallRouted(call_id=call_id):
                 self._mark_handled(call_id)
+                return []
+            case SessionAnnounced(call_id=call_id) if self._is_early(call_id):
+                # Heard before the T-Server's route request (another link, another pace):
+                # kept for it, or the watch it starts would run out on a created call.
+                self._early_news[call_id] = event
+                if len(self._early_news) > EARLY_NEWS_MEMORY:
+                    del self._early_news[next(iter(self._early_news))]
                 return []
             case SessionAnnounced(call_id=call_id, pending=True):
                 # Its creator's store is slow: keep watching, for long enough that the
@@ -925,6 +956,7 @@ class NodeCore:
             return self._start_call(
                 call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
             )
+        early = self._early_news.pop(call_id, None) if self._early_news else None
         if decision.verdict is Verdict.WATCH:
             self._watched_dns[call_id] = event.dn
             if decision.deadline is not None:
@@ -941,7 +973,20 @@ class NodeCore:
             # its Assigned and its Reserved Node die before anyone does.
             expires = event.expires if event.expires is not None else math.inf
             self._unowned[call_id] = _Unowned(event.dn, now, expires)
+        if early is not None:
+            return self.handle(early, now)
         return []
+
+    def _is_early(self, call_id: str) -> bool:
+        """Whether a ``session`` push for ``call_id`` comes before its route request: the
+        call is not watched, created, remembered or over here."""
+        return not (
+            call_id in self.watcher.watches
+            or call_id in self.calls
+            or call_id in self._handled
+            or call_id in self._unowned
+            or call_id in self._announced
+        )
 
     def _start_call(
         self,
@@ -952,17 +997,13 @@ class NodeCore:
         reserved: int | None = None,
         redelivered: bool = False,
     ) -> list[Command]:
-        s = self.settings
         epoch = self.current_epoch
-        session = Session(
-            call_id=call_id,
-            node_id=s.node_id,
-            epoch=epoch,
-            dn=dn,
-            state="created",
+        session = self._created_session(
+            call_id,
+            dn,
+            epoch,
             target=recovered.target if recovered else "",
             created_at=recovered.created_at if recovered else self.wall,
-            data={"app": s.app},
         )
         self.calls[call_id] = call = CallState(
             call_id,
@@ -984,6 +1025,22 @@ class NodeCore:
             self._recovered_sessions[call_id] = session
             return [QueryCall(call_id)]
         return [WriteSession(session, create=True)]
+
+    def _created_session(
+        self, call_id: str, dn: str, epoch: int, target: str, created_at: float
+    ) -> Session:
+        """The session this application writes on creating ``call_id``."""
+        s = self.settings
+        return Session(
+            call_id=call_id,
+            node_id=s.node_id,
+            epoch=epoch,
+            dn=dn,
+            state="created",
+            target=target,
+            created_at=created_at,
+            data={"app": s.app},
+        )
 
     def _queried(self, event: CallQueried, now: float) -> list[Command]:
         call = self.calls.get(event.call_id)
@@ -1015,7 +1072,12 @@ class NodeCore:
         if state in ("routed", "lost") or call.call_id in self._handled:
             del self.calls[call.call_id]
             self._mark_handled(call.call_id)
-            return [Note("unpersisted_call_taken", (("call_id", call.call_id), ("state", state)))]
+            out: list[Command] = [
+                Note("unpersisted_call_taken", (("call_id", call.call_id), ("state", state)))
+            ]
+            if call.written:
+                out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
+            return out
         if call.target:
             call.phase = Phase.ROUTING
             return [SendRoute(call.call_id, call.target, call.epoch)]
@@ -1046,8 +1108,30 @@ class NodeCore:
             del self.calls[call.call_id]
             self.watcher.on_session_created(call.call_id)
             return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
+        reclaimed = call.phase is Phase.RECLAIMING
         call.writing_since = None
-        out: list[Command] = [self._notify(call)]
+        out: list[Command] = [] if reclaimed else [self._notify(call)]
+        away = outcome in (WriteOutcome.UNPERSISTED, WriteOutcome.UNANSWERED)
+        if away and not (reclaimed or call.redelivered or call.recovered):
+            # Without the store's word another Node may create the call too: a Reserved
+            # Node whose watch ran out while this application was stalled (found by
+            # `orsim search` with ADDP as Genesys times it). A store that has just gone
+            # away is given a moment to answer again (``WriteSession.wait_for_store``):
+            # then it says whether the call is this Node's, and the T-Server whether
+            # someone created, routed and forgot it before. Its watchers are told now,
+            # as for any creation, so that none creates it meanwhile.
+            call.phase = Phase.RECLAIMING
+            session = self._created_session(
+                call.call_id, call.dn, call.epoch, call.target, call.created_at
+            )
+            out.append(WriteSession(session, create=True, wait_for_store=RECLAIM_WAIT))
+            return out
+        if outcome is WriteOutcome.UNANSWERED:
+            outcome = WriteOutcome.UNPERSISTED
+        if outcome is WriteOutcome.OWNED and reclaimed:
+            call.phase, call.written = Phase.CHECKING, True
+            out.append(QueryCall(call.call_id))
+            return out
         if outcome is WriteOutcome.UNPERSISTED and call.redelivered:
             # Told again on (re)registering, so another Node may be carrying it on, and
             # with the store away nothing can say which (found by `orsim search`: a lone

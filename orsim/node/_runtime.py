@@ -91,7 +91,7 @@ from orsim.node._messages import (
 from orsim.node._mutations import mutated
 from orsim.node._role import Role, RoleMachine
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
-from orsim.node._store_guard import StoreGuard
+from orsim.node._store_guard import StoreGuard, StoreUnanswered
 from orsim.node._watch import Watcher
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.tserver import CallRouted as CallRoutedPush
@@ -114,6 +114,7 @@ from orsim.wire import (
     encode,
     frame_totals,
     on,
+    open_connection,
     serve_app,
     when,
 )
@@ -137,6 +138,8 @@ _CLAIM_RETRY = 0.2
 #: T-Server answers an identical route resent as the original. Each wait doubles the last,
 #: so a server slower than this (a URS thinking for seconds) is still heard.
 _ASK_AGAIN = 2.0
+#: Outcomes of a creation that count as creating the session (``_test_freeze``).
+_CREATED = (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED, WriteOutcome.UNANSWERED)
 
 
 @attrs.define(eq=False)
@@ -463,9 +466,11 @@ class OrsNode:
 
     async def _call_step(self, command: Command) -> InEvent:
         match command:
-            case WriteSession(session=session, create=create):
-                outcome = await self._write(session, create)
-                if create and outcome in (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED):
+            case WriteSession(session=session, create=create, wait_for_store=wait):
+                if wait > 0:
+                    await self.guard.wait_answering(wait)
+                outcome = await self._write(session, create, counted=not wait)
+                if create and not wait and outcome in _CREATED:
                     self._test_freeze()
                 return SessionWritten(session.call_id, outcome)
             case QueryCall(call_id=call_id):
@@ -476,7 +481,7 @@ class OrsNode:
                 return RouteAnswered(call_id, await self._route(call_id, target, epoch))
         raise AssertionError(f"not a call step: {command!r}")
 
-    async def _write(self, session: Session, create: bool) -> WriteOutcome:
+    async def _write(self, session: Session, create: bool, counted: bool = True) -> WriteOutcome:
         """Write the session. While the store is away the call goes on unpersisted (ORS
         8.1.2 and later keep routing through a store outage)."""
         try:
@@ -488,8 +493,12 @@ class OrsNode:
             return WriteOutcome.ELSEWHERE
         except StaleEpoch:
             return WriteOutcome.STALE
-        except StoreUnavailable:
-            self.guard.unpersisted += 1
+        except StoreUnavailable as exc:
+            # ``counted``: a second try (see ``WriteSession.wait_for_store``) was counted
+            # as unpersisted at its first.
+            self.guard.unpersisted += counted
+            if isinstance(exc, StoreUnanswered):
+                return WriteOutcome.UNANSWERED
             return WriteOutcome.UNPERSISTED
 
     def _test_freeze(self) -> None:
@@ -841,37 +850,59 @@ class OrsNode:
         on_push: PushHandler | None = None,
         handler: RequestHandler | None = None,
     ) -> None:
-        """Keep one connection to ``server``: connect, register (``up``), reconnect when lost."""
+        """Keep one connection to ``server``: connect, register (``up``), reconnect when lost.
+
+        A server with a backup (a redundant T-Server or URS) is tried in turn with it:
+        after a lost link or a failed attempt the next attempt waits the connection's
+        ``reconnect-timeout`` and goes to the other one (reference section 8: "the
+        application makes alternate attempts", ADDP). A lone server is retried at once.
+        """
         s = self.settings
+        pair, turn = server.pair(), 0
         while True:
-            conn = await connect_with_retry(
-                self.network,
-                [(server.address, server.port)],
-                app=s.app,
-                app_type=s.app_type,
-                timeout=math.inf,
-                what=f"{kind} {server.name}",
-                addp_timeout=server.addp_timeout,
-                addp_remote_timeout=server.addp_remote_timeout,
-                on_push=on_push,
-                handler=handler,
-            )
+            target = pair[turn % len(pair)]
+            if len(pair) == 1:
+                conn = await connect_with_retry(
+                    self.network, [(target.address, target.port)], app=s.app,
+                    app_type=s.app_type, timeout=math.inf, what=f"{kind} {target.name}",
+                    addp_timeout=server.addp_timeout,
+                    addp_remote_timeout=server.addp_remote_timeout,
+                    addp_trace=server.addp_trace, on_push=on_push, handler=handler,
+                )  # fmt: skip
+            else:
+                try:  # one attempt, as long as a handshake may take
+                    conn = await open_connection(
+                        self.network, target.address, target.port, app=s.app,
+                        app_type=s.app_type, addp_timeout=server.addp_timeout,
+                        addp_remote_timeout=server.addp_remote_timeout,
+                        addp_trace=server.addp_trace, on_push=on_push, handler=handler,
+                        timeout=_register_timeout(target),
+                    )  # fmt: skip
+                except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
+                    self.log.warning("server_unreachable", server=target.name, error=str(exc))
+                    await trio.sleep(server.reconnect_timeout)
+                    turn += 1
+                    continue
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
                 try:
                     await up(conn)
-                    self.log.info("server_connected", server=server.name, kind=kind)
+                    self.log.info("server_connected", server=target.name, kind=kind)
                     await conn.closed.wait()
                 except (
                     ConnectionLost, RequestRefused, RemoteProtocolError, trio.TooSlowError,
                 ) as exc:  # fmt: skip
-                    self.log.warning("server_register_failed", server=server.name, error=str(exc))
+                    self.log.warning("server_register_failed", server=target.name, error=str(exc))
                 finally:
                     down()
                     nursery.cancel_scope.cancel()
             await conn.aclose()
-            self.log.warning("server_lost", server=server.name, reason=conn.close_reason)
-            await trio.sleep(0.05)
+            self.log.warning("server_lost", server=target.name, reason=conn.close_reason)
+            if len(pair) == 1:
+                await trio.sleep(0.05)
+            else:
+                await trio.sleep(server.reconnect_timeout)
+                turn += 1
 
 
 def _register_timeout(server: Endpoint) -> float:

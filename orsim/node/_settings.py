@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import attrs
 
-from orsim.config import CALL_WATCHING_TIMEOUT, PEER_ADDP_TIMEOUT, PEER_HEARTBEAT, STORE
+from orsim.config import (
+    CALL_WATCHING_TIMEOUT,
+    PEER_ADDP_TIMEOUT,
+    PEER_HEARTBEAT,
+    RECONNECT_TIMEOUT,
+    STORE,
+)
 
 #: Default ADDP timeout (s) of node-to-node links when the application lists no
 #: connection to that peer.
@@ -15,13 +21,24 @@ DEFAULT_CALL_WATCHING_TIMEOUT_MS = float(CALL_WATCHING_TIMEOUT.default_value)
 
 @attrs.frozen
 class Endpoint:
-    """A server this node connects to, with the ADDP timeouts of that connection."""
+    """A server this node connects to, with the ADDP timeouts of that connection.
+
+    ``backup``: the server's twin of a redundant pair (its ``backup``), tried in turn
+    with it, ``reconnect_timeout`` seconds apart, once a link is lost or an attempt fails.
+    """
 
     name: str
     address: str
     port: int
     addp_timeout: float = 0.0
     addp_remote_timeout: float = 0.0
+    addp_trace: str = "off"
+    backup: Endpoint | None = None
+    reconnect_timeout: float = RECONNECT_TIMEOUT.default_value
+
+    def pair(self) -> tuple[Endpoint, ...]:
+        """The servers to try in turn: this one, then its backup if it has one."""
+        return (self,) if self.backup is None else (self, self.backup)
 
 
 @attrs.frozen

@@ -81,6 +81,8 @@ async def read_startup(client: ConfigReader, app_name: str, cluster_name: str | 
     await _fetch_all(client, [a.backup for a in list(apps.values()) if a.backup], apps)
     servers = [c.server for a in list(apps.values()) if a.type == ORS_TYPE for c in a.connections]
     await _fetch_all(client, servers, apps)
+    # The twins of redundant T-Servers and URSes: a lost link alternates with them.
+    await _fetch_all(client, [a.backup for a in list(apps.values()) if a.backup], apps)
     problems = check_node_cluster(app, cluster, apps)
     if problems:
         raise ConfigError(problems[0], problems)
@@ -157,11 +159,24 @@ def _endpoint(app: Application, apps: dict[str, Application], types: tuple[str, 
     for conn in app.connections:
         server = apps.get(conn.server)
         if server is not None and server.type in types:
+            twin = apps.get(server.backup) if server.backup else None
             return Endpoint(
                 name=server.name,
                 address=server.address,
                 port=server.port,
                 addp_timeout=conn.addp_timeout,
                 addp_remote_timeout=conn.addp_remote_timeout,
+                addp_trace=conn.addp_trace,
+                backup=None
+                if twin is None
+                else Endpoint(
+                    name=twin.name,
+                    address=twin.address,
+                    port=twin.port,
+                    addp_timeout=conn.addp_timeout,
+                    addp_remote_timeout=conn.addp_remote_timeout,
+                    addp_trace=conn.addp_trace,
+                ),
+                reconnect_timeout=conn.reconnect_timeout,
             )
     raise ConfigError(f"application '{app.name}' has no connection of type {' or '.join(types)}")

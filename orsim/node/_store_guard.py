@@ -45,6 +45,13 @@ MAX_PENDING_DELETES: Final = 100_000
 _PROBE_NODE: Final = 0
 _PROBE_CALL: Final = "orsim-store-probe"
 
+
+class StoreUnanswered(StoreUnavailable):
+    """An operation was sent and not answered within the deadline: the store stalled, or
+    this application did (stopped, then woken past the deadline). The store may have
+    done it, and anything else meanwhile."""
+
+
 _FAILURES = (StoreError, UnreachableError, ConnectionLost, OSError, trio.BrokenResourceError)
 
 
@@ -67,6 +74,10 @@ class StoreGuard:
     unpersisted: int = 0
     _pending: dict[tuple[int, str], int] = attrs.Factory(dict)
     _went_degraded: trio.Event = attrs.Factory(trio.Event)
+    #: Set (and replaced) each time an outage ends.
+    _recovered: trio.Event = attrs.Factory(trio.Event)
+    #: When (trio time) the current outage began.
+    _degraded_at: float = 0.0
     _log: FilteringBoundLogger = attrs.field(init=False)
     #: The store's ``answers_at_once`` (an in-memory store has one), else None.
     _at_once: Callable[[], bool] | None = None
@@ -118,16 +129,27 @@ class StoreGuard:
             error = str(exc)
         self.failures += 1
         self._degrade(what, error)
+        if error == "deadline":
+            raise StoreUnanswered(f"session store: {what} not answered within {self.deadline:g}s")
         raise StoreUnavailable(f"session store: {what} failed: {error}")
 
     def _degrade(self, what: str, error: str) -> None:
         if not self.degraded:
             self.degraded = True
+            self._degraded_at = trio.current_time()
             self.outages += 1
             self._log.warning(
                 "store_degraded", operation=what, error=error, deadline_s=self.deadline
             )
             self._went_degraded.set()
+
+    async def wait_answering(self, since_outage: float) -> bool:
+        """Wait until the store is not degraded, but not past ``since_outage`` (s) after
+        the outage began; whether it is answering."""
+        with trio.move_on_at(self._degraded_at + since_outage):
+            while self.degraded:
+                await self._recovered.wait()
+        return not self.degraded
 
     async def run(self) -> None:
         """Probe the store while it is degraded; end the outage once it answers."""
@@ -142,6 +164,8 @@ class StoreGuard:
             except StoreUnavailable:
                 continue
             self.degraded = False
+            self._recovered.set()
+            self._recovered = trio.Event()
             self._log.info("store_recovered", outages=self.outages)
             if self.on_recovered is not None:
                 await self.on_recovered()

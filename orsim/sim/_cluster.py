@@ -183,8 +183,10 @@ class SimCluster:
 
     @property
     def tserver(self) -> TServer | None:
-        """The (first) T-Server's ``TServer`` object, None while it is down."""
-        return next(iter(self.tservers.values()), None)
+        """The acting T-Server's ``TServer`` object (the primary of a redundant pair,
+        else the first running), None while none runs."""
+        running = self.tservers.values()
+        return next((t for t in running if t.mode == "primary"), next(iter(running), None))
 
     @property
     def run_id(self) -> str:
@@ -296,12 +298,14 @@ class SimCluster:
             )
             async with client, trio.open_nursery() as nursery:
                 app: Application = await client.get_application(app_name)
+                twin_name = app.backup or app.primary
+                twin = await client.get_application(twin_name) if twin_name else None
                 server: TServer | UrsServer
                 if kind == "RoutingServer":
                     server = UrsServer.from_application(app)
                     await nursery.start(partial(server.serve, view))
                 else:
-                    server = self.tservers[app_name] = TServer.from_application(app)
+                    server = self.tservers[app_name] = TServer.from_application(app, twin)
                     await nursery.start(
                         partial(server.serve, view, run_id=self.run_id, wall_at_zero=SIM_EPOCH)
                     )
@@ -423,7 +427,8 @@ class SimCluster:
     async def client(self) -> Connection:
         """A client connection to the T-Server (for making calls and reading the ledger)."""
         if self._client is None or self._client.closed.is_set():
-            tserver = self.tserver_app()
+            acting = self.tserver
+            tserver = self.tserver_app() if acting is None else acting.app
             self._client = await open_connection(
                 self.net.for_app(DRIVER_APP),
                 tserver.address,

@@ -134,8 +134,11 @@ class SimClusterHandle:
                     None if node is None else {**node.status().to_json(), "pid": sim.pids[app]}
                 )
             else:
+                tserver = sim.tservers.get(app)
+                mode = "primary" if entry.primary is None else "backup"  # a URS twin
                 answers[app] = {
-                    "app": app, "type": entry.type, "mode": "primary", "pid": sim.pids[app]
+                    "app": app, "type": entry.type,
+                    "mode": mode if tserver is None else tserver.mode, "pid": sim.pids[app],
                 }  # fmt: skip
         return cluster_status(
             self.manifest, answers, dict(sim.pids), dict(sim.processes), self._counts_or_none()

@@ -19,15 +19,19 @@ from orsim.tserver._messages import ClaimEpoch as ClaimEpoch
 from orsim.tserver._messages import EpochClaim as EpochClaim
 from orsim.tserver._messages import Fence as Fence
 from orsim.tserver._messages import Fenced as Fenced
+from orsim.tserver._messages import Follow as Follow
 from orsim.tserver._messages import Generate as Generate
 from orsim.tserver._messages import GeneratorInfo as GeneratorInfo
 from orsim.tserver._messages import Ledger as Ledger
+from orsim.tserver._messages import LedgerOps as LedgerOps
 from orsim.tserver._messages import LedgerReport as LedgerReport
 from orsim.tserver._messages import MadeCall as MadeCall
 from orsim.tserver._messages import MakeCall as MakeCall
 from orsim.tserver._messages import QueryCall as QueryCall
 from orsim.tserver._messages import Register as Register
 from orsim.tserver._messages import Registered as Registered
+from orsim.tserver._messages import ReplicaAck as ReplicaAck
+from orsim.tserver._messages import Role as Role
 from orsim.tserver._messages import Route as Route
 from orsim.tserver._messages import Routed as Routed
 from orsim.tserver._messages import RouteRequest as RouteRequest
@@ -52,16 +56,20 @@ __all__ = [
     "EpochClaim",
     "Fence",
     "Fenced",
+    "Follow",
     "Generate",
     "GeneratorInfo",
     "Ledger",
     "LedgerCounts",
+    "LedgerOps",
     "LedgerReport",
     "MadeCall",
     "MakeCall",
     "QueryCall",
     "Register",
     "Registered",
+    "ReplicaAck",
+    "Role",
     "Route",
     "RouteRefused",
     "RouteRequest",

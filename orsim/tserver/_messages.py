@@ -350,6 +350,53 @@ class Ledger(Call[LedgerReport], method="ledger"):
     limit: int | None = attrs.field(default=None, metadata=OMIT_NONE)
 
 
+# -- hot standby (a T-Server and its backup) ----------------------------------------------
+
+
+@attrs.frozen
+class Role(Record):
+    """A T-Server's role (``primary``, ``backup`` or ``starting``) and generation (how
+    many takeovers its pair has seen)."""
+
+    mode: str
+    generation: int
+
+
+@attrs.frozen
+class Follow(Call[Role], method="follow"):
+    """``follow``: the T-Server's twin asks to keep its ledger (a primary answers and
+    sends its journal from the first op); ``attach`` False only asks the role."""
+
+    attach: bool = True
+
+
+@attrs.frozen
+class LedgerOps(Notice, topic="ledger_ops"):
+    """``ledger_ops`` push, primary to backup: journal ops ``first``, ``first + 1``, ...
+    (see ``_journal``)."""
+
+    first: int
+    ops: tuple[Json, ...]
+
+    def to_json(self) -> Json:
+        return {"first": self.first, "ops": list(self.ops)}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        data = json_object(data)
+        ops = data.get("ops")
+        if not isinstance(ops, list):
+            raise RequestRefused("bad_request", "ops must be a list")
+        return cls(param(data, "first", int), tuple(ops))
+
+
+@attrs.frozen
+class ReplicaAck(Notice, topic="replica_ack"):
+    """``replica_ack`` push, backup to primary: every op up to ``seq`` is applied."""
+
+    seq: int
+
+
 # -- status ------------------------------------------------------------------------------
 
 
@@ -382,7 +429,9 @@ class GeneratorInfo(Record):
 
 @attrs.frozen(kw_only=True)
 class TServerStatus(AppStatus):
-    """The T-Server's ``status`` answer (field names are a contract: SPEC.md section 4)."""
+    """The T-Server's ``status`` answer (field names are a contract: SPEC.md section 4).
+
+    ``mode`` is ``primary``, ``backup`` or ``starting`` (a T-Server with a twin)."""
 
     clients: tuple[TServerClientInfo, ...]
     calls: CallCounts

@@ -23,12 +23,15 @@ timer wake-up per call.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import attrs
 import trio
@@ -42,8 +45,9 @@ from orsim.config import (
     Application,
     Options,
 )
-from orsim.errors import ConfigError, ConnectionLost
+from orsim.errors import ConfigError, ConnectionLost, RemoteProtocolError
 from orsim.logs import get_logger
+from orsim.tserver._journal import BadOp, GeneratorRun, LedgerJournal
 from orsim.tserver._ledger import CallLedger, CallRecord, EpochTaken, RouteRefused
 from orsim.tserver._messages import (
     CallCounts,
@@ -53,15 +57,19 @@ from orsim.tserver._messages import (
     EpochClaim,
     Fence,
     Fenced,
+    Follow,
     Generate,
     GeneratorInfo,
     Ledger,
+    LedgerOps,
     LedgerReport,
     MadeCall,
     MakeCall,
     QueryCall,
     Register,
     Registered,
+    ReplicaAck,
+    Role,
     Route,
     Routed,
     RouteRequest,
@@ -77,14 +85,20 @@ from orsim.wire import (
     Network,
     Notice,
     Push,
+    PushTable,
+    Record,
     RequestRefused,
     Status,
     StatusReport,
     encode,
     frame_totals,
     on,
+    open_connection,
     serve_app,
+    when,
 )
+
+R = TypeVar("R", bound=Record)
 
 DEFAULT_ROUTER_TIMEOUT = ROUTER_TIMEOUT.default_value
 #: Pushes waiting for one client. Beyond this the client is not reading (stopped or
@@ -99,6 +113,25 @@ MAX_GENERATOR_LAG = 1.0
 MAX_RECORDS_PAGE = 2000
 #: Shortest sleep of the generator between two batches of calls (s).
 GENERATOR_TICK = 0.004
+
+# -- hot standby (a T-Server with a ``backup``: see ``_journal`` and ``_twin``) -----------
+
+PRIMARY, BACKUP, STARTING = "primary", "backup", "starting"
+#: Longest a primary waits for its backup to confirm an op before it drops the backup
+#: and runs alone: a frozen or slow backup must not stall everyone's routing (no
+#: hostage). The dropped backup follows again, from the first op, once it can.
+REPLICA_ACK_TIMEOUT = 1.0
+#: Most ops one ``ledger_ops`` push carries (a frame is capped at 1 MiB).
+OPS_PER_PUSH = 500
+#: How long a configured backup T-Server, started alone, waits for its primary to
+#: answer before it takes the primary role itself.
+BACKUP_START_WAIT = 5.0
+#: How often a primary whose backup does not follow it asks its twin's role (a twin
+#: that took over while this one was cut off or frozen makes it step down).
+TWIN_PROBE = 1.0
+#: ADDP on the link between the twins (s): a hung primary is replaced within it (2 s,
+#: as orsim's peer links: short, yet safe on a busy machine).
+TWIN_ADDP_TIMEOUT = 2.0
 
 
 def routing_points_of(options: Options) -> dict[str, str]:
@@ -122,6 +155,19 @@ def default_dn_of(options: Options) -> str:
 
 #: What a client without the cluster's key may ask (they change nothing).
 OPEN_METHODS = frozenset({"status", "ledger", "query_call"})
+
+
+@attrs.define(eq=False)
+class _Follower:
+    """The backup T-Server following this primary: what it was sent and confirmed."""
+
+    conn: Connection
+    sent: int = 0
+    acked: int = 0
+    #: When ``acked`` last moved, or the backup was last caught up (trio time).
+    progress_at: float = 0.0
+    wake: trio.Event = attrs.Factory(trio.Event)
+    acked_changed: trio.Event = attrs.Factory(trio.Event)
 
 
 @attrs.define(eq=False)
@@ -167,13 +213,22 @@ class TServer:
     """One T-Server run: its options, ledger and registered clients.
 
     Create it from the Application, then run ``serve``; ``apply_options`` takes live
-    option changes.
+    option changes. With a ``partner`` (its ``backup``, or the primary it backs up) it is
+    one of a hot-standby pair: see ``_twin``.
     """
 
     app: Application
     routing_points: dict[str, str]
     router_timeout: float
     ledger: CallLedger = attrs.Factory(CallLedger)
+    #: The other T-Server of a redundant pair (None: a lone T-Server, always primary).
+    partner: Application | None = None
+    #: ``primary``, ``backup`` or ``starting`` (a twin deciding its role).
+    mode: str = PRIMARY
+    #: Takeovers the pair has seen: a twin that took over is ahead of one cut off.
+    generation: int = 0
+    #: Every ledger command goes through it (its ops are kept only with a partner).
+    journal: LedgerJournal = attrs.field(init=False)
     _clients: dict[Connection, _Client] = attrs.Factory(dict)
     _generator: _Generator | None = None
     _nursery: trio.Nursery | None = None
@@ -183,8 +238,20 @@ class TServer:
     _wake: trio.Event = attrs.Factory(trio.Event)
     _expiry_at: float = math.inf
     _rotation: int = 0
+    #: The backup following this primary (None: running alone).
+    _follower: _Follower | None = None
+    #: Route requests of new calls waiting for the backup to hold the call: (op, dn, push).
+    _held: deque[tuple[int, str, RouteRequest]] = attrs.Factory(deque)
+    #: The primary this backup follows.
+    _leader: Connection | None = None
+    #: Set while this T-Server is primary.
+    _primary: trio.Event = attrs.Factory(trio.Event)
+    #: Set once a twin has first taken a role (``serve`` reports ready then).
+    _decided: trio.Event = attrs.Factory(trio.Event)
     #: Every request the T-Server answers, with its handler.
     handlers: HandlerTable = attrs.field(init=False)
+    #: The pushes it takes (journal ops from its primary, acks from its backup).
+    pushes: PushTable = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.handlers = HandlerTable.of(
@@ -200,18 +267,31 @@ class TServer:
                 on(StopGenerator, self._stop_generating),
                 on(Ledger, self._ledger),
                 on(Status, self._status),
+                on(Follow, self._follow),
             ],
         )
+        self.pushes = PushTable.of([when(LedgerOps, self._on_ops), when(ReplicaAck, self._on_ack)])
+        self.journal = self._new_journal(self.ledger)
+        if self.partner is not None:
+            self.mode = STARTING
+        else:
+            self._primary.set()
+            self._decided.set()
+
+    def _new_journal(self, ledger: CallLedger) -> LedgerJournal:
+        return LedgerJournal(ledger, keep=self.partner is not None, on_op=self._on_op)
 
     @classmethod
-    def from_application(cls, app: Application) -> TServer:
-        """A T-Server for ``app``; ConfigError if its options are invalid."""
+    def from_application(cls, app: Application, partner: Application | None = None) -> TServer:
+        """A T-Server for ``app`` (with ``partner``, its twin of a redundant pair);
+        ConfigError if its options are invalid."""
         server = cls(
             app,
             routing_points_of(app.options),
             router_timeout_of(app.options),
+            partner=partner,
         )
-        server.ledger.default_dn = default_dn_of(app.options)
+        server.journal.set_default_dn(default_dn_of(app.options))
         if DEFAULT_REDIRECTION_LIMIT.text_in(app.options) is not None:
             get_logger(app=app.name).warning(
                 "option_not_simulated",
@@ -263,6 +343,7 @@ class TServer:
                     app_type=self.app.type,
                     handler=self.handlers.handle,
                     inline_handler=self.handlers,
+                    on_push=self.pushes,
                     on_disconnect=self._on_disconnect,
                     open_methods=OPEN_METHODS,
                 )
@@ -272,7 +353,11 @@ class TServer:
                 port=bound,
                 routing_points=list(self.routing_points),
                 router_timeout=self.router_timeout,
+                twin=None if self.partner is None else self.partner.name,
             )
+            if self.partner is not None:
+                nursery.start_soon(self._twin, network, self.partner)
+                await self._decided.wait()  # ready: primary, or following its twin
             task_status.started(bound)
         raise AssertionError("serve_app returned")  # pragma: no cover
 
@@ -297,7 +382,8 @@ class TServer:
             log.info(
                 "option_applied", section=DEFAULT_DN.section, key=DEFAULT_DN.key, value=default_dn
             )
-            self.ledger.default_dn = default_dn
+            if self.mode == PRIMARY:  # a backup takes its primary's (a journal op)
+                self.journal.set_default_dn(default_dn)
         points = routing_points_of(options)
         if points != self.routing_points:
             log.info("option_applied", section=ROUTING_POINTS.section, value=points)
@@ -327,10 +413,15 @@ class TServer:
         """Create a call on routing point ``dn`` and send its route request."""
         now = self.now()
         call_id = f"{self.app.name}-{self._run_id}-{next(self._seq)}"
-        record = self.ledger.create(call_id, dn, now, now + self.router_timeout)
+        record = self.journal.create(call_id, dn, now, now + self.router_timeout)
         if record.deadline - self._offset < self._expiry_at:
             self._wake.set()
-        self._push_to(dn, _request_of(record))
+        if self._follower is None:
+            self._push_to(dn, _request_of(record))
+        else:
+            # Nobody hears of the call before the backup holds it: a call offered to
+            # routers must survive this primary (the ledger stays whole).
+            self._held.append((self.journal.seq, dn, _request_of(record)))
         return record
 
     def _push_to(self, dn: str, notice: Notice, but: str | None = None) -> None:
@@ -345,6 +436,8 @@ class TServer:
     async def _expire_calls(self) -> NoReturn:
         log = get_logger(app=self.app.name)
         while True:
+            if self.mode != PRIMARY:  # a backup's calls expire by its primary's ops
+                await self._primary.wait()
             self._wake = trio.Event()
             deadline = self.ledger.next_deadline()
             self._expiry_at = math.inf if deadline is None else deadline - self._offset
@@ -354,7 +447,9 @@ class TServer:
             if scope.cancelled_caught and deadline is not None:
                 # Float rounding must not leave the due call in place (a busy loop).
                 now = max(now, deadline)
-            for record in self.ledger.expire(now):
+            if self.mode != PRIMARY:
+                continue
+            for record in self.journal.expire(now):
                 if record.state == "lost":
                     log.info("call_lost", call_id=record.call_id, dn=record.dn)
                 else:
@@ -396,6 +491,9 @@ class TServer:
     # -- connections -------------------------------------------------------------
 
     async def _on_disconnect(self, conn: Connection) -> None:
+        follower = self._follower
+        if follower is not None and follower.conn is conn:
+            self._drop_follower("link closed")
         client = self._clients.pop(conn, None)
         if client is not None:
             get_logger(app=self.app.name).info(
@@ -404,7 +502,14 @@ class TServer:
 
     # -- requests ----------------------------------------------------------------
 
+    def _check_primary(self) -> None:
+        """Refuse a command to a T-Server that is not primary (its twin serves)."""
+        if self.mode != PRIMARY:
+            twin = "" if self.partner is None else f"; its twin is {self.partner.name}"
+            raise RequestRefused("not_primary", f"{self.app.name} is {self.mode}{twin}")
+
     def _register(self, conn: Connection, request: Register) -> Registered:
+        self._check_primary()
         app = conn.peer_app if request.app is None else request.app
         node_id = request.node_id
         dns = list(request.dns) or list(self.routing_points)
@@ -421,9 +526,12 @@ class TServer:
         # Calls already waiting on these routing points are told to the new client too: a
         # router that (re)connects while a call waits (its link cut by a partition, or a
         # frozen process whose link was dropped) would otherwise never hear of it, and
-        # nobody else may be left to route it (found by `orsim search`).
+        # nobody else may be left to route it (found by `orsim search`). So is a router
+        # that comes over from a T-Server that died: its twin holds the same calls. A
+        # call its backup does not hold yet is told once it does.
         now = self.now()
-        waiting = self.ledger.waiting(dns, now)
+        held = {push.call_id for _, _, push in self._held}
+        waiting = [r for r in self.ledger.waiting(dns, now) if r.call_id not in held]
         for record in waiting:
             told = RouteRequest(record.call_id, record.dn, record.created_at, record.deadline,
                                 redelivered=True, waited=now - record.created_at)  # fmt: skip
@@ -434,10 +542,11 @@ class TServer:
         )  # fmt: skip
         return Registered(tuple(sorted(client.dns)))
 
-    def _fence(self, conn: Connection, request: Fence) -> Fenced:
+    def _fence(self, conn: Connection, request: Fence) -> Fenced | Awaitable[Fenced]:
+        self._check_primary()
         node_id, epoch, app = request.node_id, request.epoch, request.app
         try:
-            known = self.ledger.fence(node_id, epoch, app)
+            known = self.journal.fence(node_id, epoch, app)
         except EpochTaken as exc:
             get_logger(app=self.app.name).info(
                 "fence_refused",
@@ -449,7 +558,7 @@ class TServer:
             )
             raise RequestRefused("stale_epoch", str(exc)) from exc
         get_logger(app=self.app.name).info("fenced", node_id=node_id, epoch=known, peer=app)
-        return Fenced(known)
+        return self._once_held(Fenced(known))
 
     def _query_call(self, conn: Connection, request: QueryCall) -> CallState:
         """Where a call stands (Genesys TQueryCall): a node recovering a session asks
@@ -457,22 +566,26 @@ class TServer:
         record = self.ledger.get(request.call_id)
         return CallState("unknown" if record is None else record.state)
 
-    def _claim_epoch(self, conn: Connection, request: ClaimEpoch) -> EpochClaim:
+    def _claim_epoch(
+        self, conn: Connection, request: ClaimEpoch
+    ) -> EpochClaim | Awaitable[EpochClaim]:
+        self._check_primary()
         app = conn.peer_app if request.app is None else request.app
         node_id, expected, new = request.node_id, request.expected, request.new
-        won, known = self.ledger.claim(node_id, expected, new, app)
+        won, known = self.journal.claim(node_id, expected, new, app)
         get_logger(app=self.app.name).info(
             "epoch_claim", node_id=node_id, peer=app, expected=expected, new=new, won=won
         )
-        return EpochClaim(won, known)
+        return self._once_held(EpochClaim(won, known))
 
-    def _route(self, conn: Connection, request: Route) -> Routed:
+    def _route(self, conn: Connection, request: Route) -> Routed | Awaitable[Routed]:
+        self._check_primary()
         call_id, target, node_id, epoch = (
             request.call_id, request.target, request.node_id, request.epoch,
         )  # fmt: skip
         app = conn.peer_app if request.app is None else request.app
         try:
-            outcome = self.ledger.route(
+            outcome = self.journal.route(
                 call_id, app=app, node_id=node_id, epoch=epoch, now=self.now(), target=target
             )
         except RouteRefused as exc:
@@ -484,18 +597,29 @@ class TServer:
                 node_id=node_id,
                 epoch=epoch,
             )
-            raise RequestRefused(exc.code, str(exc)) from exc
-        if not outcome.resent:  # a resend: everyone heard of the call the first time
-            routed = CallRouted(call_id, app, node_id, epoch, target)
+            refused = RequestRefused(exc.code, str(exc))
+            if self._follower is None:
+                raise refused from exc
+            # The refusal is counted (a duplicate, a stale epoch): the backup counts it
+            # before the router hears of it.
+            return self._refuse_once_held(refused)
+        answer = Routed(call_id, outcome.latency_ms)
+        if outcome.resent:  # a resend: everyone heard of the call the first time
+            return self._once_held(answer)
+        routed = CallRouted(call_id, app, node_id, epoch, target)
+        if self._follower is None:
             self._push_to(outcome.record.dn, routed, but=app)
-        return Routed(call_id, outcome.latency_ms)
+            return answer
+        return self._once_held(answer, lambda: self._push_to(outcome.record.dn, routed, but=app))
 
     def _make_call(self, conn: Connection, request: MakeCall) -> MadeCall:
+        self._check_primary()
         dn = request.dn
         record = self.new_call(self._default_dn() if dn is None else self._check_dn(dn))
         return MadeCall(record.call_id, record.dn, record.created_at, record.deadline)
 
     async def _generate_calls(self, conn: Connection, request: Generate) -> Done:
+        self._check_primary()
         rate, duration, dn = request.rate, request.duration, request.dn
         if not (0 < rate <= MAX_RATE):
             raise RequestRefused("bad_request", f"rate must be in (0, {MAX_RATE:g}] calls/s")
@@ -505,13 +629,17 @@ class TServer:
             self._default_dn()
         else:
             self._check_dn(dn)
+        await self._start_generator(rate, duration, dn)
+        get_logger(app=self.app.name).info("generator_started", rate=rate, duration=duration, dn=dn)
+        return Done()
+
+    async def _start_generator(self, rate: float, duration: float | None, dn: str | None) -> None:
         self._stop_generator()
         assert self._nursery is not None
         gen = _Generator(rate, duration, dn)
         self._generator = gen
+        self.journal.generator_started(GeneratorRun(rate, duration, dn, self.now()))
         await self._nursery.start(self._generate, gen)
-        get_logger(app=self.app.name).info("generator_started", rate=rate, duration=duration, dn=dn)
-        return Done()
 
     def _stop_generator(self) -> bool:
         gen = self._generator
@@ -522,7 +650,9 @@ class TServer:
         return True
 
     def _stop_generating(self, conn: Connection, request: StopGenerator) -> Stopped:
+        self._check_primary()
         stopped = self._stop_generator()
+        self.journal.generator_stopped()
         if stopped:
             get_logger(app=self.app.name).info("generator_stopped")
         return Stopped(stopped)
@@ -541,12 +671,256 @@ class TServer:
         records = self.ledger.records()
         return LedgerReport(counts, tuple(records[offset : offset + limit]), len(records))
 
+    # -- hot standby: the primary's side ---------------------------------------------
+
+    def _follow(self, conn: Connection, request: Follow) -> Role:
+        """The twin asks this T-Server's role; a primary also takes it as its backup."""
+        role = Role(self.mode, self.generation)
+        if not request.attach or self.mode != PRIMARY:
+            return role
+        if self.partner is None or conn.peer_app != self.partner.name:
+            raise RequestRefused("bad_request", f"only {self.app.name}'s twin may follow it")
+        if self._follower is not None:
+            self._drop_follower("followed again")
+        follower = _Follower(conn, progress_at=trio.current_time())
+        self._follower = follower
+        assert self._nursery is not None
+        self._nursery.start_soon(self._feed, follower)
+        self._nursery.start_soon(self._watch_acks, follower)
+        get_logger(app=self.app.name).info(
+            "backup_following", peer=conn.peer_app, ops=self.journal.seq
+        )
+        return role
+
+    def _on_op(self) -> None:
+        follower = self._follower
+        if follower is not None:
+            follower.wake.set()
+
+    async def _feed(self, follower: _Follower) -> None:
+        """Send the backup every op it has not had, in order, from the first."""
+        try:
+            while follower is self._follower:
+                ops = self.journal.ops
+                if follower.sent >= len(ops):
+                    follower.wake = trio.Event()
+                    await follower.wake.wait()
+                    continue
+                chunk = ops[follower.sent : follower.sent + OPS_PER_PUSH]
+                first = follower.sent + 1
+                follower.sent += len(chunk)
+                await follower.conn.notify(LedgerOps(first, tuple(chunk)))
+        except (ConnectionLost, RuntimeError) as exc:
+            if follower is self._follower:
+                self._drop_follower(f"send failed: {exc}")
+
+    async def _watch_acks(self, follower: _Follower) -> None:
+        """Drop a backup that confirms nothing for ``REPLICA_ACK_TIMEOUT``."""
+        while follower is self._follower:
+            now = trio.current_time()
+            if follower.acked >= self.journal.seq:
+                follower.progress_at = now
+            elif now - follower.progress_at > REPLICA_ACK_TIMEOUT:
+                self._drop_follower(f"no ack for {REPLICA_ACK_TIMEOUT:g}s")
+                return
+            await trio.sleep(REPLICA_ACK_TIMEOUT / 4)
+
+    def _on_ack(self, conn: Connection, ack: ReplicaAck) -> None:
+        follower = self._follower
+        if follower is None or follower.conn is not conn or ack.seq <= follower.acked:
+            return
+        follower.acked = min(ack.seq, follower.sent)
+        follower.progress_at = trio.current_time()
+        follower.acked_changed.set()
+        follower.acked_changed = trio.Event()
+        self._release_held(follower.acked)
+
+    def _release_held(self, upto: float) -> None:
+        """Offer the held calls the backup now holds (all of them: ``math.inf``)."""
+        held = self._held
+        while held and held[0][0] <= upto:
+            _, dn, push = held.popleft()
+            self._push_to(dn, push)
+
+    def _drop_follower(self, why: str) -> None:
+        """Run alone: the backup is gone, too slow or replaced; whatever it has not
+        confirmed goes out now."""
+        follower = self._follower
+        if follower is None:
+            return
+        self._follower = None
+        get_logger(app=self.app.name).warning(
+            "backup_dropped", peer=follower.conn.peer_app, reason=why, acked=follower.acked,
+            ops=self.journal.seq,
+        )  # fmt: skip
+        follower.wake.set()
+        follower.acked_changed.set()
+        self._release_held(math.inf)
+        if self._nursery is not None:
+            self._nursery.start_soon(follower.conn.aclose)
+
+    def _once_held(self, answer: R, then: Callable[[], None] | None = None) -> R | Awaitable[R]:
+        """``answer`` once the backup holds every op written so far (at once alone)."""
+        follower = self._follower
+        if follower is None:
+            if then is not None:
+                then()
+            return answer
+        return self._after_ack(follower, self.journal.seq, answer, then)
+
+    async def _after_ack(
+        self, follower: _Follower, seq: int, answer: R, then: Callable[[], None] | None
+    ) -> R:
+        while follower is self._follower and follower.acked < seq:
+            await follower.acked_changed.wait()
+        if then is not None:
+            then()
+        return answer
+
+    async def _refuse_once_held(self, refused: RequestRefused) -> NoReturn:
+        follower = self._follower
+        if follower is not None:
+            await self._after_ack(follower, self.journal.seq, Done(), None)
+        raise refused
+
+    # -- hot standby: the twins ------------------------------------------------------
+
+    async def _twin(self, network: Network, partner: Application) -> NoReturn:
+        """Decide this twin's role, then keep it: follow a primary twin (backup), or
+        serve (primary) and step down for a twin that took over meanwhile.
+
+        Start: a configured primary that finds no primary twin takes the primary role
+        at once; a configured backup waits up to ``BACKUP_START_WAIT`` for its primary.
+        A backup whose primary's link closes asks once more: a primary that answers is
+        followed again (from the first op); one that does not (killed, hung) is
+        replaced: the backup takes over with the whole ledger, its generation one up.
+        """
+        log = get_logger(app=self.app.name)
+        wait_until = trio.current_time() + (BACKUP_START_WAIT if self.app.is_backup else 0.0)
+        while True:
+            conn = await self._dial_twin(network, partner)
+            role: Role | None = None
+            followed = False
+            if conn is not None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.serve)
+                    try:
+                        role = await conn.call(Follow(attach=False), TWIN_ADDP_TIMEOUT)
+                        if role.mode == PRIMARY and self.mode != PRIMARY:
+                            followed = True
+                            await self._follow_twin(conn, role)
+                    except (ConnectionLost, RequestRefused, RemoteProtocolError,
+                            trio.TooSlowError) as exc:  # fmt: skip
+                        log.warning("twin_unanswered", twin=partner.name, error=str(exc))
+                        role = None
+                    finally:
+                        nursery.cancel_scope.cancel()
+                await conn.aclose()
+            if followed:
+                # The primary's link closed: ask it once more, at once; it is replaced
+                # only if that finds no primary.
+                wait_until = trio.current_time()
+                continue
+            if self.mode == PRIMARY:
+                if role is not None and _twin_leads(role, self):
+                    self._step_down(partner.name, role)
+                    continue
+                await trio.sleep(TWIN_PROBE)
+                while self._follower is not None and self.mode == PRIMARY:
+                    await trio.sleep(TWIN_PROBE)  # it follows us: no need to ask
+                continue
+            if not self.app.is_backup or trio.current_time() >= wait_until:
+                self._take_over(partner.name, "twin not primary" if role else "twin unreachable")
+                continue
+            await trio.sleep(0.1)
+
+    async def _dial_twin(self, network: Network, partner: Application) -> Connection | None:
+        try:
+            return await open_connection(
+                network, partner.address, partner.port, app=self.app.name,
+                app_type=self.app.type, addp_timeout=TWIN_ADDP_TIMEOUT,
+                addp_remote_timeout=TWIN_ADDP_TIMEOUT, on_push=self.pushes,
+                timeout=TWIN_ADDP_TIMEOUT,
+            )  # fmt: skip
+        except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError):
+            return None
+
+    async def _follow_twin(self, conn: Connection, role: Role) -> None:
+        """Be ``conn``'s backup until the link closes: a fresh ledger fed its ops."""
+        self.ledger = CallLedger()
+        self.journal = self._new_journal(self.ledger)
+        self._leader = conn
+        self.mode = BACKUP
+        self._decided.set()
+        self.generation = role.generation
+        get_logger(app=self.app.name).info("tserver_following", twin=conn.peer_app)
+        try:
+            answer = await conn.call(Follow(attach=True), TWIN_ADDP_TIMEOUT)
+            if answer.mode == PRIMARY:
+                await conn.closed.wait()
+        finally:
+            self._leader = None
+        get_logger(app=self.app.name).warning(
+            "twin_lost", twin=conn.peer_app, reason=conn.close_reason, ops=self.journal.seq
+        )
+
+    def _on_ops(self, conn: Connection, push: LedgerOps) -> None:
+        """Apply the primary's ops, in order, and confirm them."""
+        if conn is not self._leader:
+            return
+        if push.first != self.journal.seq + 1:
+            raise RemoteProtocolError(f"ops from {push.first}, expected {self.journal.seq + 1}")
+        try:
+            for op in push.ops:
+                self.journal.apply(op)
+        except BadOp as exc:
+            raise RemoteProtocolError(str(exc)) from exc
+        with contextlib.suppress(ConnectionLost, RuntimeError):
+            conn.notify_nowait(ReplicaAck(self.journal.seq))
+
+    def _take_over(self, twin: str, why: str) -> None:
+        """Become primary with the ledger as it stands; resume the generator."""
+        self.mode = PRIMARY
+        self._decided.set()
+        self.generation += 1
+        # Call ids go on past every one the ledger holds (this name may have made some
+        # in an earlier life of the same run id).
+        self._seq = itertools.count(len(self.ledger) + 1)
+        self._primary.set()
+        self._wake.set()
+        get_logger(app=self.app.name).warning(
+            "tserver_primary", twin=twin, reason=why, generation=self.generation,
+            calls=len(self.ledger), in_flight=self.ledger.counts().in_flight,
+        )  # fmt: skip
+        run = self.journal.generator
+        if run is not None and self._nursery is not None:
+            left = run.remaining(self.now())
+            if left is None or left > 0:
+                self._nursery.start_soon(self._start_generator, run.rate, left, run.dn)
+
+    def _step_down(self, twin: str, role: Role) -> None:
+        """A twin leads (it took over while this one was cut off): drop every client,
+        so they reconnect to it, and follow it."""
+        get_logger(app=self.app.name).warning(
+            "tserver_stepped_down", twin=twin, generation=self.generation,
+            twin_generation=role.generation,
+        )  # fmt: skip
+        self.mode = STARTING
+        self._primary = trio.Event()
+        self._stop_generator()
+        self._drop_follower("stepped down")
+        clients, self._clients = list(self._clients), {}
+        if self._nursery is not None:
+            for conn in clients:
+                self._nursery.start_soon(conn.aclose)
+
     def status(self) -> TServerStatus:
         """What ``status`` answers."""
         counts = self.ledger.counts()
         return TServerStatus(
             app=self.app.name,
             type=self.app.type,
+            mode=self.mode,
             pid=os.getpid(),
             clients=tuple(c.info() for c in self._clients.values()),
             calls=CallCounts(
@@ -567,6 +941,16 @@ class TServer:
 
     def _status(self, conn: Connection, request: Status) -> StatusReport:
         return StatusReport(self.status().to_json())
+
+
+def _twin_leads(role: Role, server: TServer) -> bool:
+    """Whether a primary twin answering ``role`` leads ``server``, also primary: the one
+    with more takeovers behind it, else the configured primary."""
+    if role.mode != PRIMARY:
+        return False
+    if role.generation != server.generation:
+        return role.generation > server.generation
+    return server.app.is_backup
 
 
 def _request_of(record: CallRecord) -> RouteRequest:

@@ -176,6 +176,9 @@ class UrsServer:
         return UrsStatus(
             app=self.app.name,
             type=self.app.type,
+            # A URS twin is a hot standby that answers anyone who asks (it keeps no
+            # call state to hand over); status names the configured role.
+            mode="backup" if self.app.is_backup else "primary",
             pid=os.getpid(),
             clients=tuple(self._clients.values()),
             requests=self.requests,

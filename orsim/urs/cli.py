@@ -17,5 +17,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Configuration Server; the URS listens on its Application's host:port.",
         app_type="RoutingServer",
         accepted_types=("RoutingServer",),
-        build=UrsServer.from_application,
+        build=lambda app, _twin: UrsServer.from_application(app),
     )

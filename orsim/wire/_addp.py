@@ -1,9 +1,9 @@
 """ADDP keepalive as a pure state machine (no clock of its own).
 
-Genesys ADDP polls a connection that has been silent for the local timeout and declares it
-lost if the poll is not answered. orsim keeps the promise users rely on (a silent peer is
-detected *within* ``addp-timeout``) by polling after half the timeout of silence and
-declaring the connection lost once nothing at all arrived for the whole timeout.
+As Genesys times it (ors-domain.md section 8): when a connection has been silent for
+the local ``addp-timeout`` T, this side sends a poll; if nothing arrives within the same
+interval, the connection is lost. A peer that goes silent is therefore given up between
+T and 2T after its last frame. Any frame counts as an answer, not only the poll's.
 A timeout of 0 turns detection off, as in Genesys.
 """
 
@@ -29,30 +29,54 @@ class Addp:
 
     timeout: float
     last_rx: float = 0.0
+    #: When the outstanding poll was sent; -inf while none is (a frame since answers it).
     last_ping: float = -math.inf
 
     @property
     def enabled(self) -> bool:
         return self.timeout > 0
 
+    @property
+    def polling(self) -> bool:
+        """Whether a poll was sent and nothing has arrived since."""
+        return self.last_ping > self.last_rx
+
     def on_receive(self, now: float) -> None:
-        """Any frame from the peer proves it alive."""
+        """Any frame from the peer proves it alive (and answers an outstanding poll)."""
         self.last_rx = now
 
     def next_deadline(self) -> float:
-        """The time at which ``poll`` may have something to do."""
+        """The time at which ``poll`` may have something to do: the end of the silence
+        that calls for a poll, or of the wait for its answer."""
         if not self.enabled:
             return math.inf
-        ping_at = max(self.last_rx + self.timeout / 2, self.last_ping + self.timeout / 4)
-        return min(ping_at, self.last_rx + self.timeout)
+        if self.polling:
+            return self.last_ping + self.timeout
+        return self.last_rx + self.timeout
 
     def poll(self, now: float) -> AddpAction:
         """Decide, at ``now``, whether to send a poll or give the peer up."""
         if not self.enabled:
             return AddpAction.NOTHING
+        if self.polling:
+            if now >= self.last_ping + self.timeout:
+                return AddpAction.LOST
+            return AddpAction.NOTHING
         if now >= self.last_rx + self.timeout:
-            return AddpAction.LOST
-        if now >= self.last_rx + self.timeout / 2 and now >= self.last_ping + self.timeout / 4:
             self.last_ping = now
             return AddpAction.PING
         return AddpAction.NOTHING
+
+
+#: ``addp-trace`` values: which sides log their polls and the answers to them.
+_LOCAL = frozenset({"local", "on", "true", "yes"})
+_REMOTE = frozenset({"remote"})
+_BOTH = frozenset({"both", "full"})
+
+
+def trace_sides(value: str) -> tuple[bool, bool]:
+    """(this side traces, the other side is asked to) for an ``addp-trace`` value:
+    ``off``/``false``/``no`` neither, ``local``/``on``/``true``/``yes`` this side,
+    ``remote`` the other side, ``both``/``full`` both."""
+    value = value.strip().lower()
+    return value in _LOCAL or value in _BOTH, value in _REMOTE or value in _BOTH

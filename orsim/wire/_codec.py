@@ -90,6 +90,7 @@ _FIELD_TYPES: dict[type[Message], dict[str, tuple[type, ...]]] = {
         "version": (int,),
         "addp_remote_timeout": (int, float),
         "key": (str,),
+        "addp_trace": (bool,),
     },
     Welcome: {"app": (str,), "app_type": (str,), "version": (int,)},
     Request: {"id": (int,), "method": (str,), "params": (dict,)},
@@ -212,7 +213,9 @@ def decode_body(body: bytes | bytearray) -> Message:
         raise RemoteProtocolError(f"{tag}: missing fields {sorted(_REQUIRED[cls] - obj.keys())}")
     for name, value in obj.items():
         types = fields[name]
-        if object not in types and (isinstance(value, bool) or not isinstance(value, types)):
+        if object not in types and (
+            (isinstance(value, bool) and bool not in types) or not isinstance(value, types)
+        ):
             raise RemoteProtocolError(f"{tag}: field {name!r} has the wrong type")
         if isinstance(value, float) and not math.isfinite(value):
             raise RemoteProtocolError(f"{tag}: field {name!r} is not finite")
@@ -230,6 +233,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Pushes decoded by any ``FrameDecoder`` given this memo, by frame body. In one
+#: process that holds both ends of many links (the simulation) a push sent to several
+#: receivers (a route request reaches every ORS) is decoded once: the receivers get one
+#: message, which nobody changes (a push's data is only read, into its typed notice).
+PUSH_MEMO: dict[bytes, Message] = {}
+#: Bodies kept at most; then the memo starts afresh (a push's receivers read it within
+#: a few frames of each other).
+PUSH_MEMO_SIZE = 256
+
+
 class FrameDecoder:
     """Turns a byte stream into messages; sans-IO.
 
@@ -238,8 +251,12 @@ class FrameDecoder:
     further call raises again.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, memo: dict[bytes, Message] | None = None
+    ) -> None:
         self.max_frame = max_frame
+        #: Pushes already decoded, by body (``PUSH_MEMO``), or None: decode every frame.
+        self.memo = memo
         self._buffer = bytearray()
         self._eof = False
         #: Why the stream broke, once it has: every later call raises a fresh error with
@@ -291,4 +308,15 @@ class FrameDecoder:
         # One copy (a bytearray slice): orjson reads a bytearray as it reads bytes.
         body = self._buffer[_HEADER.size : end]
         del self._buffer[:end]
-        return decode_body(body)
+        memo = self.memo
+        if memo is None:
+            return decode_body(body)
+        key = bytes(body)
+        message = memo.get(key)
+        if message is None:
+            message = decode_body(body)
+            if type(message) is Push:
+                if len(memo) >= PUSH_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = message
+        return message

@@ -56,7 +56,7 @@ from orsim.errors import (
 )
 from orsim.logs import get_logger
 from orsim.wire._addp import Addp, AddpAction
-from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
+from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, PUSH_MEMO, FrameDecoder, encode
 from orsim.wire._link_timers import link_timers
 from orsim.wire._messages import (
     ErrorResponse,
@@ -236,6 +236,8 @@ class Connection:
     peer_app: str
     peer_type: str
     addp_timeout: float = 0.0
+    #: Log this side's ADDP polls, the answers to them and the loss (``addp-trace``).
+    addp_trace: bool = False
     handler: RequestHandler | None = None
     on_push: PushHandler | None = None
     #: Answers requests in the reader when it can (see ``InlineHandler``); ``handler``
@@ -274,6 +276,8 @@ class Connection:
         if self._eager_pushes:
             # Looked up once: every frame of a memory link is written through it.
             self._send_nowait = self.stream.send_nowait  # type: ignore[attr-defined]
+            # Both ends in this process: a push fanned out to many links is decoded once.
+            self.decoder.memo = PUSH_MEMO
 
     # -- sending -----------------------------------------------------------------
 
@@ -639,6 +643,8 @@ class Connection:
                 nursery.start_soon(self._answer, message)
         elif type(message) is Ping:
             pong = self.session.pong_for(message)
+            if self.addp_trace:
+                get_logger(peer=self.peer_app).info("addp_polled", seq=message.seq)
             if self._writer_running:
                 # Answered here, as the writer would send it: a task per ping is a spawn
                 # for a frame that never waits.
@@ -650,6 +656,8 @@ class Connection:
                 nursery.start_soon(self._pong, pong)
         else:
             self.session.receive(message)  # a pong needs nothing; anything else raises
+            if self.addp_trace and type(message) is Pong:
+                get_logger(peer=self.peer_app).info("addp_answer", seq=message.seq)
 
     async def _pong(self, pong: Pong) -> None:
         try:
@@ -745,10 +753,15 @@ class Connection:
             scope.cancel()
             return False
         if action is AddpAction.PING:
+            ping = self.session.ping()
+            if self.addp_trace:
+                get_logger(peer=self.peer_app).info(
+                    "addp_poll", seq=ping.seq, silent_s=round(now - addp.last_rx, 3)
+                )
             try:
                 # Sent as the writer would send it, without waiting: a poll is a few
                 # bytes, and nothing should hold up the next deadline.
-                self._queue(self._encode(self.session.ping()), direct=True)
+                self._queue(self._encode(ping), direct=True)
             except ConnectionLost:
                 scope.cancel()
                 return False

@@ -11,6 +11,7 @@ import trio
 
 from orsim.errors import ConnectionLost, RemoteProtocolError, RequestRefused, UnreachableError
 from orsim.logs import get_logger
+from orsim.wire._addp import trace_sides
 from orsim.wire._codec import DEFAULT_MAX_FRAME, NEED_DATA, FrameDecoder, encode
 from orsim.wire._connection import (
     Connection,
@@ -98,6 +99,7 @@ async def open_connection(
     app_type: str,
     addp_timeout: float = 0.0,
     addp_remote_timeout: float = 0.0,
+    addp_trace: str = "off",
     handler: RequestHandler | None = None,
     on_push: PushHandler | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
@@ -111,7 +113,10 @@ async def open_connection(
         trio.TooSlowError: no Welcome within ``timeout``.
     """
     stream = await network.connect(host, port)
-    handshake = ClientHandshake.of(app, app_type, addp_remote_timeout, key_of(network))
+    local_trace, remote_trace = trace_sides(addp_trace)
+    handshake = ClientHandshake.of(
+        app, app_type, addp_remote_timeout, key_of(network), remote_trace
+    )
     try:
         with trio.fail_after(timeout):
             # A peer may reset the connection as the Hello goes out, as well as after.
@@ -126,6 +131,7 @@ async def open_connection(
         peer_app=reply.app,
         peer_type=reply.app_type,
         addp_timeout=addp_timeout,
+        addp_trace=local_trace,
         handler=handler,
         on_push=on_push,
         decoder=decoder,
@@ -141,6 +147,7 @@ class Link(TypedDict, total=False):
     app_type: Required[str]
     addp_timeout: float
     addp_remote_timeout: float
+    addp_trace: str
     handler: RequestHandler | None
     on_push: PushHandler | None
 
@@ -270,6 +277,7 @@ async def serve_app(
             peer_app=hello.app,
             peer_type=hello.app_type,
             addp_timeout=hello.addp_remote_timeout,
+            addp_trace=hello.addp_trace,
             handler=handler,
             inline_handler=answer,
             on_push=pushed,

@@ -28,6 +28,9 @@ class Hello:
     version: int = PROTOCOL_VERSION
     addp_remote_timeout: float = 0.0
     key: str = ""
+    #: The server is asked to log its ADDP polls and their answers (``addp-trace``
+    #: ``remote`` or ``both``).
+    addp_trace: bool = False
 
 
 @attrs.frozen

@@ -96,9 +96,14 @@ class ClientHandshake:
 
     @classmethod
     def of(
-        cls, app: str, app_type: str, addp_remote_timeout: float = 0.0, key: str = ""
+        cls,
+        app: str,
+        app_type: str,
+        addp_remote_timeout: float = 0.0,
+        key: str = "",
+        addp_trace: bool = False,
     ) -> ClientHandshake:
-        return cls(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout, key))
+        return cls(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout, key, addp_trace))
 
     def receive(self, message: Message, where: str) -> Welcome:
         """The server's ``Welcome``.

@@ -51,6 +51,7 @@ import attrs
 
 from orsim.errors import RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger
+from orsim.wire._codec import PUSH_MEMO_SIZE
 from orsim.wire._messages import Json, Push, Request
 from orsim.wire._params import param, str_list
 
@@ -158,9 +159,14 @@ def _spec(cls: type) -> tuple[_Field, ...]:
     return spec
 
 
+_PLAIN_AS_IS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: object) -> object:
     """A field's value as JSON: tuples as lists, records as their JSON, mappings copied
     (a status must not share a server's live dict)."""
+    if type(value) in _PLAIN_AS_IS:  # most fields: no ABC check (Mapping's is slow)
+        return value
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Record):
@@ -437,6 +443,10 @@ def when(kind: type[N], fn: Callable[[Connection, N], None]) -> _PushEntry:
     return _PushEntry(kind, cast(Callable[["Connection", Notice], None], fn))
 
 
+#: Typed notices of recent pushes: id(push) -> (the push, its notice type, the notice).
+_NOTICES: dict[int, tuple[Push, type[Notice], Notice]] = {}
+
+
 @attrs.define(eq=False)
 class PushTable:
     """One receiver's pushes: topic -> (its typed push, its handler), built once.
@@ -466,10 +476,20 @@ class PushTable:
         entry = self._by_topic.get(push.topic)
         if entry is None:
             return None
+        kind = entry.kind
+        known = _NOTICES.get(id(push))
+        if known is not None and known[0] is push and known[1] is kind:
+            return entry, known[2]
         try:
-            return entry, entry.kind.from_json(push.data)
+            notice = kind.from_json(push.data)
         except RequestRefused as exc:
             raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
+        if len(_NOTICES) >= PUSH_MEMO_SIZE:
+            _NOTICES.clear()
+        # Keyed by the push's identity, and holding it: only the very push (one that the
+        # codec's ``PUSH_MEMO`` gave several receivers) is decoded once for all of them.
+        _NOTICES[id(push)] = (push, kind, notice)
+        return entry, notice
 
     async def __call__(self, conn: Connection, push: Push) -> None:
         decoded = self.decode(push)
