@@ -51,3 +51,17 @@ async def settle(cluster: Any, created: int, timeout: float = 60) -> dict[str, A
             if ledger["created"] >= created and ledger["in_flight"] == 0:
                 return ledger
             await trio.sleep(0.2)
+
+
+async def serve_memory_app(net: Any, nursery: trio.Nursery, handler: Any, app: str = "S") -> int:
+    """Serve ``app`` on the memory network ``net`` with ``handler``; its port."""
+    from orsim.wire import serve_app
+
+    async def server(task_status: trio.TaskStatus[int]) -> None:
+        await serve_app(
+            net.for_app(app), "h", 0, app=app, app_type="Test", handler=handler,
+            task_status=task_status,
+        )  # fmt: skip
+
+    port: int = await nursery.start(server)
+    return port
