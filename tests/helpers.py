@@ -66,3 +66,17 @@ def pid(row: AppRow) -> int:
     """A running application's pid."""
     assert row["pid"] is not None, row
     return row["pid"]
+
+
+async def serve_memory_app(net: Any, nursery: trio.Nursery, handler: Any, app: str = "S") -> int:
+    """Serve ``app`` on the memory network ``net`` with ``handler``; its port."""
+    from orsim.wire import serve_app
+
+    async def server(task_status: trio.TaskStatus[int]) -> None:
+        await serve_app(
+            net.for_app(app), "h", 0, app=app, app_type="Test", handler=handler,
+            task_status=task_status,
+        )  # fmt: skip
+
+    port: int = await nursery.start(server)
+    return port

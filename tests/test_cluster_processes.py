@@ -114,3 +114,44 @@ async def test_ports_picked_free_then_taken_are_picked_again(
     finally:
         for sock in held:
             sock.close()
+
+
+async def test_a_foreign_server_on_a_picked_port_is_not_taken_for_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen when test runs shared the machine: another cluster's server took the port
+    picked for ORS_2, answered the launcher's status as ready, and ORS_2 (which could not
+    bind) was counted as up. An answer from another process (another pid) is not the
+    app's: the app's start fails on the taken port, and the launcher picks others."""
+    from orsim.cluster import _handle
+    from orsim.wire import Connection, Request, TcpNetwork, serve_app
+
+    async def foreign(_conn: Connection, _request: Request) -> object:
+        return {"app": "store", "type": "SessionStore", "mode": "primary", "pid": 1}
+
+    taken: list[int] = []
+    real_prepare = _handle._prepare
+    async with trio.open_nursery() as nursery:
+
+        async def squat(port: int, task_status: trio.TaskStatus[int]) -> None:
+            await serve_app(
+                TcpNetwork(), "127.0.0.1", port, app="store", app_type="SessionStore",
+                handler=foreign, task_status=task_status,
+            )  # fmt: skip
+
+        def prepare(*args: Any) -> Any:
+            manifest = real_prepare(*args)
+            if not taken:  # the first pick: ORS_1's port is someone else's by now
+                taken.append(manifest.entry("ORS_1").private_port)
+                trio.from_thread.run(nursery.start, squat, taken[0])
+            return manifest
+
+        monkeypatch.setattr(_handle, "_prepare", prepare)
+        cluster = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
+        try:
+            ors = next(a for a in (await cluster.status())["apps"] if a["app"] == "ORS_1")
+            assert ors["mode"] == "primary" and ors["pid"] != 1
+            assert cluster.manifest.entry("ORS_1").private_port != taken[0]
+        finally:
+            await cluster.down()
+        nursery.cancel_scope.cancel()

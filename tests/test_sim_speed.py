@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import serve_memory_app
 
 from orsim.sim import SimClock, run_seeded
 from orsim.sim._run import no_automatic_gc
@@ -106,13 +107,7 @@ def test_link_timers_run_due_checks_in_order_and_drop_dead_ones() -> None:
 
 
 async def _pair(net: MemoryNetwork, nursery: trio.Nursery, handler: Any) -> Connection:
-    async def server(task_status: trio.TaskStatus[int]) -> None:
-        await serve_app(
-            net.for_app("S"), "h", 1, app="S", app_type="S", handler=handler,
-            task_status=task_status,
-        )  # fmt: skip
-
-    port: int = await nursery.start(server)
+    port = await serve_memory_app(net, nursery, handler)
     conn = await open_connection(
         net.for_app("C"), "h", port, app="C", app_type="C", addp_timeout=1.0,
         addp_remote_timeout=1.0,

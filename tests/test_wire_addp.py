@@ -12,10 +12,11 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from helpers import serve_memory_app
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orsim.wire import Connection, MemoryNetwork, Request, connected, serve_app
+from orsim.wire import Connection, MemoryNetwork, Request, connected
 from orsim.wire._addp import Addp, AddpAction, trace_sides
 
 
@@ -91,15 +92,7 @@ async def _echo(_conn: Connection, request: Request) -> object:
 
 async def _serve(net: MemoryNetwork, nursery: trio.Nursery) -> int:
     """Serve app "S" (echo) on ``net``; its port."""
-
-    async def server(task_status: trio.TaskStatus[int]) -> None:
-        await serve_app(
-            net.for_app("S"), "h", 0, app="S", app_type="Test", handler=_echo,
-            task_status=task_status,
-        )  # fmt: skip
-
-    port: int = await nursery.start(server)
-    return port
+    return await serve_memory_app(net, nursery, _echo)
 
 
 async def test_a_hung_peer_is_given_up_not_before_t_and_by_2t(

@@ -437,6 +437,10 @@ class ClusterHandle:
                     answer = await self._request_at(host, port, "status", timeout=STATUS_TIMEOUT)
                 except _UNANSWERED:
                     answer = None
+                if isinstance(answer, dict) and answer.get("pid") not in (None, proc.pid):
+                    # Another program answers at the port (it took it before the child
+                    # bound it): not ready, and the child exits saying the port is taken.
+                    answer = None
                 if isinstance(answer, dict) and answer.get("mode") not in (None, "starting"):
                     return answer
                 await trio.sleep(READY_POLL_INTERVAL)

@@ -20,6 +20,7 @@ from orsim.config import (
     ROUTING_POINTS,
     STORE,
     TSERVER_TYPES,
+    AppConnection,
     Application,
     EffectiveOptions,
     Transaction,
@@ -155,28 +156,26 @@ def build_settings(
     )
 
 
+def _reached(server: Application, conn: AppConnection) -> Endpoint:
+    """``server`` as reached through the connection ``conn`` (its ADDP parameters)."""
+    return Endpoint(
+        name=server.name,
+        address=server.address,
+        port=server.port,
+        addp_timeout=conn.addp_timeout,
+        addp_remote_timeout=conn.addp_remote_timeout,
+        addp_trace=conn.addp_trace,
+    )
+
+
 def _endpoint(app: Application, apps: dict[str, Application], types: tuple[str, ...]) -> Endpoint:
     for conn in app.connections:
         server = apps.get(conn.server)
         if server is not None and server.type in types:
             twin = apps.get(server.backup) if server.backup else None
-            return Endpoint(
-                name=server.name,
-                address=server.address,
-                port=server.port,
-                addp_timeout=conn.addp_timeout,
-                addp_remote_timeout=conn.addp_remote_timeout,
-                addp_trace=conn.addp_trace,
-                backup=None
-                if twin is None
-                else Endpoint(
-                    name=twin.name,
-                    address=twin.address,
-                    port=twin.port,
-                    addp_timeout=conn.addp_timeout,
-                    addp_remote_timeout=conn.addp_remote_timeout,
-                    addp_trace=conn.addp_trace,
-                ),
+            return attrs.evolve(
+                _reached(server, conn),
+                backup=None if twin is None else _reached(twin, conn),
                 reconnect_timeout=conn.reconnect_timeout,
             )
     raise ConfigError(f"application '{app.name}' has no connection of type {' or '.join(types)}")
