@@ -239,7 +239,8 @@ def _choices(
     # A store fault lingers after its repair (each application finds the store back on
     # its own), and an application's fault after its repair (a woken primary's writes
     # missed their deadline): the store and the rest are faulted a settling time apart.
-    settle = 2 * topology.longest_timeout + topology.cwt_ms / 1000.0
+    # ADDP sees a silent peer up to 2T after its last frame, plus T of margin.
+    settle = 3 * topology.longest_timeout + topology.cwt_ms / 1000.0
     store_faulted = store_faulted or world.store_quiet < settle
     quiet_others = world.others_quiet >= settle
     confserv_down = CONFSERV_APP in world.down

@@ -51,9 +51,10 @@ class SearchTopology:
 
         A restarted application starts (``START_DELAY``), probes for its partner, and a
         thawed or healed one may first have to notice it was fenced: each of those waits
-        is at most one timeout; the margin covers the claim, fence and recovery.
+        is at most one timeout (an ADDP loss two: it is seen between T and 2T); the margin
+        covers the claim, fence and recovery.
         """
-        return round(START_DELAY + 3 * self.longest_timeout + self.cwt_ms / 1000.0 + 5.0, 1)
+        return round(START_DELAY + 4 * self.longest_timeout + self.cwt_ms / 1000.0 + 5.0, 1)
 
 
 def read_topology(path: str | os.PathLike[str]) -> SearchTopology:
