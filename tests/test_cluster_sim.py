@@ -80,7 +80,7 @@ async def test_one_link_per_pair_between_nodes_and_both_ways_within_one(
 
         def everyone_known() -> bool:
             return all(
-                sim.nodes[a].peers.is_live(b) and b in sim.nodes[a].peers.info
+                sim.nodes[a].core.peers.is_live(b) and b in sim.nodes[a].core.peers.info
                 for a in apps
                 for b in apps
                 if a != b
@@ -92,7 +92,7 @@ async def test_one_link_per_pair_between_nodes_and_both_ways_within_one(
             partner = node.settings.partner
             expected = {b for b in apps if b != a and (b == partner or a < b)}
             assert set(node._outbound) == expected
-            assert {b: node.peers.info[b].mode for b in apps if b != a} == {
+            assert {b: node.core.peers.info[b].mode for b in apps if b != a} == {
                 b: sim.mode(b) for b in apps if b != a
             }
 
@@ -207,4 +207,4 @@ async def test_sessions_of_a_dead_node_are_adopted(
         assert ledger.lost == 0, ledger
         assert ledger.duplicates == 0, ledger
         assert ledger.routed == ledger.created == 40
-        assert sim.nodes["ORS_2"].sessions_adopted > 0
+        assert sim.nodes["ORS_2"].core.sessions_adopted > 0

@@ -28,12 +28,12 @@ async def test_backup_recovers_and_routes_the_crashed_primarys_sessions(
     async with open_sim_cluster(db) as sim:
         await sim.request("generate", rate=40, duration=6)
         await trio.sleep(2)
-        held = set(sim.nodes["ORS_1"].calls)
+        held = set(sim.nodes["ORS_1"].core.calls)
         assert held, "ORS_1 holds sessions when it crashes"
         sim.crash("ORS_1")
         await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=5)
         await trio.sleep(12)
-        assert sim.nodes["ORS_1_B"].sessions_recovered > 0
+        assert sim.nodes["ORS_1_B"].core.sessions_recovered > 0
         records = {r["call_id"]: r for r in (await sim.request("ledger", records=True))["records"]}
         recovered_by_b = {c for c in held if records[c]["app"] == "ORS_1_B"}
         assert recovered_by_b == held, {c: records[c]["app"] for c in held}

@@ -145,7 +145,7 @@ def primaries(sim: SimCluster, node_id: int) -> list[str]:
         name
         for name, node in sim.nodes.items()
         if node.settings.node_id == node_id
-        and node.role.role.holds_node
+        and node.core.role.role.holds_node
         and not sim.scopes[name].cancel_called  # crashed: no longer acts at all
     ]
 
@@ -192,7 +192,7 @@ async def test_takeover_while_the_store_is_away_claims_at_the_tserver(
         await trio.sleep(2)
         sim.stall_store()
         await trio.sleep(1.5)  # every node has met the outage
-        held = set(sim.nodes["ORS_1"].calls)
+        held = set(sim.nodes["ORS_1"].core.calls)
         getattr(sim, fault)("ORS_1")
         await sim.wait_until(lambda: sim.mode("ORS_1_B") == "primary", timeout=5)
         epoch = sim.nodes["ORS_1_B"].epoch

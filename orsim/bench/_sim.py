@@ -155,11 +155,12 @@ async def _cluster_run(db: ConfigDatabase, nodes: int, rate: float, load_s: floa
                     nursery.start_soon(sim.start, app)
         settled = time.perf_counter()
         settled_v = trio.current_time()
-        links = sum(len(n.peers.app_nodes) for n in sim.nodes.values())
+        links = sum(len(n.core.peers.app_nodes) for n in sim.nodes.values())
 
         def meshed() -> bool:
             return all(
-                all(n.peers.is_live(a) for a in n.peers.app_nodes) for n in sim.nodes.values()
+                all(n.core.peers.is_live(a) for a in n.core.peers.app_nodes)
+                for n in sim.nodes.values()
             )
 
         await sim.wait_until(meshed, MESH_TIMEOUT_S)

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVarTuple
+from typing import TypeVar, TypeVarTuple
 
 import attrs
 import trio
@@ -37,7 +37,6 @@ from orsim.node._core import (
     Announce,
     CallQueried,
     CallRouted,
-    CallState,
     ClaimEpochCmd,
     Command,
     DeleteSession,
@@ -79,7 +78,6 @@ from orsim.node._core import (
     WriteSession,
     call_of,
 )
-from orsim.node._membership import PeerView
 from orsim.node._messages import (
     Handover,
     Member,
@@ -89,10 +87,9 @@ from orsim.node._messages import (
     Switchover,
 )
 from orsim.node._mutations import mutated
-from orsim.node._role import Role, RoleMachine
+from orsim.node._role import Role
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.node._store_guard import StoreGuard, StoreUnanswered
-from orsim.node._watch import Watcher
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.tserver import CallRouted as CallRoutedPush
 from orsim.tserver import ClaimEpoch, Fence, Route, RouteRequest
@@ -101,6 +98,7 @@ from orsim.tserver import Register as TServerRegister
 from orsim.urs import Register as UrsRegister
 from orsim.urs import SelectTarget as UrsSelectTarget
 from orsim.wire import (
+    Call,
     Connection,
     HandlerTable,
     Network,
@@ -120,6 +118,7 @@ from orsim.wire import (
 )
 
 Ts = TypeVarTuple("Ts")
+A = TypeVar("A")
 
 #: Longest a switchover request waits for the roles to swap (s).
 _SWITCHOVER_TIMEOUT = 20.0
@@ -218,35 +217,6 @@ class OrsNode:
     @property
     def epoch(self) -> int:
         return self.core.current_epoch
-
-    @property
-    def role(self) -> RoleMachine:
-        return self.core.role
-
-    @property
-    def watcher(self) -> Watcher:
-        return self.core.watcher
-
-    @property
-    def peers(self) -> PeerView:
-        return self.core.peers
-
-    @property
-    def calls(self) -> dict[str, CallState]:
-        """The calls being created or carried on now."""
-        return self.core.calls
-
-    @property
-    def calls_routed(self) -> int:
-        return self.core.calls_routed
-
-    @property
-    def sessions_recovered(self) -> int:
-        return self.core.sessions_recovered
-
-    @property
-    def sessions_adopted(self) -> int:
-        return self.core.sessions_adopted
 
     @property
     def call_watching_timeout_ms(self) -> float:
@@ -509,54 +479,61 @@ class OrsNode:
             self.log.warning("test_freeze", reason="ORSIM_TEST_FREEZE")
             os.kill(os.getpid(), signal.SIGSTOP)
 
-    async def _select_target(self, call_id: str, dn: str) -> str:
+    async def _ask(
+        self,
+        link: Callable[[], Connection | None],
+        up: Callable[[], trio.Event],
+        request: Call[A],
+        again: tuple[type[Exception], ...] = (),
+    ) -> A:
+        """``request``'s answer over ``link()`` (waited for while it is down), asked again,
+        each time waiting twice as long, until one comes: the server answers any request,
+        and an identical route resent as the original. ``again``: answers that also
+        call for asking again.
+
+        Raises:
+            RequestRefused: refused.
+            RemoteProtocolError: the answer is malformed (unless in ``again``).
+        """
         wait = _ASK_AGAIN
+        retried: tuple[type[Exception], ...] = (ConnectionLost, trio.TooSlowError, *again)
         while True:
-            urs = self._urs
-            if urs is None:  # waited for only when down: a set Event is a scheduler round
-                await self._urs_up.wait()
+            conn = link()
+            if conn is None:  # waited for only when down: a set Event is a scheduler round
+                await up().wait()
                 continue
             try:
-                return (await urs.call(UrsSelectTarget(call_id, dn), wait)).target
-            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError):  # ask again
+                return await conn.call(request, wait)
+            except retried:
                 wait *= 2
                 await trio.lowlevel.checkpoint()  # the link task must see the loss first
 
+    async def _select_target(self, call_id: str, dn: str) -> str:
+        answer = await self._ask(
+            lambda: self._urs, lambda: self._urs_up, UrsSelectTarget(call_id, dn),
+            again=(RemoteProtocolError,),
+        )  # fmt: skip
+        return answer.target
+
     async def _query_call(self, call_id: str) -> str:
-        wait = _ASK_AGAIN
-        while True:
-            tserver = self._tserver
-            if tserver is None:
-                await self._tserver_up.wait()
-                continue
-            try:
-                answer = await tserver.call(TServerQueryCall(call_id), wait)
-            except (RequestRefused, RemoteProtocolError):
-                return "unknown"
-            except (ConnectionLost, trio.TooSlowError):
-                wait *= 2
-                await trio.lowlevel.checkpoint()  # the link task must see the loss first
-                continue
-            return answer.state
+        try:
+            answer = await self._ask(
+                lambda: self._tserver, lambda: self._tserver_up, TServerQueryCall(call_id)
+            )
+        except (RequestRefused, RemoteProtocolError):
+            return "unknown"
+        return answer.state
 
     async def _route(self, call_id: str, target: str, epoch: int) -> str:
         s = self.settings
-        wait = _ASK_AGAIN
-        while True:
-            tserver = self._tserver
-            if tserver is None:
-                await self._tserver_up.wait()
-                continue
-            try:
-                await tserver.call(Route(call_id, target, s.app, s.node_id, epoch), wait)
-                return "routed"
-            except RequestRefused as exc:
-                return exc.code
-            except RemoteProtocolError:
-                return "routed"  # accepted (not refused); its answer says nothing we use
-            except (ConnectionLost, trio.TooSlowError):
-                wait *= 2
-                await trio.lowlevel.checkpoint()  # the link task must see the loss first
+        route = Route(call_id, target, s.app, s.node_id, epoch)
+        try:
+            await self._ask(lambda: self._tserver, lambda: self._tserver_up, route)
+        except RequestRefused as exc:
+            return exc.code
+        except RemoteProtocolError:
+            pass  # accepted (not refused); its answer says nothing we use
+        return "routed"
 
     async def _delete(self, node_id: int, epoch: int, call_id: str) -> None:
         try:
