@@ -118,8 +118,10 @@ GENERATOR_TICK = 0.004
 #: Route requests go out at once, at the end of the generator tick that made them; the
 #: news that a call was routed only ends watches (``call-watching-timeout``, at least
 #: hundreds of ms), so it may wait a little to share a frame and a wake-up with the next
-#: calls: at 16 Nodes each call's news reaches 31 processes.
-FANOUT_LINGER = 0.003
+#: calls: at 16 Nodes each call's news reaches 31 processes. A little longer than
+#: ``GENERATOR_TICK``, so that under a generator's load it rides with the next tick's
+#: route requests: one wake-up per client per tick.
+FANOUT_LINGER = 0.005
 #: Most pushes one ``PushBatch`` frame carries (a frame is capped at 1 MiB).
 PUSHES_PER_BATCH = 500
 
@@ -192,10 +194,11 @@ class _Client:
     batches: bool = False
     pending: list[Notice] = attrs.Factory(list)
 
-    def post(self, frame: bytes) -> None:
-        """Queue an encoded push; dropped (and counted) past ``OUTBOX_SIZE`` waiting."""
+    def post(self, frame: bytes, direct: bool = False) -> None:
+        """Queue an encoded push (``direct``: written at once on an idle link); dropped
+        (and counted) past ``OUTBOX_SIZE`` waiting."""
         try:
-            if self.conn.send_frame_nowait(frame, limit=OUTBOX_SIZE):
+            if self.conn.send_frame_nowait(frame, limit=OUTBOX_SIZE, direct=direct):
                 return
         except (ConnectionLost, RuntimeError):
             return  # closing: ``_on_disconnect`` forgets the client
@@ -473,7 +476,7 @@ class TServer:
                         pushes[id(notice)] = Push(notice.TOPIC, notice.to_json())
                 encoded = frames[key] = _batch_frames([pushes[id(n)] for n in notices])
             for frame in encoded:
-                client.post(frame)
+                client.post(frame, direct=True)  # a batch already: no writer task needed
 
     async def _flush_lingering(self) -> NoReturn:
         """Flush the pushes nobody flushed (``call_routed`` news, say) ``FANOUT_LINGER``
