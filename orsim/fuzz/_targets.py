@@ -197,7 +197,7 @@ async def confserv(nursery: trio.Nursery) -> AsyncIterator[Dispatch]:
 # -- T-Server --------------------------------------------------------------------------
 
 TSERVER_METHODS: dict[str, dict[str, Maker]] = {
-    "register": {"app": name("app"), "node_id": node_id, "dns": names("dn")},
+    "register": {"app": name("app"), "node_id": node_id, "dns": names("dn"), "batches": flag},
     "fence": {"node_id": node_id, "epoch": whole, "app": name("app")},
     "query_call": {"call_id": name("call")},
     "claim_epoch": {"node_id": node_id, "expected": whole, "new": whole, "app": name("app")},
@@ -311,6 +311,20 @@ PUSHES: dict[str, Callable[[JsonGen, Connection], dict[str, object]]] = {
     }),
     "handover": lambda gen, conn: gen.fields({"epoch": whole}),
 }  # fmt: skip
+
+
+def _batch(gen: JsonGen, conn: Connection) -> dict[str, object]:
+    """A ``pushes`` batch (the T-Server's fan-out) of the pushes above, now and then
+    broken: an item that is not ``[topic, data]``, or a batch inside the batch."""
+    items: list[object] = []
+    for _ in range(gen.rng.randint(0, 4)):
+        topic = gen.choice(list(PUSHES))
+        items.append([topic, PUSHES[topic](gen, conn)])
+    if gen.rng.random() < 0.1:
+        items.append(gen.any() if gen.rng.random() < 0.5 else ["pushes", {"items": []}])
+    return {"items": items}
+
+
 NODE_METHODS: dict[str, dict[str, Maker]] = {"status": {}}
 
 
@@ -320,6 +334,8 @@ def _node_input(gen: JsonGen, conn: Connection) -> Message:
         return request(NODE_METHODS)(gen)
     if r < 0.13:
         return Push(gen.string(), {gen.string(): gen.any()})
+    if r < 0.2:
+        return Push("pushes", _batch(gen, conn))
     topic = gen.choice(list(PUSHES))
     return Push(topic, PUSHES[topic](gen, conn))
 

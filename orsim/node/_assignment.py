@@ -22,8 +22,8 @@ survives a link cut between data centers. With one live Node there is no Reserve
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from hashlib import blake2b as _blake2b
 from typing import Protocol
 
 import attrs
@@ -92,10 +92,13 @@ def assign(call_id: str, live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> 
         raise ValueError("no live Node to assign the call to")
     weights = _weights_of(call_id)
     ranked = []
+    key: bytes | None = None
     for node_id in nodes:
         weight = weights.get(node_id)
         if weight is None:
-            weight = weights[node_id] = _weight(node_id, call_id)
+            if key is None:
+                key = _call_key(call_id)
+            weight = weights[node_id] = _keyed_weight(node_id, key)
         ranked.append((weight, node_id))
     # The heaviest, then the heaviest of the rest (same data center first): scans, not
     # a sort, as every application asks for every call. Ties go to the larger Node ID.
@@ -133,10 +136,30 @@ def _weights_of(call_id: str) -> dict[int, int]:
 
 
 def _weight(node_id: int, call_id: str) -> int:
+    """blake2b of ``f"{node_id}:{call_id}"`` (UTF-8), its 8 bytes as an integer."""
+    return _keyed_weight(node_id, _call_key(call_id))
+
+
+def _call_key(call_id: str) -> bytes:
     # surrogatepass: a call id may hold a lone surrogate (valid JSON, not UTF-8); every
     # Node must still weigh it, and the same way.
-    key = f"{node_id}:{call_id}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(key, digest_size=_DIGEST_SIZE)
+    return call_id.encode("utf-8", "surrogatepass")
+
+
+#: ``f"{node_id}:"`` encoded, by Node ID: every ORS weighs every call against every
+#: live Node (32 processes x 16 Nodes a call at 16 Nodes), so the call's half is encoded
+#: once and the Node's half never again. UTF-8 of a concatenation is the concatenation
+#: of the UTF-8s, so the weights are the very ones of the whole string.
+_NODE_KEYS: dict[int, bytes] = {}
+
+
+def _keyed_weight(node_id: int, call_key: bytes) -> int:
+    prefix = _NODE_KEYS.get(node_id)
+    if prefix is None:
+        if len(_NODE_KEYS) >= _WEIGHT_CACHE_CALLS:
+            _NODE_KEYS.clear()
+        prefix = _NODE_KEYS[node_id] = f"{node_id}:".encode()
+    digest = _blake2b(prefix + call_key, digest_size=_DIGEST_SIZE)
     return int.from_bytes(digest.digest(), "big")
 
 

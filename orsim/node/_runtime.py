@@ -787,7 +787,7 @@ class OrsNode:
         s = self.settings
 
         async def up(conn: Connection) -> None:
-            register = TServerRegister(s.app, s.node_id, tuple(s.routing_points))
+            register = TServerRegister(s.app, s.node_id, tuple(s.routing_points), batches=True)
             await conn.call(register, _register_timeout(s.tserver))
             self._tserver = conn
             self._tserver_up.set()

@@ -33,10 +33,14 @@ class TServerClient:
     conn: Connection
     timeout: float = DEFAULT_TIMEOUT
 
-    async def register(self, app: str, node_id: int | None, dns: list[str]) -> list[str]:
+    async def register(
+        self, app: str, node_id: int | None, dns: list[str], *, batches: bool = False
+    ) -> list[str]:
         """Receive route requests for ``dns`` (empty: every routing point); returns all DNs
-        this connection is registered on."""
-        answer = await self.conn.call(Register(app, node_id, tuple(dns)), self.timeout)
+        this connection is registered on. ``batches``: take pushes in ``PushBatch``
+        frames (a ``PushTable`` handles them)."""
+        register = Register(app, node_id, tuple(dns), batches=batches or None)
+        answer = await self.conn.call(register, self.timeout)
         return list(answer.dns)
 
     async def fence(self, node_id: int, epoch: int) -> int:

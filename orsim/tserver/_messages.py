@@ -134,11 +134,16 @@ class Registered(Record):
 
 @attrs.frozen
 class Register(Call[Registered], method="register"):
-    """``register``: receive route requests for ``dns`` (empty: every routing point)."""
+    """``register``: receive route requests for ``dns`` (empty: every routing point).
+
+    ``batches``: the client takes its pushes in ``PushBatch`` frames (an ORS does); a
+    client that does not say so gets one frame per push, as before.
+    """
 
     app: str | None = None
     node_id: int | None = None
     dns: tuple[str, ...] = ()
+    batches: bool | None = attrs.field(default=None, metadata=OMIT_NONE)
 
 
 @attrs.frozen

@@ -59,6 +59,7 @@ from orsim.wire._typed import FieldReader as FieldReader
 from orsim.wire._typed import FieldWriter as FieldWriter
 from orsim.wire._typed import HandlerTable as HandlerTable
 from orsim.wire._typed import Notice as Notice
+from orsim.wire._typed import PushBatch as PushBatch
 from orsim.wire._typed import PushTable as PushTable
 from orsim.wire._typed import Record as Record
 from orsim.wire._typed import Status as Status
@@ -106,6 +107,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Push",
+    "PushBatch",
     "PushHandler",
     "PushTable",
     "Record",

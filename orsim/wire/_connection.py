@@ -319,9 +319,13 @@ class Connection:
         self._queue(self._encode(Push(topic, data)), self._eager_pushes)
         return True
 
-    def send_frame_nowait(self, frame: bytes, limit: int | None = None) -> bool:
+    def send_frame_nowait(
+        self, frame: bytes, limit: int | None = None, *, direct: bool = False
+    ) -> bool:
         """Like ``push_nowait`` for a frame already encoded (``encode``): one encoding can
         go to many connections. False (not sent) when ``limit`` frames already wait.
+        ``direct``: written at once on an idle link rather than left to the writer task
+        (for a sender that batched its pushes itself: a task switch saved per frame).
         """
         self._check_open()
         if not self._writer_running:
@@ -330,7 +334,7 @@ class Connection:
             return False
         self.frames_sent += 1
         _TOTALS.sent += 1
-        self._queue(frame, self._eager_pushes)
+        self._queue(frame, direct or self._eager_pushes)
         return True
 
     def _idle_for(self, frame: bytes) -> bool:

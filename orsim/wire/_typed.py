@@ -302,6 +302,39 @@ class Notice(Record):
 
 
 @attrs.frozen
+class PushBatch(Notice):
+    """``pushes``: several pushes in one frame, in the order they were made.
+
+    A T-Server fans each call out to every router registered on its routing point; a
+    client that registered for batches gets the pushes of one generator tick (and the
+    ``call_routed`` news of a few ms) as one frame rather than one frame each, so a
+    cluster of N Nodes costs each ORS one read and one decode per batch, not per call. A
+    receiver's ``PushTable`` handles each push of the batch as if it came alone.
+    """
+
+    TOPIC: ClassVar[str] = "pushes"
+    items: tuple[Push, ...]
+
+    def to_json(self) -> Json:
+        return {"items": [[push.topic, push.data] for push in self.items]}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        items = json_object(data).get("items")
+        if not isinstance(items, list) or not items:
+            raise RequestRefused("bad_request", "items must be a non-empty list")
+        pushes = []
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise RequestRefused("bad_request", "each item must be [topic, data]")
+            topic, body = item
+            if not isinstance(topic, str) or topic == cls.TOPIC or not isinstance(body, dict):
+                raise RequestRefused("bad_request", f"bad item topic or data: {topic!r}")
+            pushes.append(Push(topic, body))
+        return cls(tuple(pushes))
+
+
+@attrs.frozen
 class Done(Record):
     """The answer ``{}``: done, nothing to tell."""
 
@@ -491,7 +524,36 @@ class PushTable:
         _NOTICES[id(push)] = (push, kind, notice)
         return entry, notice
 
+    def decode_batch(self, push: Push) -> list[tuple[_PushEntry, Notice]]:
+        """The typed pushes of a ``PushBatch`` push that this table takes, in order; all
+        of them are checked before any is handled.
+
+        Raises:
+            RemoteProtocolError: the batch or one of its pushes is malformed.
+        """
+        known = _NOTICES.get(id(push))
+        if known is not None and known[0] is push and known[1] is PushBatch:
+            batch = cast(PushBatch, known[2])
+        else:
+            try:
+                batch = PushBatch.from_json(push.data)
+            except RequestRefused as exc:
+                raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
+            if len(_NOTICES) >= PUSH_MEMO_SIZE:
+                _NOTICES.clear()
+            _NOTICES[id(push)] = (push, PushBatch, batch)
+        decoded = []
+        for item in batch.items:
+            one = self.decode(item)
+            if one is not None:
+                decoded.append(one)
+        return decoded
+
     async def __call__(self, conn: Connection, push: Push) -> None:
+        if push.topic == PushBatch.TOPIC:
+            for entry, notice in self.decode_batch(push):
+                entry.fn(conn, notice)
+            return
         decoded = self.decode(push)
         if decoded is not None:
             entry, notice = decoded

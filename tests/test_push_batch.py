@@ -1,0 +1,165 @@
+"""Batched fan-out: ``PushBatch`` on the wire and the T-Server's batches to the clients
+that register for them."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from orsim.config._model import Application
+from orsim.errors import RemoteProtocolError
+from orsim.tserver import CallRouted, RouteRequest, TServerClient, serve_tserver
+from orsim.tserver import _server as server_module
+from orsim.wire import (
+    Connection,
+    MemoryNetwork,
+    Notice,
+    Push,
+    PushBatch,
+    PushTable,
+    connected,
+    decode_body,
+    encode,
+    when,
+)
+
+HOST = "127.0.0.1"
+
+
+def tserver_app() -> Application:
+    return Application(
+        name="SIP_Server",
+        type="SIPServer",
+        host="hostA",
+        address=HOST,
+        port=0,
+        options={"routing-points": {"5000": "default"}, "TServer": {"router-timeout": "10"}},
+    )
+
+
+def _table(seen: list[Notice]) -> PushTable:
+    def keep(_conn: Connection, notice: Notice) -> None:
+        seen.append(notice)
+
+    return PushTable.of([when(RouteRequest, keep), when(CallRouted, keep)])
+
+
+def test_batch_round_trips_through_the_codec() -> None:
+    """A batch's pushes come out of a frame as they went in, in order."""
+    items = (
+        Push("route_request", {"call_id": "c-1", "dn": "5000"}),
+        Push("call_routed", {"call_id": "c-0", "app": "ORS_1"}),
+    )
+    frame = encode(Push(PushBatch.TOPIC, PushBatch(items).to_json()))
+    message = decode_body(frame[4:])
+    assert isinstance(message, Push)
+    assert PushBatch.from_json(message.data) == PushBatch(items)
+
+
+async def test_push_table_handles_each_push_of_a_batch_in_order() -> None:
+    """Each push of a batch goes to its handler as if it came alone; unknown topics are
+    skipped."""
+    seen: list[Notice] = []
+    batch = PushBatch(
+        (
+            Push("route_request", {"call_id": "c-1", "dn": "5000"}),
+            Push("nobody_takes_this", {}),
+            Push("call_routed", {"call_id": "c-0", "app": "ORS_1"}),
+        )
+    )
+    await _table(seen)(None, Push(PushBatch.TOPIC, batch.to_json()))  # type: ignore[arg-type]  # no connection needed
+    assert seen == [RouteRequest("c-1", "5000"), CallRouted("c-0", "ORS_1")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"items": []},
+        {"items": "x"},
+        {"items": [["route_request"]]},
+        {"items": [[1, {}]]},
+        {"items": [["route_request", []]]},
+        {"items": [["pushes", {"items": []}]]},
+        {"items": [["call_routed", {"call_id": "c-0"}], ["route_request", {"call_id": ""}]]},
+    ],
+)
+async def test_a_malformed_batch_is_a_protocol_error_and_nothing_is_handled(
+    data: dict[str, object],
+) -> None:
+    """A malformed batch (or a malformed push in it) costs the sender its link; none of
+    its pushes is handled, not even the good ones before the bad one."""
+    seen: list[Notice] = []
+    with pytest.raises(RemoteProtocolError):
+        await _table(seen)(None, Push(PushBatch.TOPIC, data))  # type: ignore[arg-type]  # no connection needed
+    assert seen == []
+
+
+async def test_tserver_batches_pushes_for_clients_that_ask(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client registered with ``batches`` hears every call and every call's routing,
+    in order, in fewer frames than pushes; a client that did not ask gets one frame per
+    push, as before."""
+    net = MemoryNetwork()
+    batched: list[Notice] = []
+    table = _table(batched)
+    plain: list[Push] = []
+
+    async def keep_plain(_conn: Connection, push: Push) -> None:
+        plain.append(push)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_tserver, net.for_app("SIP_Server"), tserver_app()))
+        async with (
+            connected(
+                net.for_app("ORS_1"),
+                HOST,
+                port,
+                app="ORS_1",
+                app_type="OrchestrationServer",
+                on_push=table,
+            ) as a,
+            connected(
+                net.for_app("ORS_2"),
+                HOST,
+                port,
+                app="ORS_2",
+                app_type="OrchestrationServer",
+                on_push=keep_plain,
+            ) as b,
+        ):
+            ors_1, ors_2 = TServerClient(a), TServerClient(b)
+            await ors_1.register("ORS_1", 1, [], batches=True)
+            await ors_2.register("ORS_2", 2, [])
+            frames_before = a.frames_received
+            await ors_2.generate(rate=500, duration=0.2)
+            await trio.sleep(0.3)
+            calls = [n.call_id for n in batched if isinstance(n, RouteRequest)]
+            assert len(calls) == 100
+            assert [p.data["call_id"] for p in plain if p.topic == "route_request"] == calls
+            for call_id in calls:
+                await ors_2.route(call_id, "Agent_1", app="ORS_2", node_id=2, epoch=0)
+            await trio.sleep(server_module.FANOUT_LINGER * 2)
+            routed = [n.call_id for n in batched if isinstance(n, CallRouted)]
+            assert routed == calls
+            assert all(p.topic != PushBatch.TOPIC for p in plain)
+            assert a.frames_received - frames_before < len(batched) / 2
+        nursery.cancel_scope.cancel()
+
+
+def test_a_big_fanout_is_cut_into_frames_of_bounded_size() -> None:
+    """More pushes than ``PUSHES_PER_BATCH`` go out in several batches."""
+    pushes = [Push("route_request", {"call_id": f"c-{n}"}) for n in range(1201)]
+    frames = server_module._batch_frames(pushes)
+    assert len(frames) == math.ceil(1201 / server_module.PUSHES_PER_BATCH)
+    decoded: list[Push] = []
+    for frame in frames:
+        message = decode_body(frame[4:])
+        assert isinstance(message, Push)
+        decoded.extend(PushBatch.from_json(message.data).items)
+    assert decoded == pushes
