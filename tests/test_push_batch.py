@@ -137,18 +137,27 @@ async def test_tserver_batches_pushes_for_clients_that_ask(
             await ors_1.register("ORS_1", 1, [], batches=True)
             await ors_2.register("ORS_2", 2, [])
             frames_before = a.frames_received
-            await ors_2.generate(rate=500, duration=0.2)
-            await trio.sleep(0.3)
+            await ors_2.generate(rate=500, duration=0.5)
+            await trio.sleep(0.2)
+            # Routed while the generator runs: the news rides with its next ticks.
             calls = [n.call_id for n in batched if isinstance(n, RouteRequest)]
-            assert len(calls) == 100
-            assert [p.data["call_id"] for p in plain if p.topic == "route_request"] == calls
             for call_id in calls:
                 await ors_2.route(call_id, "Agent_1", app="ORS_2", node_id=2, epoch=0)
-            await trio.sleep(server_module.FANOUT_LINGER * 2)
+            await trio.sleep(0.4)
+            made = [n.call_id for n in batched if isinstance(n, RouteRequest)]
+            assert len(made) == 250
+            assert [p.data["call_id"] for p in plain if p.topic == "route_request"] == made
             routed = [n.call_id for n in batched if isinstance(n, CallRouted)]
             assert routed == calls
             assert all(p.topic != PushBatch.TOPIC for p in plain)
             assert a.frames_received - frames_before < len(batched) / 2
+            # With no generator to ride with, the news goes out at once.
+            one = await ors_2.make_call()
+            await ors_2.route(one, "Agent_1", app="ORS_2", node_id=2, epoch=0)
+            sent = trio.current_time()
+            while not any(isinstance(n, CallRouted) and n.call_id == one for n in batched):
+                await trio.sleep(0.0001)
+            assert trio.current_time() - sent < server_module.FANOUT_LINGER
         nursery.cancel_scope.cancel()
 
 

@@ -260,6 +260,10 @@ class TServer:
     #: Batching clients with pushes waiting (``_flush_pushes``), and the linger's alarm.
     _pending: list[_Client] = attrs.Factory(list)
     _linger: trio.Event = attrs.Factory(trio.Event)
+    #: When the call generator wakes next (inf: not running), and whether it is making
+    #: a tick's calls now (their pushes are flushed together at the end of the tick).
+    _next_tick: float = math.inf
+    _ticking: bool = False
     #: The primary this backup follows.
     _leader: Connection | None = None
     #: Set while this T-Server is primary.
@@ -457,8 +461,11 @@ class TServer:
                     continue
                 frame = frame or encode(Push(notice.TOPIC, notice.to_json()))
                 client.post(frame)
-        if self._pending:
-            self._linger.set()
+        if self._pending and not self._ticking:
+            if self._next_tick <= trio.current_time() + FANOUT_LINGER:
+                self._linger.set()  # company is coming: the generator's next tick
+            else:
+                self._flush_pushes()  # none soon: waiting would only delay the news
 
     def _flush_pushes(self) -> None:
         """Send each batching client its waiting pushes in one frame (one ``PushBatch``,
@@ -521,26 +528,32 @@ class TServer:
             start = trio.current_time()
             end = math.inf if gen.duration is None else start + gen.duration
             sent = 0
-            while True:
-                at = start + sent / gen.rate
-                if at >= end:
-                    break
-                await sleep_until(max(at, trio.current_time() + GENERATOR_TICK))
-                now = trio.current_time()
-                behind = now - at
-                if behind > MAX_GENERATOR_LAG:
-                    skipped = math.floor(behind * gen.rate)
-                    sent += skipped
-                    continue
-                # Every call due by now (the first one at least), in one batch.
-                while at <= now and at < end:
-                    dn = gen.dn or self._rotate_dn()
-                    if dn is not None and dn in self.routing_points:
-                        self.new_call(dn)
-                        gen.made += 1
-                    sent += 1
+            try:
+                while True:
                     at = start + sent / gen.rate
-                self._flush_pushes()
+                    if at >= end:
+                        break
+                    self._next_tick = max(at, trio.current_time() + GENERATOR_TICK)
+                    await sleep_until(self._next_tick)
+                    now = trio.current_time()
+                    behind = now - at
+                    if behind > MAX_GENERATOR_LAG:
+                        skipped = math.floor(behind * gen.rate)
+                        sent += skipped
+                        continue
+                    # Every call due by now (the first one at least), in one batch.
+                    self._ticking = True
+                    while at <= now and at < end:
+                        dn = gen.dn or self._rotate_dn()
+                        if dn is not None and dn in self.routing_points:
+                            self.new_call(dn)
+                            gen.made += 1
+                        sent += 1
+                        at = start + sent / gen.rate
+                    self._ticking = False
+                    self._flush_pushes()
+            finally:
+                self._next_tick, self._ticking = math.inf, False
         gen.running = False
 
     # -- connections -------------------------------------------------------------
