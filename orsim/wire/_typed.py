@@ -480,6 +480,27 @@ def when(kind: type[N], fn: Callable[[Connection, N], None]) -> _PushEntry:
 _NOTICES: dict[int, tuple[Push, type[Notice], Notice]] = {}
 
 
+def _notice_of(push: Push, kind: type[Notice]) -> Notice:
+    """``push`` read as a ``kind``, once per push: keyed by the push's identity (and
+    holding it), so only the very push that the codec's ``PUSH_MEMO`` gave several
+    receivers is decoded once for all of them.
+
+    Raises:
+        RemoteProtocolError: the push is malformed.
+    """
+    known = _NOTICES.get(id(push))
+    if known is not None and known[0] is push and known[1] is kind:
+        return known[2]
+    try:
+        notice = kind.from_json(push.data)
+    except RequestRefused as exc:
+        raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
+    if len(_NOTICES) >= PUSH_MEMO_SIZE:
+        _NOTICES.clear()
+    _NOTICES[id(push)] = (push, kind, notice)
+    return notice
+
+
 @attrs.define(eq=False)
 class PushTable:
     """One receiver's pushes: topic -> (its typed push, its handler), built once.
@@ -509,20 +530,7 @@ class PushTable:
         entry = self._by_topic.get(push.topic)
         if entry is None:
             return None
-        kind = entry.kind
-        known = _NOTICES.get(id(push))
-        if known is not None and known[0] is push and known[1] is kind:
-            return entry, known[2]
-        try:
-            notice = kind.from_json(push.data)
-        except RequestRefused as exc:
-            raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
-        if len(_NOTICES) >= PUSH_MEMO_SIZE:
-            _NOTICES.clear()
-        # Keyed by the push's identity, and holding it: only the very push (one that the
-        # codec's ``PUSH_MEMO`` gave several receivers) is decoded once for all of them.
-        _NOTICES[id(push)] = (push, kind, notice)
-        return entry, notice
+        return entry, _notice_of(push, entry.kind)
 
     def decode_batch(self, push: Push) -> list[tuple[_PushEntry, Notice]]:
         """The typed pushes of a ``PushBatch`` push that this table takes, in order; all
@@ -531,17 +539,7 @@ class PushTable:
         Raises:
             RemoteProtocolError: the batch or one of its pushes is malformed.
         """
-        known = _NOTICES.get(id(push))
-        if known is not None and known[0] is push and known[1] is PushBatch:
-            batch = cast(PushBatch, known[2])
-        else:
-            try:
-                batch = PushBatch.from_json(push.data)
-            except RequestRefused as exc:
-                raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
-            if len(_NOTICES) >= PUSH_MEMO_SIZE:
-                _NOTICES.clear()
-            _NOTICES[id(push)] = (push, PushBatch, batch)
+        batch = cast(PushBatch, _notice_of(push, PushBatch))
         decoded = []
         for item in batch.items:
             one = self.decode(item)
