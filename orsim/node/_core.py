@@ -603,6 +603,9 @@ class NodeCore:
     _gone_since: dict[int, float] = attrs.Factory(dict)
     _adopting: set[int] = attrs.Factory(set)
     _probe_until: float | None = None
+    #: Until then (after stepping down for a newer holder, its partner), the partner's
+    #: link going down is not yet the partner's loss: see ``_role_changed``.
+    _stepped_down_until: float | None = None
     _recovery_pending: bool = False
     _switchovers: int = 0
     #: The role machine's actions still to carry out, one at a time (claim, then fence,
@@ -855,6 +858,13 @@ class NodeCore:
                 out += self._role_event(PartnerLost(), now)
             elif self.role.role is Role.BACKUP and self.settings.partner is None:
                 out += self._role_event(PartnerAbsent(), now)
+            elif self._stepped_down_until is not None:
+                self._stepped_down_until = None
+                partner = self.settings.partner
+                if self.role.role is Role.BACKUP and partner and not self.peers.is_live(partner):
+                    # Absent, not lost: the machine may have taken stale news of the
+                    # partner meanwhile (its heartbeats buffered while this one slept).
+                    out += self._role_event(PartnerAbsent(), now)
         if now >= self._next_beat:
             out += self._heartbeat(now)
         for call_id in self.watcher.due(now):
@@ -1351,6 +1361,8 @@ class NodeCore:
         if app != self.settings.partner:
             return []
         if not self.peers.is_live(app):
+            if self._stepped_down_until is not None and now < self._stepped_down_until:
+                return []  # the probe's end decides (``tick``)
             return self._role_event(PartnerLost(), now)
         info = self.peers.info.get(app)
         if info is None:
@@ -1476,6 +1488,15 @@ class NodeCore:
             # A Node of one application, fenced by a Node that adopted its sessions while
             # it was away: nobody else serves this Node, so it claims it back shortly.
             self._probe_until = self._deadline(now + self._probe_window)
+        elif now_role is Role.BACKUP and before.holds_node:
+            # Stepped down for a newer holder: the partner. Woken from a freeze, this
+            # application finds every old link closed by peers that gave it up; its
+            # partner's among them says nothing of the partner, which reconnects within
+            # the probe. Only a partner still unreachable then is lost (found by `make
+            # test`: a thawed primary stepped down, saw its old link to the new primary
+            # close, and took the Node back from it at once).
+            self._stepped_down_until = self._deadline(now + self._probe_window)
+            self._probe_until = self._stepped_down_until
         out.append(self._announce())
         return out
 

@@ -1,0 +1,80 @@
+"""A primary woken from a freeze after its backup took the Node over.
+
+Found by `make test` (1 run in about 8 of
+`test_cluster_processes.py::test_primary_failure_under_load_loses_no_call[STOP]`):
+ORS_1, thawed, read the newer epoch and stepped down; then it read that its old link to
+ORS_1_B was closed (ORS_1_B had given it up by ADDP while it was frozen), took that for
+its partner's loss, and claimed the Node back from the healthy ORS_1_B. Genesys: the
+backup takes over when the primary is gone; a partner that is only reconnecting is not.
+"""
+
+from __future__ import annotations
+
+from orsim.node._core import (
+    ClaimEpochCmd,
+    Command,
+    EpochClaimed,
+    EpochRead,
+    FenceAnswered,
+    MemberAnnounced,
+    NodeCore,
+    PeerLinkDown,
+    PeerLinkUp,
+    SessionsLoaded,
+)
+from orsim.node._membership import MemberInfo
+from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+
+
+def _primary() -> NodeCore:
+    """ "A", its Node's primary at epoch 1, with its backup "B" linked."""
+    server = Endpoint("X", "127.0.0.1", 1)
+    core = NodeCore(
+        NodeSettings(
+            app="A", node_id=1, configured_backup=False, partner="B", cluster="C",
+            data_center="DC", address="127.0.0.1", port=1,
+            peers=(PeerApp("B", 1, "DC", "127.0.0.1", 2, is_backup=True),),
+            nodes={1: "DC"}, tserver=server, urs=server, call_watching_timeout_ms=300,
+        )
+    )  # fmt: skip
+    core.start(0.0)
+    core.handle(PeerLinkUp("B"), 0.0)
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
+    core.handle(EpochClaimed(1, True, 1), 0.0)
+    core.handle(FenceAnswered(1), 0.0)
+    core.handle(SessionsLoaded(()), 0.0)
+    assert core.mode == "primary"
+    return core
+
+
+def _thawed() -> NodeCore:
+    """The primary, frozen meanwhile, reads the store's newer epoch (B's) and steps down."""
+    core = _primary()
+    core.handle(EpochRead(2), 10.0)
+    assert core.mode == "backup" and core.current_epoch == 2
+    return core
+
+
+def _claims(commands: list[Command]) -> list[ClaimEpochCmd]:
+    return [c for c in commands if isinstance(c, ClaimEpochCmd)]
+
+
+def test_an_old_link_closing_after_a_step_down_is_not_the_partners_loss() -> None:
+    core = _thawed()
+    # B's heartbeats from before the freeze, read from the old link's buffer, then the
+    # old link's close (B gave A up by ADDP while A was frozen).
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 1)), 10.0005)
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.001))
+    core.handle(PeerLinkUp("B"), 10.05)  # B, alive, reconnects
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.05)
+    for t in (10.5, 11.0, 12.0, 15.0):
+        assert not _claims(core.tick(t))
+    assert core.mode == "backup"
+
+
+def test_a_partner_still_unreachable_when_the_probe_ends_is_lost() -> None:
+    """B died while A was frozen: A takes its Node back, one probe window later."""
+    core = _thawed()
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.001))
+    claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
+    assert claims == [ClaimEpochCmd(2, 3)]
