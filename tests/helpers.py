@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import yaml
+
+if TYPE_CHECKING:
+    from orsim.node._core import NodeCore
+    from orsim.node._settings import NodeSettings
 
 from orsim.cluster import AppRow
 from orsim.tserver import LedgerReport
@@ -80,3 +84,41 @@ async def serve_memory_app(net: Any, nursery: trio.Nursery, handler: Any, app: s
 
     port: int = await nursery.start(server)
     return port
+
+
+def core_settings(partner: bool) -> NodeSettings:
+    """Settings of ORS application "A", primary of Node 1, with its backup "B" or alone."""
+    from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+
+    server = Endpoint("X", "127.0.0.1", 1)
+    peers = (PeerApp("B", 1, "DC", "127.0.0.1", 2, is_backup=True),) if partner else ()
+    return NodeSettings(
+        app="A", node_id=1, configured_backup=False, partner="B" if partner else None,
+        cluster="C", data_center="DC", address="127.0.0.1", port=1, peers=peers,
+        nodes={1: "DC"}, tserver=server, urs=server, call_watching_timeout_ms=300,
+    )  # fmt: skip
+
+
+def primary_core(partner: bool) -> NodeCore:
+    """A ``NodeCore`` of "A" that has become its Node's primary at epoch 1."""
+    from orsim.node._core import (
+        EpochClaimed,
+        FenceAnswered,
+        MemberAnnounced,
+        NodeCore,
+        PeerLinkUp,
+        SessionsLoaded,
+    )
+    from orsim.node._membership import MemberInfo
+
+    core = NodeCore(core_settings(partner))
+    out = core.start(0.0)
+    if partner:
+        core.handle(PeerLinkUp("B"), 0.0)
+        out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
+    assert out, "a configured primary claims at start"
+    core.handle(EpochClaimed(1, True, 1), 0.0)
+    core.handle(FenceAnswered(1), 0.0)
+    core.handle(SessionsLoaded(()), 0.0)
+    assert core.mode == "primary"
+    return core

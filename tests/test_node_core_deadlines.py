@@ -4,7 +4,7 @@ spun forever at one virtual instant)."""
 
 from __future__ import annotations
 
-from test_node_graceful_stop import _primary
+from helpers import primary_core
 
 from orsim.node._core import NotifySession, RouteRequested
 
@@ -12,7 +12,7 @@ from orsim.node._core import NotifySession, RouteRequested
 def test_the_slow_store_notice_fires_at_its_own_deadline_despite_rounding() -> None:
     """The notice is due at ``since + patience``; ``now - since >= patience`` is False at
     that very instant for some times (0.08 + 0.15 - 0.08 < 0.15 in floating point)."""
-    core = _primary(partner=False)
+    core = primary_core(partner=False)
     since = 0.08
     patience = core.watcher.timeout_ms / 2000.0
     assert (since + patience) - since < patience, "the rounding case this test is about"

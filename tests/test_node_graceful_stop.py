@@ -9,64 +9,34 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, core_settings, primary_core
 
 from orsim.cluster import ClusterHandle
 from orsim.config import load_database
 from orsim.node._core import (
-    EpochClaimed,
     EpochRead,
     Exit,
-    FenceAnswered,
     MemberAnnounced,
     NodeCore,
-    PeerLinkUp,
     PushHandover,
     ReadEpoch,
     RouteAnswered,
     RouteRequested,
-    SessionsLoaded,
     SessionWritten,
     StopAsked,
     WriteOutcome,
     WriteSession,
 )
 from orsim.node._membership import MemberInfo
-from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.testing import open_sim_cluster
 
 DEMO = Path(__file__).parent.parent / "scenarios" / "topologies" / "demo.yaml"
 
 
-def _settings(partner: bool) -> NodeSettings:
-    server = Endpoint("X", "127.0.0.1", 1)
-    peers = (PeerApp("B", 1, "DC", "127.0.0.1", 2, is_backup=True),) if partner else ()
-    return NodeSettings(
-        app="A", node_id=1, configured_backup=False, partner="B" if partner else None,
-        cluster="C", data_center="DC", address="127.0.0.1", port=1, peers=peers,
-        nodes={1: "DC"}, tserver=server, urs=server, call_watching_timeout_ms=300,
-    )  # fmt: skip
-
-
-def _primary(partner: bool) -> NodeCore:
-    """A core that has become its Node's primary."""
-    core = NodeCore(_settings(partner))
-    out = core.start(0.0)
-    if partner:
-        core.handle(PeerLinkUp("B"), 0.0)
-        out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
-    assert out, "a configured primary claims at start"
-    core.handle(EpochClaimed(1, True, 1), 0.0)
-    core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
-    assert core.mode == "primary"
-    return core
-
-
 def test_primary_without_backup_creates_nothing_then_exits_once_drained() -> None:
     """Suspending alone: new calls are not created here (the Reserved Node will), the
     running one is routed, then Exit."""
-    core = _primary(partner=False)
+    core = primary_core(partner=False)
     started = core.handle(RouteRequested("c1"), 1.0)
     assert any(isinstance(c, WriteSession) for c in started)
     out = core.handle(StopAsked(), 1.0)
@@ -83,7 +53,7 @@ def test_primary_with_backup_hands_over_then_exits() -> None:
     """With its backup connected, the stop is a switchover: drain, hand over, and exit
     once the backup holds the Node: a higher epoch it announces, borne out by the store
     (a partner's word alone moves no epoch: issue 20, finding 2)."""
-    core = _primary(partner=True)
+    core = primary_core(partner=True)
     out = core.handle(StopAsked(), 1.0)
     assert core.mode == "suspending"
     assert any(isinstance(c, PushHandover) for c in out)
@@ -98,11 +68,11 @@ def test_primary_with_backup_hands_over_then_exits() -> None:
 
 def test_a_second_stop_or_a_backup_exits_at_once() -> None:
     """A second stop cuts the drain short; a backup has nothing to hand over."""
-    core = _primary(partner=False)
+    core = primary_core(partner=False)
     core.handle(RouteRequested("c1"), 1.0)
     assert not any(isinstance(c, Exit) for c in core.handle(StopAsked(), 1.0))
     assert any(isinstance(c, Exit) for c in core.handle(StopAsked(), 1.1))
-    backup = NodeCore(_settings(partner=True))
+    backup = NodeCore(core_settings(partner=True))
     assert any(isinstance(c, Exit) for c in backup.handle(StopAsked(), 0.0))
 
 

@@ -10,46 +10,23 @@ backup takes over when the primary is gone; a partner that is only reconnecting 
 
 from __future__ import annotations
 
+from helpers import primary_core
+
 from orsim.node._core import (
     ClaimEpochCmd,
     Command,
-    EpochClaimed,
     EpochRead,
-    FenceAnswered,
     MemberAnnounced,
     NodeCore,
     PeerLinkDown,
     PeerLinkUp,
-    SessionsLoaded,
 )
 from orsim.node._membership import MemberInfo
-from orsim.node._settings import Endpoint, NodeSettings, PeerApp
-
-
-def _primary() -> NodeCore:
-    """ "A", its Node's primary at epoch 1, with its backup "B" linked."""
-    server = Endpoint("X", "127.0.0.1", 1)
-    core = NodeCore(
-        NodeSettings(
-            app="A", node_id=1, configured_backup=False, partner="B", cluster="C",
-            data_center="DC", address="127.0.0.1", port=1,
-            peers=(PeerApp("B", 1, "DC", "127.0.0.1", 2, is_backup=True),),
-            nodes={1: "DC"}, tserver=server, urs=server, call_watching_timeout_ms=300,
-        )
-    )  # fmt: skip
-    core.start(0.0)
-    core.handle(PeerLinkUp("B"), 0.0)
-    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
-    core.handle(EpochClaimed(1, True, 1), 0.0)
-    core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
-    assert core.mode == "primary"
-    return core
 
 
 def _thawed() -> NodeCore:
     """The primary, frozen meanwhile, reads the store's newer epoch (B's) and steps down."""
-    core = _primary()
+    core = primary_core(partner=True)
     core.handle(EpochRead(2), 10.0)
     assert core.mode == "backup" and core.current_epoch == 2
     return core
