@@ -15,8 +15,10 @@ from helpers import primary_core
 from orsim.node._core import (
     ClaimEpochCmd,
     Command,
+    EpochClaimed,
     EpochRead,
     MemberAnnounced,
+    ModeChanged,
     NodeCore,
     PeerLinkDown,
     PeerLinkUp,
@@ -55,3 +57,20 @@ def test_a_partner_still_unreachable_when_the_probe_ends_is_lost() -> None:
     assert not _claims(core.handle(PeerLinkDown("B"), 10.001))
     claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
     assert claims == [ClaimEpochCmd(2, 3)]
+
+
+def test_the_new_modes_start_is_known_while_the_takeover_is_under_way() -> None:
+    """The role changes when the claim is won; the fence and the session recovery come
+    after. A status asked in between shows the new mode, so it must show when that mode
+    began, not when the last one did (found by CI: a three-host test read ORS_1_B as
+    primary "2.4 s before" the SIGKILL that made it so: the start-up's mode_since)."""
+    core = _thawed()
+    core.handle(PeerLinkDown("B"), 10.001)
+    core.wall = 1_000.0
+    (claim,) = [c for c in core.tick(11.5) if isinstance(c, ClaimEpochCmd)]
+    assert core.mode == "backup"  # claiming
+    core.wall = 1_000.25
+    rest = core.handle(EpochClaimed(claim.new, True, claim.new), 11.75)
+    assert core.mode == "primary"
+    assert not any(isinstance(c, ModeChanged) for c in rest)  # the fence is under way
+    assert core.mode_since == 1_000.25

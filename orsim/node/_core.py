@@ -576,6 +576,8 @@ class NodeCore:
     started: float = 0.0
     #: Wall-clock seconds now, for sessions' ``created_at`` (the driver sets it).
     wall: float = 0.0
+    #: ``wall`` when the role machine last changed ``mode`` (None: not since start-up).
+    mode_since: float | None = None
     #: Longest a store operation may take before the driver gives up on it (s).
     store_deadline: float = 1.0
     peers: PeerView = attrs.field(init=False)
@@ -776,7 +778,7 @@ class NodeCore:
                 if self._chain_step != ("claim", new):
                     return []  # not the answer the role machine waits for
                 result: RoleEvent = ClaimWon(new) if won else ClaimLost(current)
-                return self._chain_next(self.role.handle(result), now)
+                return self._chain_next(self._role_handle(result), now)
             case EpochRead(epoch=epoch):
                 role = self.role.role
                 if epoch > self.current_epoch and (role.holds_node or role is Role.BACKUP):
@@ -1405,6 +1407,16 @@ class NodeCore:
             out.append(FenceTServer(self.current_epoch))
         return out
 
+    def _role_handle(self, event: RoleEvent) -> list[Action]:
+        """The role machine's actions for ``event``; notes when ``mode`` changes. (The
+        role changes before its actions are done: a status asked meanwhile shows the new
+        mode, and must show when it began, not when the last one did.)"""
+        mode = self.mode
+        actions = list(self.role.handle(event))
+        if self.mode != mode:
+            self.mode_since = self.wall
+        return actions
+
     def _role_event(self, event: RoleEvent, now: float) -> list[Command]:
         """Feed the role machine (or queue the event while its actions are under way)."""
         if self._chain_before is not None:
@@ -1412,7 +1424,7 @@ class NodeCore:
             return []
         self._chain_before = self.role.role
         self._chain_reason = type(event).__name__
-        return self._chain_next(self.role.handle(event), now)
+        return self._chain_next(self._role_handle(event), now)
 
     def _chain_next(self, actions: Iterable[Action], now: float) -> list[Command]:
         """Carry on the role machine's actions: the quick ones at once, the next one that
@@ -1424,7 +1436,7 @@ class NodeCore:
             action = self._chain.pop(0)
             if isinstance(action, ClaimEpoch):
                 if action.new == action.expected:  # only under a mutation (test-only)
-                    self._chain.extend(self.role.handle(ClaimWon(action.new)))
+                    self._chain.extend(self._role_handle(ClaimWon(action.new)))
                     continue
                 self._chain_step = ("claim", action.new)
                 out.append(ClaimEpochCmd(action.expected, action.new))

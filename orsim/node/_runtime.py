@@ -232,8 +232,9 @@ class OrsNode:
             cluster=s.cluster,
             data_center=s.data_center,
             mode=core.mode,
+            # The mode's start, also while its change is under way (see ``_role_handle``).
+            mode_since=max(self.mode_since, core.mode_since or 0.0),
             role=core.role.role.value,
-            mode_since=self.mode_since,
             epoch=core.current_epoch,
             pid=os.getpid(),
             sessions=core.sessions,
@@ -389,7 +390,8 @@ class OrsNode:
                 self.log.info("mode_changed", old=old.mode, mode=new.mode, role=new.value,
                               epoch=epoch, reason=reason)  # fmt: skip
                 if old.mode != new.mode:
-                    self.mode_since = self.wall()
+                    at = self.core.mode_since
+                    self.mode_since = at if at is not None and at > self.mode_since else self.wall()
                 self._changed.set()
                 self._changed = trio.Event()
                 if self.on_mode_change is not None:
