@@ -446,7 +446,7 @@ class NodeCores(RuleBasedStateMachine):
         proc.pending.remove(cmd)
         if applied:
             self.store.write(cmd.session, cmd.create)
-        self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNANSWERED))
+        self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
         self.pump()
 
     @precondition(lambda self: any(p.pending and p.alive for p in self.procs.values()))

@@ -82,7 +82,7 @@ def _kinds(commands: list[Command]) -> list[type]:
 def _unanswered_creation(core: NodeCore) -> list[Command]:
     """Route request c1, whose session write the store does not answer in time."""
     assert WriteSession in _kinds(core.handle(RouteRequested("c1", "5000"), 1.0))
-    return core.handle(SessionWritten("c1", WriteOutcome.UNANSWERED), 2.0)
+    return core.handle(SessionWritten("c1", WriteOutcome.UNPERSISTED), 2.0)
 
 
 def test_a_creation_the_store_did_not_answer_is_tried_again_before_routing() -> None:

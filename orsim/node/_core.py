@@ -199,10 +199,9 @@ class MemberAnnounced:
 class WriteOutcome(enum.Enum):
     OWNED = "owned"  # written: the call is this Node's
     ELSEWHERE = "elsewhere"  # another Node owns the call
-    UNPERSISTED = "unpersisted"  # the store is away: the call goes on unwritten
-    #: The write was sent but not answered in time (the store stalled, or this
-    #: application did): the store may hold it, or another Node's session for the call.
-    UNANSWERED = "unanswered"
+    #: The store is away (or did not answer in time: it may hold the write all the same,
+    #: or another Node's session for the call): the call goes on unwritten.
+    UNPERSISTED = "unpersisted"
     STALE = "stale"  # refused: this application's epoch is stale
 
 
@@ -1123,7 +1122,7 @@ class NodeCore:
         reclaimed = call.phase is Phase.RECLAIMING
         call.writing_since = None
         out: list[Command] = [] if reclaimed else [self._notify(call)]
-        away = outcome in (WriteOutcome.UNPERSISTED, WriteOutcome.UNANSWERED)
+        away = outcome is WriteOutcome.UNPERSISTED
         if away and not (reclaimed or call.redelivered or call.recovered):
             # Without the store's word another Node may create the call too: a Reserved
             # Node whose watch ran out while this application was stalled (found by
@@ -1138,8 +1137,6 @@ class NodeCore:
             )
             out.append(WriteSession(session, create=True, wait_for_store=RECLAIM_WAIT))
             return out
-        if outcome is WriteOutcome.UNANSWERED:
-            outcome = WriteOutcome.UNPERSISTED
         if outcome is WriteOutcome.OWNED and reclaimed:
             call.phase, call.written = Phase.CHECKING, True
             out.append(QueryCall(call.call_id))

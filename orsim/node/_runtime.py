@@ -89,7 +89,7 @@ from orsim.node._messages import (
 from orsim.node._mutations import mutated
 from orsim.node._role import Role
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
-from orsim.node._store_guard import StoreGuard, StoreUnanswered
+from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.tserver import CallRouted as CallRoutedPush
 from orsim.tserver import ClaimEpoch, Fence, Route, RouteRequest
@@ -138,7 +138,7 @@ _CLAIM_RETRY = 0.2
 #: so a server slower than this (a URS thinking for seconds) is still heard.
 _ASK_AGAIN = 2.0
 #: Outcomes of a creation that count as creating the session (``_test_freeze``).
-_CREATED = (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED, WriteOutcome.UNANSWERED)
+_CREATED = (WriteOutcome.OWNED, WriteOutcome.UNPERSISTED)
 
 
 @attrs.define(eq=False)
@@ -465,12 +465,9 @@ class OrsNode:
             return WriteOutcome.ELSEWHERE
         except StaleEpoch:
             return WriteOutcome.STALE
-        except StoreUnavailable as exc:
-            # ``counted``: a second try (see ``WriteSession.wait_for_store``) was counted
-            # as unpersisted at its first.
-            self.guard.unpersisted += counted
-            if isinstance(exc, StoreUnanswered):
-                return WriteOutcome.UNANSWERED
+        except StoreUnavailable:
+            if counted:  # a second try (``WriteSession.wait_for_store``) was, at its first
+                self.guard.unpersisted += 1
             return WriteOutcome.UNPERSISTED
 
     def _test_freeze(self) -> None:

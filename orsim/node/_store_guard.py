@@ -46,12 +46,6 @@ _PROBE_NODE: Final = 0
 _PROBE_CALL: Final = "orsim-store-probe"
 
 
-class StoreUnanswered(StoreUnavailable):
-    """An operation was sent and not answered within the deadline: the store stalled, or
-    this application did (stopped, then woken past the deadline). The store may have
-    done it, and anything else meanwhile."""
-
-
 _FAILURES = (StoreError, UnreachableError, ConnectionLost, OSError, trio.BrokenResourceError)
 
 
@@ -130,7 +124,7 @@ class StoreGuard:
         self.failures += 1
         self._degrade(what, error)
         if error == "deadline":
-            raise StoreUnanswered(f"session store: {what} not answered within {self.deadline:g}s")
+            error = f"not answered within {self.deadline:g}s"
         raise StoreUnavailable(f"session store: {what} failed: {error}")
 
     def _degrade(self, what: str, error: str) -> None:
