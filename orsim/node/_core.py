@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import attrs
 
@@ -136,6 +136,8 @@ OTHER_NODES_EVERY = 8
 ROUTED_MEMORY = 100_000
 #: ``session`` news kept for route requests still to come (``NodeCore._early_news``).
 EARLY_NEWS_MEMORY = 10_000
+
+V = TypeVar("V")
 #: Longest a graceful switchover waits for the primary's sessions to finish (s).
 SWITCHOVER_DRAIN = 3.0
 #: Longest a suspending primary waits for its partner to take over after the handover (s).
@@ -718,9 +720,7 @@ class NodeCore:
             case SessionAnnounced(call_id=call_id) if self._is_early(call_id):
                 # Heard before the T-Server's route request (another link, another pace):
                 # kept for it, or the watch it starts would run out on a created call.
-                self._early_news[call_id] = event
-                if len(self._early_news) > EARLY_NEWS_MEMORY:
-                    del self._early_news[next(iter(self._early_news))]
+                _remember(self._early_news, call_id, event, EARLY_NEWS_MEMORY)
                 return []
             case SessionAnnounced(call_id=call_id, pending=True):
                 # Its creator's store is slow: keep watching, for long enough that the
@@ -1125,12 +1125,13 @@ class NodeCore:
         away = outcome is WriteOutcome.UNPERSISTED
         if away and not (reclaimed or call.redelivered or call.recovered):
             # Without the store's word another Node may create the call too: a Reserved
-            # Node whose watch ran out while this application was stalled (found by
-            # `orsim search` with ADDP as Genesys times it). A store that has just gone
-            # away is given a moment to answer again (``WriteSession.wait_for_store``):
-            # then it says whether the call is this Node's, and the T-Server whether
-            # someone created, routed and forgot it before. Its watchers are told now,
-            # as for any creation, so that none creates it meanwhile.
+            # Node whose watch ran out while this application was stalled (a scenario
+            # `orsim search` had found, once ADDP was timed as Genesys does). A store
+            # that has just gone away is given a moment to answer again
+            # (``WriteSession.wait_for_store``): then it says whether the call is this
+            # Node's, and the T-Server whether someone created, routed and forgot it
+            # before. Its watchers are told now, as for any creation, so that none
+            # creates it meanwhile.
             call.phase = Phase.RECLAIMING
             session = self._created_session(
                 call.call_id, call.dn, call.epoch, call.target, call.created_at
@@ -1214,9 +1215,7 @@ class NodeCore:
 
     def _mark_handled(self, call_id: str) -> None:
         """The call is routed (or over): never create or recover it again."""
-        self._handled[call_id] = None
-        if len(self._handled) > ROUTED_MEMORY:
-            del self._handled[next(iter(self._handled))]
+        _remember(self._handled, call_id, None, ROUTED_MEMORY)
         self.watcher.on_session_created(call_id)
         self._watched_dns.pop(call_id, None)
         self._unowned.pop(call_id, None)
@@ -1224,9 +1223,8 @@ class NodeCore:
 
     def _remember_announced(self, call_id: str, expires: float | None) -> None:
         dn = self._watched_dns.get(call_id, "")
-        self._announced[call_id] = (dn, math.inf if expires is None else expires)
-        if len(self._announced) > ROUTED_MEMORY:
-            del self._announced[next(iter(self._announced))]
+        _remember(self._announced, call_id, (dn, math.inf if expires is None else expires),
+                  ROUTED_MEMORY)  # fmt: skip
 
     def _take_announced(self, now: float) -> list[Command]:
         """On taking the Node over: create the partner's announced calls that neither the
@@ -1524,6 +1522,13 @@ class NodeCore:
             return []
         self._switchovers = 0
         return [SwitchoverDone(reason)]
+
+
+def _remember(memory: dict[str, V], call_id: str, value: V, most: int) -> None:
+    """Keep ``value`` for ``call_id``, forgetting the oldest entry past ``most``."""
+    memory[call_id] = value
+    if len(memory) > most:
+        del memory[next(iter(memory))]
 
 
 def call_of(command: Command) -> str | None:
