@@ -20,6 +20,7 @@ from orsim.config._option import (
     WholeNumber,
 )
 from orsim.logs import VERBOSE_LEVELS
+from orsim.wire import ADDP_TRACE_VALUES
 
 ORS = "ORS"
 TSERVER = "T-Server"
@@ -185,7 +186,7 @@ ADDP_REMOTE_TIMEOUT: Option[float] = Option(
 )  # fmt: skip
 ADDP_TRACE: Option[str] = Option(
     section=CONNECTION, key="addp-trace", applies_to="any", default="off",
-    parse=Choice.of("off", "false", "no", "local", "on", "true", "yes", "remote", "both", "full"),
+    parse=Choice.of(*ADDP_TRACE_VALUES),
     blank_is_default=False, set_in="connection",
     effect="Which side logs its ADDP traffic: its polls (addp_poll), their answers "
     "(addp_answer), the polls it answers (addp_polled); local/on this one, remote "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orsim.errors import RequestRefused as RequestRefused
+from orsim.wire._addp import ADDP_TRACE_VALUES as ADDP_TRACE_VALUES
 from orsim.wire._addp import Addp as Addp
 from orsim.wire._addp import AddpAction as AddpAction
 from orsim.wire._cluster_key import KEY_FILE as KEY_FILE
@@ -74,6 +75,7 @@ from orsim.wire._typed import when as when
 from orsim.wire._typed import whole_number as whole_number
 
 __all__ = [
+    "ADDP_TRACE_VALUES",
     "CLUSTER_KEY_ENV",
     "DEFAULT_MAX_FRAME",
     "FLATTEN",

@@ -69,9 +69,12 @@ class Addp:
 
 
 #: ``addp-trace`` values: which sides log their polls and the answers to them.
-_LOCAL = frozenset({"local", "on", "true", "yes"})
-_REMOTE = frozenset({"remote"})
-_BOTH = frozenset({"both", "full"})
+_NEITHER = ("off", "false", "no")
+_LOCAL = ("local", "on", "true", "yes")
+_REMOTE = ("remote",)
+_BOTH = ("both", "full")
+#: Every ``addp-trace`` value (the option registry's choices).
+ADDP_TRACE_VALUES = (*_NEITHER, *_LOCAL, *_REMOTE, *_BOTH)
 
 
 def trace_sides(value: str) -> tuple[bool, bool]:
