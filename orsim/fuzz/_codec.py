@@ -12,48 +12,33 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 
 import attrs
 
+from orsim import wire
 from orsim.errors import LocalProtocolError, RemoteProtocolError
 from orsim.fuzz._gen import JsonGen
 from orsim.fuzz._harness import EXAMPLES, Report, rss_mb
-from orsim.wire import (
-    NEED_DATA,
-    ErrorResponse,
-    FrameDecoder,
-    Hello,
-    Message,
-    Ping,
-    Pong,
-    Push,
-    Request,
-    Response,
-    Welcome,
-    decode_body,
-    encode,
-)
+from orsim.wire import NEED_DATA, FrameDecoder, Message, decode_body, encode
 
 #: A decoder limit small enough that the "too large" path is met often.
 MAX_FRAME = 4096
 
 
 def _message(gen: JsonGen) -> Message:
-    kind = gen.rng.randrange(8)
     text, whole = gen.string, gen.integer
-    if kind == 0:
-        return Hello(text(), text(), whole(), gen.rng.choice((0.0, 1.5, 3)))
-    if kind == 1:
-        return Welcome(text(), text(), whole())
-    if kind == 2:
-        return Request(whole(), text(), {text(): gen.any()})
-    if kind == 3:
-        return Response(whole(), gen.any())
-    if kind == 4:
-        return ErrorResponse(whole(), text(), text())
-    if kind == 5:
-        return Push(text(), {text(): gen.any()})
-    return Ping(whole()) if kind == 6 else Pong(whole())
+    makers: tuple[Callable[[], Message], ...] = (
+        lambda: wire.Hello(text(), text(), whole(), gen.rng.choice((0.0, 1.5, 3))),
+        lambda: wire.Welcome(text(), text(), whole()),
+        lambda: wire.Request(whole(), text(), {text(): gen.any()}),
+        lambda: wire.Response(whole(), gen.any()),
+        lambda: wire.ErrorResponse(whole(), text(), text()),
+        lambda: wire.Push(text(), {text(): gen.any()}),
+        lambda: wire.Ping(whole()),
+        lambda: wire.Pong(whole()),
+    )
+    return makers[gen.rng.randrange(len(makers))]()
 
 
 def _damage(gen: JsonGen, data: bytearray) -> None:

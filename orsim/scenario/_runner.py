@@ -25,29 +25,9 @@ import trio
 
 from orsim._alarm import sleep_until
 from orsim.errors import OrsimError
+from orsim.scenario import _model as model
 from orsim.scenario._expect import evaluate, expectation_label, mode_verdict
 from orsim.scenario._load import step_label
-from orsim.scenario._model import (
-    Delay,
-    Expect,
-    Isolate,
-    Load,
-    ModeWithin,
-    Partition,
-    Restart,
-    Scenario,
-    SendSignal,
-    SetOption,
-    Sleep,
-    Start,
-    Step,
-    StopLoad,
-    Switchover,
-    Wait,
-    WaitCount,
-    WaitMode,
-    WaitReady,
-)
 from orsim.scenario._replay import (
     AppliedStep,
     applied_step,
@@ -114,7 +94,7 @@ async def launch_cluster(config: Path, run_dir: Path) -> ClusterLike:
 
 @attrs.frozen
 class ScenarioResult:
-    scenario: Scenario = attrs.field(eq=False)
+    scenario: model.Scenario = attrs.field(eq=False)
     verdicts: tuple[Verdict, ...]
     timeline: Timeline = attrs.field(eq=False)
     ledger: LedgerReport | None = attrs.field(eq=False)
@@ -140,7 +120,7 @@ class _StepFailed(Exception):
 
 @attrs.define(eq=False)
 class _Run:
-    scenario: Scenario
+    scenario: model.Scenario
     cluster: ClusterLike
     timeline: Timeline
     out: Output
@@ -197,7 +177,7 @@ class _Run:
                 )
                 return
 
-    async def keep_time(self, step: Step) -> None:
+    async def keep_time(self, step: model.Step) -> None:
         """Record a scheduled step as it begins; in a replay, hold it until its offset."""
         recorded = self.pace.get(step.number)
         if recorded is not None:
@@ -213,12 +193,12 @@ class _Run:
                 )
         self.applied.append(applied_step(step, self.timeline.rel(self.clock()), recorded))
 
-    async def run_step(self, step: Step) -> None:
+    async def run_step(self, step: model.Step) -> None:
         action = step.action
         n = step.number
         try:
-            if isinstance(action, Expect):
-                if isinstance(action.expectation, ModeWithin):
+            if isinstance(action, model.Expect):
+                if isinstance(action.expectation, model.ModeWithin):
                     await self.expect_mode(step, action.expectation)
                 else:
                     self.emit(
@@ -226,32 +206,32 @@ class _Run:
                         f"expect {expectation_label(step).split(': ', 1)[1]} (judged at the end)",
                         n,
                     )
-            elif isinstance(action, Start):
+            elif isinstance(action, model.Start):
                 await self.start(step, action)
-            elif isinstance(action, Wait):
+            elif isinstance(action, model.Wait):
                 await self.wait(step, action)
-            elif isinstance(action, Load):
+            elif isinstance(action, model.Load):
                 duration = f" for {action.duration:g}s" if action.duration else ""
                 self.emit("step", f"load {action.rate:g} calls/s{duration}", n)
                 await self.cluster.load(action.rate, action.duration)
-            elif isinstance(action, StopLoad):
+            elif isinstance(action, model.StopLoad):
                 self.emit("step", "load stop", n)
                 await self.cluster.stop_load()
-            elif isinstance(action, SendSignal):
+            elif isinstance(action, model.SendSignal):
                 await self.signal(step, action)
-            elif isinstance(action, Restart):
+            elif isinstance(action, model.Restart):
                 await self.restart(step, action)
-            elif isinstance(action, Partition):
+            elif isinstance(action, model.Partition):
                 await self.partition(step, action)
-            elif isinstance(action, Isolate):
+            elif isinstance(action, model.Isolate):
                 await self.isolate(step, action)
-            elif isinstance(action, Delay):
+            elif isinstance(action, model.Delay):
                 await self.cluster.delay(action.a, action.b, action.ms)
                 self.fault(step, f"delay {action.a} <-> {action.b} by {action.ms:g} ms", action.a)
-            elif isinstance(action, Switchover):
+            elif isinstance(action, model.Switchover):
                 await self.cluster.switchover(str(action.node))
                 self.fault(step, f"switchover of Node {action.node}", None)
-            elif isinstance(action, SetOption):
+            elif isinstance(action, model.SetOption):
                 self.emit(
                     "repair",
                     f"set-option {action.object} {action.section}/{action.key} = {action.value!r}",
@@ -260,7 +240,7 @@ class _Run:
                 await self.cluster.set_option(
                     action.object, action.section, action.key, action.value
                 )
-            elif isinstance(action, Sleep):
+            elif isinstance(action, model.Sleep):
                 seconds = (
                     action.low
                     if action.low == action.high
@@ -271,7 +251,7 @@ class _Run:
         except (OrsimError, OSError) as exc:
             raise _StepFailed(str(exc) or type(exc).__name__) from exc
 
-    def fault(self, step: Step, text: str, app: str | None) -> None:
+    def fault(self, step: model.Step, text: str, app: str | None) -> None:
         t = self.emit("fault", text, step.number, app)
         self.timeline.fault_times[step.number] = t
         if app is not None:
@@ -287,7 +267,7 @@ class _Run:
                 still.append(number)
         self.open_faults[app] = still
 
-    async def signal(self, step: Step, action: SendSignal) -> None:
+    async def signal(self, step: model.Step, action: model.SendSignal) -> None:
         await self.cluster.kill(action.app, action.signal)
         if action.signal == "CONT":
             t = self.emit("repair", f"continue {action.app} (SIGCONT)", step.number, action.app)
@@ -295,7 +275,7 @@ class _Run:
         else:
             self.fault(step, f"{step.verb} {action.app} (SIG{action.signal})", action.app)
 
-    async def restart(self, step: Step, action: Restart) -> None:
+    async def restart(self, step: model.Step, action: model.Restart) -> None:
         await self.cluster.kill(action.app, action.signal)
         self.fault(step, f"restart {action.app}: SIG{action.signal}", action.app)
         went_down = await self.poll(
@@ -307,7 +287,7 @@ class _Run:
         t = self.emit("repair", f"restart {action.app}: started again", step.number, action.app)
         self.timeline.repair_times.setdefault(step.number, t)
 
-    async def start(self, step: Step, action: Start) -> None:
+    async def start(self, step: model.Step, action: model.Start) -> None:
         apps = action.apps
         if apps is None:
             status = await self.cluster.status()
@@ -321,7 +301,7 @@ class _Run:
         if not apps:
             self.emit("step", "start: every application is already running", step.number)
 
-    async def partition(self, step: Step, action: Partition) -> None:
+    async def partition(self, step: model.Step, action: model.Partition) -> None:
         await self.cluster.partition(action.a, action.b, heal=action.heal)
         if action.heal:
             t = self.emit("repair", f"heal {action.a} <-> {action.b}", step.number, action.a)
@@ -330,7 +310,7 @@ class _Run:
         else:
             self.fault(step, f"partition {action.a} <-> {action.b}", action.a)
 
-    async def isolate(self, step: Step, action: Isolate) -> None:
+    async def isolate(self, step: model.Step, action: model.Isolate) -> None:
         await self.cluster.isolate(action.host, heal=action.heal)
         if action.heal:
             t = self.emit("repair", f"heal host {action.host}", step.number, action.host)
@@ -351,13 +331,13 @@ class _Run:
                 await trio.sleep(POLL_INTERVAL)
         return False
 
-    async def wait(self, step: Step, action: Wait) -> None:
+    async def wait(self, step: model.Step, action: model.Wait) -> None:
         cond = action.condition
         predicate: Callable[[ClusterStatus], bool]
-        if isinstance(cond, WaitMode):
+        if isinstance(cond, model.WaitMode):
             text = f"{cond.app} is {cond.mode}"
             predicate = lambda s: _mode(s, cond.app) == cond.mode  # noqa: E731
-        elif isinstance(cond, WaitReady):
+        elif isinstance(cond, model.WaitReady):
             text = "every application ready"
             predicate = _all_ready
         else:
@@ -369,7 +349,7 @@ class _Run:
             raise _StepFailed(f"timed out after {action.timeout:g}s waiting until {text}")
         self.emit("step", f"... {text} after {trio.current_time() - start:.2f}s", step.number)
 
-    async def expect_mode(self, step: Step, exp: ModeWithin) -> None:
+    async def expect_mode(self, step: model.Step, exp: model.ModeWithin) -> None:
         start = trio.current_time()
         last: list[str | None] = [None]
 
@@ -420,13 +400,13 @@ def _all_ready(status: ClusterStatus) -> bool:
     return nodes <= led
 
 
-def _count_text(cond: WaitCount) -> str:
+def _count_text(cond: model.WaitCount) -> str:
     if cond.at_least is not None:
         return f"ledger {cond.count} >= {cond.at_least}"
     return f"ledger {cond.count} <= {cond.at_most}"
 
 
-def _count_holds(status: ClusterStatus, cond: WaitCount) -> bool:
+def _count_holds(status: ClusterStatus, cond: model.WaitCount) -> bool:
     value = status["calls"].get(cond.count)
     if not isinstance(value, int):
         return False
@@ -436,7 +416,7 @@ def _count_holds(status: ClusterStatus, cond: WaitCount) -> bool:
 
 
 async def run_scenario(
-    scenario: Scenario,
+    scenario: model.Scenario,
     *,
     run_dir: Path,
     factory: ClusterFactory = launch_cluster,
@@ -466,7 +446,7 @@ async def run_scenario(
 
 
 async def _run_scenario(
-    scenario: Scenario,
+    scenario: model.Scenario,
     run_dir: Path,
     factory: ClusterFactory,
     seed: int | None,
@@ -517,8 +497,8 @@ async def _run_scenario(
 def _judge(run: _Run, ledger: LedgerReport | None) -> tuple[Verdict, ...]:
     verdicts: list[Verdict] = list(run.failures)
     for step in run.scenario.expectations:
-        assert isinstance(step.action, Expect)
-        if isinstance(step.action.expectation, ModeWithin):
+        assert isinstance(step.action, model.Expect)
+        if isinstance(step.action.expectation, model.ModeWithin):
             verdict = run.verdicts.get(step.number) or Verdict(
                 expectation_label(step), False, "not reached (an earlier step failed)", step.number
             )
@@ -529,7 +509,7 @@ def _judge(run: _Run, ledger: LedgerReport | None) -> tuple[Verdict, ...]:
 
 
 def _finish(
-    scenario: Scenario,
+    scenario: model.Scenario,
     verdicts: tuple[Verdict, ...],
     timeline: Timeline,
     ledger: LedgerReport | None,

@@ -23,18 +23,7 @@ from enum import Enum
 import attrs
 
 from orsim.errors import ConnectionLost, RemoteProtocolError
-from orsim.wire._messages import (
-    PROTOCOL_VERSION,
-    ErrorResponse,
-    Hello,
-    Message,
-    Ping,
-    Pong,
-    Push,
-    Request,
-    Response,
-    Welcome,
-)
+from orsim.wire import _messages as msg
 
 
 @attrs.frozen
@@ -42,8 +31,8 @@ class Accepted:
     """The server's side of a handshake that succeeded: answer ``welcome``; the client
     is ``hello`` (``keyed``: it presented the cluster's key, or there is none)."""
 
-    hello: Hello
-    welcome: Welcome
+    hello: msg.Hello
+    welcome: msg.Welcome
     keyed: bool
 
 
@@ -51,7 +40,7 @@ class Accepted:
 class Refused:
     """The server's side of a handshake that failed: answer ``error``, then close."""
 
-    error: ErrorResponse
+    error: msg.ErrorResponse
 
 
 @attrs.frozen
@@ -62,26 +51,26 @@ class ServerHandshake:
     app_type: str
     key: str = ""
 
-    def receive(self, message: Message) -> Accepted | Refused:
+    def receive(self, message: msg.Message) -> Accepted | Refused:
         """The server's answer to the client's first message.
 
         Raises:
             RemoteProtocolError: the first message is not a ``Hello``.
         """
-        if not isinstance(message, Hello):
+        if not isinstance(message, msg.Hello):
             raise RemoteProtocolError(f"expected Hello, got {type(message).__name__}")
-        if message.version != PROTOCOL_VERSION:
+        if message.version != msg.PROTOCOL_VERSION:
             return Refused(
-                ErrorResponse(
+                msg.ErrorResponse(
                     0,
                     "version",
                     f"protocol version {message.version} unsupported "
-                    f"(server speaks {PROTOCOL_VERSION})",
+                    f"(server speaks {msg.PROTOCOL_VERSION})",
                 )
             )
-        return Accepted(message, Welcome(self.app, self.app_type), self.has_key(message))
+        return Accepted(message, msg.Welcome(self.app, self.app_type), self.has_key(message))
 
-    def has_key(self, hello: Hello) -> bool:
+    def has_key(self, hello: msg.Hello) -> bool:
         """Whether ``hello`` presents the cluster's key (always, when there is none)."""
         if not self.key:
             return True
@@ -92,7 +81,7 @@ class ServerHandshake:
 class ClientHandshake:
     """The client's side: its ``Hello``, then the check of the server's answer."""
 
-    hello: Hello
+    hello: msg.Hello
 
     @classmethod
     def of(
@@ -103,17 +92,19 @@ class ClientHandshake:
         key: str = "",
         addp_trace: bool = False,
     ) -> ClientHandshake:
-        return cls(Hello(app, app_type, PROTOCOL_VERSION, addp_remote_timeout, key, addp_trace))
+        return cls(
+            msg.Hello(app, app_type, msg.PROTOCOL_VERSION, addp_remote_timeout, key, addp_trace)
+        )
 
-    def receive(self, message: Message, where: str) -> Welcome:
+    def receive(self, message: msg.Message, where: str) -> msg.Welcome:
         """The server's ``Welcome``.
 
         Raises:
             ConnectionLost: the server (at ``where``) refused, or answered otherwise.
         """
-        if isinstance(message, ErrorResponse):
+        if isinstance(message, msg.ErrorResponse):
             raise ConnectionLost(f"{where} refused the handshake: {message.message}")
-        if not isinstance(message, Welcome):
+        if not isinstance(message, msg.Welcome):
             raise ConnectionLost(f"{where} answered Hello with {type(message).__name__}")
         return message
 
@@ -135,12 +126,12 @@ class Incoming(Enum):
 
 #: The kind of each frame type after the handshake (others break the protocol).
 _INCOMING: dict[type, Incoming] = {
-    Response: Incoming.ANSWER,
-    ErrorResponse: Incoming.ANSWER,
-    Request: Incoming.REQUEST,
-    Push: Incoming.PUSH,
-    Ping: Incoming.PING,
-    Pong: Incoming.PONG,
+    msg.Response: Incoming.ANSWER,
+    msg.ErrorResponse: Incoming.ANSWER,
+    msg.Request: Incoming.REQUEST,
+    msg.Push: Incoming.PUSH,
+    msg.Ping: Incoming.PING,
+    msg.Pong: Incoming.PONG,
 }
 
 
@@ -156,27 +147,27 @@ class Session:
         """The id of our next request (ids start at 1; 0 means "no request")."""
         return next(self._ids)
 
-    def ping(self) -> Ping:
+    def ping(self) -> msg.Ping:
         """The next ADDP poll."""
-        return Ping(next(self._ping_seq))
+        return msg.Ping(next(self._ping_seq))
 
     @staticmethod
-    def pong_for(ping: Ping) -> Pong:
+    def pong_for(ping: msg.Ping) -> msg.Pong:
         """The answer to the peer's poll ``ping``."""
-        return Pong(ping.seq)
+        return msg.Pong(ping.seq)
 
     @staticmethod
-    def unmatched(answer: Response | ErrorResponse) -> None:
+    def unmatched(answer: msg.Response | msg.ErrorResponse) -> None:
         """An answer to no request we wait for: one we gave up on (nothing to do).
 
         Raises:
             RemoteProtocolError: it is the peer's report of a protocol error (id 0).
         """
-        if isinstance(answer, ErrorResponse) and answer.id == 0:
+        if isinstance(answer, msg.ErrorResponse) and answer.id == 0:
             raise RemoteProtocolError(f"peer reported {answer.code}: {answer.message}")
 
     @staticmethod
-    def receive(message: Message) -> Incoming:
+    def receive(message: msg.Message) -> Incoming:
         """What ``message`` asks of the connection.
 
         Raises:
@@ -186,6 +177,6 @@ class Session:
         kind = _INCOMING.get(type(message))
         if kind is None:
             raise RemoteProtocolError(f"unexpected {type(message).__name__} after handshake")
-        if kind is Incoming.ANSWER and isinstance(message, ErrorResponse) and message.id == 0:
+        if kind is Incoming.ANSWER and isinstance(message, msg.ErrorResponse) and message.id == 0:
             raise RemoteProtocolError(f"peer reported {message.code}: {message.message}")
         return kind
