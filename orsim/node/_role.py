@@ -71,33 +71,6 @@ import attrs
 from orsim.errors import LocalProtocolError
 from orsim.node._mutations import mutated
 
-__all__ = [
-    "TRANSITIONS",
-    "Action",
-    "ClaimEpoch",
-    "ClaimLost",
-    "ClaimWon",
-    "Do",
-    "EpochObserved",
-    "Event",
-    "Fence",
-    "Fenced",
-    "HandOver",
-    "PartnerAbsent",
-    "PartnerLost",
-    "PartnerSeen",
-    "RecoverSessions",
-    "Role",
-    "RoleError",
-    "RoleMachine",
-    "StepDown",
-    "StopRequested",
-    "SwitchoverFailed",
-    "SwitchoverRequested",
-    "SwitchoverTimedOut",
-    "Trigger",
-]
-
 
 class RoleError(LocalProtocolError):
     """The runtime fed an event the current role cannot take (a bug in the caller)."""
