@@ -14,6 +14,7 @@ from orsim.confserv._configured import ConfiguredServer as ConfiguredServer
 from orsim.confserv._configured import add_configured_command as add_configured_command
 from orsim.confserv._configured import listen_port_override as listen_port_override
 from orsim.confserv._configured import serve_configured as serve_configured
+from orsim.confserv._configured import start_serving as start_serving
 from orsim.confserv._genesys_args import add_genesys_args as add_genesys_args
 from orsim.confserv._genesys_args import confserv_addresses as confserv_addresses
 from orsim.confserv._journal import Journal as Journal
@@ -77,4 +78,5 @@ __all__ = [
     "raise_fd_limit",
     "serve_configured",
     "serve_confserv",
+    "start_serving",
 ]

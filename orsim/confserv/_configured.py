@@ -2,14 +2,16 @@
 
 ``serve_configured`` fetches the process's Application, builds and serves the server,
 and keeps applying live option changes, following a restarted Configuration Server;
-``add_configured_command`` is the command that runs it.
+``add_configured_command`` is the command that runs it. ``start_serving`` is what such a
+server's ``serve`` does first: it listens as its Application and answers through its
+``HandlerTable``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import NoReturn, Protocol
 
@@ -21,7 +23,15 @@ from orsim.confserv.client import ConfServClient
 from orsim.confserv.follow import apply_changes, follow_application
 from orsim.errors import ConfigError, UsageError
 from orsim.runtime import run_server
-from orsim.wire import Network, TcpNetwork
+from orsim.wire import (
+    READ_ONLY,
+    Connection,
+    HandlerTable,
+    Network,
+    PushHandler,
+    TcpNetwork,
+    serve_app,
+)
 
 LISTEN_PORT_ENV = "ORSIM_LISTEN_PORT"
 
@@ -33,12 +43,47 @@ class ConfiguredServer(Protocol):
         self,
         network: Network,
         *,
-        host: str | None = None,
         port: int | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn: ...
 
     def apply_options(self, options: Options) -> None: ...
+
+
+async def start_serving(
+    nursery: trio.Nursery,
+    network: Network,
+    app: Application,
+    handlers: HandlerTable,
+    *,
+    host: str | None,
+    port: int | None,
+    on_disconnect: Callable[[Connection], Awaitable[None]],
+    on_push: PushHandler | None = None,
+    open_methods: frozenset[str] = READ_ONLY,
+) -> int:
+    """Serve ``app``'s requests through ``handlers`` in ``nursery`` (on the Application's
+    address unless ``host``/``port`` say otherwise); returns the bound port.
+
+    Raises:
+        UnreachableError: the port cannot be bound.
+    """
+    bound: int = await nursery.start(
+        partial(
+            serve_app,
+            network,
+            app.address if host is None else host,
+            app.port if port is None else port,
+            app=app.name,
+            app_type=app.type,
+            handler=handlers.handle,
+            inline_handler=handlers,
+            on_push=on_push,
+            on_disconnect=on_disconnect,
+            open_methods=open_methods,
+        )
+    )
+    return bound
 
 
 def listen_port_override() -> int | None:

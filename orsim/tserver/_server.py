@@ -30,7 +30,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import NoReturn, TypeVar
 
 import attrs
@@ -45,6 +44,7 @@ from orsim.config import (
     Application,
     Options,
 )
+from orsim.confserv import start_serving
 from orsim.errors import ConfigError, ConnectionLost, RemoteProtocolError
 from orsim.logs import get_logger
 from orsim.tserver._journal import BadOp, GeneratorRun, LedgerJournal
@@ -95,7 +95,6 @@ from orsim.wire import (
     frame_totals,
     on,
     open_connection,
-    serve_app,
     when,
 )
 
@@ -356,20 +355,16 @@ class TServer:
             self._nursery = nursery
             nursery.start_soon(self._expire_calls)
             nursery.start_soon(self._flush_lingering)
-            bound: int = await nursery.start(
-                partial(
-                    serve_app,
-                    network,
-                    self.app.address if host is None else host,
-                    self.app.port if port is None else port,
-                    app=self.app.name,
-                    app_type=self.app.type,
-                    handler=self.handlers.handle,
-                    inline_handler=self.handlers,
-                    on_push=self.pushes,
-                    on_disconnect=self._on_disconnect,
-                    open_methods=OPEN_METHODS,
-                )
+            bound = await start_serving(
+                nursery,
+                network,
+                self.app,
+                self.handlers,
+                host=host,
+                port=port,
+                on_disconnect=self._on_disconnect,
+                on_push=self.pushes,
+                open_methods=OPEN_METHODS,
             )
             log.info(
                 "tserver_ready",
@@ -382,7 +377,7 @@ class TServer:
                 nursery.start_soon(self._twin, network, self.partner)
                 await self._decided.wait()  # ready: primary, or following its twin
             task_status.started(bound)
-        raise AssertionError("serve_app returned")  # pragma: no cover
+        raise AssertionError("start_serving returned")  # pragma: no cover
 
     def apply_options(self, options: Options) -> None:
         """Apply a live change of the Application's options (invalid values are ignored)."""

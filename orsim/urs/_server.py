@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable
-from functools import partial
 from typing import NoReturn
 
 import attrs
@@ -18,6 +17,7 @@ import trio
 from structlog.typing import FilteringBoundLogger
 
 from orsim.config import URS_STRATEGY, URS_TARGETS, URS_THINK_TIME, Application, Options
+from orsim.confserv import start_serving
 from orsim.errors import ConfigError
 from orsim.logs import get_logger
 from orsim.urs._messages import (
@@ -39,7 +39,6 @@ from orsim.wire import (
     StatusReport,
     frame_totals,
     on,
-    serve_app,
 )
 
 
@@ -119,18 +118,14 @@ class UrsServer:
         """Listen (on the Application's address unless told otherwise) until cancelled."""
         log = get_logger(app=self.app.name)
         async with trio.open_nursery() as nursery:
-            bound: int = await nursery.start(
-                partial(
-                    serve_app,
-                    network,
-                    self.app.address if host is None else host,
-                    self.app.port if port is None else port,
-                    app=self.app.name,
-                    app_type=self.app.type,
-                    handler=self.handlers.handle,
-                    inline_handler=self.handlers,
-                    on_disconnect=self._on_disconnect,
-                )
+            bound = await start_serving(
+                nursery,
+                network,
+                self.app,
+                self.handlers,
+                host=host,
+                port=port,
+                on_disconnect=self._on_disconnect,
             )
             log.info(
                 "urs_ready",
