@@ -49,6 +49,15 @@ SPEED_TARGET = 100.0
 #: The library run's quiet stretches, as shares of its sleeping time: under load,
 #: after the crash, after the restart, while ORS_2 is stopped, after it continues.
 _PHASES = (10, 5, 10, 5, 28)
+#: The library run's faults, one after each quiet stretch but the last, each with what
+#: must follow it.
+_FAULTS = (
+    ("kill: ORS_1", "expect: {app: ORS_1_B, mode: primary, within: 5}"),
+    ("start: ORS_1", "expect: {app: ORS_1, mode: backup, within: 5}"),
+    ("stop: ORS_2", "expect: {app: ORS_2_B, mode: primary, within: 6}"),
+    ("continue: ORS_2", "expect: {app: ORS_2, mode: backup, within: 6}"),
+)
+_FINAL_EXPECTATIONS = ("calls_lost: 0", "calls_duplicated: 0", "split_brain: never")
 #: Virtual seconds the library run spends outside its sleeps (the takeovers, the
 #: restart's start-up, the drain at the end): taken off the sleeps so the run lasts
 #: about ``seconds``.
@@ -62,32 +71,18 @@ SEED = 7
 def library_scenario(seconds: float, topology: Path = TWO_NODES) -> str:
     """The library-style scenario (YAML) lasting about ``seconds`` virtual seconds."""
     sleeping = max(seconds - _NOT_SLEEPING_S, 1.0)
-    s1, s2, s3, s4, s5 = (sleeping * share / sum(_PHASES) for share in _PHASES)
+    sleeps = [f"sleep: {sleeping * share / sum(_PHASES):.3f}" for share in _PHASES]
+    steps = [f"load: {{rate: {LIBRARY_RATE:g}}}"]
+    for sleep, (fault, then) in zip(sleeps[:-1], _FAULTS, strict=True):
+        steps += [sleep, fault, then]
+    steps += [sleeps[-1], "load: stop", *(f"expect: {{{e}}}" for e in _FINAL_EXPECTATIONS)]
     return f"""\
 name: sim-bench-library
 description: {seconds:g} s library-style run, 2 Nodes, {LIBRARY_RATE:g} calls/s, a crash, a hang
 topology: {topology}
 seed: {SEED}
 steps:
-  - load: {{rate: {LIBRARY_RATE:g}}}
-  - sleep: {s1:.3f}
-  - kill: ORS_1
-  - expect: {{app: ORS_1_B, mode: primary, within: 5}}
-  - sleep: {s2:.3f}
-  - start: ORS_1
-  - expect: {{app: ORS_1, mode: backup, within: 5}}
-  - sleep: {s3:.3f}
-  - stop: ORS_2
-  - expect: {{app: ORS_2_B, mode: primary, within: 6}}
-  - sleep: {s4:.3f}
-  - continue: ORS_2
-  - expect: {{app: ORS_2, mode: backup, within: 6}}
-  - sleep: {s5:.3f}
-  - load: stop
-  - expect: {{calls_lost: 0}}
-  - expect: {{calls_duplicated: 0}}
-  - expect: {{split_brain: never}}
-"""
+""" + "".join(f"  - {step}\n" for step in steps)
 
 
 def measure_library(seconds: float, topology: Path = TWO_NODES) -> Row:
