@@ -274,16 +274,6 @@ class ObjectChanged(Notice, topic="object_changed"):
     value: str | None
     options: Options = attrs.field(eq=False)
 
-    def to_json(self) -> Json:
-        return {
-            "kind": self.kind,
-            "object": self.object,
-            "section": self.section,
-            "key": self.key,
-            "value": self.value,
-            "options": self.options,
-        }
-
     @classmethod
     def from_json(cls, data: Json) -> Self:
         data = json_object(data)
