@@ -39,14 +39,7 @@ class Member(Notice, topic="member"):
     info: MemberInfo
 
     def to_json(self) -> Json:
-        i = self.info
-        return {
-            "app": i.app,
-            "node_id": i.node_id,
-            "data_center": i.data_center,
-            "mode": i.mode,
-            "epoch": i.epoch,
-        }
+        return attrs.asdict(self.info)  # the info's fields are the push's keys
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
