@@ -106,39 +106,32 @@ class Manifest:
         return cls(**fields)
 
 
+class _Inside:
+    """One fixed name of the layout above, read as a path: ``RunDir.at(...).logs``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run_dir: RunDir, owner: type[RunDir] | None = None) -> Path:
+        return run_dir.root / self.name
+
+
 @attrs.frozen
 class RunDir:
     """Paths inside one run directory (absolute)."""
 
     root: Path
+    #: The fixed names of the layout (module docstring).
+    manifest = _Inside("manifest.json")
+    proxy_config = _Inside("proxy.json")
+    served_config = _Inside("config.yaml")
+    confserv_state = _Inside("confserv")
+    logs = _Inside("logs")
+    pids = _Inside("pids")
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None) -> RunDir:
         return cls(Path(path if path is not None else DEFAULT_RUN_DIR).absolute())
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def proxy_config(self) -> Path:
-        return self.root / "proxy.json"
-
-    @property
-    def served_config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def confserv_state(self) -> Path:
-        return self.root / "confserv"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "pids"
 
     def log(self, app: str) -> Path:
         return self.logs / f"{_file_stem(app)}.jsonl"
