@@ -13,8 +13,8 @@ from helpers import ORSIM, TOPOLOGIES, free_ports, topology_copy
 
 from orsim.config import AppConnection, load_database
 from orsim.confserv import serve_confserv
-from orsim.tserver import serve_tserver
-from orsim.urs import serve_urs
+from orsim.tserver import TServer
+from orsim.urs import UrsServer
 from orsim.wire import TcpNetwork, open_connection
 
 pytestmark = pytest.mark.slow
@@ -30,11 +30,15 @@ async def start_servers(nursery: trio.Nursery, config: Path, state: Path) -> int
     for app in db.applications.values():
         if app.type == "SIPServer":
             await nursery.start(
-                lambda task_status, a=app: serve_tserver(net, a, task_status=task_status)
+                lambda task_status, a=app: TServer.from_application(a).serve(
+                    net, task_status=task_status
+                )
             )
         elif app.type == "RoutingServer":
             await nursery.start(
-                lambda task_status, a=app: serve_urs(net, a, task_status=task_status)
+                lambda task_status, a=app: UrsServer.from_application(a).serve(
+                    net, task_status=task_status
+                )
             )
     return port
 

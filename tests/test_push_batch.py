@@ -12,7 +12,7 @@ import trio.testing
 
 from orsim.config._model import Application
 from orsim.errors import RemoteProtocolError
-from orsim.tserver import CallRouted, RouteRequest, TServerClient, serve_tserver
+from orsim.tserver import CallRouted, RouteRequest, TServer, TServerClient
 from orsim.tserver import _server as server_module
 from orsim.wire import (
     Connection,
@@ -114,7 +114,9 @@ async def test_tserver_batches_pushes_for_clients_that_ask(
         plain.append(push)
 
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_tserver, net.for_app("SIP_Server"), tserver_app()))
+        port = await nursery.start(
+            partial(TServer.from_application(tserver_app()).serve, net.for_app("SIP_Server"))
+        )
         async with (
             connected(
                 net.for_app("ORS_1"),

@@ -7,7 +7,7 @@ from functools import partial
 import trio
 
 from orsim.config._model import Application
-from orsim.tserver import TServerClient, serve_tserver
+from orsim.tserver import TServer, TServerClient
 from orsim.tserver.bench import bench_standalone, bench_tserver
 from orsim.wire import Connection, Push, TcpNetwork, connected
 
@@ -34,7 +34,7 @@ async def test_bench_with_an_external_router_and_a_lost_call(nursery: trio.Nurse
         options={"routing-points": {"5000": "x"}, "TServer": {"router-timeout": "0.3"}},
     )
     net = TcpNetwork()
-    port: int = await nursery.start(partial(serve_tserver, net, app))
+    port: int = await nursery.start(partial(TServer.from_application(app).serve, net))
     skipped: list[str] = []
     to_route_send, to_route = trio.open_memory_channel[str](1000)
 

@@ -15,7 +15,7 @@ import trio.testing
 
 from orsim.config._model import Application
 from orsim.errors import RequestRefused
-from orsim.tserver import CallRouted, RouteRequest, TServerClient, serve_tserver
+from orsim.tserver import CallRouted, RouteRequest, TServer, TServerClient
 from orsim.tserver import _server as server_module
 from orsim.wire import Connection, MemoryNetwork, Network, Push, TcpNetwork, connected
 
@@ -79,7 +79,7 @@ def _drain(pushes: trio.MemoryReceiveChannel[Push]) -> list[Push]:
 
 
 async def start(nursery: trio.Nursery, network: Network, app: Application) -> int:
-    port: int = await nursery.start(partial(serve_tserver, network, app))
+    port: int = await nursery.start(partial(TServer.from_application(app).serve, network))
     return port
 
 

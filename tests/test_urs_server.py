@@ -12,7 +12,7 @@ import trio.testing
 
 from orsim.config._model import Application
 from orsim.errors import ConfigError, RequestRefused
-from orsim.urs import UrsClient, UrsServer, serve_urs
+from orsim.urs import UrsClient, UrsServer
 from orsim.wire import MemoryNetwork, TcpNetwork, connected
 
 HOST = "127.0.0.1"
@@ -42,7 +42,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 async def test_select_round_robin_and_status(nursery: trio.Nursery) -> None:
     """Registered nodes get targets in turn; status lists clients and counts requests."""
     net = TcpNetwork()
-    port: int = await nursery.start(partial(serve_urs, net, urs_app(targets="A,B,C")))
+    port: int = await nursery.start(
+        partial(UrsServer.from_application(urs_app(targets="A,B,C")).serve, net)
+    )
     async with (
         connected(net, HOST, port, app="ORS_1", app_type="OrchestrationServer") as c1,
         connected(net, HOST, port, app="ORS_2", app_type="OrchestrationServer") as c2,
@@ -75,7 +77,9 @@ async def test_least_busy_and_think_time(autojump_clock: trio.testing.MockClock)
     net = MemoryNetwork()
     app = urs_app(targets="A,B", strategy="least-busy", **{"think-time-ms": "250"})
     async with trio.open_nursery() as nursery:
-        port: int = await nursery.start(partial(serve_urs, net.for_app("URS"), app))
+        port: int = await nursery.start(
+            partial(UrsServer.from_application(app).serve, net.for_app("URS"))
+        )
         async with connected(net.for_app("ORS_1"), HOST, port, app="ORS_1", app_type="X") as c:
             urs = UrsClient(c)
             start = trio.current_time()
@@ -92,7 +96,7 @@ async def test_least_busy_and_think_time(autojump_clock: trio.testing.MockClock)
 async def test_bad_requests_answered(nursery: trio.Nursery) -> None:
     """Bad parameters and unknown methods get errors; the URS keeps serving."""
     net = TcpNetwork()
-    port: int = await nursery.start(partial(serve_urs, net, urs_app()))
+    port: int = await nursery.start(partial(UrsServer.from_application(urs_app()).serve, net))
     async with (
         connected(net, HOST, port, app="Rogue", app_type="X") as rogue,
         connected(net, HOST, port, app="ORS_1", app_type="X") as good,

@@ -41,7 +41,6 @@ from orsim.tserver._messages import TServerClientInfo as TServerClientInfo
 from orsim.tserver._messages import TServerStatus as TServerStatus
 from orsim.tserver._server import TServer as TServer
 from orsim.tserver._server import router_timeout_of as router_timeout_of
-from orsim.tserver._server import serve_tserver as serve_tserver
 
 __all__ = [
     "CallCounts",
@@ -83,5 +82,4 @@ __all__ = [
     "TServerStatus",
     "UnknownCall",
     "router_timeout_of",
-    "serve_tserver",
 ]

@@ -1033,22 +1033,3 @@ def _batch_frames(pushes: list[Push]) -> list[bytes]:
 def _request_of(record: CallRecord) -> RouteRequest:
     """The ``route_request`` push of a call."""
     return RouteRequest(record.call_id, record.dn, record.created_at, record.deadline)
-
-
-async def serve_tserver(
-    network: Network,
-    app: Application,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve ``app`` as a T-Server until cancelled; ``started`` reports the bound port.
-
-    Raises:
-        ConfigError: the Application's options are invalid.
-        UnreachableError: the port cannot be bound.
-    """
-    await TServer.from_application(app).serve(
-        network, host=host, port=port, task_status=task_status
-    )

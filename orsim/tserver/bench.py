@@ -30,7 +30,7 @@ from orsim.logs import configure_logging
 from orsim.tserver._client import TServerClient
 from orsim.tserver._ledger import ROUTED, percentile
 from orsim.tserver._messages import CallRouted, MakeCall, RouteRequest
-from orsim.tserver._server import serve_tserver
+from orsim.tserver._server import TServer
 from orsim.wire import Connection, Network, Push, TcpNetwork, connected
 
 BENCH_APP = "orsim-bench"
@@ -206,7 +206,7 @@ async def bench_standalone(
     )
     network = TcpNetwork()
     async with trio.open_nursery() as nursery:
-        port: int = await nursery.start(partial(serve_tserver, network, app))
+        port: int = await nursery.start(partial(TServer.from_application(app).serve, network))
         result = await bench_tserver(
             network, "127.0.0.1", port, calls=calls, rate=rate, concurrency=concurrency
         )

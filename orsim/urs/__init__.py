@@ -14,7 +14,6 @@ from orsim.urs._selection import Selector as Selector
 from orsim.urs._selection import make_selector as make_selector
 from orsim.urs._server import UrsOptions as UrsOptions
 from orsim.urs._server import UrsServer as UrsServer
-from orsim.urs._server import serve_urs as serve_urs
 
 __all__ = [
     "Register",
@@ -29,5 +28,4 @@ __all__ = [
     "UrsServer",
     "UrsStatus",
     "make_selector",
-    "serve_urs",
 ]

@@ -186,22 +186,3 @@ class UrsServer:
 
     def _status(self, conn: Connection, request: Status) -> StatusReport:
         return StatusReport(self.status().to_json())
-
-
-async def serve_urs(
-    network: Network,
-    app: Application,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Serve ``app`` as a URS until cancelled; ``started`` reports the bound port.
-
-    Raises:
-        ConfigError: the Application's ``urs`` options are invalid.
-        UnreachableError: the port cannot be bound.
-    """
-    await UrsServer.from_application(app).serve(
-        network, host=host, port=port, task_status=task_status
-    )
