@@ -206,6 +206,11 @@ class _Pending:
         self.done.set()
 
 
+#: How often a frozen application's memory links look whether it was thawed, to check
+#: ADDP again (virtual seconds).
+FROZEN_RECHECK = 0.05
+
+
 @attrs.define(eq=False)
 class _AddpTimer:
     """A memory link's ADDP deadlines, kept by ``LinkTimers``."""
@@ -218,10 +223,16 @@ class _AddpTimer:
         return not self.conn.closed.is_set()
 
     def due(self, now: float) -> float | None:
+        stream = self.conn.stream
+        if stream.stopped():  # type: ignore[attr-defined]
+            # A stopped process checks nothing: it looks again once thawed, after its
+            # reader took what waits (a real one, thawed, finds its deadlines past and
+            # the bytes there at once; this simulation lets the bytes count first).
+            return now + FROZEN_RECHECK
         # Bytes already in the link, not yet read, count as received: both ends' checks
         # fall due at the same virtual instant, and the first one's poll would otherwise
         # not count for the second, which would poll too (twice the frames for nothing).
-        if self.conn.stream.has_unread(now):  # type: ignore[attr-defined]
+        if stream.has_unread(now):  # type: ignore[attr-defined]
             self.addp.on_receive(now)
         if not self.conn._addp_step(self.addp, now, self.scope):
             return None

@@ -251,6 +251,12 @@ class _FaultyStream(trio.abc.Stream):
         arrived = bool(pipe.data) or bool(pipe.delayed and pipe.delayed[0][0] <= now)
         return arrived and not self._held() and not self.net.blocked(self.remote, self.local)
 
+    def stopped(self) -> bool:
+        """Whether this end's application is frozen (SIGSTOP): it runs nothing, so its
+        ADDP checks wait until it is thawed, and then come after it read what waits
+        (``has_unread``)."""
+        return self.local in self.net._frozen
+
     def _held(self) -> bool:
         frozen = self.net._frozen
         return bool(frozen) and (self.local in frozen or self.remote in frozen)
@@ -258,17 +264,28 @@ class _FaultyStream(trio.abc.Stream):
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.outgoing.writer_closed:
             raise trio.ClosedResourceError("stream closed")
-        if self.net.blocked(self.local, self.remote):
+        if self.net.blocked(self.local, self.remote) or self._unheard():
             await trio.lowlevel.checkpoint()
             return  # silently dropped, like a cut cable
-        await self.outgoing.write(data, self.net.latency(self.local, self.remote))
+        try:
+            await self.outgoing.write(data, self.net.latency(self.local, self.remote))
+        except trio.BrokenResourceError:
+            if not self._unheard():  # the peer closed while this end waited, frozen
+                raise
+
+    def _unheard(self) -> bool:
+        """A frozen end writing to a closed peer: a stopped process writes nothing, so it
+        must not learn of the close by writing (it does when thawed)."""
+        return self.outgoing.broken and self.local in self.net._frozen
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Take what fits without waiting (as a non-blocking socket write); bytes taken."""
         net = self.net
-        if not (net._hung or net._cuts or net._latency):  # no fault: the usual case
+        if not (net._hung or net._cuts or net._latency or net._frozen):  # no fault: usual
             return self.outgoing.write_nowait(data)
-        if net.blocked(self.local, self.remote) and not self.outgoing.writer_closed:
+        if (net.blocked(self.local, self.remote) or self._unheard()) and not (
+            self.outgoing.writer_closed
+        ):
             return len(data)
         return self.outgoing.write_nowait(data, net.latency(self.local, self.remote))
 
@@ -368,6 +385,8 @@ class MemoryNetwork:
     _streams: dict[_FaultyStream, None] = attrs.Factory(dict)
     #: Streams a frozen application closed: the peer learns of it when it is thawed.
     _closing: dict[_FaultyStream, None] = attrs.Factory(dict)
+    #: Set when a frozen application is thawed (its connects wait for it).
+    _thaws: dict[str, trio.Event] = attrs.Factory(dict)
     _next_port: int = 40000
 
     def for_app(self, app: str, key: str | None = None) -> MemoryNetworkView:
@@ -420,12 +439,20 @@ class MemoryNetwork:
     def frozen(self, app: str) -> bool:
         return app in self._frozen
 
+    async def wait_thawed(self, app: str) -> None:
+        """Return once ``app`` is not frozen (at once if it is not)."""
+        while app in self._frozen:
+            await self._thaws.setdefault(app, trio.Event()).wait()
+
     def freeze(self, app: str, resume: bool = False) -> None:
         """Stop ``app`` as SIGSTOP does (or let it go on, as SIGCONT): it reads nothing
         and nothing it sends (EOF included) arrives, but bytes are kept, not dropped.
         Bytes sent to it fill its links' buffers, and then their senders wait."""
         if resume:
             self._frozen.discard(app)
+            thaw = self._thaws.pop(app, None)
+            if thaw is not None:
+                thaw.set()
             for stream in [s for s in self._closing if s.local == app]:
                 stream.publish_close()
         else:
@@ -435,14 +462,23 @@ class MemoryNetwork:
                 stream.incoming.wake()
 
     def close_all(self, apps: Iterable[str]) -> None:
-        """Close every stream touching ``apps`` at once, as a crashed process would."""
+        """Close every stream end of ``apps`` at once, as a crashed process's kernel does.
+
+        Only their own ends: each peer reads EOF, and its sends fail, when it next reads
+        or sends, as over TCP. A frozen peer therefore learns of the crash only once it
+        is thawed, as a stopped process does; closing its end too made it lose the link
+        while stopped, and act on that (claim, time out its store, take over) before it
+        could have run at all.
+        """
         names = set(apps)
         for stream in list(self._streams):
-            if stream.local in names or stream.remote in names:
+            if stream.local in names:
                 stream.close_now()
 
     async def _connect(self, local: str, host: str, port: int) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
+        # A stopped process opens no connection: it dials once it runs again.
+        await self.wait_thawed(local)
         listener = self._listeners.get((host, port))
         if listener is None:
             raise OSError(errno.ECONNREFUSED, f"nothing listens on {host}:{port}")

@@ -1,0 +1,148 @@
+"""A frozen (SIGSTOPped) application in the simulation learns nothing until it is thawed.
+
+A stopped process runs nothing: the kernel keeps what arrives for it, and what happened
+meanwhile (a peer's crash, a link its peers gave up) reaches it only once it runs again.
+`orsim search` found a schedule (seed 61, kept as
+``scenarios/search-frozen-backup-hears-of-the-crash-when-thawed.yaml``) where a frozen
+backup lost its link to its crashed primary while still frozen, claimed the Node, timed
+its store out during the freeze, and so took over without recovering the primary's
+sessions: one session created twice. These pin the network's side of it.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import trio
+
+from orsim.errors import ConnectionLost
+from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
+
+HOST = "h"
+
+
+async def _serve(
+    nursery: trio.Nursery, net: MemoryNetwork, app: str
+) -> tuple[int, list[Connection]]:
+    conns: list[Connection] = []
+
+    async def on_connect(conn: Connection) -> None:
+        conns.append(conn)
+
+    port: int = await nursery.start(
+        partial(
+            serve_app,
+            net.for_app(app),
+            HOST,
+            0,
+            app=app,
+            app_type="Test",
+            handler=None,
+            on_connect=on_connect,
+        )
+    )
+    return port, conns
+
+
+async def _link(
+    nursery: trio.Nursery, net: MemoryNetwork, addp: float = 0.0
+) -> tuple[Connection, list[Connection]]:
+    """B's connection to a server A (B's ADDP ``addp``, asking A for the same)."""
+    port, served = await _serve(nursery, net, "A")
+    conn = await open_connection(
+        net.for_app("B"), HOST, port, app="B", app_type="Test",
+        addp_timeout=addp, addp_remote_timeout=addp,
+    )  # fmt: skip
+    nursery.start_soon(conn.serve)
+    with trio.fail_after(1):
+        while not served:
+            await trio.sleep(0.01)
+    return conn, served
+
+
+async def test_a_frozen_peer_hears_of_a_crash_only_once_thawed(autojump_clock: Any) -> None:
+    """A crashes while B is frozen: B's link stays up until B is thawed, then B reads the
+    close as a peer's (before: B's own end was closed at once, frozen or not)."""
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        conn, _ = await _link(nursery, net)
+        net.freeze("B")
+        net.close_all(["A"])
+        await trio.sleep(5)
+        assert not conn.closed.is_set()
+        net.freeze("B", resume=True)
+        with trio.fail_after(1):
+            await conn.closed.wait()
+        assert conn.close_reason == "closed by peer"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_sender_does_not_learn_of_a_crash_by_sending(autojump_clock: Any) -> None:
+    """What a frozen B sends to a crashed A does not fail while B is frozen (a stopped
+    process sends nothing); once thawed, B finds the link gone."""
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        conn, _ = await _link(nursery, net)
+        net.freeze("B")
+        net.close_all(["A"])
+        assert conn.push_nowait("note", {"n": 1})
+        await conn.push("note", {"n": 2})
+        assert not conn.closed.is_set()
+        net.freeze("B", resume=True)
+        with trio.fail_after(1):
+            await conn.closed.wait()
+        try:
+            await conn.push("note", {"n": 3})
+        except ConnectionLost:
+            pass
+        else:
+            raise AssertionError("a push on a link closed by its crashed peer went through")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_application_connects_only_once_thawed(autojump_clock: Any) -> None:
+    """B dials while frozen: the connection is opened when B runs again, not before."""
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        port, _ = await _serve(nursery, net, "A")
+        net.freeze("B")
+        opened: list[float] = []
+
+        async def dial() -> None:
+            await net.for_app("B").connect(HOST, port)
+            opened.append(trio.current_time())
+
+        nursery.start_soon(dial)
+        await trio.sleep(3)
+        assert opened == []
+        thawed_at = trio.current_time()
+        net.freeze("B", resume=True)
+        with trio.fail_after(1):
+            while not opened:
+                await trio.sleep(0.01)
+        assert opened[0] >= thawed_at
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_application_gives_up_no_link_by_addp(autojump_clock: Any) -> None:
+    """Frozen for 5 s with ADDP at 1 s: A gives B up (by 2 s), but B checks nothing while
+    stopped; thawed, B finds A's close, reading or writing (before: B's own ADDP gave A up during the freeze,
+    and it acted on that while it could not have run)."""
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        conn, served = await _link(nursery, net, addp=1.0)
+        net.freeze("B")
+        with trio.fail_after(2.5):
+            await served[0].closed.wait()
+        assert served[0].close_reason is not None
+        assert "addp" in served[0].close_reason
+        await trio.sleep(2.5)
+        assert not conn.closed.is_set()
+        net.freeze("B", resume=True)
+        with trio.fail_after(1):
+            await conn.closed.wait()
+        # Found closed by A (read or written, whichever B did first), not given up by B.
+        assert conn.close_reason is not None
+        assert "addp" not in conn.close_reason, conn.close_reason
+        nursery.cancel_scope.cancel()
