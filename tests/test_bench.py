@@ -18,6 +18,7 @@ from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memo
 from orsim.bench._outcome import first_failure, gap_bound_ms, longest_ok_streak, outcome
 from orsim.bench._progress import progress_bar
 from orsim.bench._raw import measure_raw
+from orsim.bench._raw_call import measure_raw_call
 from orsim.bench._report import (
     TableRow,
     failures,
@@ -216,7 +217,8 @@ CANNED: dict[str, list[dict[str, Any]]] = {
         {"nodes": 2, "calls_per_s": 1800.0, "p50_ms": 4.0, "p99_ms": 80.0,
          "frames_per_call": 9.0, "sustained_offered": 1500, "sustained_calls_per_s": 1490.0,
          "sustained_p50_ms": 3.0, "sustained_p99_ms": 15.0, "raw_frames_per_s": 60000.0,
-         "ratio": 0.27, "steps": [{"offered": 500}]},
+         "frames_ratio": 0.27, "raw_calls_per_s": 20000.0, "ratio": 0.09,
+         "steps": [{"offered": 500}]},
     ],
     "memory": [
         {"phase": "idle", "processes": 4, "peak_rss_mb_median": 40.0, "peak_rss_mb_max": 42.0,
@@ -241,7 +243,10 @@ def test_table_shows_medians_and_targets() -> None:
     assert "lost 1 (1 run)" in switchover.worst
     best = by_measure["2 Nodes, best with p99 < 20 ms"]
     assert best.met == "NO" and "1490 calls/s" in best.median
-    assert "ratio 0.27" in by_measure["vs raw loopback framing"].median
+    raw_call = by_measure["vs raw call path (saturation)"]
+    assert "raw 20000 calls/s; ratio 0.09" in raw_call.median
+    assert (raw_call.target, raw_call.met) == (">= 0.7", "NO")
+    assert "frame ratio 0.27" in by_measure["vs raw loopback framing (old)"].median
     assert by_measure["16 Nodes ready"].median == "4.00 s"
     assert by_measure["1 run(s) FAILED"].median == "ClusterError: boom"
     text = render_table(rows)
@@ -280,6 +285,12 @@ async def test_raw_loopback_with_a_server_process_gives_a_positive_rate() -> Non
     result = await measure_raw(requests=300, window=8, separate=True)
     assert result.frames == 600
     assert result.frames_per_s > 0
+
+
+async def test_raw_call_path_routes_every_call_through_its_stand_ins() -> None:
+    result = await measure_raw_call(calls=400, nodes=2, window=16)
+    assert (result.calls, result.nodes) == (400, 2)
+    assert result.calls_per_s > 0
 
 
 def test_table_says_when_no_rate_kept_the_latency_target() -> None:
