@@ -218,6 +218,9 @@ CANNED: dict[str, list[dict[str, Any]]] = {
          "frames_per_call": 9.0, "sustained_offered": 1500, "sustained_calls_per_s": 1490.0,
          "sustained_p50_ms": 3.0, "sustained_p99_ms": 15.0, "raw_frames_per_s": 60000.0,
          "frames_ratio": 0.27, "raw_calls_per_s": 20000.0, "ratio": 0.09,
+         "direct_calls_per_s": 2000.0, "direct_p50_ms": 3.0, "direct_p99_ms": 50.0,
+         "direct_sustained_calls_per_s": 1500.0, "direct_sustained_p50_ms": 2.0,
+         "direct_sustained_p99_ms": 12.0, "proxy_ratio": 0.9, "direct_ratio": 0.1,
          "steps": [{"offered": 500}]},
     ],
     "memory": [
@@ -244,7 +247,9 @@ def test_table_shows_medians_and_targets() -> None:
     best = by_measure["2 Nodes, best with p99 < 20 ms"]
     assert best.met == "NO" and "1490 calls/s" in best.median
     raw_call = by_measure["vs raw call path (saturation)"]
-    assert "raw 20000 calls/s; ratio 0.09" in raw_call.median
+    assert "raw 20000 calls/s; ratio 0.09 (no proxy: 0.10)" in raw_call.median
+    direct = by_measure["2 Nodes, no fault proxy (--no-proxy)"].median
+    assert "saturation 2000 calls/s" in direct and "proxied/direct saturation 0.90" in direct
     assert (raw_call.target, raw_call.met) == (">= 0.7", "NO")
     assert "frame ratio 0.27" in by_measure["vs raw loopback framing (old)"].median
     assert by_measure["16 Nodes ready"].median == "4.00 s"

@@ -142,14 +142,23 @@ async def _throughput_once(plan: Plan, full_sweep: bool, memory: list[Row]) -> R
             probe.sample("idle")
             rates = plan.rates if full_sweep else plan.memory_rates
             steps = await sweep(handle, rates, plan.step_s, probe)
-    memory.extend(probe.rows())
-    row: Row = {"nodes": THROUGHPUT_NODES, **summarize_sweep(steps)}
+        memory.extend(probe.rows())
+        row: Row = {"nodes": THROUGHPUT_NODES, **summarize_sweep(steps)}
+        if full_sweep:
+            # The same sweep with every link direct (``up --no-proxy``): the proxy's cost.
+            say("  the same sweep without the fault proxy")
+            async with cluster_up(config, proxy=False) as handle:
+                direct = await sweep(handle, plan.rates, plan.step_s)
+            row.update({f"direct_{k}": v for k, v in summarize_sweep(direct).items()})
+            row["direct_steps"] = direct
+            row["proxy_ratio"] = ratio(row["calls_per_s"], row["direct_calls_per_s"])
     if full_sweep:
         say(f"  raw call path: {plan.raw_calls} call-shaped exchanges, {THROUGHPUT_NODES} ORS")
         raw_calls = (await measure_raw_call(plan.raw_calls, THROUGHPUT_NODES)).calls_per_s
         say(f"  raw {raw_calls:.0f} calls/s")
         row["raw_calls_per_s"] = raw_calls
         row["ratio"] = ratio(row["calls_per_s"], raw_calls)
+        row["direct_ratio"] = ratio(row["direct_calls_per_s"], raw_calls)
         say(f"  raw loopback framing, {plan.raw_requests} requests")
         raw = (await measure_raw(plan.raw_requests)).frames_per_s
         say(f"  raw {raw:.0f} frames/s")
