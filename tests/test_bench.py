@@ -42,6 +42,8 @@ from orsim.bench._stats import median, median_rows, percentile, ratio
 from orsim.bench._suite import SECTIONS, make_plan, parse_only
 from orsim.bench._throughput import (
     StepRow,
+    cpu_per_call,
+    cpu_seconds,
     frames_ratio,
     routed_rate,
     step_latencies,
@@ -120,8 +122,10 @@ def test_median_rows_groups_by_keys_and_skips_non_numbers() -> None:
 
 
 def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> StepRow:
+    cpu = {"ORS_1": 300.0, "store": 100.0} if offered == 1500 else {}
     return {"offered": offered, "seconds": 1.0, "calls": 0, "routed": 0, "calls_per_s": calls,
-            "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0}  # fmt: skip
+            "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0,
+            "cpu_us_per_call": cpu}  # fmt: skip
 
 
 def _record(created: float, routed: float | None, app: str | None = None) -> CallRecord:
@@ -145,6 +149,21 @@ def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> Non
     assert (missed["sustained_calls_per_s"], missed["sustained_offered"]) == (0.0, 0)
     assert frames_ratio(8.0, 1000.0, 40_000.0) == pytest.approx(0.2)
     assert frames_ratio(None, 1000.0, 40_000.0) is None
+    # The CPU per call of the step offered 1500/s, in total and by application.
+    assert summary["cpu_us_per_call"] == 400.0 and summary["cpu_us.store"] == 100.0
+    assert "cpu_us_per_call" not in missed
+
+
+def test_cpu_per_call_reads_proc_and_divides_by_the_calls(tmp_path: Path) -> None:
+    stat = "4242 (orsim node (x)) S 1 2 3 4 5 6 7 8 9 10 {u} {s} 0 0 20 0 1 0 5 6 7\n"
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text(stat.format(u=100, s=50))
+    tick = os.sysconf("SC_CLK_TCK")
+    assert cpu_seconds(4242, tmp_path) == pytest.approx(150 / tick)
+    assert cpu_seconds(4243, tmp_path) is None
+    used = cpu_per_call({"a": 1.0, "b": 2.0, "gone": 1.0}, {"a": 1.5, "b": 2.1, "gone": None}, 100)
+    assert list(used) == ["a", "b"] and used["a"] == pytest.approx(5000.0)
+    assert cpu_per_call({"a": 1.0}, {"a": 2.0}, 0) == {}
 
 
 def test_step_latencies_and_first_routed_call() -> None:
@@ -221,6 +240,8 @@ CANNED: dict[str, list[dict[str, Any]]] = {
          "direct_calls_per_s": 2000.0, "direct_p50_ms": 3.0, "direct_p99_ms": 50.0,
          "direct_sustained_calls_per_s": 1500.0, "direct_sustained_p50_ms": 2.0,
          "direct_sustained_p99_ms": 12.0, "proxy_ratio": 0.9, "direct_ratio": 0.1,
+         "cpu_us_per_call": 850.0, "cpu_us.ORS_1": 190.0, "cpu_us.store": 160.0,
+         "cpu_us.proxy": 500.0, "cpu_us.confserv": 0.0,
          "steps": [{"offered": 500}]},
     ],
     "memory": [
@@ -248,6 +269,8 @@ def test_table_shows_medians_and_targets() -> None:
     assert best.met == "NO" and "1490 calls/s" in best.median
     raw_call = by_measure["vs raw call path (saturation)"]
     assert "raw 20000 calls/s; ratio 0.09 (no proxy: 0.10)" in raw_call.median
+    cpu = by_measure["2 Nodes, CPU per call at 1500/s offered"].median
+    assert cpu == "850 µs (proxy 500, ORS_1 190, store 160)"
     direct = by_measure["2 Nodes, no fault proxy (--no-proxy)"].median
     assert "saturation 2000 calls/s" in direct and "proxied/direct saturation 0.90" in direct
     assert (raw_call.target, raw_call.met) == (">= 0.7", "NO")

@@ -172,6 +172,10 @@ def _throughput_rows(rows: Sequence[Row]) -> list[TableRow]:
         out.append(TableRow(
             "throughput", f"2 Nodes, best with p99 < {P99_TARGET_MS:g} ms", best, target, met,
         ))  # fmt: skip
+        if r.get("cpu_us_per_call") is not None:
+            out.append(TableRow(
+                "throughput", "2 Nodes, CPU per call at 1500/s offered", cpu_text(r),
+            ))  # fmt: skip
         if r.get("direct_calls_per_s") is not None:
             out.append(TableRow(
                 "throughput", "2 Nodes, no fault proxy (--no-proxy)",
@@ -196,6 +200,15 @@ def _throughput_rows(rows: Sequence[Row]) -> list[TableRow]:
             f"frame ratio {_num(r.get('frames_ratio'), '.2f')}",
         ))  # fmt: skip
     return out
+
+
+def cpu_text(r: Row, prefix: str = "cpu_us.") -> str:
+    """``850 µs (ORS_1 190, ORS_2 185, store 160, ...)``: the total, then each process's
+    share, biggest first."""
+    shares = [(k[len(prefix) :], v) for k, v in r.items() if k.startswith(prefix) and v]
+    apps = sorted(shares, key=lambda item: -item[1])
+    parts = ", ".join(f"{app} {value:.0f}" for app, value in apps)
+    return f"{_num(r.get('cpu_us_per_call'), '.0f', ' µs')} ({parts})"
 
 
 def _memory_rows(rows: Sequence[Row]) -> list[TableRow]:
