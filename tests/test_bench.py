@@ -18,6 +18,7 @@ from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memo
 from orsim.bench._outcome import first_failure, gap_bound_ms, longest_ok_streak, outcome
 from orsim.bench._progress import progress_bar
 from orsim.bench._raw import measure_raw
+from orsim.bench._raw_call import measure_raw_call
 from orsim.bench._report import (
     TableRow,
     failures,
@@ -41,6 +42,8 @@ from orsim.bench._stats import median, median_rows, percentile, ratio
 from orsim.bench._suite import SECTIONS, make_plan, parse_only
 from orsim.bench._throughput import (
     StepRow,
+    cpu_per_call,
+    cpu_seconds,
     frames_ratio,
     routed_rate,
     step_latencies,
@@ -119,8 +122,10 @@ def test_median_rows_groups_by_keys_and_skips_non_numbers() -> None:
 
 
 def _step(offered: float, calls: float, p99: float | None, lost: int = 0) -> StepRow:
+    cpu = {"ORS_1": 300.0, "store": 100.0} if offered == 1500 else {}
     return {"offered": offered, "seconds": 1.0, "calls": 0, "routed": 0, "calls_per_s": calls,
-            "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0}  # fmt: skip
+            "p50_ms": 1.0, "p99_ms": p99, "lost": lost, "frames_per_call": 8.0,
+            "cpu_us_per_call": cpu}  # fmt: skip
 
 
 def _record(created: float, routed: float | None, app: str | None = None) -> CallRecord:
@@ -144,6 +149,21 @@ def test_sweep_summary_finds_saturation_and_the_best_rate_within_target() -> Non
     assert (missed["sustained_calls_per_s"], missed["sustained_offered"]) == (0.0, 0)
     assert frames_ratio(8.0, 1000.0, 40_000.0) == pytest.approx(0.2)
     assert frames_ratio(None, 1000.0, 40_000.0) is None
+    # The CPU per call of the step offered 1500/s, in total and by application.
+    assert summary["cpu_us_per_call"] == 400.0 and summary["cpu_us.store"] == 100.0
+    assert "cpu_us_per_call" not in missed
+
+
+def test_cpu_per_call_reads_proc_and_divides_by_the_calls(tmp_path: Path) -> None:
+    stat = "4242 (orsim node (x)) S 1 2 3 4 5 6 7 8 9 10 {u} {s} 0 0 20 0 1 0 5 6 7\n"
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text(stat.format(u=100, s=50))
+    tick = os.sysconf("SC_CLK_TCK")
+    assert cpu_seconds(4242, tmp_path) == pytest.approx(150 / tick)
+    assert cpu_seconds(4243, tmp_path) is None
+    used = cpu_per_call({"a": 1.0, "b": 2.0, "gone": 1.0}, {"a": 1.5, "b": 2.1, "gone": None}, 100)
+    assert list(used) == ["a", "b"] and used["a"] == pytest.approx(5000.0)
+    assert cpu_per_call({"a": 1.0}, {"a": 2.0}, 0) == {}
 
 
 def test_step_latencies_and_first_routed_call() -> None:
@@ -216,7 +236,13 @@ CANNED: dict[str, list[dict[str, Any]]] = {
         {"nodes": 2, "calls_per_s": 1800.0, "p50_ms": 4.0, "p99_ms": 80.0,
          "frames_per_call": 9.0, "sustained_offered": 1500, "sustained_calls_per_s": 1490.0,
          "sustained_p50_ms": 3.0, "sustained_p99_ms": 15.0, "raw_frames_per_s": 60000.0,
-         "ratio": 0.27, "steps": [{"offered": 500}]},
+         "frames_ratio": 0.27, "raw_calls_per_s": 20000.0, "ratio": 0.09,
+         "direct_calls_per_s": 2000.0, "direct_p50_ms": 3.0, "direct_p99_ms": 50.0,
+         "direct_sustained_calls_per_s": 1500.0, "direct_sustained_p50_ms": 2.0,
+         "direct_sustained_p99_ms": 12.0, "proxy_ratio": 0.9, "direct_ratio": 0.1,
+         "cpu_us_per_call": 850.0, "cpu_us.ORS_1": 190.0, "cpu_us.store": 160.0,
+         "cpu_us.proxy": 500.0, "cpu_us.confserv": 0.0,
+         "steps": [{"offered": 500}]},
     ],
     "memory": [
         {"phase": "idle", "processes": 4, "peak_rss_mb_median": 40.0, "peak_rss_mb_max": 42.0,
@@ -241,7 +267,14 @@ def test_table_shows_medians_and_targets() -> None:
     assert "lost 1 (1 run)" in switchover.worst
     best = by_measure["2 Nodes, best with p99 < 20 ms"]
     assert best.met == "NO" and "1490 calls/s" in best.median
-    assert "ratio 0.27" in by_measure["vs raw loopback framing"].median
+    raw_call = by_measure["vs raw call path (saturation)"]
+    assert "raw 20000 calls/s; ratio 0.09 (no proxy: 0.10)" in raw_call.median
+    cpu = by_measure["2 Nodes, CPU per call at 1500/s offered"].median
+    assert cpu == "850 µs (proxy 500, ORS_1 190, store 160)"
+    direct = by_measure["2 Nodes, no fault proxy (--no-proxy)"].median
+    assert "saturation 2000 calls/s" in direct and "proxied/direct saturation 0.90" in direct
+    assert (raw_call.target, raw_call.met) == (">= 0.7", "NO")
+    assert "frame ratio 0.27" in by_measure["vs raw loopback framing (old)"].median
     assert by_measure["16 Nodes ready"].median == "4.00 s"
     assert by_measure["1 run(s) FAILED"].median == "ClusterError: boom"
     text = render_table(rows)
@@ -280,6 +313,12 @@ async def test_raw_loopback_with_a_server_process_gives_a_positive_rate() -> Non
     result = await measure_raw(requests=300, window=8, separate=True)
     assert result.frames == 600
     assert result.frames_per_s > 0
+
+
+async def test_raw_call_path_routes_every_call_through_its_stand_ins() -> None:
+    result = await measure_raw_call(calls=400, nodes=2, window=16)
+    assert (result.calls, result.nodes) == (400, 2)
+    assert result.calls_per_s > 0
 
 
 def test_table_says_when_no_rate_kept_the_latency_target() -> None:

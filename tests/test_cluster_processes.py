@@ -15,6 +15,7 @@ import trio
 from helpers import TOPOLOGIES, settle
 
 from orsim.cluster import ClusterHandle, ClusterStatus
+from orsim.errors import ClusterError, UsageError
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +157,35 @@ async def test_a_foreign_server_on_a_picked_port_is_not_taken_for_the_app(
         finally:
             await cluster.down()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_cluster_without_the_proxy_routes_directly_and_refuses_faults(
+    tmp_path: Path,
+) -> None:
+    """``up --no-proxy``: every application listens on its public port itself (nobody
+    else holds it), calls are routed, and a fault is refused naming the option."""
+    cluster = await ClusterHandle.up(
+        TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto", proxy=False
+    )
+    try:
+        assert not cluster.manifest.proxy
+        assert "proxy" not in cluster.pids()
+        assert all(e.private_port == e.public_port for e in cluster.manifest.apps)
+        await cluster.load(rate=200, duration=1)
+        ledger = await settle(cluster, 200)
+        assert (ledger.counts.routed, ledger.counts.lost) == (200, 0)
+        for fault in (
+            cluster.partition("ORS_1", "SIP_Server"),
+            cluster.delay("ORS_1", "URS", 50),
+            cluster.proxy_status(),
+        ):
+            with pytest.raises(ClusterError, match="without the fault proxy"):
+                await fault
+        assert (await cluster.ledger()).counts.routed == 200  # nothing was cut
+    finally:
+        await cluster.down()
+
+
+async def test_no_proxy_is_refused_with_a_host(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--no-proxy"):
+        await ClusterHandle.up(TOPOLOGIES / "demo.yaml", tmp_path / "run", host="a", proxy=False)

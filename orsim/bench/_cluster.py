@@ -20,10 +20,11 @@ CALL_PATH_TYPES = ("OrchestrationServer", "RoutingServer", *TSERVER_TYPES)
 
 
 @contextlib.asynccontextmanager
-async def cluster_up(config: Path) -> AsyncIterator[ClusterHandle]:
-    """A cluster of ``config`` on free ports in a temporary run dir, stopped on exit."""
+async def cluster_up(config: Path, proxy: bool = True) -> AsyncIterator[ClusterHandle]:
+    """A cluster of ``config`` on free ports in a temporary run dir, stopped on exit;
+    without ``proxy`` its links are direct (``up --no-proxy``)."""
     with tempfile.TemporaryDirectory(prefix="orsim-bench-") as tmp:
-        handle = await ClusterHandle.up(config, Path(tmp) / "run", ports="auto")
+        handle = await ClusterHandle.up(config, Path(tmp) / "run", ports="auto", proxy=proxy)
         try:
             yield handle
         finally:

@@ -18,6 +18,7 @@ from orsim.bench._memory import MemoryProbe
 from orsim.bench._outcome import outcome
 from orsim.bench._progress import say
 from orsim.bench._raw import measure_raw
+from orsim.bench._raw_call import measure_raw_call
 from orsim.bench._sim import measure_in_child
 from orsim.bench._stats import Row, ratio
 from orsim.bench._throughput import frames_ratio, summarize_sweep, sweep
@@ -44,6 +45,8 @@ class Plan:
     memory_rates: tuple[float, ...] = (500,)
     step_s: float = 3.0
     raw_requests: int = 50_000
+    #: Call-shaped exchanges driven through the raw call path (``._raw_call``).
+    raw_calls: int = 30_000
     scale_nodes: int = 16
     #: Every call is pushed to each of the 32 ORS applications (and its routing to 31),
     #: so 16 Nodes saturate far below 2: the sweep starts low, and goes past the
@@ -68,6 +71,7 @@ def make_plan(quick: bool = False, runs: int = 3) -> Plan:
         rates=(500, 1500),
         step_s=2.0,
         raw_requests=20_000,
+        raw_calls=10_000,
         scale_rates=(200,),
         sim_seconds=20.0,
         sim_nodes=16,
@@ -138,14 +142,28 @@ async def _throughput_once(plan: Plan, full_sweep: bool, memory: list[Row]) -> R
             probe.sample("idle")
             rates = plan.rates if full_sweep else plan.memory_rates
             steps = await sweep(handle, rates, plan.step_s, probe)
-    memory.extend(probe.rows())
-    row: Row = {"nodes": THROUGHPUT_NODES, **summarize_sweep(steps)}
+        memory.extend(probe.rows())
+        row: Row = {"nodes": THROUGHPUT_NODES, **summarize_sweep(steps)}
+        if full_sweep:
+            # The same sweep with every link direct (``up --no-proxy``): the proxy's cost.
+            say("  the same sweep without the fault proxy")
+            async with cluster_up(config, proxy=False) as handle:
+                direct = await sweep(handle, plan.rates, plan.step_s)
+            row.update({f"direct_{k}": v for k, v in summarize_sweep(direct).items()})
+            row["direct_steps"] = direct
+            row["proxy_ratio"] = ratio(row["calls_per_s"], row["direct_calls_per_s"])
     if full_sweep:
+        say(f"  raw call path: {plan.raw_calls} call-shaped exchanges, {THROUGHPUT_NODES} ORS")
+        raw_calls = (await measure_raw_call(plan.raw_calls, THROUGHPUT_NODES)).calls_per_s
+        say(f"  raw {raw_calls:.0f} calls/s")
+        row["raw_calls_per_s"] = raw_calls
+        row["ratio"] = ratio(row["calls_per_s"], raw_calls)
+        row["direct_ratio"] = ratio(row["direct_calls_per_s"], raw_calls)
         say(f"  raw loopback framing, {plan.raw_requests} requests")
         raw = (await measure_raw(plan.raw_requests)).frames_per_s
         say(f"  raw {raw:.0f} frames/s")
         row["raw_frames_per_s"] = raw
-        row["ratio"] = frames_ratio(row["frames_per_call"], row["calls_per_s"], raw)
+        row["frames_ratio"] = frames_ratio(row["frames_per_call"], row["calls_per_s"], raw)
     row["steps"] = steps
     return row
 

@@ -4,13 +4,17 @@ Each step offers a rate for a few seconds; routed/s is the rate at which the ste
 calls were routed (their ``routed_at`` span, T-Server clock), latency the ledger
 records' ``routed_at - created_at`` of the step's calls. Frames per call come from the
 call-path processes' ``status`` ``frames_sent`` counters (None while they do not report
-them).
+them). CPU per call is each cluster process's user+system time over the step (from
+``/proc/PID/stat``; the step's own ledger and status requests included) divided by the
+calls it routed: where the time goes.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TypedDict
 
 import trio
@@ -24,6 +28,8 @@ from orsim.tserver import CallRecord
 
 #: The latency target the sustained rate must meet.
 P99_LIMIT_MS = 20.0
+#: The offered rate whose step's CPU per call the summary keeps (the throughput target).
+CPU_AT_OFFERED = 1500.0
 #: A step keeps up when it routes at least this share of the offered rate...
 KEEPS_UP = 0.95
 #: ...and the sweep stops after a step routing less than this share (saturated).
@@ -42,6 +48,32 @@ class StepRow(TypedDict):
     p50_ms: float | None
     p99_ms: float | None
     frames_per_call: float | None
+    #: Microseconds of CPU per routed call, by application (``cpu_seconds``).
+    cpu_us_per_call: dict[str, float]
+
+
+def cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float | None:
+    """User + system CPU seconds a process has used so far; None if it is gone."""
+    try:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call(
+    before: Mapping[str, float | None], after: Mapping[str, float | None], calls: int
+) -> dict[str, float]:
+    """µs of CPU per call by application, biggest first (apps read both times only)."""
+    if calls <= 0:
+        return {}
+    used = {
+        app: (end - start) / calls * 1e6
+        for app, start in before.items()
+        if start is not None and (end := after.get(app)) is not None
+    }
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
 
 
 def step_latencies(records: Sequence[CallRecord]) -> tuple[list[float], int]:
@@ -70,7 +102,9 @@ def routed_rate(records: Sequence[CallRecord]) -> float | None:
 
 def summarize_sweep(steps: Sequence[StepRow]) -> dict[str, object]:
     """Saturation (the step routing the most calls/s) and the highest offered rate that
-    keeps up with p99 below the target, from a sweep's step rows."""
+    keeps up with p99 below the target, from a sweep's step rows; and the CPU per call
+    of the step offered ``CPU_AT_OFFERED`` (``cpu_us_per_call``, and ``cpu_us.APP`` by
+    application), if the sweep has one."""
     saturation = max(steps, key=lambda s: s["calls_per_s"], default=None)
     sustained = [
         s
@@ -92,7 +126,16 @@ def summarize_sweep(steps: Sequence[StepRow]) -> dict[str, object]:
         "sustained_calls_per_s": best["calls_per_s"] if best else (0.0 if steps else None),
         "sustained_p50_ms": best["p50_ms"] if best else None,
         "sustained_p99_ms": best["p99_ms"] if best else None,
+        **_cpu_fields(steps),
     }
+
+
+def _cpu_fields(steps: Sequence[StepRow]) -> dict[str, object]:
+    step = next((s for s in steps if s["offered"] == CPU_AT_OFFERED), None)
+    if step is None or not step.get("cpu_us_per_call"):
+        return {}
+    cpu = step["cpu_us_per_call"]
+    return {"cpu_us_per_call": sum(cpu.values()), **{f"cpu_us.{a}": v for a, v in cpu.items()}}
 
 
 def frames_ratio(
@@ -108,8 +151,10 @@ async def run_step(
     handle: ClusterHandle, rate: float, seconds: float, probe: MemoryProbe | None = None
 ) -> StepRow:
     """Offer ``rate`` calls/s for ``seconds``; one step row."""
+    pids = handle.pids()
     before = await handle.ledger()
     frames_before = await frames_sent(handle)
+    cpu_before = {app: cpu_seconds(pid) for app, pid in pids.items()}
     start = time.perf_counter()
     # A saturation sweep offers more than a cluster takes, on purpose.
     await handle.load(rate, duration=seconds, overload=True)
@@ -124,6 +169,7 @@ async def run_step(
         probe.sample("load")
     await handle.stop_load()
     await wait_drained(handle)
+    cpu_after = {app: cpu_seconds(pid) for app, pid in pids.items()}
     records = await ledger_records(handle, before.counts.created)
     latencies, lost = step_latencies(records)
     routed = after.counts.routed - before.counts.routed
@@ -138,6 +184,7 @@ async def run_step(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "frames_per_call": ratio(frames, routed),
+        "cpu_us_per_call": cpu_per_call(cpu_before, cpu_after, routed),
     }
 
 
@@ -151,9 +198,11 @@ async def sweep(
     steps = []
     for rate in sorted(rates):
         step = await run_step(handle, rate, seconds, probe)
+        cpu = step["cpu_us_per_call"]
         say(
             f"  offered {rate:g}/s: routed {step['calls_per_s']:.0f}/s, "
-            f"p50 {_ms(step['p50_ms'])}, p99 {_ms(step['p99_ms'])}, lost {step['lost']}"
+            f"p50 {_ms(step['p50_ms'])}, p99 {_ms(step['p99_ms'])}, lost {step['lost']}; "
+            f"CPU {sum(cpu.values()):.0f} µs/call"
         )
         steps.append(step)
         if step["calls_per_s"] < SATURATED * rate:

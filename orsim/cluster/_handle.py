@@ -169,6 +169,7 @@ class ClusterHandle:
         store: str | None = None,
         host: str | None = None,
         key: str | None = None,
+        proxy: bool = True,
     ) -> ClusterHandle:
         """Validate the database, start every process in order and wait until all are ready.
 
@@ -185,6 +186,10 @@ class ClusterHandle:
                 of several: see ``_prepare``); the others are listed as ``remote``.
             key: the cluster key to use (another host's); default: the run directory's,
                 made now if it has none. It is written to the run directory.
+            proxy: False (``--no-proxy``) runs no fault proxy: every application listens
+                on its public port itself, so links are direct, and ``partition``,
+                ``isolate``, ``delay`` and ``proxy_status`` raise ClusterError. For
+                measuring what the proxy costs; one host only.
 
         Raises:
             ConfigError: the database (or ``store``) is broken (nothing is started).
@@ -202,12 +207,18 @@ class ClusterHandle:
             )
         if key is not None and not key.strip():
             raise UsageError("the cluster key is empty")
+        if host is not None and not proxy:
+            raise UsageError(
+                "--no-proxy runs one machine's cluster without its fault proxy; with --host"
+                " every host's proxy carries the links between hosts: drop one of them"
+            )
         attempts = AUTO_PORT_ATTEMPTS if ports == "auto" else 1
         for attempt in range(1, attempts + 1):
             try:
                 return await cls._up_once(
                     config_path, run_dir, ports, progress, confserv_port=confserv_port,
                     ready_timeout=ready_timeout, store=store, host=host, key=key,
+                    proxy=proxy,
                 )  # fmt: skip
             except (ClusterError, BaseExceptionGroup) as exc:
                 # Ports picked free can be taken by another program before a server
@@ -230,6 +241,7 @@ class ClusterHandle:
         store: str | None,
         host: str | None,
         key: str | None,
+        proxy: bool = True,
     ) -> ClusterHandle:
         """One try of ``up`` (``ports`` already checked)."""
         rundir = RunDir.at(run_dir)
@@ -237,7 +249,7 @@ class ClusterHandle:
         forks = ForkServer.start()
         try:
             manifest = await trio.to_thread.run_sync(
-                _prepare, Path(config_path), rundir, ports, confserv_port, store, host
+                _prepare, Path(config_path), rundir, ports, confserv_port, store, host, proxy
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -259,7 +271,8 @@ class ClusterHandle:
             else:
                 async with trio.open_nursery() as nursery:
                     # Nobody talks to the proxy before the Configuration Server is up.
-                    nursery.start_soon(handle._start_proxy, progress, ready_timeout)
+                    if manifest.proxy:
+                        nursery.start_soon(handle._start_proxy, progress, ready_timeout)
                     await handle._start_tier([confserv], progress, ready_timeout)
             for wave in start_waves(local):
                 await handle._start_tier(wave, progress, ready_timeout)
@@ -733,6 +746,7 @@ class ClusterHandle:
     async def proxy_status(self, host: str | None = None) -> dict[str, Json]:
         """The ``status`` of this run directory's fault proxy, or of topology host
         ``host``'s (another machine's, reached through its public ports)."""
+        self._need_proxy("proxy status")
         if host is None or host == self.manifest.host:
             return (await self.call(PROXY_APP, Status())).fields
         return (await self._remote_proxy(host, Status())).fields
@@ -744,7 +758,9 @@ class ClusterHandle:
 
         Raises:
             UnreachableError: a proxy did not answer (the others have applied it).
+            ClusterError: the cluster runs without a fault proxy (``up --no-proxy``).
         """
+        self._need_proxy(fault.METHOD)
         if self.manifest.host is None:
             await self.call(PROXY_APP, fault)
             return
@@ -770,6 +786,15 @@ class ClusterHandle:
             raise UnreachableError(
                 f"{fault.METHOD} reached the fault proxies of hosts {done} only; "
                 + "; ".join(sorted(failures))
+            )
+
+    def _need_proxy(self, what: str) -> None:
+        """Raise ClusterError if this cluster runs without its fault proxy."""
+        if not self.manifest.proxy:
+            raise ClusterError(
+                f"{what}: the cluster in {self.run_dir.root} runs without the fault proxy"
+                " (up --no-proxy), so its links cannot be cut or delayed; start it again"
+                " without --no-proxy to inject faults"
             )
 
     async def _remote_proxy(self, host: str, message: Call[A]) -> A:
@@ -891,12 +916,14 @@ def _prepare(
     confserv_port: int | None,
     store: str | None,
     host: str | None = None,
+    proxy: bool = True,
 ) -> Manifest:
     """The blocking part of ``up``: validate, choose ports, write the run directory.
 
     With ``host`` (one machine of several), only that topology host's applications are
     planned to run here (the others are ``remote`` entries), the ports are the
-    topology's, and the Nodes' store must be one every host can reach.
+    topology's, and the Nodes' store must be one every host can reach. Without
+    ``proxy`` every application listens on its public port (no proxy in between).
     """
     config = config_path.absolute()
     db = load_database(config)
@@ -946,6 +973,9 @@ def _prepare(
         write_atomic(rundir.served_config, yaml.safe_dump(raw, sort_keys=False))
         served = rundir.served_config
     private = {name: free.pop() for name in [*names, CONFSERV_APP, *stores]}
+    if not proxy:
+        private.update(public)
+        private[CONFSERV_APP] = confserv_public
     entries = plan_apps(
         db,
         served_config=str(served),
@@ -966,9 +996,11 @@ def _prepare(
         proxy_control_port=free.pop(),
         apps=entries,
         host=host,
+        proxy=proxy,
     )
     rundir.write_manifest(manifest)
-    write_atomic(rundir.proxy_config, json.dumps(_proxy_config(manifest), indent=2) + "\n")
+    if proxy:
+        write_atomic(rundir.proxy_config, json.dumps(_proxy_config(manifest), indent=2) + "\n")
     return manifest
 
 

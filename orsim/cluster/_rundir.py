@@ -77,6 +77,9 @@ class Manifest:
     pids: dict[str, int] = attrs.field(factory=dict, eq=False)
     #: The topology host this run directory launched (``up --host``); None: all of them.
     host: str | None = None
+    #: False for ``up --no-proxy``: every application listens on its public port itself,
+    #: no fault proxy runs, and faults between applications are refused.
+    proxy: bool = True
 
     def entry(self, app: str) -> AppEntry:
         for entry in self.apps:

@@ -107,6 +107,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f" ${CLUSTER_KEY_ENV}, else this run directory's, made if it has none)",
     )
 
+    p.add_argument(
+        "--no-proxy",
+        action="store_true",
+        help="run without the fault proxy: each application listens on its own public"
+        " port and links are direct (to measure what the proxy costs); partition,"
+        " isolate and delay are then refused",
+    )
+
     p = command("status", cmd_status, "show every application's mode and the call totals")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--watch", action="store_true", help="refresh the table until Ctrl-C")
@@ -235,6 +243,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 store=args.store,
                 host=args.host,
                 key=key,
+                proxy=not args.no_proxy,
             )
         took = trio.current_time() - started
         try:
