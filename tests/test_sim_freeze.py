@@ -127,8 +127,8 @@ async def test_a_frozen_application_connects_only_once_thawed(autojump_clock: An
 
 async def test_a_frozen_application_gives_up_no_link_by_addp(autojump_clock: Any) -> None:
     """Frozen for 5 s with ADDP at 1 s: A gives B up (by 2 s), but B checks nothing while
-    stopped; thawed, B finds A's close, reading or writing (before: B's own ADDP gave A up during the freeze,
-    and it acted on that while it could not have run)."""
+    stopped; thawed, B finds A's close, reading or writing (before: B's own ADDP gave A
+    up during the freeze, and it acted on that while it could not have run)."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
         conn, served = await _link(nursery, net, addp=1.0)
