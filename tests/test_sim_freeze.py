@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import trio
+import trio.testing
 
 from orsim.errors import ConnectionLost
 from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
@@ -55,9 +56,8 @@ async def _link(
         addp_timeout=addp, addp_remote_timeout=addp,
     )  # fmt: skip
     nursery.start_soon(conn.serve)
-    with trio.fail_after(1):
-        while not served:
-            await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()  # both sides serving
+    assert served
     return conn, served
 
 
