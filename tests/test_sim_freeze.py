@@ -12,15 +12,20 @@ sessions: one session created twice. These pin the network's side of it.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
 
+from orsim.config import load_database
 from orsim.errors import ConnectionLost
+from orsim.sim import open_sim_cluster
+from orsim.store import Session, StoreUnavailable
 from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
 
 HOST = "h"
+TWO_NODES = Path(__file__).resolve().parent.parent / "scenarios/topologies/two-nodes.yaml"
 
 
 async def _serve(
@@ -146,3 +151,45 @@ async def test_a_frozen_application_gives_up_no_link_by_addp(autojump_clock: Any
         assert conn.close_reason is not None
         assert "addp" not in conn.close_reason, conn.close_reason
         nursery.cancel_scope.cancel()
+
+
+async def test_a_store_deadline_run_out_during_a_freeze_is_seen_once_thawed(
+    autojump_clock: Any,
+) -> None:
+    """A store operation a frozen ORS began waits for the thaw; its 1 s deadline runs out
+    meanwhile, but the ORS finds that out (degrades, begins its outage windows) only once
+    thawed, as a stopped process does. Before, it degraded 1 s into the freeze, and its
+    0.5 s window for a second try at a creation was over by the thaw (`orsim search`,
+    seed 61: a call routed twice on two-nodes-slow-urs)."""
+    async with open_sim_cluster(load_database(TWO_NODES), seed=1) as sim:
+        node = sim.nodes["ORS_1"]
+        with trio.fail_after(10):
+            while node.core.mode != "primary":
+                await trio.sleep(0.05)
+        outcome: list[str] = []
+
+        async def write() -> None:
+            session = Session(
+                call_id="c-1",
+                node_id=node.settings.node_id,
+                epoch=node.core.current_epoch,
+                dn="5000",
+                state="created",
+            )
+            try:
+                await node.guard.create_session(session)
+            except StoreUnavailable:
+                outcome.append("unavailable")
+            else:
+                outcome.append("written")
+
+        async with trio.open_nursery() as nursery:
+            sim.freeze("ORS_1")
+            nursery.start_soon(write)
+            await trio.sleep(3)
+            assert outcome == [] and not node.guard.degraded and node.guard.failures == 0
+            thawed_at = trio.current_time()
+            sim.thaw("ORS_1")
+        assert outcome == ["unavailable"]  # its deadline was past when it ran again
+        # Every operation it began while frozen ran out with it, all at the thaw.
+        assert node.guard.failures >= 1 and trio.current_time() == thawed_at

@@ -116,7 +116,13 @@ class _GatedStore:
         # No checkpoint of its own: the store's operation that follows has one, and a
         # simulation pays a scheduler round for each.
         while self.sim.net.frozen(self.app):
-            await self.sim.thawed(self.app).wait()
+            # Shielded: the caller's deadline (the store guard's) that runs out during
+            # the freeze is seen only once the application is thawed, at the store's
+            # own checkpoint, as a stopped process finds its deadlines past when it
+            # runs again; not while it is stopped, when it would act on it (degrade,
+            # start its store-outage windows) before it could have run at all.
+            with trio.CancelScope(shield=True):
+                await self.sim.thawed(self.app).wait()
 
     async def current_epoch(self, node_id: int) -> int:
         await self._gate()
@@ -222,6 +228,14 @@ class SimCluster:
     def running(self, app: str) -> bool:
         """True while ``app``'s process runs (not crashed; frozen counts as running)."""
         return self.processes.get(app, "exited") != "exited"
+
+    def release_frozen(self) -> None:
+        """Let every frozen application go (untraced): a simulation ending with some
+        frozen must not leave their store operations waiting, shielded, for a thaw."""
+        for app in list(self._thawed):
+            if self.net.frozen(app):
+                self.net.freeze(app, resume=True)
+            self._thawed[app].set()
 
     def thawed(self, app: str) -> trio.Event:
         """Set when ``app`` is (or is next) not frozen."""
@@ -526,4 +540,5 @@ async def open_sim_cluster(
         try:
             yield sim
         finally:
+            sim.release_frozen()
             nursery.cancel_scope.cancel()
