@@ -240,10 +240,40 @@ async def test_ors_reconnects_to_the_backup_tserver_after_reconnect_timeout(
         assert 5.0 <= took <= 6.0, took
 
 
+async def test_a_link_dropped_from_a_healthy_tserver_is_restored_after_one_timeout(
+    autojump_clock: Any,
+) -> None:
+    """ORS_1 frozen 1.5 s: SIP_Server gives it up by ADDP as it thaws. The next round,
+    reconnect-timeout (5 s) later, tries SIP_Server again first ("restore the failed
+    communication session"), so ORS_1 is back on its T-Server after one timeout, and the
+    calls it holds meanwhile are routed (router-timeout is 10 s). Before, its one attempt
+    went to the backup twin, which refused it, and the next came another 5 s later:
+    10 s without a T-Server, and 2 calls lost (found by `orsim search`, seed 61)."""
+    db = load_database(TOPOLOGY)
+    async with open_sim_cluster(db, seed=0) as sim:
+        node, tserver = sim.nodes["ORS_1"], sim.tservers["SIP_Server"]
+        await _wait(lambda: node.status().tserver_connected, 10)
+        await sim.request("generate", rate=6)
+        await trio.sleep(1)
+        sim.freeze("ORS_1")
+        await trio.sleep(1.5)
+        sim.thaw("ORS_1")
+        await _wait(lambda: not node.status().tserver_connected, 1)
+        lost_at = trio.current_time()
+        await _wait(lambda: node.status().tserver_connected, 10)
+        took = trio.current_time() - lost_at
+        assert 4.99 <= took <= 6.0, took  # one timeout (float sums of virtual time)
+        assert "ORS_1" in {c.app for c in tserver.status().clients}
+        await sim.request("stop_generator")
+        await _wait(lambda: tserver.ledger.counts().in_flight == 0, 20)
+        assert tserver.ledger.counts().lost == 0
+
+
 async def test_ors_alternates_between_urs_and_its_backup(autojump_clock: Any) -> None:
-    """ "Alternate attempts" with the redundant process, reconnect-timeout (1 s here)
-    apart: both URSes gone, an ORS tries URS_B after 1 s (refused), then URS after 2 s,
-    which has been started again meanwhile: it is back on URS then, not before."""
+    """ "Alternate attempts" with the redundant process, rounds reconnect-timeout (1 s
+    here) apart: both URSes gone, an ORS tries URS and URS_B after 1 s (both refused),
+    then again after 2 s, when URS has been started again: it is back on URS then, not
+    before."""
     db = load_database(TOPOLOGY)
     async with open_sim_cluster(db, seed=5) as sim:
         node = sim.nodes["ORS_1"]

@@ -200,10 +200,11 @@ RECONNECT_TIMEOUT: Option[float] = Option(
     # https://docs.genesys.com/Documentation/TS/8.1.1/TSCSTA/TCExtrouterSection
     section=CONNECTION, key="reconnect-timeout", applies_to="any", default="5",
     parse=Number("seconds"), unit="s", set_in="connection",
-    effect="A link to a server with a backup (a redundant T-Server or URS): once lost, or "
-    "after a failed attempt, the next attempt waits this long and goes to the other "
-    "server of the pair, alternating. A server without a backup is retried at once, "
-    "then with a backoff up to 1 s (orsim's own).",
+    effect="A link to a server with a backup (a redundant T-Server or URS): once lost, "
+    "the next round of attempts waits this long, then tries the lost server and, if it "
+    "does not take the link, its twin at once; a round in which both failed is followed "
+    "by the next this long after. A server without a backup is retried at once, then "
+    "with a backoff up to 1 s (orsim's own).",
 )  # fmt: skip
 
 #: Every definition, in the order ``orsim config options`` and the README list them.

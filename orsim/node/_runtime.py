@@ -832,13 +832,19 @@ class OrsNode:
     ) -> None:
         """Keep one connection to ``server``: connect, register (``up``), reconnect when lost.
 
-        A server with a backup (a redundant T-Server or URS) is tried in turn with it:
-        after a lost link or a failed attempt the next attempt waits the connection's
-        ``reconnect-timeout`` and goes to the other one (reference section 8: "the
-        application makes alternate attempts", ADDP). A lone server is retried at once.
+        A server with a backup (a redundant T-Server or URS) is tried together with it:
+        once the link is lost, the next attempts wait the connection's
+        ``reconnect-timeout``, then try the lost server again and, if it does not take
+        the link (unreachable, or a backup that says so), its twin at once; only when
+        both failed is the next round ``reconnect-timeout`` away (reference section 8:
+        "the application makes alternate attempts to restore the failed communication
+        session and to establish a session with the redundant process"). One attempt
+        per ``reconnect-timeout`` stranded a primary whose link to a healthy T-Server
+        was dropped (it froze) for two timeouts, longer than a call may wait (found by
+        `orsim search`, seed 61: 2 calls lost). A lone server is retried at once.
         """
         s = self.settings
-        pair, turn = server.pair(), 0
+        pair, turn, failed = server.pair(), 0, 0
         while True:
             target = pair[turn % len(pair)]
             if len(pair) == 1:
@@ -860,13 +866,15 @@ class OrsNode:
                     )  # fmt: skip
                 except (OSError, ConnectionLost, trio.TooSlowError, RemoteProtocolError) as exc:
                     self.log.warning("server_unreachable", server=target.name, error=str(exc))
-                    await trio.sleep(server.reconnect_timeout)
-                    turn += 1
+                    turn, failed = turn + 1, failed + 1
+                    await _after_failed_attempt(server, failed)
                     continue
+            registered = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
                 try:
                     await up(conn)
+                    registered = True
                     self.log.info("server_connected", server=target.name, kind=kind)
                     await conn.closed.wait()
                 except (
@@ -880,9 +888,21 @@ class OrsNode:
             self.log.warning("server_lost", server=target.name, reason=conn.close_reason)
             if len(pair) == 1:
                 await trio.sleep(0.05)
-            else:
+            elif registered:  # a lost link: a new round, the lost server first
+                failed = 0
                 await trio.sleep(server.reconnect_timeout)
-                turn += 1
+            else:  # it did not take the link: its twin next
+                turn, failed = turn + 1, failed + 1
+                await _after_failed_attempt(server, failed)
+
+
+async def _after_failed_attempt(server: Endpoint, failed: int) -> None:
+    """Between attempts at a redundant pair: the twin at once, but a new round, once
+    both servers of the pair failed in a row, only after ``reconnect-timeout``."""
+    if failed % len(server.pair()) == 0:
+        await trio.sleep(server.reconnect_timeout)
+    else:
+        await trio.lowlevel.checkpoint()
 
 
 def _register_timeout(server: Endpoint) -> float:
