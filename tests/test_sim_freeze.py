@@ -25,7 +25,8 @@ from orsim.store import Session, StoreUnavailable
 from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
 
 HOST = "h"
-TWO_NODES = Path(__file__).resolve().parent.parent / "scenarios/topologies/two-nodes.yaml"
+TOPOLOGIES = Path(__file__).resolve().parent.parent / "scenarios/topologies"
+TWO_NODES = TOPOLOGIES / "two-nodes.yaml"
 
 
 async def _serve(
@@ -193,3 +194,34 @@ async def test_a_store_deadline_run_out_during_a_freeze_is_seen_once_thawed(
         assert outcome == ["unavailable"]  # its deadline was past when it ran again
         # Every operation it began while frozen ran out with it, all at the thaw.
         assert node.guard.failures >= 1 and trio.current_time() == thawed_at
+
+
+async def test_no_adoption_without_the_tserver_fence(autojump_clock: Any) -> None:
+    """A Node that looks dead may be routing still (the adopter's view may be late: it
+    was frozen, say), so its routes must be refused before its calls move. ORS_1 without
+    its T-Server link adopts nothing of ORS_2's lone Node and leaves its epoch alone;
+    once its link is back, it adopts (found by `orsim search`, seed 67: the fence was
+    skipped while the link was down, and both Nodes routed 4 calls)."""
+    db = load_database(TOPOLOGIES / "pair-and-lone-slow-urs.yaml")
+    async with open_sim_cluster(db, seed=2) as sim:
+        node = sim.nodes["ORS_1"]
+        lone = sim.nodes["ORS_2"].settings.node_id
+        with trio.fail_after(10):
+            while not node.status().tserver_connected:
+                await trio.sleep(0.05)
+        await sim.request("generate", rate=10)
+        await trio.sleep(2)  # calls in every Node's hands (the URS takes 0.8 s)
+        sim.net.partition("ORS_1", "SIP_Server")
+        with trio.fail_after(5):
+            while node.status().tserver_connected:
+                await trio.sleep(0.05)
+        epoch = await sim.store.current_epoch(lone)
+        sim.crash("ORS_2")
+        await trio.sleep(5)  # past the orphan grace, several rounds
+        assert node.core.sessions_adopted == 0
+        assert await sim.store.current_epoch(lone) == epoch
+        sim.net.partition("ORS_1", "SIP_Server", heal=True)
+        with trio.fail_after(15):
+            while node.core.sessions_adopted == 0:
+                await trio.sleep(0.05)
+        await sim.request("stop_generator")
