@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+from helpers import core_settings
+
 from orsim.node._assignment import assign
 from orsim.node._core import (
     RECLAIM_WAIT,
@@ -26,6 +28,7 @@ from orsim.node._core import (
     NodeCore,
     Note,
     NotifySession,
+    PeerLinkDown,
     PeerLinkUp,
     QueryCall,
     RouteRequested,
@@ -39,6 +42,7 @@ from orsim.node._core import (
 )
 from orsim.node._membership import MemberInfo
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
+from orsim.store import Session
 
 CWT_MS = 300
 
@@ -168,3 +172,49 @@ def _created(core: NodeCore, call_id: str, times: tuple[float, ...]) -> bool:
         for t in times
         for c in core.tick(t)
     )
+
+
+def _backup_taking_over_with_the_store_away() -> tuple[NodeCore, list[Command]]:
+    """Application A, backup of B that announced call c1, takes the Node over (B's link is gone)
+    while the store does not answer its recovery; the commands of the takeover."""
+    core = NodeCore(core_settings(partner=True))
+    core.start(0.0)
+    core.handle(PeerLinkUp("B"), 0.0)
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 1)), 0.0)
+    assert core.mode == "backup"
+    core.handle(RouteRequested("c1", "5000", 100.0), 0.1)
+    core.handle(SessionAnnounced("c1"), 0.1)
+    out = core.handle(PeerLinkDown("B"), 1.0)
+    out += core.handle(EpochClaimed(1, True, 1), 1.0)
+    out += core.handle(FenceAnswered(1), 1.0)
+    out += core.handle(SessionsLoaded(None), 1.0)
+    assert core.mode == "primary"
+    return core, out
+
+
+def _creates(commands: list[Command], call_id: str) -> bool:
+    return any(
+        isinstance(c, WriteSession) and c.create and c.session.call_id == call_id for c in commands
+    )
+
+
+def test_a_takeover_without_the_stores_answer_waits_to_create_announced_calls() -> None:
+    """The partner announced c1 (its session written): taking the Node over while the
+    store cannot give the sessions back, the new primary does not create c1 at once; the
+    store answering a moment later gives it back, and it is recovered, not created again
+    (found by `orsim search`, seed 71: 6 sessions created twice in one Node)."""
+    core, out = _backup_taking_over_with_the_store_away()
+    assert not _creates(out, "c1")
+    stored = Session(call_id="c1", node_id=1, epoch=0, dn="5000", state="created")
+    out = core.handle(SessionsLoaded((stored,)), 1.2)
+    assert not _creates(out, "c1")
+    assert core.sessions_recovered == 1 and "c1" in core.calls
+
+
+def test_announced_calls_are_created_once_the_store_stayed_away_too_long() -> None:
+    """The store still away ``RECLAIM_WAIT`` after the takeover: the announced call is
+    created then, as before (routed unwritten rather than lost)."""
+    core, _ = _backup_taking_over_with_the_store_away()
+    assert core.next_deadline() <= 1.0 + RECLAIM_WAIT
+    assert not _creates(core.tick(1.0 + RECLAIM_WAIT / 2), "c1")
+    assert _creates(core.tick(1.0 + RECLAIM_WAIT), "c1")
