@@ -218,3 +218,24 @@ def test_announced_calls_are_created_once_the_store_stayed_away_too_long() -> No
     assert core.next_deadline() <= 1.0 + RECLAIM_WAIT
     assert not _creates(core.tick(1.0 + RECLAIM_WAIT / 2), "c1")
     assert _creates(core.tick(1.0 + RECLAIM_WAIT), "c1")
+
+
+def test_a_takeover_without_the_stores_answer_waits_to_create_watched_calls() -> None:
+    """The same for a call the backup only watched (started after its partner's news of
+    the session, it never heard it): not created at the takeover, recovered when the
+    store answers (found by `orsim search`, seed 73: 3 sessions created twice)."""
+    core = NodeCore(core_settings(partner=True))
+    core.start(0.0)
+    core.handle(PeerLinkUp("B"), 0.0)
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 1)), 0.0)
+    core.handle(RouteRequested("c2", "5000", 100.0), 0.1)  # watched, no session news
+    out = core.handle(PeerLinkDown("B"), 1.0)
+    out += core.handle(EpochClaimed(1, True, 1), 1.0)
+    out += core.handle(FenceAnswered(1), 1.0)
+    out += core.handle(SessionsLoaded(None), 1.0)
+    assert core.mode == "primary"
+    assert not _creates(out, "c2")
+    stored = Session(call_id="c2", node_id=1, epoch=0, dn="5000", state="created")
+    out = core.handle(SessionsLoaded((stored,)), 1.2)
+    assert not _creates(out, "c2")
+    assert core.sessions_recovered == 1 and "c2" in core.calls

@@ -1497,9 +1497,16 @@ class NodeCore:
                 checked, seen = self._seen_unheld(info)
                 out += checked
                 self._deferred.append(seen)
-        for call_id in self.watcher.set_role(now_role, now):
-            out += self._start_call(call_id, self._watched_dns.pop(call_id, ""), now)
         took_over = now_role is Role.PRIMARY and not before.holds_node
+        for call_id in self.watcher.set_role(now_role, now):
+            dn = self._watched_dns.pop(call_id, "")
+            if took_over and self._recovery_pending:
+                # The old primary may have written its session: wait for the recovery
+                # with the announced calls (a backup started after the news of it did
+                # not hear it: found by `orsim search`, seed 73).
+                self._announced[call_id] = (dn, math.inf)
+            else:
+                out += self._start_call(call_id, dn, now)
         if took_over:
             out += self._take_announced(now)
 
