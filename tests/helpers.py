@@ -86,6 +86,28 @@ async def serve_memory_app(net: Any, nursery: trio.Nursery, handler: Any, app: s
     return port
 
 
+async def serve_memory_links(
+    nursery: trio.Nursery, net: Any, app: str, handler: Any = None, on_push: Any = None
+) -> tuple[int, list[Any]]:
+    """Serve ``app`` on the memory network ``net``; its port and the server side of every
+    link made to it (``Connection``s, as they come)."""
+    from orsim.wire import serve_app
+
+    conns: list[Any] = []
+
+    async def on_connect(conn: Any) -> None:
+        conns.append(conn)
+
+    async def server(task_status: trio.TaskStatus[int]) -> None:
+        await serve_app(
+            net.for_app(app), "h", 0, app=app, app_type="Test", handler=handler,
+            on_push=on_push, on_connect=on_connect, task_status=task_status,
+        )  # fmt: skip
+
+    port: int = await nursery.start(server)
+    return port, conns
+
+
 def core_settings(partner: bool) -> NodeSettings:
     """Settings of ORS application "A", primary of Node 1, with its backup "B" or alone."""
     from orsim.node._settings import Endpoint, NodeSettings, PeerApp

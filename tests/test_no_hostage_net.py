@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from helpers import serve_memory_links
 
 from orsim.config import load_database
 from orsim.config._model import Application
@@ -60,25 +61,7 @@ async def start_server(
     on_push: PushHandler | None = None,
 ) -> tuple[int, list[Connection]]:
     """Serve ``app`` on ``net``; returns its port and the server side of every link."""
-    conns: list[Connection] = []
-
-    async def on_connect(conn: Connection) -> None:
-        conns.append(conn)
-
-    port: int = await nursery.start(
-        partial(
-            serve_app,
-            net.for_app(app),
-            "h",
-            0,
-            app=app,
-            app_type="Test",
-            handler=handler,
-            on_push=on_push,
-            on_connect=on_connect,
-        )
-    )
-    return port, conns
+    return await serve_memory_links(nursery, net, app, handler, on_push)
 
 
 async def push_until_lost(

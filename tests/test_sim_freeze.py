@@ -11,18 +11,18 @@ sessions: one session created twice. These pin the network's side of it.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
+from helpers import serve_memory_links
 
 from orsim.config import load_database
 from orsim.errors import ConnectionLost
 from orsim.sim import open_sim_cluster
 from orsim.store import Session, StoreUnavailable
-from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
+from orsim.wire import Connection, MemoryNetwork, open_connection
 
 HOST = "h"
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "scenarios/topologies"
@@ -32,24 +32,7 @@ TWO_NODES = TOPOLOGIES / "two-nodes.yaml"
 async def _serve(
     nursery: trio.Nursery, net: MemoryNetwork, app: str
 ) -> tuple[int, list[Connection]]:
-    conns: list[Connection] = []
-
-    async def on_connect(conn: Connection) -> None:
-        conns.append(conn)
-
-    port: int = await nursery.start(
-        partial(
-            serve_app,
-            net.for_app(app),
-            HOST,
-            0,
-            app=app,
-            app_type="Test",
-            handler=None,
-            on_connect=on_connect,
-        )
-    )
-    return port, conns
+    return await serve_memory_links(nursery, net, app)
 
 
 async def _link(

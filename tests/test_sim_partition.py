@@ -10,31 +10,21 @@ cut was never offered again and its call was lost (`orsim search`, seed 79, kept
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import trio
 import trio.testing
+from helpers import serve_memory_links
 
-from orsim.wire import Connection, MemoryNetwork, open_connection, serve_app
+from orsim.wire import MemoryNetwork, open_connection
 
 HOST = "h"
 
 
 async def test_a_healed_partition_closes_the_links_it_cut(autojump_clock: Any) -> None:
     net = MemoryNetwork()
-    served: list[Connection] = []
-
-    async def on_connect(conn: Connection) -> None:
-        served.append(conn)
-
     async with trio.open_nursery() as nursery:
-        port: int = await nursery.start(
-            partial(
-                serve_app, net.for_app("A"), HOST, 0, app="A", app_type="Test",
-                handler=None, on_connect=on_connect,
-            )
-        )  # fmt: skip
+        port, served = await serve_memory_links(nursery, net, "A")
         conn = await open_connection(net.for_app("B"), HOST, port, app="B", app_type="Test")
         nursery.start_soon(conn.serve)
         await trio.testing.wait_all_tasks_blocked()
@@ -55,9 +45,7 @@ async def test_a_healed_partition_closes_the_links_it_cut(autojump_clock: Any) -
 async def test_healing_a_pair_that_was_not_cut_closes_nothing(autojump_clock: Any) -> None:
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        port: int = await nursery.start(
-            partial(serve_app, net.for_app("A"), HOST, 0, app="A", app_type="Test", handler=None)
-        )
+        port, _ = await serve_memory_links(nursery, net, "A")
         conn = await open_connection(net.for_app("B"), HOST, port, app="B", app_type="Test")
         nursery.start_soon(conn.serve)
         net.partition("A", "B", heal=True)

@@ -16,7 +16,7 @@ import time
 import attrs
 import trio
 
-from orsim.wire import NEED_DATA, FrameDecoder, Request, Response, encode
+from orsim.wire import NEED_DATA, FrameDecoder, Json, Request, Response, encode
 
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
@@ -41,26 +41,33 @@ def _request(n: int) -> bytes:
     return encode(Request(n, "route", params))
 
 
-async def _echo(stream: trio.SocketStream) -> None:
-    decoder = FrameDecoder()
-    async with stream:
-        while data := await stream.receive_some(READ_SIZE):
-            decoder.receive_data(data)
-            out = bytearray()
-            while (message := decoder.next_message()) is not NEED_DATA:
-                assert isinstance(message, Request)
-                out += encode(Response(message.id, {"routed": True, "latency_ms": 0.5}))
-            if out:
-                await stream.send_all(out)
+async def serve_answering(
+    answer: Json, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Answer every request frame with ``answer`` on a free loopback port (reported
+    through ``task_status``): each read's answers go out in one write."""
+    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder()
+        async with stream:
+            while data := await stream.receive_some(READ_SIZE):
+                decoder.receive_data(data)
+                out = bytearray()
+                while (message := decoder.next_message()) is not NEED_DATA:
+                    assert isinstance(message, Request)
+                    out += encode(Response(message.id, answer))
+                if out:
+                    await stream.send_all(out)
+
+    async with trio.open_nursery() as nursery:
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(serve, listeners, handler_nursery=nursery)
 
 
 async def serve_echo(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve the echo on a free loopback port; reports the port through ``task_status``."""
-    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
-    port = listeners[0].socket.getsockname()[1]
-    async with trio.open_nursery() as nursery:
-        task_status.started(port)
-        await trio.serve_listeners(_echo, listeners, handler_nursery=nursery)
+    """Serve the echo (a route's answer) on a free loopback port."""
+    await serve_answering({"routed": True, "latency_ms": 0.5}, task_status=task_status)
 
 
 async def drive(port: int, requests: int, window: int = 128) -> RawResult:

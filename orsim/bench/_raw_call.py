@@ -34,7 +34,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from orsim.bench._raw import LOOPBACK, READ_SIZE
+from orsim.bench._raw import LOOPBACK, READ_SIZE, serve_answering
 from orsim.store import CreateSession, Session
 from orsim.tserver import Route, RouteRequest
 from orsim.urs import SelectTarget
@@ -70,24 +70,7 @@ async def serve_answers(
     role: str, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The store or URS stand-in: answers every request with ``ANSWERS[role]``."""
-    answer = ANSWERS[role]
-    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
-
-    async def serve(stream: trio.SocketStream) -> None:
-        decoder = FrameDecoder()
-        async with stream:
-            while data := await stream.receive_some(READ_SIZE):
-                decoder.receive_data(data)
-                out = bytearray()
-                while (message := decoder.next_message()) is not NEED_DATA:
-                    assert isinstance(message, Request)
-                    out += encode(Response(message.id, answer))
-                if out:
-                    await stream.send_all(out)
-
-    async with trio.open_nursery() as nursery:
-        task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(serve, listeners, handler_nursery=nursery)
+    await serve_answering(ANSWERS[role], task_status=task_status)
 
 
 async def _reader(stream: trio.SocketStream, on_message: Callable[[object], None]) -> None:
