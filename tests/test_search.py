@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orsim.cli import main
+from orsim.node import SWITCHOVER_DRAIN
 from orsim.scenario._load import parse_scenario
 from orsim.search._check import scenario_text
-from orsim.search._schedule import World, restart_takes, schedules
+from orsim.search._schedule import SWITCHOVER_TAKES, World, restart_takes, schedules
 from orsim.search._topology import read_topology
 
 TWO = read_topology(TOPOLOGIES / "two-nodes.yaml")
@@ -50,12 +51,22 @@ def test_no_schedule_cuts_an_ors_from_its_servers_for_half_a_router_timeout(
     TERM, waited out its 5 s graceful stop under the cut; the cut outlasted the
     router-timeout and a call was lost, by design, not by a bug. Restarts now count as
     time under a cut, and a schedule never holds one past half the router-timeout."""
-    faults = frozenset({"partition", "restart", "kill"})
+    faults = frozenset({"partition", "restart", "kill", "switchover"})
     schedule = data.draw(schedules(TWO, max_steps=8, faults=faults))
     world = World(servers=frozenset(TWO.servers))
     for step in schedule.steps:
         world.apply(step)
         assert world.server_cut_for <= TWO.router_timeout / 2 + 1e-9, schedule.steps
+
+
+def test_a_switchover_counts_as_time_under_a_cut() -> None:
+    """Found by `orsim search` (seed 89): three switchovers of a Node cut from its
+    T-Server each waited out the drain, and the cut outlasted the router-timeout."""
+    world = World(servers=frozenset(TWO.servers))
+    world.apply({"partition": ["ORS_1", "SIP_Server"]})
+    world.apply({"switchover": "ORS_1"})
+    assert world.server_cut_for == pytest.approx(SWITCHOVER_TAKES)
+    assert SWITCHOVER_TAKES > SWITCHOVER_DRAIN
 
 
 def test_a_restart_counts_as_time_under_a_cut() -> None:

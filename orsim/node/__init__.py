@@ -11,6 +11,7 @@ from __future__ import annotations
 from orsim.node._assignment import Assignment as Assignment
 from orsim.node._assignment import NodeInfo as NodeInfo
 from orsim.node._assignment import assign as assign
+from orsim.node._core import SWITCHOVER_DRAIN as SWITCHOVER_DRAIN
 from orsim.node._core import ModeChanged as ModeChanged
 from orsim.node._live import follow_changes as follow_changes
 from orsim.node._membership import MemberInfo as MemberInfo
@@ -53,6 +54,7 @@ from orsim.node._watch import decide as decide
 
 __all__ = [
     "MUTATIONS",
+    "SWITCHOVER_DRAIN",
     "Action",
     "Assignment",
     "ClaimEpoch",
