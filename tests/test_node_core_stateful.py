@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import Counter, deque
 
 import attrs
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -648,3 +650,29 @@ TestNodeCores = NodeCores.TestCase
 TestNodeCores.settings = settings(
     max_examples=int(os.environ.get("HA_EXAMPLES", "300")), stateful_step_count=50, deadline=None
 )
+
+
+class _First:
+    """A stand-in for hypothesis's ``data``: draws the first element of a sample."""
+
+    def draw(self, strategy: st.SearchStrategy[object]) -> object:
+        return next(iter(strategy.elements))  # type: ignore[attr-defined]
+
+
+def test_a_redelivered_creation_whose_answer_was_lost_is_routed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by this test in a CI run: A, cut from the T-Server while a call arrives,
+    hears it again on re-registering (``redelivered``) and creates it; the store takes
+    the write but its answer is lost. A used to leave a redelivered call at once then,
+    while the store's claim made every other Node defer to it: the call was lost. It is
+    tried again once the store answers, found A's, and routed."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_a, **_k: None)
+    state = NodeCores()
+    state.cut_tserver(cut=True, name="A")
+    state.new_calls(count=1, node_2=True)
+    state.every_server_answers()
+    state.new_calls(count=1, node_2=False)
+    state.cut_tserver(cut=False, name="A")
+    state.a_session_write_goes_unanswered(applied=True, data=_First())
+    state.teardown()  # every call routed, one holder per Node

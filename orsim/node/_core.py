@@ -1130,7 +1130,12 @@ class NodeCore:
         call.writing_since = None
         out: list[Command] = [] if reclaimed else [self._notify(call)]
         away = outcome is WriteOutcome.UNPERSISTED
-        if away and not (reclaimed or call.redelivered or call.recovered):
+        # A redelivered call is tried again too: its write may have landed (the store
+        # took it, its answer did not come), and a call left on the first miss stayed
+        # claimed in the store by this Node, which no longer carried it, while every
+        # other Node deferred to that claim: lost (found by the stateful HA test). Only a
+        # second miss leaves it (below).
+        if away and not (reclaimed or call.recovered):
             # Without the store's word another Node may create the call too: a Reserved
             # Node whose watch ran out while this application was stalled (a scenario
             # `orsim search` had found, once ADDP was timed as Genesys does). A store
