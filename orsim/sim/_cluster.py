@@ -122,7 +122,7 @@ class _GatedStore:
             # runs again; not while it is stopped, when it would act on it (degrade,
             # start its store-outage windows) before it could have run at all.
             with trio.CancelScope(shield=True):
-                await self.sim.thawed(self.app).wait()
+                await self.sim.net.wait_thawed(self.app)
 
     async def current_epoch(self, node_id: int) -> int:
         await self._gate()
@@ -186,7 +186,6 @@ class SimCluster:
     created: set[str] = attrs.Factory(set)
     created_twice: list[str] = attrs.Factory(list)
     _next_pid: int = FIRST_PID
-    _thawed: dict[str, trio.Event] = attrs.Factory(dict)
     _client: Connection | None = None
 
     # -- what there is ---------------------------------------------------------------
@@ -232,19 +231,9 @@ class SimCluster:
     def release_frozen(self) -> None:
         """Let every frozen application go (untraced): a simulation ending with some
         frozen must not leave their store operations waiting, shielded, for a thaw."""
-        for app in list(self._thawed):
+        for app in list(self.processes):
             if self.net.frozen(app):
                 self.net.freeze(app, resume=True)
-            self._thawed[app].set()
-
-    def thawed(self, app: str) -> trio.Event:
-        """Set when ``app`` is (or is next) not frozen."""
-        event = self._thawed.get(app)
-        if event is None:
-            event = self._thawed[app] = trio.Event()
-            if not self.net.frozen(app):
-                event.set()
-        return event
 
     # -- starting ----------------------------------------------------------------------
 
@@ -270,7 +259,6 @@ class SimCluster:
         self.pids[app] = self._next_pid
         self._next_pid += 1
         self.net.freeze(app, resume=True)
-        self.thawed(app).set()
 
     async def _spawn(self, app: str, body: Callable[[trio.TaskStatus[T]], Awaitable[None]]) -> T:
         """Run ``body`` as ``app``'s process in a scope of its own; returns what it started."""
@@ -377,7 +365,6 @@ class SimCluster:
             scope.cancel()
         self.tservers.pop(app_name, None)
         self.net.freeze(app_name, resume=True)
-        self.thawed(app_name).set()
         self.net.close_all([app_name])
 
     def freeze(self, app_name: str) -> None:
@@ -388,8 +375,6 @@ class SimCluster:
         if app_name in self.store_apps:
             self.store.stall()
             return
-        if not self.net.frozen(app_name):
-            self._thawed[app_name] = trio.Event()
         self.net.freeze(app_name)
 
     def thaw(self, app_name: str) -> None:
@@ -402,7 +387,6 @@ class SimCluster:
                 self.store.resume()
             return
         self.net.freeze(app_name, resume=True)
-        self.thawed(app_name).set()
 
     def hang(self, app_name: str) -> None:
         """Cut the application's cable: bytes to and from it are dropped."""
