@@ -181,9 +181,6 @@ class OrsNode:
     #: Wall-clock seconds (sessions' ``created_at``, ``mode_since``); a simulation gives
     #: a virtual one.
     wall: Callable[[], float] = time.time
-    #: trio's clock, asked directly (``trio.current_time`` asks it through two more
-    #: calls, and every event asks it twice): set when ``run`` starts.
-    _now: Callable[[], float] = trio.current_time
     #: Told of every role change, after it is logged (a simulation's trace listens).
     on_mode_change: Callable[[ModeChanged], None] | None = None
     #: The level this process logs at (``log/verbose``, applied live).
@@ -283,7 +280,6 @@ class OrsNode:
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ``started`` reports the bound port once the role is decided."""
         s = self.settings
-        self._now = trio.lowlevel.current_clock().current_time
         epoch = await self.guard.initial_epoch(s.node_id, _STARTUP_STORE_WAIT)
         if epoch is None:
             self.log.warning("store_unavailable_at_start", waited_s=_STARTUP_STORE_WAIT)
@@ -328,7 +324,7 @@ class OrsNode:
     def feed(self, event: InEvent) -> None:
         """Hand the core one event and carry out what it says."""
         self.core.wall = self.wall()
-        self._do(self.core.handle(event, self._now()))
+        self._do(self.core.handle(event, trio.current_time()))
 
     def _do(self, commands: Iterable[Command]) -> None:
         for command in commands:
@@ -351,7 +347,7 @@ class OrsNode:
             self._wake_at = self.core.next_deadline()
             await self._alarm.wait_until(self._wake_at)
             self._wake_at = -math.inf  # busy: nothing needs to wake it meanwhile
-            now = self._now()
+            now = trio.current_time()
             if now >= self.core.next_deadline():
                 self.core.wall = self.wall()
                 self._do(self.core.tick(now))
@@ -426,7 +422,7 @@ class OrsNode:
             call_id = call_of(command)
             result = await self._call_step(command)
             self.core.wall = self.wall()
-            follow = self.core.handle(result, self._now())
+            follow = self.core.handle(result, trio.current_time())
             command = next(
                 (c for c in follow if isinstance(c, CALL_COMMANDS) and call_of(c) == call_id),
                 None,
@@ -726,7 +722,7 @@ class OrsNode:
         expires = None
         if push.deadline is not None and push.created_at is not None:
             left = push.deadline - push.created_at - push.waited
-            expires = self._now() + max(0.0, left)
+            expires = trio.current_time() + max(0.0, left)
         self.feed(RouteRequested(push.call_id, push.dn, expires, push.redelivered))
 
     def _on_call_routed(self, conn: Connection, push: CallRoutedPush) -> None:

@@ -65,16 +65,6 @@ def sim_wall() -> float:
     return SIM_EPOCH + trio.current_time()
 
 
-def _wall_of(clock: trio.abc.Clock) -> Callable[[], float]:
-    """``sim_wall`` read from ``clock`` directly: a node asks it at every event."""
-    now = clock.current_time
-
-    def wall() -> float:
-        return SIM_EPOCH + now()
-
-    return wall
-
-
 def run_id_of(seed: int) -> str:
     """The T-Server run id of a simulation with ``seed`` (in its call ids)."""
     return f"s{random.Random(seed).getrandbits(32):08x}"
@@ -339,8 +329,7 @@ class SimCluster:
             async with client:
                 startup = await read_startup(client, app_name, self.cluster_of(app_name))
             store = _GatedStore(self.store, self, app_name)
-            wall = _wall_of(trio.lowlevel.current_clock())
-            node = OrsNode(startup.settings, view, store, wall=wall)
+            node = OrsNode(startup.settings, view, store, wall=sim_wall)
             _trace_mode_changes(node, self.trace)
             node.mode_since = sim_wall()
             self.nodes[app_name] = node
