@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+import trio.testing
 import yaml
 
 if TYPE_CHECKING:
@@ -106,6 +107,25 @@ async def serve_memory_links(
 
     port: int = await nursery.start(server)
     return port, conns
+
+
+async def memory_link(
+    nursery: trio.Nursery, net: Any, addp: float = 0.0
+) -> tuple[Any, list[Any], int]:
+    """B's served connection to a server A on the memory network ``net`` (B's ADDP
+    ``addp``, asking A for the same), once both sides serve: (B's ``Connection``, the
+    server sides of A's links, A's port)."""
+    from orsim.wire import open_connection
+
+    port, served = await serve_memory_links(nursery, net, "A")
+    conn = await open_connection(
+        net.for_app("B"), "h", port, app="B", app_type="Test",
+        addp_timeout=addp, addp_remote_timeout=addp,
+    )  # fmt: skip
+    nursery.start_soon(conn.serve)
+    await trio.testing.wait_all_tasks_blocked()
+    assert served
+    return conn, served, port
 
 
 def core_settings(partner: bool) -> NodeSettings:

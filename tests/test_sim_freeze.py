@@ -16,38 +16,17 @@ from typing import Any
 
 import trio
 import trio.testing
-from helpers import serve_memory_links
+from helpers import memory_link, serve_memory_links
 
 from orsim.config import load_database
 from orsim.errors import ConnectionLost
 from orsim.sim import open_sim_cluster
 from orsim.store import Session, StoreUnavailable
-from orsim.wire import Connection, MemoryNetwork, open_connection
+from orsim.wire import MemoryNetwork
 
 HOST = "h"
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "scenarios/topologies"
 TWO_NODES = TOPOLOGIES / "two-nodes.yaml"
-
-
-async def _serve(
-    nursery: trio.Nursery, net: MemoryNetwork, app: str
-) -> tuple[int, list[Connection]]:
-    return await serve_memory_links(nursery, net, app)
-
-
-async def _link(
-    nursery: trio.Nursery, net: MemoryNetwork, addp: float = 0.0
-) -> tuple[Connection, list[Connection]]:
-    """B's connection to a server A (B's ADDP ``addp``, asking A for the same)."""
-    port, served = await _serve(nursery, net, "A")
-    conn = await open_connection(
-        net.for_app("B"), HOST, port, app="B", app_type="Test",
-        addp_timeout=addp, addp_remote_timeout=addp,
-    )  # fmt: skip
-    nursery.start_soon(conn.serve)
-    await trio.testing.wait_all_tasks_blocked()  # both sides serving
-    assert served
-    return conn, served
 
 
 async def test_a_frozen_peer_hears_of_a_crash_only_once_thawed(autojump_clock: Any) -> None:
@@ -55,7 +34,7 @@ async def test_a_frozen_peer_hears_of_a_crash_only_once_thawed(autojump_clock: A
     close as a peer's (before: B's own end was closed at once, frozen or not)."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        conn, _ = await _link(nursery, net)
+        conn, _, _ = await memory_link(nursery, net)
         net.freeze("B")
         net.close_all(["A"])
         await trio.sleep(5)
@@ -72,7 +51,7 @@ async def test_a_frozen_sender_does_not_learn_of_a_crash_by_sending(autojump_clo
     process sends nothing); once thawed, B finds the link gone."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        conn, _ = await _link(nursery, net)
+        conn, _, _ = await memory_link(nursery, net)
         net.freeze("B")
         net.close_all(["A"])
         assert conn.push_nowait("note", {"n": 1})
@@ -94,7 +73,7 @@ async def test_a_frozen_application_connects_only_once_thawed(autojump_clock: An
     """B dials while frozen: the connection is opened when B runs again, not before."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        port, _ = await _serve(nursery, net, "A")
+        port, _ = await serve_memory_links(nursery, net, "A")
         net.freeze("B")
         opened: list[float] = []
 
@@ -120,7 +99,7 @@ async def test_a_frozen_application_gives_up_no_link_by_addp(autojump_clock: Any
     up during the freeze, and it acted on that while it could not have run)."""
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        conn, served = await _link(nursery, net, addp=1.0)
+        conn, served, _ = await memory_link(nursery, net, addp=1.0)
         net.freeze("B")
         with trio.fail_after(2.5):
             await served[0].closed.wait()

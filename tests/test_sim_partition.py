@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from helpers import serve_memory_links
+from helpers import memory_link
 
 from orsim.wire import MemoryNetwork, open_connection
 
@@ -24,10 +24,7 @@ HOST = "h"
 async def test_a_healed_partition_closes_the_links_it_cut(autojump_clock: Any) -> None:
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        port, served = await serve_memory_links(nursery, net, "A")
-        conn = await open_connection(net.for_app("B"), HOST, port, app="B", app_type="Test")
-        nursery.start_soon(conn.serve)
-        await trio.testing.wait_all_tasks_blocked()
+        conn, served, port = await memory_link(nursery, net)
         net.partition("A", "B")
         await trio.sleep(0.1)
         assert not conn.closed.is_set()  # silent, not closed, while cut
@@ -45,9 +42,7 @@ async def test_a_healed_partition_closes_the_links_it_cut(autojump_clock: Any) -
 async def test_healing_a_pair_that_was_not_cut_closes_nothing(autojump_clock: Any) -> None:
     net = MemoryNetwork()
     async with trio.open_nursery() as nursery:
-        port, _ = await serve_memory_links(nursery, net, "A")
-        conn = await open_connection(net.for_app("B"), HOST, port, app="B", app_type="Test")
-        nursery.start_soon(conn.serve)
+        conn, _, _ = await memory_link(nursery, net)
         net.partition("A", "B", heal=True)
         await trio.sleep(1)
         assert not conn.closed.is_set()
