@@ -11,12 +11,11 @@ sessions: one session created twice. These pin the network's side of it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import trio
 import trio.testing
-from helpers import memory_link, serve_memory_links
+from helpers import TOPOLOGIES, memory_link, serve_memory_links
 
 from orsim.config import load_database
 from orsim.errors import ConnectionLost
@@ -25,7 +24,6 @@ from orsim.store import Session, StoreUnavailable
 from orsim.wire import MemoryNetwork
 
 HOST = "h"
-TOPOLOGIES = Path(__file__).resolve().parent.parent / "scenarios/topologies"
 TWO_NODES = TOPOLOGIES / "two-nodes.yaml"
 
 
