@@ -276,7 +276,7 @@ class _FaultyStream(trio.abc.Stream):
     def _unheard(self) -> bool:
         """A frozen end writing to a closed peer: a stopped process writes nothing, so it
         must not learn of the close by writing (it does when thawed)."""
-        return self.outgoing.broken and self.local in self.net._frozen
+        return self.outgoing.broken and self.stopped()
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Take what fits without waiting (as a non-blocking socket write); bytes taken."""
