@@ -1160,7 +1160,7 @@ class NodeCore:
             # Node back from a freeze routed a call its adopter was routing).
             del self.calls[call.call_id]
             return [Note("redelivered_call_left", (("call_id", call.call_id),))]
-        if outcome is WriteOutcome.UNPERSISTED and not call.recovered:
+        if outcome is WriteOutcome.UNPERSISTED and (reclaimed or not call.recovered):
             # No store claim made this creation exactly-once: another Node may have
             # created the call meanwhile (its watch ran out while this application was
             # stalled: found by `orsim search`). The T-Server says whether it is routed.
@@ -1202,12 +1202,19 @@ class NodeCore:
         if event.outcome == "stale_epoch" and self._holds_newer(call):
             # Refused for the epoch it was created under, but this application holds the
             # Node again, at a newer epoch (frozen, superseded, back: found by `orsim
-            # search`): the call is still the Node's and nobody else carries it on.
-            # It may have been carried on and routed meanwhile by the application that
-            # held the Node (whose call_routed this one missed): the T-Server says.
-            call.epoch, call.phase = self.current_epoch, Phase.CHECKING
+            # search`). The call may be carried on elsewhere meanwhile: adopted by
+            # another Node that found this one dead (the refusal's fence was the
+            # adopter's, and the Node claimed a newer epoch after it: found by `orsim
+            # search`, seed 101, 6 calls routed twice), or routed by the application
+            # that held the Node (whose call_routed this one missed). So it is claimed
+            # again under the new epoch first, the store saying whose it is, then the
+            # T-Server whether it is routed (``_written``, as a reclaim).
+            call.epoch, call.phase = self.current_epoch, Phase.RECLAIMING
             self.calls[call.call_id] = call
-            return [QueryCall(call.call_id)]
+            session = self._created_session(
+                call.call_id, call.dn, call.epoch, call.target, call.created_at
+            )
+            return [WriteSession(session, create=True)]
         if event.outcome == "stale_epoch":
             # Kept like a partner's announced call: created if this application takes
             # the Node back (its session may never have reached the store).
