@@ -130,9 +130,13 @@ class _GatedStore:
         await self._gate()
         made = await self.store.create_session(session)
         if made:
-            if session.call_id in self.sim.created:
+            # A creation is its Node and its time: the Node that began the call
+            # claiming it again under a newer epoch (its route refused as stale, see
+            # ``NodeCore._route_answered``) writes the same creation again, not a new one.
+            creation = (session.node_id, session.created_at)
+            first = self.sim.created.setdefault(session.call_id, creation)
+            if first != creation:
                 self.sim.created_twice.append(session.call_id)
-            self.sim.created.add(session.call_id)
         return made
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
@@ -172,8 +176,9 @@ class SimCluster:
     #: app -> the simulated pid of its current run
     pids: dict[str, int] = attrs.Factory(dict)
     confserv: ConfServ | None = None
-    #: calls whose session was created (by anyone), and those created a second time
-    created: set[str] = attrs.Factory(set)
+    #: calls whose session was created (by anyone): call -> (Node, creation time); and
+    #: those created a second time, as another creation
+    created: dict[str, tuple[int, float]] = attrs.Factory(dict)
     created_twice: list[str] = attrs.Factory(list)
     _next_pid: int = FIRST_PID
     _client: Connection | None = None
