@@ -657,9 +657,16 @@ class NodeCore:
 
     @property
     def mode(self) -> str:
-        if self._stopping is not None and self.role.role.holds_node:
+        """``suspending`` for a primary that is stopping, or that has handed its Node
+        over and waits to hear of its partner's takeover: it acts for the Node no more.
+        A switchover's primary reported ``primary`` until then, beside its partner,
+        primary already, as long as the news took to come back (found by `orsim
+        search`, seed 103: two primaries of a Node in consecutive samples under a
+        250 ms delay between the two). A draining primary is still ``primary``."""
+        role = self.role.role
+        if role.holds_node and (self._stopping is not None or self._handover_until is not None):
             return "suspending"
-        return self.role.role.mode
+        return role.mode
 
     @property
     def current_epoch(self) -> int:
