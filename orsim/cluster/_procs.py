@@ -340,12 +340,10 @@ class ForkServer:
         assert self._popen.stdin is not None and self._popen.stdout is not None
         with contextlib.suppress(OSError):
             self._popen.stdin.close()
-        with trio.move_on_after(5):
-            while self._popen.poll() is None:
-                await trio.sleep(0.01)
-        if self._popen.poll() is None:
+        # It exits as soon as its stdin closes: its pidfd says when, without polling.
+        if not await wait_exit(self._popen.pid, 5):
             self._popen.kill()
-            self._popen.wait()
+        self._popen.wait()
         self._drain()
         trio.lowlevel.notify_closing(self._out)
         self._popen.stdout.close()
