@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -94,3 +95,21 @@ def test_bad_requests_get_an_error_reply_and_the_server_goes_on() -> None:
     assert "bad request" in lines[0]
     assert "bad request" in lines[1]
     assert '"pid"' in lines[2]
+
+
+def test_the_preloaded_servers_leave_rich_out() -> None:
+    """Every forked process carries what the server preloads: rich is only for the
+    launcher's own tables (structlog imports it unless hidden; see ``orsim.logs``), and
+    it stays importable afterwards."""
+    script = (
+        "import importlib, sys\n"
+        "from orsim.forkserver import PRELOAD\n"
+        "for module in PRELOAD:\n"
+        "    importlib.import_module(module)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'pygments'}))\n"
+        "import rich.console\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"
