@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from helpers import free_ports
 
@@ -113,3 +114,41 @@ def test_the_preloaded_servers_leave_rich_out() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.strip() == "[]"
+
+
+PRESTART = """
+import json, os, sys, threading
+from orsim import _prestart
+if sys.argv[1] == "threaded":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+_prestart.prestart()
+server = _prestart.take_prestarted()
+print(type(server).__name__, flush=True)
+request = {"argv": ["--version"], "log": sys.argv[2], "cwd": "/", "env": {}}
+server.stdin.write(json.dumps(request).encode() + b"\\n")
+server.stdin.flush()
+lines = [json.loads(server.stdout.readline()) for _ in range(2)]
+pid = lines[0]["pid"]
+assert lines[1] == {"exited": pid, "code": 0}, lines
+server.stdin.close()
+print(server.wait(), flush=True)
+"""
+
+
+@pytest.mark.parametrize(("threads", "kind"), [("single", "ForkedServer"), ("threaded", "Popen")])
+def test_a_launcher_forks_its_server_unless_it_has_threads(
+    threads: str, kind: str, tmp_path: Path
+) -> None:
+    """``prestart`` forks the launcher itself once it has imported the servers' modules
+    (a thread could hold a lock the child needs: then a new interpreter); either way the
+    server forks children on request, reports their exits and ends with its stdin."""
+    log = tmp_path / "version.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", PRESTART, threads, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [kind, "0"]
+    assert "orsim" in log.read_text()

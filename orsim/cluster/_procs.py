@@ -23,8 +23,8 @@ from typing import Protocol
 
 import trio
 
+from orsim._prestart import ServerProcess, take_prestarted
 from orsim._prestart import command as fork_server_command
-from orsim._prestart import take_prestarted
 from orsim.cluster._redis import REDIS_DIR, REDIS_PROGRAM
 from orsim.errors import ClusterError
 
@@ -216,7 +216,7 @@ class ForkServer:
     sets ``news``, which waiters wait on.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: ServerProcess) -> None:
         assert popen.stdin is not None and popen.stdout is not None
         self._popen = popen
         self._in = popen.stdin.fileno()
@@ -232,7 +232,7 @@ class ForkServer:
     @classmethod
     def start(cls) -> ForkServer:
         """Take the prestarted fork server, or start one now (call from within trio)."""
-        popen = take_prestarted() or subprocess.Popen(
+        popen: ServerProcess = take_prestarted() or subprocess.Popen(
             fork_server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         server = cls(popen)
