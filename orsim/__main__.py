@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from orsim.cli import main
+from orsim.cli import program
 
-sys.exit(main())
+sys.exit(program())

@@ -9,6 +9,7 @@ line (``orsim <command>: <kind>: <message>``) with their exit code, never a trac
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -136,5 +137,19 @@ def _first_leaf(group: BaseExceptionGroup[OrsimError]) -> OrsimError:
     return exc
 
 
+def program() -> int:
+    """The ``orsim`` program (console script, ``python -m orsim``): ``main``, then exit.
+
+    Only for a process that ends when ``main`` returns (tests call ``main`` itself).
+    """
+    code = main()
+    # The process ends next. Its last collections would walk every object of the ~500
+    # modules a launcher imports: ~50 ms after ``cluster up`` has finished (measured on
+    # 2 cores). Frozen objects are skipped; refcounting still frees them, and the
+    # standard streams are still flushed.
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_config_loader import ORSIM, base, lint
 
-from orsim.config import lint_database, lint_text, load_yaml
+from orsim.config import _yaml_source, lint_database, lint_text, load_yaml
 from orsim.config._yaml_source import MAX_DEPTH
 from orsim.errors import ConfigError
 
@@ -168,3 +168,42 @@ def test_scenarios_use_the_same_reader(tmp_path: Path) -> None:
     assert "aliases expand the document" in proc.stderr
     with pytest.raises(ConfigError, match="levels deep"):
         load_yaml("[" * 2000 + "]" * 2000, "s.yaml")
+
+
+REPO = Path(__file__).resolve().parent.parent
+READ_BY_BOTH = [
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "scenarios").rglob("*.yaml")),
+    BASE,
+    BILLION_LAUGHS,
+    deep_options(MAX_DEPTH + 5),
+    "a: b: c\n",
+    "a: [1, 2\n",
+    "- a\nb: c\n",
+    "a: 'x\n",
+    "\t- x\n",
+    "a: &x 1\nb: *y\n",
+    "{a: 1, a: 2}\n",
+    "a:\n  - 1\n - 2\n",
+    "%YAML 9.9\n---\na: 1\n",
+    "? [a]\n: 1\n",
+    "\x00a: 1\n",
+    "a: 1\n---\nb: 2\n",
+]
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+@pytest.mark.parametrize("source", READ_BY_BOTH, ids=range(len(READ_BY_BOTH)))
+def test_libyaml_reads_as_pyyaml_does(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libyaml's parser, where present, gives the same data, lines, problems and errors."""
+    text = (REPO / source).read_text() if source.endswith(".yaml") else source
+
+    def read() -> tuple[object, ...]:
+        try:
+            document = _yaml_source.parse_yaml(text, "db.yaml")
+        except yaml.YAMLError as exc:
+            return ("error", _yaml_source.yaml_error_message(exc, "db.yaml"))
+        return (document.data, document.lines, document.problems)
+
+    fast = read()
+    monkeypatch.setattr(_yaml_source, "_FAST_LOADER", _yaml_source._LimitedLoader)
+    assert fast == read()

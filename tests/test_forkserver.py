@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import trio
 from helpers import free_ports
 
@@ -94,3 +96,59 @@ def test_bad_requests_get_an_error_reply_and_the_server_goes_on() -> None:
     assert "bad request" in lines[0]
     assert "bad request" in lines[1]
     assert '"pid"' in lines[2]
+
+
+def test_the_preloaded_servers_leave_rich_out() -> None:
+    """Every forked process carries what the server preloads: rich is only for the
+    launcher's own tables (structlog imports it unless hidden; see ``orsim.logs``), and
+    it stays importable afterwards."""
+    script = (
+        "import importlib, sys\n"
+        "from orsim.forkserver import PRELOAD\n"
+        "for module in PRELOAD:\n"
+        "    importlib.import_module(module)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'pygments'}))\n"
+        "import rich.console\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == "[]"
+
+
+PRESTART = """
+import json, os, sys, threading
+from orsim import _prestart
+if sys.argv[1] == "threaded":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+_prestart.prestart()
+server = _prestart.take_prestarted()
+print(type(server).__name__, flush=True)
+request = {"argv": ["--version"], "log": sys.argv[2], "cwd": "/", "env": {}}
+server.stdin.write(json.dumps(request).encode() + b"\\n")
+server.stdin.flush()
+lines = [json.loads(server.stdout.readline()) for _ in range(2)]
+pid = lines[0]["pid"]
+assert lines[1] == {"exited": pid, "code": 0}, lines
+server.stdin.close()
+print(server.wait(), flush=True)
+"""
+
+
+@pytest.mark.parametrize(("threads", "kind"), [("single", "ForkedServer"), ("threaded", "Popen")])
+def test_a_launcher_forks_its_server_unless_it_has_threads(
+    threads: str, kind: str, tmp_path: Path
+) -> None:
+    """``prestart`` forks the launcher itself once it has imported the servers' modules
+    (a thread could hold a lock the child needs: then a new interpreter); either way the
+    server forks children on request, reports their exits and ends with its stdin."""
+    log = tmp_path / "version.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", PRESTART, threads, str(log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [kind, "0"]
+    assert "orsim" in log.read_text()

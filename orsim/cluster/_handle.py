@@ -19,7 +19,6 @@ from typing import TypeVar
 
 import attrs
 import trio
-import yaml
 
 from orsim.cluster._control import CheckKey, Delay, Heal, Partition, Sides
 from orsim.cluster._hosts import isolate_sides, link_sides, proxied_hosts
@@ -75,7 +74,7 @@ from orsim.cluster._status import (
     poll_status,
     process_label,
 )
-from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database
+from orsim.config import TSERVER_TYPES, ConfigDatabase, load_database, safe_dump, safe_load
 from orsim.confserv import SetOption
 from orsim.errors import (
     ClusterError,
@@ -943,8 +942,8 @@ def _prepare(
     raw: object = None  # the database as served, when that is not the file itself
     if store is not None:
         parse_store_url(store, rundir.root)  # a bad URL is one line naming the option
-        raw = set_store(yaml.safe_load(config.read_text()), store)
-        write_atomic(rundir.served_config, yaml.safe_dump(raw, sort_keys=False))
+        raw = set_store(safe_load(config.read_text()), store)
+        write_atomic(rundir.served_config, safe_dump(raw))
         db = load_database(rundir.served_config)
     apps = launched_apps(db)
     names = [a.name for a in apps]
@@ -966,11 +965,11 @@ def _prepare(
     moved = {r.url: r.served_url for r in redis if r.served_url != r.url}
     served = config
     if raw is not None or ports == "auto" or moved:
-        raw = raw if raw is not None else yaml.safe_load(config.read_text())
+        raw = raw if raw is not None else safe_load(config.read_text())
         if ports == "auto":
             raw = rewrite_ports(raw, public)
         raw = rewrite_store_urls(raw, moved)
-        write_atomic(rundir.served_config, yaml.safe_dump(raw, sort_keys=False))
+        write_atomic(rundir.served_config, safe_dump(raw))
         served = rundir.served_config
     private = {name: free.pop() for name in [*names, CONFSERV_APP, *stores]}
     if not proxy:

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import trio
 
+from orsim._prestart import ServerProcess, take_prestarted
 from orsim._prestart import command as fork_server_command
-from orsim._prestart import take_prestarted
 from orsim.cluster._redis import REDIS_DIR, REDIS_PROGRAM
 from orsim.errors import ClusterError
 
@@ -216,7 +216,7 @@ class ForkServer:
     sets ``news``, which waiters wait on.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: ServerProcess) -> None:
         assert popen.stdin is not None and popen.stdout is not None
         self._popen = popen
         self._in = popen.stdin.fileno()
@@ -232,7 +232,7 @@ class ForkServer:
     @classmethod
     def start(cls) -> ForkServer:
         """Take the prestarted fork server, or start one now (call from within trio)."""
-        popen = take_prestarted() or subprocess.Popen(
+        popen: ServerProcess = take_prestarted() or subprocess.Popen(
             fork_server_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         server = cls(popen)
@@ -340,12 +340,10 @@ class ForkServer:
         assert self._popen.stdin is not None and self._popen.stdout is not None
         with contextlib.suppress(OSError):
             self._popen.stdin.close()
-        with trio.move_on_after(5):
-            while self._popen.poll() is None:
-                await trio.sleep(0.01)
-        if self._popen.poll() is None:
+        # It exits as soon as its stdin closes: its pidfd says when, without polling.
+        if not await wait_exit(self._popen.pid, 5):
             self._popen.kill()
-            self._popen.wait()
+        self._popen.wait()
         self._drain()
         trio.lowlevel.notify_closing(self._out)
         self._popen.stdout.close()

@@ -1,4 +1,10 @@
-"""`orsim cluster ...`: a thin command line over ``ClusterHandle``."""
+"""`orsim cluster ...`: a thin command line over ``ClusterHandle``.
+
+rich (and ``_render``, its views) is imported by the commands that print with it, not
+here: the fork server preloads this module for ``cluster proxy``, and every process it
+forks would otherwise carry rich without ever printing a table (~30 ms of the server's
+start-up, on the launch's critical path).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,9 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
-from rich.console import Console
-from rich.live import Live
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from orsim.cluster._handle import (
     ClusterHandle,
@@ -24,12 +28,14 @@ from orsim.cluster._handle import (
 from orsim.cluster._handle import Progress as ProgressCallback
 from orsim.cluster._procs import Child
 from orsim.cluster._proxy import serve_proxy
-from orsim.cluster._render import format_log_line, load_line, parse_log_line, status_table
 from orsim.cluster._rundir import DEFAULT_RUN_DIR, RunDir
 from orsim.errors import EXIT_OK, ClusterError, UsageError
 from orsim.logs import configure_logging
 from orsim.runtime import run_cancellable
 from orsim.wire import CLUSTER_KEY_ENV, KEY_FILE, TcpNetwork
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _PUBLIC = (
     "up",
@@ -183,6 +189,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def make_console(stderr: bool = False) -> Console:
     """A console; wide when not a terminal, so tables and log lines do not wrap in files."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else 200, highlight=False)
 
@@ -199,6 +207,8 @@ def _run_dir(args: argparse.Namespace) -> str | None:
 @contextmanager
 def progress_display(console: Console) -> Iterator[ProgressCallback]:
     """A rich spinner line per process while `up` waits for it."""
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -226,6 +236,8 @@ def progress_display(console: Console) -> Iterator[ProgressCallback]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from orsim.cluster._render import status_table
+
     console = make_console()
     err = make_console(stderr=True)
 
@@ -298,6 +310,10 @@ async def _report_exit(console: Console, app: str, proc: Child) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    from orsim.cluster._render import status_table
+
     handle = ClusterHandle.attach(_run_dir(args))
     console = make_console()
 
@@ -389,6 +405,10 @@ def cmd_delay(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    from orsim.cluster._render import load_line
+
     check_load_rate(args.rate)
     handle = ClusterHandle.attach(_run_dir(args))
     console = make_console()
@@ -422,6 +442,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from orsim.cluster._render import format_log_line
+
     rundir = RunDir.at(_run_dir(args))
     console = make_console()
     paths = sorted(rundir.logs.glob("*.jsonl")) if rundir.logs.is_dir() else []
@@ -478,6 +500,8 @@ def _read_new(offsets: dict[Path, int]) -> dict[str, list[str]]:
 
 def _merged(lines_by_app: dict[str, list[str]]) -> list[tuple[str, str]]:
     """Lines of several logs in time order; lines without a time stay after their event."""
+    from orsim.cluster._render import parse_log_line
+
     groups: list[tuple[str, int, str, list[str]]] = []
     for app, lines in lines_by_app.items():
         for line in lines:

@@ -7,6 +7,7 @@ Public API:
     check_node_cluster(app, cluster, apps) -> list[str]   # ORS node start-up requirements
     parse_options_ini(text) -> Options; options_to_ini(options) -> str
     read_yaml_text(path) / load_yaml(text, source)  # YAML within size/depth/alias limits
+    safe_load(text) / safe_dump(data)  # plain PyYAML safe load/dump, by libyaml if present
 
 Options orsim understands, each defined once (``Option``): ``OPTIONS`` lists them,
 ``find(section, key)`` looks one up, and a constant per option (``CALL_WATCHING_TIMEOUT``,
@@ -89,6 +90,8 @@ from orsim.config._options import is_logging_section as is_logging_section
 from orsim.config._options import takes_effect as takes_effect
 from orsim.config._yaml_source import load_yaml as load_yaml
 from orsim.config._yaml_source import read_yaml_text as read_yaml_text
+from orsim.config._yaml_source import safe_dump as safe_dump
+from orsim.config._yaml_source import safe_load as safe_load
 
 __all__ = [
     "ADDP_REMOTE_TIMEOUT",
@@ -158,7 +161,9 @@ __all__ = [
     "options_to_ini",
     "parse_options_ini",
     "read_yaml_text",
+    "safe_dump",
     "safe_file_stem",
+    "safe_load",
     "sections",
     "storage_of",
     "takes_effect",

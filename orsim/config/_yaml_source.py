@@ -7,12 +7,22 @@ keep, beside them, the line of every mapping key and sequence item, addressed by
 A hostile file must fail fast and in one line, not exhaust memory or the stack: the text
 is capped in size, nesting in depth (PyYAML composes recursively), and aliases in how
 much they may expand the document (a "billion laughs" is a few lines of anchors).
+
+Where PyYAML was built with libyaml, libyaml scans and parses (a 330-line database: 13 ms
+in Python, 1.5 ms so) and the depth-limited composer here still builds the nodes; every
+launch reads its database three times, twice on the way to the first server ready. A
+document libyaml refuses is read again by PyYAML's own parser, so errors (and what is
+accepted) stay PyYAML's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import attrs
 import yaml
+from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 
 from orsim.errors import ConfigError
@@ -84,6 +94,19 @@ def load_yaml(text: str, source: str) -> object:
     return document.data
 
 
+def safe_load(text: str) -> object:
+    """``yaml.safe_load``, by libyaml where present (for a file already read by
+    ``load_yaml``: same data, ~8x faster)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)
+
+
+def safe_dump(data: object) -> str:
+    """``yaml.safe_dump(data, sort_keys=False)``, by libyaml where present."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False)
+
+
 def yaml_error_message(exc: yaml.YAMLError, source: str) -> str:
     """``file:line: ...`` for an error of ``parse_yaml``."""
     mark = getattr(exc, "problem_mark", None)
@@ -103,11 +126,12 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
     """
     if len(text) > MAX_BYTES:
         raise YamlLimitError(problem=f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-    loader = _LimitedLoader(text)
     try:
-        root = loader.get_single_node()
-    finally:
-        loader.dispose()
+        root = _compose(_FAST_LOADER, text)
+    except YamlLimitError:
+        raise
+    except yaml.YAMLError:
+        root = _compose(_LimitedLoader, text)  # PyYAML's own error (and verdict)
     if root is None:
         return YamlDocument(source, None, {(): 1})
     _check_expansion(root)
@@ -117,12 +141,24 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
     return YamlDocument(source, data, builder.lines, tuple(builder.problems))
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """A SafeLoader whose (recursive) composer refuses to nest beyond MAX_DEPTH."""
+class _Composing(Protocol):
+    def get_single_node(self) -> yaml.Node | None: ...
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    def dispose(self) -> None: ...
+
+
+def _compose(loader: Callable[[str], _Composing], text: str) -> yaml.Node | None:
+    composing = loader(text)
+    try:
+        return composing.get_single_node()
+    finally:
+        composing.dispose()
+
+
+class _LimitedComposer(Composer):
+    """PyYAML's (recursive) composer, refusing to nest beyond MAX_DEPTH."""
+
+    _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
@@ -130,11 +166,29 @@ class _LimitedLoader(yaml.SafeLoader):
             if self._depth > MAX_DEPTH:
                 raise YamlLimitError(
                     problem=f"nested more than {MAX_DEPTH} levels deep",
-                    problem_mark=self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                    problem_mark=self.peek_event().start_mark,  # type: ignore[attr-defined]
                 )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _LimitedLoader(_LimitedComposer, yaml.SafeLoader):
+    """PyYAML's SafeLoader, all in Python, with the limited composer."""
+
+
+_FAST_LOADER: Callable[[str], _Composing] = _LimitedLoader
+if yaml.__with_libyaml__:
+
+    class _FastLimitedLoader(_LimitedComposer, yaml.CSafeLoader):
+        """libyaml's scanner and parser under the limited composer: listed first, it
+        composes instead of libyaml's own, which has no depth limit."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            Composer.__init__(self)
+
+    _FAST_LOADER = _FastLimitedLoader
 
 
 def _check_expansion(root: yaml.Node) -> None:
