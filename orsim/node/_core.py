@@ -1457,11 +1457,35 @@ class NodeCore:
     def _role_event(self, event: RoleEvent, now: float) -> list[Command]:
         """Feed the role machine (or queue the event while its actions are under way)."""
         if self._chain_before is not None:
+            if self._fenced_mid_takeover(event):
+                # The claim was won, and the fence waits for a T-Server this application
+                # may not reach (a silent link: until ADDP or a heal ends it), while the
+                # store says someone holds the Node at a newer epoch. The takeover is
+                # over: it steps down now, from the primary its status has shown since
+                # the claim, and the fence's late answer changes nothing (found by
+                # `orsim search`, seed 107: a backup cut from the T-Server and its
+                # partner claimed, its restarted partner claimed after it, and both
+                # showed primary until the heal, 0.6 s).
+                self._chain.clear()
+                self._chain_step, self._chain_before = None, Role.PRIMARY
+                self._chain_reason = type(event).__name__
+                return self._chain_next(self._role_handle(event), now)
             self._deferred.append(event)
             return []
         self._chain_before = self.role.role
         self._chain_reason = type(event).__name__
         return self._chain_next(self._role_handle(event), now)
+
+    def _fenced_mid_takeover(self, event: RoleEvent) -> bool:
+        """A newer epoch, read while this application's takeover waits for its fence."""
+        step = self._chain_step
+        return (
+            isinstance(event, EpochObserved)
+            and step is not None
+            and step[0] == "fence"
+            and self.role.role is Role.PRIMARY
+            and event.epoch > self.current_epoch
+        )
 
     def _chain_next(self, actions: Iterable[Action], now: float) -> list[Command]:
         """Carry on the role machine's actions: the quick ones at once, the next one that

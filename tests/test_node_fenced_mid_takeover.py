@@ -1,0 +1,55 @@
+"""A takeover whose fence waits while the store already shows a newer holder.
+
+Found by `orsim search` (seed 107, three-nodes; kept as
+`scenarios/search-takeover-stuck-on-its-fence-steps-down.yaml`): ORS_W1_B, cut from the
+SIP Server and from its partner, won the claim on its partner's crash, and its fence
+waited on the silent T-Server link. Its partner, restarted and unable to see it, claimed
+the next epoch and became primary. ORS_W1_B read that epoch from the store but kept it
+for after its takeover, which ended only when the heal closed the T-Server link: both
+showed primary for 0.6 s.
+"""
+
+from __future__ import annotations
+
+from helpers import primary_core
+
+from orsim.node._core import (
+    ClaimEpochCmd,
+    EpochClaimed,
+    EpochRead,
+    FenceAnswered,
+    FenceTServer,
+    ModeChanged,
+    NodeCore,
+    PeerLinkDown,
+    ReadEpoch,
+)
+
+
+def _taking_over_with_its_fence_unanswered() -> NodeCore:
+    """A, stepped down for B (epoch 2), claims epoch 3 when B goes; the fence waits."""
+    core = primary_core(partner=True)
+    core.handle(EpochRead(2), 10.0)
+    assert core.mode == "backup"
+    core.handle(PeerLinkDown("B"), 10.001)
+    claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in core.tick(t)]
+    assert ClaimEpochCmd(2, 3) in claims
+    assert core.handle(EpochClaimed(3, True, 3), 12.6) == [FenceTServer(3)]
+    assert core.mode == "primary"  # as its status shows it from the claim on
+    return core
+
+
+def test_a_newer_epoch_read_while_the_fence_waits_steps_it_down_at_once() -> None:
+    core = _taking_over_with_its_fence_unanswered()
+    assert ReadEpoch() in core.tick(12.9)  # it reads the Node's epoch every beat
+    out = core.handle(EpochRead(4), 12.9)
+    assert core.mode == "backup" and core.current_epoch == 4
+    (changed,) = [c for c in out if isinstance(c, ModeChanged)]
+    assert changed.new.mode == "backup"
+
+
+def test_the_fences_late_answer_changes_nothing() -> None:
+    core = _taking_over_with_its_fence_unanswered()
+    core.handle(EpochRead(4), 12.9)
+    assert core.handle(FenceAnswered(3), 13.5) == []
+    assert core.mode == "backup" and core.current_epoch == 4
