@@ -15,6 +15,7 @@ from orsim.node._role import (
     Event,
     Fence,
     Fenced,
+    HandedOver,
     HandOver,
     PartnerLost,
     PartnerSeen,
@@ -357,3 +358,17 @@ def test_fenced_primary_does_not_claim_back_when_its_dead_links_close() -> None:
     # Seen again as primary, then lost for real: now it takes over.
     a.handle(PartnerSeen(primary=True, epoch=3))
     assert a.handle(PartnerLost()) == [ClaimEpoch(3, 4)]
+
+
+def test_a_handover_is_taken_by_a_backup_only() -> None:
+    """The partner's handover hands the Node to a backup, which claims it. Claiming or
+    holding the Node already, an application takes it for nothing: read as a switchover
+    request, it made a new primary hand the Node straight back to a partner that was
+    stopping (`orsim search`, seed 113)."""
+    b = machine_in(Role.BACKUP, configured_primary=False)
+    b.handle(PartnerSeen(primary=True, epoch=EPOCH))
+    assert b.handle(HandedOver()) == [ClaimEpoch(EPOCH, EPOCH + 1)]
+    for role in (Role.STARTING, Role.CLAIMING, Role.PRIMARY, Role.SUSPENDING):
+        m = machine_in(role)
+        assert m.handle(HandedOver()) == []
+        assert role_of(m) is role

@@ -32,6 +32,7 @@ from orsim.node._role import EpochObserved as EpochObserved
 from orsim.node._role import Event as Event
 from orsim.node._role import Fence as Fence
 from orsim.node._role import Fenced as Fenced
+from orsim.node._role import HandedOver as HandedOver
 from orsim.node._role import HandOver as HandOver
 from orsim.node._role import PartnerLost as PartnerLost
 from orsim.node._role import PartnerSeen as PartnerSeen
@@ -66,6 +67,7 @@ __all__ = [
     "Fence",
     "Fenced",
     "HandOver",
+    "HandedOver",
     "Handover",
     "Member",
     "MemberInfo",

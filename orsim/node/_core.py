@@ -60,6 +60,7 @@ from orsim.node._role import (
     EpochObserved,
     Fence,
     Fenced,
+    HandedOver,
     HandOver,
     PartnerAbsent,
     PartnerLost,
@@ -818,7 +819,7 @@ class NodeCore:
                 self._drain_until = self._handover_until = None
                 return self._role_event(SwitchoverTimedOut(), now)
             case HandoverReceived():
-                return self._role_event(SwitchoverRequested(), now)
+                return self._role_event(HandedOver(), now)
             case HandoverSendFailed():
                 self._handover_until = None
                 return self._role_event(SwitchoverTimedOut(), now)

@@ -1,0 +1,43 @@
+"""A handover that reaches an application already claiming its Node.
+
+Found by `orsim search` (seed 113, two-nodes-redundant-servers; kept as
+`scenarios/search-handover-to-a-claimer-is-not-a-switchover.yaml`): ORS_2 switched its
+Node over to ORS_2_B, and ORS_2_B was stopped (SIGTERM) at once. ORS_2 saw it suspend
+and claimed the Node back; the handover ORS_2_B pushed meanwhile waited for the claim,
+and was then read as a switchover request: the new primary suspended and handed the
+Node back to a partner gone to restart. Its Node served nothing for 7.5 s and a call
+was lost.
+"""
+
+from __future__ import annotations
+
+from helpers import primary_core
+
+from orsim.node._core import (
+    ClaimEpochCmd,
+    EpochClaimed,
+    EpochRead,
+    FenceAnswered,
+    FenceTServer,
+    HandoverReceived,
+    LoadSessions,
+    MemberAnnounced,
+    PushHandover,
+    SessionsLoaded,
+)
+from orsim.node._membership import MemberInfo
+
+
+def test_a_handover_met_while_claiming_is_not_a_switchover_request() -> None:
+    core = primary_core(partner=True)  # A, the configured primary of Node 1
+    core.handle(EpochRead(2), 5.0)  # B took the Node over (a switchover)
+    assert core.mode == "backup"
+    # B is stopped: it suspends, A claims; B's handover comes while A claims.
+    out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "suspending", 2)), 5.1)
+    assert ClaimEpochCmd(2, 3) in out
+    assert core.handle(HandoverReceived(), 5.1) == []
+    assert core.handle(EpochClaimed(3, True, 3), 5.2) == [FenceTServer(3)]
+    assert core.handle(FenceAnswered(3), 5.2) == [LoadSessions()]
+    out = core.handle(SessionsLoaded(()), 5.2)
+    assert not any(isinstance(c, PushHandover) for c in out)
+    assert core.mode == "primary" and core.role.role.creates_sessions
