@@ -74,3 +74,18 @@ def test_the_new_modes_start_is_known_while_the_takeover_is_under_way() -> None:
     assert core.mode == "primary"
     assert not any(isinstance(c, ModeChanged) for c in rest)  # the fence is under way
     assert core.mode_since == 1_000.25
+
+
+def test_a_partner_that_came_back_and_went_again_within_the_probe_is_lost() -> None:
+    """B reconnects after A stepped down, announces itself primary, and dies again
+    before A's probe ends. A had it up when the link went down (a loss kept for the
+    probe's end): at the end it is lost, and A claims. Told only "absent", A kept its
+    partner up and never claimed (`orsim search`, seed 127: no primary for 7 s; kept as
+    `scenarios/search-partner-gone-again-within-the-probe-is-lost.yaml`)."""
+    core = _thawed()
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.001))  # the old link
+    core.handle(PeerLinkUp("B"), 10.05)
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.05)
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.3))
+    claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
+    assert claims == [ClaimEpochCmd(2, 3)]

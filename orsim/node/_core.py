@@ -877,9 +877,15 @@ class NodeCore:
                 self._stepped_down_until = None
                 partner = self.settings.partner
                 if self.role.role is Role.BACKUP and partner and not self.peers.is_live(partner):
-                    # Absent, not lost: the machine may have taken stale news of the
-                    # partner meanwhile (its heartbeats buffered while this one slept).
-                    out += self._role_event(PartnerAbsent(), now)
+                    # Unreachable at the probe's end: lost, whatever the machine last
+                    # heard. Lost if it has the partner up: seen again within the window
+                    # (its heartbeats, or a restarted partner that came and went again),
+                    # the link-downs since kept from it for now; else absent, which is
+                    # taken even after an earlier loss. Told "absent" either way, a
+                    # backup whose restarted partner died again within the window never
+                    # claimed (found by `orsim search`, seed 127: no primary for 7 s).
+                    lost = PartnerLost() if self.role.partner_up else PartnerAbsent()
+                    out += self._role_event(lost, now)
         if now >= self._next_beat:
             out += self._heartbeat(now)
         for call_id in self.watcher.due(now):
