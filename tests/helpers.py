@@ -164,3 +164,14 @@ def primary_core(partner: bool) -> NodeCore:
     core.handle(SessionsLoaded(()), 0.0)
     assert core.mode == "primary"
     return core
+
+
+def stepped_down_core() -> NodeCore:
+    """``primary_core(partner=True)`` that read from the store that its backup "B" took
+    the Node over at epoch 2 (a freeze, a switchover) and stepped down to backup."""
+    from orsim.node._core import EpochRead
+
+    core = primary_core(partner=True)
+    core.handle(EpochRead(2), 10.0)
+    assert core.mode == "backup" and core.current_epoch == 2
+    return core

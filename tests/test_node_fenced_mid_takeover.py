@@ -11,7 +11,7 @@ showed primary for 0.6 s.
 
 from __future__ import annotations
 
-from helpers import primary_core
+from helpers import stepped_down_core
 
 from orsim.node._core import (
     ClaimEpochCmd,
@@ -28,9 +28,7 @@ from orsim.node._core import (
 
 def _taking_over_with_its_fence_unanswered() -> NodeCore:
     """A, stepped down for B (epoch 2), claims epoch 3 when B goes; the fence waits."""
-    core = primary_core(partner=True)
-    core.handle(EpochRead(2), 10.0)
-    assert core.mode == "backup"
+    core = stepped_down_core()
     core.handle(PeerLinkDown("B"), 10.001)
     claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in core.tick(t)]
     assert ClaimEpochCmd(2, 3) in claims

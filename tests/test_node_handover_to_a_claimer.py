@@ -11,12 +11,11 @@ was lost.
 
 from __future__ import annotations
 
-from helpers import primary_core
+from helpers import stepped_down_core
 
 from orsim.node._core import (
     ClaimEpochCmd,
     EpochClaimed,
-    EpochRead,
     FenceAnswered,
     FenceTServer,
     HandoverReceived,
@@ -29,15 +28,13 @@ from orsim.node._membership import MemberInfo
 
 
 def test_a_handover_met_while_claiming_is_not_a_switchover_request() -> None:
-    core = primary_core(partner=True)  # A, the configured primary of Node 1
-    core.handle(EpochRead(2), 5.0)  # B took the Node over (a switchover)
-    assert core.mode == "backup"
+    core = stepped_down_core()  # A, the configured primary; B took the Node over
     # B is stopped: it suspends, A claims; B's handover comes while A claims.
-    out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "suspending", 2)), 5.1)
+    out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "suspending", 2)), 10.1)
     assert ClaimEpochCmd(2, 3) in out
-    assert core.handle(HandoverReceived(), 5.1) == []
-    assert core.handle(EpochClaimed(3, True, 3), 5.2) == [FenceTServer(3)]
-    assert core.handle(FenceAnswered(3), 5.2) == [LoadSessions()]
-    out = core.handle(SessionsLoaded(()), 5.2)
+    assert core.handle(HandoverReceived(), 10.1) == []
+    assert core.handle(EpochClaimed(3, True, 3), 10.2) == [FenceTServer(3)]
+    assert core.handle(FenceAnswered(3), 10.2) == [LoadSessions()]
+    out = core.handle(SessionsLoaded(()), 10.2)
     assert not any(isinstance(c, PushHandover) for c in out)
     assert core.mode == "primary" and core.role.role.creates_sessions

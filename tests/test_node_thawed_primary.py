@@ -10,13 +10,12 @@ backup takes over when the primary is gone; a partner that is only reconnecting 
 
 from __future__ import annotations
 
-from helpers import primary_core
+from helpers import stepped_down_core
 
 from orsim.node._core import (
     ClaimEpochCmd,
     Command,
     EpochClaimed,
-    EpochRead,
     MemberAnnounced,
     ModeChanged,
     NodeCore,
@@ -28,10 +27,7 @@ from orsim.node._membership import MemberInfo
 
 def _thawed() -> NodeCore:
     """The primary, frozen meanwhile, reads the store's newer epoch (B's) and steps down."""
-    core = primary_core(partner=True)
-    core.handle(EpochRead(2), 10.0)
-    assert core.mode == "backup" and core.current_epoch == 2
-    return core
+    return stepped_down_core()
 
 
 def _claims(commands: list[Command]) -> list[ClaimEpochCmd]:
