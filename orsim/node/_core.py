@@ -1340,16 +1340,15 @@ class NodeCore:
         if not self.role.role.creates_sessions:
             return []
         out: list[Command] = []
-        grace = max(ORPHAN_GRACE, self.watcher.timeout_ms / 1000.0)
+        grace = self._orphan_grace
         for node_id, since in self._gone_since.items():
-            # The very sum ``_note_gone`` made due: ``now - since >= grace`` can be
-            # False at that instant in floating point.
+            # The very sum ``_orphan_round_at`` made due: ``now - since >= grace`` can
+            # be False at that instant in floating point.
             if now >= since + grace and node_id not in self._adopting:
                 self._adopting.add(node_id)
                 out.append(LoadOrphans(node_id))
             elif now < since + grace:  # the next round comes when its grace is over
-                due = self._deadline(since + grace)
-                self._next_orphan_round = min(self._next_orphan_round, due)
+                self._orphan_round_at(since + grace)
         out += self._take_unowned_calls(now, live)
         return out
 
@@ -1368,8 +1367,17 @@ class NodeCore:
         if node_id is None or node_id in self._gone_since or node_id in self.live_nodes():
             return
         self._gone_since[node_id] = now
-        due = self._deadline(now + max(ORPHAN_GRACE, self.watcher.timeout_ms / 1000.0))
-        self._next_orphan_round = min(self._next_orphan_round, due)
+        self._orphan_round_at(now + self._orphan_grace)
+
+    @property
+    def _orphan_grace(self) -> float:
+        """How long a Node must be unreachable to count as dead: ``ORPHAN_GRACE``, and
+        at least the call-watching-timeout."""
+        return max(ORPHAN_GRACE, self.watcher.timeout_ms / 1000.0)
+
+    def _orphan_round_at(self, when: float) -> None:
+        """Bring the next orphan round forward to ``when`` (it is never put off)."""
+        self._next_orphan_round = min(self._next_orphan_round, self._deadline(when))
 
     def _take_unowned_calls(self, now: float, live: dict[int, str]) -> list[Command]:
         """Create calls nobody created whose Assigned and Reserved Nodes have both gone.

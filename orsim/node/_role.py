@@ -478,13 +478,9 @@ class RoleMachine:
                 self._claim = None
                 self._raise_epoch(current)
                 return self._claim_lost()
-            case SwitchoverRequested():
-                if self._partner is _Partner.UP:
-                    return Trigger.SWITCHOVER
-                return Trigger.SWITCHOVER_NO_PARTNER
-            case HandedOver():
-                if self._role is not Role.BACKUP:
-                    return None
+            case HandedOver() if self._role is not Role.BACKUP:
+                return None  # claiming or holding the Node already: nothing to take
+            case SwitchoverRequested() | HandedOver():
                 if self._partner is _Partner.UP:
                     return Trigger.SWITCHOVER
                 return Trigger.SWITCHOVER_NO_PARTNER
