@@ -94,7 +94,7 @@ def _fork_server() -> ForkedServer:
             # Whatever else this process had open (the pipes' other ends included) is the
             # launcher's: a listening socket kept open here would outlive its owner.
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-            _set_title("orsim fork server")
+            set_title("orsim fork server")
             code = importlib.import_module(SERVER_MODULE).serve(preload=())
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -107,7 +107,8 @@ def _fork_server() -> ForkedServer:
     return ForkedServer(pid, os.fdopen(requests_w, "wb"), os.fdopen(replies_r, "rb"))
 
 
-def _set_title(title: str) -> None:
+def set_title(title: str) -> None:
+    """What ``ps`` shows for this process, where ``setproctitle`` is installed."""
     try:
         import setproctitle
     except ImportError:

@@ -37,7 +37,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import IO
 
-from orsim._prestart import PRELOAD
+from orsim._prestart import PRELOAD, set_title
 
 __all__ = ["PRELOAD", "serve"]
 
@@ -140,8 +140,8 @@ def _child(argv: list[str], log: str, cwd: str, env: dict[str, str], append: boo
         os.environ.update(env)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's stdout
         sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
-        _set_title(["orsim", *argv])
         sys.argv = ["orsim", *argv]
+        set_title(" ".join(sys.argv))  # ``ps`` shows ``orsim node -app ORS_1 ...``
         from orsim.cli import main
 
         code = main(argv)
@@ -163,15 +163,6 @@ def _close_inherited_fds() -> None:
         if fd > 2:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _set_title(argv: list[str]) -> None:
-    """Make ``ps`` show ``orsim node -app ORS_1 ...`` rather than the fork server."""
-    try:
-        import setproctitle
-    except ImportError:
-        return
-    setproctitle.setproctitle(" ".join(argv))
 
 
 if __name__ == "__main__":
