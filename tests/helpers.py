@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,14 @@ from orsim.tserver import LedgerReport
 ROOT = Path(__file__).resolve().parent.parent
 ORSIM = str(ROOT / ".venv" / "bin" / "orsim")
 TOPOLOGIES = ROOT / "scenarios" / "topologies"
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.05) -> None:
+    """Wait until ``predicate()`` holds, asking every ``poll`` seconds (virtual time in
+    the simulation's tests); ``trio.TooSlowError`` after ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(poll)
 
 
 def free_ports(count: int) -> list[int]:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import trio
 import yaml
+from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,9 +131,7 @@ async def test_a_lone_tserver_keeps_no_journal() -> None:
 
 
 async def _wait(predicate: Any, timeout: float) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
+    await wait_until(predicate, timeout, poll=0.01)
 
 
 async def test_backup_tserver_takes_over_with_the_whole_ledger(autojump_clock: Any) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
-from helpers import TOPOLOGIES
+from helpers import TOPOLOGIES, wait_until
 
 from orsim.config import load_database
 from orsim.sim import open_sim_cluster
@@ -31,9 +30,7 @@ async def test_a_node_claiming_its_own_creation_again_is_not_a_second_creation(
 ) -> None:
     async with open_sim_cluster(load_database(TOPOLOGIES / "two-nodes.yaml"), seed=1) as sim:
         node = sim.nodes["ORS_1"]
-        with trio.fail_after(10):
-            while node.core.mode != "primary":
-                await trio.sleep(0.05)
+        await wait_until(lambda: node.core.mode == "primary", 10)
         store, node_id = node.store, node.settings.node_id
         epoch = node.core.current_epoch
         assert await store.create_session(_session(node_id, epoch, created_at=100.0))

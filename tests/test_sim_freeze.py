@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from helpers import TOPOLOGIES, memory_link, serve_memory_links
+from helpers import TOPOLOGIES, memory_link, serve_memory_links, wait_until
 
 from orsim.config import load_database
 from orsim.errors import ConnectionLost
@@ -124,9 +124,7 @@ async def test_a_store_deadline_run_out_during_a_freeze_is_seen_once_thawed(
     seed 61: a call routed twice on two-nodes-slow-urs)."""
     async with open_sim_cluster(load_database(TWO_NODES), seed=1) as sim:
         node = sim.nodes["ORS_1"]
-        with trio.fail_after(10):
-            while node.core.mode != "primary":
-                await trio.sleep(0.05)
+        await wait_until(lambda: node.core.mode == "primary", 10)
         outcome: list[str] = []
 
         async def write() -> None:
@@ -166,22 +164,16 @@ async def test_no_adoption_without_the_tserver_fence(autojump_clock: Any) -> Non
     async with open_sim_cluster(db, seed=2) as sim:
         node = sim.nodes["ORS_1"]
         lone = sim.nodes["ORS_2"].settings.node_id
-        with trio.fail_after(10):
-            while not node.status().tserver_connected:
-                await trio.sleep(0.05)
+        await wait_until(lambda: node.status().tserver_connected, 10)
         await sim.request("generate", rate=10)
         await trio.sleep(2)  # calls in every Node's hands (the URS takes 0.8 s)
         sim.net.partition("ORS_1", "SIP_Server")
-        with trio.fail_after(5):
-            while node.status().tserver_connected:
-                await trio.sleep(0.05)
+        await wait_until(lambda: not node.status().tserver_connected, 5)
         epoch = await sim.store.current_epoch(lone)
         sim.crash("ORS_2")
         await trio.sleep(5)  # past the orphan grace, several rounds
         assert node.core.sessions_adopted == 0
         assert await sim.store.current_epoch(lone) == epoch
         sim.net.partition("ORS_1", "SIP_Server", heal=True)
-        with trio.fail_after(15):
-            while node.core.sessions_adopted == 0:
-                await trio.sleep(0.05)
+        await wait_until(lambda: node.core.sessions_adopted > 0, 15)
         await sim.request("stop_generator")
