@@ -197,3 +197,22 @@ async def test_a_frozen_apps_close_is_seen_only_when_thawed(
     assert await server.receive_some() == b""  # now the close arrives
     with pytest.raises(trio.BrokenResourceError):
         await server.send_all(b"x")
+
+
+async def test_a_restarting_app_is_down_until_its_new_node_answers(
+    orsim_cluster: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found by `orsim search` (seed 151): a sample taken just as the killed primary was
+    # started again, while its new node read its Application, was answered with the
+    # dead node's "primary", beside the backup that had taken over.
+    async with orsim_cluster(TOPOLOGY, sim=True, seed=5) as cluster:
+        await cluster.kill("ORS_1", "KILL")
+        await wait_for_mode(cluster, "ORS_1_B", "primary")
+        sim = cluster.sim
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sim.start, "ORS_1")
+            while sim.processes.get("ORS_1") != "running":
+                await trio.lowlevel.checkpoint()  # no time passes: the process just began
+            r = row(await cluster.status(), "ORS_1")
+            assert (r["process"], r["mode"], r["epoch"]) == ("running", "down", None)
+        await wait_for_mode(cluster, "ORS_1", "backup")

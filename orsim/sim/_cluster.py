@@ -325,6 +325,12 @@ class SimCluster:
         return await self._spawn(app_name, body)
 
     async def _start_node(self, app_name: str) -> OrsNode:
+        # The new process answers nothing until its node is built: its status is "down"
+        # meanwhile, as a real process's is before it listens, not what the node it
+        # replaces last said (found by `orsim search`, seed 151: a restarting primary
+        # read its Application while its dead predecessor still said "primary", beside
+        # the backup that had taken over: two primaries in consecutive samples).
+        self.nodes.pop(app_name, None)
         view = self.net.for_app(app_name)
 
         async def body(task_status: trio.TaskStatus[OrsNode]) -> None:
