@@ -7,7 +7,9 @@ session store server (``store``, type ``SessionStore``) included when the topolo
 store is SQLite. Signals: KILL crashes the application; TERM stops an ORS application
 gracefully (it suspends, drains, hands over, then exits; other applications crash); STOP
 freezes it, CONT thaws it. ``start`` models a process start-up of
-``start_delay`` virtual seconds (``START_DELAY``) before the application starts.
+``start_delay`` virtual seconds (``START_DELAY``) before the application starts; an
+ORS application then answers ``status`` as ``down`` until its node is built (as a real
+process does before it listens), never with the node of the process it replaces.
 """
 
 from __future__ import annotations
