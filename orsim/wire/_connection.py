@@ -70,7 +70,7 @@ from orsim.wire._messages import (
 )
 from orsim.wire._session import Session
 from orsim.wire._transport import NonBlockingStream
-from orsim.wire._typed import Record
+from orsim.wire._typed import PushTable, Record
 
 if TYPE_CHECKING:
     from orsim.wire._typed import Call, Notice
@@ -628,10 +628,16 @@ class Connection:
                 self.frames_received += 1
                 _TOTALS.received += 1
                 # Only a push is awaited (its handler): the rest is taken here, without
-                # a coroutine per frame.
+                # a coroutine per frame. A ``PushTable``'s handlers never wait: it is
+                # called as a function (``dispatch``), no coroutine either.
                 if type(message) is Push:
-                    if self.on_push is not None:
-                        await self.on_push(self, message)
+                    on_push = self.on_push
+                    if on_push is None:
+                        pass
+                    elif type(on_push) is PushTable:
+                        on_push.dispatch(self, message)
+                    else:
+                        await on_push(self, message)
                 else:
                     self._take(message, nursery)
             if not data:

@@ -548,6 +548,15 @@ class PushTable:
         return decoded
 
     async def __call__(self, conn: Connection, push: Push) -> None:
+        self.dispatch(conn, push)
+
+    def dispatch(self, conn: Connection, push: Push) -> None:
+        """Hand ``push`` (or each push of a batch) to its handler, at once: a handler
+        never waits (a connection's reader calls this directly, without a coroutine).
+
+        Raises:
+            RemoteProtocolError: the push is malformed.
+        """
         if push.topic == PushBatch.TOPIC:
             for entry, notice in self.decode_batch(push):
                 entry.fn(conn, notice)
