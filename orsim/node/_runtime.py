@@ -422,17 +422,18 @@ class OrsNode:
             call_id = call_of(command)
             result = await self._call_step(command)
             self.core.wall = self.wall()
-            follow = self.core.handle(result, trio.current_time())
-            command = next(
-                (c for c in follow if isinstance(c, CALL_COMMANDS) and call_of(c) == call_id),
-                None,
-            )
-            # The call's last step, forgetting its session, stays in this task too.
-            delete = next(
-                (c for c in follow if isinstance(c, DeleteSession) and c.call_id == call_id),
-                None,
-            )
-            self._do(c for c in follow if c is not command and c is not delete)
+            # The call's next step stays in this task, and so does its last, forgetting
+            # its session; the rest is carried out as usual.
+            command = delete = None
+            rest: list[Command] = []
+            for c in self.core.handle(result, trio.current_time()):
+                if command is None and isinstance(c, CALL_COMMANDS) and call_of(c) == call_id:
+                    command = c
+                elif delete is None and isinstance(c, DeleteSession) and c.call_id == call_id:
+                    delete = c
+                else:
+                    rest.append(c)
+            self._do(rest)
             if delete is not None:
                 await self._delete(delete.node_id, delete.epoch, delete.call_id)
 
