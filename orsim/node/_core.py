@@ -985,7 +985,7 @@ class NodeCore:
             call_id, now, self.live_nodes(), expires=event.expires
         )
         if decision.verdict is Verdict.CREATE:
-            reserved = decision.assignment.reserved
+            reserved = decision.reserved
             return self._start_call(
                 call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
             )
