@@ -249,3 +249,18 @@ async def test_fanout_goes_out_each_tick_for_few_clients(
         assert len([c for _, batch in frames for c in batch]) == 300
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert max(gaps) <= server_module.GENERATOR_TICK + 1e-6
+
+
+async def test_fanout_pace_is_capped(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many clients batch, a route request waits at most ``FANOUT_MAX_GAP``
+    for the pace (here 3 / 30 = 100 ms, capped at 20 ms)."""
+    monkeypatch.setattr(server_module, "FANOUT_MAX_GAP", 0.02)
+    arrivals = await _batch_arrivals(30.0, monkeypatch)
+    for frames in arrivals:
+        times = [t for t, batch in frames if batch]
+        assert len([c for _, batch in frames for c in batch]) == 300
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.02 - 1e-9
+        assert max(gaps) <= 0.02 + server_module.GENERATOR_TICK + 1e-6
