@@ -38,8 +38,8 @@ from orsim.bench._soak import (
     soak_document,
     soak_tally,
 )
-from orsim.bench._stats import median, median_rows, percentile, ratio
-from orsim.bench._suite import SECTIONS, make_plan, parse_only
+from orsim.bench._stats import Row, median, median_rows, percentile, ratio
+from orsim.bench._suite import SECTIONS, cpu_by_kind, make_plan, parse_only
 from orsim.bench._throughput import (
     StepRow,
     cpu_per_call,
@@ -283,6 +283,34 @@ def test_table_shows_medians_and_targets() -> None:
     assert len(lines) == len(rows) + 2
     assert all(line.startswith(("section", "-", "launch", "failover", "throughput", "memory",
                                  "scale")) for line in lines)  # fmt: skip
+
+
+def test_scale_rows_show_the_16_node_target_cpu_and_every_lost_call() -> None:
+    """The 16-Node row is read against its own bound (p99 < 100 ms, 0 lost), prints its
+    ratio to 1,000/s, and a call lost in any run fails it, whatever the median."""
+    runs: list[Row] = [
+        {"nodes": 16, "launch_s": 2.0, "calls_per_s": 900.0, "p50_ms": 5.0, "p99_ms": 900.0,
+         "frames_per_call": 14.0, "sustained_offered": 500, "sustained_calls_per_s": 498.0,
+         "sustained_p50_ms": 30.0, "sustained_p99_ms": 90.0, "lost": lost,
+         "cpu_us_per_call": 3000.0, "cpu_us.ORS primaries": 1800.0, "cpu_us.store": 200.0}
+        for lost in (0, 0, 2)
+    ]  # fmt: skip
+    rows = table_rows(medians({"scale": runs}), {"scale": []})
+    by_measure = {r.measure: r for r in rows}
+    best = by_measure["16 Nodes, best with p99 < 100 ms"]
+    assert best.target == ">= 1000/s, p99 < 100 ms, 0 lost"
+    assert "498 calls/s (offered 500/s)" in best.median and "ratio 0.50" in best.median
+    assert "LOST 2 call(s)" in best.median and best.met == "NO"
+    assert "14.0 frames/call" in by_measure["16 Nodes, saturation"].median
+    cpu = by_measure["16 Nodes, CPU per call at 500/s offered"].median
+    assert cpu == "3000 µs (ORS primaries 1800, store 200)"
+    assert cpu_by_kind({"ORS_1": 100.0, "ORS_1_B": 40.0, "ORS_2": 90.0, "URS": 5.0}) == {
+        "ORS primaries": 190.0, "ORS backups": 40.0, "URS": 5.0,
+    }  # fmt: skip
+    clean = table_rows(medians({"scale": runs[:2]}), {"scale": []})
+    clean_best = {r.measure: r for r in clean}["16 Nodes, best with p99 < 100 ms"]
+    assert clean_best.met == "NO" and "LOST" not in clean_best.median
+    assert summarize_sweep([_step(500, 499, 25.0)], p99_limit_ms=100.0)["sustained_offered"] == 500
 
 
 def test_results_document_is_strict_json(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orsim.node._assignment import Assignment, NodeInfo, assign
+from orsim.node import _assignment
+from orsim.node._assignment import Assignment, NodeInfo, assign, outweighed_at_home
 
 CALLS = 10_000
 
@@ -96,6 +97,44 @@ def test_adding_a_node_moves_calls_only_to_it(
     for call in many_calls(prefix)[:2000]:
         before, after = assign(call, cluster), assign(call, bigger)
         assert after.assigned in (before.assigned, new)
+
+
+@given(clusters(max_size=20), call_ids)
+def test_outweighed_at_home_is_neither_assigned_nor_reserved(
+    cluster: dict[int, str], call_id: str
+) -> None:
+    """The cheap test says "no part in the call" only of Nodes ``assign`` makes neither
+    Assigned nor Reserved, and says it of every Node with two heavier Nodes in its data
+    center (so most Nodes of a big cluster skip the full assignment)."""
+    result = assign(call_id, cluster)
+    for node_id, home in cluster.items():
+        outweighed = outweighed_at_home(call_id, cluster, node_id)
+        if outweighed:
+            assert node_id not in (result.assigned, result.reserved)
+        heavier = [
+            n for n, dc in cluster.items()
+            if dc == home and n != node_id
+            and (_weight_of(n, call_id), n) > (_weight_of(node_id, call_id), node_id)
+        ]  # fmt: skip
+        assert outweighed == (len(heavier) >= 2)
+    assert not outweighed_at_home(call_id, cluster, max(cluster) + 1)  # not a live Node
+
+
+def test_outweighed_at_home_tie_goes_to_the_larger_node_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Equal weights are ranked by Node ID, as ``assign`` ranks them."""
+    monkeypatch.setattr(_assignment, "_keyed_weight", lambda node_id, key: 7)
+    monkeypatch.setattr(_assignment, "_WEIGHT_CACHE", {})
+    cluster = {1: "A", 2: "A", 3: "A"}
+    assert assign("tie", cluster) == Assignment(3, 2)
+    assert outweighed_at_home("tie", cluster, 1)
+    assert not outweighed_at_home("tie", cluster, 2)
+    assert not outweighed_at_home("tie", cluster, 3)
+
+
+def _weight_of(node_id: int, call_id: str) -> int:
+    return _assignment._weight(node_id, call_id)
 
 
 def test_single_node_has_no_reserved() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orsim.node._assignment import assign
+from orsim.node._assignment import NodeInfo, assign
 from orsim.node._role import Role
 from orsim.node._watch import Decision, Verdict, Watcher, WatchKind, decide
 
@@ -68,6 +68,34 @@ def test_exactly_one_creator_when_everyone_is_primary(cluster: dict[int, str], c
     verdicts = [decide(call, 0.0, cluster, n, Role.PRIMARY, TIMEOUT_MS).verdict for n in cluster]
     assert verdicts.count(Verdict.CREATE) == 1
     assert verdicts.count(Verdict.WATCH) == (1 if len(cluster) > 1 else 0)
+
+
+@given(
+    st.dictionaries(st.integers(1, 50), st.sampled_from("AB"), min_size=1, max_size=12),
+    st.text(max_size=10),
+    st.sampled_from(list(Role)),
+)
+def test_decisions_without_the_full_assignment_are_the_same(
+    cluster: dict[int, str], call: str, role: Role
+) -> None:
+    """A Node outweighed in its own data center ignores the call without the full
+    assignment: the verdict, kind and deadline are those the assignment gives."""
+    for node_id in cluster:
+        d = decide(call, 0.0, cluster, node_id, role, TIMEOUT_MS)
+        a = assign(call, cluster)
+        if d.assignment is None:
+            assert d == Decision(Verdict.IGNORE, None)
+            assert node_id not in (a.assigned, a.reserved)
+        else:
+            assert d.assignment == a
+        # The same call decided from a list of Nodes takes the full assignment.
+        listed = decide(call, 0.0, list(_nodes(cluster)), node_id, role, TIMEOUT_MS)
+        assert (listed.verdict, listed.kind, listed.deadline) == (d.verdict, d.kind, d.deadline)
+        assert listed.reserved == a.reserved
+
+
+def _nodes(cluster: dict[int, str]) -> list[NodeInfo]:
+    return [NodeInfo(n, dc) for n, dc in cluster.items()]
 
 
 def test_session_or_route_cancels_the_watch() -> None:

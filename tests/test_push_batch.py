@@ -3,6 +3,8 @@ that register for them."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 from functools import partial
 
@@ -174,3 +176,91 @@ def test_a_big_fanout_is_cut_into_frames_of_bounded_size() -> None:
         assert isinstance(message, Push)
         decoded.extend(PushBatch.from_json(message.data).items)
     assert decoded == pushes
+
+
+async def _batch_arrivals(
+    wakeups: float, monkeypatch: pytest.MonkeyPatch
+) -> list[list[tuple[float, list[str]]]]:
+    """Three batching clients of a T-Server whose fan-out may wake them ``wakeups`` times
+    a second together, under a 1,000 calls/s generator for 0.3 s: per client, each
+    frame's arrival time and the route requests it carried."""
+    monkeypatch.setattr(server_module, "FANOUT_WAKEUPS", wakeups)
+    net = MemoryNetwork()
+    arrivals: list[list[tuple[float, list[str]]]] = [[], [], []]
+
+    def recorder(k: int) -> PushTable:
+        seen: list[Notice] = []
+        table = _table(seen)
+
+        async def record(conn: Connection, push: Push) -> None:
+            await table(conn, push)
+            calls = [n.call_id for n in seen if isinstance(n, RouteRequest)]
+            seen.clear()
+            arrivals[k].append((trio.current_time(), calls))
+
+        return record  # type: ignore[return-value]  # a PushHandler, as a table is
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            partial(TServer.from_application(tserver_app()).serve, net.for_app("SIP_Server"))
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for k in range(3):
+                app = f"ORS_{k + 1}"
+                conn = await stack.enter_async_context(
+                    connected(net.for_app(app), HOST, port, app=app,
+                              app_type="OrchestrationServer", on_push=recorder(k))
+                )  # fmt: skip
+                client = TServerClient(conn)
+                await client.register(app, k + 1, [], batches=True)
+                clients.append(client)
+            await clients[0].generate(rate=1000, duration=0.3)
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    return arrivals
+
+
+async def test_fanout_flushes_are_paced_for_many_batching_clients(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more batching clients than ``FANOUT_WAKEUPS`` allows at one flush per
+    generator tick, each client gets a frame at most every ``clients / FANOUT_WAKEUPS``
+    seconds (here 3 / 300 = 10 ms), and still every call, once, in order."""
+    arrivals = await _batch_arrivals(300.0, monkeypatch)
+    for frames in arrivals:
+        calls = [c for _, batch in frames for c in batch]
+        assert len(calls) == 300 and len(set(calls)) == 300
+        assert calls == [c for _, batch in arrivals[0] for c in batch]
+        times = [t for t, batch in frames if batch]
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.01 - 1e-9
+        # A frame carries at most the calls of the gap and of the tick that ends it.
+        assert max(len(batch) for _, batch in frames) <= 14
+
+
+async def test_fanout_goes_out_each_tick_for_few_clients(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the pace allows a flush per generator tick (3 / 2000 s < 4 ms), each tick's
+    calls go out at the end of that tick, as before pacing."""
+    arrivals = await _batch_arrivals(2000.0, monkeypatch)
+    for frames in arrivals:
+        times = [t for t, batch in frames if batch]
+        assert len([c for _, batch in frames for c in batch]) == 300
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert max(gaps) <= server_module.GENERATOR_TICK + 1e-6
+
+
+async def test_fanout_pace_is_capped(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many clients batch, a route request waits at most ``FANOUT_MAX_GAP``
+    for the pace (here 3 / 30 = 100 ms, capped at 20 ms)."""
+    monkeypatch.setattr(server_module, "FANOUT_MAX_GAP", 0.02)
+    arrivals = await _batch_arrivals(30.0, monkeypatch)
+    for frames in arrivals:
+        times = [t for t, batch in frames if batch]
+        assert len([c for _, batch in frames for c in batch]) == 300
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.02 - 1e-9
+        assert max(gaps) <= 0.02 + server_module.GENERATOR_TICK + 1e-6

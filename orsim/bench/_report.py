@@ -24,7 +24,7 @@ from orsim.bench._outcome import KILL_TARGET_MS as KILL_TARGET_MS
 from orsim.bench._outcome import STOP_MARGIN_MS as STOP_MARGIN_MS
 from orsim.bench._outcome import bound_text, summarize
 from orsim.bench._sim_table import sim_rows, summarize_sim
-from orsim.bench._stats import Row, median_rows
+from orsim.bench._stats import Row, median_rows, ratio
 
 T = TypeVar("T")
 
@@ -36,6 +36,9 @@ THROUGHPUT_TARGET = 1500.0
 #: The call path's saturation against the raw call-shaped exchange's (``._raw_call``).
 RAW_CALL_RATIO_TARGET = 0.7
 P99_TARGET_MS = 20.0
+#: Issue 18's 16-Node target: this rate with p99 below this bound, and no call lost.
+SCALE_TARGET = 1000.0
+SCALE_P99_TARGET_MS = 100.0
 
 #: How each section's runs are grouped for the medians.
 MEDIAN_KEYS: dict[str, tuple[str, ...]] = {
@@ -68,13 +71,24 @@ def medians(sections: Mapping[str, Sequence[Row]]) -> dict[str, list[Row]]:
     run, failed ones included (:func:`orsim.bench._outcome.summarize`), and the sim
     section's its lost and duplicated calls and failed runs
     (:func:`orsim.bench._sim_table.summarize_sim`)."""
-    special = {"failover": summarize, "sim": summarize_sim}
+    special = {"failover": summarize, "sim": summarize_sim, "scale": summarize_scale}
     return {
         name: special[name](runs)
         if name in special
         else median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get(name, ()))
         for name, runs in sections.items()
     }
+
+
+def summarize_scale(runs: Sequence[Row]) -> list[Row]:
+    """Medians of the scale runs, but ``lost``: every call lost in any of them (a lost
+    call is a bug to see, never a median away)."""
+    rows = median_rows([r for r in runs if "error" not in r], MEDIAN_KEYS.get("scale", ()))
+    for row in rows:
+        lost = [r.get("lost") for r in runs if r.get("nodes") == row.get("nodes")]
+        counts = [n for n in lost if isinstance(n, int)]
+        row["lost"] = sum(counts) if counts else None
+    return rows
 
 
 def _num(value: object, spec: str = ".0f", unit: str = "") -> str:
@@ -231,8 +245,33 @@ def _scale_rows(rows: Sequence[Row]) -> list[TableRow]:
         out.append(TableRow("scale", f"{r['nodes']} Nodes ready", ready))
         out.append(TableRow(
             "scale", f"{r['nodes']} Nodes, saturation",
-            f"{_num(r.get('calls_per_s'), '.0f', ' calls/s')}, {_latency(r)}",
+            f"{_num(r.get('calls_per_s'), '.0f', ' calls/s')}, {_latency(r)}; "
+            f"{_num(r.get('frames_per_call'), '.1f')} frames/call",
         ))  # fmt: skip
+        sustained = r.get("sustained_calls_per_s")
+        if sustained is None:
+            continue
+        target = f">= {SCALE_TARGET:g}/s, p99 < {SCALE_P99_TARGET_MS:g} ms, 0 lost"
+        if sustained == 0:
+            best, met = f"none: no offered rate kept p99 < {SCALE_P99_TARGET_MS:g} ms", "NO"
+        else:
+            best = (
+                f"{_num(sustained, '.0f', ' calls/s')} (offered"
+                f" {_num(r.get('sustained_offered'))}/s), {_latency(r, 'sustained_')};"
+                f" ratio {_num(ratio(sustained, SCALE_TARGET), '.2f')}"
+            )
+            met = _met(sustained, lambda v: v >= SCALE_TARGET)
+        lost = r.get("lost")
+        if lost:
+            best, met = f"{best}; LOST {_num(lost)} call(s)", "NO"
+        out.append(TableRow(
+            "scale", f"{r['nodes']} Nodes, best with p99 < {SCALE_P99_TARGET_MS:g} ms",
+            best, target, met,
+        ))  # fmt: skip
+        if r.get("cpu_us_per_call") is not None:
+            out.append(TableRow(
+                "scale", f"{r['nodes']} Nodes, CPU per call at 500/s offered", cpu_text(r),
+            ))  # fmt: skip
     return out
 
 

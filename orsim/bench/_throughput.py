@@ -100,17 +100,19 @@ def routed_rate(records: Sequence[CallRecord]) -> float | None:
     return (len(times) - 1) / span if span > 0 else None
 
 
-def summarize_sweep(steps: Sequence[StepRow]) -> dict[str, object]:
+def summarize_sweep(
+    steps: Sequence[StepRow], p99_limit_ms: float = P99_LIMIT_MS, cpu_at: float = CPU_AT_OFFERED
+) -> dict[str, object]:
     """Saturation (the step routing the most calls/s) and the highest offered rate that
-    keeps up with p99 below the target, from a sweep's step rows; and the CPU per call
-    of the step offered ``CPU_AT_OFFERED`` (``cpu_us_per_call``, and ``cpu_us.APP`` by
-    application), if the sweep has one."""
+    keeps up with p99 below ``p99_limit_ms`` and loses no call, from a sweep's step
+    rows; and the CPU per call of the step offered ``cpu_at`` (``cpu_us_per_call``, and
+    ``cpu_us.APP`` by application), if the sweep has one."""
     saturation = max(steps, key=lambda s: s["calls_per_s"], default=None)
     sustained = [
         s
         for s in steps
         if s["p99_ms"] is not None
-        and s["p99_ms"] < P99_LIMIT_MS
+        and s["p99_ms"] < p99_limit_ms
         and s["lost"] == 0
         and s["calls_per_s"] >= KEEPS_UP * s["offered"]
     ]
@@ -126,12 +128,14 @@ def summarize_sweep(steps: Sequence[StepRow]) -> dict[str, object]:
         "sustained_calls_per_s": best["calls_per_s"] if best else (0.0 if steps else None),
         "sustained_p50_ms": best["p50_ms"] if best else None,
         "sustained_p99_ms": best["p99_ms"] if best else None,
-        **_cpu_fields(steps),
+        # Every call lost in any step (a lost call is a bug, not noise).
+        "lost": sum(s["lost"] for s in steps) if steps else None,
+        **_cpu_fields(steps, cpu_at),
     }
 
 
-def _cpu_fields(steps: Sequence[StepRow]) -> dict[str, object]:
-    step = next((s for s in steps if s["offered"] == CPU_AT_OFFERED), None)
+def _cpu_fields(steps: Sequence[StepRow], offered: float) -> dict[str, object]:
+    step = next((s for s in steps if s["offered"] == offered), None)
     if step is None or not step.get("cpu_us_per_call"):
         return {}
     cpu = step["cpu_us_per_call"]

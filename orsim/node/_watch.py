@@ -51,7 +51,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from orsim.node._assignment import Assignment, NodeLike, assign
+from orsim.node._assignment import Assignment, NodeLike, assign, outweighed_at_home
 from orsim.node._mutations import mutated
 from orsim.node._role import Role
 
@@ -81,12 +81,21 @@ class WatchKind(enum.Enum):
 
 @attrs.frozen
 class Decision:
-    """The decision for one call; ``kind`` and ``deadline`` are set for ``WATCH`` only."""
+    """The decision for one call; ``kind`` and ``deadline`` are set for ``WATCH`` only.
+
+    ``assignment`` is None for an ``IGNORE`` decided without it: two Nodes of this
+    application's data center outweigh its own for the call (``outweighed_at_home``).
+    """
 
     verdict: Verdict
-    assignment: Assignment
+    assignment: Assignment | None
     kind: WatchKind | None = None
     deadline: float | None = None
+
+    @property
+    def reserved(self) -> int | None:
+        """The call's Reserved Node (None: none, or not computed)."""
+        return None if self.assignment is None else self.assignment.reserved
 
 
 def decide(
@@ -107,6 +116,8 @@ def decide(
         role: this application's role.
         timeout_ms: ``orchestration/call-watching-timeout``, in milliseconds.
     """
+    if type(live_nodes) is dict and outweighed_at_home(call_id, live_nodes, node_id):
+        return Decision(Verdict.IGNORE, None)  # neither Assigned nor Reserved
     assignment = assign(call_id, live_nodes)
     deadline = now + timeout_ms / 1000.0
     if mutated("watcher-ignores-timeout"):
@@ -184,9 +195,10 @@ class Watcher:
         if known is not None:
             return Decision(Verdict.WATCH, known.assignment, known.kind, known.deadline)
         decision = decide(call_id, now, live_nodes, self.node_id, self.role, self.timeout_ms)
-        if decision.kind is not None and decision.deadline is not None:  # WATCH
+        assignment = decision.assignment
+        if decision.kind is not None and decision.deadline is not None and assignment:  # WATCH
             self._watches[call_id] = Watch(
-                call_id, decision.kind, decision.assignment, decision.deadline, expires
+                call_id, decision.kind, assignment, decision.deadline, expires
             )
         return decision
 
