@@ -152,14 +152,7 @@ def core_settings(partner: bool) -> NodeSettings:
 
 def primary_core(partner: bool) -> NodeCore:
     """A ``NodeCore`` of "A" that has become its Node's primary at epoch 1."""
-    from orsim.node._core import (
-        EpochClaimed,
-        FenceAnswered,
-        MemberAnnounced,
-        NodeCore,
-        PeerLinkUp,
-        SessionsLoaded,
-    )
+    from orsim.node._core import MemberAnnounced, NodeCore, PeerLinkUp
     from orsim.node._membership import MemberInfo
 
     core = NodeCore(core_settings(partner))
@@ -168,6 +161,14 @@ def primary_core(partner: bool) -> NodeCore:
         core.handle(PeerLinkUp("B"), 0.0)
         out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "backup", 0)), 0.0)
     assert out, "a configured primary claims at start"
+    return claimed_primary(core)
+
+
+def claimed_primary(core: NodeCore) -> NodeCore:
+    """``core``, which asked to claim epoch 1, told that it won, fenced and recovered
+    nothing: primary of its Node (asserted)."""
+    from orsim.node._core import EpochClaimed, FenceAnswered, SessionsLoaded
+
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
     core.handle(SessionsLoaded(()), 0.0)

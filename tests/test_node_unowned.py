@@ -5,19 +5,17 @@ arrived under the live Nodes of now are not weighed again at each orphan round."
 from __future__ import annotations
 
 import pytest
+from helpers import claimed_primary
 
 from orsim.node import _core
 from orsim.node._assignment import Assignment, assign
 from orsim.node._core import (
-    EpochClaimed,
-    FenceAnswered,
     MemberAnnounced,
     NodeCore,
     Note,
     PeerLinkDown,
     PeerLinkUp,
     RouteRequested,
-    SessionsLoaded,
     WriteSession,
 )
 from orsim.node._membership import MemberInfo
@@ -47,11 +45,7 @@ def primary_of_node_1() -> NodeCore:
         core.handle(PeerLinkUp(peer.name), 0.0)
         mode = "backup" if peer.is_backup else "primary"
         core.handle(MemberAnnounced(MemberInfo(peer.name, peer.node_id, "DC", mode, 0)), 0.0)
-    core.handle(EpochClaimed(1, True, 1), 0.0)
-    core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
-    assert core.mode == "primary"
-    return core
+    return claimed_primary(core)
 
 
 def call_of_node_2() -> str:

@@ -165,24 +165,31 @@ def _latency(r: Row, prefix: str = "") -> str:
     return f"p50 {_num(p50, '.1f')} / p99 {_num(p99, '.1f')} ms"
 
 
+def _best_rate(r: Row, target: float, p99_ms: float, with_ratio: bool = False) -> tuple[str, str]:
+    """(text, met) of a sweep's best rate that kept p99 under ``p99_ms``, against
+    ``target`` calls/s (``with_ratio``: and their ratio)."""
+    sustained = r.get("sustained_calls_per_s")
+    if sustained == 0:
+        # The sweep ran, but not even its lowest rate kept the latency target.
+        return f"none: no offered rate kept p99 < {p99_ms:g} ms", "NO"
+    best = (
+        f"{_num(sustained, '.0f', ' calls/s')} (offered"
+        f" {_num(r.get('sustained_offered'))}/s), {_latency(r, 'sustained_')}"
+    )
+    if with_ratio:
+        best += f"; ratio {_num(ratio(sustained, target), '.2f')}"
+    return best, _met(sustained, lambda v: v >= target)
+
+
 def _throughput_rows(rows: Sequence[Row]) -> list[TableRow]:
     out = []
     for r in rows:
-        sustained = r.get("sustained_calls_per_s")
         out.append(TableRow(
             "throughput", "2 Nodes, saturation",
             f"{_num(r.get('calls_per_s'), '.0f', ' calls/s')}, {_latency(r)}",
         ))  # fmt: skip
         target = f">= {THROUGHPUT_TARGET:g}/s, p99 < {P99_TARGET_MS:g} ms"
-        if sustained == 0:
-            # The sweep ran, but not even its lowest rate kept the latency target.
-            best, met = f"none: no offered rate kept p99 < {P99_TARGET_MS:g} ms", "NO"
-        else:
-            best = (
-                f"{_num(sustained, '.0f', ' calls/s')} (offered"
-                f" {_num(r.get('sustained_offered'))}/s), {_latency(r, 'sustained_')}"
-            )
-            met = _met(sustained, lambda v: v >= THROUGHPUT_TARGET)
+        best, met = _best_rate(r, THROUGHPUT_TARGET, P99_TARGET_MS)
         out.append(TableRow(
             "throughput", f"2 Nodes, best with p99 < {P99_TARGET_MS:g} ms", best, target, met,
         ))  # fmt: skip
@@ -252,15 +259,7 @@ def _scale_rows(rows: Sequence[Row]) -> list[TableRow]:
         if sustained is None:
             continue
         target = f">= {SCALE_TARGET:g}/s, p99 < {SCALE_P99_TARGET_MS:g} ms, 0 lost"
-        if sustained == 0:
-            best, met = f"none: no offered rate kept p99 < {SCALE_P99_TARGET_MS:g} ms", "NO"
-        else:
-            best = (
-                f"{_num(sustained, '.0f', ' calls/s')} (offered"
-                f" {_num(r.get('sustained_offered'))}/s), {_latency(r, 'sustained_')};"
-                f" ratio {_num(ratio(sustained, SCALE_TARGET), '.2f')}"
-            )
-            met = _met(sustained, lambda v: v >= SCALE_TARGET)
+        best, met = _best_rate(r, SCALE_TARGET, SCALE_P99_TARGET_MS, with_ratio=True)
         lost = r.get("lost")
         if lost:
             best, met = f"{best}; LOST {_num(lost)} call(s)", "NO"
