@@ -90,16 +90,8 @@ def assign(call_id: str, live_nodes: Sequence[NodeLike] | Mapping[int, str]) -> 
     nodes = live_nodes if type(live_nodes) is dict else _normalise(live_nodes)
     if not nodes:
         raise ValueError("no live Node to assign the call to")
-    weights = _weights_of(call_id)
-    ranked = []
-    key: bytes | None = None
-    for node_id in nodes:
-        weight = weights.get(node_id)
-        if weight is None:
-            if key is None:
-                key = _call_key(call_id)
-            weight = weights[node_id] = _keyed_weight(node_id, key)
-        ranked.append((weight, node_id))
+    weights, key = _weights_of(call_id), _call_key(call_id)
+    ranked = [(_remembered_weight(weights, node_id, key), node_id) for node_id in nodes]
     # The heaviest, then the heaviest of the rest (same data center first): scans, not
     # a sort, as every application asks for every call. Ties go to the larger Node ID.
     best = max(ranked)
@@ -138,21 +130,13 @@ def outweighed_at_home(call_id: str, live_nodes: Mapping[int, str], node_id: int
     home = live_nodes.get(node_id)
     if home is None:
         return False
-    weights = _weights_of(call_id)
-    key: bytes | None = None
-    mine = weights.get(node_id)
-    if mine is None:
-        key = _call_key(call_id)
-        mine = weights[node_id] = _keyed_weight(node_id, key)
+    weights, key = _weights_of(call_id), _call_key(call_id)
+    mine = _remembered_weight(weights, node_id, key)
     heavier = 0
     for other, data_center in live_nodes.items():
         if data_center != home or other == node_id:
             continue
-        weight = weights.get(other)
-        if weight is None:
-            if key is None:
-                key = _call_key(call_id)
-            weight = weights[other] = _keyed_weight(other, key)
+        weight = _remembered_weight(weights, other, key)
         # Ties go to the larger Node ID, as in ``assign``.
         if weight > mine or (weight == mine and other > node_id):
             heavier += 1
@@ -166,6 +150,15 @@ def outweighed_at_home(call_id: str, live_nodes: Mapping[int, str], node_id: int
 #: call against every Node: 100 Nodes, 200 applications, 20,000 hashes a call.
 _WEIGHT_CACHE_CALLS = 1024
 _WEIGHT_CACHE: dict[str, dict[int, int]] = {}
+
+
+def _remembered_weight(weights: dict[int, int], node_id: int, call_key: bytes) -> int:
+    """``node_id``'s weight for the call whose weights ``_weights_of`` gave, computed
+    (and remembered) the first time it is asked."""
+    weight = weights.get(node_id)
+    if weight is None:
+        weight = weights[node_id] = _keyed_weight(node_id, call_key)
+    return weight
 
 
 def _weights_of(call_id: str) -> dict[int, int]:
