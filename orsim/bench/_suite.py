@@ -211,15 +211,11 @@ async def _scale_once(plan: Plan) -> Row:
             settled = await _settle(handle)
             say(f"  settled {settled:.2f} s after ready")
             steps = await sweep(handle, plan.scale_rates, plan.step_s)
-    summary = summarize_sweep(steps, SCALE_P99_LIMIT_MS, SCALE_CPU_AT)
-    summary = {k: v for k, v in summary.items() if not k.startswith("cpu_us.")}
-    cpu = next((s["cpu_us_per_call"] for s in steps if s["offered"] == SCALE_CPU_AT), {})
     return {
         "nodes": plan.scale_nodes,
         "launch_s": took,
         "settle_s": settled,
-        **summary,
-        **{f"cpu_us.{kind}": v for kind, v in cpu_by_kind(cpu).items()},
+        **summarize_sweep(steps, SCALE_P99_LIMIT_MS, SCALE_CPU_AT, cpu_group=cpu_by_kind),
         "steps": steps,
     }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -101,12 +101,16 @@ def routed_rate(records: Sequence[CallRecord]) -> float | None:
 
 
 def summarize_sweep(
-    steps: Sequence[StepRow], p99_limit_ms: float = P99_LIMIT_MS, cpu_at: float = CPU_AT_OFFERED
+    steps: Sequence[StepRow],
+    p99_limit_ms: float = P99_LIMIT_MS,
+    cpu_at: float = CPU_AT_OFFERED,
+    cpu_group: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> dict[str, object]:
     """Saturation (the step routing the most calls/s) and the highest offered rate that
     keeps up with p99 below ``p99_limit_ms`` and loses no call, from a sweep's step
     rows; and the CPU per call of the step offered ``cpu_at`` (``cpu_us_per_call``, and
-    ``cpu_us.APP`` by application), if the sweep has one."""
+    ``cpu_us.APP`` by application, or by what ``cpu_group`` sums them into), if the
+    sweep has one."""
     saturation = max(steps, key=lambda s: s["calls_per_s"], default=None)
     sustained = [
         s
@@ -130,16 +134,21 @@ def summarize_sweep(
         "sustained_p99_ms": best["p99_ms"] if best else None,
         # Every call lost in any step (a lost call is a bug, not noise).
         "lost": sum(s["lost"] for s in steps) if steps else None,
-        **_cpu_fields(steps, cpu_at),
+        **_cpu_fields(steps, cpu_at, cpu_group),
     }
 
 
-def _cpu_fields(steps: Sequence[StepRow], offered: float) -> dict[str, object]:
+def _cpu_fields(
+    steps: Sequence[StepRow],
+    offered: float,
+    group: Callable[[dict[str, float]], dict[str, float]] | None,
+) -> dict[str, object]:
     step = next((s for s in steps if s["offered"] == offered), None)
     if step is None or not step.get("cpu_us_per_call"):
         return {}
     cpu = step["cpu_us_per_call"]
-    return {"cpu_us_per_call": sum(cpu.values()), **{f"cpu_us.{a}": v for a, v in cpu.items()}}
+    shares = cpu if group is None else group(cpu)
+    return {"cpu_us_per_call": sum(cpu.values()), **{f"cpu_us.{a}": v for a, v in shares.items()}}
 
 
 def frames_ratio(
