@@ -19,6 +19,7 @@ from orsim.node._core import (
     EpochRead,
     FenceAnswered,
     FenceTServer,
+    LoadSessions,
     ModeChanged,
     NodeCore,
     PeerLinkDown,
@@ -51,3 +52,23 @@ def test_the_fences_late_answer_changes_nothing() -> None:
     core.handle(EpochRead(4), 12.9)
     assert core.handle(FenceAnswered(3), 13.5) == []
     assert core.mode == "backup" and core.current_epoch == 4
+
+
+# Found by `orsim search` (seed 179, demo; kept as
+# `scenarios/search-store-claim-waits-for-the-tserver-fence.yaml`): a claim won in the
+# store, and the partner's claim won at the T-Server (its store away), both at one epoch.
+# The T-Server refuses the store claimant's fence; the takeover must end there, not go on
+# to recover sessions and report primary beside the T-Server's holder.
+def test_a_refused_fence_ends_the_takeover_before_it_recovers() -> None:
+    core = _taking_over_with_its_fence_unanswered()
+    out = core.handle(FenceAnswered(3, refused=True), 12.7)
+    assert LoadSessions() not in out  # the takeover does not go on
+    assert core.mode == "backup" and core.current_epoch == 4
+    (changed,) = [c for c in out if isinstance(c, ModeChanged)]
+    assert changed.new.mode == "backup"
+
+
+def test_an_accepted_fence_goes_on_to_recover() -> None:
+    core = _taking_over_with_its_fence_unanswered()
+    assert core.handle(FenceAnswered(3), 12.7) == [LoadSessions()]
+    assert core.mode == "primary"

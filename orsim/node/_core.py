@@ -831,9 +831,10 @@ class NodeCore:
                 return []
             case FenceAnswered(epoch=epoch, refused=refused):
                 out: list[Command] = []
-                if self._chain_step == ("fence", epoch):
+                if self._chain_step == ("fence", epoch) and not refused:
                     out += self._chain_next([], now)
                 if refused and self.role.role.holds_node and self.current_epoch == epoch:
+                    # Mid-takeover, this ends it (``_fenced_mid_takeover``).
                     out += self._role_event(Fenced(epoch), now)
                 return out
             case OrphansLoaded(node_id=node_id, sessions=sessions):
@@ -1559,15 +1560,15 @@ class NodeCore:
         return self._chain_next(self._role_handle(event), now)
 
     def _fenced_mid_takeover(self, event: RoleEvent) -> bool:
-        """A newer epoch, read while this application's takeover waits for its fence."""
+        """A newer epoch, read while this application's takeover waits for its fence, or
+        the fence refused: another application holds the epoch this one won (one claim
+        won in the store, the other at the T-Server)."""
         step = self._chain_step
-        return (
-            isinstance(event, EpochObserved)
-            and step is not None
-            and step[0] == "fence"
-            and self.role.role is Role.PRIMARY
-            and event.epoch > self.current_epoch
-        )
+        if step is None or step[0] != "fence" or self.role.role is not Role.PRIMARY:
+            return False
+        if isinstance(event, Fenced):
+            return event.epoch == step[1] == self.current_epoch
+        return isinstance(event, EpochObserved) and event.epoch > self.current_epoch
 
     def _chain_next(self, actions: Iterable[Action], now: float) -> list[Command]:
         """Carry on the role machine's actions: the quick ones at once, the next one that

@@ -131,6 +131,8 @@ _PEER_BACKLOG = 10_000
 _STARTUP_STORE_WAIT = 5.0
 #: Pause before a claim is tried again when neither the store nor the T-Server answered.
 _CLAIM_RETRY = 0.2
+#: Roles of an application whose start-up has not decided its role yet.
+_UNDECIDED = (Role.STARTING, Role.CLAIMING)
 #: How long a call's request (URS target, T-Server route or query) waits before it is
 #: asked again on the same link: a partition drops the bytes of a link that stays up, so
 #: an answer may never come. Asking again is safe: the URS answers any request, and the
@@ -169,6 +171,7 @@ class OrsNode:
     _nursery: trio.Nursery | None = None
     #: Set (and replaced) after every change the core made: ``run`` waits on it.
     _changed: trio.Event = attrs.Factory(trio.Event)
+    _deciding: bool = True  # the role is still ``_UNDECIDED`` (start-up)
     #: Wakes the clock task for earlier work (made when the task starts).
     _alarm: Alarm | None = None
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
@@ -315,7 +318,7 @@ class OrsNode:
             nursery.start_soon(self._urs_link)
             nursery.start_soon(self._clock)
             self._do(self.core.start(trio.current_time()))
-            while self.core.role.role in (Role.STARTING, Role.CLAIMING):
+            while self.core.role.role in _UNDECIDED:
                 await self._changed.wait()
             task_status.started(bound)
 
@@ -332,6 +335,12 @@ class OrsNode:
                 self._start_soon(self._call_task, command)
             else:
                 self._execute(command)
+        if self._deciding and self.core.role.role not in _UNDECIDED:
+            # Decided, though its takeover may still wait for the T-Server's fence (with
+            # no link, until a heal): ``run`` reports it started, as its status does.
+            self._deciding = False
+            self._changed.set()
+            self._changed = trio.Event()
         self._rewake()
 
     def _rewake(self) -> None:
@@ -578,16 +587,34 @@ class OrsNode:
         await trio.sleep(_CLAIM_RETRY)  # no arbiter answered: nothing won, try again later
         self.feed(EpochClaimed(new, False, command.expected))
 
-    async def _fence(self, epoch: int) -> None:
+    async def _fence(self, epoch: int, conn: Connection | None = None) -> None:
+        """Have the T-Server record this application as ``epoch``'s holder, then feed
+        ``FenceAnswered``: over ``conn`` once (a link just made), or else over the
+        T-Server link, waiting for it and asking again until the T-Server answers.
+
+        The T-Server is the one arbiter both kinds of claim meet at: a claim won in the
+        store is not acted on until the T-Server confirmed it. Before, a takeover with
+        no T-Server link skipped its fence, and a partner that later claimed at the
+        T-Server (its store away) won the same epoch: both primary at epoch 2 (found by
+        `orsim search`, seed 179).
+        """
         refused = False
-        if self._tserver is not None:
-            try:
-                await self._tserver.call(Fence(self.settings.node_id, epoch, self.settings.app), 5)
-            except RequestRefused as exc:
-                self.log.warning("fence_refused", error=str(exc), epoch=epoch)
-                refused = exc.code == "stale_epoch"
-            except (ConnectionLost, RemoteProtocolError, trio.TooSlowError) as exc:
-                self.log.warning("fence_failed", error=str(exc))
+        fence = Fence(self.settings.node_id, epoch, self.settings.app)
+        try:
+            if conn is None:
+                await self._ask(lambda: self._tserver, lambda: self._tserver_up, fence)
+            else:
+                await conn.call(fence, 5)
+        except RequestRefused as exc:
+            self.log.warning("fence_refused", error=str(exc), epoch=epoch)
+            refused = exc.code == "stale_epoch"
+        except RemoteProtocolError as exc:
+            self.log.warning("fence_failed", error=str(exc))  # answered: not refused
+        except (ConnectionLost, trio.TooSlowError) as exc:
+            # Only over a link just made: no answer, so nothing to feed; the next link
+            # fences again, and a takeover's own fence still waits for its answer.
+            self.log.warning("fence_failed", error=str(exc))
+            return
         self.feed(FenceAnswered(epoch, refused))
 
     async def _load_sessions(self) -> None:
@@ -809,7 +836,7 @@ class OrsNode:
             self._tserver = conn
             self._tserver_up.set()
             if self.core.role.role.holds_node:
-                await self._fence(self.epoch)
+                await self._fence(self.epoch, conn)
 
         def down() -> None:
             self._tserver = None
