@@ -28,7 +28,15 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["Assignment", "NodeInfo", "NodeLike", "assign", "outweighed_at_home"]
+__all__ = [
+    "Assignment",
+    "NodeInfo",
+    "NodeLike",
+    "assign",
+    "home_rivals",
+    "outweighed_at_home",
+    "outweighed_by",
+]
 
 # 8 bytes of digest: 2**64 weights make ties between two Nodes practically impossible;
 # a tie is still broken deterministically by the larger Node ID.
@@ -127,15 +135,27 @@ def outweighed_at_home(call_id: str, live_nodes: Mapping[int, str], node_id: int
     where ``assign`` weighs all 16. The weights are ``assign``'s own (and remembered
     alike), so the answer never contradicts it.
     """
+    return outweighed_by(call_id, node_id, home_rivals(live_nodes, node_id))
+
+
+def home_rivals(live_nodes: Mapping[int, str], node_id: int) -> tuple[int, ...]:
+    """The other live Nodes of ``node_id``'s data center, for ``outweighed_by`` (none if
+    ``node_id`` is not live itself). Found once for the many calls of one membership."""
     home = live_nodes.get(node_id)
     if home is None:
+        return ()
+    return tuple(n for n, dc in live_nodes.items() if dc == home and n != node_id)
+
+
+def outweighed_by(call_id: str, node_id: int, rivals: Sequence[int]) -> bool:
+    """Whether two of ``rivals`` (``home_rivals``) outweigh ``node_id`` for the call:
+    ``outweighed_at_home``."""
+    if len(rivals) < 2:
         return False
     weights, key = _weights_of(call_id), _call_key(call_id)
     mine = _remembered_weight(weights, node_id, key)
     heavier = 0
-    for other, data_center in live_nodes.items():
-        if data_center != home or other == node_id:
-            continue
+    for other in rivals:
         weight = _remembered_weight(weights, other, key)
         # Ties go to the larger Node ID, as in ``assign``.
         if weight > mine or (weight == mine and other > node_id):

@@ -50,7 +50,7 @@ from typing import Final, TypeVar
 
 import attrs
 
-from orsim.node._assignment import assign
+from orsim.node._assignment import assign, home_rivals, outweighed_by
 from orsim.node._membership import MemberInfo, PeerView
 from orsim.node._mutations import mutated
 from orsim.node._role import (
@@ -87,6 +87,7 @@ __all__ = [
     "CallQueried",
     "CallRouted",
     "CallState",
+    "CallsRouted",
     "ClaimEpochCmd",
     "Command",
     "DeleteSession",
@@ -113,6 +114,7 @@ __all__ = [
     "ReadEpoch",
     "RouteAnswered",
     "RouteRequested",
+    "RoutesRequested",
     "SelectTarget",
     "SendRoute",
     "SessionAnnounced",
@@ -191,10 +193,48 @@ class RouteRequested:
 
 
 @attrs.frozen
+class RoutesRequested:
+    """The T-Server's ``route_request`` for several calls, in the order they came, a
+    column per field: the same as a ``RouteRequested`` for each in turn
+    (``requests``), but a call this application has no part in costs only its check.
+
+    Every ORS hears every call (32 applications at 16 Nodes) and has a part in few: the
+    T-Server's batches come as one event each, not an object per call.
+    """
+
+    call_ids: tuple[str, ...]
+    dns: tuple[str, ...]
+    expires: tuple[float | None, ...]
+    redelivered: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, requests: Iterable[RouteRequested]) -> RoutesRequested:
+        """The batch of ``requests``, in their order."""
+        rows = [(r.call_id, r.dn, r.expires, r.redelivered) for r in requests]
+        return (
+            cls(*(tuple(column) for column in zip(*rows, strict=True)))
+            if rows
+            else cls((), (), (), ())
+        )
+
+    def requests(self) -> list[RouteRequested]:
+        """The batch as one ``RouteRequested`` per call, in order."""
+        columns = zip(self.call_ids, self.dns, self.expires, self.redelivered, strict=True)
+        return [RouteRequested(*row) for row in columns]
+
+
+@attrs.frozen
 class CallRouted:
     """The T-Server's ``call_routed``: someone routed the call."""
 
     call_id: str
+
+
+@attrs.frozen
+class CallsRouted:
+    """The T-Server's ``call_routed`` for several calls: a ``CallRouted`` each, in order."""
+
+    call_ids: tuple[str, ...]
 
 
 @attrs.frozen
@@ -345,7 +385,9 @@ class StoreBack:
 
 InEvent = (
     RouteRequested
+    | RoutesRequested
     | CallRouted
+    | CallsRouted
     | SessionAnnounced
     | PeerLinkUp
     | PeerLinkDown
@@ -757,8 +799,14 @@ class NodeCore:
         match event:
             case RouteRequested():
                 return self._route_requested(event, now)
+            case RoutesRequested():
+                return self._routes_requested(event, now)
             case CallRouted(call_id=call_id):
                 self._mark_handled(call_id)
+                return []
+            case CallsRouted(call_ids=call_ids):
+                for call_id in call_ids:
+                    self._mark_handled(call_id)
                 return []
             case SessionAnnounced(call_id=call_id) if self._is_early(call_id):
                 # Heard before the T-Server's route request (another link, another pace):
@@ -1014,11 +1062,7 @@ class NodeCore:
         call_id = event.call_id
         if call_id in self._handled or call_id in self.calls:
             return []
-        live = self.live_nodes()
-        if live == self._arrival_live:
-            live = self._arrival_live  # one copy for the calls of one membership
-        else:
-            self._arrival_live = live
+        live = self._arrival_nodes()
         decision = self.watcher.on_route_request(call_id, now, live, expires=event.expires)
         assignment = decision.assignment
         elsewhere = (
@@ -1029,23 +1073,64 @@ class NodeCore:
             return self._start_call(
                 call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
             )
+        if decision.verdict is not Verdict.WATCH:
+            return self._not_ours(call_id, event.dn, event.expires, now, elsewhere)
         early = self._early_news.pop(call_id, None) if self._early_news else None
-        if decision.verdict is Verdict.WATCH:
-            self._watched_dns[call_id] = event.dn
-            if decision.deadline is not None:
-                self._deadline(decision.deadline)
-            if event.expires is not None:
-                self._deadline(event.expires)
-            if decision.kind is WatchKind.RESERVED and not self.role.role.creates_sessions:
-                # The Reserved Node's backup: its watch ends quietly unless it is primary
-                # at the deadline; the unowned rule still covers the call after that.
-                expires = event.expires if event.expires is not None else math.inf
-                self._unowned[call_id] = _Unowned(event.dn, now, expires, elsewhere)
-        else:
-            # Not ours now; remembered until someone creates its session, in case both
-            # its Assigned and its Reserved Node die before anyone does.
+        self._watched_dns[call_id] = event.dn
+        if decision.deadline is not None:
+            self._deadline(decision.deadline)
+        if event.expires is not None:
+            self._deadline(event.expires)
+        if decision.kind is WatchKind.RESERVED and not self.role.role.creates_sessions:
+            # The Reserved Node's backup: its watch ends quietly unless it is primary
+            # at the deadline; the unowned rule still covers the call after that.
             expires = event.expires if event.expires is not None else math.inf
             self._unowned[call_id] = _Unowned(event.dn, now, expires, elsewhere)
+        if early is not None:
+            return self.handle(early, now)
+        return []
+
+    def _routes_requested(self, event: RoutesRequested, now: float) -> list[Command]:
+        """``_route_requested`` for each call in turn, the same decisions in the same
+        order; a call whose Node is outweighed at home (``decide``'s first check) skips
+        the rest of it (the live Nodes, the watcher, the decision)."""
+        out: list[Command] = []
+        handled, calls, watches = self._handled, self.calls, self.watcher.watches
+        node_id = self.settings.node_id
+        live = self._arrival_nodes()  # handling a route request changes no membership
+        rivals = home_rivals(live, node_id)
+        rows = zip(event.call_ids, event.dns, event.expires, event.redelivered, strict=True)
+        for call_id, dn, expires, redelivered in rows:
+            if call_id in handled or call_id in calls:
+                continue
+            if call_id not in watches and outweighed_by(call_id, node_id, rivals):
+                out += self._not_ours(call_id, dn, expires, now, live)
+                continue
+            out += self._route_requested(RouteRequested(call_id, dn, expires, redelivered), now)
+        return out
+
+    def _arrival_nodes(self) -> dict[int, str]:
+        """The live Nodes a route request is decided under: one dict per membership,
+        shared by the calls that arrive under it (``_Unowned.elsewhere_under``)."""
+        live = self.live_nodes()
+        if live == self._arrival_live:
+            return self._arrival_live
+        self._arrival_live = live
+        return live
+
+    def _not_ours(
+        self,
+        call_id: str,
+        dn: str,
+        expires: float | None,
+        now: float,
+        elsewhere: dict[int, str] | None,
+    ) -> list[Command]:
+        """Not this application's call now; remembered until someone creates its session,
+        in case both its Assigned and its Reserved Node die before anyone does."""
+        early = self._early_news.pop(call_id, None) if self._early_news else None
+        until = expires if expires is not None else math.inf
+        self._unowned[call_id] = _Unowned(dn, now, until, elsewhere)
         if early is not None:
             return self.handle(early, now)
         return []

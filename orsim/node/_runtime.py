@@ -36,7 +36,7 @@ from orsim.node._core import (
     AdoptOrphans,
     Announce,
     CallQueried,
-    CallRouted,
+    CallsRouted,
     ClaimEpochCmd,
     Command,
     DeleteSession,
@@ -62,7 +62,7 @@ from orsim.node._core import (
     QueryCall,
     ReadEpoch,
     RouteAnswered,
-    RouteRequested,
+    RoutesRequested,
     SelectTarget,
     SendRoute,
     SessionAnnounced,
@@ -92,7 +92,7 @@ from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.node._store_guard import StoreGuard
 from orsim.store import Session, SessionStore, StaleEpoch, StoreUnavailable
 from orsim.tserver import CallRouted as CallRoutedPush
-from orsim.tserver import ClaimEpoch, Fence, Route, RouteRequest
+from orsim.tserver import ClaimEpoch, Fence, Route, RoutedCalls, RouteRequest, RouteRequests
 from orsim.tserver import QueryCall as TServerQueryCall
 from orsim.tserver import Register as TServerRegister
 from orsim.urs import Register as UrsRegister
@@ -115,6 +115,7 @@ from orsim.wire import (
     open_connection,
     serve_app,
     when,
+    when_many,
 )
 
 Ts = TypeVarTuple("Ts")
@@ -203,8 +204,8 @@ class OrsNode:
         )
         self.pushes = PushTable.of(
             [
-                when(RouteRequest, self._on_route_request),
-                when(CallRoutedPush, self._on_call_routed),
+                when_many(RouteRequest, RouteRequests.from_bodies, self._on_route_requests),
+                when_many(CallRoutedPush, RoutedCalls.from_bodies, self._on_calls_routed),
                 when(SessionCreated, self._on_session),
                 when(Member, self._on_member),
                 when(Handover, self._on_handover),
@@ -745,16 +746,14 @@ class OrsNode:
     # Each push was checked at the edge (``PushTable``): a malformed one cost its sender
     # its connection (one warning), never this process.
 
-    def _on_route_request(self, conn: Connection, push: RouteRequest) -> None:
-        # Its expiry in this process's clock: what was left of the T-Server's timeout.
-        expires = None
-        if push.deadline is not None and push.created_at is not None:
-            left = push.deadline - push.created_at - push.waited
-            expires = trio.current_time() + max(0.0, left)
-        self.feed(RouteRequested(push.call_id, push.dn, expires, push.redelivered))
+    def _on_route_requests(self, conn: Connection, pushes: RouteRequests) -> None:
+        # Their expiries in this process's clock: what was left of the T-Server's timeout.
+        now = trio.current_time()
+        expires = tuple(None if left is None else now + max(0.0, left) for left in pushes.left)
+        self.feed(RoutesRequested(pushes.call_ids, pushes.dns, expires, pushes.redelivered))
 
-    def _on_call_routed(self, conn: Connection, push: CallRoutedPush) -> None:
-        self.feed(CallRouted(push.call_id))
+    def _on_calls_routed(self, conn: Connection, pushes: RoutedCalls) -> None:
+        self.feed(CallsRouted(pushes.call_ids))
 
     def _on_session(self, conn: Connection, push: SessionCreated) -> None:
         self.feed(SessionAnnounced(push.call_id, push.pending))

@@ -34,7 +34,9 @@ from orsim.tserver._messages import ReplicaAck as ReplicaAck
 from orsim.tserver._messages import Role as Role
 from orsim.tserver._messages import Route as Route
 from orsim.tserver._messages import Routed as Routed
+from orsim.tserver._messages import RoutedCalls as RoutedCalls
 from orsim.tserver._messages import RouteRequest as RouteRequest
+from orsim.tserver._messages import RouteRequests as RouteRequests
 from orsim.tserver._messages import StopGenerator as StopGenerator
 from orsim.tserver._messages import Stopped as Stopped
 from orsim.tserver._messages import TServerClientInfo as TServerClientInfo
@@ -72,7 +74,9 @@ __all__ = [
     "Route",
     "RouteRefused",
     "RouteRequest",
+    "RouteRequests",
     "Routed",
+    "RoutedCalls",
     "StaleEpoch",
     "StopGenerator",
     "Stopped",

@@ -83,6 +83,58 @@ class RouteRequest(Notice, topic="route_request"):
         """Raises RequestRefused (``bad_request``) on a malformed push."""
         return cls.from_json(push.data)
 
+    @property
+    def left(self) -> float | None:
+        """Seconds the call had left to be routed when it was pushed (None: unknown)."""
+        return _time_left(self.created_at, self.deadline, self.waited)
+
+
+def _time_left(created_at: float | None, deadline: float | None, waited: float) -> float | None:
+    """What was left of a call's router timeout when it was pushed: its deadline less
+    its age and, for a redelivery, its wait (None: its times are unknown)."""
+    if deadline is None or created_at is None:
+        return None
+    return deadline - created_at - waited
+
+
+@attrs.frozen
+class RouteRequests:
+    """Consecutive ``route_request`` pushes of one batch, read together, column by column
+    (``when_many``): an ORS hears every call of the cluster and is part of few, so it
+    reads them without a ``RouteRequest`` each. Read as leniently, and refused for the
+    very same faults, as ``RouteRequest.from_json``."""
+
+    call_ids: tuple[str, ...]
+    dns: tuple[str, ...]
+    #: ``RouteRequest.left`` of each.
+    left: tuple[float | None, ...]
+    redelivered: tuple[bool, ...]
+
+    @classmethod
+    def from_bodies(cls, bodies: list[dict[str, Json]]) -> RouteRequests:
+        """The pushes whose data are ``bodies``, in order.
+
+        Raises:
+            RequestRefused: ``bad_request``: one of them has no non-empty ``call_id``.
+        """
+        call_ids, dns, left, redelivered = [], [], [], []
+        for data in bodies:
+            call_id = data.get("call_id")
+            if not isinstance(call_id, str) or not call_id:
+                call_id = nonempty_text(data, "call_id")  # raises, with its reason
+            waited = number_or_none(data.get("waited"))
+            call_ids.append(call_id)
+            dns.append(str(data.get("dn", "")))
+            left.append(
+                _time_left(
+                    number_or_none(data.get("created_at")),
+                    number_or_none(data.get("deadline")),
+                    0.0 if waited is None else waited,
+                )
+            )
+            redelivered.append(data.get("redelivered") is True)
+        return cls(tuple(call_ids), tuple(dns), tuple(left), tuple(redelivered))
+
 
 @attrs.frozen
 class CallRouted(Notice, topic="call_routed"):
@@ -123,6 +175,30 @@ class CallRouted(Notice, topic="call_routed"):
 
 
 # -- requests ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RoutedCalls:
+    """Consecutive ``call_routed`` pushes of one batch, read together (``when_many``):
+    the calls' IDs, all an ORS takes from them. Refused for the very faults that
+    ``CallRouted.from_json`` refuses."""
+
+    call_ids: tuple[str, ...]
+
+    @classmethod
+    def from_bodies(cls, bodies: list[dict[str, Json]]) -> RoutedCalls:
+        """The pushes whose data are ``bodies``, in order.
+
+        Raises:
+            RequestRefused: ``bad_request``: one of them has no non-empty ``call_id``.
+        """
+        call_ids = []
+        for data in bodies:
+            call_id = data.get("call_id")
+            if not isinstance(call_id, str) or not call_id:
+                call_id = nonempty_text(data, "call_id")  # raises, with its reason
+            call_ids.append(call_id)
+        return cls(tuple(call_ids))
 
 
 @attrs.frozen

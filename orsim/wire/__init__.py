@@ -72,6 +72,7 @@ from orsim.wire._typed import nonempty_text as nonempty_text
 from orsim.wire._typed import number_or_none as number_or_none
 from orsim.wire._typed import on as on
 from orsim.wire._typed import when as when
+from orsim.wire._typed import when_many as when_many
 from orsim.wire._typed import whole_number as whole_number
 
 __all__ = [
@@ -145,5 +146,6 @@ __all__ = [
     "serve_listener",
     "str_list",
     "when",
+    "when_many",
     "whole_number",
 ]
