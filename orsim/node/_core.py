@@ -1097,12 +1097,15 @@ class NodeCore:
         out: list[Command] = []
         handled, calls, watches = self._handled, self.calls, self.watcher.watches
         node_id = self.settings.node_id
-        live = self._arrival_nodes()  # handling a route request changes no membership
-        rivals = home_rivals(live, node_id)
+        live: dict[int, str] | None = None
+        rivals: tuple[int, ...] = ()
         rows = zip(event.call_ids, event.dns, event.expires, event.redelivered, strict=True)
         for call_id, dn, expires, redelivered in rows:
             if call_id in handled or call_id in calls:
                 continue
+            if live is None:  # as late as one by one; a route request changes no membership
+                live = self._arrival_nodes()
+                rivals = home_rivals(live, node_id)
             if call_id not in watches and outweighed_by(call_id, node_id, rivals):
                 out += self._not_ours(call_id, dn, expires, now, live)
                 continue

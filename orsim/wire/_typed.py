@@ -590,11 +590,7 @@ class PushTable:
             return None
         if entry.many is None:
             return entry, _notice_of(push, entry.kind)
-        try:
-            body = json_object(push.data)
-        except RequestRefused as exc:
-            raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
-        return entry, entry.read([body], push.topic)
+        return entry, entry.read([push.data], push.topic)
 
     def decode_batch(self, push: Push) -> list[tuple[_PushEntry, object]]:
         """What this table takes of a ``PushBatch`` push, in order: a typed push each, or
