@@ -211,11 +211,10 @@ class RoutesRequested:
     def of(cls, requests: Iterable[RouteRequested]) -> RoutesRequested:
         """The batch of ``requests``, in their order."""
         rows = [(r.call_id, r.dn, r.expires, r.redelivered) for r in requests]
-        return (
-            cls(*(tuple(column) for column in zip(*rows, strict=True)))
-            if rows
-            else cls((), (), (), ())
-        )
+        if not rows:
+            return cls((), (), (), ())
+        call_ids, dns, expires, redelivered = zip(*rows, strict=True)
+        return cls(call_ids, dns, expires, redelivered)
 
     def requests(self) -> list[RouteRequested]:
         """The batch as one ``RouteRequested`` per call, in order."""

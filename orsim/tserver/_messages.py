@@ -119,11 +119,8 @@ class RouteRequests:
         """
         call_ids, dns, left, redelivered = [], [], [], []
         for data in bodies:
-            call_id = data.get("call_id")
-            if not isinstance(call_id, str) or not call_id:
-                call_id = nonempty_text(data, "call_id")  # raises, with its reason
             waited = number_or_none(data.get("waited"))
-            call_ids.append(call_id)
+            call_ids.append(nonempty_text(data, "call_id"))
             dns.append(str(data.get("dn", "")))
             left.append(
                 _time_left(
@@ -192,13 +189,7 @@ class RoutedCalls:
         Raises:
             RequestRefused: ``bad_request``: one of them has no non-empty ``call_id``.
         """
-        call_ids = []
-        for data in bodies:
-            call_id = data.get("call_id")
-            if not isinstance(call_id, str) or not call_id:
-                call_id = nonempty_text(data, "call_id")  # raises, with its reason
-            call_ids.append(call_id)
-        return cls(tuple(call_ids))
+        return cls(tuple(nonempty_text(data, "call_id") for data in bodies))
 
 
 @attrs.frozen
