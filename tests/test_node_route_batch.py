@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -353,7 +354,9 @@ def _reading(read: Any, data: Any) -> object:
 # -- the runtime -----------------------------------------------------------------------
 
 
-async def test_the_runtime_feeds_a_batch_with_each_expiry_in_its_own_clock() -> None:
+async def test_the_runtime_feeds_a_batch_with_each_expiry_in_its_own_clock(
+    mock_clock: trio.testing.MockClock,
+) -> None:
     """An ORS hands the core a batch as one event, each call's expiry what was left of
     its router timeout from now; the calls not its own are remembered as unowned."""
     nodes = {n: "East" for n in range(1, 5)}
