@@ -234,7 +234,7 @@ class OrsNode:
             node_id=s.node_id,
             cluster=s.cluster,
             data_center=s.data_center,
-            mode=core.mode,
+            mode=core.status_mode,
             # The mode's start, also while its change is under way (see ``_role_handle``).
             mode_since=max(self.mode_since, core.mode_since or 0.0),
             role=core.role.role.value,
