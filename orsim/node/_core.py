@@ -1085,12 +1085,19 @@ class NodeCore:
         search`, seed 191: a backup restarted, took over and froze; thawed, its recovery
         was deferred by the store deadline the freeze ran out, and the T-Server handed
         it the old primary's waiting call again). It waits as the partner's announced
-        calls do, ``RECLAIM_WAIT`` at most."""
+        calls do, ``RECLAIM_WAIT`` at most. Its watchers are told it is pending, as for
+        a slow session write, so that none creates it meanwhile (with the store away,
+        nothing else would stop it: 5 calls routed twice in
+        `tests/test_store_guard.py`)."""
+        call_id = event.call_id
         expires = event.expires if event.expires is not None else math.inf
-        self._held_creations[event.call_id] = (event.dn, reserved, event.redelivered, expires)
+        self._held_creations[call_id] = (event.dn, reserved, event.redelivered, expires)
         if self._announced_until is None:
             self._announced_until = self._deadline(now + RECLAIM_WAIT)
-        return [Note("creation_held_for_recovery", (("call_id", event.call_id),))]
+        return [
+            Note("creation_held_for_recovery", (("call_id", call_id),)),
+            self._notify_watchers(call_id, reserved, pending=True),
+        ]
 
     def _is_early(self, call_id: str) -> bool:
         """Whether a ``session`` push for ``call_id`` comes before its route request: the
@@ -1279,18 +1286,22 @@ class NodeCore:
         return out
 
     def _notify(self, call: CallState, pending: bool = False) -> NotifySession:
+        return self._notify_watchers(call.call_id, call.reserved, pending)
+
+    def _notify_watchers(
+        self, call_id: str, reserved: int | None, pending: bool = False
+    ) -> NotifySession:
         """The ``session`` push goes to the peers that watch this call: the partner
         (which watches every call of the Node) and both applications of the Reserved Node
         (either may be primary by the deadline: found by `orsim search`); the others
         forget the call on ``call_routed``."""
         s = self.settings
-        reserved = call.reserved
         if reserved is None:
-            reserved = assign(call.call_id, self.live_nodes()).reserved
+            reserved = assign(call_id, self.live_nodes()).reserved
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
         if s.partner is not None:
             targets.append(s.partner)
-        return NotifySession(call.call_id, tuple(targets), pending)
+        return NotifySession(call_id, tuple(targets), pending)
 
     def _route_answered(self, event: RouteAnswered, now: float) -> list[Command]:
         call = self.calls.pop(event.call_id, None)
