@@ -34,7 +34,8 @@ def _taking_over_with_its_fence_unanswered() -> NodeCore:
     claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in core.tick(t)]
     assert ClaimEpochCmd(2, 3) in claims
     assert core.handle(EpochClaimed(3, True, 3), 12.6) == [FenceTServer(3)]
-    assert core.mode == "primary"  # as its status shows it from the claim on
+    assert core.mode == "primary"  # its role, and what it announces to its peers
+    assert core.status_mode == "backup"  # it does not act before the fence is confirmed
     return core
 
 
@@ -71,4 +72,4 @@ def test_a_refused_fence_ends_the_takeover_before_it_recovers() -> None:
 def test_an_accepted_fence_goes_on_to_recover() -> None:
     core = _taking_over_with_its_fence_unanswered()
     assert core.handle(FenceAnswered(3), 12.7) == [LoadSessions()]
-    assert core.mode == "primary"
+    assert core.mode == core.status_mode == "primary"

@@ -686,6 +686,11 @@ class NodeCore:
     #: Taking the Node over while the store could not give the sessions back: when the
     #: partner's announced calls are created anyway (``_take_announced``).
     _announced_until: float | None = None
+    #: Calls this application was to create from their route requests while its
+    #: takeover's recovery waited for the store (their dn, Reserved Node, redelivered,
+    #: expiry): created with the announced ones (``_take_announced``), unless the
+    #: recovery gave them back.
+    _held_creations: dict[str, tuple[str, int | None, bool, float]] = attrs.Factory(dict)
     _switchovers: int = 0
     #: The role machine's actions still to carry out, one at a time (claim, then fence,
     #: then recovery); role events that arrive meanwhile wait in ``_deferred``, and the
@@ -741,6 +746,24 @@ class NodeCore:
         if role.holds_node and (self._stopping is not None or self._handover_until is not None):
             return "suspending"
         return role.mode
+
+    @property
+    def status_mode(self) -> str:
+        """``mode`` as ``status`` reports it: ``backup`` while a takeover waits for the
+        T-Server to confirm its fence. Until then it does not act for the Node, and
+        another application may hold the same epoch there (won at the T-Server while
+        the store was away for it): reported ``primary``, the two showed primary at one
+        epoch for as long as this one had no T-Server link."""
+        step, before = self._chain_step, self._chain_before
+        if (
+            step is not None
+            and step[0] == "fence"
+            and before is not None
+            and not before.holds_node
+            and self.role.role is Role.PRIMARY
+        ):
+            return Role.CLAIMING.mode
+        return self.mode
 
     @property
     def current_epoch(self) -> int:
@@ -1069,6 +1092,8 @@ class NodeCore:
         )
         if decision.verdict is Verdict.CREATE:
             reserved = decision.reserved
+            if self._recovery_pending and self.role.role.holds_node:
+                return self._hold_creation(event, reserved, now)
             return self._start_call(
                 call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
             )
@@ -1137,6 +1162,30 @@ class NodeCore:
             return self.handle(early, now)
         return []
 
+    def _hold_creation(
+        self, event: RouteRequested, reserved: int | None, now: float
+    ) -> list[Command]:
+        """A call to create while the Node's sessions are not recovered yet (the store
+        did not answer the takeover's load): its session may be in the store already,
+        written by the old primary, and the recovery carries it on with its creation.
+        Created at once, it was created a second time, in the same Node (found by `orsim
+        search`, seed 191: a backup restarted, took over and froze; thawed, its recovery
+        was deferred by the store deadline the freeze ran out, and the T-Server handed
+        it the old primary's waiting call again). It waits as the partner's announced
+        calls do, ``RECLAIM_WAIT`` at most. Its watchers are told it is pending, as for
+        a slow session write, so that none creates it meanwhile (with the store away,
+        nothing else would stop it: 5 calls routed twice in
+        `tests/test_store_guard.py`)."""
+        call_id = event.call_id
+        expires = event.expires if event.expires is not None else math.inf
+        self._held_creations[call_id] = (event.dn, reserved, event.redelivered, expires)
+        if self._announced_until is None:
+            self._announced_until = self._deadline(now + RECLAIM_WAIT)
+        return [
+            Note("creation_held_for_recovery", (("call_id", call_id),)),
+            self._notify_watchers(call_id, reserved, pending=True),
+        ]
+
     def _is_early(self, call_id: str) -> bool:
         """Whether a ``session`` push for ``call_id`` comes before its route request: the
         call is not watched, created, remembered or over here."""
@@ -1146,6 +1195,7 @@ class NodeCore:
             or call_id in self._handled
             or call_id in self._unowned
             or call_id in self._announced
+            or call_id in self._held_creations
         )
 
     def _start_call(
@@ -1323,18 +1373,22 @@ class NodeCore:
         return out
 
     def _notify(self, call: CallState, pending: bool = False) -> NotifySession:
+        return self._notify_watchers(call.call_id, call.reserved, pending)
+
+    def _notify_watchers(
+        self, call_id: str, reserved: int | None, pending: bool = False
+    ) -> NotifySession:
         """The ``session`` push goes to the peers that watch this call: the partner
         (which watches every call of the Node) and both applications of the Reserved Node
         (either may be primary by the deadline: found by `orsim search`); the others
         forget the call on ``call_routed``."""
         s = self.settings
-        reserved = call.reserved
         if reserved is None:
-            reserved = assign(call.call_id, self.live_nodes()).reserved
+            reserved = assign(call_id, self.live_nodes()).reserved
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
         if s.partner is not None:
             targets.append(s.partner)
-        return NotifySession(call.call_id, tuple(targets), pending)
+        return NotifySession(call_id, tuple(targets), pending)
 
     def _route_answered(self, event: RouteAnswered, now: float) -> list[Command]:
         call = self.calls.pop(event.call_id, None)
@@ -1402,8 +1456,11 @@ class NodeCore:
             self._announced_until = self._deadline(now + RECLAIM_WAIT)
             return []
         self._announced_until = None
+        held, self._held_creations = self._held_creations, {}
         if not self.role.role.creates_sessions:
-            return []  # stepped down meanwhile: kept for the next takeover
+            # Stepped down meanwhile: the announced calls are kept for the next takeover;
+            # the held ones are the new primary's, which heard the same route requests.
+            return []
         out: list[Command] = []
         announced, self._announced = self._announced, {}
         for call_id, (dn, expires) in announced.items():
@@ -1411,6 +1468,10 @@ class NodeCore:
                 continue
             out.append(Note("announced_call_created", (("call_id", call_id),)))
             out += self._start_call(call_id, dn, now)
+        for call_id, (dn, reserved, redelivered, expires) in held.items():
+            if expires <= now or call_id in self._handled or call_id in self.calls:
+                continue
+            out += self._start_call(call_id, dn, now, reserved=reserved, redelivered=redelivered)
         return out
 
     def _sessions_loaded(self, sessions: Sequence[Session] | None, now: float) -> list[Command]:

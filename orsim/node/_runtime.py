@@ -172,7 +172,7 @@ class OrsNode:
     _nursery: trio.Nursery | None = None
     #: Set (and replaced) after every change the core made: ``run`` waits on it.
     _changed: trio.Event = attrs.Factory(trio.Event)
-    _deciding: bool = True  # the role is still ``_UNDECIDED`` (start-up)
+    _deciding: bool = True  # start-up has not decided the role yet (``_check_decided``)
     #: Wakes the clock task for earlier work (made when the task starts).
     _alarm: Alarm | None = None
     #: When the clock task wakes next by itself (it needs waking only for earlier work).
@@ -235,7 +235,7 @@ class OrsNode:
             node_id=s.node_id,
             cluster=s.cluster,
             data_center=s.data_center,
-            mode=core.mode,
+            mode=core.status_mode,
             # The mode's start, also while its change is under way (see ``_role_handle``).
             mode_since=max(self.mode_since, core.mode_since or 0.0),
             role=core.role.role.value,
@@ -319,7 +319,7 @@ class OrsNode:
             nursery.start_soon(self._urs_link)
             nursery.start_soon(self._clock)
             self._do(self.core.start(trio.current_time()))
-            while self.core.role.role in _UNDECIDED:
+            while self._deciding:
                 await self._changed.wait()
             task_status.started(bound)
 
@@ -336,13 +336,22 @@ class OrsNode:
                 self._start_soon(self._call_task, command)
             else:
                 self._execute(command)
-        if self._deciding and self.core.role.role not in _UNDECIDED:
-            # Decided, though its takeover may still wait for the T-Server's fence (with
-            # no link, until a heal): ``run`` reports it started, as its status does.
-            self._deciding = False
-            self._changed.set()
-            self._changed = trio.Event()
+        if self._deciding:
+            self._check_decided()
         self._rewake()
+
+    def _check_decided(self) -> None:
+        """Let ``run`` report the start once the role is decided and its status says so:
+        a start-up claim's fence confirmed, or waiting for a T-Server link there is not
+        (until a heal, perhaps: ``run`` must not wait for it)."""
+        core = self.core
+        if core.role.role in _UNDECIDED:
+            return
+        if core.status_mode != core.mode and self._tserver is not None:
+            return  # its fence is on its way: a status asked now would say backup
+        self._deciding = False
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _rewake(self) -> None:
         # The hint, not next_deadline(): that scans every watch, and this runs per event.
@@ -841,6 +850,8 @@ class OrsNode:
             self._tserver = None
             if self._tserver_up.is_set():  # an unset one may have waiters: keep it
                 self._tserver_up = trio.Event()
+            if self._deciding:
+                self._check_decided()
 
         await self._server_link(s.tserver, "T-Server", up, down, on_push=self.pushes)
 
