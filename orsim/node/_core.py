@@ -748,22 +748,25 @@ class NodeCore:
         return role.mode
 
     @property
-    def status_mode(self) -> str:
-        """``mode`` as ``status`` reports it: ``backup`` while a takeover waits for the
-        T-Server to confirm its fence. Until then it does not act for the Node, and
-        another application may hold the same epoch there (won at the T-Server while
-        the store was away for it): reported ``primary``, the two showed primary at one
-        epoch for as long as this one had no T-Server link."""
+    def awaiting_fence(self) -> bool:
+        """Whether a takeover waits for the T-Server to confirm its fence. Until then it
+        does not act for the Node, and another application may hold the same epoch there
+        (won at the T-Server while the store was away for it)."""
         step, before = self._chain_step, self._chain_before
-        if (
+        return (
             step is not None
             and step[0] == "fence"
             and before is not None
             and not before.holds_node
             and self.role.role is Role.PRIMARY
-        ):
-            return Role.CLAIMING.mode
-        return self.mode
+        )
+
+    @property
+    def status_mode(self) -> str:
+        """``mode`` as ``status`` reports it: ``backup`` while ``awaiting_fence``.
+        Reported ``primary``, the two showed primary at one epoch for as long as this one
+        had no T-Server link."""
+        return Role.CLAIMING.mode if self.awaiting_fence else self.mode
 
     @property
     def current_epoch(self) -> int:

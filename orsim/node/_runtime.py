@@ -347,7 +347,7 @@ class OrsNode:
         core = self.core
         if core.role.role in _UNDECIDED:
             return
-        if core.status_mode != core.mode and self._tserver is not None:
+        if core.awaiting_fence and self._tserver is not None:
             return  # its fence is on its way: a status asked now would say backup
         self._deciding = False
         self._changed.set()
