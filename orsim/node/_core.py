@@ -1467,15 +1467,19 @@ class NodeCore:
         out: list[Command] = []
         announced, self._announced = self._announced, {}
         for call_id, (dn, expires) in announced.items():
-            if expires <= now or call_id in self._handled or call_id in self.calls:
-                continue
-            out.append(Note("announced_call_created", (("call_id", call_id),)))
-            out += self._start_call(call_id, dn, now)
+            if self._still_to_create(call_id, expires, now):
+                out.append(Note("announced_call_created", (("call_id", call_id),)))
+                out += self._start_call(call_id, dn, now)
         for call_id, (dn, reserved, redelivered, expires) in held.items():
-            if expires <= now or call_id in self._handled or call_id in self.calls:
-                continue
-            out += self._start_call(call_id, dn, now, reserved=reserved, redelivered=redelivered)
+            if self._still_to_create(call_id, expires, now):
+                out += self._start_call(
+                    call_id, dn, now, reserved=reserved, redelivered=redelivered
+                )
         return out
+
+    def _still_to_create(self, call_id: str, expires: float, now: float) -> bool:
+        """A call kept for after the recovery: not expired, routed, nor under way here."""
+        return expires > now and call_id not in self._handled and call_id not in self.calls
 
     def _sessions_loaded(self, sessions: Sequence[Session] | None, now: float) -> list[Command]:
         if sessions is None:
