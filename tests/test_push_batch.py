@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+from collections.abc import AsyncIterator
 from functools import partial
 
 import pytest
@@ -14,7 +15,7 @@ import trio.testing
 
 from orsim.config._model import Application
 from orsim.errors import RemoteProtocolError
-from orsim.tserver import CallRouted, RouteRequest, TServer, TServerClient
+from orsim.tserver import CallRouted, ClaimEpoch, RouteRequest, TServer, TServerClient
 from orsim.tserver import _server as server_module
 from orsim.wire import (
     Connection,
@@ -139,6 +140,7 @@ async def test_tserver_batches_pushes_for_clients_that_ask(
         ):
             ors_1, ors_2 = TServerClient(a), TServerClient(b)
             await ors_1.register("ORS_1", 1, [], batches=True)
+            await ors_1.fence(1, 1, app="ORS_1")  # Node 1's primary: prompt news
             await ors_2.register("ORS_2", 2, [])
             frames_before = a.frames_received
             await ors_2.generate(rate=500, duration=0.5)
@@ -181,9 +183,9 @@ def test_a_big_fanout_is_cut_into_frames_of_bounded_size() -> None:
 async def _batch_arrivals(
     wakeups: float, monkeypatch: pytest.MonkeyPatch
 ) -> list[list[tuple[float, list[str]]]]:
-    """Three batching clients of a T-Server whose fan-out may wake them ``wakeups`` times
-    a second together, under a 1,000 calls/s generator for 0.3 s: per client, each
-    frame's arrival time and the route requests it carried."""
+    """Three batching clients of a T-Server, each its Node's primary, whose fan-out may
+    wake them ``wakeups`` times a second together, under a 1,000 calls/s generator for
+    0.3 s: per client, each frame's arrival time and the route requests it carried."""
     monkeypatch.setattr(server_module, "FANOUT_WAKEUPS", wakeups)
     net = MemoryNetwork()
     arrivals: list[list[tuple[float, list[str]]]] = [[], [], []]
@@ -214,6 +216,7 @@ async def _batch_arrivals(
                 )  # fmt: skip
                 client = TServerClient(conn)
                 await client.register(app, k + 1, [], batches=True)
+                await client.fence(k + 1, 1, app=app)
                 clients.append(client)
             await clients[0].generate(rate=1000, duration=0.3)
             await trio.sleep(0.5)
@@ -264,3 +267,122 @@ async def test_fanout_pace_is_capped(
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= 0.02 - 1e-9
         assert max(gaps) <= 0.02 + server_module.GENERATOR_TICK + 1e-6
+
+
+# -- lazy delivery: clients that do not hold their Node's epoch --------------------------
+
+
+class _Fanout:
+    """A T-Server (ledger times = trio times) and its clients, each with what it heard:
+    per frame, the arrival time and its notices."""
+
+    def __init__(self, net: MemoryNetwork, port: int, stack: contextlib.AsyncExitStack) -> None:
+        self.net, self.port, self.stack = net, port, stack
+        self.heard: dict[str, list[tuple[float, list[Notice]]]] = {}
+
+    async def join(self, app: str, node_id: int | None) -> TServerClient:
+        """``app`` of Node ``node_id`` registers for batches."""
+        frames = self.heard[app] = []
+        seen: list[Notice] = []
+        table = _table(seen)
+
+        async def record(conn: Connection, push: Push) -> None:
+            await table(conn, push)
+            frames.append((trio.current_time(), seen.copy()))
+            seen.clear()
+
+        conn = await self.stack.enter_async_context(
+            connected(self.net.for_app(app), HOST, self.port, app=app,
+                      app_type="OrchestrationServer", on_push=record)
+        )  # fmt: skip
+        client = TServerClient(conn)
+        await client.register(app, node_id, [], batches=True)
+        return client
+
+    def calls(self, app: str, kind: type[Notice] = RouteRequest) -> list[str]:
+        """The call ids of the ``kind`` notices ``app`` heard, in order."""
+        return [n.call_id for _, ns in self.heard[app] for n in ns if isinstance(n, kind)]  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def _fanout() -> AsyncIterator[_Fanout]:
+    net = MemoryNetwork()
+    server = TServer.from_application(tserver_app())
+    async with trio.open_nursery() as nursery:
+        serve = partial(server.serve, net.for_app("SIP_Server"), wall_at_zero=0.0)
+        port = await nursery.start(serve)
+        async with contextlib.AsyncExitStack() as stack:
+            yield _Fanout(net, port, stack)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_backup_hears_every_call_lazily(autojump_clock: trio.testing.MockClock) -> None:
+    """Node 1's backup (it never fenced) hears every call, once, in order, in frames
+    ``FANOUT_LAZY_GAP`` apart, each call within that of its creation; its primary (it
+    fenced) and a client of no Node hear them at the generator's pace."""
+    gap = server_module.FANOUT_LAZY_GAP
+    async with _fanout() as fanout:
+        primary = await fanout.join("ORS_1", 1)
+        await primary.fence(1, 1, app="ORS_1")
+        await fanout.join("ORS_1_B", 1)
+        await fanout.join("router", None)
+        await primary.generate(rate=1000, duration=0.3)
+        await trio.sleep(0.5)
+    made = fanout.calls("ORS_1")
+    assert len(made) == 300 and len(set(made)) == 300
+    assert fanout.calls("ORS_1_B") == made == fanout.calls("router")
+    lazy = [(t, ns) for t, ns in fanout.heard["ORS_1_B"] if ns]
+    assert min(b[0] - a[0] for a, b in itertools.pairwise(lazy)) >= gap - 1e-9
+    waits = [t - (n.created_at or 0) for t, ns in lazy for n in ns if isinstance(n, RouteRequest)]
+    assert max(waits) <= gap + 1e-9
+    assert len(lazy) <= 0.3 / gap + 1
+    tick = server_module.GENERATOR_TICK
+    for prompt in ("ORS_1", "router"):
+        times = [t for t, ns in fanout.heard[prompt] if ns]
+        assert max(b - a for a, b in itertools.pairwise(times)) <= tick + 1e-6
+
+
+async def test_a_fence_hurries_the_news_to_the_new_holder(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """When Node 1's backup fences (a takeover), every push waiting for it arrives ahead
+    of the fence's answer: the calls offered and the news of those routed. From then on
+    it hears each call at once, and the primary it displaced only ``FANOUT_LAZY_GAP``
+    later."""
+    async with _fanout() as fanout:
+        primary = await fanout.join("ORS_1", 1)
+        await primary.fence(1, 1, app="ORS_1")
+        backup = await fanout.join("ORS_1_B", 1)
+        calls = [await primary.make_call() for _ in range(3)]
+        await primary.route(calls[0], "Agent_1", app="ORS_1", node_id=1, epoch=1)
+        assert fanout.calls("ORS_1_B") == []  # lazy: nothing yet
+        fenced_at = trio.current_time()
+        await backup.fence(1, 2, app="ORS_1_B")
+        assert trio.current_time() == fenced_at
+        assert fanout.calls("ORS_1_B") == calls
+        assert fanout.calls("ORS_1_B", CallRouted) == [calls[0]]
+        # Now the displaced primary is the lazy one.
+        made_at = trio.current_time()
+        late = await primary.make_call()
+        while late not in fanout.calls("ORS_1_B"):
+            await trio.sleep(0.0001)
+        assert trio.current_time() - made_at < server_module.FANOUT_LINGER
+        while late not in fanout.calls("ORS_1"):
+            await trio.sleep(0.0001)
+        assert trio.current_time() - made_at >= server_module.FANOUT_LAZY_GAP - 1e-9
+
+
+async def test_a_claim_at_the_tserver_hurries_the_news_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A backup that claims its Node's next epoch here (the store away) gets what waited
+    for it ahead of the answer, as a fence would."""
+    async with _fanout() as fanout:
+        primary = await fanout.join("ORS_1", 1)
+        await primary.fence(1, 1, app="ORS_1")
+        backup = await fanout.join("ORS_1_B", 1)
+        call = await primary.make_call()
+        assert fanout.calls("ORS_1_B") == []
+        claim = ClaimEpoch(1, 1, 2, "ORS_1_B")
+        assert (await backup.conn.call(claim, 5)).won
+        assert fanout.calls("ORS_1_B") == [call]

@@ -43,9 +43,10 @@ class TServerClient:
         answer = await self.conn.call(register, self.timeout)
         return list(answer.dns)
 
-    async def fence(self, node_id: int, epoch: int) -> int:
-        """Refuse commands of Node ``node_id`` below ``epoch`` from now on; the known epoch."""
-        return (await self.conn.call(Fence(node_id, epoch), self.timeout)).epoch
+    async def fence(self, node_id: int, epoch: int, app: str | None = None) -> int:
+        """Refuse commands of Node ``node_id`` below ``epoch`` from now on; the known epoch.
+        With ``app``: that application holds ``epoch`` (refused if another does)."""
+        return (await self.conn.call(Fence(node_id, epoch, app), self.timeout)).epoch
 
     async def route(
         self, call_id: str, target: str, *, app: str, node_id: int, epoch: int

@@ -449,6 +449,10 @@ class CallLedger:
         """The Node's known epoch (0 if never seen)."""
         return self._epochs.get(node_id, 0)
 
+    def holder_of(self, node_id: int) -> str | None:
+        """The application that holds the Node's known epoch (None: none is known)."""
+        return self._holders.get(node_id)
+
     def get(self, call_id: str) -> CallRecord | None:
         return self._calls.get(call_id)
 
