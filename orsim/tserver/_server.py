@@ -499,8 +499,8 @@ class TServer:
 
     def _prompt(self, client: _Client) -> bool:
         """Whether ``client`` gets its pushes at the fan-out's pace: it holds its Node's
-        current epoch here (it fenced or claimed it), or it is no Node's. The others are
-        lazy (``FANOUT_LAZY_GAP``)."""
+        current epoch here (it fenced, claimed or routed at it), or it is no Node's. The
+        others are lazy (``FANOUT_LAZY_GAP``)."""
         node_id = client.node_id
         return node_id is None or self.ledger.holder_of(node_id) == client.app
 
