@@ -141,8 +141,8 @@ FANOUT_MAX_GAP = 0.05
 #: them to it at once, ahead of the answer (``_hurry``): a takeover never waits for
 #: them. So its news waits this long after the first of it, one wake-up where the pace
 #: makes three at 16 Nodes (16 ms), and half of the fan-out's wake-ups there are
-#: backups'. Well under the shortest ``call-watching-timeout`` of the library (300 ms),
-#: and no longer than a prompt client may wait (``FANOUT_MAX_GAP``).
+#: backups'. Well under the shortest ``call-watching-timeout`` the library and the fault
+#: search use (300 ms), and no longer than a prompt client may wait (``FANOUT_MAX_GAP``).
 FANOUT_LAZY_GAP = 0.05
 
 # -- hot standby (a T-Server with a ``backup``: see ``_journal`` and ``_twin``) -----------
