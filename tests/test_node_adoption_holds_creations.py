@@ -1,10 +1,11 @@
 """A call to create while this application's adoption round moves it is held.
 
-Found by `orsim search` (seed 197, pair-and-lone-slow-urs, "#4"): the lone ORS_2 adopted
-dead Node ORS_1's sessions, and the T-Server handed it one of those calls again while
-``AdoptOrphans`` was under way. It created the call at once; the store took the creation,
-as the adoption had just made the call's claim ORS_2's own, and the adopted session was
-overwritten by a fresh one: 13 sessions created twice.
+Found by `orsim search` (seed 197, pair-and-lone-slow-urs, "#4"; made deterministic as
+`scenarios/search-adoption-holds-new-creations.yaml`): the lone ORS_2 adopted dead Node
+ORS_1's sessions, and the T-Server handed it some of those calls while ``AdoptOrphans``
+was under way. It created them at once; the store took the creations, as the adoption
+had just made the calls' claims ORS_2's own, and the adopted sessions were overwritten by
+fresh ones: 13 sessions created twice.
 """
 
 from __future__ import annotations
