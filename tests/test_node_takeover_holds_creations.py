@@ -18,6 +18,7 @@ from helpers import core_settings
 from test_node_unowned import NODES, PEERS, call_of_node_2
 
 from orsim.node._core import (
+    RECLAIM_WAIT,
     EpochClaimed,
     FenceAnswered,
     FenceTServer,
@@ -131,3 +132,29 @@ def test_the_unowned_rule_waits_for_the_takeover() -> None:
         created = [c for c in out if _created([c], call)]
     assert created, "the unowned call was never created after the takeover"
     assert Note("unowned_call_created", (("call_id", call),)) in out
+
+
+def test_the_unowned_rule_waits_for_a_deferred_recovery_as_the_other_creations_do() -> None:
+    """The store did not answer the takeover's load: for ``RECLAIM_WAIT`` the Node's
+    stored sessions may still come back, and the unowned rule waits with the partner's
+    announced calls and the held ones; then it creates the call (unwritten if the store
+    is still away)."""
+    core = _node_1_claimed_with_its_fence_unanswered()
+    call = call_of_node_2()
+    core.handle(RouteRequested(call, "5000", expires=30.0), 1.0)
+    for app in ("C", "C_B", "E", "E_B"):
+        core.handle(PeerLinkDown(app), 1.5)
+    assert core.handle(FenceAnswered(1), 1.8) == [LoadSessions()]
+    core.handle(SessionsLoaded(None), 1.8)  # the store did not answer
+    assert core.mode == "primary"
+    now = 1.8
+    while now < 1.8 + RECLAIM_WAIT:
+        now = core.next_deadline()
+        out = core.tick(now)
+        if now < 1.8 + RECLAIM_WAIT:
+            assert not _created(out, call), f"created at {now}, while the recovery waits"
+    created: list[object] = []
+    while now < 20.0 and not created:
+        now = core.next_deadline()
+        created = [c for c in core.tick(now) if _created([c], call)]
+    assert created, "the unowned call was never created after the wait"

@@ -757,6 +757,13 @@ class NodeCore:
         step = self._chain_step
         return self._taking_over and step is not None and step[0] == "fence"
 
+    def _recovering(self, now: float) -> bool:
+        """Whether the Node's stored sessions may still come back to this application: a
+        takeover under way, or its recovery deferred and still waited for (until
+        ``_announced_until``, ``RECLAIM_WAIT`` after it was deferred)."""
+        until = self._announced_until
+        return self._taking_over or (self._recovery_pending and until is not None and now < until)
+
     @property
     def _taking_over(self) -> bool:
         """Whether a takeover's claim is won and its fence or recovery still under way:
@@ -1566,12 +1573,12 @@ class NodeCore:
                 self._gone_since.pop(node_id, None)
             else:
                 self._gone_since.setdefault(node_id, now)
-        if not self.role.role.creates_sessions or self._taking_over:
-            # Mid-takeover the Node's sessions are not recovered yet: a call created now
-            # may be one the old primary wrote, and the recovery would find it under way
-            # (found by `orsim search`, seed 241: a thawed backup's unowned rule created
-            # a call its restarted partner had created, one session created twice). The
-            # first round after the takeover does it.
+        if not self.role.role.creates_sessions or self._recovering(now):
+            # The Node's sessions are not recovered yet: a call created now may be one the
+            # old primary wrote, and the recovery would find it under way (found by
+            # `orsim search`, seed 241: a thawed backup's unowned rule created a call
+            # its restarted partner had created, one session created twice). The first
+            # round after the recovery (or its wait) does it.
             return []
         out: list[Command] = []
         grace = self._orphan_grace
