@@ -71,7 +71,7 @@ def _adopting(call_id: str, recovered: bool = True) -> NodeCore:
     core = _lone_node_whose_peer_died(recovered)
     assert LoadOrphans(2) in core.tick(ROUND)
     out = core.handle(OrphansLoaded(2, (_orphan(call_id),)), ROUND + 0.01)
-    assert out == [AdoptOrphans(2, (_orphan(call_id),))]
+    assert out == [AdoptOrphans(2, (_orphan(call_id),), epoch=1)]
     return core
 
 

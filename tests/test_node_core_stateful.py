@@ -330,13 +330,13 @@ class NodeCores(RuleBasedStateMachine):
                 answer = EpochRead(self.store.epochs[node])
             case LoadOrphans(node_id=dead):
                 answer = OrphansLoaded(dead, self.store.of_node(dead))
-            case AdoptOrphans(node_id=dead, sessions=sessions):
+            case AdoptOrphans(node_id=dead, sessions=sessions, epoch=epoch):
                 moved: list[Session] = []
                 current = self.store.epochs[dead]
                 if self.store.claim(dead, current, current + 1):
                     self.ts.fence(dead, current + 1, None)
                     for orphan in sessions:
-                        mine = attrs.evolve(orphan, node_id=node, epoch=proc.core.current_epoch)
+                        mine = attrs.evolve(orphan, node_id=node, epoch=epoch)
                         if self.store.adopt(mine, dead, current + 1):
                             moved.append(mine)
                 answer = Adopted(dead, tuple(moved))

@@ -515,6 +515,11 @@ class AdoptOrphans:
 
     node_id: int
     sessions: tuple[Session, ...]
+    #: The epoch this application holds its Node at as the round begins: each session
+    #: is moved at it, never at one learned meanwhile, so the store refuses the move once
+    #: the Node has a newer holder (whose recovery, read after its claim, finds every
+    #: session moved before it).
+    epoch: int
 
 
 @attrs.frozen
@@ -1660,13 +1665,21 @@ class NodeCore:
             self._adopting.pop(dead, None)
             return []
         self._adopting[dead] = frozenset(o.call_id for o in mine)
-        return [AdoptOrphans(dead, mine)]
+        return [AdoptOrphans(dead, mine, self.current_epoch)]
 
     def _adopted(self, dead: int, sessions: Sequence[Session], now: float) -> list[Command]:
         """Carry on the sessions the round moved; then create the calls held for it
-        (``_hold_creation``) that it did not move (fenced first by another adopter, say)."""
+        (``_hold_creation``) that it did not move (fenced first by another adopter, say).
+
+        Only as the Node's holder at the epoch they were moved at (``AdoptOrphans.epoch``).
+        An application that stepped down meanwhile (a newer epoch read, a fence refused)
+        carried them on as a backup, at the new holder's epoch (found while fixing another
+        bug: 13 sessions). It leaves them to the Node's holder: the store took each move
+        only while the Node was at that epoch, before the holder's claim, and its
+        recovery, read after the claim, finds them."""
         moving = self._adopting.pop(dead, frozenset())
         out: list[Command] = []
+        left = 0
         for orphan in sessions:
             if orphan.call_id in self._handled:
                 # Routed by its first owner while the adoption was under way: the moved
@@ -1675,10 +1688,16 @@ class NodeCore:
                 continue
             if orphan.call_id in self.calls:
                 continue
+            if not (self.role.role.holds_node and orphan.epoch == self.current_epoch):
+                left += 1
+                continue
             out += self._start_call(orphan.call_id, orphan.dn, now, recovered=orphan)
         if sessions:
             self.sessions_adopted += len(sessions)
             out.append(Note("sessions_adopted", (("count", len(sessions)), ("from_node", dead))))
+        if left:
+            out.append(Note("adopted_sessions_left_to_the_holder",
+                            (("count", left), ("epoch", self.current_epoch))))  # fmt: skip
         held = [c for c in self._held_creations if c in moving]  # in arrival order
         for call_id in held:
             dn, reserved, redelivered, expires = self._held_creations.pop(call_id)
