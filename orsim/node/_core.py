@@ -1576,7 +1576,8 @@ class NodeCore:
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
             return self._role_event(EpochObserved(stored), now)
-        if self._recovery_pending and self.role.role.holds_node:
+        if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
+            # (Mid-takeover, the takeover's own read is under way.)
             return [LoadSessions(self.current_epoch)]
         return []
 
