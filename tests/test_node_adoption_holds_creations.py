@@ -60,7 +60,7 @@ def _lone_node_whose_peer_died(recovered: bool = True) -> NodeCore:
     core.handle(MemberAnnounced(MemberInfo("P2", 2, "DC", "primary", 1)), 0.0)
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(() if recovered else None), 0.0)
+    core.handle(SessionsLoaded(() if recovered else None, 1), 0.0)
     assert core.mode == "primary"
     core.handle(PeerLinkDown("P2"), 1.0)
     return core
@@ -121,6 +121,6 @@ def test_a_call_outside_the_adoption_is_created_at_once() -> None:
 def test_the_recovery_releases_no_call_still_under_adoption() -> None:
     core = _adopting("c1", recovered=False)
     assert _writes(core.handle(RouteRequested("c1", "5000"), ROUND + 0.02)) == []
-    assert _writes(core.handle(SessionsLoaded(()), ROUND + 0.03)) == []
+    assert _writes(core.handle(SessionsLoaded((), 1), ROUND + 0.03)) == []
     assert _writes(core.tick(ROUND + 0.02 + RECLAIM_WAIT)) == []
     assert QueryCall("c1") in core.handle(Adopted(2, (_moved("c1"),)), ROUND + 0.1)

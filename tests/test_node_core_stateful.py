@@ -324,8 +324,8 @@ class NodeCores(RuleBasedStateMachine):
             case FenceTServer(epoch=epoch):
                 refused = not self.ts.fence(node, epoch, proc.name)
                 answer = FenceAnswered(epoch, refused)
-            case LoadSessions():
-                answer = SessionsLoaded(self.store.of_node(node))
+            case LoadSessions(epoch=epoch):
+                answer = SessionsLoaded(self.store.of_node(node), epoch)
             case ReadEpoch():
                 answer = EpochRead(self.store.epochs[node])
             case LoadOrphans(node_id=dead):

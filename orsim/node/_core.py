@@ -304,9 +304,11 @@ class RouteAnswered:
 
 @attrs.frozen
 class SessionsLoaded:
-    """Outcome of ``LoadSessions``; None when the store did not answer."""
+    """Outcome of ``LoadSessions(epoch)``; None when the store did not answer."""
 
     sessions: tuple[Session, ...] | None
+    #: The epoch the sessions were read for (``LoadSessions.epoch``).
+    epoch: int
 
 
 @attrs.frozen
@@ -493,7 +495,10 @@ class FenceTServer:
 
 @attrs.frozen
 class LoadSessions:
-    """Read the Node's stored sessions, feed ``SessionsLoaded``."""
+    """Read the Node's stored sessions for the takeover at ``epoch``, feed
+    ``SessionsLoaded(sessions, epoch)``: an answer for an earlier epoch is told apart."""
+
+    epoch: int
 
 
 @attrs.frozen
@@ -637,6 +642,15 @@ class _Unowned:
     elsewhere_under: dict[int, str] | None = None
 
 
+class _Reading(enum.Enum):
+    """A read that has not answered yet (``NodeCore._early_load``)."""
+
+    READING = "reading"
+
+
+_READING = _Reading.READING
+
+
 # ---------------------------------------------------------------------- the core
 
 
@@ -706,6 +720,9 @@ class NodeCore:
     _chain_step: tuple[str, int] | None = None
     _chain_before: Role | None = None
     _chain_reason: str = ""
+    #: A takeover's sessions, read while the T-Server confirms its fence: the epoch they
+    #: are read for, and what the store gave (``_READING`` until it has).
+    _early_load: tuple[int, tuple[Session, ...] | _Reading | None] | None = None
     _deferred: list[RoleEvent] = attrs.Factory(list)
     _drain_until: float | None = None
     #: A graceful stop is under way (mode ``suspending``), since when.
@@ -901,9 +918,14 @@ class NodeCore:
                 return [SendRoute(call_id, target, call.epoch)]
             case RouteAnswered():
                 return self._route_answered(event, now)
-            case SessionsLoaded(sessions=sessions):
+            case SessionsLoaded(sessions=sessions, epoch=epoch):
+                if self._early_load == (epoch, _READING):
+                    self._early_load = (epoch, sessions)  # for the fence's answer
+                    return []
+                if epoch != self.current_epoch:
+                    return []  # read for an earlier takeover: this one reads its own
                 loaded = self._sessions_loaded(sessions, now)
-                if self._chain_step is not None and self._chain_step[0] == "recover":
+                if self._chain_step == ("recover", epoch):
                     loaded += self._chain_next([], now)
                 return loaded
             case EpochClaimed(new=new, won=won, current=current):
@@ -1559,8 +1581,9 @@ class NodeCore:
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
             return self._role_event(EpochObserved(stored), now)
-        if self._recovery_pending and self.role.role.holds_node:
-            return [LoadSessions()]
+        if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
+            # (Mid-takeover, the takeover's own read is under way.)
+            return [LoadSessions(self.current_epoch)]
         return []
 
     # -- orphans and unowned calls ------------------------------------------------------
@@ -1782,6 +1805,7 @@ class NodeCore:
                 # showed primary until the heal, 0.6 s).
                 self._chain.clear()
                 self._chain_step, self._chain_before = None, Role.PRIMARY
+                self._early_load = None
                 self._chain_reason = type(event).__name__
                 return self._chain_next(self._role_handle(event), now)
             self._deferred.append(event)
@@ -1819,11 +1843,26 @@ class NodeCore:
             if isinstance(action, Fence):
                 self._chain_step = ("fence", action.epoch)
                 out.append(FenceTServer(action.epoch))
+                after = self._chain[0] if self._chain else None
+                if isinstance(after, RecoverSessions) and after.epoch == action.epoch:
+                    # The claim is won: the store refuses the old holder's writes from now
+                    # on, so the Node's sessions are read while the T-Server confirms the
+                    # fence, a round trip less before the first call. They are carried on
+                    # only once it has; a refused fence ends the takeover.
+                    self._early_load = (action.epoch, _READING)
+                    out.append(LoadSessions(action.epoch))
                 return out
             if isinstance(action, RecoverSessions):
+                early, self._early_load = self._early_load, None
                 self._chain_step = ("recover", action.epoch)
-                out.append(LoadSessions())
-                return out
+                if early is None or early[0] != action.epoch:
+                    out.append(LoadSessions(action.epoch))
+                    return out
+                if early[1] is _READING:
+                    return out  # its answer carries the takeover on (``SessionsLoaded``)
+                out += self._sessions_loaded(early[1], now)
+                self._chain_step = None
+                continue
             if isinstance(action, StepDown):
                 out.append(Note("stepped_down", (("epoch", self.current_epoch),)))
             elif isinstance(action, HandOver):

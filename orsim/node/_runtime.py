@@ -390,8 +390,8 @@ class OrsNode:
                 self._start_soon(self._claim, command)
             case FenceTServer(epoch=epoch):
                 self._start_soon(self._fence, epoch)
-            case LoadSessions():
-                self._start_soon(self._load_sessions)
+            case LoadSessions(epoch=epoch):
+                self._start_soon(self._load_sessions, epoch)
             case ReadEpoch():
                 self._start_soon(self._read_epoch)
             case LoadOrphans(node_id=node_id):
@@ -627,14 +627,14 @@ class OrsNode:
             return
         self.feed(FenceAnswered(epoch, refused))
 
-    async def _load_sessions(self) -> None:
+    async def _load_sessions(self, epoch: int) -> None:
         try:
             sessions: tuple[Session, ...] | None = tuple(
                 await self.guard.sessions(self.settings.node_id)
             )
         except StoreUnavailable:
             sessions = None
-        self.feed(SessionsLoaded(sessions))
+        self.feed(SessionsLoaded(sessions, epoch))
 
     async def _read_epoch(self) -> None:
         try:
