@@ -139,7 +139,7 @@ def test_the_nodes_holder_carries_them_on_from_its_recovery() -> None:
     core.handle(PeerLinkDown("A"), 1.0)
     core.handle(EpochClaimed(2, True, 2), 1.0)
     core.handle(FenceAnswered(2), 1.0)
-    out = core.handle(SessionsLoaded((_moved("c1"),)), 1.0)
+    out = core.handle(SessionsLoaded((_moved("c1"),), 2), 1.0)
     assert QueryCall("c1") in out and core.mode == "primary"
 
 
