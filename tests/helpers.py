@@ -171,7 +171,7 @@ def claimed_primary(core: NodeCore) -> NodeCore:
 
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
+    core.handle(SessionsLoaded((), 1), 0.0)
     assert core.mode == "primary"
     return core
 

@@ -55,7 +55,7 @@ def _routing_when_the_node_was_taken() -> NodeCore:
     assert ClaimEpochCmd(2, 3) in claims
     core.handle(EpochClaimed(3, True, 3), 12.6)
     core.handle(FenceAnswered(3), 12.6)
-    core.handle(SessionsLoaded(()), 12.6)  # c1 is no longer Node 1's in the store
+    core.handle(SessionsLoaded((), 3), 12.6)  # c1 is no longer Node 1's in the store
     assert core.mode == "primary" and core.current_epoch == 3
     return core
 

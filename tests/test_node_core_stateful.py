@@ -324,19 +324,19 @@ class NodeCores(RuleBasedStateMachine):
             case FenceTServer(epoch=epoch):
                 refused = not self.ts.fence(node, epoch, proc.name)
                 answer = FenceAnswered(epoch, refused)
-            case LoadSessions():
-                answer = SessionsLoaded(self.store.of_node(node))
+            case LoadSessions(epoch=epoch):
+                answer = SessionsLoaded(self.store.of_node(node), epoch)
             case ReadEpoch():
                 answer = EpochRead(self.store.epochs[node])
             case LoadOrphans(node_id=dead):
                 answer = OrphansLoaded(dead, self.store.of_node(dead))
-            case AdoptOrphans(node_id=dead, sessions=sessions):
+            case AdoptOrphans(node_id=dead, sessions=sessions, epoch=epoch):
                 moved: list[Session] = []
                 current = self.store.epochs[dead]
                 if self.store.claim(dead, current, current + 1):
                     self.ts.fence(dead, current + 1, None)
                     for orphan in sessions:
-                        mine = attrs.evolve(orphan, node_id=node, epoch=proc.core.current_epoch)
+                        mine = attrs.evolve(orphan, node_id=node, epoch=epoch)
                         if self.store.adopt(mine, dead, current + 1):
                             moved.append(mine)
                 answer = Adopted(dead, tuple(moved))

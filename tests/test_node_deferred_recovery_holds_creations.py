@@ -32,7 +32,7 @@ def _primary_with_its_recovery_deferred() -> NodeCore:
     core.start(0.0)
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(None), 0.0)  # the store did not answer the load
+    core.handle(SessionsLoaded(None, 1), 0.0)  # the store did not answer the load
     assert core.mode == "primary"
     return core
 
@@ -48,7 +48,7 @@ def test_the_recovery_carries_on_the_held_call_with_its_first_creation() -> None
     stored = Session(
         call_id="c1", node_id=1, epoch=0, dn="5000", state="created", created_at=OLD_CREATION
     )
-    out = core.handle(SessionsLoaded((stored,)), 0.2)
+    out = core.handle(SessionsLoaded((stored,), 1), 0.2)
     assert _writes(out) == []  # carried on, not created again
     assert QueryCall("c1") in out  # asked first, as every recovered call is
     call = core.calls["c1"]
@@ -66,6 +66,6 @@ def test_a_held_call_the_store_never_gave_back_is_created_after_the_wait() -> No
 
 def test_with_the_sessions_recovered_new_calls_are_created_at_once() -> None:
     core = _primary_with_its_recovery_deferred()
-    core.handle(SessionsLoaded(()), 0.2)
+    core.handle(SessionsLoaded((), 1), 0.2)
     (write,) = _writes(core.handle(RouteRequested("c3", "5000"), 0.3))
     assert write.create

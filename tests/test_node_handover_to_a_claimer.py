@@ -33,8 +33,8 @@ def test_a_handover_met_while_claiming_is_not_a_switchover_request() -> None:
     out = core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "suspending", 2)), 10.1)
     assert ClaimEpochCmd(2, 3) in out
     assert core.handle(HandoverReceived(), 10.1) == []
-    assert core.handle(EpochClaimed(3, True, 3), 10.2) == [FenceTServer(3)]
-    assert core.handle(FenceAnswered(3), 10.2) == [LoadSessions()]
-    out = core.handle(SessionsLoaded(()), 10.2)
+    assert core.handle(EpochClaimed(3, True, 3), 10.2) == [FenceTServer(3), LoadSessions(3)]
+    assert core.handle(FenceAnswered(3), 10.2) == []
+    out = core.handle(SessionsLoaded((), 3), 10.2)
     assert not any(isinstance(c, PushHandover) for c in out)
     assert core.mode == "primary" and core.role.role.creates_sessions

@@ -36,7 +36,7 @@ def _with_a_lone_peer_node() -> NodeCore:
     core.start(0.0)
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
+    core.handle(SessionsLoaded((), 1), 0.0)
     core.handle(PeerLinkUp("P2"), 0.0)
     core.handle(MemberAnnounced(MemberInfo("P2", 2, "DC", "primary", 1)), 0.0)
     assert core.mode == "primary"

@@ -73,7 +73,7 @@ def cluster_core(
     if role == "primary":
         core.handle(EpochClaimed(1, True, 1), 0.0)
         core.handle(FenceAnswered(1), 0.0)
-        core.handle(SessionsLoaded(()), 0.0)
+        core.handle(SessionsLoaded((), 1), 0.0)
     assert core.mode == {"primary": "primary", "backup": "backup", "starting": "starting"}[role]
     return core
 

@@ -71,7 +71,7 @@ def _primary(other_node: bool = False) -> NodeCore:
     core.start(0.0)
     core.handle(EpochClaimed(1, True, 1), 0.0)
     core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded(()), 0.0)
+    core.handle(SessionsLoaded((), 1), 0.0)
     if other_node:
         core.handle(PeerLinkUp("P2"), 0.0)
         core.handle(MemberAnnounced(MemberInfo("P2", 2, "DC", "primary", 1)), 0.0)
@@ -187,7 +187,7 @@ def _backup_taking_over_with_the_store_away() -> tuple[NodeCore, list[Command]]:
     out = core.handle(PeerLinkDown("B"), 1.0)
     out += core.handle(EpochClaimed(1, True, 1), 1.0)
     out += core.handle(FenceAnswered(1), 1.0)
-    out += core.handle(SessionsLoaded(None), 1.0)
+    out += core.handle(SessionsLoaded(None, 1), 1.0)
     assert core.mode == "primary"
     return core, out
 
@@ -206,7 +206,7 @@ def test_a_takeover_without_the_stores_answer_waits_to_create_announced_calls() 
     core, out = _backup_taking_over_with_the_store_away()
     assert not _creates(out, "c1")
     stored = Session(call_id="c1", node_id=1, epoch=0, dn="5000", state="created")
-    out = core.handle(SessionsLoaded((stored,)), 1.2)
+    out = core.handle(SessionsLoaded((stored,), 1), 1.2)
     assert not _creates(out, "c1")
     assert core.sessions_recovered == 1 and "c1" in core.calls
 
@@ -232,10 +232,10 @@ def test_a_takeover_without_the_stores_answer_waits_to_create_watched_calls() ->
     out = core.handle(PeerLinkDown("B"), 1.0)
     out += core.handle(EpochClaimed(1, True, 1), 1.0)
     out += core.handle(FenceAnswered(1), 1.0)
-    out += core.handle(SessionsLoaded(None), 1.0)
+    out += core.handle(SessionsLoaded(None, 1), 1.0)
     assert core.mode == "primary"
     assert not _creates(out, "c2")
     stored = Session(call_id="c2", node_id=1, epoch=0, dn="5000", state="created")
-    out = core.handle(SessionsLoaded((stored,)), 1.2)
+    out = core.handle(SessionsLoaded((stored,), 1), 1.2)
     assert not _creates(out, "c2")
     assert core.sessions_recovered == 1 and "c2" in core.calls

@@ -304,9 +304,11 @@ class RouteAnswered:
 
 @attrs.frozen
 class SessionsLoaded:
-    """Outcome of ``LoadSessions``; None when the store did not answer."""
+    """Outcome of ``LoadSessions(epoch)``; None when the store did not answer."""
 
     sessions: tuple[Session, ...] | None
+    #: The epoch the sessions were read for (``LoadSessions.epoch``).
+    epoch: int
 
 
 @attrs.frozen
@@ -493,7 +495,10 @@ class FenceTServer:
 
 @attrs.frozen
 class LoadSessions:
-    """Read the Node's stored sessions, feed ``SessionsLoaded``."""
+    """Read the Node's stored sessions for the takeover at ``epoch``, feed
+    ``SessionsLoaded(sessions, epoch)``: an answer for an earlier epoch is told apart."""
+
+    epoch: int
 
 
 @attrs.frozen
@@ -515,6 +520,11 @@ class AdoptOrphans:
 
     node_id: int
     sessions: tuple[Session, ...]
+    #: The epoch this application holds its Node at as the round begins: each session
+    #: is moved at it, never at one learned meanwhile, so the store refuses the move once
+    #: the Node has a newer holder (whose recovery, read after its claim, finds every
+    #: session moved before it).
+    epoch: int
 
 
 @attrs.frozen
@@ -632,6 +642,15 @@ class _Unowned:
     elsewhere_under: dict[int, str] | None = None
 
 
+class _Reading(enum.Enum):
+    """A read that has not answered yet (``NodeCore._early_load``)."""
+
+    READING = "reading"
+
+
+_READING = _Reading.READING
+
+
 # ---------------------------------------------------------------------- the core
 
 
@@ -677,7 +696,9 @@ class NodeCore:
     _announce_every: int = attrs.field(init=False)
     _next_orphan_round: float = 0.0
     _gone_since: dict[int, float] = attrs.Factory(dict)
-    _adopting: set[int] = attrs.Factory(set)
+    #: Dead Nodes whose orphan round is under way: node id -> the calls its
+    #: ``AdoptOrphans`` is moving to this Node (none while their sessions are loaded).
+    _adopting: dict[int, frozenset[str]] = attrs.Factory(dict)
     _probe_until: float | None = None
     #: Until then (after stepping down for a newer holder, its partner), the partner's
     #: link going down is not yet the partner's loss: see ``_role_changed``.
@@ -686,10 +707,10 @@ class NodeCore:
     #: Taking the Node over while the store could not give the sessions back: when the
     #: partner's announced calls are created anyway (``_take_announced``).
     _announced_until: float | None = None
-    #: Calls this application was to create from their route requests while its
-    #: takeover's recovery waited for the store (their dn, Reserved Node, redelivered,
-    #: expiry): created with the announced ones (``_take_announced``), unless the
-    #: recovery gave them back.
+    #: Calls this application was to create while its takeover's recovery waited for
+    #: the store, or while its adoption round moved them (their dn, Reserved Node,
+    #: redelivered, expiry): created once the recovery (``_take_announced``) or the
+    #: adoption (``_adopted``) answers, unless it gave them back.
     _held_creations: dict[str, tuple[str, int | None, bool, float]] = attrs.Factory(dict)
     _switchovers: int = 0
     #: The role machine's actions still to carry out, one at a time (claim, then fence,
@@ -699,6 +720,9 @@ class NodeCore:
     _chain_step: tuple[str, int] | None = None
     _chain_before: Role | None = None
     _chain_reason: str = ""
+    #: A takeover's sessions, read while the T-Server confirms its fence: the epoch they
+    #: are read for, and what the store gave (``_READING`` until it has).
+    _early_load: tuple[int, tuple[Session, ...] | _Reading | None] | None = None
     _deferred: list[RoleEvent] = attrs.Factory(list)
     _drain_until: float | None = None
     #: A graceful stop is under way (mode ``suspending``), since when.
@@ -752,14 +776,23 @@ class NodeCore:
         """Whether a takeover waits for the T-Server to confirm its fence. Until then it
         does not act for the Node, and another application may hold the same epoch there
         (won at the T-Server while the store was away for it)."""
-        step, before = self._chain_step, self._chain_before
-        return (
-            step is not None
-            and step[0] == "fence"
-            and before is not None
-            and not before.holds_node
-            and self.role.role is Role.PRIMARY
-        )
+        step = self._chain_step
+        return self._taking_over and step is not None and step[0] == "fence"
+
+    def _recovering(self, now: float) -> bool:
+        """Whether the Node's stored sessions may still come back to this application: a
+        takeover under way, or its recovery deferred and still waited for (until
+        ``_announced_until``, ``RECLAIM_WAIT`` after it was deferred)."""
+        until = self._announced_until
+        return self._taking_over or (self._recovery_pending and until is not None and now < until)
+
+    @property
+    def _taking_over(self) -> bool:
+        """Whether a takeover's claim is won and its fence or recovery still under way:
+        primary for its role machine, not yet for its watcher, and the Node's stored
+        sessions not known here yet."""
+        before = self._chain_before
+        return before is not None and not before.holds_node and self.role.role is Role.PRIMARY
 
     @property
     def status_mode(self) -> str:
@@ -885,9 +918,14 @@ class NodeCore:
                 return [SendRoute(call_id, target, call.epoch)]
             case RouteAnswered():
                 return self._route_answered(event, now)
-            case SessionsLoaded(sessions=sessions):
+            case SessionsLoaded(sessions=sessions, epoch=epoch):
+                if self._early_load == (epoch, _READING):
+                    self._early_load = (epoch, sessions)  # for the fence's answer
+                    return []
+                if epoch != self.current_epoch:
+                    return []  # read for an earlier takeover: this one reads its own
                 loaded = self._sessions_loaded(sessions, now)
-                if self._chain_step is not None and self._chain_step[0] == "recover":
+                if self._chain_step == ("recover", epoch):
                     loaded += self._chain_next([], now)
                 return loaded
             case EpochClaimed(new=new, won=won, current=current):
@@ -913,7 +951,6 @@ class NodeCore:
             case OrphansLoaded(node_id=node_id, sessions=sessions):
                 return self._orphans_loaded(node_id, sessions)
             case Adopted(node_id=node_id, sessions=sessions):
-                self._adopting.discard(node_id)
                 return self._adopted(node_id, sessions, now)
             case SwitchoverAsked():
                 if self.settings.partner is None:
@@ -1096,9 +1133,18 @@ class NodeCore:
         if decision.verdict is Verdict.CREATE:
             reserved = decision.reserved
             if self._recovery_pending and self.role.role.holds_node:
-                return self._hold_creation(event, reserved, now)
+                if self._announced_until is None:
+                    self._announced_until = self._deadline(now + RECLAIM_WAIT)
+                return self._hold_creation(
+                    call_id, event.dn, reserved, event.redelivered, event.expires, "recovery"
+                )
             return self._start_call(
-                call_id, event.dn, now, reserved=reserved, redelivered=event.redelivered
+                call_id,
+                event.dn,
+                now,
+                reserved=reserved,
+                redelivered=event.redelivered,
+                expires=event.expires,
             )
         if decision.verdict is not Verdict.WATCH:
             return self._not_ours(call_id, event.dn, event.expires, now, elsewhere)
@@ -1166,28 +1212,41 @@ class NodeCore:
         return []
 
     def _hold_creation(
-        self, event: RouteRequested, reserved: int | None, now: float
+        self,
+        call_id: str,
+        dn: str,
+        reserved: int | None,
+        redelivered: bool,
+        expires: float | None,
+        why: str,
     ) -> list[Command]:
-        """A call to create while the Node's sessions are not recovered yet (the store
-        did not answer the takeover's load): its session may be in the store already,
-        written by the old primary, and the recovery carries it on with its creation.
-        Created at once, it was created a second time, in the same Node (found by `orsim
-        search`, seed 191: a backup restarted, took over and froze; thawed, its recovery
-        was deferred by the store deadline the freeze ran out, and the T-Server handed
-        it the old primary's waiting call again). It waits as the partner's announced
-        calls do, ``RECLAIM_WAIT`` at most. Its watchers are told it is pending, as for
-        a slow session write, so that none creates it meanwhile (with the store away,
-        nothing else would stop it: 5 calls routed twice in
-        `tests/test_store_guard.py`)."""
-        call_id = event.call_id
-        expires = event.expires if event.expires is not None else math.inf
-        self._held_creations[call_id] = (event.dn, reserved, event.redelivered, expires)
-        if self._announced_until is None:
-            self._announced_until = self._deadline(now + RECLAIM_WAIT)
+        """Hold a call to create until what may carry it on answers (``why``):
+
+        - ``recovery``: the Node's sessions are not recovered yet (the store did not
+          answer the takeover's load); the old primary may have written its session, and
+          the recovery carries it on with its creation. Created at once, it was created
+          a second time, in the same Node (found by `orsim search`, seed 191: a backup
+          restarted, took over and froze; thawed, its recovery was deferred by the store
+          deadline the freeze ran out, and the T-Server handed it the old primary's
+          waiting call again). It waits as the partner's announced calls do,
+          ``RECLAIM_WAIT`` at most (the caller sets that wait).
+        - ``adoption``: this application's adoption round is moving its session from a
+          dead Node (``_start_call``); ``Adopted`` releases it.
+
+        Its watchers are told it is pending, as for a slow session write, so that none
+        creates it meanwhile (with the store away, nothing else would stop it: 5 calls
+        routed twice in `tests/test_store_guard.py`)."""
+        until = expires if expires is not None else math.inf
+        self._held_creations[call_id] = (dn, reserved, redelivered, until)
         return [
-            Note("creation_held_for_recovery", (("call_id", call_id),)),
+            Note(f"creation_held_for_{why}", (("call_id", call_id),)),
             self._notify_watchers(call_id, reserved, pending=True),
         ]
+
+    def _under_adoption(self, call_id: str) -> bool:
+        """Whether an ``AdoptOrphans`` of this application, not answered yet, moves the
+        call (few rounds at once: one per dead Node)."""
+        return any(call_id in calls for calls in self._adopting.values())
 
     def _is_early(self, call_id: str) -> bool:
         """Whether a ``session`` push for ``call_id`` comes before its route request: the
@@ -1209,7 +1268,14 @@ class NodeCore:
         recovered: Session | None = None,
         reserved: int | None = None,
         redelivered: bool = False,
+        expires: float | None = None,
     ) -> list[Command]:
+        if recovered is None and self._adopting and self._under_adoption(call_id):
+            # Its adoption may have moved the claim to this Node already: the store would
+            # take the creation and overwrite the adopted session (found by `orsim
+            # search`, seed 197: a lone Node, handed calls it was adopting again, created
+            # 13 of them a second time). The adoption's answer decides.
+            return self._hold_creation(call_id, dn, reserved, redelivered, expires, "adoption")
         epoch = self.current_epoch
         session = self._created_session(
             call_id,
@@ -1471,7 +1537,9 @@ class NodeCore:
                 out.append(Note("announced_call_created", (("call_id", call_id),)))
                 out += self._start_call(call_id, dn, now)
         for call_id, (dn, reserved, redelivered, expires) in held.items():
-            if self._still_to_create(call_id, expires, now):
+            if self._under_adoption(call_id):
+                self._held_creations[call_id] = (dn, reserved, redelivered, expires)
+            elif self._still_to_create(call_id, expires, now):
                 out += self._start_call(
                     call_id, dn, now, reserved=reserved, redelivered=redelivered
                 )
@@ -1513,8 +1581,9 @@ class NodeCore:
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
             return self._role_event(EpochObserved(stored), now)
-        if self._recovery_pending and self.role.role.holds_node:
-            return [LoadSessions()]
+        if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
+            # (Mid-takeover, the takeover's own read is under way.)
+            return [LoadSessions(self.current_epoch)]
         return []
 
     # -- orphans and unowned calls ------------------------------------------------------
@@ -1532,7 +1601,12 @@ class NodeCore:
                 self._gone_since.pop(node_id, None)
             else:
                 self._gone_since.setdefault(node_id, now)
-        if not self.role.role.creates_sessions:
+        if not self.role.role.creates_sessions or self._recovering(now):
+            # The Node's sessions are not recovered yet: a call created now may be one the
+            # old primary wrote, and the recovery would find it under way (found by
+            # `orsim search`, seed 241: a thawed backup's unowned rule created a call
+            # its restarted partner had created, one session created twice). The first
+            # round after the recovery (or its wait) does it.
             return []
         out: list[Command] = []
         grace = self._orphan_grace
@@ -1540,7 +1614,7 @@ class NodeCore:
             # The very sum ``_orphan_round_at`` made due: ``now - since >= grace`` can
             # be False at that instant in floating point.
             if now >= since + grace and node_id not in self._adopting:
-                self._adopting.add(node_id)
+                self._adopting[node_id] = frozenset()
                 out.append(LoadOrphans(node_id))
             elif now < since + grace:  # the next round comes when its grace is over
                 self._orphan_round_at(since + grace)
@@ -1611,12 +1685,24 @@ class NodeCore:
             and assign(o.call_id, live).assigned == self.settings.node_id
         )
         if not mine or not self.role.role.creates_sessions:
-            self._adopting.discard(dead)
+            self._adopting.pop(dead, None)
             return []
-        return [AdoptOrphans(dead, mine)]
+        self._adopting[dead] = frozenset(o.call_id for o in mine)
+        return [AdoptOrphans(dead, mine, self.current_epoch)]
 
     def _adopted(self, dead: int, sessions: Sequence[Session], now: float) -> list[Command]:
+        """Carry on the sessions the round moved; then create the calls held for it
+        (``_hold_creation``) that it did not move (fenced first by another adopter, say).
+
+        Only as the Node's holder at the epoch they were moved at (``AdoptOrphans.epoch``).
+        An application that stepped down meanwhile (a newer epoch read, a fence refused)
+        carried them on as a backup, at the new holder's epoch (found while fixing another
+        bug: 13 sessions). It leaves them to the Node's holder: the store took each move
+        only while the Node was at that epoch, before the holder's claim, and its
+        recovery, read after the claim, finds them."""
+        moving = self._adopting.pop(dead, frozenset())
         out: list[Command] = []
+        left = 0
         for orphan in sessions:
             if orphan.call_id in self._handled:
                 # Routed by its first owner while the adoption was under way: the moved
@@ -1625,10 +1711,23 @@ class NodeCore:
                 continue
             if orphan.call_id in self.calls:
                 continue
+            if not (self.role.role.holds_node and orphan.epoch == self.current_epoch):
+                left += 1
+                continue
             out += self._start_call(orphan.call_id, orphan.dn, now, recovered=orphan)
         if sessions:
             self.sessions_adopted += len(sessions)
             out.append(Note("sessions_adopted", (("count", len(sessions)), ("from_node", dead))))
+        if left:
+            out.append(Note("adopted_sessions_left_to_the_holder",
+                            (("count", left), ("epoch", self.current_epoch))))  # fmt: skip
+        held = [c for c in self._held_creations if c in moving]  # in arrival order
+        for call_id in held:
+            dn, reserved, redelivered, expires = self._held_creations.pop(call_id)
+            if self.role.role.creates_sessions and self._still_to_create(call_id, expires, now):
+                out += self._start_call(
+                    call_id, dn, now, reserved=reserved, redelivered=redelivered, expires=expires
+                )
         return out
 
     # -- role ----------------------------------------------------------------------------
@@ -1706,6 +1805,7 @@ class NodeCore:
                 # showed primary until the heal, 0.6 s).
                 self._chain.clear()
                 self._chain_step, self._chain_before = None, Role.PRIMARY
+                self._early_load = None
                 self._chain_reason = type(event).__name__
                 return self._chain_next(self._role_handle(event), now)
             self._deferred.append(event)
@@ -1743,11 +1843,26 @@ class NodeCore:
             if isinstance(action, Fence):
                 self._chain_step = ("fence", action.epoch)
                 out.append(FenceTServer(action.epoch))
+                after = self._chain[0] if self._chain else None
+                if isinstance(after, RecoverSessions) and after.epoch == action.epoch:
+                    # The claim is won: the store refuses the old holder's writes from now
+                    # on, so the Node's sessions are read while the T-Server confirms the
+                    # fence, a round trip less before the first call. They are carried on
+                    # only once it has; a refused fence ends the takeover.
+                    self._early_load = (action.epoch, _READING)
+                    out.append(LoadSessions(action.epoch))
                 return out
             if isinstance(action, RecoverSessions):
+                early, self._early_load = self._early_load, None
                 self._chain_step = ("recover", action.epoch)
-                out.append(LoadSessions())
-                return out
+                if early is None or early[0] != action.epoch:
+                    out.append(LoadSessions(action.epoch))
+                    return out
+                if early[1] is _READING:
+                    return out  # its answer carries the takeover on (``SessionsLoaded``)
+                out += self._sessions_loaded(early[1], now)
+                self._chain_step = None
+                continue
             if isinstance(action, StepDown):
                 out.append(Note("stepped_down", (("epoch", self.current_epoch),)))
             elif isinstance(action, HandOver):

@@ -390,8 +390,8 @@ class OrsNode:
                 self._start_soon(self._claim, command)
             case FenceTServer(epoch=epoch):
                 self._start_soon(self._fence, epoch)
-            case LoadSessions():
-                self._start_soon(self._load_sessions)
+            case LoadSessions(epoch=epoch):
+                self._start_soon(self._load_sessions, epoch)
             case ReadEpoch():
                 self._start_soon(self._read_epoch)
             case LoadOrphans(node_id=node_id):
@@ -627,14 +627,14 @@ class OrsNode:
             return
         self.feed(FenceAnswered(epoch, refused))
 
-    async def _load_sessions(self) -> None:
+    async def _load_sessions(self, epoch: int) -> None:
         try:
             sessions: tuple[Session, ...] | None = tuple(
                 await self.guard.sessions(self.settings.node_id)
             )
         except StoreUnavailable:
             sessions = None
-        self.feed(SessionsLoaded(sessions))
+        self.feed(SessionsLoaded(sessions, epoch))
 
     async def _read_epoch(self) -> None:
         try:
@@ -677,6 +677,12 @@ class OrsNode:
         no T-Server link the round is not begun; a fence that fails ends it (the next
         round tries again). Before, the fence was skipped when the link was down, and
         both Nodes routed 4 calls (found by `orsim search`, seed 67).
+
+        Each session moves at the epoch the round began under (``command.epoch``), not at
+        one this application learned meanwhile: once its Node has a newer holder, the
+        store refuses the rest (they stay with the dead Node for the next round), so
+        every session moved is in the store before that holder's claim, and its recovery
+        finds it.
         """
         dead, s = command.node_id, self.settings
         moved: list[Session] = []
@@ -687,11 +693,13 @@ class OrsNode:
                     fenced = current + 1
                     if await self._fence_adopted(dead, fenced):
                         for orphan in command.sessions:
-                            mine = attrs.evolve(orphan, node_id=s.node_id, epoch=self.epoch)
+                            mine = attrs.evolve(orphan, node_id=s.node_id, epoch=command.epoch)
                             if await self.guard.adopt_session(mine, dead, fenced):
                                 moved.append(mine)
         except (StaleEpoch, StoreUnavailable):
-            pass  # fenced again by another adopter, or the store went away: next round
+            # Fenced again by another adopter, this Node taken over meanwhile, or the
+            # store went away: what did not move waits for the next round.
+            pass
         self.feed(Adopted(dead, tuple(moved)))
 
     async def _fence_adopted(self, dead: int, epoch: int) -> bool:

@@ -141,7 +141,13 @@ class _GatedStore:
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
         await self._gate()
-        return await self.store.adopt_session(session, from_node, from_epoch)
+        moved = await self.store.adopt_session(session, from_node, from_epoch)
+        if moved:
+            # The creation is the adopter's now: claiming the call again under a newer
+            # epoch, it writes the same creation, as the Node that began it would. Taken
+            # for a second creation, it failed runs where nothing was created twice.
+            self.sim.created[session.call_id] = (session.node_id, session.created_at)
+        return moved
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
         await self._gate()
@@ -176,8 +182,8 @@ class SimCluster:
     #: app -> the simulated pid of its current run
     pids: dict[str, int] = attrs.Factory(dict)
     confserv: ConfServ | None = None
-    #: calls whose session was created (by anyone): call -> (Node, creation time); and
-    #: those created a second time, as another creation
+    #: calls whose session was created (by anyone): call -> (Node, creation time), the
+    #: adopter's once adopted; and those created a second time, as another creation
     created: dict[str, tuple[int, float]] = attrs.Factory(dict)
     created_twice: list[str] = attrs.Factory(list)
     _next_pid: int = FIRST_PID

@@ -89,6 +89,11 @@ class SessionStore(Protocol):
         was made. :meth:`delete_session` by the owner marks the call *done*: a done call
         is refused (False) to every Node, its own included, so a backup that takes over
         never serves again a call its primary finished.
+
+        A call adopted (:meth:`adopt_session`) is claimed by its adopter, whose creation
+        then succeeds too and replaces the adopted session, as a retry would: the store
+        cannot tell the two apart. An adopter does not create a call it is adopting
+        (``NodeCore`` holds that creation until the adoption answers).
         """
         ...
 
