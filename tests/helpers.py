@@ -185,3 +185,11 @@ def stepped_down_core() -> NodeCore:
     core.handle(EpochRead(2), 10.0)
     assert core.mode == "backup" and core.current_epoch == 2
     return core
+
+
+def session_writes(commands: object) -> list[Any]:
+    """The ``WriteSession`` commands among a core's ``commands``."""
+    from orsim.node._core import WriteSession
+
+    assert isinstance(commands, list)
+    return [c for c in commands if isinstance(c, WriteSession)]

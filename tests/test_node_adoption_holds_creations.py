@@ -11,14 +11,13 @@ fresh ones: 13 sessions created twice.
 from __future__ import annotations
 
 import attrs
-from helpers import core_settings
+from helpers import core_settings, session_writes
 
 from orsim.node._core import (
     ORPHAN_GRACE,
     RECLAIM_WAIT,
     Adopted,
     AdoptOrphans,
-    Command,
     EpochClaimed,
     FenceAnswered,
     LoadOrphans,
@@ -31,7 +30,6 @@ from orsim.node._core import (
     QueryCall,
     RouteRequested,
     SessionsLoaded,
-    WriteSession,
 )
 from orsim.node._membership import MemberInfo
 from orsim.node._settings import PeerApp
@@ -75,10 +73,6 @@ def _adopting(call_id: str, recovered: bool = True) -> NodeCore:
     return core
 
 
-def _writes(commands: list[Command]) -> list[WriteSession]:
-    return [c for c in commands if isinstance(c, WriteSession)]
-
-
 def _moved(call_id: str) -> Session:
     """``call_id``'s session as the adoption wrote it, Node 1's."""
     return attrs.evolve(_orphan(call_id), node_id=1)
@@ -87,40 +81,40 @@ def _moved(call_id: str) -> Session:
 def test_a_call_under_adoption_is_not_created_before_the_adoption_answers() -> None:
     core = _adopting("c1")
     out = core.handle(RouteRequested("c1", "5000", redelivered=True), ROUND + 0.02)
-    assert _writes(out) == []
+    assert session_writes(out) == []
     assert any(isinstance(c, NotifySession) and c.pending for c in out)  # watchers told
     # Nor by the recovery's wait, which releases the calls held for it.
-    assert _writes(core.tick(ROUND + 0.02 + RECLAIM_WAIT)) == []
+    assert session_writes(core.tick(ROUND + 0.02 + RECLAIM_WAIT)) == []
 
 
 def test_a_call_the_adoption_moved_is_carried_on_never_created_again() -> None:
     core = _adopting("c1")
     core.handle(RouteRequested("c1", "5000", redelivered=True), ROUND + 0.02)
     out = core.handle(Adopted(2, (_moved("c1"),)), ROUND + 0.1)
-    assert _writes(out) == []
+    assert session_writes(out) == []
     assert QueryCall("c1") in out  # asked first, as every adopted call is
     call = core.calls["c1"]
     assert call.recovered and call.created_at == CREATED
-    assert _writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.2)) == []
-    assert _writes(core.tick(ROUND + 0.1 + RECLAIM_WAIT)) == []
+    assert session_writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.2)) == []
+    assert session_writes(core.tick(ROUND + 0.1 + RECLAIM_WAIT)) == []
 
 
 def test_a_call_the_adoption_did_not_move_is_created_then() -> None:
     core = _adopting("c1")
     core.handle(RouteRequested("c1", "5000", redelivered=True), ROUND + 0.02)
-    (write,) = _writes(core.handle(Adopted(2, ()), ROUND + 0.1))  # fenced by another
+    (write,) = session_writes(core.handle(Adopted(2, ()), ROUND + 0.1))  # fenced by another
     assert write.create and write.session.call_id == "c1" and write.session.node_id == 1
 
 
 def test_a_call_outside_the_adoption_is_created_at_once() -> None:
     core = _adopting("c1")
-    (write,) = _writes(core.handle(RouteRequested("c2", "5000"), ROUND + 0.02))
+    (write,) = session_writes(core.handle(RouteRequested("c2", "5000"), ROUND + 0.02))
     assert write.create and write.session.call_id == "c2"
 
 
 def test_the_recovery_releases_no_call_still_under_adoption() -> None:
     core = _adopting("c1", recovered=False)
-    assert _writes(core.handle(RouteRequested("c1", "5000"), ROUND + 0.02)) == []
-    assert _writes(core.handle(SessionsLoaded((), 1), ROUND + 0.03)) == []
-    assert _writes(core.tick(ROUND + 0.02 + RECLAIM_WAIT)) == []
+    assert session_writes(core.handle(RouteRequested("c1", "5000"), ROUND + 0.02)) == []
+    assert session_writes(core.handle(SessionsLoaded((), 1), ROUND + 0.03)) == []
+    assert session_writes(core.tick(ROUND + 0.02 + RECLAIM_WAIT)) == []
     assert QueryCall("c1") in core.handle(Adopted(2, (_moved("c1"),)), ROUND + 0.1)

@@ -10,7 +10,7 @@ the old primary's session for it was in the store for the recovery to carry on.
 
 from __future__ import annotations
 
-from helpers import core_settings
+from helpers import core_settings, session_writes
 
 from orsim.node._core import (
     RECLAIM_WAIT,
@@ -20,11 +20,17 @@ from orsim.node._core import (
     QueryCall,
     RouteRequested,
     SessionsLoaded,
-    WriteSession,
 )
 from orsim.store import Session
 
 OLD_CREATION = 1_700_000_000.5
+
+
+def old_primary_session(call_id: str) -> Session:
+    """Node 1's stored session of ``call_id``, as its old primary wrote it."""
+    return Session(
+        call_id=call_id, node_id=1, epoch=0, dn="5000", state="created", created_at=OLD_CREATION
+    )
 
 
 def _primary_with_its_recovery_deferred() -> NodeCore:
@@ -37,35 +43,28 @@ def _primary_with_its_recovery_deferred() -> NodeCore:
     return core
 
 
-def _writes(commands: object) -> list[WriteSession]:
-    assert isinstance(commands, list)
-    return [c for c in commands if isinstance(c, WriteSession)]
-
-
 def test_the_recovery_carries_on_the_held_call_with_its_first_creation() -> None:
     core = _primary_with_its_recovery_deferred()
-    assert _writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.1)) == []
-    stored = Session(
-        call_id="c1", node_id=1, epoch=0, dn="5000", state="created", created_at=OLD_CREATION
-    )
+    assert session_writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.1)) == []
+    stored = old_primary_session("c1")
     out = core.handle(SessionsLoaded((stored,), 1), 0.2)
-    assert _writes(out) == []  # carried on, not created again
+    assert session_writes(out) == []  # carried on, not created again
     assert QueryCall("c1") in out  # asked first, as every recovered call is
     call = core.calls["c1"]
     assert call.recovered and call.created_at == OLD_CREATION
-    assert _writes(core.tick(0.1 + RECLAIM_WAIT)) == []  # and the wait creates nothing
+    assert session_writes(core.tick(0.1 + RECLAIM_WAIT)) == []  # and the wait creates nothing
 
 
 def test_a_held_call_the_store_never_gave_back_is_created_after_the_wait() -> None:
     core = _primary_with_its_recovery_deferred()
     core.handle(RouteRequested("c2", "5000"), 0.1)
-    assert _writes(core.tick(0.1 + RECLAIM_WAIT / 2)) == []
-    (write,) = _writes(core.tick(0.1 + RECLAIM_WAIT))
+    assert session_writes(core.tick(0.1 + RECLAIM_WAIT / 2)) == []
+    (write,) = session_writes(core.tick(0.1 + RECLAIM_WAIT))
     assert write.create and write.session.call_id == "c2"
 
 
 def test_with_the_sessions_recovered_new_calls_are_created_at_once() -> None:
     core = _primary_with_its_recovery_deferred()
     core.handle(SessionsLoaded((), 1), 0.2)
-    (write,) = _writes(core.handle(RouteRequested("c3", "5000"), 0.3))
+    (write,) = session_writes(core.handle(RouteRequested("c3", "5000"), 0.3))
     assert write.create

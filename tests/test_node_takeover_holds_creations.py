@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from helpers import core_settings
-from test_node_unowned import NODES, PEERS, call_of_node_2
+from helpers import core_settings, session_writes
+from test_node_deferred_recovery_holds_creations import OLD_CREATION, old_primary_session
+from test_node_unowned import call_of_node_2, node_1_linked
 
 from orsim.node._core import (
     RECLAIM_WAIT,
@@ -23,21 +24,14 @@ from orsim.node._core import (
     FenceAnswered,
     FenceTServer,
     LoadSessions,
-    MemberAnnounced,
     NodeCore,
     Note,
     PeerLinkDown,
-    PeerLinkUp,
     QueryCall,
     RouteRequested,
     SessionsLoaded,
     WriteSession,
 )
-from orsim.node._membership import MemberInfo
-from orsim.node._settings import Endpoint, NodeSettings
-from orsim.store import Session
-
-OLD_CREATION = 1_700_000_000.5
 
 
 def _claimed_with_its_fence_unanswered() -> NodeCore:
@@ -48,23 +42,16 @@ def _claimed_with_its_fence_unanswered() -> NodeCore:
     return core
 
 
-def _writes(commands: object) -> list[WriteSession]:
-    assert isinstance(commands, list)
-    return [c for c in commands if isinstance(c, WriteSession)]
-
-
 def test_a_watch_ending_while_the_fence_waits_is_held_for_the_recovery() -> None:
     core = _claimed_with_its_fence_unanswered()
     # Not primary yet for its watcher: the call is watched, and its watch ends before
     # the T-Server answers the fence.
-    assert _writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.1)) == []
-    assert _writes(core.tick(1.0)) == []
+    assert session_writes(core.handle(RouteRequested("c1", "5000", redelivered=True), 0.1)) == []
+    assert session_writes(core.tick(1.0)) == []
     assert core.handle(FenceAnswered(1), 1.1) == []  # the sessions are read already
-    stored = Session(
-        call_id="c1", node_id=1, epoch=0, dn="5000", state="created", created_at=OLD_CREATION
-    )
+    stored = old_primary_session("c1")
     out = core.handle(SessionsLoaded((stored,), 1), 1.2)
-    assert _writes(out) == []  # carried on with the old primary's creation
+    assert session_writes(out) == []  # carried on with the old primary's creation
     assert QueryCall("c1") in out
     assert core.calls["c1"].recovered and core.calls["c1"].created_at == OLD_CREATION
 
@@ -73,8 +60,8 @@ def test_a_held_call_the_recovery_did_not_give_back_is_created_after_it() -> Non
     core = _claimed_with_its_fence_unanswered()
     core.handle(RouteRequested("c2", "5000"), 0.1)
     core.handle(FenceAnswered(1), 0.2)
-    assert _writes(core.tick(1.0)) == []  # the recovery's load is still under way
-    (write,) = _writes(core.handle(SessionsLoaded((), 1), 1.1))
+    assert session_writes(core.tick(1.0)) == []  # the recovery's load is still under way
+    (write,) = session_writes(core.handle(SessionsLoaded((), 1), 1.1))
     assert write.create and write.session.call_id == "c2" and write.session.epoch == 1
     assert core.mode == "primary"
 
@@ -82,27 +69,16 @@ def test_a_held_call_the_recovery_did_not_give_back_is_created_after_it() -> Non
 def test_a_takeover_refused_at_its_fence_creates_nothing_it_held() -> None:
     core = _claimed_with_its_fence_unanswered()
     core.handle(RouteRequested("c3", "5000"), 0.1)
-    assert _writes(core.tick(1.0)) == []
+    assert session_writes(core.tick(1.0)) == []
     out = core.handle(FenceAnswered(1, refused=True), 1.1)
-    assert _writes(out) == [] and not any(isinstance(c, LoadSessions) for c in out)
+    assert session_writes(out) == [] and not any(isinstance(c, LoadSessions) for c in out)
     assert core.mode != "primary"
 
 
 def _node_1_claimed_with_its_fence_unanswered() -> NodeCore:
     """ "A" of Node 1, every application of Nodes 1-3 linked, its claim won and its fence
     not answered."""
-    server = Endpoint("X", "127.0.0.1", 1)
-    settings = NodeSettings(
-        app="A", node_id=1, configured_backup=False, partner="A_B", cluster="C",
-        data_center="DC", address="127.0.0.1", port=1, peers=PEERS, nodes=NODES,
-        tserver=server, urs=server, call_watching_timeout_ms=300,
-    )  # fmt: skip
-    core = NodeCore(settings)
-    core.start(0.0)
-    for peer in PEERS:
-        core.handle(PeerLinkUp(peer.name), 0.0)
-        mode = "backup" if peer.is_backup else "primary"
-        core.handle(MemberAnnounced(MemberInfo(peer.name, peer.node_id, "DC", mode, 0)), 0.0)
+    core = node_1_linked()
     assert core.handle(EpochClaimed(1, True, 1), 0.0) == [FenceTServer(1), LoadSessions(1)]
     return core
 

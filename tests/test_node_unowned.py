@@ -33,6 +33,11 @@ PEERS = (
 
 def primary_of_node_1() -> NodeCore:
     """ "A", primary of Node 1, with every application of Nodes 1-3 linked."""
+    return claimed_primary(node_1_linked())
+
+
+def node_1_linked() -> NodeCore:
+    """ "A" of Node 1, started (its claim asked), every application of Nodes 1-3 linked."""
     server = Endpoint("X", "127.0.0.1", 1)
     settings = NodeSettings(
         app="A", node_id=1, configured_backup=False, partner="A_B", cluster="C",
@@ -45,7 +50,7 @@ def primary_of_node_1() -> NodeCore:
         core.handle(PeerLinkUp(peer.name), 0.0)
         mode = "backup" if peer.is_backup else "primary"
         core.handle(MemberAnnounced(MemberInfo(peer.name, peer.node_id, "DC", mode, 0)), 0.0)
-    return claimed_primary(core)
+    return core
 
 
 def call_of_node_2() -> str:
