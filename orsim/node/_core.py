@@ -1148,7 +1148,6 @@ class NodeCore:
             )
         if decision.verdict is not Verdict.WATCH:
             return self._not_ours(call_id, event.dn, event.expires, now, elsewhere)
-        early = self._early_news.pop(call_id, None) if self._early_news else None
         self._watched_dns[call_id] = event.dn
         if decision.deadline is not None:
             self._deadline(decision.deadline)
@@ -1157,11 +1156,8 @@ class NodeCore:
         if decision.kind is WatchKind.RESERVED and not self.role.role.creates_sessions:
             # The Reserved Node's backup: its watch ends quietly unless it is primary
             # at the deadline; the unowned rule still covers the call after that.
-            expires = event.expires if event.expires is not None else math.inf
-            self._unowned[call_id] = _Unowned(event.dn, now, expires, elsewhere)
-        if early is not None:
-            return self.handle(early, now)
-        return []
+            self._remember_unowned(call_id, event.dn, event.expires, now, elsewhere)
+        return self._early_news_of(call_id, now)
 
     def _routes_requested(self, event: RoutesRequested, now: float) -> list[Command]:
         """``_route_requested`` for each call in turn, the same decisions in the same
@@ -1204,12 +1200,26 @@ class NodeCore:
     ) -> list[Command]:
         """Not this application's call now; remembered until someone creates its session,
         in case both its Assigned and its Reserved Node die before anyone does."""
-        early = self._early_news.pop(call_id, None) if self._early_news else None
+        self._remember_unowned(call_id, dn, expires, now, elsewhere)
+        return self._early_news_of(call_id, now)
+
+    def _remember_unowned(
+        self,
+        call_id: str,
+        dn: str,
+        expires: float | None,
+        now: float,
+        elsewhere: dict[int, str] | None,
+    ) -> None:
+        """Keep the call for the unowned rule (``_take_unowned_calls``) until it expires."""
         until = expires if expires is not None else math.inf
         self._unowned[call_id] = _Unowned(dn, now, until, elsewhere)
-        if early is not None:
-            return self.handle(early, now)
-        return []
+
+    def _early_news_of(self, call_id: str, now: float) -> list[Command]:
+        """Take the ``session`` news that came before this call's route request
+        (``_is_early``), now that the request is watched or remembered."""
+        early = self._early_news.pop(call_id, None) if self._early_news else None
+        return [] if early is None else self.handle(early, now)
 
     def _hold_creation(
         self,
