@@ -1147,7 +1147,10 @@ class NodeCore:
                 expires=event.expires,
             )
         if decision.verdict is not Verdict.WATCH:
-            return self._not_ours(call_id, event.dn, event.expires, now, elsewhere)
+            # Not this application's call now: remembered until someone creates its
+            # session, in case both its Assigned and its Reserved Node die first.
+            self._remember_unowned(call_id, event.dn, event.expires, now, elsewhere)
+            return self._early_news_of(call_id, now)
         self._watched_dns[call_id] = event.dn
         if decision.deadline is not None:
             self._deadline(decision.deadline)
@@ -1176,7 +1179,8 @@ class NodeCore:
                 live = self._arrival_nodes()
                 rivals = home_rivals(live, node_id)
             if call_id not in watches and outweighed_by(call_id, node_id, rivals):
-                out += self._not_ours(call_id, dn, expires, now, live)
+                self._remember_unowned(call_id, dn, expires, now, live)
+                out += self._early_news_of(call_id, now)
                 continue
             out += self._route_requested(RouteRequested(call_id, dn, expires, redelivered), now)
         return out
@@ -1189,19 +1193,6 @@ class NodeCore:
             return self._arrival_live
         self._arrival_live = live
         return live
-
-    def _not_ours(
-        self,
-        call_id: str,
-        dn: str,
-        expires: float | None,
-        now: float,
-        elsewhere: dict[int, str] | None,
-    ) -> list[Command]:
-        """Not this application's call now; remembered until someone creates its session,
-        in case both its Assigned and its Reserved Node die before anyone does."""
-        self._remember_unowned(call_id, dn, expires, now, elsewhere)
-        return self._early_news_of(call_id, now)
 
     def _remember_unowned(
         self,
