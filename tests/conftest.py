@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: CI runs on 2 shared cores, where one slow example (an import,
+# a collection) would fail a property for timing, not for a counterexample. A found
+# failure prints its reproduction blob.
+settings.register_profile("orsim", deadline=None, print_blob=True)
+settings.load_profile("orsim")
 
 _REDIS_READY = "Ready to accept connections"
 _REDIS_START_TIMEOUT = 15.0
