@@ -13,7 +13,7 @@ import pytest
 
 from orsim.bench import _soak as soak_module
 from orsim.bench.__main__ import main as bench_main
-from orsim.bench._failover import first_routed_by, gap_ms
+from orsim.bench._failover import first_call_split, first_routed_by, gap_ms, longest_wait_ms
 from orsim.bench._memory import MemoryProbe, ProcMemory, parse_memory, read_memory, summarize
 from orsim.bench._outcome import first_failure, gap_bound_ms, longest_ok_streak, outcome
 from orsim.bench._progress import progress_bar
@@ -179,6 +179,35 @@ def test_step_latencies_and_first_routed_call() -> None:
     assert first_routed_by(records, "ORS_2", after=0) is None
     assert gap_ms(10.5, 10.7) == pytest.approx(200.0)
     assert gap_ms(10.5, None) is None
+
+
+def test_the_gap_splits_into_the_takeover_and_the_wait_for_a_call_of_the_node() -> None:
+    """Killed at 10.0, the backup primary at 10.008: a call of its Node offered only at
+    10.030 and routed at 10.032 is a 32 ms gap, of which the backup waited 22 ms for the
+    call; had one been waiting, the takeover would have routed it at 10.010."""
+    later = [_record(9.99, 10.004, "ORS_2"), _record(10.03, 10.032, "ORS_1_B")]
+    split = first_call_split(later, "ORS_1_B", 10.0, 10.008)
+    assert split["first_offered_ms"] == pytest.approx(30.0)
+    assert split["idle_ms"] == pytest.approx(22.0)
+    assert split["takeover_ms"] == pytest.approx(10.0)
+    # A call offered before the takeover, routed once it is done: no idle time at all.
+    waiting = [_record(10.001, 10.015, "ORS_1_B")]
+    split = first_call_split(waiting, "ORS_1_B", 10.0, 10.008)
+    assert split["idle_ms"] == 0.0 and split["takeover_ms"] == pytest.approx(15.0)
+    assert first_call_split(waiting, "ORS_1_B", 10.0, None)["takeover_ms"] is None
+    assert first_call_split(waiting, "ORS_2", 10.0, 10.008)["idle_ms"] is None
+
+
+def test_the_longest_wait_counts_every_caller_offered_in_the_window() -> None:
+    records = [
+        _record(9.95, 9.96, "ORS_1"),  # before the window
+        _record(10.001, 10.015, "ORS_2"),  # covered by the other Node: 14 ms
+        _record(10.004, 10.021, "ORS_1_B"),  # held for the takeover: 17 ms
+        _record(10.005, None),  # lost: counted as lost, not as a wait
+        _record(10.5, 10.9, "ORS_1_B"),  # after the window
+    ]
+    assert longest_wait_ms(records, 9.99, 10.1) == pytest.approx(17.0)
+    assert longest_wait_ms(records, 11.0, 12.0) is None
 
 
 # -- memory ---------------------------------------------------------------------------
@@ -371,8 +400,12 @@ def test_routed_rate_is_the_rate_over_the_routing_span() -> None:
 
 def _run(fault: str, gap: float | None, lost: int = 0, dup: int = 0, addp: float = 1.0,
          primary: float | None = 1.0, run_s: float = 5.0) -> dict[str, Any]:  # fmt: skip
+    # Its takeover 2 ms under the gap (the backup waited 2 ms for a call of its Node),
+    # and a caller waiting 1 ms longer than the gap.
     return {"fault": fault, "addp_s": addp, "gap_ms": gap,
             "backup_primary_ms": None if gap is None else primary, "calls": 600,
+            "takeover_ms": None if gap is None else gap - 2,
+            "longest_wait_ms": None if gap is None else gap + 1,
             "lost": lost, "duplicates": dup, "stale": 0, "run_s": run_s}  # fmt: skip
 
 
@@ -408,15 +441,19 @@ def test_one_stop_run_of_three_that_never_recovered_makes_the_row_no() -> None:
     """The user's case: two good runs, one that lost 6,603 calls; the median is clean."""
     runs = [_run("STOP", 1010.0), _run("STOP", None, lost=6603), _run("STOP", 1030.0)]
     row = _failover_row(runs, "SIGSTOP gap, addp 1 s")
-    assert row.median == "1020 ms (primary after 1 ms)"  # the median of the runs that did
-    assert row.worst == "max 1030 ms; lost 6603 (1 run); dup 0; no takeover 1/3"
+    # The medians of the runs that did.
+    assert row.median == "1020 ms (primary after 1 ms, takeover 1018 ms)"
+    assert row.worst == (
+        "max 1030 ms (takeover 1028 ms, callers waited 1031 ms); lost 6603 (1 run); dup 0;"
+        " no takeover 1/3"
+    )
     assert row.met == "NO"
 
 
 def test_one_switchover_run_of_three_that_lost_two_calls_makes_the_row_no() -> None:
     runs = [_run("switchover", 40.0), _run("switchover", 60.0, lost=2), _run("switchover", 50.0)]
     row = _failover_row(runs, "switchover gap")
-    assert row.worst == "max 60 ms; lost 2 (1 run); dup 0; no takeover 0/3"
+    assert row.worst.startswith("max 60 ms (takeover 58 ms, callers waited 61 ms); lost 2")
     assert row.met == "NO"
     clean = [_run("switchover", 40.0), _run("switchover", 60.0), _run("switchover", 50.0)]
     assert _failover_row(clean, "switchover gap").met == "yes"
@@ -433,7 +470,7 @@ def test_the_worst_gap_breaks_the_target_though_the_median_keeps_it() -> None:
     runs = [_run("KILL", 20.0), _run("KILL", 25.0), _run("KILL", 61.0)]
     row = _failover_row(runs, "SIGKILL gap, addp 1 s")
     assert row.median.startswith("25 ms")
-    assert row.worst == "max 61 ms; lost 0; dup 0; no takeover 0/3; 1/3 over bound"
+    assert row.worst.endswith("; lost 0; dup 0; no takeover 0/3; 1/3 over bound")
     assert row.met == "NO"
     duplicated = [_run("KILL", 20.0), _run("KILL", 25.0, dup=3), _run("KILL", 21.0, dup=1)]
     dup_row = _failover_row(duplicated, "SIGKILL gap, addp 1 s")
@@ -507,6 +544,8 @@ def test_soak_tally_counts_each_outcome_per_kind() -> None:
     kill, stop, switch = by_kind["KILL"], by_kind["STOP"], by_kind["switchover"]
     assert (kill["runs"], kill["ok"], kill["over_bound"], kill["runs_dup"]) == (3, 1, 1, 1)
     assert (kill["gap_ms_median"], kill["gap_ms_max"], kill["bound_ms"]) == (22.0, 70.0, 50.0)
+    assert (kill["takeover_ms_median"], kill["takeover_ms_max"]) == (20.0, 68.0)
+    assert kill["longest_wait_ms_max"] == 71.0
     assert (stop["runs"], stop["ok"], stop["no_takeover"], stop["errors"]) == (3, 1, 1, 1)
     assert (stop["runs_lost"], stop["lost_total"], stop["gap_ms_max"]) == (1, 6603, 1010.0)
     assert (switch["runs"], switch["ok"], switch["runs_lost"], switch["lost_total"]) == (3, 2, 1, 2)

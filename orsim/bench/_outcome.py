@@ -68,6 +68,10 @@ class Outcome:
     duplicates: int | None = 0
     took_over: bool = True
     gap_ms: float | None = None
+    #: The gap less the time the new primary waited for a call of its Node to be offered
+    #: (``first_call_split``), and the longest a caller waited meanwhile.
+    takeover_ms: float | None = None
+    longest_wait_ms: float | None = None
     bound_ms: float | None = None
 
     @property
@@ -124,6 +128,8 @@ def outcome(run: Run) -> Outcome:
         duplicates=_int_or_none(run.get("duplicates")),
         took_over=gap is not None and is_number(run.get("backup_primary_ms")),
         gap_ms=gap,
+        takeover_ms=_float_or_none(run.get("takeover_ms")),
+        longest_wait_ms=_float_or_none(run.get("longest_wait_ms")),
         bound_ms=bound,
     )
 
@@ -142,6 +148,8 @@ class Tally:
     lost_total: int = 0
     duplicates_total: int = 0
     gaps: list[float] = attrs.Factory(list)
+    takeovers: list[float] = attrs.Factory(list)
+    waits: list[float] = attrs.Factory(list)
     run_s: list[float] = attrs.Factory(list)
 
     def add(self, result: Outcome, run_s: float | None = None) -> None:
@@ -158,6 +166,10 @@ class Tally:
             self.duplicates_total += result.duplicates or 0
             if result.took_over and result.gap_ms is not None:
                 self.gaps.append(result.gap_ms)
+                if result.takeover_ms is not None:
+                    self.takeovers.append(result.takeover_ms)
+            if result.longest_wait_ms is not None:
+                self.waits.append(result.longest_wait_ms)
         if run_s is not None:
             self.run_s.append(run_s)
 
@@ -180,6 +192,9 @@ class Tally:
             "duplicates_total": self.duplicates_total,
             "gap_ms_median": median(self.gaps),
             "gap_ms_max": max(self.gaps, default=None),
+            "takeover_ms_median": median(self.takeovers),
+            "takeover_ms_max": max(self.takeovers, default=None),
+            "longest_wait_ms_max": max(self.waits, default=None),
             "run_s_median": median(self.run_s),
             "run_s_max": max(self.run_s, default=None),
         }

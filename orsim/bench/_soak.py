@@ -54,7 +54,8 @@ DEFAULT_SOAK_RUNS = 200
 EXIT_FAILED = 1
 
 SOAK_HEADER = ("kind", "bound", "runs", "ok", "lost>0", "dup>0", "no takeover",
-               "over bound", "errors", "gap median", "gap max", "run time")  # fmt: skip
+               "over bound", "errors", "gap median", "gap max", "takeover median",
+               "takeover max", "caller wait max", "run time")  # fmt: skip
 
 
 def schedule(kinds: Sequence[tuple[str, float]], runs: int) -> list[tuple[str, float]]:
@@ -157,10 +158,15 @@ def _s(value: object) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+#: The failover times of the tally, as its columns show them.
+_TIMES = ("gap_ms_median", "gap_ms_max", "takeover_ms_median", "takeover_ms_max",
+          "longest_wait_ms_max")  # fmt: skip
+
+
 def _cells(kind: str, bound: str, t: Mapping[str, Any]) -> tuple[str, ...]:
     counts = ("runs", "ok", "runs_lost", "runs_dup", "no_takeover", "over_bound", "errors")
-    return (kind, bound, *(str(t[c]) for c in counts), _ms(t["gap_ms_median"]),
-            _ms(t["gap_ms_max"]), _s(t["run_s_median"]))  # fmt: skip
+    return (kind, bound, *(str(t[c]) for c in counts), *(_ms(t.get(c)) for c in _TIMES),
+            _s(t["run_s_median"]))  # fmt: skip
 
 
 def render_soak(document: Mapping[str, Any]) -> str:
@@ -169,7 +175,8 @@ def render_soak(document: Mapping[str, Any]) -> str:
         _cells(kind_label(r["fault"], r["addp_s"]), bound_text(r["fault"], r["addp_s"]), r)
         for r in document["tally"]
     ]
-    total = dict(document["total"], gap_ms_median=None, gap_ms_max=None)  # kinds differ
+    # The kinds' times differ too much to summarise together.
+    total = dict(document["total"], **dict.fromkeys(_TIMES))
     lines.append(_cells("all kinds", "", total))
     verdict = document["verdict"]
     options = document["options"]

@@ -128,7 +128,8 @@ async def failover_section(plan: Plan) -> list[Row]:
                 problems = outcome(row).problems()
                 verdict = f"; NOT OK: {', '.join(problems)}" if problems else ""
                 say(f"  gap {_ms(row['gap_ms'])}, backup primary after "
-                    f"{_ms(row['backup_primary_ms'])}, lost {row['lost']}{verdict}")  # fmt: skip
+                    f"{_ms(row['backup_primary_ms'])}, takeover {_ms(row['takeover_ms'])}, "
+                    f"lost {row['lost']}{verdict}")  # fmt: skip
             rows.append(row)
     return rows
 
