@@ -37,7 +37,7 @@ from orsim.node._runtime import OrsNode
 from orsim.node._settings import Endpoint, NodeSettings, PeerApp
 from orsim.tserver import CallRouted as CallRoutedPush
 from orsim.tserver import RoutedCalls, RouteRequest, RouteRequests
-from orsim.wire import Connection, Json, Push, PushBatch, PushTable, when, when_many
+from orsim.wire import Connection, Json, Push, PushBatch, PushTable, _codec, _typed, when, when_many
 
 DCS = ("East", "West")
 
@@ -278,6 +278,45 @@ def test_consecutive_pushes_of_a_many_row_come_in_one_call_in_order() -> None:
         ("requests", ("c3",)),
         ("session", None),
     ]
+
+
+@pytest.fixture
+def push_memo() -> Any:
+    """The process's memos of pushes read, emptied before and after the test."""
+    memos = (_codec.PUSH_MEMO, _typed._BATCHES, _typed._NOTICES)
+    for memo in memos:
+        memo.clear()
+    yield memos
+    for memo in memos:
+        memo.clear()
+
+
+def test_a_process_with_only_real_links_keeps_nothing_of_what_it_read(push_memo: Any) -> None:
+    """Over TCP no other reader shares a push (the codec's memo stays empty), so reading a
+    batch or a notice keeps neither: a lazy backup held 256 batches, ~15 MB."""
+    memo, batches, notices = push_memo
+    seen: list[tuple[str, object]] = []
+    table = _table(seen)
+    table.dispatch(CONN, _batch(_rr("c1"), _cr("c0")))
+    table.dispatch(CONN, Push("session", {"call_id": "c3", "node_id": 1}))
+    assert [name for name, _ in seen] == ["requests", "routed", "session"]
+    assert (memo, batches, notices) == ({}, {}, {})
+
+
+def test_readers_in_one_process_share_what_one_of_them_read(push_memo: Any) -> None:
+    """In the simulation (the codec's memo in use) one read of a push serves every table
+    that reads it alike."""
+    memo, batches, notices = push_memo
+    push = _batch(_rr("c1"), _cr("c0"))
+    lone = Push("session", {"call_id": "c3", "node_id": 1})
+    memo[b"a body"] = push  # a memory link's decoder shared a push
+    first: list[tuple[str, object]] = []
+    second: list[tuple[str, object]] = []
+    for table in (_table(first), _table(second)):
+        table.dispatch(CONN, push)
+        table.dispatch(CONN, lone)
+    assert len(batches) == 1 and len(notices) == 1
+    assert all(a is b for (_, a), (_, b) in zip(first, second, strict=True))
 
 
 def test_a_push_that_comes_alone_is_a_run_of_one() -> None:

@@ -51,7 +51,7 @@ import attrs
 
 from orsim.errors import RemoteProtocolError, RequestRefused
 from orsim.logs import get_logger
-from orsim.wire._codec import PUSH_MEMO_SIZE
+from orsim.wire._codec import PUSH_MEMO, PUSH_MEMO_SIZE
 from orsim.wire._messages import Json, Push, Request
 from orsim.wire._params import param, str_list
 
@@ -541,13 +541,18 @@ def _notice_of(push: Push, kind: type[Notice]) -> Notice:
     Raises:
         RemoteProtocolError: the push is malformed.
     """
-    known = _NOTICES.get(id(push))
+    # A process whose links are all real decodes every push on its own (the codec's
+    # memo stays empty): keeping its recent notices would only hold memory.
+    shared = bool(PUSH_MEMO)
+    known = _NOTICES.get(id(push)) if shared else None
     if known is not None and known[0] is push and known[1] is kind:
         return known[2]
     try:
         notice = kind.from_json(push.data)
     except RequestRefused as exc:
         raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
+    if not shared:
+        return notice
     if len(_NOTICES) >= PUSH_MEMO_SIZE:
         _NOTICES.clear()
     _NOTICES[id(push)] = (push, kind, notice)
@@ -600,8 +605,9 @@ class PushTable:
         Raises:
             RemoteProtocolError: the batch or one of its pushes is malformed.
         """
-        known = _BATCHES.get(id(push))
-        if known is not None and known[0] is push and known[1] == self._readers:
+        if not PUSH_MEMO:  # no push here is shared: nothing to keep for another reader
+            runs = self._read_batch(push)
+        elif (known := _BATCHES.get(id(push))) and known[0] is push and known[1] == self._readers:
             runs = known[2]
         else:
             runs = self._read_batch(push)
