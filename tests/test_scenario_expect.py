@@ -7,7 +7,7 @@ from typing import Any
 
 from orsim.scenario import check_document, evaluate
 from orsim.scenario._model import Scenario, Step
-from orsim.scenario._timeline import AppState, Sample, Timeline, role_changes
+from orsim.scenario._timeline import AppState, Event, Sample, Timeline, role_changes
 from orsim.tserver import CallRecord, LedgerCounts, LedgerReport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +224,35 @@ def test_sessions_recovered_falls_back_to_the_ledger() -> None:
     verdict = evaluate(sc, expectation(sc), tl, ledger(recs))
     assert verdict.passed
     assert verdict.detail.startswith("2 session(s)")
+
+
+def test_a_role_change_is_dated_by_the_applications_own_clock() -> None:
+    """A takeover at +1.012 s sampled at +1.25 s reads +1.012 in the timeline, in order
+    before a fault recorded at +1.1; a ``mode_since`` outside the two samples (another
+    clock, or none) leaves the sample's time."""
+    tl = Timeline(T0)
+    tl.add_sample(sample(1.0, ORS_1="primary", ORS_1_B="backup", ORS_2="backup"))
+    tl.add(Event(T0 + 1.1, "fault", "kill ORS_2"))
+    after = Sample(
+        T0 + 1.25,
+        (
+            AppState("ORS_1", "down"),
+            AppState("ORS_1_B", "primary", epoch=2, mode_since=T0 + 1.012),
+            AppState("ORS_2", "down", mode_since=T0 + 0.5),
+        ),
+    )
+    events = tl.add_sample(after)
+    assert [(round(e.t - T0, 3), e.text) for e in events] == [
+        (1.25, "ORS_1: primary -> down"),
+        (1.012, "ORS_1_B: backup -> primary (epoch 2)"),
+        (1.25, "ORS_2: backup -> down"),
+    ]
+    assert [e.text for e in tl.events] == [
+        "ORS_1_B: backup -> primary (epoch 2)",
+        "kill ORS_2",
+        "ORS_1: primary -> down",
+        "ORS_2: backup -> down",
+    ]
 
 
 def test_role_changes_between_samples() -> None:

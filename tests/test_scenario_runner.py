@@ -66,6 +66,12 @@ class Recorder:
         return "\n".join(self.lines)
 
 
+def _printed_at(rec: Recorder, text: str) -> float:
+    """The time (s) of the one timeline line holding ``text``: ``[  5.11s] ...``."""
+    (line,) = [line for line in rec.lines if text in line]
+    return float(line.split("]")[0].strip("[ s"))
+
+
 async def run(tmp_path: Path, paths: list[Path], rec: Recorder, **options: Any) -> int:
     return await run_files(
         paths,
@@ -87,6 +93,11 @@ async def test_a_passing_scenario_prints_a_timeline_and_exits_0(
     text = rec.text
     assert "step 4   FAULT kill ORS_1 (SIGKILL)" in text
     assert "role ORS_1_B: backup -> primary (epoch 2)" in text
+    # 0.8 s after the kill by the heir's own clock, not when a poll or a sample saw it.
+    assert "PASS  step 5: ORS_1_B primary within 3s: ORS_1_B was primary after 800 ms" in text
+    assert _printed_at(rec, "role ORS_1_B: backup") - _printed_at(rec, "FAULT kill") == (
+        pytest.approx(0.8, abs=0.011)
+    )
     assert "PASS  step 10: failover_gap_ms < 1500: 8" in text
     assert rec.lines[-1] == "5 passed, 0 failed"
     (cluster,) = rec.clusters

@@ -77,7 +77,8 @@ def mode_verdict(
     """The verdict of a mode expectation the runner watched (``took`` None: not reached)."""
     label = expectation_label(step)
     if took is not None:
-        return Verdict(label, True, f"{exp.app} was {exp.mode} after {took:.2f}s", step.number, t)
+        after = f"{took * 1000:.0f} ms" if took < 1 else f"{took:.2f}s"
+        return Verdict(label, True, f"{exp.app} was {exp.mode} after {after}", step.number, t)
     seen = last if last is not None else "not seen"
     detail = f"{exp.app} was still {seen} after {exp.within:g}s (expected {exp.mode})"
     return Verdict(label, False, detail, step.number, t)

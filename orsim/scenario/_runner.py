@@ -350,15 +350,21 @@ class _Run:
         self.emit("step", f"... {text} after {trio.current_time() - start:.2f}s", step.number)
 
     async def expect_mode(self, step: model.Step, exp: model.ModeWithin) -> None:
-        start = trio.current_time()
+        start, start_wall = trio.current_time(), self.clock()
         last: list[str | None] = [None]
+        since: list[float | None] = [None]
 
         def reached(status: ClusterStatus) -> bool:
-            last[0] = _mode(status, exp.app)
+            last[0], since[0] = _mode(status, exp.app), _mode_since(status, exp.app)
             return last[0] == exp.mode
 
         ok = await self.poll(reached, exp.within)
-        took = trio.current_time() - start if ok else None
+        took = None
+        if ok:
+            took = trio.current_time() - start  # when a poll saw it: an upper bound
+            # Its own clock says when it got there (the poll comes up to an interval later).
+            if since[0] is not None and since[0] <= self.clock():
+                took = min(took, max(0.0, since[0] - start_wall))
         verdict = mode_verdict(step, exp, took, last[0], self.clock())
         self.verdicts[step.number] = verdict
         self.emit("verdict", format_verdict(verdict).strip(), step.number, exp.app)
@@ -386,6 +392,13 @@ def _mode(status: ClusterStatus, app: str) -> str | None:
     for row in status["apps"]:
         if row["app"] == app:
             return row["mode"]
+    return None
+
+
+def _mode_since(status: ClusterStatus, app: str) -> float | None:
+    for row in status["apps"]:
+        if row["app"] == app:
+            return row.get("mode_since")
     return None
 
 

@@ -7,6 +7,7 @@ printed time is relative to it.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
@@ -36,6 +37,8 @@ class AppState:
     epoch: int | None = None
     node_id: int | None = None
     sessions_recovered: int | None = None
+    #: When the application says it entered ``mode`` (its own wall clock), if it says.
+    mode_since: float | None = None
 
 
 @attrs.frozen
@@ -64,10 +67,22 @@ def sample_from_status(t: float, status: ClusterStatus) -> Sample:
             epoch=row["epoch"],
             node_id=row["node_id"],
             sessions_recovered=row["sessions_recovered"],
+            mode_since=row.get("mode_since"),
         )
         for row in status["apps"]
     )
     return Sample(t, apps, status["calls"])
+
+
+def changed_at(before: Sample, after: Sample, state: AppState) -> float:
+    """When ``state``'s application changed mode between two samples: its own
+    ``mode_since`` where it falls between them (the same wall clock as the samples'), so a
+    takeover reads as it happened, not up to a sample interval (0.25 s) later; else when
+    the later sample saw it."""
+    since = state.mode_since
+    if since is not None and before.t < since <= after.t:
+        return since
+    return after.t
 
 
 def role_changes(before: Sample | None, after: Sample) -> list[tuple[str, str | None, AppState]]:
@@ -106,7 +121,13 @@ class Timeline:
     end: float | None = None
 
     def add(self, event: Event) -> Event:
-        self.events.append(event)
+        """Record ``event`` in time order (a role change can date from before events
+        recorded since the sample before the one that showed it)."""
+        events = self.events
+        if events and event.t < events[-1].t:
+            bisect.insort_right(events, event, key=_event_time)
+        else:
+            events.append(event)
         return event
 
     def add_sample(self, sample: Sample) -> list[Event]:
@@ -115,12 +136,11 @@ class Timeline:
         self.samples.append(sample)
         events = []
         for app, old, state in role_changes(before, sample):
-            if old is None:
+            if old is None or before is None:
                 continue  # the first sighting is the starting state, not a change
             epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
-            events.append(
-                self.add(Event(sample.t, "role", f"{app}: {old} -> {state.mode}{epoch}", app=app))
-            )
+            text = f"{app}: {old} -> {state.mode}{epoch}"
+            events.append(self.add(Event(changed_at(before, sample, state), "role", text, app=app)))
         return events
 
     def rel(self, t: float) -> float:
@@ -133,6 +153,10 @@ class Timeline:
             times = [e.t for e in self.events] + [s.t for s in self.samples]
             last = max(times, default=self.t0)
         return max(last - self.t0, 0.0)
+
+
+def _event_time(event: Event) -> float:
+    return event.t
 
 
 def format_event(event: Event, t0: float) -> str:

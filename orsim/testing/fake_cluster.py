@@ -67,6 +67,16 @@ class _Lane:
         self.times.append(t)
         self.modes.append((mode, epoch))
 
+    def since(self, t: float) -> float | None:
+        """When the mode it has at ``t`` began (None: it has none yet)."""
+        i = bisect.bisect_right(self.times, t) - 1
+        if i < 0:
+            return None
+        mode = self.modes[i][0]
+        while i > 0 and self.modes[i - 1][0] == mode:
+            i -= 1
+        return self.times[i]
+
     def next_primary(self, t: float) -> float | None:
         """The first time at or after ``t`` this application is primary."""
         if self.at(t)[0] == "primary":
@@ -353,7 +363,10 @@ class FakeCluster:
                 AppEntry(app=app, type=app_type, host="", public_port=0, private_port=0,
                          tier=0, argv=(), node_id=node_id)
             )  # fmt: skip
-            answers[app] = {"mode": mode, "epoch": epoch if ors else None}
+            answer: dict[str, object] = {"mode": mode, "epoch": epoch if ors else None}
+            if mode != "down":  # a process that is gone says nothing
+                answer["mode_since"] = self._lanes[app].since(now)
+            answers[app] = answer
         manifest = Manifest(cluster=None, config="", served_config="", run_dir="",
                             confserv_host="", confserv_port=0, proxy_control_port=0,
                             apps=tuple(entries), state="up")  # fmt: skip
