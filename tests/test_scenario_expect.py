@@ -7,6 +7,7 @@ from typing import Any
 
 from orsim.scenario import check_document, evaluate
 from orsim.scenario._model import Scenario, Step
+from orsim.scenario._report import mode_segments
 from orsim.scenario._timeline import AppState, Event, Sample, Timeline, role_changes
 from orsim.tserver import CallRecord, LedgerCounts, LedgerReport
 
@@ -263,4 +264,29 @@ def test_role_changes_between_samples() -> None:
     assert [(app, old, new.mode) for app, old, new in changes] == [
         ("ORS_1", "primary", "down"),
         ("ORS_1_B", "backup", "primary"),
+    ]
+
+
+def test_report_lanes_change_mode_when_the_application_did() -> None:
+    """The report's lanes agree with the timeline: ORS_1_B's primary lane begins at
+    +1.012 s, its own ``mode_since``, not at the sample of +1.25 s; ORS_1's change, with no
+    ``mode_since``, at the sample."""
+    tl = Timeline(T0)
+    tl.add_sample(sample(1.0, ORS_1="primary", ORS_1_B="backup"))
+    tl.add_sample(
+        Sample(
+            T0 + 1.25,
+            (AppState("ORS_1", "down"), AppState("ORS_1_B", "primary", mode_since=T0 + 1.012)),
+        )
+    )
+    tl.add_sample(sample(1.5, ORS_1="down", ORS_1_B="primary"))
+    tl.end = T0 + 2.0
+    lanes = mode_segments(tl)
+    assert [(round(a, 3), round(b, 3), m) for a, b, m in lanes["ORS_1_B"]] == [
+        (1.0, 1.012, "backup"),
+        (1.012, 2.0, "primary"),
+    ]
+    assert [(round(a, 3), round(b, 3), m) for a, b, m in lanes["ORS_1"]] == [
+        (1.0, 1.25, "primary"),
+        (1.25, 2.0, "down"),
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orsim.scenario._runner import ScenarioResult
-from orsim.scenario._timeline import Timeline, format_timeline
+from orsim.scenario._timeline import Timeline, changed_at, format_timeline
 
 if TYPE_CHECKING:
     from orsim.tserver import CallRecord
@@ -40,17 +40,27 @@ AXIS_H = 22
 
 
 def mode_segments(timeline: Timeline) -> dict[str, list[tuple[float, float, str]]]:
-    """app -> [(start, end, mode)] in seconds from t0, merging equal neighbours."""
+    """app -> [(start, end, mode)] in seconds from t0, merging equal neighbours. A mode
+    begins when the application says it changed (``changed_at``), as in the timeline,
+    not at the sample that first showed it."""
     end = timeline.duration
     lanes: dict[str, list[tuple[float, float, str]]] = {}
     samples = timeline.samples
     for i, sample in enumerate(samples):
         stop = timeline.rel(samples[i + 1].t) if i + 1 < len(samples) else end
-        start = max(timeline.rel(sample.t), 0.0)
-        if stop <= start:
-            continue
+        before = samples[i - 1] if i else None
         for state in sample.apps:
+            at = sample.t
+            if before is not None and before.mode(state.app) != state.mode:
+                at = changed_at(before, sample, state)
+            start = max(timeline.rel(at), 0.0)
+            if stop <= start:
+                continue
             lane = lanes.setdefault(state.app, [])
+            if lane and lane[-1][1] > start:  # the change came before this sample
+                lane[-1] = (lane[-1][0], start, lane[-1][2])
+                if lane[-1][1] <= lane[-1][0]:
+                    lane.pop()
             if lane and lane[-1][2] == state.mode and math.isclose(lane[-1][1], start):
                 lane[-1] = (lane[-1][0], stop, state.mode)
             else:
