@@ -290,3 +290,32 @@ def test_report_lanes_change_mode_when_the_application_did() -> None:
         (1.0, 1.25, "primary"),
         (1.25, 2.0, "down"),
     ]
+
+
+def _wait_step(below: float) -> tuple[Scenario, Step]:
+    sc = scenario({"expect": {"call_wait_ms": below}})
+    return sc, sc.steps[0]
+
+
+def test_call_wait_passes_when_every_call_was_routed_in_time() -> None:
+    sc, step = _wait_step(500)
+    tl = Timeline(T0)
+    recs = [record("ORS_1", 1.0, 1.002), record("ORS_2", 2.0, 2.43), record("ORS_1_B", 3.0, 3.1)]
+    verdict = evaluate(sc, step, tl, ledger(recs))
+    assert verdict.passed, verdict.detail
+    assert verdict.label == "step 1: call_wait_ms < 500"
+    assert verdict.detail == (
+        "longest wait 430 ms of 3 calls routed (offered at +2.00s, routed by ORS_2 at +2.43s)"
+    )
+
+
+def test_call_wait_fails_on_a_slow_call_or_one_never_routed() -> None:
+    sc, step = _wait_step(400)
+    tl = Timeline(T0)
+    slow = [record("ORS_1", 1.0, 1.002), record("ORS_2", 2.0, 2.43)]
+    assert not evaluate(sc, step, tl, ledger(slow)).passed
+    lost = [record("ORS_1", 1.0, 1.002), record("ORS_1", 2.0, None, state="lost")]
+    verdict = evaluate(sc, step, tl, ledger(lost))
+    assert not verdict.passed
+    assert verdict.detail.startswith("1 call(s) not routed (lost, default-routed or in flight)")
+    assert evaluate(sc, step, tl, ledger([])).detail == "no call offered"

@@ -17,6 +17,7 @@ from orsim.errors import ConfigError
 from orsim.scenario import check_document, load_scenario, parse_scenario, scenario_schema
 from orsim.scenario._model import (
     FAULT_VERBS,
+    CallWait,
     FailoverGap,
     Isolate,
     Load,
@@ -64,6 +65,7 @@ VALID: dict[str, Any] = {
         {"expect": {"failover_gap_ms": {"below": 3000, "node": "ORS_1", "fault_step": 4}}},
         {"expect": {"sessions_recovered": 1}},
         {"expect": {"split_brain": "never"}},
+        {"expect": {"call_wait_ms": 1500}},
     ],
 }  # fmt: skip
 
@@ -113,7 +115,8 @@ def test_the_valid_scenario_converts_every_step() -> None:
     assert actions[13] == Sleep(0.1, 0.2)
     assert actions[14] == Wait(WaitCount("in_flight", None, 0), 30.0)
     assert actions[18].expectation == FailoverGap(3000.0, "ORS_1", 4)
-    assert len(scenario.expectations) == 6
+    assert actions[21].expectation == CallWait(1500.0)
+    assert len(scenario.expectations) == 7
     assert scenario.seed == 3
 
 
@@ -176,6 +179,8 @@ def test_the_library_has_at_least_ten_scenarios_and_the_headline() -> None:
          "step 5 (expect), field 'expect': 'mode' is a dependency of 'app'"),
         (["steps", 18, "expect", "failover_gap_ms", "fault_step"], 3,
          "step 19 (expect), field 'expect.failover_gap_ms.fault_step': step 3 is not a fault"),
+        (["steps", 21, "expect"], {"call_wait_ms": 0},
+         "step 22 (expect), field 'expect.call_wait_ms': 0 is less than or equal to the minimum"),
         (["topology"], "topologies/missing.yaml", "field 'topology': "),
         (["name"], "has spaces", "field 'name': 'has spaces' does not match"),
         (["steps"], [], "field 'steps': [] should be non-empty"),

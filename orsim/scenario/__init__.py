@@ -25,6 +25,7 @@ The format (YAML; JSON Schema in ``orsim/scenario/schema.json``)::
       - expect: {app: A, mode: primary, within: 5}   # checked where it stands
       - expect: {calls_lost: 0} / {calls_duplicated: 0} / {split_brain: never}
       - expect: {failover_gap_ms: 3000 | {below: 3000, node: ORS_1, fault_step: 4}}
+      - expect: {call_wait_ms: 1500}    # every call routed, none waited 1.5 s or more
       - expect: {sessions_recovered: 1 | {at_least: 1, node: ORS_1, fault_step: 4}}
 
 ``confserv`` names the Configuration Server process. Every expectation but ``mode`` is

@@ -15,6 +15,11 @@ The exact rules, as the scenario format documents them:
     in flight when it was killed does not pass for service; for a switchover, the old
     primary's routes do not count. With no such call, the time the Node's other
     application was first sampled ``primary`` after the fault is used. Must be below B ms.
+``call_wait_ms: B``
+    Every call in the ledger was routed, each less than B ms after it was offered
+    (``created_at`` to ``routed_at``, whichever application routed it): what a caller
+    waited, faults included. A call lost, sent to the default DN or still in flight fails
+    it: that caller was not routed at all.
 ``sessions_recovered: N`` (or ``{at_least: N, node, fault_step}``)
     The Node's applications report (status ``sessions_recovered``) at least N sessions
     recovered from the store after the fault. When no status carries that field, the
@@ -39,6 +44,7 @@ from orsim.scenario._load import fault_app, fault_node, step_label
 from orsim.scenario._model import (
     CallsDuplicated,
     CallsLost,
+    CallWait,
     Expect,
     FailoverGap,
     ModeWithin,
@@ -66,6 +72,8 @@ def expectation_label(step: Step) -> str:
         return f"{head}: calls_duplicated <= {exp.at_most}"
     if isinstance(exp, FailoverGap):
         return f"{head}: failover_gap_ms < {exp.below_ms:g}"
+    if isinstance(exp, CallWait):
+        return f"{head}: call_wait_ms < {exp.below_ms:g}"
     if isinstance(exp, SessionsRecovered):
         return f"{head}: sessions_recovered >= {exp.at_least}"
     return f"{head}: split_brain never"
@@ -122,7 +130,29 @@ def _check(
     if isinstance(exp, CallsDuplicated):
         dups = counts.duplicates
         return dups <= exp.at_most, f"{dups} duplicate route(s) refused{_of_created(counts)}"
+    if isinstance(exp, CallWait):
+        return check_call_wait(exp, timeline, ledger.records or ())
     return check_split_brain(scenario, timeline.samples, ledger, timeline.t0)
+
+
+def check_call_wait(
+    exp: CallWait, timeline: Timeline, records: Sequence[CallRecord]
+) -> tuple[bool, str]:
+    routed = [r for r in records if r.state == "routed" and r.routed_at is not None]
+    unrouted = len(records) - len(routed)
+    if not routed:
+        return False, f"no call routed ({unrouted} offered)" if unrouted else "no call offered"
+    longest = max(routed, key=lambda r: (r.routed_at or 0.0) - r.created_at)
+    assert longest.routed_at is not None
+    wait_ms = (longest.routed_at - longest.created_at) * 1000.0
+    detail = (
+        f"longest wait {wait_ms:.0f} ms of {len(routed)} calls routed (offered at"
+        f" +{timeline.rel(longest.created_at):.2f}s, routed by {longest.app} at"
+        f" +{timeline.rel(longest.routed_at):.2f}s)"
+    )
+    if unrouted:
+        return False, f"{unrouted} call(s) not routed (lost, default-routed or in flight); {detail}"
+    return wait_ms < exp.below_ms, detail
 
 
 def _of_created(counts: LedgerCounts) -> str:

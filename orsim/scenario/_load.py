@@ -34,6 +34,7 @@ from orsim.scenario._model import (
     Action,
     CallsDuplicated,
     CallsLost,
+    CallWait,
     Delay,
     Expect,
     Expectation,
@@ -74,6 +75,7 @@ _EXPECTATION_KEYS = (
     "calls_lost",
     "calls_duplicated",
     "failover_gap_ms",
+    "call_wait_ms",
     "sessions_recovered",
     "split_brain",
 )
@@ -406,6 +408,8 @@ def _expectation(value: Mapping[str, object]) -> Expectation:
             return FailoverGap(_number(gap["below"]), _node_or_none(gap.get("node")),
                                _whole(gap.get("fault_step")))  # fmt: skip
         return FailoverGap(_number(gap))
+    if "call_wait_ms" in value:
+        return CallWait(_number(value["call_wait_ms"]))
     if "sessions_recovered" in value:
         rec = value["sessions_recovered"]
         if isinstance(rec, dict):

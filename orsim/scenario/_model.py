@@ -160,6 +160,13 @@ class FailoverGap:
 
 
 @attrs.frozen
+class CallWait:
+    """Every call offered was routed, each less than ``below_ms`` after it was offered."""
+
+    below_ms: float
+
+
+@attrs.frozen
 class SessionsRecovered:
     at_least: int
     node: str | int | None = None
@@ -172,10 +179,16 @@ class SplitBrainNever:
 
 
 Expectation = (
-    ModeWithin | CallsLost | CallsDuplicated | FailoverGap | SessionsRecovered | SplitBrainNever
+    ModeWithin
+    | CallsLost
+    | CallsDuplicated
+    | FailoverGap
+    | CallWait
+    | SessionsRecovered
+    | SplitBrainNever
 )
 #: Expectations checked over the whole run once the last step is done.
-RunWide = CallsLost | CallsDuplicated | FailoverGap | SessionsRecovered | SplitBrainNever
+RunWide = CallsLost | CallsDuplicated | FailoverGap | CallWait | SessionsRecovered | SplitBrainNever
 
 
 @attrs.frozen
