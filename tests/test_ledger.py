@@ -36,6 +36,20 @@ def test_route_once_then_duplicate() -> None:
     assert (record.state, record.app, record.node_id, record.epoch) == ("routed", "ORS_1", 7, 1)
 
 
+def test_records_share_one_copy_of_each_name() -> None:
+    """Each route arrives with its own decoded strings; the records keep one of each."""
+    ledger = CallLedger()
+    for n in range(3):
+        ledger.create(f"c{n}", "5000", now=100.0, deadline=110.0)
+        # Built at run time, as a decoder builds them: equal, never the same object.
+        app, target = "".join(["ORS_", "1"]), "".join(["Agent_", "2"])
+        ledger.route(f"c{n}", app=app, node_id=7, epoch=1, now=100.1, target=target)
+    records = [ledger.get(f"c{n}") for n in range(3)]
+    assert all(r is not None and r.app == "ORS_1" and r.target == "Agent_2" for r in records)
+    assert len({id(r.app) for r in records if r}) == 1
+    assert len({id(r.target) for r in records if r}) == 1
+
+
 def test_identical_resend_is_the_original_success() -> None:
     """A node resending its accepted route (after a lost link) gets the first outcome back,
     counted as ``resent``; any other second route stays a duplicate."""

@@ -244,8 +244,8 @@ def test_a_role_change_is_dated_by_the_applications_own_clock() -> None:
     )
     events = tl.add_sample(after)
     assert [(round(e.t - T0, 3), e.text) for e in events] == [
-        (1.25, "ORS_1: primary -> down"),
         (1.012, "ORS_1_B: backup -> primary (epoch 2)"),
+        (1.25, "ORS_1: primary -> down"),
         (1.25, "ORS_2: backup -> down"),
     ]
     assert [e.text for e in tl.events] == [

@@ -141,7 +141,7 @@ class Timeline:
             epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
             text = f"{app}: {old} -> {state.mode}{epoch}"
             events.append(self.add(Event(changed_at(before, sample, state), "role", text, app=app)))
-        return events
+        return sorted(events, key=_event_time)  # printed in the order they happened
 
     def rel(self, t: float) -> float:
         return t - self.t0

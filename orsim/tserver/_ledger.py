@@ -280,6 +280,9 @@ class CallLedger:
     #: The routed calls' latencies, in order.
     _latencies_ms: list[float] = attrs.Factory(list)
     _by_app: Counter[str] = attrs.Factory(Counter)
+    #: One copy of each application and target name, shared by every record that names
+    #: it (each route decodes its own: ~110 B a call of a ledger that keeps every call).
+    _names: dict[str, str] = attrs.Factory(dict)
     _by_node: Counter[int] = attrs.Factory(Counter)
     _routed: int = 0
     _lost: int = 0
@@ -369,6 +372,10 @@ class CallLedger:
             self._late += 1
             where = "lost" if record.state == LOST else f"sent to default-dn {record.target}"
             raise CallLost(call_id, f"call {call_id!r} was {where} at its deadline")
+        names = self._names
+        app = names.setdefault(app, app)
+        if target is not None:
+            target = names.setdefault(target, target)
         self._epochs[node_id] = epoch
         self._holders[node_id] = app
         routed = attrs.evolve(
