@@ -32,8 +32,10 @@ from orsim.cluster._status import Answer as Answer
 from orsim.cluster._status import AppRow as AppRow
 from orsim.cluster._status import CallsSummary as CallsSummary
 from orsim.cluster._status import ClusterStatus as ClusterStatus
+from orsim.cluster._status import app_row as app_row
 from orsim.cluster._status import calls_summary as calls_summary
 from orsim.cluster._status import cluster_status as cluster_status
+from orsim.cluster._status import mode_changed_at as mode_changed_at
 from orsim.cluster._status import node_primary as node_primary
 from orsim.cluster._status import poll_status as poll_status
 
@@ -53,11 +55,13 @@ __all__ = [
     "Manifest",
     "Route",
     "RunDir",
+    "app_row",
     "calls_summary",
     "cluster_name",
     "cluster_status",
     "isolate_sides",
     "link_sides",
+    "mode_changed_at",
     "node_primary",
     "plan_apps",
     "poll_status",

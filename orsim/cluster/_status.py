@@ -200,6 +200,20 @@ def cluster_status(
     }
 
 
+def app_row(status: ClusterStatus, app: str) -> AppRow | None:
+    """``app``'s row of ``status`` (None: no such application)."""
+    return next((row for row in status["apps"] if row["app"] == app), None)
+
+
+def mode_changed_at(mode_since: object, after: float, seen: float) -> float:
+    """When an application entered the mode a status showed it in at ``seen``, having been
+    in another at ``after``: its own ``mode_since`` where that falls between the two (the
+    same wall clock), else ``seen``, the status's own resolution."""
+    if isinstance(mode_since, int | float) and after < mode_since <= seen:
+        return mode_since
+    return seen
+
+
 def node_primary(manifest: Manifest, status: ClusterStatus, node: str) -> str:
     """The application acting as primary of Node ``node`` (its primary app name or id).
 

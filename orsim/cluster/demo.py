@@ -16,7 +16,7 @@ import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
-from orsim.cluster._status import ClusterStatus
+from orsim.cluster._status import ClusterStatus, app_row, mode_changed_at
 from orsim.cluster.cli import make_console, progress_display
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
 from orsim.runtime import run_cancellable
@@ -65,13 +65,11 @@ def _mode(status: ClusterStatus, app: str) -> str:
 
 
 def takeover_ms(status: ClusterStatus, app: str, killed_at: float, seen_at: float) -> float:
-    """How long after the kill (wall clock) ``app`` became primary: by its own
-    ``mode_since`` where that falls between the kill and the status that showed it (the
-    same machine's clock), else when a status first showed it (a poll's resolution)."""
-    since = next((a.get("mode_since") for a in status["apps"] if a["app"] == app), None)
-    if isinstance(since, int | float) and killed_at <= since <= seen_at:
-        return (since - killed_at) * 1000.0
-    return (seen_at - killed_at) * 1000.0
+    """How long after the kill (wall clock) ``app`` became primary, as ``status``, asked
+    at ``seen_at``, shows it (``mode_changed_at``)."""
+    row = app_row(status, app)
+    since = row.get("mode_since") if row is not None else None
+    return (mode_changed_at(since, killed_at, seen_at) - killed_at) * 1000.0
 
 
 def run(args: argparse.Namespace) -> int:

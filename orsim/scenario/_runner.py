@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from orsim._alarm import sleep_until
+from orsim.cluster import app_row
 from orsim.errors import OrsimError
 from orsim.scenario import _model as model
 from orsim.scenario._expect import evaluate, expectation_label, mode_verdict
@@ -355,7 +356,8 @@ class _Run:
         since: list[float | None] = [None]
 
         def reached(status: ClusterStatus) -> bool:
-            last[0], since[0] = _mode(status, exp.app), _mode_since(status, exp.app)
+            row = app_row(status, exp.app)
+            last[0], since[0] = (row["mode"], row.get("mode_since")) if row else (None, None)
             return last[0] == exp.mode
 
         ok = await self.poll(reached, exp.within)
@@ -389,17 +391,8 @@ class _Run:
 
 
 def _mode(status: ClusterStatus, app: str) -> str | None:
-    for row in status["apps"]:
-        if row["app"] == app:
-            return row["mode"]
-    return None
-
-
-def _mode_since(status: ClusterStatus, app: str) -> float | None:
-    for row in status["apps"]:
-        if row["app"] == app:
-            return row.get("mode_since")
-    return None
+    row = app_row(status, app)
+    return row["mode"] if row is not None else None
 
 
 def _all_ready(status: ClusterStatus) -> bool:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from orsim.cluster import mode_changed_at
+
 if TYPE_CHECKING:
     from orsim.cluster import CallsSummary, ClusterStatus
 
@@ -79,10 +81,7 @@ def changed_at(before: Sample, after: Sample, state: AppState) -> float:
     ``mode_since`` where it falls between them (the same wall clock as the samples'), so a
     takeover reads as it happened, not up to a sample interval (0.25 s) later; else when
     the later sample saw it."""
-    since = state.mode_since
-    if since is not None and before.t < since <= after.t:
-        return since
-    return after.t
+    return mode_changed_at(state.mode_since, before.t, after.t)
 
 
 def role_changes(before: Sample | None, after: Sample) -> list[tuple[str, str | None, AppState]]:
