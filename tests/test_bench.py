@@ -175,7 +175,8 @@ def test_step_latencies_and_first_routed_call() -> None:
     ]
     latencies, lost = step_latencies(records)
     assert [round(v) for v in latencies] == [2, 800, 500] and lost == 1
-    assert first_routed_by(records, "ORS_1_B", after=10.5) == 10.7
+    first = first_routed_by(records, "ORS_1_B", after=10.5)
+    assert first is not None and first.routed_at == 10.7
     assert first_routed_by(records, "ORS_2", after=0) is None
     assert gap_ms(10.5, 10.7) == pytest.approx(200.0)
     assert gap_ms(10.5, None) is None
@@ -186,16 +187,18 @@ def test_the_gap_splits_into_the_takeover_and_the_wait_for_a_call_of_the_node() 
     10.030 and routed at 10.032 is a 32 ms gap, of which the backup waited 22 ms for the
     call; had one been waiting, the takeover would have routed it at 10.010."""
     later = [_record(9.99, 10.004, "ORS_2"), _record(10.03, 10.032, "ORS_1_B")]
-    split = first_call_split(later, "ORS_1_B", 10.0, 10.008)
+    split = first_call_split(first_routed_by(later, "ORS_1_B", 10.0), 10.0, 10.008)
     assert split["first_offered_ms"] == pytest.approx(30.0)
     assert split["idle_ms"] == pytest.approx(22.0)
     assert split["takeover_ms"] == pytest.approx(10.0)
     # A call offered before the takeover, routed once it is done: no idle time at all.
     waiting = [_record(10.001, 10.015, "ORS_1_B")]
-    split = first_call_split(waiting, "ORS_1_B", 10.0, 10.008)
+    first = first_routed_by(waiting, "ORS_1_B", 10.0)
+    split = first_call_split(first, 10.0, 10.008)
     assert split["idle_ms"] == 0.0 and split["takeover_ms"] == pytest.approx(15.0)
-    assert first_call_split(waiting, "ORS_1_B", 10.0, None)["takeover_ms"] is None
-    assert first_call_split(waiting, "ORS_2", 10.0, 10.008)["idle_ms"] is None
+    assert first_call_split(first, 10.0, None)["takeover_ms"] is None
+    nobody = first_routed_by(waiting, "ORS_2", 10.0)
+    assert first_call_split(nobody, 10.0, 10.008)["idle_ms"] is None
 
 
 def test_the_longest_wait_counts_every_caller_offered_in_the_window() -> None:

@@ -45,14 +45,12 @@ FAULTS = ("KILL", "STOP", "switchover")
 NODES = 2
 
 
-def first_routed_by(records: Sequence[CallRecord], app: str, after: float) -> float | None:
-    """The earliest ``routed_at`` of a call ``app`` routed at or after ``after``."""
-    times = [
-        routed_at
-        for r in records
-        if r.app == app and (routed_at := r.routed_at) is not None and routed_at >= after
+def first_routed_by(records: Sequence[CallRecord], app: str, after: float) -> CallRecord | None:
+    """The call ``app`` routed first at or after ``after``."""
+    routed = [
+        r for r in records if r.app == app and r.routed_at is not None and r.routed_at >= after
     ]
-    return min(times, default=None)
+    return min(routed, key=lambda r: r.routed_at or 0.0, default=None)
 
 
 def gap_ms(fault_at: float, event_at: float | None) -> float | None:
@@ -60,22 +58,18 @@ def gap_ms(fault_at: float, event_at: float | None) -> float | None:
 
 
 def first_call_split(
-    records: Sequence[CallRecord], app: str, fault_at: float, primary_at: float | None
+    first: CallRecord | None, fault_at: float, primary_at: float | None
 ) -> dict[str, float | None]:
-    """What the gap to ``app``'s first routed call is made of, in ms from the fault.
+    """What the gap to the new primary's ``first`` routed call is made of, in ms from the
+    fault.
 
-    ``idle_ms``: how long ``app``, primary already, waited for a call of its Node to be
+    ``idle_ms``: how long the new primary, ready, waited for a call of its Node to be
     offered (calls are assigned by the cluster, not the load, so at 200 calls/s over two
     Nodes the next one of them comes 0 to 20 ms after the takeover, and by chance
     longer); ``takeover_ms``: the gap less that wait, i.e. the fault to the moment the
     call was routed counted as if a call had been waiting all along."""
-    routed = [
-        r for r in records if r.app == app and r.routed_at is not None and r.routed_at >= fault_at
-    ]
-    if not routed or primary_at is None:
+    if first is None or first.routed_at is None or primary_at is None:
         return {"first_offered_ms": None, "idle_ms": None, "takeover_ms": None}
-    first = min(routed, key=lambda r: r.routed_at or 0.0)
-    assert first.routed_at is not None
     idle = max(0.0, first.created_at - max(primary_at, fault_at))
     return {
         "first_offered_ms": (first.created_at - fault_at) * 1000.0,
@@ -88,11 +82,11 @@ def longest_wait_ms(records: Sequence[CallRecord], since: float, until: float) -
     """The longest a caller offered from ``since`` to ``until`` waited to be routed, by
     whichever application routed the call (a call never routed is lost, counted as such)."""
     waits = [
-        r.routed_at - r.created_at
+        wait
         for r in records
-        if r.routed_at is not None and since <= r.created_at <= until
+        if (wait := r.latency_ms) is not None and since <= r.created_at <= until
     ]
-    return max(waits) * 1000.0 if waits else None
+    return max(waits, default=None)
 
 
 async def _mode(handle: ClusterHandle, app: str) -> tuple[str | None, float | None]:
@@ -192,13 +186,14 @@ async def measure_failover(
             if fault == "STOP":
                 # A frozen process would only make `down` wait out its grace period.
                 await handle.kill(primary, signal="KILL")
-    first_routed = first_routed_by(records, backup, fault_at)
+    first = first_routed_by(records, backup, fault_at)
+    first_routed = first.routed_at if first is not None else None
     return {
         "fault": fault,
         "addp_s": addp_timeout,
         "gap_ms": gap_ms(fault_at, first_routed),
         "backup_primary_ms": gap_ms(fault_at, became_primary),
-        **first_call_split(records, backup, fault_at, became_primary),
+        **first_call_split(first, fault_at, became_primary),
         # The callers offered while the Node had no primary to route them.
         "longest_wait_ms": longest_wait_ms(
             records, fault_at - WAIT_BEFORE_S, first_routed or fault_at + after_s

@@ -138,17 +138,16 @@ def _check(
 def check_call_wait(
     exp: CallWait, timeline: Timeline, records: Sequence[CallRecord]
 ) -> tuple[bool, str]:
-    routed = [r for r in records if r.state == "routed" and r.routed_at is not None]
+    routed = [r for r in records if r.state == "routed" and r.latency_ms is not None]
     unrouted = len(records) - len(routed)
     if not routed:
         return False, f"no call routed ({unrouted} offered)" if unrouted else "no call offered"
-    longest = max(routed, key=lambda r: (r.routed_at or 0.0) - r.created_at)
-    assert longest.routed_at is not None
-    wait_ms = (longest.routed_at - longest.created_at) * 1000.0
+    longest = max(routed, key=lambda r: r.latency_ms or 0.0)
+    wait_ms, routed_at = longest.latency_ms or 0.0, longest.routed_at or 0.0
     detail = (
         f"longest wait {wait_ms:.0f} ms of {len(routed)} calls routed (offered at"
         f" +{timeline.rel(longest.created_at):.2f}s, routed by {longest.app} at"
-        f" +{timeline.rel(longest.routed_at):.2f}s)"
+        f" +{timeline.rel(routed_at):.2f}s)"
     )
     if unrouted:
         return False, f"{unrouted} call(s) not routed (lost, default-routed or in flight); {detail}"
