@@ -543,20 +543,23 @@ def _notice_of(push: Push, kind: type[Notice]) -> Notice:
     """
     # A process whose links are all real decodes every push on its own (the codec's
     # memo stays empty): keeping its recent notices would only hold memory.
-    shared = bool(PUSH_MEMO)
-    known = _NOTICES.get(id(push)) if shared else None
+    if not PUSH_MEMO:
+        return _read_notice(push, kind)
+    known = _NOTICES.get(id(push))
     if known is not None and known[0] is push and known[1] is kind:
         return known[2]
-    try:
-        notice = kind.from_json(push.data)
-    except RequestRefused as exc:
-        raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
-    if not shared:
-        return notice
+    notice = _read_notice(push, kind)
     if len(_NOTICES) >= PUSH_MEMO_SIZE:
         _NOTICES.clear()
     _NOTICES[id(push)] = (push, kind, notice)
     return notice
+
+
+def _read_notice(push: Push, kind: type[Notice]) -> Notice:
+    try:
+        return kind.from_json(push.data)
+    except RequestRefused as exc:
+        raise RemoteProtocolError(f"malformed {push.topic!r} push: {exc.message}") from exc
 
 
 @attrs.define(eq=False)
