@@ -72,16 +72,30 @@ def test_the_new_modes_start_is_known_while_the_takeover_is_under_way() -> None:
     assert core.mode_since == 1_000.25
 
 
-def test_a_partner_that_came_back_and_went_again_within_the_probe_is_lost() -> None:
+def test_a_partner_that_came_back_and_went_again_within_the_probe_is_lost_at_once() -> None:
     """B reconnects after A stepped down, announces itself primary, and dies again
-    before A's probe ends. A had it up when the link went down (a loss kept for the
-    probe's end): at the end it is lost, and A claims. Told only "absent", A kept its
-    partner up and never claimed (`orsim search`, seed 127: no primary for 7 s; kept as
-    `scenarios/search-partner-gone-again-within-the-probe-is-lost.yaml`)."""
+    before A's probe ends. A link made after the step-down is no stale link: its loss,
+    with every other link down, is B's, and A claims at once.
+
+    Two bugs came this way. Told only "absent" at the probe's end, A kept its partner up
+    and never claimed (`orsim search`, seed 127: no primary for 7 s; kept as
+    `scenarios/search-partner-gone-again-within-the-probe-is-lost.yaml`). Then A waited
+    for the probe's end, the Node without a primary meanwhile
+    (`scenarios/thawed-primary-takes-over-at-once.yaml`: 0.8 s)."""
     core = _thawed()
     assert not _claims(core.handle(PeerLinkDown("B"), 10.001))  # the old link
     core.handle(PeerLinkUp("B"), 10.05)
     core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.05)
-    assert not _claims(core.handle(PeerLinkDown("B"), 10.3))
-    claims = [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
-    assert claims == [ClaimEpochCmd(2, 3)]
+    assert _claims(core.handle(PeerLinkDown("B"), 10.3)) == [ClaimEpochCmd(2, 3)]
+    assert not [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
+
+
+def test_an_old_link_closing_after_the_partner_relinked_is_not_its_loss() -> None:
+    """B relinks while A's old link to it is still open (A has not read its close yet):
+    that close leaves B live, and nothing is claimed."""
+    core = _thawed()
+    core.handle(PeerLinkUp("B"), 10.05)  # the new link; the old one still counted
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.05)
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.1))  # the old link's close
+    assert not [c for t in (10.5, 11.0, 12.0, 15.0) for c in _claims(core.tick(t))]
+    assert core.mode == "backup"

@@ -703,6 +703,8 @@ class NodeCore:
     #: Until then (after stepping down for a newer holder, its partner), the partner's
     #: link going down is not yet the partner's loss: see ``_role_changed``.
     _stepped_down_until: float | None = None
+    #: A link to the partner was made since that step-down: its loss is the partner's.
+    _relinked_since_step_down: bool = False
     _recovery_pending: bool = False
     #: Taking the Node over while the store could not give the sessions back: when the
     #: partner's announced calls are created anyway (``_take_announced``).
@@ -898,6 +900,8 @@ class NodeCore:
                 return []
             case PeerLinkUp(app=app):
                 self.peers.link_up(app)
+                if self._stepped_down_until is not None and app == self.settings.partner:
+                    self._relinked_since_step_down = True
                 return self._partner_news(app, now)
             case PeerLinkDown(app=app):
                 self.peers.link_down(app)
@@ -1739,7 +1743,13 @@ class NodeCore:
             return []
         if not self.peers.is_live(app):
             if self._stepped_down_until is not None and now < self._stepped_down_until:
-                return []  # the probe's end decides (``tick``)
+                if not self._relinked_since_step_down:
+                    return []  # the probe's end decides (``tick``)
+                # Every link made before the step-down is gone, and so is one made
+                # after it: the partner itself is lost, not a thawed process's stale
+                # links. Waiting for the probe's end left the Node without a primary for
+                # up to the whole window (scenarios/thawed-primary-takes-over-at-once.yaml).
+                self._stepped_down_until = self._probe_until = None
             return self._role_event(PartnerLost(), now)
         info = self.peers.info.get(app)
         if info is None:
@@ -1931,6 +1941,7 @@ class NodeCore:
             # close, and took the Node back from it at once).
             self._stepped_down_until = self._deadline(now + self._probe_window)
             self._probe_until = self._stepped_down_until
+            self._relinked_since_step_down = False
         out.append(self._announce())
         return out
 
