@@ -99,7 +99,8 @@ async def test_two_nodes_failover_restart_partition_down(tmp_path: Path, run_dir
     assert calls["created"] and calls["created"] > 0
     assert mode(status, "ORS_1") == "down"
 
-    await orsim("cluster", "start", "ORS_1", *rd)
+    started = (await orsim("cluster", "start", "ORS_1", *rd)).stdout.decode()
+    assert started.startswith("ORS_1: started (pid ") and ", mode " in started, started
     await handle.wait_for(lambda s: mode(s, "ORS_1") == "backup", 10)
 
     await orsim("cluster", "kill", "URS", "--signal", "STOP", *rd)
