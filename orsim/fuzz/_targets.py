@@ -293,6 +293,7 @@ def _member(gen: JsonGen, conn: Connection) -> dict[str, object]:
         "app": lambda g: app, "node_id": node_id,
         "data_center": name("dc"), "mode": name("mode"),
         "epoch": lambda g: g.rng.randint(0, 6) if g.rng.random() < 0.9 else g.integer(),
+        "headless": lambda g: g.rng.random() < 0.5,
     })  # fmt: skip
 
 

@@ -171,8 +171,11 @@ SWITCHOVER_DRAIN = 3.0
 HANDOVER_WAIT = 10.0
 #: Longest a graceful stop waits for the sessions of a primary without a backup (s).
 STOP_DRAIN = 10.0
-#: How long both applications of a Node must be unreachable before live Nodes adopt
-#: its stored sessions (s; at least the call-watching-timeout).
+#: The modes of an application that holds its Node.
+_HOLDING_MODES = frozenset({"primary", "suspending"})
+#: How long a Node must have nobody acting for it (both applications unreachable, or
+#: every reachable one ``headless``) before live Nodes adopt its stored sessions (s; at
+#: least the call-watching-timeout).
 ORPHAN_GRACE = 2.0
 
 
@@ -705,6 +708,9 @@ class NodeCore:
     _stepped_down_until: float | None = None
     #: A link to the partner was made since that step-down: its loss is the partner's.
     _relinked_since_step_down: bool = False
+    #: ``headless`` as last announced to every peer (a starting application is, and
+    #: says so as each link is made).
+    _told_headless: bool = True
     _recovery_pending: bool = False
     #: Taking the Node over while the store could not give the sessions back: when the
     #: partner's announced calls are created anyway (``_take_announced``).
@@ -818,7 +824,20 @@ class NodeCore:
 
     def member_info(self) -> MemberInfo:
         s = self.settings
-        return MemberInfo(s.app, s.node_id, s.data_center, self.mode, self.current_epoch)
+        return MemberInfo(
+            s.app, s.node_id, s.data_center, self.mode, self.current_epoch, self._headless()
+        )
+
+    def _headless(self) -> bool:
+        """Whether nobody acts for this Node as far as this application sees: it does not
+        hold it, and its partner is not live and holding it (``MemberInfo.headless``)."""
+        if self.role.role.holds_node:
+            return False
+        partner = self.settings.partner
+        if partner is None or not self.peers.is_live(partner):
+            return True
+        info = self.peers.info.get(partner)
+        return info is None or info.mode not in _HOLDING_MODES
 
     def live_nodes(self) -> dict[int, str]:
         return self.peers.live_nodes(self.settings.node_id)
@@ -1108,7 +1127,9 @@ class NodeCore:
         s = self.settings
         self._beat += 1
         self._next_beat = now + s.heartbeat
-        everyone = self._beat % self._announce_every == 0
+        # A change of ``headless`` is news for every Node (their orphan rounds weigh it).
+        headless = self._headless()
+        everyone = self._beat % self._announce_every == 0 or headless != self._told_headless
         out: list[Command] = [self._announce(everyone)]
         if self.role.role.holds_node:
             out.append(ReadEpoch())
@@ -1116,11 +1137,13 @@ class NodeCore:
 
     def _announce(self, everyone: bool = True) -> Announce:
         partner = self.settings.partner
+        info = self.member_info()
         if not everyone and partner:
             apps: tuple[str, ...] = (partner,)
         else:
             apps = tuple(self.peers.app_nodes)
-        return Announce(apps, self.member_info())
+            self._told_headless = info.headless
+        return Announce(apps, info)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -1594,17 +1617,24 @@ class NodeCore:
     # -- orphans and unowned calls ------------------------------------------------------
 
     def _orphan_round(self, now: float) -> list[Command]:
-        """Carry on the stored sessions of Nodes whose both applications are gone.
+        """Carry on the stored sessions of Nodes that nobody acts for.
 
-        A Node counts as dead once none of its applications has been reachable for
-        ``ORPHAN_GRACE`` (and at least the call-watching-timeout). Each live primary then
-        adopts the dead Node's sessions assigned to its own Node over the live Nodes.
+        A Node counts as dead once, for ``ORPHAN_GRACE`` (and at least the
+        call-watching-timeout), none of its applications has been reachable, or every
+        reachable one has said it is ``headless`` (neither it nor its partner holds the
+        Node). Each live primary then adopts the dead Node's sessions assigned to its own
+        Node over the Nodes that act.
         """
         live = self.live_nodes()
+        headless = self.peers.headless_nodes(self.settings.node_id)
         for node_id in self.peers.nodes:
-            if node_id in live:
+            if node_id in live and node_id not in headless:
                 self._gone_since.pop(node_id, None)
             else:
+                # Unreachable, or reachable with nobody acting for it: a backup that
+                # cannot take over (cut from the T-Server, its fence never confirmed)
+                # held its dead primary's sessions until their callers were lost (found by
+                # `orsim search`, seed 411; scenarios/search-headless-node-adopted.yaml).
                 self._gone_since.setdefault(node_id, now)
         if not self.role.role.creates_sessions or self._recovering(now):
             # The Node's sessions are not recovered yet: a call created now may be one the
@@ -1681,7 +1711,9 @@ class NodeCore:
         return out
 
     def _orphans_loaded(self, dead: int, sessions: Sequence[Session]) -> list[Command]:
-        live = self.live_nodes()
+        # Over the Nodes that act: a headless one is live, yet nobody there would carry
+        # a session on.
+        live = {n: dc for n, dc in self.live_nodes().items() if n not in self._gone_since}
         mine = tuple(
             o
             for o in sessions

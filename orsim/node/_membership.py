@@ -20,6 +20,9 @@ class MemberInfo:
     data_center: str
     mode: str
     epoch: int
+    #: It does not hold its Node and does not see it held: it is neither primary nor
+    #: suspending, and has no live partner that is (``headless_nodes``).
+    headless: bool = False
 
 
 @attrs.define
@@ -58,6 +61,24 @@ class PeerView:
 
     def is_live(self, app: str) -> bool:
         return self.links.get(app, 0) > 0
+
+    def headless_nodes(self, own_node: int) -> set[int]:
+        """The live Nodes (this one aside) whose every reachable application says it is
+        ``headless``: nobody acts for them, though they look alive (a backup that cannot
+        take over, a Node whose applications are still starting). An application that
+        said nothing yet counts as acting."""
+        acting: set[int] = {own_node}
+        headless: set[int] = set()
+        for app, node_id in self.app_nodes.items():
+            if node_id in acting or not self.is_live(app):
+                continue
+            info = self.info.get(app)
+            if info is None or not info.headless:
+                acting.add(node_id)
+                headless.discard(node_id)
+            else:
+                headless.add(node_id)
+        return headless
 
     def live_nodes(self, own_node: int) -> dict[int, str]:
         """node_id -> data center of every live Node, this one always included (a copy:

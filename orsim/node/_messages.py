@@ -39,7 +39,10 @@ class Member(Notice, topic="member"):
     info: MemberInfo
 
     def to_json(self) -> Json:
-        return attrs.asdict(self.info)  # the info's fields are the push's keys
+        data: dict[str, Json] = attrs.asdict(self.info)  # its fields are the push's keys
+        if not self.info.headless:
+            del data["headless"]  # said only when true: the usual announcement is as before
+        return data
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -54,6 +57,7 @@ class Member(Notice, topic="member"):
                 data_center=str(data.get("data_center", "")),
                 mode=mode,
                 epoch=whole_number(data, "epoch"),
+                headless=data.get("headless") is True,
             )
         )
 
