@@ -13,6 +13,7 @@ from orsim.node._assignment import NodeInfo as NodeInfo
 from orsim.node._assignment import assign as assign
 from orsim.node._core import SWITCHOVER_DRAIN as SWITCHOVER_DRAIN
 from orsim.node._core import ModeChanged as ModeChanged
+from orsim.node._core import probe_window as probe_window
 from orsim.node._live import follow_changes as follow_changes
 from orsim.node._membership import MemberInfo as MemberInfo
 from orsim.node._messages import Handover as Handover

@@ -868,8 +868,7 @@ class NodeCore:
     @property
     def _probe_window(self) -> float:
         """How long to wait for the partner's word before acting without it."""
-        backup = self.settings.configured_backup
-        return max(4 * self.settings.heartbeat, 1.0) * (2 if backup else 1)
+        return probe_window(self.settings.heartbeat, self.settings.configured_backup)
 
     # -- events --------------------------------------------------------------------
 
@@ -1992,6 +1991,13 @@ class NodeCore:
             return []
         self._switchovers = 0
         return [SwitchoverDone(reason)]
+
+
+def probe_window(heartbeat: float, configured_backup: bool) -> float:
+    """How long an application waits for its partner's word (at start-up, and after
+    stepping down) before acting without it: a configured backup twice as long, so that
+    of two partners started together the configured primary decides first."""
+    return max(4 * heartbeat, 1.0) * (2 if configured_backup else 1)
 
 
 def _remember(memory: dict[str, V], call_id: str, value: V, most: int) -> None:
