@@ -86,8 +86,22 @@ def test_a_partner_that_came_back_and_went_again_within_the_probe_is_lost_at_onc
     assert not _claims(core.handle(PeerLinkDown("B"), 10.001))  # the old link
     core.handle(PeerLinkUp("B"), 10.05)
     core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.05)
-    assert _claims(core.handle(PeerLinkDown("B"), 10.3)) == [ClaimEpochCmd(2, 3)]
-    assert not [c for t in (10.5, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
+    assert _claims(core.handle(PeerLinkDown("B"), 10.5)) == [ClaimEpochCmd(2, 3)]
+    assert not [c for t in (10.75, 11.0, 11.5, 12.5) for c in _claims(core.tick(t))]
+
+
+def test_a_connection_given_up_while_frozen_is_no_proof_of_the_partner() -> None:
+    """At the thaw A accepts what B dialled while A was frozen: a link up and, its Hello
+    read, closed at once (B gave it up). Its close is no loss of B: A waits for the
+    probe's end, by which B has relinked."""
+    core = _thawed()
+    core.handle(PeerLinkUp("B"), 10.002)  # from the backlog
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.003))
+    assert not _claims(core.handle(PeerLinkDown("B"), 10.004))  # the old link
+    core.handle(PeerLinkUp("B"), 10.2)  # B relinks for real
+    core.handle(MemberAnnounced(MemberInfo("B", 1, "DC", "primary", 2)), 10.2)
+    assert not [c for t in (10.5, 11.0, 12.0, 15.0) for c in _claims(core.tick(t))]
+    assert core.mode == "backup"
 
 
 def test_an_old_link_closing_after_the_partner_relinked_is_not_its_loss() -> None:

@@ -706,8 +706,9 @@ class NodeCore:
     #: Until then (after stepping down for a newer holder, its partner), the partner's
     #: link going down is not yet the partner's loss: see ``_role_changed``.
     _stepped_down_until: float | None = None
-    #: A link to the partner was made since that step-down: its loss is the partner's.
-    _relinked_since_step_down: bool = False
+    #: Since when the partner has been live through a link made after that step-down
+    #: (None: no such link, or the partner was lost since).
+    _relinked_at: float | None = None
     #: ``headless`` as last announced to every peer (a starting application is, and
     #: says so as each link is made).
     _told_headless: bool = True
@@ -918,8 +919,12 @@ class NodeCore:
                 return []
             case PeerLinkUp(app=app):
                 self.peers.link_up(app)
-                if self._stepped_down_until is not None and app == self.settings.partner:
-                    self._relinked_since_step_down = True
+                if (
+                    self._stepped_down_until is not None
+                    and app == self.settings.partner
+                    and self._relinked_at is None
+                ):
+                    self._relinked_at = now
                 return self._partner_news(app, now)
             case PeerLinkDown(app=app):
                 self.peers.link_down(app)
@@ -1774,12 +1779,15 @@ class NodeCore:
             return []
         if not self.peers.is_live(app):
             if self._stepped_down_until is not None and now < self._stepped_down_until:
-                if not self._relinked_since_step_down:
+                relinked, self._relinked_at = self._relinked_at, None
+                if relinked is None or now - relinked < self.settings.heartbeat:
                     return []  # the probe's end decides (``tick``)
-                # Every link made before the step-down is gone, and so is one made
-                # after it: the partner itself is lost, not a thawed process's stale
-                # links. Waiting for the probe's end left the Node without a primary for
-                # up to the whole window (scenarios/thawed-primary-takes-over-at-once.yaml).
+                # The partner was live through a link made after the step-down, for a
+                # heartbeat at least (it spoke on it), and is gone: lost, not a thawed
+                # process's stale links, nor a connection it made and gave up while this
+                # one was frozen (accepted from the backlog at the thaw, then closed).
+                # Waiting for the probe's end left the Node without a primary for up to
+                # the whole window (scenarios/thawed-primary-takes-over-at-once.yaml).
                 self._stepped_down_until = self._probe_until = None
             return self._role_event(PartnerLost(), now)
         info = self.peers.info.get(app)
@@ -1972,7 +1980,7 @@ class NodeCore:
             # close, and took the Node back from it at once).
             self._stepped_down_until = self._deadline(now + self._probe_window)
             self._probe_until = self._stepped_down_until
-            self._relinked_since_step_down = False
+            self._relinked_at = None
         out.append(self._announce())
         return out
 
