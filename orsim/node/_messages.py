@@ -39,9 +39,13 @@ class Member(Notice, topic="member"):
     info: MemberInfo
 
     def to_json(self) -> Json:
-        data: dict[str, Json] = attrs.asdict(self.info)  # its fields are the push's keys
-        if not self.info.headless:
-            del data["headless"]  # said only when true: the usual announcement is as before
+        info = self.info
+        data: dict[str, Json] = {
+            "app": info.app, "node_id": info.node_id, "data_center": info.data_center,
+            "mode": info.mode, "epoch": info.epoch,
+        }  # fmt: skip
+        if info.headless:
+            data["headless"] = True  # said only when true: the usual announcement is as before
         return data
 
     @classmethod
