@@ -13,7 +13,7 @@ for the orphan round.
 from __future__ import annotations
 
 import attrs
-from helpers import core_settings, primary_core
+from helpers import claimed_primary, core_settings, primary_core
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,14 +21,11 @@ from orsim.node._core import (
     ORPHAN_GRACE,
     Announce,
     Command,
-    EpochClaimed,
-    FenceAnswered,
     LoadOrphans,
     MemberAnnounced,
     NodeCore,
     PeerLinkDown,
     PeerLinkUp,
-    SessionsLoaded,
 )
 from orsim.node._membership import MemberInfo, PeerView
 from orsim.node._messages import Member
@@ -44,13 +41,10 @@ def _beside_a_pair() -> NodeCore:
     settings = attrs.evolve(core_settings(partner=False), peers=peers, nodes={1: "DC", 2: "DC"})
     core = NodeCore(settings)
     core.start(0.0)
-    core.handle(EpochClaimed(1, True, 1), 0.0)
-    core.handle(FenceAnswered(1), 0.0)
-    core.handle(SessionsLoaded((), 1), 0.0)
+    claimed_primary(core)
     for app, mode in (("P2", "primary"), ("P2B", "backup")):
         core.handle(PeerLinkUp(app), 0.0)
         core.handle(MemberAnnounced(MemberInfo(app, 2, "DC", mode, 1)), 0.0)
-    assert core.mode == "primary"
     return core
 
 
