@@ -118,6 +118,49 @@ async def test_ports_picked_free_then_taken_are_picked_again(
             sock.close()
 
 
+@pytest.mark.parametrize(
+    ("status", "under_way"),
+    [
+        ({"mode": "backup", "role": "claiming"}, True),
+        ({"mode": "backup", "role": "primary"}, True),  # won; the fence is on its way
+        ({"mode": "primary", "role": "primary"}, False),
+        ({"mode": "backup", "role": "backup"}, False),
+        ({"mode": "suspending", "role": "suspending"}, False),
+        ({"mode": "primary"}, False),  # a server, not an ORS application
+    ],
+)
+def test_claim_under_way_reads_an_ors_status(status: dict[str, str], under_way: bool) -> None:
+    from orsim.cluster._handle import claim_under_way
+
+    assert claim_under_way(status) is under_way
+
+
+async def test_up_returns_once_a_lone_primary_has_its_fence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by CI (1 run): right after `up`, ORS_1 of single.yaml was still `backup`. A
+    lone application claims its Node in the store at once, and its status says `backup`
+    until the T-Server confirms the fence; the launcher took that for ready. Here its
+    link to the SIP Server is slowed (300 ms each way) before it starts, so the claim is
+    won long before the fence, every time."""
+    from orsim.cluster import _handle
+
+    real = _handle.ClusterHandle._start_tier
+
+    async def slowed(self: ClusterHandle, wave: list[Any], *args: Any) -> None:
+        if any(e.app == "ORS_1" for e in wave):
+            await self.delay("ORS_1", "SIP_Server", 300)
+        await real(self, wave, *args)
+
+    monkeypatch.setattr(_handle.ClusterHandle, "_start_tier", slowed)
+    cluster = await ClusterHandle.up(TOPOLOGIES / "single.yaml", tmp_path / "run", ports="auto")
+    try:
+        status = await cluster.status()
+        assert {a["app"]: a["mode"] for a in status["apps"]}["ORS_1"] == "primary"
+    finally:
+        await cluster.down()
+
+
 async def test_a_foreign_server_on_a_picked_port_is_not_taken_for_the_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
