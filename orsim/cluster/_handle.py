@@ -365,6 +365,7 @@ class ClusterHandle:
                     False,
                     failures,
                     nursery.cancel_scope,
+                    True,
                 )
         if failures:
             raise ClusterError("\n".join(failures))
@@ -377,7 +378,10 @@ class ClusterHandle:
         append: bool,
         failures: list[str],
         tier_scope: trio.CancelScope,
+        settle: bool = False,
     ) -> None:
+        """Spawn ``entry`` and wait until it is ready (``_wait_ready``; ``settle``: an ORS
+        application's start-up claim too, as ``up`` wants)."""
         env = {"ORSIM_LISTEN_PORT": str(entry.private_port)} if entry.listen_env else {}
         try:
             proc = await self._spawn(
@@ -397,6 +401,7 @@ class ClusterHandle:
                 proc,
                 timeout,
                 redis=entry.type == REDIS_TYPE,
+                settle=settle,
             )
         except ClusterError as exc:
             _notify(progress, entry.app, "failed")
@@ -433,8 +438,22 @@ class ClusterHandle:
         return proc
 
     async def _wait_ready(
-        self, app: str, host: str, port: int, proc: Child, timeout: float, *, redis: bool = False
+        self,
+        app: str,
+        host: str,
+        port: int,
+        proc: Child,
+        timeout: float,
+        *,
+        redis: bool = False,
+        settle: bool = False,
     ) -> Json:
+        """Poll ``app``'s status until it is past ``starting`` (its answer). With
+        ``settle``, an ORS application whose claim is under way (``claim_under_way``) is
+        waited for until it settles, ``CLAIM_SETTLE`` at most: ``up`` starts a cluster with
+        no fault yet, so its fence comes. A restart (``start``) takes the claim as it is:
+        under a fault that cuts its T-Server, waiting would hold a scenario for the whole
+        bound."""
         log = self.run_dir.log(app)
         claiming_since: float | None = None
         with trio.move_on_after(timeout):
@@ -459,7 +478,7 @@ class ClusterHandle:
                     # bound it): not ready, and the child exits saying the port is taken.
                     answer = None
                 if isinstance(answer, dict) and answer.get("mode") not in (None, "starting"):
-                    if not claim_under_way(answer):
+                    if not (settle and claim_under_way(answer)):
                         return answer
                     # Taken for ready, a lone primary still showed `backup` to the status
                     # asked right after `up` (found by CI; tests/test_cluster_processes.py::
