@@ -14,6 +14,7 @@ import shutil
 import signal as signals
 import socket
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -358,14 +359,13 @@ class ClusterHandle:
         async with trio.open_nursery() as nursery:
             for entry in entries:
                 nursery.start_soon(
-                    self._start_one,
+                    partial(self._start_one, settle=True),
                     entry,
                     progress,
                     timeout,
                     False,
                     failures,
                     nursery.cancel_scope,
-                    True,
                 )
         if failures:
             raise ClusterError("\n".join(failures))
