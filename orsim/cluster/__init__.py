@@ -32,6 +32,7 @@ from orsim.cluster._status import Answer as Answer
 from orsim.cluster._status import AppRow as AppRow
 from orsim.cluster._status import CallsSummary as CallsSummary
 from orsim.cluster._status import ClusterStatus as ClusterStatus
+from orsim.cluster._status import app_mode as app_mode
 from orsim.cluster._status import app_row as app_row
 from orsim.cluster._status import calls_summary as calls_summary
 from orsim.cluster._status import cluster_status as cluster_status
@@ -55,6 +56,7 @@ __all__ = [
     "Manifest",
     "Route",
     "RunDir",
+    "app_mode",
     "app_row",
     "calls_summary",
     "cluster_name",

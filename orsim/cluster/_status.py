@@ -205,6 +205,12 @@ def app_row(status: ClusterStatus, app: str) -> AppRow | None:
     return next((row for row in status["apps"] if row["app"] == app), None)
 
 
+def app_mode(status: ClusterStatus, app: str) -> str | None:
+    """``app``'s mode in ``status`` (None: no such application)."""
+    row = app_row(status, app)
+    return row["mode"] if row is not None else None
+
+
 def mode_changed_at(mode_since: object, after: float, seen: float) -> float:
     """When an application entered the mode a status showed it in at ``seen``, having been
     in another at ``after``: its own ``mode_since`` where that falls between the two (the

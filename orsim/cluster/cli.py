@@ -29,7 +29,7 @@ from orsim.cluster._handle import Progress as ProgressCallback
 from orsim.cluster._procs import Child
 from orsim.cluster._proxy import serve_proxy
 from orsim.cluster._rundir import DEFAULT_RUN_DIR, RunDir
-from orsim.cluster._status import app_row
+from orsim.cluster._status import app_mode
 from orsim.errors import EXIT_OK, ClusterError, UsageError
 from orsim.logs import configure_logging
 from orsim.runtime import run_cancellable
@@ -366,8 +366,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     async def start(handle: ClusterHandle) -> str:
         await handle.start(args.app)
-        row = app_row(await handle.status(), args.app)
-        mode = row["mode"] if row is not None else "unknown"
+        mode = app_mode(await handle.status(), args.app) or "unknown"
         return f"{args.app}: started (pid {handle.pids().get(args.app)}), mode {mode}"
 
     return _act(args, start)

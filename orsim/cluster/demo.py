@@ -16,7 +16,7 @@ import trio
 
 from orsim.cluster._handle import ClusterHandle
 from orsim.cluster._render import status_table
-from orsim.cluster._status import ClusterStatus, app_row, mode_changed_at
+from orsim.cluster._status import ClusterStatus, app_mode, app_row, mode_changed_at
 from orsim.cluster.cli import make_console, progress_display
 from orsim.errors import EXIT_OK, ClusterError, OrsimError
 from orsim.runtime import run_cancellable
@@ -58,10 +58,6 @@ def _config(path: str | None) -> Path:
         return DEMO_CONFIG
     # Run from elsewhere than the checkout: the file sits next to the package.
     return Path(__file__).resolve().parents[2] / DEMO_CONFIG
-
-
-def _mode(status: ClusterStatus, app: str) -> str:
-    return next(a["mode"] for a in status["apps"] if a["app"] == app)
 
 
 def takeover_ms(status: ClusterStatus, app: str, killed_at: float, seen_at: float) -> float:
@@ -127,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
         killed_at = time.time()
         await handle.kill(victim, "KILL")
         if heir is not None:
-            status = await handle.wait_for(lambda s: _mode(s, heir) == "primary", STEP_TIMEOUT)
+            status = await handle.wait_for(lambda s: app_mode(s, heir) == "primary", STEP_TIMEOUT)
             took = takeover_ms(status, heir, killed_at, time.time())
             console.print(f"[bold green]{heir} is primary[/] {took:.0f} ms after the kill")
         console.print(status_table(await handle.status()))
 
         console.rule(f"restart {victim}")
         await handle.start(victim)
-        await handle.wait_for(lambda s: _mode(s, victim) == "backup", STEP_TIMEOUT)
+        await handle.wait_for(lambda s: app_mode(s, victim) == "backup", STEP_TIMEOUT)
         console.print(f"{victim} is back, as backup")
 
         routed = (await handle.ledger()).counts.routed

@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from orsim._alarm import sleep_until
-from orsim.cluster import app_row
+from orsim.cluster import app_mode, app_row
 from orsim.errors import OrsimError
 from orsim.scenario import _model as model
 from orsim.scenario._expect import evaluate, expectation_label, mode_verdict
@@ -280,7 +280,7 @@ class _Run:
         await self.cluster.kill(action.app, action.signal)
         self.fault(step, f"restart {action.app}: SIG{action.signal}", action.app)
         went_down = await self.poll(
-            lambda status: _mode(status, action.app) == "down", RESTART_DOWN_TIMEOUT
+            lambda status: app_mode(status, action.app) == "down", RESTART_DOWN_TIMEOUT
         )
         if not went_down:
             raise _StepFailed(f"{action.app} did not go down within {RESTART_DOWN_TIMEOUT:g}s")
@@ -337,7 +337,7 @@ class _Run:
         predicate: Callable[[ClusterStatus], bool]
         if isinstance(cond, model.WaitMode):
             text = f"{cond.app} is {cond.mode}"
-            predicate = lambda s: _mode(s, cond.app) == cond.mode  # noqa: E731
+            predicate = lambda s: app_mode(s, cond.app) == cond.mode  # noqa: E731
         elif isinstance(cond, model.WaitReady):
             text = "every application ready"
             predicate = _all_ready
@@ -388,11 +388,6 @@ class _Run:
                     return
                 await trio.sleep(POLL_INTERVAL * 2)
         self.emit("info", f"calls still in flight after {timeout:g}s of settling")
-
-
-def _mode(status: ClusterStatus, app: str) -> str | None:
-    row = app_row(status, app)
-    return row["mode"] if row is not None else None
 
 
 def _all_ready(status: ClusterStatus) -> bool:

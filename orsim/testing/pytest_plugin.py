@@ -92,9 +92,10 @@ async def wait_for_mode(
     cluster: StatusWaiter, app: str, mode: str, timeout: float = 15.0
 ) -> ClusterStatus:
     """Wait until ``app`` reports ``mode``; returns the status (raises on timeout)."""
+    from orsim.cluster import app_mode
 
     def holds(status: ClusterStatus) -> bool:
-        return any(a["app"] == app and a["mode"] == mode for a in status["apps"])
+        return app_mode(status, app) == mode
 
     return await cluster.wait_for(holds, timeout)
 
