@@ -1131,9 +1131,7 @@ class NodeCore:
         s = self.settings
         self._beat += 1
         self._next_beat = now + s.heartbeat
-        # A change of ``headless`` is news for every Node (their orphan rounds weigh it).
-        headless = self._headless()
-        everyone = self._beat % self._announce_every == 0 or headless != self._told_headless
+        everyone = self._beat % self._announce_every == 0
         out: list[Command] = [self._announce(everyone)]
         if self.role.role.holds_node:
             out.append(ReadEpoch())
@@ -1142,7 +1140,8 @@ class NodeCore:
     def _announce(self, everyone: bool = True) -> Announce:
         partner = self.settings.partner
         info = self.member_info()
-        if not everyone and partner:
+        # A change of ``headless`` is news for every Node (their orphan rounds weigh it).
+        if not everyone and partner and info.headless == self._told_headless:
             apps: tuple[str, ...] = (partner,)
         else:
             apps = tuple(self.peers.app_nodes)
