@@ -332,6 +332,8 @@ def test_every_message_is_covered() -> None:
         (urs.Register("ORS_1", None), {"app": "ORS_1", "node_id": None}),
         (node.SessionCreated("c1", 101), {"call_id": "c1", "node_id": 101}),
         (node.SessionCreated("c1", 101, True), {"call_id": "c1", "node_id": 101, "pending": True}),
+        (node.SessionCreated("c1", 101, claimed=True),
+         {"call_id": "c1", "node_id": 101, "claimed": True}),
         (node.Member(MemberInfo("ORS_1", 1, "DC", "primary", 2)),
          {"app": "ORS_1", "node_id": 1, "data_center": "DC", "mode": "primary", "epoch": 2}),
         (node.Handover(3), {"epoch": 3}),

@@ -22,6 +22,7 @@ from orsim.node._core import (
     EpochRead,
     FenceAnswered,
     NodeCore,
+    NotifySession,
     PeerLinkDown,
     QueryCall,
     RouteAnswered,
@@ -81,7 +82,9 @@ def test_a_call_adopted_meanwhile_is_left_to_its_adopter() -> None:
 def test_a_call_still_the_nodes_is_checked_with_the_tserver_then_routed_anew() -> None:
     core = _routing_when_the_node_was_taken()
     core.handle(RouteAnswered("c1", "stale_epoch"), 12.7)
-    assert _kinds(core.handle(SessionWritten("c1", WriteOutcome.OWNED), 12.8)) == [QueryCall]
+    notice, query = core.handle(SessionWritten("c1", WriteOutcome.OWNED), 12.8)
+    assert isinstance(notice, NotifySession) and notice.claimed  # its watchers learn it
+    assert isinstance(query, QueryCall)
     out = core.handle(CallQueried("c1", "in_flight"), 12.9)
     assert out == [SendRoute("c1", "Agent_1", 3)]
 

@@ -278,10 +278,11 @@ class NodeCores(RuleBasedStateMachine):
                     for app in apps:
                         if app in proc.view and self.linked(proc.name, app):
                             self.deliver(app, MemberAnnounced(info))
-                case NotifySession(call_id=call_id, apps=apps, pending=pending):
+                case NotifySession(call_id=call_id, apps=apps, pending=pending, claimed=claimed):
+                    news = SessionAnnounced(call_id, pending, claimed, proc.core.settings.node_id)
                     for app in apps:
                         if app in proc.view and self.linked(proc.name, app):
-                            self.deliver(app, SessionAnnounced(call_id, pending))
+                            self.deliver(app, news)
                 case DeleteSession(node_id=node, epoch=epoch, call_id=call_id):
                     self.store.delete(node, epoch, call_id)
                 case PushHandover():

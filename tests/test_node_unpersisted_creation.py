@@ -115,7 +115,9 @@ def test_the_second_try_taken_asks_the_tserver_before_going_on() -> None:
     created, routed and forgotten it before: the T-Server says, then the call goes on."""
     core = _primary()
     _unanswered_creation(core)
-    assert _kinds(core.handle(SessionWritten("c1", WriteOutcome.OWNED), 2.3)) == [QueryCall]
+    notice, query = core.handle(SessionWritten("c1", WriteOutcome.OWNED), 2.3)
+    assert isinstance(notice, NotifySession) and notice.claimed  # its watchers learn it
+    assert isinstance(query, QueryCall)
     assert _kinds(core.handle(CallQueried("c1", "in_flight"), 2.4)) == [SelectTarget]
     core2 = _primary()
     _unanswered_creation(core2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from helpers import TOPOLOGIES, memory_link, serve_memory_links, wait_until
@@ -114,23 +115,26 @@ async def test_a_frozen_application_gives_up_no_link_by_addp(autojump_clock: Any
         nursery.cancel_scope.cancel()
 
 
-async def test_a_store_deadline_run_out_during_a_freeze_is_seen_once_thawed(
+async def test_a_store_operation_a_frozen_ors_would_begin_begins_at_the_thaw(
     autojump_clock: Any,
 ) -> None:
-    """A store operation a frozen ORS began waits for the thaw; its 1 s deadline runs out
-    meanwhile, but the ORS finds that out (degrades, begins its outage windows) only once
-    thawed, as a stopped process does. Before, it degraded 1 s into the freeze, and its
-    0.5 s window for a second try at a creation was over by the thaw (`orsim search`,
-    seed 61: a call routed twice on two-nodes-slow-urs)."""
+    """A frozen ORS's timers still run in the simulation, but a stopped process begins
+    nothing: a store operation begun while frozen waits for the thaw and begins there,
+    its deadline counted from the thaw, and finds the store answering. Before, its 1 s
+    deadline ran out during the freeze and degraded, at the thaw, a store that was
+    answering (`orsim search`, seed 436: a lone Node frozen twice routed 2 calls twice
+    and lost 2, ``scenarios/search-lone-node-frozen-twice.yaml``). A store that is
+    stalled at the thaw still misses the deadline, counted from there."""
     async with open_sim_cluster(load_database(TWO_NODES), seed=1) as sim:
         node = sim.nodes["ORS_1"]
         await wait_until(lambda: node.core.mode == "primary", 10)
-        outcome: list[str] = []
+        outcome: list[tuple[str, float]] = []
 
-        async def write() -> None:
+        async def write(call_id: str) -> None:
+            node_id = node.settings.node_id
             session = Session(
-                call_id="c-1",
-                node_id=node.settings.node_id,
+                call_id=call_id,
+                node_id=node_id,
                 epoch=node.core.current_epoch,
                 dn="5000",
                 state="created",
@@ -138,20 +142,36 @@ async def test_a_store_deadline_run_out_during_a_freeze_is_seen_once_thawed(
             try:
                 await node.guard.create_session(session)
             except StoreUnavailable:
-                outcome.append("unavailable")
+                outcome.append(("unavailable", trio.current_time()))
             else:
-                outcome.append("written")
+                outcome.append(("written", trio.current_time()))
 
         async with trio.open_nursery() as nursery:
             sim.freeze("ORS_1")
-            nursery.start_soon(write)
+            sim.freeze("ORS_1_B")  # nobody takes the Node over meanwhile
+            nursery.start_soon(write, "c-1")
             await trio.sleep(3)
-            assert outcome == [] and not node.guard.degraded and node.guard.failures == 0
+            assert outcome == [] and not node.guard.degraded
             thawed_at = trio.current_time()
             sim.thaw("ORS_1")
-        assert outcome == ["unavailable"]  # its deadline was past when it ran again
-        # Every operation it began while frozen ran out with it, all at the thaw.
-        assert node.guard.failures >= 1 and trio.current_time() == thawed_at
+            sim.thaw("ORS_1_B")
+        assert outcome == [("written", thawed_at)]
+        assert not node.guard.degraded and node.guard.failures == 0
+
+        outcome.clear()
+        async with trio.open_nursery() as nursery:
+            sim.freeze("ORS_1")
+            sim.freeze("ORS_1_B")
+            nursery.start_soon(write, "c-2")
+            await trio.sleep(3)
+            sim.store.stall()
+            thawed_at = trio.current_time()
+            sim.thaw("ORS_1")
+            sim.thaw("ORS_1_B")
+        ((what, when),) = outcome
+        assert what == "unavailable" and when == pytest.approx(thawed_at + 1.0)
+        assert node.guard.degraded
+        sim.store.resume()
 
 
 async def test_no_adoption_without_the_tserver_fence(autojump_clock: Any) -> None:

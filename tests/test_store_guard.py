@@ -8,6 +8,7 @@ T-Server. The ledger is the ground truth throughout: 0 lost, 0 duplicated.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,45 @@ async def test_takeover_while_the_store_is_away_claims_at_the_tserver(
         assert ledger.duplicates == 0, ledger
         assert ledger.routed + ledger.lost == ledger.created == 1000
         assert ledger.by_app.get("ORS_1_B", 0) > 0
+
+
+async def test_an_outage_is_aged_from_its_first_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A creation's second try waits for the store up to a window counted from the
+    outage's first probe, not from the miss that began it: an application frozen over
+    that miss (and frozen again at once) has not asked the store since, and a store that
+    answers again must get its say (`orsim search`, seed 436)."""
+    store = MemoryStore()
+    guard = StoreGuard(store, deadline=1.0, probe_interval=0.2)
+    store.stall()
+    with pytest.raises(StoreUnavailable):
+        await guard.create_session(_session("c1"))
+    store.resume()
+    await trio.sleep(3)  # no probe ran meanwhile (the guard's task is not running yet)
+    answering: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _append(answering, guard.wait_answering(0.5)))
+        await trio.sleep(1)
+        assert not answering  # not "away" at once, though the outage began 3 s ago
+        nursery.start_soon(guard.run)
+        with trio.fail_after(1):
+            while not answering:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert answering == [True]
+
+    # A store that stays away: the window runs from the first probe, then it is away.
+    store.stall()
+    with pytest.raises(StoreUnavailable):
+        await guard.create_session(_session("c2"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard.run)
+        start = trio.current_time()
+        assert not await guard.wait_answering(0.5)
+        assert trio.current_time() - start == pytest.approx(0.2 + 0.5)
+        nursery.cancel_scope.cancel()
+
+
+async def _append(into: list[bool], answer: Awaitable[bool]) -> None:
+    into.append(await answer)

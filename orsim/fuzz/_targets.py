@@ -304,7 +304,7 @@ PUSHES: dict[str, Callable[[JsonGen, Connection], dict[str, object]]] = {
         "created_at": number, "deadline": number,
     }),
     "session": lambda gen, conn: gen.fields({
-        "call_id": lambda g: f"fz-{g.rng.randint(0, 63)}", "pending": flag,
+        "call_id": lambda g: f"fz-{g.rng.randint(0, 63)}", "pending": flag, "claimed": flag,
     }),
     "call_routed": lambda gen, conn: gen.fields({
         "call_id": lambda g: f"fz-{g.rng.randint(0, 63)}", "app": name("app"),

@@ -242,10 +242,13 @@ class CallsRouted:
 @attrs.frozen
 class SessionAnnounced:
     """A peer's ``session`` push: it created the call's session (``pending``: it is
-    creating it, and its store is slow to answer)."""
+    creating it, and its store is slow to answer; ``claimed``: the store took its
+    creation; ``node_id``: its Node, if it said)."""
 
     call_id: str
     pending: bool = False
+    claimed: bool = False
+    node_id: int | None = None
 
 
 @attrs.frozen
@@ -466,11 +469,13 @@ class DeleteSession:
 @attrs.frozen
 class NotifySession:
     """Send a ``session`` push for the call to these peer applications (no waiting);
-    ``pending``: its write is under way but slow (``session {pending: true}``)."""
+    ``pending``: its write is under way but slow (``session {pending: true}``);
+    ``claimed``: the store took the creation (``session {claimed: true}``)."""
 
     call_id: str
     apps: tuple[str, ...]
     pending: bool = False
+    claimed: bool = False
 
 
 @attrs.frozen
@@ -633,6 +638,8 @@ class CallState:
     #: Its session was written at the second try (``RECLAIMING``): deleted if it turns
     #: out routed already.
     written: bool = False
+    #: The store took its creation (``WriteOutcome.OWNED``): its watchers are told so.
+    claimed: bool = False
 
 
 @attrs.define
@@ -901,6 +908,10 @@ class NodeCore:
                     call_id, now + self.store_deadline + self.watcher.timeout_ms / 1000
                 )
                 return []
+            case SessionAnnounced(call_id=call_id, claimed=True) if self._leaves_to_claim(event):
+                del self.calls[call_id]
+                return [Note("call_left_to_store_claim", (("call_id", call_id),
+                                                          ("node_id", event.node_id)))]  # fmt: skip
             case SessionAnnounced(call_id=call_id):
                 # Someone created the session: stop watching, but keep the call
                 # recoverable (its creator may die before routing it).
@@ -1420,8 +1431,15 @@ class NodeCore:
             return [Note("session_owned_elsewhere", (("call_id", call.call_id),))]
         reclaimed = call.phase is Phase.RECLAIMING
         call.writing_since = None
-        out: list[Command] = [] if reclaimed else [self._notify(call)]
+        call.claimed = outcome is WriteOutcome.OWNED
         away = outcome is WriteOutcome.UNPERSISTED
+        # A redelivered call kept from the store may be left at the second miss (below):
+        # its watchers are told it is under way, not created, so that their watch runs
+        # on. Told it was created, they stopped watching, and a call left then was
+        # nobody's (lost: a lone Node thawed into a store outage, ``tests/
+        # sim_scenarios/lone-node-thawed-into-a-store-outage.yaml``).
+        tentative = away and call.redelivered
+        out: list[Command] = [] if reclaimed else [self._notify(call, pending=tentative)]
         # A redelivered call is tried again too: its write may have landed (the store
         # took it, its answer did not come), and a call left on the first miss stayed
         # claimed in the store by this Node, which no longer carried it, while every
@@ -1444,6 +1462,9 @@ class NodeCore:
             return out
         if outcome is WriteOutcome.OWNED and reclaimed:
             call.phase, call.written = Phase.CHECKING, True
+            # Its watchers were told it was under way or created unclaimed (above): it
+            # is this Node's now, and a Node that created it meanwhile leaves it.
+            out.append(self._notify(call))
             out.append(QueryCall(call.call_id))
             return out
         if outcome is WriteOutcome.UNPERSISTED and call.redelivered:
@@ -1473,10 +1494,31 @@ class NodeCore:
         return out
 
     def _notify(self, call: CallState, pending: bool = False) -> NotifySession:
-        return self._notify_watchers(call.call_id, call.reserved, pending)
+        if call.redelivered and call.claimed:
+            # Handed again on (re)registering: any Node may have gone on with it
+            # meanwhile, under another view of who is live (the Node that thought this
+            # one gone took it as its own), so each is told the store's claim is here.
+            return NotifySession(call.call_id, tuple(self.peers.app_nodes), claimed=True)
+        return self._notify_watchers(call.call_id, call.reserved, pending, call.claimed)
+
+    def _leaves_to_claim(self, news: SessionAnnounced) -> bool:
+        """Whether another Node's creation, which the store took, ends this application's
+        creation of the call: it went on without the store's word (an outage) and has
+        not sent its route yet. Both went on, and the T-Server refused the second route
+        (6 calls routed twice: a lone Node thawed into a store outage, whose calls its
+        Reserved Node had created meanwhile, ``tests/sim_scenarios/
+        lone-node-thawed-as-the-store-returns.yaml``)."""
+        call = self.calls.get(news.call_id)
+        return (
+            call is not None
+            and not call.claimed
+            and call.phase in (Phase.CHECKING, Phase.SELECTING)
+            and news.node_id is not None
+            and news.node_id != self.settings.node_id
+        )
 
     def _notify_watchers(
-        self, call_id: str, reserved: int | None, pending: bool = False
+        self, call_id: str, reserved: int | None, pending: bool = False, claimed: bool = False
     ) -> NotifySession:
         """The ``session`` push goes to the peers that watch this call: the partner
         (which watches every call of the Node) and both applications of the Reserved Node
@@ -1488,7 +1530,7 @@ class NodeCore:
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
         if s.partner is not None:
             targets.append(s.partner)
-        return NotifySession(call_id, tuple(targets), pending)
+        return NotifySession(call_id, tuple(targets), pending, claimed)
 
     def _route_answered(self, event: RouteAnswered, now: float) -> list[Command]:
         call = self.calls.pop(event.call_id, None)

@@ -69,16 +69,21 @@ class Member(Notice, topic="member"):
 @attrs.frozen
 class SessionCreated(Notice, topic="session"):
     """``session``: Node ``node_id`` created the session of ``call_id`` (``pending``: its
-    write is still under way, so a watcher waits a little longer)."""
+    write is still under way, so a watcher waits a little longer; ``claimed``: the store
+    took the creation, so a Node that created the call without the store's word leaves
+    it)."""
 
     call_id: str
     node_id: int | None = None
     pending: bool = False
+    claimed: bool = False
 
     def to_json(self) -> Json:
         data: dict[str, Json] = {"call_id": self.call_id, "node_id": self.node_id}
         if self.pending:
             data["pending"] = True
+        if self.claimed:
+            data["claimed"] = True
         return data
 
     @classmethod
@@ -89,6 +94,7 @@ class SessionCreated(Notice, topic="session"):
             nonempty_text(data, "call_id"),
             int_or_none(node_id),
             data.get("pending") is True,
+            data.get("claimed") is True,
         )
 
 

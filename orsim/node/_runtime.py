@@ -378,8 +378,8 @@ class OrsNode:
     def _execute(self, command: Command) -> None:
         """Carry out one command that is not a call's step."""
         match command:
-            case NotifySession(call_id=call_id, apps=apps, pending=slow):
-                created = SessionCreated(call_id, self.settings.node_id, slow)
+            case NotifySession(call_id=call_id, apps=apps, pending=slow, claimed=claimed):
+                created = SessionCreated(call_id, self.settings.node_id, slow, claimed)
                 self._send_to(apps, encode(Push(created.TOPIC, created.to_json())))
             case Announce(apps=apps, info=info):
                 member = Member(info)
@@ -773,7 +773,7 @@ class OrsNode:
         self.feed(CallsRouted(pushes.call_ids))
 
     def _on_session(self, conn: Connection, push: SessionCreated) -> None:
-        self.feed(SessionAnnounced(push.call_id, push.pending))
+        self.feed(SessionAnnounced(push.call_id, push.pending, push.claimed, push.node_id))
 
     def _on_member(self, conn: Connection, push: Member) -> None:
         if push.info.app != conn.peer_app:

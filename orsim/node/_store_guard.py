@@ -70,8 +70,10 @@ class StoreGuard:
     _went_degraded: trio.Event = attrs.Factory(trio.Event)
     #: Set (and replaced) each time an outage ends.
     _recovered: trio.Event = attrs.Factory(trio.Event)
-    #: When (trio time) the current outage began.
-    _degraded_at: float = 0.0
+    #: When (trio time) the current outage's first probe began (None: not yet).
+    _probed_at: float | None = None
+    #: Set (and replaced) when an outage's first probe begins.
+    _probing: trio.Event = attrs.Factory(trio.Event)
     _log: FilteringBoundLogger = attrs.field(init=False)
     #: The store's ``answers_at_once`` (an in-memory store has one), else None.
     _at_once: Callable[[], bool] | None = None
@@ -130,7 +132,7 @@ class StoreGuard:
     def _degrade(self, what: str, error: str) -> None:
         if not self.degraded:
             self.degraded = True
-            self._degraded_at = trio.current_time()
+            self._probed_at = None
             self.outages += 1
             self._log.warning(
                 "store_degraded", operation=what, error=error, deadline_s=self.deadline
@@ -139,10 +141,21 @@ class StoreGuard:
 
     async def wait_answering(self, since_outage: float) -> bool:
         """Wait until the store is not degraded, but not past ``since_outage`` (s) after
-        the outage began; whether it is answering."""
-        with trio.move_on_at(self._degraded_at + since_outage):
-            while self.degraded:
-                await self._recovered.wait()
+        the outage's first probe began; whether it is answering.
+
+        The age counts from the first probe, not from the miss that began the outage: an
+        application frozen (SIGSTOP) over a store operation misses its deadline at the
+        thaw, and if frozen again at once, has not asked the store since when it thaws
+        next. Aged from the miss, such an outage counted as long over, and calls went
+        on without the store's word that another Node had created them (found by `orsim
+        search`, seed 436: a lone Node frozen twice routed 2 calls twice and lost 2).
+        """
+        while self.degraded and self._probed_at is None:
+            await self._probing.wait()
+        if self._probed_at is not None:
+            with trio.move_on_at(self._probed_at + since_outage):
+                while self.degraded:
+                    await self._recovered.wait()
         return not self.degraded
 
     async def run(self) -> None:
@@ -152,6 +165,10 @@ class StoreGuard:
                 self._went_degraded = trio.Event()
                 await self._went_degraded.wait()
             await trio.sleep(self.probe_interval)
+            if self._probed_at is None:
+                self._probed_at = trio.current_time()
+                self._probing.set()
+                self._probing = trio.Event()
             try:
                 await self._timed("probe", self._probe)
                 await self._flush_deletes()

@@ -21,7 +21,7 @@ Every application runs in its own cancel scope, as its own "process". The faults
 
 A frozen application's own timers still run in the simulation (a real SIGSTOP stops
 them too); what the rest of the cluster sees is the same: silence, then everything it
-had sent once it is thawed.
+had sent once it is thawed. A store operation they would begin begins at the thaw.
 """
 
 from __future__ import annotations
@@ -102,33 +102,40 @@ class _GatedStore:
         """Whether an operation begun now ends without waiting (see ``MemoryStore``)."""
         return not self.sim.net.frozen(self.app) and self.store.answers_at_once()
 
-    async def _gate(self) -> None:
-        # No checkpoint of its own: the store's operation that follows has one, and a
-        # simulation pays a scheduler round for each.
-        while self.sim.net.frozen(self.app):
-            # Shielded: the caller's deadline (the store guard's) that runs out during
-            # the freeze is seen only once the application is thawed, at the store's
-            # own checkpoint, as a stopped process finds its deadlines past when it
-            # runs again; not while it is stopped, when it would act on it (degrade,
-            # start its store-outage windows) before it could have run at all.
-            with trio.CancelScope(shield=True):
-                await self.sim.net.wait_thawed(self.app)
+    async def _gated(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()``, begun once the application is not frozen.
+
+        A stopped process begins nothing: an operation a frozen application's timer
+        (which still runs here) would begin is begun at the thaw, with the caller's
+        deadline counted from there. Counted from the freeze, the deadline ran out at
+        the thaw and degraded a store that was answering (a real process begins the
+        operation after the thaw, and finds the store answering): calls then went on
+        without the store's word, and `orsim search` found calls routed twice and lost
+        that way (seed 436).
+        """
+        if not self.sim.net.frozen(self.app):
+            return await op()  # its own checkpoint; a simulation pays a round for each
+        left = trio.current_effective_deadline() - trio.current_time()
+        with trio.CancelScope(shield=True):
+            await self.sim.net.wait_thawed(self.app)
+            with trio.move_on_after(left):
+                return await op()
+        # Not answered within the deadline, counted from the thaw: the caller's own,
+        # which ran out earlier, is seen here.
+        await trio.lowlevel.checkpoint()
+        raise AssertionError("the caller's deadline has passed")  # pragma: no cover
 
     async def current_epoch(self, node_id: int) -> int:
-        await self._gate()
-        return await self.store.current_epoch(node_id)
+        return await self._gated(partial(self.store.current_epoch, node_id))
 
     async def claim_epoch(self, node_id: int, expected: int, new: int) -> bool:
-        await self._gate()
-        return await self.store.claim_epoch(node_id, expected, new)
+        return await self._gated(partial(self.store.claim_epoch, node_id, expected, new))
 
     async def put_session(self, session: Session) -> None:
-        await self._gate()
-        await self.store.put_session(session)
+        await self._gated(partial(self.store.put_session, session))
 
     async def create_session(self, session: Session) -> bool:
-        await self._gate()
-        made = await self.store.create_session(session)
+        made = await self._gated(partial(self.store.create_session, session))
         if made:
             # A creation is its Node and its time: the Node that began the call
             # claiming it again under a newer epoch (its route refused as stale, see
@@ -140,8 +147,7 @@ class _GatedStore:
         return made
 
     async def adopt_session(self, session: Session, from_node: int, from_epoch: int) -> bool:
-        await self._gate()
-        moved = await self.store.adopt_session(session, from_node, from_epoch)
+        moved = await self._gated(partial(self.store.adopt_session, session, from_node, from_epoch))
         if moved:
             # The creation is the adopter's now: claiming the call again under a newer
             # epoch, it writes the same creation, as the Node that began it would. Taken
@@ -150,12 +156,10 @@ class _GatedStore:
         return moved
 
     async def delete_session(self, node_id: int, epoch: int, call_id: str) -> None:
-        await self._gate()
-        await self.store.delete_session(node_id, epoch, call_id)
+        await self._gated(partial(self.store.delete_session, node_id, epoch, call_id))
 
     async def sessions(self, node_id: int) -> list[Session]:
-        await self._gate()
-        return await self.store.sessions(node_id)
+        return await self._gated(partial(self.store.sessions, node_id))
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

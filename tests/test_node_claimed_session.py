@@ -1,0 +1,120 @@
+"""A creation the store took is said so (``session {claimed: true}``), and a creation
+without the store's word yields to it; a redelivered call is not said created before the
+store has taken it.
+
+Both were found with a lone Node thawed into a store outage: calls redelivered to it were
+said created, then left at the store's second miss, and nobody routed them
+(`tests/sim_scenarios/lone-node-thawed-into-a-store-outage.yaml`, 1 lost); and the Reserved Node,
+which had created the Node's calls without the store meanwhile, routed them as the thawed
+Node did, whose creations the store had taken
+(`tests/sim_scenarios/lone-node-thawed-as-the-store-returns.yaml`, 6 routed twice).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from test_node_unpersisted_creation import _calls_assigned_to, _kinds, _primary
+
+from orsim.node._core import (
+    CallQueried,
+    Command,
+    NodeCore,
+    Note,
+    NotifySession,
+    QueryCall,
+    RouteRequested,
+    SelectTarget,
+    SessionAnnounced,
+    SessionWritten,
+    TargetSelected,
+    WriteOutcome,
+    WriteSession,
+)
+
+
+def _notices(commands: list[Command]) -> list[NotifySession]:
+    return [c for c in commands if isinstance(c, NotifySession)]
+
+
+def test_a_redelivered_call_kept_from_the_store_is_said_under_way_not_created() -> None:
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    first = core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    (notice,) = _notices(first)
+    assert notice.pending and not notice.claimed
+    assert WriteSession in _kinds(first)  # the second try, once the store answers
+    # The store does not answer it either: the call is left, and nothing says it was
+    # created, so its watchers' watch runs on and the Reserved Node creates it.
+    second = core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    assert not _notices(second)
+    assert [n.event for n in second if isinstance(n, Note)] == ["redelivered_call_left"]
+    assert c1 not in core.calls
+
+
+def test_a_redelivered_call_the_store_takes_at_the_second_try_is_said_claimed_to_all() -> None:
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    out = core.handle(SessionWritten(c1, WriteOutcome.OWNED), 1.3)
+    (notice,) = _notices(out)
+    # Every peer: a Node that thought this one gone may have taken the call as its own.
+    assert notice.claimed and not notice.pending and notice.apps == ("P2",)
+    assert QueryCall in _kinds(out)
+
+
+def test_a_call_written_at_once_is_said_claimed_and_one_gone_on_without_is_not() -> None:
+    core = _primary(other_node=True)
+    c1, c2 = itertools.islice(_calls_assigned_to(1, reserved=2), 2)
+    core.handle(RouteRequested(c1, "5000", 100.0), 1.0)
+    (owned,) = _notices(core.handle(SessionWritten(c1, WriteOutcome.OWNED), 1.0))
+    assert owned.claimed
+    core.handle(RouteRequested(c2, "5000", 100.0), 1.0)
+    (away,) = _notices(core.handle(SessionWritten(c2, WriteOutcome.UNPERSISTED), 1.0))
+    assert not away.claimed and not away.pending
+
+
+def _gone_on_without_the_store() -> tuple[NodeCore, str]:
+    """Node 1's primary, selecting a target for a call it created without the store."""
+    core = _primary(other_node=True)
+    call_id = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(call_id, "5000", 100.0), 1.0)
+    core.handle(SessionWritten(call_id, WriteOutcome.UNPERSISTED), 1.0)
+    core.handle(SessionWritten(call_id, WriteOutcome.UNPERSISTED), 1.5)
+    out = core.handle(CallQueried(call_id, "in_flight"), 1.5)
+    assert SelectTarget in _kinds(out)
+    return core, call_id
+
+
+def test_a_creation_without_the_store_yields_to_another_nodes_claim() -> None:
+    core, call_id = _gone_on_without_the_store()
+    out = core.handle(SessionAnnounced(call_id, claimed=True, node_id=2), 1.6)
+    assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_store_claim"]
+    assert call_id not in core.calls
+    # URS's answer comes after: nothing is routed.
+    assert not core.handle(TargetSelected(call_id, "Agent_1"), 2.0)
+
+
+def test_news_that_does_not_end_a_creation() -> None:
+    # Not claimed (the other Node went on without the store too): the T-Server decides.
+    core, call_id = _gone_on_without_the_store()
+    assert not core.handle(SessionAnnounced(call_id, node_id=2), 1.6)
+    assert call_id in core.calls
+    # From this Node itself (its own partner's creation is fenced, not yielded to).
+    assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=1), 1.6)
+    assert call_id in core.calls
+    # Its route already sent: too late to leave it.
+    core.handle(TargetSelected(call_id, "Agent_1"), 1.7)
+    assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=2), 1.8)
+    assert call_id in core.calls
+
+
+def test_a_creation_the_store_took_does_not_yield() -> None:
+    core = _primary(other_node=True)
+    call_id = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(call_id, "5000", 100.0), 1.0)
+    core.handle(SessionWritten(call_id, WriteOutcome.OWNED), 1.0)
+    assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=2), 1.1)
+    assert call_id in core.calls
