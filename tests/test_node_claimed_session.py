@@ -1,13 +1,14 @@
 """A creation the store took is said so (``session {claimed: true}``), and a creation
-without the store's word yields to it; a redelivered call is not said created before the
-store has taken it.
+without the store's word yields to it, to the store's answer once it is back, and to the
+T-Server's ``call_routed``; a redelivered call is not said created before the store has
+taken it.
 
 Both were found with a lone Node thawed into a store outage: calls redelivered to it were
 said created, then left at the store's second miss, and nobody routed them
-(`tests/sim_scenarios/lone-node-thawed-into-a-store-outage.yaml`, 1 lost); and the Reserved Node,
+(`scenarios/lone-node-thawed-into-a-store-outage.yaml`, 1 lost); and the Reserved Node,
 which had created the Node's calls without the store meanwhile, routed them as the thawed
 Node did, whose creations the store had taken
-(`tests/sim_scenarios/lone-node-thawed-as-the-store-returns.yaml`, 6 routed twice).
+(`scenarios/lone-node-thawed-as-the-store-returns.yaml`, 6 routed twice).
 """
 
 from __future__ import annotations
@@ -18,15 +19,21 @@ from test_node_unpersisted_creation import _calls_assigned_to, _kinds, _primary
 
 from orsim.node._core import (
     CallQueried,
+    CallRouted,
+    ClaimLate,
     Command,
+    DeleteSession,
+    LateClaimed,
     NodeCore,
     Note,
     NotifySession,
     QueryCall,
+    RouteAnswered,
     RouteRequested,
     SelectTarget,
     SessionAnnounced,
     SessionWritten,
+    StoreBack,
     TargetSelected,
     WriteOutcome,
     WriteSession,
@@ -118,3 +125,42 @@ def test_a_creation_the_store_took_does_not_yield() -> None:
     core.handle(SessionWritten(call_id, WriteOutcome.OWNED), 1.0)
     assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=2), 1.1)
     assert call_id in core.calls
+
+
+def test_the_store_back_claims_the_calls_that_went_on_without_it() -> None:
+    """Once the store answers, a creation that went on without it is written: the store
+    says whether another Node's came first (``scenarios/
+    lone-node-thawed-unlinked-as-the-store-returns.yaml``: the other Node had no link
+    to say so)."""
+    core, call_id = _gone_on_without_the_store()
+    (claim,) = core.handle(StoreBack(1), 2.0)
+    assert isinstance(claim, ClaimLate) and claim.session.call_id == call_id
+    out = core.handle(LateClaimed(call_id, WriteOutcome.ELSEWHERE), 2.1)
+    assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_store_claim"]
+    assert call_id not in core.calls
+    assert not core.handle(TargetSelected(call_id, "Agent_1"), 2.2)
+
+    core, call_id = _gone_on_without_the_store()
+    core.handle(StoreBack(1), 2.0)
+    (notice,) = core.handle(LateClaimed(call_id, WriteOutcome.OWNED), 2.1)
+    assert isinstance(notice, NotifySession) and notice.claimed  # the other Node leaves it
+    assert core.calls[call_id].claimed
+    assert not core.handle(StoreBack(1), 3.0)  # claimed: nothing to claim again
+
+    # Routed before the store answered: the session the claim wrote goes.
+    core, call_id = _gone_on_without_the_store()
+    core.handle(StoreBack(1), 2.0)
+    core.handle(TargetSelected(call_id, "Agent_1"), 2.05)
+    core.handle(RouteAnswered(call_id, "routed"), 2.06)
+    out = core.handle(LateClaimed(call_id, WriteOutcome.OWNED), 2.1)
+    assert out == [DeleteSession(1, 1, call_id)]
+
+
+def test_a_call_the_tserver_says_routed_while_urs_chose_is_not_routed_again() -> None:
+    """Both Nodes went on without the store; the other routed first. Its ``call_routed``
+    arrives while URS chooses here: the call is over, and nothing is sent."""
+    core, call_id = _gone_on_without_the_store()
+    assert not core.handle(CallRouted(call_id), 1.7)
+    out = core.handle(TargetSelected(call_id, "Agent_1"), 2.0)
+    assert _kinds(out) == [Note, DeleteSession]
+    assert call_id not in core.calls

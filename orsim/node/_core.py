@@ -390,6 +390,14 @@ class StoreBack:
     epoch: int
 
 
+@attrs.frozen
+class LateClaimed:
+    """The store's answer to a ``ClaimLate``."""
+
+    call_id: str
+    outcome: WriteOutcome
+
+
 InEvent = (
     RouteRequested
     | RoutesRequested
@@ -415,6 +423,7 @@ InEvent = (
     | HandoverSendFailed
     | StopAsked
     | StoreBack
+    | LateClaimed
 )
 
 
@@ -455,6 +464,14 @@ class SendRoute:
     call_id: str
     target: str
     epoch: int
+
+
+@attrs.frozen
+class ClaimLate:
+    """Create the session of a call that went on without the store, now that the store
+    answers again (feed ``LateClaimed``); not a step of the call, which goes on meanwhile."""
+
+    session: Session
 
 
 @attrs.frozen
@@ -580,6 +597,7 @@ Command = (
     | SelectTarget
     | SendRoute
     | DeleteSession
+    | ClaimLate
     | NotifySession
     | Announce
     | ClaimEpochCmd
@@ -616,6 +634,10 @@ class Phase(enum.Enum):
     RECLAIMING = "reclaiming"
     SELECTING = "selecting"
     ROUTING = "routing"
+
+
+#: A call in these phases has not sent its route: it may still be left to another Node.
+_UNSENT: Final = frozenset({Phase.CHECKING, Phase.SELECTING})
 
 
 @attrs.define
@@ -952,6 +974,14 @@ class NodeCore:
                 call = self.calls.get(call_id)
                 if call is None:
                     return []
+                if call_id in self._handled:
+                    # Routed by another Node while URS chose (both went on without the
+                    # store): the T-Server said so, and a route now is refused.
+                    del self.calls[call_id]
+                    return [
+                        Note("call_routed_elsewhere", (("call_id", call_id),)),
+                        DeleteSession(self.settings.node_id, call.epoch, call_id),
+                    ]
                 call.target, call.phase = target, Phase.ROUTING
                 return [SendRoute(call_id, target, call.epoch)]
             case RouteAnswered():
@@ -1006,6 +1036,8 @@ class NodeCore:
                 return self._role_event(SwitchoverTimedOut(), now)
             case StoreBack(epoch=epoch):
                 return self._store_back(epoch, now)
+            case LateClaimed():
+                return self._late_claimed(event)
             case StopAsked():
                 return self._stop(now)
         raise TypeError(f"NodeCore cannot handle {event!r}")
@@ -1436,8 +1468,8 @@ class NodeCore:
         # A redelivered call kept from the store may be left at the second miss (below):
         # its watchers are told it is under way, not created, so that their watch runs
         # on. Told it was created, they stopped watching, and a call left then was
-        # nobody's (lost: a lone Node thawed into a store outage, ``tests/
-        # sim_scenarios/lone-node-thawed-into-a-store-outage.yaml``).
+        # nobody's (lost: a lone Node thawed into a store outage, ``scenarios/
+        # lone-node-thawed-into-a-store-outage.yaml``).
         tentative = away and call.redelivered
         out: list[Command] = [] if reclaimed else [self._notify(call, pending=tentative)]
         # A redelivered call is tried again too: its write may have landed (the store
@@ -1506,13 +1538,13 @@ class NodeCore:
         creation of the call: it went on without the store's word (an outage) and has
         not sent its route yet. Both went on, and the T-Server refused the second route
         (6 calls routed twice: a lone Node thawed into a store outage, whose calls its
-        Reserved Node had created meanwhile, ``tests/sim_scenarios/
+        Reserved Node had created meanwhile, ``scenarios/
         lone-node-thawed-as-the-store-returns.yaml``)."""
         call = self.calls.get(news.call_id)
         return (
             call is not None
             and not call.claimed
-            and call.phase in (Phase.CHECKING, Phase.SELECTING)
+            and call.phase in _UNSENT
             and news.node_id is not None
             and news.node_id != self.settings.node_id
         )
@@ -1654,9 +1686,36 @@ class NodeCore:
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
             return self._role_event(EpochObserved(stored), now)
+        out = self._claims_late()
         if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
             # (Mid-takeover, the takeover's own read is under way.)
-            return [LoadSessions(self.current_epoch)]
+            out.append(LoadSessions(self.current_epoch))
+        return out
+
+    def _claims_late(self) -> list[Command]:
+        """The calls that went on without the store's word and have not sent their route:
+        the store, back, says whether another Node's creation came first. Two Nodes
+        each thought the call their own while the store was away (one had not heard of
+        the other), and both routed it: the T-Server refused the second route
+        (``scenarios/lone-node-thawed-unlinked-as-the-store-returns.yaml``)."""
+        return [
+            ClaimLate(self._created_session(c.call_id, c.dn, c.epoch, c.target, c.created_at))
+            for c in self.calls.values()
+            if not c.claimed and c.phase in _UNSENT and c.epoch == self.current_epoch
+        ]
+
+    def _late_claimed(self, event: LateClaimed) -> list[Command]:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            if event.outcome is WriteOutcome.OWNED:  # over meanwhile: its session goes
+                return [DeleteSession(self.settings.node_id, self.current_epoch, event.call_id)]
+            return []
+        if event.outcome is WriteOutcome.OWNED:
+            call.claimed = call.written = True
+            return [self._notify(call)]  # a Node that went on without the store leaves it
+        if event.outcome is WriteOutcome.ELSEWHERE and call.phase in _UNSENT:
+            del self.calls[call.call_id]
+            return [Note("call_left_to_store_claim", (("call_id", call.call_id),))]
         return []
 
     # -- orphans and unowned calls ------------------------------------------------------

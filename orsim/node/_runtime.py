@@ -38,6 +38,7 @@ from orsim.node._core import (
     CallQueried,
     CallsRouted,
     ClaimEpochCmd,
+    ClaimLate,
     Command,
     DeleteSession,
     EpochClaimed,
@@ -48,6 +49,7 @@ from orsim.node._core import (
     HandoverReceived,
     HandoverSendFailed,
     InEvent,
+    LateClaimed,
     LoadOrphans,
     LoadSessions,
     MemberAnnounced,
@@ -386,6 +388,8 @@ class OrsNode:
                 self._send_to(apps, encode(Push(member.TOPIC, member.to_json())))
             case DeleteSession(node_id=node_id, epoch=epoch, call_id=call_id):
                 self._start_soon(self._delete, node_id, epoch, call_id)
+            case ClaimLate(session=session):
+                self._start_soon(self._claim_late, session)
             case ClaimEpochCmd():
                 self._start_soon(self._claim, command)
             case FenceTServer(epoch=epoch):
@@ -553,6 +557,10 @@ class OrsNode:
         except RemoteProtocolError:
             pass  # accepted (not refused); its answer says nothing we use
         return "routed"
+
+    async def _claim_late(self, session: Session) -> None:
+        outcome = await self._write(session, create=True, counted=False)
+        self.feed(LateClaimed(session.call_id, outcome))
 
     async def _delete(self, node_id: int, epoch: int, call_id: str) -> None:
         try:
