@@ -43,6 +43,7 @@ from orsim.node._core import (
     CallQueried,
     CallRouted,
     ClaimEpochCmd,
+    ClaimLate,
     Command,
     DeleteSession,
     EpochClaimed,
@@ -52,6 +53,7 @@ from orsim.node._core import (
     HandoverReceived,
     HandoverSendFailed,
     InEvent,
+    LateClaimed,
     LoadOrphans,
     LoadSessions,
     MemberAnnounced,
@@ -72,6 +74,7 @@ from orsim.node._core import (
     SessionAnnounced,
     SessionsLoaded,
     SessionWritten,
+    StoreBack,
     SwitchoverAsked,
     SwitchoverDone,
     SwitchoverGaveUp,
@@ -319,6 +322,8 @@ class NodeCores(RuleBasedStateMachine):
                         if other != proc.name and self.ts_ok(other):
                             self.deliver(other, CallRouted(call_id))
                 answer = RouteAnswered(call_id, outcome)
+            case ClaimLate(session=session):
+                answer = LateClaimed(session.call_id, self.store.write(session, True))
             case ClaimEpochCmd(expected=expected, new=new):
                 won = self.store.claim(node, expected, new)
                 answer = EpochClaimed(new, won, self.store.epochs[node])
@@ -452,6 +457,19 @@ class NodeCores(RuleBasedStateMachine):
         self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
         self.pump()
 
+    @precondition(lambda self: any(p.alive and _creations(p, True) for p in self.procs.values()))
+    @rule(data=st.data())
+    def the_store_stays_away(self, data: st.DataObject) -> None:
+        """A second try at a creation is not answered either: the call goes on without the
+        store (its claim comes late, ``the_store_answers_again``)."""
+        name = data.draw(st.sampled_from([n for n, p in self.procs.items()
+                                          if p.alive and _creations(p, True)]))  # fmt: skip
+        proc = self.procs[name]
+        cmd = data.draw(st.sampled_from(_creations(proc, True)))
+        proc.pending.remove(cmd)
+        self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
+        self.pump()
+
     @precondition(lambda self: any(p.pending and p.alive for p in self.procs.values()))
     @rule()
     def every_server_answers(self) -> None:
@@ -534,6 +552,16 @@ class NodeCores(RuleBasedStateMachine):
     @rule()
     def addp_detects_silence(self) -> None:
         self._detect()
+
+    @rule(name=st.sampled_from(APPS))
+    def the_store_answers_again(self, name: str) -> None:
+        """The application's store guard ends an outage (``StoreBack``): a creation that
+        went on without the store is claimed late (``ClaimLate``)."""
+        proc = self.procs[name]
+        if proc.responsive:
+            epoch = self.store.epochs[proc.core.settings.node_id]
+            self.run(proc, proc.core.handle(StoreBack(epoch), self.now))
+            self.pump()
 
     @rule(name=st.sampled_from(PAIR))
     def switchover(self, name: str) -> None:
@@ -634,12 +662,14 @@ class NodeCores(RuleBasedStateMachine):
         event(f"routed by R: {_bucket(sum(a == 'R' for a, _ in self.ts.routed.values()))}")
 
 
-def _creations(proc: Proc) -> list[WriteSession]:
-    """The first tries of session creations ``proc`` waits on the store for. (A second
-    try waits until the store answers again: one that is not answered either means the
-    store is away for this application, a fault this model does not make.)"""
+def _creations(proc: Proc, second: bool = False) -> list[WriteSession]:
+    """The first tries (``second``: the second tries) of session creations ``proc``
+    waits on the store for. A second try waits until the store answers again: one that
+    is not answered either means the store stays away for this application."""
     return [
-        c for c in proc.pending if isinstance(c, WriteSession) and c.create and not c.wait_for_store
+        c
+        for c in proc.pending
+        if isinstance(c, WriteSession) and c.create and bool(c.wait_for_store) is second
     ]
 
 
