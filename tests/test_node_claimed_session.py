@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
+from helpers import claimed_primary, core_settings
 from test_node_unpersisted_creation import _calls_assigned_to, _kinds, _primary
 
 from orsim.node._core import (
@@ -24,9 +26,11 @@ from orsim.node._core import (
     Command,
     DeleteSession,
     LateClaimed,
+    MemberAnnounced,
     NodeCore,
     Note,
     NotifySession,
+    PeerLinkUp,
     QueryCall,
     RouteAnswered,
     RouteRequested,
@@ -38,6 +42,8 @@ from orsim.node._core import (
     WriteOutcome,
     WriteSession,
 )
+from orsim.node._membership import MemberInfo
+from orsim.node._settings import PeerApp
 
 
 def _notices(commands: list[Command]) -> list[NotifySession]:
@@ -164,3 +170,23 @@ def test_a_call_the_tserver_says_routed_while_urs_chose_is_not_routed_again() ->
     out = core.handle(TargetSelected(call_id, "Agent_1"), 2.0)
     assert _kinds(out) == [Note, DeleteSession]
     assert call_id not in core.calls
+
+
+def test_a_reserved_node_creating_a_watched_call_tells_its_partner_once() -> None:
+    """A, primary of Node 1 with backup B, is the Reserved Node of a call of Node 2: it
+    creates the call when its watch runs out, and is then the call's Reserved Node too;
+    its partner was on the list twice, and was sent the push twice."""
+    base = core_settings(partner=True)
+    peers = (*base.peers, PeerApp("P2", 2, "DC", "127.0.0.1", 3, is_backup=False))
+    core = NodeCore(attrs.evolve(base, peers=peers, nodes={1: "DC", 2: "DC"}))
+    core.start(0.0)
+    for app, node, mode in (("B", 1, "backup"), ("P2", 2, "primary")):
+        core.handle(PeerLinkUp(app), 0.0)
+        core.handle(MemberAnnounced(MemberInfo(app, node, "DC", mode, 1)), 0.0)
+    claimed_primary(core)
+    call_id = next(_calls_assigned_to(2, reserved=1))
+    assert not core.handle(RouteRequested(call_id, "5000", 100.0), 1.0)
+    created = [c for t in (1.2, 1.4, 1.6) for c in core.tick(t) if isinstance(c, WriteSession)]
+    assert [c.session.call_id for c in created] == [call_id]
+    (notice,) = _notices(core.handle(SessionWritten(call_id, WriteOutcome.OWNED), 1.6))
+    assert notice.apps == ("B",)

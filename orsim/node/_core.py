@@ -1560,7 +1560,9 @@ class NodeCore:
         if reserved is None:
             reserved = assign(call_id, self.live_nodes()).reserved
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
-        if s.partner is not None:
+        if s.partner is not None and s.partner not in targets:
+            # (A Reserved Node creating a call it watched is its own Reserved Node: its
+            # partner was told twice.)
             targets.append(s.partner)
         return NotifySession(call_id, tuple(targets), pending, claimed)
 
