@@ -267,6 +267,33 @@ def test_role_changes_between_samples() -> None:
     ]
 
 
+def test_a_stalled_takeover_shows_its_role_while_its_mode_says_backup() -> None:
+    """A backup's claim of the Node (role ``claiming``, then ``primary`` with the fence
+    pending) shows in the timeline though its mode stays ``backup`` until the T-Server
+    confirms; a role that says what the mode says adds nothing."""
+    tl = Timeline(T0)
+    tl.add_sample(Sample(T0 + 1.0, (AppState("ORS_1_B", "backup", epoch=1, role="backup"),)))
+    steps = [
+        (1.25, "backup", 1, "claiming"),
+        (1.5, "backup", 2, "primary"),
+        (1.75, "primary", 2, "primary"),
+        (2.0, "down", None, None),
+        (2.25, "backup", 3, "claiming"),
+    ]
+    texts = [
+        e.text
+        for t, mode, epoch, role in steps
+        for e in tl.add_sample(Sample(T0 + t, (AppState("ORS_1_B", mode, epoch=epoch, role=role),)))
+    ]
+    assert texts == [
+        "ORS_1_B: backup, role backup -> claiming (epoch 1)",
+        "ORS_1_B: backup, role claiming -> primary (epoch 2)",
+        "ORS_1_B: backup -> primary (epoch 2)",
+        "ORS_1_B: primary -> down",
+        "ORS_1_B: down -> backup (epoch 3; role claiming)",
+    ]
+
+
 def test_report_lanes_change_mode_when_the_application_did() -> None:
     """The report's lanes agree with the timeline: ORS_1_B's primary lane begins at
     +1.012 s, its own ``mode_since``, not at the sample of +1.25 s; ORS_1's change, with no

@@ -44,6 +44,10 @@ class AppRow(TypedDict):
     store_failures: int | None
     sessions_unpersisted: int | None
     mode_since: float | None
+    #: An ORS application's role in its Node, where it differs from ``mode``:
+    #: ``claiming`` (mode backup) while it asks the store for the Node, ``primary`` (mode
+    #: backup) while the T-Server has not confirmed its fence. None: not an ORS, or down.
+    role: str | None
     host: str
     host_name: str | None
     remote: bool
@@ -141,6 +145,7 @@ def app_status(
         "store_failures": _int(answer, "store_failures"),
         "sessions_unpersisted": _int(answer, "sessions_unpersisted"),
         "mode_since": _number(answer, "mode_since"),
+        "role": _text(answer, "role"),
         "host": entry.host,
         "host_name": entry.host_name,
         "remote": entry.remote,

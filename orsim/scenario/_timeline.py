@@ -41,6 +41,9 @@ class AppState:
     sessions_recovered: int | None = None
     #: When the application says it entered ``mode`` (its own wall clock), if it says.
     mode_since: float | None = None
+    #: An ORS application's role (``claiming``, or ``primary`` with its fence pending,
+    #: while its mode still says ``backup``), if it says.
+    role: str | None = None
 
 
 @attrs.frozen
@@ -70,6 +73,7 @@ def sample_from_status(t: float, status: ClusterStatus) -> Sample:
             node_id=row["node_id"],
             sessions_recovered=row["sessions_recovered"],
             mode_since=row.get("mode_since"),
+            role=row.get("role"),
         )
         for row in status["apps"]
     )
@@ -82,6 +86,33 @@ def changed_at(before: Sample, after: Sample, state: AppState) -> float:
     takeover reads as it happened, not up to a sample interval (0.25 s) later; else when
     the later sample saw it."""
     return mode_changed_at(state.mode_since, before.t, after.t)
+
+
+def _detail(state: AppState) -> str:
+    """`` (epoch N)``, with the role where it is not what the mode says."""
+    parts = [] if state.epoch is None else [f"epoch {state.epoch}"]
+    if state.role is not None and state.role != state.mode:
+        parts.append(f"role {state.role}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def claim_changes(before: Sample | None, after: Sample) -> list[tuple[str, str, AppState]]:
+    """(app, old role, new state) for every application whose mode stayed the same and
+    whose role changed, both known (a claim of the Node began, went on, or ended)."""
+    if before is None:
+        return []
+    changes = []
+    for state in after.apps:
+        old = before.state(state.app)
+        if (
+            old is not None
+            and old.mode == state.mode
+            and old.role is not None
+            and state.role is not None
+            and old.role != state.role
+        ):
+            changes.append((state.app, old.role, state))
+    return changes
 
 
 def role_changes(before: Sample | None, after: Sample) -> list[tuple[str, str | None, AppState]]:
@@ -137,9 +168,14 @@ class Timeline:
         for app, old, state in role_changes(before, sample):
             if old is None or before is None:
                 continue  # the first sighting is the starting state, not a change
-            epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
-            text = f"{app}: {old} -> {state.mode}{epoch}"
+            text = f"{app}: {old} -> {state.mode}{_detail(state)}"
             events.append(self.add(Event(changed_at(before, sample, state), "role", text, app=app)))
+        for app, old_role, state in claim_changes(before, sample):
+            # The mode did not change, but the claim of the Node began or ended: a
+            # takeover that stalls (the store or the T-Server slow to answer) shows here.
+            epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
+            text = f"{app}: {state.mode}, role {old_role} -> {state.role}{epoch}"
+            events.append(self.add(Event(sample.t, "role", text, app=app)))
         return sorted(events, key=_event_time)  # printed in the order they happened
 
     def rel(self, t: float) -> float:
