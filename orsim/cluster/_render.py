@@ -19,6 +19,8 @@ _MODE_STYLES = {
     "suspending": "magenta",
     "down": "bold red",
 }
+#: What a role says where the mode does not (``AppRow.role``).
+_ROLE_NOTES = {"claiming": "claiming", "primary": "fence pending", "suspending": "suspending"}
 _LEVEL_STYLES = {"error": "bold red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 _LOG_KEYS = ("ts", "level", "event", "timestamp")
 
@@ -64,6 +66,9 @@ def status_table(status: ClusterStatus) -> Table:
         )
     for app in status.get("apps", []):
         mode = str(app.get("mode"))
+        role = app.get("role")
+        if role is not None and role != mode:
+            mode += f" ({_ROLE_NOTES.get(role, role)})"  # a claim under way, say
         if app.get("process") == "stopped":
             mode += " (stopped)"
         host = _cell(app.get("host_name"))
