@@ -11,6 +11,7 @@ sessions: one session created twice. These pin the network's side of it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -197,3 +198,48 @@ async def test_no_adoption_without_the_tserver_fence(autojump_clock: Any) -> Non
         sim.net.partition("ORS_1", "SIP_Server", heal=True)
         await wait_until(lambda: node.core.sessions_adopted > 0, 15)
         await sim.request("stop_generator")
+
+
+async def test_a_store_operation_of_a_frozen_ors_that_is_killed_never_lands(
+    autojump_clock: Any,
+) -> None:
+    """Killed while frozen, or while the operation it began at the thaw waits on a
+    stalled store: a dead process writes nothing."""
+    async with open_sim_cluster(load_database(TWO_NODES), seed=1) as sim:
+        node = sim.nodes["ORS_1"]
+        await wait_until(lambda: node.core.mode == "primary", 10)
+        node_id, epoch = node.settings.node_id, node.core.current_epoch
+
+        async def write(call_id: str) -> None:
+            session = Session(
+                call_id=call_id, node_id=node_id, epoch=epoch, dn="5000", state="created"
+            )
+            with contextlib.suppress(StoreUnavailable):  # the guard's word for the crash
+                await node.guard.create_session(session)
+
+        async with trio.open_nursery() as nursery:
+            sim.freeze("ORS_1")
+            sim.freeze("ORS_1_B")
+            nursery.start_soon(write, "c-dead-1")
+            await trio.sleep(0.5)
+            sim.crash("ORS_1")  # frozen: it never began the write
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        assert not [s for s in await sim.store.sessions(node_id) if s.call_id == "c-dead-1"]
+
+        sim.thaw("ORS_1_B")
+        await wait_until(lambda: sim.mode("ORS_1_B") == "primary", 10)
+        backup = sim.nodes["ORS_1_B"]
+        node, node_id, epoch = backup, backup.settings.node_id, backup.core.current_epoch
+        async with trio.open_nursery() as nursery:
+            sim.freeze("ORS_1_B")
+            nursery.start_soon(write, "c-dead-2")
+            await trio.sleep(0.5)
+            sim.store.stall()
+            sim.thaw("ORS_1_B")  # the write begins, and waits on the store
+            await trio.sleep(0.3)
+            sim.crash("ORS_1_B")
+            sim.store.resume()
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        assert not [s for s in await sim.store.sessions(node_id) if s.call_id == "c-dead-2"]
