@@ -250,10 +250,14 @@ class SimCluster:
 
     def release_frozen(self) -> None:
         """Let every frozen application go (untraced): a simulation ending with some
-        frozen must not leave their store operations waiting, shielded, for a thaw."""
+        frozen must not leave their store operations waiting, shielded, for a thaw, or
+        running past it on a stalled store."""
         for app in list(self.processes):
             if self.net.frozen(app):
                 self.net.freeze(app, resume=True)
+        for ops in self.gated_ops.values():
+            for op in ops:
+                op.cancel()
 
     # -- starting ----------------------------------------------------------------------
 
