@@ -25,22 +25,17 @@ from orsim.node._core import (
     ClaimLate,
     Command,
     DeleteSession,
-    EpochClaimed,
-    FenceAnswered,
     LateClaimed,
     MemberAnnounced,
     NodeCore,
     Note,
     NotifySession,
-    PeerLinkDown,
     PeerLinkUp,
     QueryCall,
     RouteAnswered,
     RouteRequested,
     SelectTarget,
-    SendRoute,
     SessionAnnounced,
-    SessionsLoaded,
     SessionWritten,
     StoreBack,
     TargetSelected,
@@ -63,32 +58,12 @@ def test_a_redelivered_call_kept_from_the_store_is_said_under_way_not_created() 
     (notice,) = _notices(first)
     assert notice.pending and not notice.claimed
     assert WriteSession in _kinds(first)  # the second try, once the store answers
-    # The store does not answer it either: nothing says it was created, so its
-    # watchers' watch runs on, and the call waits for the store's word.
+    # The store does not answer it either: the call is left, and nothing says it was
+    # created, so its watchers' watch runs on and the Reserved Node creates it.
     second = core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
     assert not _notices(second)
-    assert [n.event for n in second if isinstance(n, Note)] == ["redelivered_call_awaits_store"]
-    (claim,) = core.handle(StoreBack(1), 3.0)
-    assert isinstance(claim, ClaimLate)
-    # Another Node's (the Reserved Node created it meanwhile): left.
-    out = core.handle(LateClaimed(c1, WriteOutcome.ELSEWHERE), 3.1)
-    assert [n.event for n in out if isinstance(n, Note)] == ["redelivered_call_left"]
+    assert [n.event for n in second if isinstance(n, Note)] == ["redelivered_call_left"]
     assert c1 not in core.calls
-
-
-def test_a_redelivered_call_whose_first_write_landed_goes_on_once_the_store_answers() -> None:
-    """Left for good, a call whose first write had landed stayed claimed by this Node, and
-    nobody routed it (found by the stateful HA test with the store staying away)."""
-    core = _primary(other_node=True)
-    c1 = next(_calls_assigned_to(1, reserved=2))
-    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
-    core.handle(StoreBack(1), 3.0)
-    notice, query = core.handle(LateClaimed(c1, WriteOutcome.OWNED), 3.1)
-    assert isinstance(notice, NotifySession) and notice.claimed
-    assert query == QueryCall(c1)
-    assert _kinds(core.handle(CallQueried(c1, "in_flight"), 3.2)) == [SelectTarget]
 
 
 def test_a_redelivered_call_the_store_takes_at_the_second_try_is_said_claimed_to_all() -> None:
@@ -137,16 +112,14 @@ def test_a_creation_without_the_store_yields_to_another_nodes_claim() -> None:
 
 def test_news_that_does_not_end_a_creation() -> None:
     # Not claimed (the other Node went on without the store too): the T-Server decides.
-    # It asks the T-Server again before its route (the other may have routed it).
     core, call_id = _gone_on_without_the_store()
     assert not core.handle(SessionAnnounced(call_id, node_id=2), 1.6)
     assert call_id in core.calls
     # From this Node itself (its own partner's creation is fenced, not yielded to).
     assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=1), 1.6)
     assert call_id in core.calls
-    assert core.handle(TargetSelected(call_id, "Agent_1"), 1.7) == [QueryCall(call_id)]
     # Its route already sent: too late to leave it.
-    assert _kinds(core.handle(CallQueried(call_id, "in_flight"), 1.75)) == [SendRoute]
+    core.handle(TargetSelected(call_id, "Agent_1"), 1.7)
     assert not core.handle(SessionAnnounced(call_id, claimed=True, node_id=2), 1.8)
     assert call_id in core.calls
 
@@ -199,11 +172,10 @@ def test_a_call_the_tserver_says_routed_while_urs_chose_is_not_routed_again() ->
     assert call_id not in core.calls
 
 
-def test_a_reserved_node_creating_a_watched_call_tells_the_assigned_node_and_its_partner() -> None:
+def test_a_reserved_node_creating_a_watched_call_tells_its_partner_once() -> None:
     """A, primary of Node 1 with backup B, is the Reserved Node of a call of Node 2: it
-    creates the call when its watch runs out. Node 2 is told (its applications watch the
-    call too, and one that takes its Node over would create it), and the partner once:
-    it was on the list twice, as A is the call's Reserved Node itself."""
+    creates the call when its watch runs out, and is then the call's Reserved Node too;
+    its partner was on the list twice, and was sent the push twice."""
     base = core_settings(partner=True)
     peers = (*base.peers, PeerApp("P2", 2, "DC", "127.0.0.1", 3, is_backup=False))
     core = NodeCore(attrs.evolve(base, peers=peers, nodes={1: "DC", 2: "DC"}))
@@ -217,67 +189,4 @@ def test_a_reserved_node_creating_a_watched_call_tells_the_assigned_node_and_its
     created = [c for t in (1.2, 1.4, 1.6) for c in core.tick(t) if isinstance(c, WriteSession)]
     assert [c.session.call_id for c in created] == [call_id]
     (notice,) = _notices(core.handle(SessionWritten(call_id, WriteOutcome.OWNED), 1.6))
-    assert notice.apps == ("P2", "B")
-
-
-def _primary_of_node_2() -> NodeCore:
-    """P2, primary of Node 2, beside A, primary of Node 1 (``_primary``'s mirror)."""
-    base = _primary(other_node=True).settings
-    settings = attrs.evolve(
-        base,
-        app="P2",
-        node_id=2,
-        port=3,
-        peers=(PeerApp("A", 1, "DC", "127.0.0.1", 1, is_backup=False),),
-    )
-    core = NodeCore(settings)
-    core.start(0.0)
-    claimed_primary(core)
-    core.handle(PeerLinkUp("A"), 0.0)
-    core.handle(MemberAnnounced(MemberInfo("A", 1, "DC", "primary", 1)), 0.0)
-    return core
-
-
-def test_two_creations_without_the_store_leave_the_call_to_the_lower_node_id() -> None:
-    """Each Node went on without the store and heard of the other's creation: Node 1
-    keeps the call, Node 2 leaves it before sending its route, so exactly one routes."""
-    core, call_id = _gone_on_without_the_store()  # Node 1, selecting
-    assert not core.handle(SessionAnnounced(call_id, node_id=2), 1.6)
-    assert _kinds(core.handle(TargetSelected(call_id, "Agent_1"), 2.0)) == [QueryCall]
-    assert _kinds(core.handle(CallQueried(call_id, "in_flight"), 2.1)) == [SendRoute]
-
-    other = _primary_of_node_2()
-    call_id = next(_calls_assigned_to(2, reserved=1))
-    other.handle(RouteRequested(call_id, "5000", 100.0), 1.0)
-    other.handle(SessionWritten(call_id, WriteOutcome.UNPERSISTED), 1.0)
-    # Told while its second try is under way: it leaves the call once that is over.
-    assert not other.handle(SessionAnnounced(call_id, node_id=1), 1.2)
-    other.handle(SessionWritten(call_id, WriteOutcome.UNPERSISTED), 1.5)
-    out = other.handle(CallQueried(call_id, "in_flight"), 1.5)
-    assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_rival"]
-    assert call_id not in other.calls
-
-
-def test_a_creation_kept_for_a_takeover_is_left_to_the_node_that_created_the_call() -> None:
-    """B, backup of A's Node, watches a call of its Node; the call's Reserved Node (P2)
-    creates it as the store dies and tells B. B, taking the Node over, must not create it
-    too (before, the news was kept as the partner's, created at the takeover)."""
-    base = core_settings(partner=True)
-    peers = (*base.peers, PeerApp("P2", 2, "DC", "127.0.0.1", 3, is_backup=False))
-    settings = attrs.evolve(base, configured_backup=True, peers=peers, nodes={1: "DC", 2: "DC"})
-    core = NodeCore(settings)
-    core.start(0.0)
-    for app, node, mode in (("B", 1, "primary"), ("P2", 2, "primary")):
-        core.handle(PeerLinkUp(app), 0.0)
-        core.handle(MemberAnnounced(MemberInfo(app, node, "DC", mode, 1)), 0.0)
-    assert core.mode == "backup"
-    call_id = next(_calls_assigned_to(1, reserved=2))
-    core.handle(RouteRequested(call_id, "5000", 100.0), 1.0)
-    core.handle(SessionAnnounced(call_id, node_id=2), 1.6)  # P2's watch ran out
-    out = core.handle(PeerLinkDown("B"), 2.0)
-    out += core.handle(EpochClaimed(1, True, 1), 2.0)
-    out += core.handle(FenceAnswered(1), 2.0)
-    out += core.handle(SessionsLoaded(None, 1), 2.0)  # the store is away
-    assert core.mode == "primary"
-    out += [c for t in (2.5, 3.0, 4.0) for c in core.tick(t)]
-    assert not [c for c in out if isinstance(c, WriteSession) and c.session.call_id == call_id]
+    assert notice.apps == ("B",)

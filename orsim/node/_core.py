@@ -634,8 +634,6 @@ class Phase(enum.Enum):
     RECLAIMING = "reclaiming"
     SELECTING = "selecting"
     ROUTING = "routing"
-    #: A redelivered call the store did not answer twice: the store, back, says whose.
-    AWAITING_STORE = "awaiting_store"
 
 
 #: A call in these phases has not sent its route: it may still be left to another Node.
@@ -722,9 +720,6 @@ class NodeCore:
     #: ``session`` news of calls whose route request has not arrived yet (the peer's
     #: link was quicker than the T-Server's): call id -> the news, taken with the request.
     _early_news: dict[str, SessionAnnounced] = attrs.Factory(dict)
-    #: Calls this application creates that another Node said it created too, without
-    #: the store's word: call id -> that Node (``_yield_to_rival``).
-    _rivals: dict[str, int] = attrs.Factory(dict)
     #: The live Nodes the last route request was decided under (``_Unowned``).
     _arrival_live: dict[int, str] = attrs.Factory(dict)
     _beat: int = 0
@@ -939,8 +934,22 @@ class NodeCore:
                 del self.calls[call_id]
                 return [Note("call_left_to_store_claim", (("call_id", call_id),
                                                           ("node_id", event.node_id)))]  # fmt: skip
-            case SessionAnnounced():
-                return self._session_announced(event, now)
+            case SessionAnnounced(call_id=call_id):
+                # Someone created the session: stop watching, but keep the call
+                # recoverable (its creator may die before routing it).
+                watch = self.watcher.watches.get(call_id)
+                if watch is not None and watch.kind is WatchKind.ASSIGNED:
+                    self._remember_announced(call_id, watch.expires)
+                elif watch is not None and call_id not in self._unowned:
+                    # The Reserved Node stops watching, but remembers the call as not
+                    # its own: should its whole Assigned Node vanish before routing it,
+                    # the unowned rule makes the call this Node's.
+                    expires = math.inf if watch.expires is None else watch.expires
+                    self._unowned[call_id] = _Unowned(
+                        self._watched_dns.pop(call_id, ""), now, expires
+                    )
+                self.watcher.on_session_created(call_id)
+                return []
             case PeerLinkUp(app=app):
                 self.peers.link_up(app)
                 if (
@@ -973,15 +982,6 @@ class NodeCore:
                         Note("call_routed_elsewhere", (("call_id", call_id),)),
                         DeleteSession(self.settings.node_id, call.epoch, call_id),
                     ]
-                if self._rivals and call_id in self._rivals:
-                    if left := self._yield_to_rival(call):
-                        return left
-                    # Another Node created it too, since this one asked: it may have
-                    # routed it, its ``call_routed`` lost to this application (frozen,
-                    # its T-Server link given up). The T-Server says, then the route.
-                    call.target, call.phase = target, Phase.CHECKING
-                    call.written = call.written or call.claimed
-                    return [QueryCall(call_id)]
                 call.target, call.phase = target, Phase.ROUTING
                 return [SendRoute(call_id, target, call.epoch)]
             case RouteAnswered():
@@ -1211,7 +1211,7 @@ class NodeCore:
                 return self._hold_creation(
                     call_id, event.dn, reserved, event.redelivered, event.expires, "recovery"
                 )
-            out = self._start_call(
+            return self._start_call(
                 call_id,
                 event.dn,
                 now,
@@ -1219,10 +1219,6 @@ class NodeCore:
                 redelivered=event.redelivered,
                 expires=event.expires,
             )
-            # Another Node's news of it came first (this application was frozen, and
-            # read its links in another order): taken now that the call is under way,
-            # so that it asks the T-Server before routing (``_rivals``).
-            return out + self._early_news_of(call_id, now)
         if decision.verdict is not Verdict.WATCH:
             # Not this application's call now: remembered until someone creates its
             # session, in case both its Assigned and its Reserved Node die first.
@@ -1435,9 +1431,6 @@ class NodeCore:
             if call.written:
                 out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
             return out
-        if self._rivals and (left := self._yield_to_rival(call)):
-            return left
-        self._rivals.pop(call.call_id, None)  # the T-Server's answer is the last word
         if call.target:
             call.phase = Phase.ROUTING
             return [SendRoute(call.call_id, call.target, call.epoch)]
@@ -1509,12 +1502,9 @@ class NodeCore:
         if outcome is WriteOutcome.UNPERSISTED and call.redelivered:
             # Told again on (re)registering, so another Node may be carrying it on, and
             # with the store away nothing can say which (found by `orsim search`: a lone
-            # Node back from a freeze routed a call its adopter was routing). Its watchers
-            # watch on; the store, back, says (``ClaimLate``). Left for good, a call whose
-            # first write had landed stayed claimed by this Node, and nobody routed it
-            # (found by the stateful HA test once the store could stay away).
-            call.phase = Phase.AWAITING_STORE
-            return [Note("redelivered_call_awaits_store", (("call_id", call.call_id),))]
+            # Node back from a freeze routed a call its adopter was routing).
+            del self.calls[call.call_id]
+            return [Note("redelivered_call_left", (("call_id", call.call_id),))]
         if outcome is WriteOutcome.UNPERSISTED and (reclaimed or not call.recovered):
             # No store claim made this creation exactly-once: another Node may have
             # created the call meanwhile (its watch ran out while this application was
@@ -1526,14 +1516,6 @@ class NodeCore:
             # Routed by another Node while the store kept this one waiting.
             del self.calls[call.call_id]
             out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
-            return out
-        if call.call_id in self._rivals:
-            # Another Node created it too, without the store (which has since taken
-            # this creation): it may have routed it already, its ``call_routed`` lost
-            # to this application (frozen, its T-Server link given up). The T-Server
-            # says (``scenarios/frozen-pair-thawed-as-the-store-returns.yaml``).
-            call.phase, call.written = Phase.CHECKING, True
-            out.append(QueryCall(call.call_id))
             return out
         if call.target:
             call.phase = Phase.ROUTING
@@ -1550,77 +1532,6 @@ class NodeCore:
             # one gone took it as its own), so each is told the store's claim is here.
             return NotifySession(call.call_id, tuple(self.peers.app_nodes), claimed=True)
         return self._notify_watchers(call.call_id, call.reserved, pending, call.claimed)
-
-    def _session_announced(self, news: SessionAnnounced, now: float) -> list[Command]:
-        """Someone created the session: stop watching, but keep the call recoverable (its
-        creator may die before routing it)."""
-        call_id = news.call_id
-        watch = self.watcher.watches.get(call_id)
-        other = news.node_id is not None and news.node_id != self.settings.node_id
-        out: list[Command] = []
-        if other:
-            out = self._left_to_other_node(call_id)
-            if call_id in self.calls and news.node_id is not None:
-                _remember(self._rivals, call_id, news.node_id, EARLY_NEWS_MEMORY)
-                out += self._yield_to_rival(self.calls[call_id])
-        if watch is not None and watch.kind is WatchKind.ASSIGNED:
-            if not other:  # the partner's: created on taking the Node over if not routed
-                self._remember_announced(call_id, watch.expires)
-        elif watch is not None and call_id not in self._unowned:
-            # The Reserved Node stops watching, but remembers the call as not its own:
-            # should its whole Assigned Node vanish before routing it, the unowned rule
-            # makes the call this Node's.
-            expires = math.inf if watch.expires is None else watch.expires
-            self._unowned[call_id] = _Unowned(self._watched_dns.pop(call_id, ""), now, expires)
-        self.watcher.on_session_created(call_id)
-        return out
-
-    def _yield_to_rival(self, call: CallState) -> list[Command]:
-        """Two Nodes created the call without the store's word, each told of the other
-        (a backup that took its Node over as the store died, and the call's Reserved
-        Node, whose watch ran out at the same moment): the one with the higher Node ID
-        leaves it, once it has no write under way and has not sent its route. Both
-        routed it, and the T-Server refused the second routes (`orsim search` with store
-        and ORS faults overlapping, ``scenarios/both-primaries-and-the-store-die.yaml``:
-        6 calls)."""
-        rival = self._rivals.get(call.call_id)
-        if rival is None or call.claimed or call.phase not in _UNSENT:
-            return []
-        if rival > self.settings.node_id:
-            return []
-        del self.calls[call.call_id]
-        del self._rivals[call.call_id]
-        return [Note("call_left_to_rival", (("call_id", call.call_id), ("node_id", rival)))]
-
-    def _awaited_store(self, call: CallState, outcome: WriteOutcome) -> list[Command]:
-        """The store's word on a redelivered call held for it (``AWAITING_STORE``)."""
-        if outcome is WriteOutcome.UNPERSISTED:
-            return []  # away again: the next StoreBack asks once more
-        if outcome is WriteOutcome.OWNED and call.call_id not in self._handled:
-            # This Node's (its first write had landed, or nobody else created it): the
-            # T-Server says whether someone routed it meanwhile, then it goes on.
-            call.claimed = call.written = True
-            call.phase = Phase.CHECKING
-            return [self._notify(call), QueryCall(call.call_id)]
-        del self.calls[call.call_id]
-        out: list[Command] = [Note("redelivered_call_left", (("call_id", call.call_id),))]
-        if outcome is WriteOutcome.OWNED:  # routed meanwhile: its session goes
-            out.append(DeleteSession(self.settings.node_id, call.epoch, call.call_id))
-        return out
-
-    def _left_to_other_node(self, call_id: str) -> list[Command]:
-        """Another Node created the call (its Reserved Node, whose watch ran out): this
-        application, which kept it to create on taking its Node over (announced, or held
-        for the recovery), leaves it. With the store away nothing else stopped both: a
-        backup that took its Node over as the store died created the calls its Reserved
-        Node had created, and the T-Server refused the second routes (`orsim search` with
-        store and ORS faults overlapping, ``scenarios/
-        reserved-node-creates-as-the-store-dies.yaml``)."""
-        kept = self._announced.pop(call_id, None)
-        held = self._held_creations.pop(call_id, None)
-        if kept is None and held is None:
-            return []
-        return [Note("creation_left_to_other_node", (("call_id", call_id),))]
 
     def _leaves_to_claim(self, news: SessionAnnounced) -> bool:
         """Whether another Node's creation, which the store took, ends this application's
@@ -1648,10 +1559,6 @@ class NodeCore:
         s = self.settings
         if reserved is None:
             reserved = assign(call_id, self.live_nodes()).reserved
-        if reserved == s.node_id:
-            # The Reserved Node creating a call it watched: the Assigned Node's
-            # applications watch it too, and one that takes its Node over would create it.
-            reserved = assign(call_id, self.live_nodes()).assigned
         targets = [app for app, node_id in self.peers.app_nodes.items() if node_id == reserved]
         if s.partner is not None and s.partner not in targets:
             # (A Reserved Node creating a call it watched is its own Reserved Node: its
@@ -1796,9 +1703,7 @@ class NodeCore:
         return [
             ClaimLate(self._created_session(c.call_id, c.dn, c.epoch, c.target, c.created_at))
             for c in self.calls.values()
-            if not c.claimed
-            and (c.phase in _UNSENT or c.phase is Phase.AWAITING_STORE)
-            and c.epoch == self.current_epoch
+            if not c.claimed and c.phase in _UNSENT and c.epoch == self.current_epoch
         ]
 
     def _late_claimed(self, event: LateClaimed) -> list[Command]:
@@ -1807,8 +1712,6 @@ class NodeCore:
             if event.outcome is WriteOutcome.OWNED:  # over meanwhile: its session goes
                 return [DeleteSession(self.settings.node_id, self.current_epoch, event.call_id)]
             return []
-        if call.phase is Phase.AWAITING_STORE:
-            return self._awaited_store(call, event.outcome)
         if event.outcome is WriteOutcome.OWNED:
             call.claimed = call.written = True
             return [self._notify(call)]  # a Node that went on without the store leaves it
