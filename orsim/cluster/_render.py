@@ -19,8 +19,8 @@ _MODE_STYLES = {
     "suspending": "magenta",
     "down": "bold red",
 }
-#: What a role says where the mode does not (``AppRow.role``).
-_ROLE_NOTES = {"claiming": "claiming", "primary": "fence pending", "suspending": "suspending"}
+#: What a role says where the mode does not (``AppRow.role``), where its name does not.
+_ROLE_NOTES = {"primary": "fence pending"}
 _LEVEL_STYLES = {"error": "bold red", "critical": "bold red", "warning": "yellow", "debug": "dim"}
 _LOG_KEYS = ("ts", "level", "event", "timestamp")
 

@@ -44,9 +44,10 @@ class AppRow(TypedDict):
     store_failures: int | None
     sessions_unpersisted: int | None
     mode_since: float | None
-    #: An ORS application's role in its Node, where it differs from ``mode``:
-    #: ``claiming`` (mode backup) while it asks the store for the Node, ``primary`` (mode
-    #: backup) while the T-Server has not confirmed its fence. None: not an ORS, or down.
+    #: An ORS application's role in its Node. It says more than ``mode`` during a
+    #: takeover: ``claiming`` (mode backup) while it asks the store for the Node,
+    #: ``primary`` (mode backup) while the T-Server has not confirmed its fence. None: not
+    #: an ORS, or down.
     role: str | None
     host: str
     host_name: str | None

@@ -932,8 +932,9 @@ class NodeCore:
                 return []
             case SessionAnnounced(call_id=call_id, claimed=True) if self._leaves_to_claim(event):
                 del self.calls[call_id]
+                # (``by_node``: ``node_id`` is this application's own in its log lines.)
                 return [Note("call_left_to_store_claim", (("call_id", call_id),
-                                                          ("node_id", event.node_id)))]  # fmt: skip
+                                                          ("by_node", event.node_id)))]  # fmt: skip
             case SessionAnnounced(call_id=call_id):
                 # Someone created the session: stop watching, but keep the call
                 # recoverable (its creator may die before routing it).

@@ -88,10 +88,10 @@ def changed_at(before: Sample, after: Sample, state: AppState) -> float:
     return mode_changed_at(state.mode_since, before.t, after.t)
 
 
-def _detail(state: AppState) -> str:
-    """`` (epoch N)``, with the role where it is not what the mode says."""
+def _detail(state: AppState, role: bool = True) -> str:
+    """`` (epoch N)``, with the role (``role``) where it is not what the mode says."""
     parts = [] if state.epoch is None else [f"epoch {state.epoch}"]
-    if state.role is not None and state.role != state.mode:
+    if role and state.role is not None and state.role != state.mode:
         parts.append(f"role {state.role}")
     return f" ({'; '.join(parts)})" if parts else ""
 
@@ -173,8 +173,8 @@ class Timeline:
         for app, old_role, state in claim_changes(before, sample):
             # The mode did not change, but the claim of the Node began or ended: a
             # takeover that stalls (the store or the T-Server slow to answer) shows here.
-            epoch = f" (epoch {state.epoch})" if state.epoch is not None else ""
-            text = f"{app}: {state.mode}, role {old_role} -> {state.role}{epoch}"
+            text = f"{app}: {state.mode}, role {old_role} -> {state.role}"
+            text += _detail(state, role=False)
             events.append(self.add(Event(sample.t, "role", text, app=app)))
         return sorted(events, key=_event_time)  # printed in the order they happened
 
