@@ -31,11 +31,14 @@ from orsim.node._core import (
     Note,
     NotifySession,
     PeerLinkUp,
+    Phase,
     QueryCall,
     RouteAnswered,
     RouteRequested,
     SelectTarget,
+    SendRoute,
     SessionAnnounced,
+    SessionsLoaded,
     SessionWritten,
     StoreBack,
     TargetSelected,
@@ -58,11 +61,47 @@ def test_a_redelivered_call_kept_from_the_store_is_said_under_way_not_created() 
     (notice,) = _notices(first)
     assert notice.pending and not notice.claimed
     assert WriteSession in _kinds(first)  # the second try, once the store answers
-    # The store does not answer it either: the call is left, and nothing says it was
-    # created, so its watchers' watch runs on and the Reserved Node creates it.
+    # The store does not answer it either: the call waits for the store's word, and
+    # nothing says it was created, so its watchers' watch runs on and the Reserved Node
+    # may create it.
     second = core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
     assert not _notices(second)
-    assert [n.event for n in second if isinstance(n, Note)] == ["redelivered_call_left"]
+    assert [n.event for n in second if isinstance(n, Note)] == ["redelivered_call_awaits_store"]
+    assert core.calls[c1].phase is Phase.AWAITING_STORE
+    assert not [c for c in second if isinstance(c, SelectTarget | SendRoute)]
+
+
+def test_a_redelivered_call_waiting_for_the_store_is_routed_if_the_store_says_ours() -> None:
+    """Found by the stateful HA test: its first write landed, unanswered, and its second
+    try was not answered either. Left then, the call was lost: the store's claim made every other
+    Node defer to this one, which no longer carried it."""
+    for outcome, routed in ((WriteOutcome.OWNED, True), (WriteOutcome.ELSEWHERE, False)):
+        core = _primary(other_node=True)
+        c1 = next(_calls_assigned_to(1, reserved=2))
+        core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+        core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+        core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+        (claim,) = core.handle(StoreBack(1), 3.0)
+        assert isinstance(claim, ClaimLate) and claim.session.call_id == c1
+        out = core.handle(LateClaimed(c1, outcome), 3.1)
+        if routed:
+            (notice,) = _notices(out)
+            assert notice.claimed
+            assert out[-1] == QueryCall(c1)
+            assert core.handle(CallQueried(c1, "in_flight"), 3.2) == [SelectTarget(c1, "5000")]
+        else:
+            assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_store_claim"]
+            assert c1 not in core.calls
+
+
+def test_a_redelivered_call_waiting_for_the_store_yields_to_a_claim_pushed_meanwhile() -> None:
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    out = core.handle(SessionAnnounced(c1, claimed=True, node_id=2), 2.0)
+    assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_store_claim"]
     assert c1 not in core.calls
 
 
@@ -190,3 +229,32 @@ def test_a_reserved_node_creating_a_watched_call_tells_its_partner_once() -> Non
     assert [c.session.call_id for c in created] == [call_id]
     (notice,) = _notices(core.handle(SessionWritten(call_id, WriteOutcome.OWNED), 1.6))
     assert notice.apps == ("B",)
+
+
+def test_a_redelivered_call_waiting_for_the_store_is_left_if_the_node_moved_on() -> None:
+    """The store, back, shows the Node claimed by a newer epoch: this application no
+    longer holds it, and the Node's holder recovers the call from the store (or the
+    Reserved Node's watch runs on), so the call is left, not kept forever."""
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    out = core.handle(StoreBack(core.current_epoch + 1), 3.0)
+    assert not core.role.role.holds_node
+    assert "redelivered_call_left" in [n.event for n in out if isinstance(n, Note)]
+    assert c1 not in core.calls and not [c for c in out if isinstance(c, ClaimLate)]
+
+
+def test_a_redelivered_call_waiting_for_the_store_is_recovered_from_it() -> None:
+    """A recovery that finds the call's session under this Node (its first write
+    landed) carries it on: the parked call does not keep the recovery from it."""
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    out = core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    (write,) = [c for c in out if isinstance(c, WriteSession)]
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    out = core.handle(SessionsLoaded((write.session,), core.current_epoch), 3.0)
+    assert QueryCall(c1) in out
+    assert core.calls[c1].phase is Phase.CHECKING and core.calls[c1].recovered

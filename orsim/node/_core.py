@@ -469,7 +469,8 @@ class SendRoute:
 @attrs.frozen
 class ClaimLate:
     """Create the session of a call that went on without the store, now that the store
-    answers again (feed ``LateClaimed``); not a step of the call, which goes on meanwhile."""
+    answers again (feed ``LateClaimed``); not a step of the call, which goes on meanwhile,
+    unless it waits for this answer (``Phase.AWAITING_STORE``)."""
 
     session: Session
 
@@ -632,12 +633,15 @@ class Phase(enum.Enum):
     WRITING = "writing"
     #: Creating again, once the store answers, after a write it did not answer.
     RECLAIMING = "reclaiming"
+    #: A redelivered call the store did not answer twice: claimed once the store
+    #: answers again (``ClaimLate``), and routed if the store says it is this Node's.
+    AWAITING_STORE = "awaiting-store"
     SELECTING = "selecting"
     ROUTING = "routing"
 
 
 #: A call in these phases has not sent its route: it may still be left to another Node.
-_UNSENT: Final = frozenset({Phase.CHECKING, Phase.SELECTING})
+_UNSENT: Final = frozenset({Phase.CHECKING, Phase.SELECTING, Phase.AWAITING_STORE})
 
 
 @attrs.define
@@ -1503,9 +1507,12 @@ class NodeCore:
         if outcome is WriteOutcome.UNPERSISTED and call.redelivered:
             # Told again on (re)registering, so another Node may be carrying it on, and
             # with the store away nothing can say which (found by `orsim search`: a lone
-            # Node back from a freeze routed a call its adopter was routing).
-            del self.calls[call.call_id]
-            return [Note("redelivered_call_left", (("call_id", call.call_id),))]
+            # Node back from a freeze routed a call its adopter was routing). Nor is it
+            # left: a first write that landed keeps the store's claim here, and every
+            # other Node defers to it (lost: found by the stateful HA test). The store,
+            # back, says whose it is (``_late_claimed``).
+            call.phase = Phase.AWAITING_STORE
+            return [Note("redelivered_call_awaits_store", (("call_id", call.call_id),))]
         if outcome is WriteOutcome.UNPERSISTED and (reclaimed or not call.recovered):
             # No store claim made this creation exactly-once: another Node may have
             # created the call meanwhile (its watch ran out while this application was
@@ -1674,7 +1681,10 @@ class NodeCore:
                 out.append(DeleteSession(self.settings.node_id, self.current_epoch,
                                          session.call_id))  # fmt: skip
                 continue
-            if session.call_id in self.calls:
+            parked = self.calls.get(session.call_id)
+            if parked is not None and parked.phase is Phase.AWAITING_STORE:
+                del self.calls[session.call_id]  # the store's word: this Node's
+            elif parked is not None:
                 continue
             recovered += 1
             out += self._start_call(session.call_id, session.dn, now, recovered=session)
@@ -1688,7 +1698,8 @@ class NodeCore:
 
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
-            return self._role_event(EpochObserved(stored), now)
+            # (Then only the calls that wait for the store's word: they are left.)
+            return self._role_event(EpochObserved(stored), now) + self._claims_late()
         out = self._claims_late()
         if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
             # (Mid-takeover, the takeover's own read is under way.)
@@ -1701,11 +1712,22 @@ class NodeCore:
         each thought the call their own while the store was away (one had not heard of
         the other), and both routed it: the T-Server refused the second route
         (``scenarios/lone-node-thawed-unlinked-as-the-store-returns.yaml``)."""
-        return [
-            ClaimLate(self._created_session(c.call_id, c.dn, c.epoch, c.target, c.created_at))
-            for c in self.calls.values()
-            if not c.claimed and c.phase in _UNSENT and c.epoch == self.current_epoch
-        ]
+        out: list[Command] = []
+        for c in list(self.calls.values()):
+            if c.claimed or c.phase not in _UNSENT:
+                continue
+            if c.phase is Phase.AWAITING_STORE and not self.role.role.holds_node:
+                # Its Node's holder recovers it from the store if its first write landed;
+                # if not, the watch of its Reserved Node runs on.
+                del self.calls[c.call_id]
+                out.append(Note("redelivered_call_left", (("call_id", c.call_id),)))
+                continue
+            if c.phase is Phase.AWAITING_STORE:
+                c.epoch = self.current_epoch  # the Node taken (back) meanwhile
+            if c.epoch == self.current_epoch:
+                session = self._created_session(c.call_id, c.dn, c.epoch, c.target, c.created_at)
+                out.append(ClaimLate(session))
+        return out
 
     def _late_claimed(self, event: LateClaimed) -> list[Command]:
         call = self.calls.get(event.call_id)
@@ -1715,10 +1737,20 @@ class NodeCore:
             return []
         if event.outcome is WriteOutcome.OWNED:
             call.claimed = call.written = True
-            return [self._notify(call)]  # a Node that went on without the store leaves it
+            out: list[Command] = [self._notify(call)]  # one that went on without it leaves it
+            if call.phase is Phase.AWAITING_STORE:
+                # This Node's: the T-Server says whether someone routed it meanwhile.
+                call.phase = Phase.CHECKING
+                out.append(QueryCall(call.call_id))
+            return out
         if event.outcome is WriteOutcome.ELSEWHERE and call.phase in _UNSENT:
             del self.calls[call.call_id]
             return [Note("call_left_to_store_claim", (("call_id", call.call_id),))]
+        if event.outcome is WriteOutcome.STALE and call.phase is Phase.AWAITING_STORE:
+            # Fenced meanwhile: the Node's new holder recovers the call from the store if
+            # its first write landed; if not, the watch of its Reserved Node runs on.
+            del self.calls[call.call_id]
+            return [Note("redelivered_call_left", (("call_id", call.call_id),))]
         return []
 
     # -- orphans and unowned calls ------------------------------------------------------
