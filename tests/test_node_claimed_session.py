@@ -71,16 +71,23 @@ def test_a_redelivered_call_kept_from_the_store_is_said_under_way_not_created() 
     assert not [c for c in second if isinstance(c, SelectTarget | SendRoute)]
 
 
+def _awaiting_store() -> tuple[NodeCore, str]:
+    """Node 1's primary with a redelivered call whose two writes the store did not answer."""
+    core = _primary(other_node=True)
+    c1 = next(_calls_assigned_to(1, reserved=2))
+    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
+    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    assert core.calls[c1].phase is Phase.AWAITING_STORE
+    return core, c1
+
+
 def test_a_redelivered_call_waiting_for_the_store_is_routed_if_the_store_says_ours() -> None:
     """Found by the stateful HA test: its first write landed, unanswered, and its second
     try was not answered either. Left then, the call was lost: the store's claim made every other
     Node defer to this one, which no longer carried it."""
     for outcome, routed in ((WriteOutcome.OWNED, True), (WriteOutcome.ELSEWHERE, False)):
-        core = _primary(other_node=True)
-        c1 = next(_calls_assigned_to(1, reserved=2))
-        core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
-        core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
-        core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+        core, c1 = _awaiting_store()
         (claim,) = core.handle(StoreBack(1), 3.0)
         assert isinstance(claim, ClaimLate) and claim.session.call_id == c1
         out = core.handle(LateClaimed(c1, outcome), 3.1)
@@ -95,11 +102,7 @@ def test_a_redelivered_call_waiting_for_the_store_is_routed_if_the_store_says_ou
 
 
 def test_a_redelivered_call_waiting_for_the_store_yields_to_a_claim_pushed_meanwhile() -> None:
-    core = _primary(other_node=True)
-    c1 = next(_calls_assigned_to(1, reserved=2))
-    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    core, c1 = _awaiting_store()
     out = core.handle(SessionAnnounced(c1, claimed=True, node_id=2), 2.0)
     assert [n.event for n in out if isinstance(n, Note)] == ["call_left_to_store_claim"]
     assert c1 not in core.calls
@@ -235,11 +238,7 @@ def test_a_redelivered_call_waiting_for_the_store_is_left_if_the_node_moved_on()
     """The store, back, shows the Node claimed by a newer epoch: this application no
     longer holds it, and the Node's holder recovers the call from the store (or the
     Reserved Node's watch runs on), so the call is left, not kept forever."""
-    core = _primary(other_node=True)
-    c1 = next(_calls_assigned_to(1, reserved=2))
-    core.handle(RouteRequested(c1, "5000", 100.0, redelivered=True), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.0)
-    core.handle(SessionWritten(c1, WriteOutcome.UNPERSISTED), 1.5)
+    core, c1 = _awaiting_store()
     out = core.handle(StoreBack(core.current_epoch + 1), 3.0)
     assert not core.role.role.holds_node
     assert "redelivered_call_left" in [n.event for n in out if isinstance(n, Note)]
