@@ -448,26 +448,23 @@ class NodeCores(RuleBasedStateMachine):
     def a_session_write_goes_unanswered(self, data: st.DataObject, applied: bool) -> None:
         """The store's answer to a creation misses its deadline (the application or the
         store stalled): the write may have happened all the same."""
-        name = data.draw(st.sampled_from([n for n, p in self.procs.items()
-                                          if p.alive and _creations(p)]))  # fmt: skip
-        proc = self.procs[name]
-        cmd = data.draw(st.sampled_from(_creations(proc)))
-        proc.pending.remove(cmd)
-        if applied:
-            self.store.write(cmd.session, cmd.create)
-        self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
-        self.pump()
+        self._creation_unanswered(data, second=False, applied=applied)
 
     @precondition(lambda self: any(p.alive and _creations(p, True) for p in self.procs.values()))
     @rule(data=st.data())
     def the_store_stays_away(self, data: st.DataObject) -> None:
         """A second try at a creation is not answered either: the call goes on without the
         store (its claim comes late, ``the_store_answers_again``)."""
+        self._creation_unanswered(data, second=True, applied=False)
+
+    def _creation_unanswered(self, data: st.DataObject, second: bool, applied: bool) -> None:
         name = data.draw(st.sampled_from([n for n, p in self.procs.items()
-                                          if p.alive and _creations(p, True)]))  # fmt: skip
+                                          if p.alive and _creations(p, second)]))  # fmt: skip
         proc = self.procs[name]
-        cmd = data.draw(st.sampled_from(_creations(proc, True)))
+        cmd = data.draw(st.sampled_from(_creations(proc, second)))
         proc.pending.remove(cmd)
+        if applied:
+            self.store.write(cmd.session, cmd.create)
         self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
         self.pump()
 

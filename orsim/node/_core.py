@@ -1698,7 +1698,9 @@ class NodeCore:
 
     def _store_back(self, stored: int, now: float) -> list[Command]:
         if stored > self.current_epoch:
-            # (Then only the calls that wait for the store's word: they are left.)
+            # Someone holds the Node at a newer epoch: a call that waits for the store's
+            # word is left (or, the role change still under way, claimed and refused as
+            # stale), and any other late claim is refused as stale too.
             return self._role_event(EpochObserved(stored), now) + self._claims_late()
         out = self._claims_late()
         if self._recovery_pending and self.role.role.holds_node and not self._taking_over:
@@ -1716,13 +1718,10 @@ class NodeCore:
         for c in list(self.calls.values()):
             if c.claimed or c.phase not in _UNSENT:
                 continue
-            if c.phase is Phase.AWAITING_STORE and not self.role.role.holds_node:
-                # Its Node's holder recovers it from the store if its first write landed;
-                # if not, the watch of its Reserved Node runs on.
-                del self.calls[c.call_id]
-                out.append(Note("redelivered_call_left", (("call_id", c.call_id),)))
-                continue
             if c.phase is Phase.AWAITING_STORE:
+                if not self.role.role.holds_node:
+                    out.append(self._leave_awaiting(c))
+                    continue
                 c.epoch = self.current_epoch  # the Node taken (back) meanwhile
             if c.epoch == self.current_epoch:
                 session = self._created_session(c.call_id, c.dn, c.epoch, c.target, c.created_at)
@@ -1747,11 +1746,15 @@ class NodeCore:
             del self.calls[call.call_id]
             return [Note("call_left_to_store_claim", (("call_id", call.call_id),))]
         if event.outcome is WriteOutcome.STALE and call.phase is Phase.AWAITING_STORE:
-            # Fenced meanwhile: the Node's new holder recovers the call from the store if
-            # its first write landed; if not, the watch of its Reserved Node runs on.
-            del self.calls[call.call_id]
-            return [Note("redelivered_call_left", (("call_id", call.call_id),))]
+            return [self._leave_awaiting(call)]  # fenced meanwhile
         return []
+
+    def _leave_awaiting(self, call: CallState) -> Note:
+        """Leave a call that waits for the store's word to the Node's new holder, which
+        recovers it from the store if its first write landed; if not, the watch of its
+        Reserved Node runs on."""
+        del self.calls[call.call_id]
+        return Note("redelivered_call_left", (("call_id", call.call_id),))
 
     # -- orphans and unowned calls ------------------------------------------------------
 
