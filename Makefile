@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: bytecode
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 run: bytecode
 	-$(BIN)/orsim scenario run scenarios/primary-crash-under-load.yaml \

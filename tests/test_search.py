@@ -121,3 +121,22 @@ def test_an_unknown_mutation_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         main(["search", str(TOPOLOGIES / "two-nodes.yaml"), "--mutation", "nope"])
     assert exit_info.value.code == 2
+
+
+def test_shrinking_stops_after_max_shrink_runs_with_a_schedule_that_fails_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topology = str(TOPOLOGIES / "pair-and-lone-slow-urs.yaml")
+    args = ["search", topology, "--schedules", "20", "--seed", "1", "--out", str(tmp_path)]
+    args += ["--jobs", "2", "--max-shrink-runs", "0", "--mutation", "reserved-ignores-claim"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "VIOLATION duplicated" in out and " in 0 runs:" in out
+    assert "did not fail again" not in out
+    assert len(sorted(tmp_path.glob("found-*.yaml"))) == 1
+
+
+def test_a_negative_shrink_budget_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["search", str(TOPOLOGIES / "two-nodes.yaml"), "--max-shrink-runs", "-1"])
+    assert code == 2
+    assert "--max-shrink-runs" in capsys.readouterr().err

@@ -137,7 +137,11 @@ class _Job:
     max_steps: int
     faults: frozenset[str] | None = None
     tally: Tally = attrs.Factory(Tally)
+    #: most runs the shrinking may take (None: as long as hypothesis goes on)
+    max_shrink_runs: int | None = None
     first: frozenset[str] | None = None
+    #: the smallest violating schedule so far (what a capped shrinking returns)
+    smallest: Schedule | None = None
     shrink_runs: int = 0
     on_run: Callable[[Tally, bool], None] | None = None
     should_stop: Callable[[], bool] = lambda: False
@@ -145,17 +149,25 @@ class _Job:
     def condition(self, schedule: Schedule) -> bool:
         if self.first is None and self.should_stop():
             raise _Stopped
+        if self.first is not None and self.shrink_runs == self.max_shrink_runs:
+            # Every simpler candidate is refused unrun, so the shrinking ends at once;
+            # the smallest so far is what hypothesis holds, and replays at the end.
+            return schedule == self.smallest
         outcome = run_schedule(schedule, self.topology)
         if self.first is not None:
             self.shrink_runs += 1
             if self.on_run is not None:
                 self.on_run(self.tally, True)
-            return bool(outcome.kinds & self.first)
+            fails_alike = bool(outcome.kinds & self.first)
+            if fails_alike:
+                # hypothesis tries only schedules simpler than its best so far
+                self.smallest = schedule
+            return fails_alike
         self.tally.add(schedule, outcome)
         if self.on_run is not None:
             self.on_run(self.tally, False)
         if outcome.violations:
-            self.first = outcome.kinds
+            self.first, self.smallest = outcome.kinds, schedule
             return True
         return False
 
@@ -177,7 +189,7 @@ class _Job:
                     random=random.Random(self.seed),
                 )
         except (NoSuchExample, _Stopped):
-            return None
+            return self.smallest  # None unless the shrinking was cut short
 
 
 def search(
@@ -191,9 +203,11 @@ def search(
     mutation: str | None = None,
     progress: TextIO | None = None,
     faults: frozenset[str] | None = None,
+    max_shrink_runs: int | None = None,
 ) -> SearchResult:
-    """Search ``budget`` schedules on a topology; on a violation, shrink it and write the
-    minimal schedule as a scenario under ``out_dir``.
+    """Search ``budget`` schedules on a topology; on a violation, shrink it (in at most
+    ``max_shrink_runs`` runs, if given) and write the smallest schedule found as a
+    scenario under ``out_dir``.
 
     Raises:
         ConfigError: the topology is broken.
@@ -207,12 +221,13 @@ def search(
     started = time.perf_counter()
     try:
         if jobs <= 1:
-            job = _Job(topology, budget, seed, max_steps, faults, on_run=bar.update)
+            job = _Job(topology, budget, seed, max_steps, faults,
+                       max_shrink_runs=max_shrink_runs, on_run=bar.update)  # fmt: skip
             minimal = job.run()
             tally, shrink_runs = job.tally, job.shrink_runs
         else:
             minimal, tally, shrink_runs = _parallel(
-                topology, budget, seed, max_steps, jobs, bar, faults
+                topology, budget, seed, max_steps, jobs, bar, faults, max_shrink_runs
             )
         found = None
         if minimal is not None:
@@ -282,6 +297,7 @@ def _parallel(
     jobs: int,
     bar: _Progress,
     faults: frozenset[str] | None,
+    max_shrink_runs: int | None,
 ) -> tuple[Schedule | None, Tally, int]:
     """``jobs`` processes, seeds ``seed``, ``seed + 1``, ...; the first violation wins:
     (its minimal schedule, every job's tally, the runs its shrinking took)."""
@@ -293,7 +309,18 @@ def _parallel(
     workers = [
         context.Process(
             target=_job_main,
-            args=(topology.path, share, seed + i, max_steps, faults, i, counts, stop, results),
+            args=(
+                topology.path,
+                share,
+                seed + i,
+                max_steps,
+                faults,
+                max_shrink_runs,
+                i,
+                counts,
+                stop,
+                results,
+            ),
             daemon=True,
         )
         for i, share in enumerate(shares)
@@ -326,6 +353,7 @@ def _job_main(
     seed: int,
     max_steps: int,
     faults: frozenset[str] | None,
+    max_shrink_runs: int | None,
     index: int,
     counts: SynchronizedArray[int],
     stop: Event,
@@ -336,7 +364,8 @@ def _job_main(
     def on_run(tally: Tally, _shrinking: bool) -> None:
         counts[index] = tally.schedules
 
-    job = _Job(topology, budget, seed, max_steps, faults, on_run=on_run, should_stop=stop.is_set)
+    job = _Job(topology, budget, seed, max_steps, faults, max_shrink_runs=max_shrink_runs,
+               on_run=on_run, should_stop=stop.is_set)  # fmt: skip
     minimal = job.run()
     if minimal is not None:
         stop.set()

@@ -43,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="most chosen steps in a schedule (default 8)",
     )  # fmt: skip
     parser.add_argument(
+        "--max-shrink-runs", type=int, metavar="R",
+        help=(
+            "stop shrinking a violation after R runs and write the smallest schedule "
+            "found by then (default: shrink until no smaller schedule fails alike)"
+        ),
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
         help=f"where found scenarios and summary.json go (default {DEFAULT_OUT})",
     )  # fmt: skip
@@ -72,6 +79,8 @@ def search_command(args: argparse.Namespace) -> int:
 
     if args.schedules < 1 or args.max_steps < 1 or args.jobs < 1:
         raise UsageError("--schedules, --max-steps and --jobs must be at least 1")
+    if args.max_shrink_runs is not None and args.max_shrink_runs < 0:
+        raise UsageError("--max-shrink-runs must be 0 or more")
     faults = None
     if args.faults:
         from orsim.search._schedule import check_fault_kinds
@@ -94,6 +103,7 @@ def search_command(args: argparse.Namespace) -> int:
             mutation=args.mutation,
             progress=sys.stderr,
             faults=faults,
+            max_shrink_runs=args.max_shrink_runs,
         )
         results.append(result)
         tally = result.tally
