@@ -134,6 +134,8 @@ def test_shrinking_stops_after_max_shrink_runs_with_a_schedule_that_fails_alike(
     assert "VIOLATION duplicated" in out and " in 0 runs:" in out
     assert "did not fail again" not in out
     assert len(sorted(tmp_path.glob("found-*.yaml"))) == 1
+    (search,) = json.loads((tmp_path / "summary.json").read_text())["searches"]
+    assert search["max_shrink_runs"] == 0 and search["found"]["shrink_runs"] == 0
 
 
 def test_a_negative_shrink_budget_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,7 @@ class SearchResult:
     wall_s: float
     found: Found | None
     mutation: str | None
+    max_shrink_runs: int | None = None
 
     def summary(self) -> dict[str, object]:
         """The JSON summary (``--out DIR/summary.json``)."""
@@ -100,6 +101,7 @@ class SearchResult:
             "seed": self.seed,
             "budget": self.budget,
             "mutation": self.mutation,
+            "max_shrink_runs": self.max_shrink_runs,
             "schedules": self.tally.schedules,
             "violations": self.tally.violations,
             "refused": self.tally.refused,
@@ -237,7 +239,9 @@ def search(
         set_mutation(None)
     wall = time.perf_counter() - started
     bar.done(tally)
-    result = SearchResult(str(topology_path), seed, budget, tally, wall, found, mutation)
+    result = SearchResult(
+        str(topology_path), seed, budget, tally, wall, found, mutation, max_shrink_runs
+    )
     return result
 
 
