@@ -19,7 +19,10 @@ applications and between an application and the T-Server, switchovers, ADDP dete
 completions and time. R may hang and be cut off from A and B, but neither crashes nor
 loses its T-Server link: a call that no live primary heard of (its Assigned Node's
 primary dead or deaf, its Reserved Node deaf) is lost in ORS too, and the liveness check
-at the end (every call routed) would then ask for the impossible.
+at the end (every call routed) would then ask for the impossible. The store may stay
+away from one application, and the call go on without its claim, only apart from the
+other faults, as ``orsim search`` draws them (``NodeCores._away``); and the clock does
+not pass a creation's store deadline while its writer runs (``NodeCores.advance``).
 """
 
 from __future__ import annotations
@@ -227,6 +230,8 @@ class Proc:
     inbox: list[InEvent] = attrs.Factory(list)
     #: Commands sent and not answered yet.
     pending: list[Command] = attrs.Factory(list)
+    #: When each session creation was sent, and the faults drawn by then.
+    sent: dict[Command, tuple[float, int]] = attrs.Factory(dict)
     highest_epoch: int = 0
 
     @property
@@ -245,6 +250,10 @@ class NodeCores(RuleBasedStateMachine):
         self.ts_cut: set[str] = set()
         self.queue: deque[tuple[str, InEvent]] = deque()
         self.calls: list[str] = []
+        #: faults drawn so far (crashes, hangs and resumes, cuts and heals, switchovers)
+        self.faults = 0
+        #: (creator, call): creations that went on without the store
+        self.gone_on: set[tuple[str, str]] = set()
         for name in APPS:
             self._start(name)
         self.pump()
@@ -297,6 +306,9 @@ class NodeCores(RuleBasedStateMachine):
                         self.deliver(proc.name, HandoverSendFailed())
                 case ModeChanged() | Note() | SwitchoverDone():
                     pass
+                case WriteSession(create=True):
+                    proc.pending.append(cmd)
+                    proc.sent[cmd] = (self.now, self.faults)
                 case _:
                     proc.pending.append(cmd)
 
@@ -380,8 +392,10 @@ class NodeCores(RuleBasedStateMachine):
         self._registered(name)
 
     def advance(self, dt: float) -> None:
-        """Let ``dt`` pass: every core's deadlines, in time order (a discrete-event clock)."""
-        until = self.now + dt
+        """Let ``dt`` pass: every core's deadlines, in time order (a discrete-event clock).
+        Not past a running application's store deadline for a session creation: its store
+        guard gives up on the write by then (its watchers wait that long for its word)."""
+        until = max(self.now, min(self.now + dt, self._store_deadline()))
         for _ in range(10_000):
             due = [(p.core.next_deadline(), n) for n, p in self.procs.items() if p.responsive]
             when, name = min(due, default=(math.inf, ""))
@@ -392,6 +406,16 @@ class NodeCores(RuleBasedStateMachine):
             self.run(proc, proc.core.tick(self.now))
             self.pump()
         self.now = until
+
+    def _store_deadline(self) -> float:
+        deadlines = [
+            sent + p.core.store_deadline + cmd.wait_for_store
+            for p in self.procs.values()
+            if p.responsive
+            for cmd, (sent, _) in p.sent.items()
+            if isinstance(cmd, WriteSession) and cmd in p.pending
+        ]
+        return min(deadlines, default=math.inf)
 
     def _detect(self) -> None:
         """ADDP fires: every silent link is closed by whoever is awake."""
@@ -450,19 +474,47 @@ class NodeCores(RuleBasedStateMachine):
         store stalled): the write may have happened all the same."""
         self._creation_unanswered(data, second=False, applied=applied)
 
-    @precondition(lambda self: any(p.alive and _creations(p, True) for p in self.procs.values()))
+    @precondition(lambda self: any(p.alive and self._away(p) for p in self.procs.values()))
     @rule(data=st.data())
     def the_store_stays_away(self, data: st.DataObject) -> None:
         """A second try at a creation is not answered either: the call goes on without the
         store (its claim comes late, ``the_store_answers_again``)."""
         self._creation_unanswered(data, second=True, applied=False)
 
+    def _away(self, proc: Proc) -> list[WriteSession]:
+        """The second tries the store may leave unanswered. The store is faulted apart
+        from the other faults, as ``orsim search`` faults it: not while a link is cut or
+        an application hung, nor for a call whose creation a fault came after (and no
+        fault comes while the call goes on unclaimed: ``_calm``). Otherwise another Node,
+        not told of the creation or its creator gone silent, creates the call too, with
+        the store's claim: two Nodes route it, and only the T-Server's refusal of the
+        second route keeps it routed once
+        (``test_a_creation_without_the_store_or_its_reserved_node_is_routed_twice``)."""
+        if self.cut or self.ts_cut or any(p.hung for p in self.procs.values()):
+            return []
+        return [c for c in _creations(proc, True)
+                if proc.sent.get(attrs.evolve(c, wait_for_store=0.0), (0.0, -1))[1]
+                == self.faults]  # fmt: skip
+
+    def _calm(self) -> bool:
+        """Whether a fault may come now: no call goes on unclaimed without the store
+        (until it is routed, or claimed late once the store answers again)."""
+        for name, call_id in list(self.gone_on):
+            proc, call = self.procs[name], self.procs[name].core.calls.get(call_id)
+            if proc.alive and call is not None and not call.claimed:
+                return False
+            self.gone_on.discard((name, call_id))
+        return True
+
     def _creation_unanswered(self, data: st.DataObject, second: bool, applied: bool) -> None:
+        eligible = self._away if second else _creations
         name = data.draw(st.sampled_from([n for n, p in self.procs.items()
-                                          if p.alive and _creations(p, second)]))  # fmt: skip
+                                          if p.alive and eligible(p)]))  # fmt: skip
         proc = self.procs[name]
-        cmd = data.draw(st.sampled_from(_creations(proc, second)))
+        cmd = data.draw(st.sampled_from(eligible(proc)))
         proc.pending.remove(cmd)
+        if second:
+            self.gone_on.add((name, cmd.session.call_id))
         if applied:
             self.store.write(cmd.session, cmd.create)
         self.deliver(name, SessionWritten(cmd.session.call_id, WriteOutcome.UNPERSISTED))
@@ -489,8 +541,9 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR))
     def crash(self, name: str) -> None:
         proc = self.procs[name]
-        if not proc.alive:
+        if not proc.alive or not self._calm():
             return
+        self.faults += 1
         proc.hung = False
         for cmd in list(proc.pending):  # what it sent before dying still reaches its server
             self.complete(proc, cmd)
@@ -505,25 +558,31 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR))
     def restart(self, name: str) -> None:
         if not self.procs[name].alive:
+            self.faults += 1
             self._start(name)
             self.pump()
 
     @rule(name=st.sampled_from(APPS))
     def hang(self, name: str) -> None:
-        if self.procs[name].alive:
+        if self.procs[name].alive and self._calm():
+            self.faults += 1
             self.procs[name].hung = True
 
     @rule(name=st.sampled_from(APPS))
     def resume(self, name: str) -> None:
         if self.procs[name].alive and self.procs[name].hung:
+            self.faults += 1
             self._resume(name)
 
     @rule(pair=st.sampled_from([("A", "B"), ("A", "R"), ("B", "R")]), cut=st.booleans())
     def cut_link(self, pair: tuple[str, str], cut: bool) -> None:
         key = frozenset(pair)
         if cut:
-            self.cut.add(key)
+            if self._calm():
+                self.faults += 1
+                self.cut.add(key)
         elif key in self.cut:
+            self.faults += 1
             self.cut.discard(key)
             if all(self.procs[n].responsive for n in pair):
                 self.link_up(*pair)
@@ -532,8 +591,11 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR), cut=st.booleans())
     def cut_tserver(self, name: str, cut: bool) -> None:
         if cut:
-            self.ts_cut.add(name)
+            if self._calm():
+                self.faults += 1
+                self.ts_cut.add(name)
         elif name in self.ts_cut:
+            self.faults += 1
             self.ts_cut.discard(name)
             self._registered(name)
 
@@ -564,7 +626,8 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR))
     def switchover(self, name: str) -> None:
         proc = self.procs[name]
-        if proc.responsive:
+        if proc.responsive and self._calm():
+            self.faults += 1
             self.run(proc, proc.core.handle(SwitchoverAsked(), self.now))
             self.pump()
 
@@ -728,3 +791,94 @@ def test_a_redelivered_creation_unanswered_twice_is_routed_once_the_store_answer
     state.the_store_stays_away(data=_First())
     assert state.procs["B"].core.calls["c0"].phase is Phase.AWAITING_STORE
     state.teardown()  # every call routed, one holder per Node
+
+
+def test_a_creation_without_the_store_or_its_reserved_node_is_routed_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by this test (hypothesis seed 11, 2,000 examples), and outside the faults it
+    draws since: B, primary of Node 1 after A's crash, is cut from R (the Reserved Node)
+    and a call arrives; B's two tries at its session go unanswered, so B goes on without
+    the store, and the news of it never reaches R. R's watch runs out, R creates the call
+    with the store's claim (B's writes never landed), and both route it. The T-Server
+    routes B's and refuses R's: routed once, one duplicate. Nothing B or R could know
+    would tell them apart: the store is away for one, the other is out of reach."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_a, **_k: None)
+    state = NodeCores()
+    state.crash(name="A")
+    state.every_server_answers()
+    state.cut_link(cut=True, pair=("B", "R"))
+    state.new_calls(count=1, node_2=False)
+    state.a_session_write_goes_unanswered(applied=False, data=_First())
+    assert not state._away(state.procs["B"]), "not while a link is cut"
+    # Past the rule's precondition:
+    monkeypatch.setattr(NodeCores, "_away", lambda _self, proc: _creations(proc, True))
+    state.the_store_stays_away(data=_First())
+    state.time_passes(dt=0.7)
+    state.every_server_answers()
+    assert state.ts.accepted == Counter({"c0": 1}) and state.ts.routed["c0"][0] == "B"
+    assert state.ts.duplicates == 1, "R routed it too, and the T-Server refused it"
+
+
+def test_a_creation_without_the_store_whose_creator_hangs_is_routed_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by this test (hypothesis seed 3, 2,000 examples), and outside the faults it
+    draws since: A, primary of Node 1, goes on without the store for a call (both its
+    tries unanswered; R and B are told it is created, unclaimed). B crashes and A hangs:
+    R sees Node 1 silent, and its unowned-call rule creates the call, with the store's
+    claim. A wakes and routes it, and so does R: the T-Server refuses R's route."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_a, **_k: None)
+    state = NodeCores()
+    state.new_calls(count=1, node_2=False)
+    state.a_session_write_goes_unanswered(applied=False, data=_First())
+    state.the_store_stays_away(data=_First())
+    assert not state._calm(), "no fault is drawn while the call goes on unclaimed"
+    monkeypatch.setattr(NodeCores, "_calm", lambda _self: True)
+    state.crash(name="B")
+    state.hang(name="A")
+    state.time_passes(dt=0.75)
+    state.addp_detects_silence()
+    state.time_passes(dt=0.25)
+    state.resume(name="A")
+    state.every_server_answers()
+    assert state.ts.accepted == Counter({"c0": 1}) and state.ts.routed["c0"][0] == "A"
+    assert state.ts.duplicates == 1, "R routed it too, and the T-Server refused it"
+
+
+class _Pick:
+    """Draws the named application, then its creation of the named call."""
+
+    def __init__(self, app: str, call_id: str) -> None:
+        self.wanted: list[str] = [app, call_id]
+
+    def draw(self, strategy: st.SearchStrategy[object]) -> object:
+        wanted = self.wanted.pop(0)
+        for element in strategy.elements:  # type: ignore[attr-defined]
+            session = getattr(element, "session", None)
+            if element == wanted or (session is not None and session.call_id == wanted):
+                return element
+        raise AssertionError(f"{wanted} is not to be drawn")
+
+
+def test_time_does_not_pass_a_creations_store_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by this test (a random seed, 300 examples): R's creation of a call of its own
+    went unanswered for 2.5 s, past the 1 s in which its store guard gives up on a write.
+    A, told the write was slow, waits that long plus the call-watching-timeout for R's
+    word, then creates the call itself; R, its two tries unanswered, went on without the
+    store, and both routed it. The model's clock now stops at such a deadline until the
+    write is answered or goes unanswered, as the runtime's guard would have it."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_a, **_k: None)
+    state = NodeCores()
+    state.new_calls(count=2, node_2=True)
+    state.time_passes(dt=2.5)
+    assert state.now == pytest.approx(1.0)
+    assert not any(isinstance(c, WriteSession) for c in state.procs["A"].pending)
+    # As it was before: the clock passes the deadline and A's watch runs out.
+    monkeypatch.setattr(NodeCores, "_store_deadline", lambda _self: math.inf)
+    state.time_passes(dt=1.5)
+    assert any(isinstance(c, WriteSession) for c in state.procs["A"].pending)
+    state.a_session_write_goes_unanswered(applied=False, data=_Pick("R", "r0"))
+    state.the_store_stays_away(data=_Pick("R", "r0"))
+    state.every_server_answers()
+    assert state.ts.duplicates == 1, "A and R both routed r0"
