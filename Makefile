@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bytecode test run lint bench soak scenarios fuzz search clean
+.PHONY: install bytecode test run lint bench soak scenarios fuzz search ha clean
 
 install: $(STAMP)
 
@@ -56,6 +56,15 @@ search: bytecode
 	$(BIN)/orsim search scenarios/topologies/two-nodes.yaml \
 		scenarios/topologies/three-nodes-two-dc.yaml \
 		--schedules $(SEARCH_SCHEDULES) --seed $(SEARCH_SEED) --jobs 2 --out .orsim/search
+
+# The stateful HA test (three NodeCores under random faults) explored: HA_EXAMPLES
+# examples for each hypothesis seed in HA_SEEDS (~45 s each); make test runs a fixed 300.
+HA_EXAMPLES ?= 2000
+HA_SEEDS ?= 1 2 3 4 5 6 7 8 9 10
+ha: bytecode
+	@for seed in $(HA_SEEDS); do echo "== hypothesis seed $$seed, $(HA_EXAMPLES) examples"; \
+		HA_EXAMPLES=$(HA_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider -k TestNodeCores \
+			tests/test_node_core_stateful.py --hypothesis-seed=$$seed || exit 1; done
 
 scenarios: bytecode
 	$(BIN)/orsim scenario run scenarios/*.yaml --junit .orsim/scenarios.xml --report .orsim/scenarios.html
