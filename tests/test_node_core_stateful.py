@@ -231,7 +231,7 @@ class Proc:
     #: Commands sent and not answered yet.
     pending: list[Command] = attrs.Factory(list)
     #: When each session creation was sent, and the faults drawn by then.
-    sent: dict[Command, tuple[float, int]] = attrs.Factory(dict)
+    sent: dict[WriteSession, tuple[float, int]] = attrs.Factory(dict)
     highest_epoch: int = 0
 
     @property
@@ -413,7 +413,7 @@ class NodeCores(RuleBasedStateMachine):
             for p in self.procs.values()
             if p.responsive
             for cmd, (sent, _) in p.sent.items()
-            if isinstance(cmd, WriteSession) and cmd in p.pending
+            if cmd in p.pending
         ]
         return min(deadlines, default=math.inf)
 
@@ -506,6 +506,13 @@ class NodeCores(RuleBasedStateMachine):
             self.gone_on.discard((name, call_id))
         return True
 
+    def _fault(self) -> bool:
+        """Count a fault about to be drawn, if one may come now (``_calm``)."""
+        if not self._calm():
+            return False
+        self.faults += 1
+        return True
+
     def _creation_unanswered(self, data: st.DataObject, second: bool, applied: bool) -> None:
         eligible = self._away if second else _creations
         name = data.draw(st.sampled_from([n for n, p in self.procs.items()
@@ -541,9 +548,8 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR))
     def crash(self, name: str) -> None:
         proc = self.procs[name]
-        if not proc.alive or not self._calm():
+        if not proc.alive or not self._fault():
             return
-        self.faults += 1
         proc.hung = False
         for cmd in list(proc.pending):  # what it sent before dying still reaches its server
             self.complete(proc, cmd)
@@ -564,8 +570,7 @@ class NodeCores(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(APPS))
     def hang(self, name: str) -> None:
-        if self.procs[name].alive and self._calm():
-            self.faults += 1
+        if self.procs[name].alive and self._fault():
             self.procs[name].hung = True
 
     @rule(name=st.sampled_from(APPS))
@@ -578,8 +583,7 @@ class NodeCores(RuleBasedStateMachine):
     def cut_link(self, pair: tuple[str, str], cut: bool) -> None:
         key = frozenset(pair)
         if cut:
-            if self._calm():
-                self.faults += 1
+            if self._fault():
                 self.cut.add(key)
         elif key in self.cut:
             self.faults += 1
@@ -591,8 +595,7 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR), cut=st.booleans())
     def cut_tserver(self, name: str, cut: bool) -> None:
         if cut:
-            if self._calm():
-                self.faults += 1
+            if self._fault():
                 self.ts_cut.add(name)
         elif name in self.ts_cut:
             self.faults += 1
@@ -626,8 +629,7 @@ class NodeCores(RuleBasedStateMachine):
     @rule(name=st.sampled_from(PAIR))
     def switchover(self, name: str) -> None:
         proc = self.procs[name]
-        if proc.responsive and self._calm():
-            self.faults += 1
+        if proc.responsive and self._fault():
             self.run(proc, proc.core.handle(SwitchoverAsked(), self.now))
             self.pump()
 

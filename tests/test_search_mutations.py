@@ -1,7 +1,7 @@
 """`orsim search` finds known bugs by itself: each test-only mutation (``ORSIM_MUTATION``)
 is found within a small budget and shrunk (in a few runs) to a scenario of at most 6
-chosen steps, and
-the written file fails the same way when run as `orsim scenario run --sim` runs it."""
+chosen steps, and the written file fails the same way when run as `orsim scenario run
+--sim` runs it."""
 
 from __future__ import annotations
 
